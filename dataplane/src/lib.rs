@@ -1,0 +1,13 @@
+//! skywire's mesh core: identity, wire formats, transports, routing and route sessions as
+//! sans-IO state machines (bytes and `now` in; datagrams, events and deadlines out).
+
+pub mod identity;
+pub mod index;
+pub mod outbox;
+pub mod routing;
+pub mod transport;
+pub mod wire;
+
+pub use identity::{KeyError, NodeKey, SecretKey};
+pub use outbox::{Datagram, Outbox, MAX_DATAGRAM};
+pub use wire::RouteId;
