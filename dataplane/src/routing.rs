@@ -1,0 +1,463 @@
+//! The routing table: what this node does with a packet that arrives with one of its own route
+//! ids. A rule forwards (next transport, next id) or consumes (delivers to the route session);
+//! it names the transport it expects the packet on, and expires unless refreshed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+
+use crate::identity::NodeKey;
+use crate::transport::TransportId;
+use crate::wire::RouteId;
+
+/// What to do with a packet that arrives on a route id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Relay it to `transport`, relabelled with `next_id`.
+    Forward {
+        /// The neighbour it goes to.
+        transport: TransportId,
+        /// The id that neighbour chose for this route.
+        next_id: RouteId,
+    },
+    /// Deliver it to the route session with `peer`: this node is one end of the route.
+    Consume {
+        /// The node at the route's other end.
+        peer: NodeKey,
+    },
+}
+
+/// One rule and its bookkeeping.
+#[derive(Debug, Clone)]
+pub struct RuleEntry {
+    /// What to do.
+    pub rule: Rule,
+    /// The only transport packets for this id may arrive on.
+    pub ingress: TransportId,
+    /// The same route's rule for the other direction on this node, if it has one.
+    pub pair: Option<RouteId>,
+    /// When the rule is dropped unless refreshed first.
+    pub expires_at: Instant,
+    /// Packets that used the rule.
+    pub packets: u64,
+    /// Bytes that used the rule (mesh packets, header included).
+    pub bytes: u64,
+}
+
+/// The verdict for one arriving packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Relay it.
+    Forward {
+        /// The neighbour it goes to.
+        transport: TransportId,
+        /// Its new label.
+        next_id: RouteId,
+    },
+    /// Deliver it to the session with this peer.
+    Consume {
+        /// The route's other end.
+        peer: NodeKey,
+    },
+    /// No rule has this id.
+    UnknownRoute,
+    /// The rule exists but expects packets from another neighbour.
+    WrongIngress,
+}
+
+/// Why no route id could be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AllocateError {
+    /// The neighbour already has as many routes through this node as allowed.
+    #[error("route limit per neighbour reached")]
+    RouteLimit,
+    /// No free id was found (the id space is nearly exhausted).
+    #[error("no free route id")]
+    Exhausted,
+}
+
+/// How a table is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct TableLimits {
+    /// Rules whose packets arrive from one neighbour.
+    pub max_per_neighbour: usize,
+    /// How long a rule lives without a refresh; also how long a freed id rests before reuse.
+    pub rule_lifetime: Duration,
+}
+
+/// This node's routing table.
+#[derive(Debug)]
+pub struct RoutingTable {
+    rules: HashMap<RouteId, RuleEntry>,
+    /// Freed ids and when they may be used again: a late packet for an old route must not
+    /// land on a new one.
+    resting: HashMap<RouteId, Instant>,
+    per_ingress: HashMap<TransportId, usize>,
+    limits: TableLimits,
+}
+
+/// Attempts at drawing a free random id before giving up.
+const ALLOCATION_ATTEMPTS: usize = 64;
+
+impl RoutingTable {
+    /// An empty table.
+    pub fn new(limits: TableLimits) -> RoutingTable {
+        RoutingTable {
+            rules: HashMap::new(),
+            resting: HashMap::new(),
+            per_ingress: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// Adds a rule under a fresh random id, non-zero and not recently used.
+    pub fn allocate(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn RngCore,
+        ingress: TransportId,
+        rule: Rule,
+    ) -> Result<RouteId, AllocateError> {
+        let count = self.per_ingress.get(&ingress).copied().unwrap_or(0);
+        if count >= self.limits.max_per_neighbour {
+            return Err(AllocateError::RouteLimit);
+        }
+        for _ in 0..ALLOCATION_ATTEMPTS {
+            let Some(id) = RouteId::new(rng.next_u32() & RouteId::MAX) else {
+                continue;
+            };
+            if id.is_control() || self.rules.contains_key(&id) {
+                continue;
+            }
+            match self.resting.get(&id) {
+                Some(until) if *until > now => continue,
+                Some(_) => {
+                    self.resting.remove(&id);
+                }
+                None => {}
+            }
+            self.rules.insert(
+                id,
+                RuleEntry {
+                    rule,
+                    ingress,
+                    pair: None,
+                    expires_at: now + self.limits.rule_lifetime,
+                    packets: 0,
+                    bytes: 0,
+                },
+            );
+            self.per_ingress.insert(ingress, count + 1);
+            return Ok(id);
+        }
+        Err(AllocateError::Exhausted)
+    }
+
+    /// Links two rules as the two directions of one route, so that a refresh or teardown of
+    /// either reaches both.
+    pub fn pair(&mut self, a: RouteId, b: RouteId) {
+        if let Some(entry) = self.rules.get_mut(&a) {
+            entry.pair = Some(b);
+        }
+        if let Some(entry) = self.rules.get_mut(&b) {
+            entry.pair = Some(a);
+        }
+    }
+
+    /// The verdict for a packet of `len` bytes arriving on `ingress` with `id`, counted
+    /// against the rule. The relay's hot path: no allocation.
+    #[inline]
+    pub fn lookup(&mut self, id: RouteId, ingress: TransportId, len: usize) -> Lookup {
+        let Some(entry) = self.rules.get_mut(&id) else {
+            return Lookup::UnknownRoute;
+        };
+        if entry.ingress != ingress {
+            return Lookup::WrongIngress;
+        }
+        entry.packets += 1;
+        entry.bytes += len as u64;
+        match entry.rule {
+            Rule::Forward { transport, next_id } => Lookup::Forward { transport, next_id },
+            Rule::Consume { peer } => Lookup::Consume { peer },
+        }
+    }
+
+    /// The rule for `id`.
+    pub fn get(&self, id: RouteId) -> Option<&RuleEntry> {
+        self.rules.get(&id)
+    }
+
+    /// Extends the life of a rule and of its pair.
+    pub fn refresh(&mut self, now: Instant, id: RouteId) {
+        let expires_at = now + self.limits.rule_lifetime;
+        let pair = self.rules.get_mut(&id).and_then(|entry| {
+            entry.expires_at = expires_at;
+            entry.pair
+        });
+        if let Some(entry) = pair.and_then(|pair| self.rules.get_mut(&pair)) {
+            entry.expires_at = expires_at;
+        }
+    }
+
+    /// Removes a rule; its id rests for a rule lifetime before reuse.
+    pub fn remove(&mut self, now: Instant, id: RouteId) -> Option<RuleEntry> {
+        let entry = self.rules.remove(&id)?;
+        if let Some(count) = self.per_ingress.get_mut(&entry.ingress) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_ingress.remove(&entry.ingress);
+            }
+        }
+        self.resting.insert(id, now + self.limits.rule_lifetime);
+        Some(entry)
+    }
+
+    /// Removes a rule and its pair, returning both.
+    pub fn remove_with_pair(
+        &mut self,
+        now: Instant,
+        id: RouteId,
+    ) -> (Option<RuleEntry>, Option<(RouteId, RuleEntry)>) {
+        let entry = self.remove(now, id);
+        let pair = entry
+            .as_ref()
+            .and_then(|entry| entry.pair)
+            .and_then(|pair| self.remove(now, pair).map(|e| (pair, e)));
+        (entry, pair)
+    }
+
+    /// Removes the rules whose time is up and forgets ids that have rested long enough.
+    pub fn expire(&mut self, now: Instant) -> Vec<(RouteId, RuleEntry)> {
+        let expired: Vec<RouteId> = self
+            .rules
+            .iter()
+            .filter(|(_, entry)| entry.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        self.resting.retain(|_, until| *until > now);
+        expired
+            .into_iter()
+            .filter_map(|id| self.remove(now, id).map(|entry| (id, entry)))
+            .collect()
+    }
+
+    /// The ids of rules that send to or expect packets from `transport`.
+    pub fn ids_touching(&self, transport: TransportId) -> Vec<RouteId> {
+        let mut ids: Vec<RouteId> = self
+            .rules
+            .iter()
+            .filter(|(_, entry)| {
+                entry.ingress == transport
+                    || matches!(entry.rule, Rule::Forward { transport: t, .. } if t == transport)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every rule, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = (RouteId, &RuleEntry)> {
+        let mut rules: Vec<(RouteId, &RuleEntry)> =
+            self.rules.iter().map(|(id, entry)| (*id, entry)).collect();
+        rules.sort_by_key(|(id, _)| *id);
+        rules.into_iter()
+    }
+
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::identity::SecretKey;
+
+    /// A deterministic generator: the table must work with any source of numbers.
+    struct Counter(u32);
+
+    impl RngCore for Counter {
+        fn next_u32(&mut self) -> u32 {
+            self.0 = self.0.wrapping_add(1);
+            self.0
+        }
+        fn next_u64(&mut self) -> u64 {
+            u64::from(self.next_u32())
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            rand_core::impls::fill_bytes_via_next(self, dest)
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    const LIFETIME: Duration = Duration::from_secs(30);
+
+    fn table(max_per_neighbour: usize) -> RoutingTable {
+        RoutingTable::new(TableLimits {
+            max_per_neighbour,
+            rule_lifetime: LIFETIME,
+        })
+    }
+
+    fn forward(transport: u16, next: u32) -> Rule {
+        Rule::Forward {
+            transport: TransportId::from_raw(transport),
+            next_id: RouteId::new(next).unwrap(),
+        }
+    }
+
+    #[test]
+    fn lookup_forwards_counts_and_checks_ingress() {
+        let now = Instant::now();
+        let mut table = table(8);
+        let a = TransportId::from_raw(1);
+        let id = table
+            .allocate(now, &mut Counter(0), a, forward(2, 77))
+            .unwrap();
+        assert_eq!(
+            table.lookup(id, a, 100),
+            Lookup::Forward {
+                transport: TransportId::from_raw(2),
+                next_id: RouteId::new(77).unwrap()
+            }
+        );
+        assert_eq!(
+            table.lookup(id, TransportId::from_raw(2), 100),
+            Lookup::WrongIngress
+        );
+        assert_eq!(
+            table.lookup(RouteId::new(5).unwrap(), a, 100),
+            Lookup::UnknownRoute
+        );
+        let entry = table.get(id).unwrap();
+        assert_eq!((entry.packets, entry.bytes), (1, 100));
+    }
+
+    #[test]
+    fn consume_rules_name_the_peer() {
+        let now = Instant::now();
+        let mut table = table(8);
+        let peer = SecretKey::from([3; 32]).public();
+        let a = TransportId::from_raw(1);
+        let id = table
+            .allocate(now, &mut Counter(0), a, Rule::Consume { peer })
+            .unwrap();
+        assert_eq!(table.lookup(id, a, 1), Lookup::Consume { peer });
+    }
+
+    #[test]
+    fn ids_are_non_zero_20_bit_and_distinct() {
+        let now = Instant::now();
+        let mut table = table(100);
+        // Starts right below a multiple of 2^20 so that the masked value hits zero.
+        let mut rng = Counter(RouteId::MAX);
+        let a = TransportId::from_raw(1);
+        let ids: Vec<RouteId> = (0..50)
+            .map(|_| table.allocate(now, &mut rng, a, forward(2, 1)).unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| !id.is_control() && id.get() <= RouteId::MAX));
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
+    }
+
+    #[test]
+    fn per_neighbour_limit_is_enforced_and_freed() {
+        let now = Instant::now();
+        let mut table = table(2);
+        let mut rng = Counter(0);
+        let a = TransportId::from_raw(1);
+        let b = TransportId::from_raw(2);
+        let first = table.allocate(now, &mut rng, a, forward(3, 1)).unwrap();
+        table.allocate(now, &mut rng, a, forward(3, 1)).unwrap();
+        assert_eq!(
+            table.allocate(now, &mut rng, a, forward(3, 1)),
+            Err(AllocateError::RouteLimit)
+        );
+        assert!(table.allocate(now, &mut rng, b, forward(3, 1)).is_ok());
+        table.remove(now, first);
+        assert!(table.allocate(now, &mut rng, a, forward(3, 1)).is_ok());
+    }
+
+    #[test]
+    fn freed_ids_rest_before_reuse() {
+        let now = Instant::now();
+        let mut table = table(8);
+        let a = TransportId::from_raw(1);
+        let id = table
+            .allocate(now, &mut Counter(0), a, forward(2, 1))
+            .unwrap();
+        table.remove(now, id);
+        // The same generator would draw the same id again: it must be skipped while resting.
+        let again = table
+            .allocate(now, &mut Counter(0), a, forward(2, 1))
+            .unwrap();
+        assert_ne!(again, id);
+        let later = now + LIFETIME + Duration::from_secs(1);
+        table.expire(later);
+        table.remove(later, again);
+        let reused = table
+            .allocate(later + LIFETIME * 2, &mut Counter(0), a, forward(2, 1))
+            .unwrap();
+        assert_eq!(reused, id);
+    }
+
+    #[test]
+    fn rules_expire_unless_refreshed_with_their_pair() {
+        let now = Instant::now();
+        let mut table = table(8);
+        let mut rng = Counter(0);
+        let a = TransportId::from_raw(1);
+        let b = TransportId::from_raw(2);
+        let there = table.allocate(now, &mut rng, a, forward(2, 9)).unwrap();
+        let back = table.allocate(now, &mut rng, b, forward(1, 8)).unwrap();
+        let lonely = table.allocate(now, &mut rng, a, forward(2, 7)).unwrap();
+        table.pair(there, back);
+        table.refresh(now + LIFETIME / 2, there);
+        let expired = table.expire(now + LIFETIME);
+        assert_eq!(
+            expired.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            vec![lonely]
+        );
+        assert!(table.get(back).is_some());
+        assert_eq!(table.expire(now + LIFETIME * 2).len(), 2);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn removing_with_pair_and_finding_rules_by_transport() {
+        let now = Instant::now();
+        let mut table = table(8);
+        let mut rng = Counter(0);
+        let a = TransportId::from_raw(1);
+        let b = TransportId::from_raw(2);
+        let c = TransportId::from_raw(3);
+        let there = table.allocate(now, &mut rng, a, forward(2, 9)).unwrap();
+        let back = table.allocate(now, &mut rng, b, forward(1, 8)).unwrap();
+        let other = table.allocate(now, &mut rng, c, forward(1, 5)).unwrap();
+        table.pair(there, back);
+        assert_eq!(table.ids_touching(b), {
+            let mut ids = vec![there, back];
+            ids.sort();
+            ids
+        });
+        assert_eq!(table.ids_touching(c), vec![other]);
+        let (entry, pair) = table.remove_with_pair(now, back);
+        assert!(entry.is_some());
+        assert_eq!(pair.map(|(id, _)| id), Some(there));
+        assert_eq!(table.len(), 1);
+    }
+}
