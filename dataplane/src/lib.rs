@@ -10,4 +10,8 @@ pub mod wire;
 
 pub use identity::{KeyError, NodeKey, SecretKey};
 pub use outbox::{Datagram, Outbox, MAX_DATAGRAM};
+pub use transport::{
+    DropCounters, NeighbourConfig, SendError, TransportError, TransportId, TransportInfo,
+    Transports, MAX_MESH_PACKET,
+};
 pub use wire::RouteId;
