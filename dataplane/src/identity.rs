@@ -145,12 +145,16 @@ fn decode_key(text: &str) -> Result<[u8; 32], KeyError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
     fn public_key_matches_wireguard_test_vector() {
         // From `wg genkey | tee k | wg pubkey`: a pair computed by wireguard-tools.
-        let secret: SecretKey = "qGFrcJgsLX70NBjCCBbdJUd9LeQcjn+zAzGXk5RbtXo=".parse().unwrap();
+        let secret: SecretKey = "qGFrcJgsLX70NBjCCBbdJUd9LeQcjn+zAzGXk5RbtXo="
+            .parse()
+            .unwrap();
         assert_eq!(
             secret.public().to_string(),
             "I4FR+rr1zIyZWbjd9gOo7X2a7qb5E//mkO91Ziu0RkU="
@@ -168,8 +172,17 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_rejected() {
-        for text in ["", "abc", "bXUUn8rnDmS0N1kOIlm7s5rHiYSMQbi/IZ9mu4aaBw==", "!!!!"] {
-            assert_eq!(text.parse::<NodeKey>(), Err(KeyError::Malformed), "{text:?}");
+        for text in [
+            "",
+            "abc",
+            "bXUUn8rnDmS0N1kOIlm7s5rHiYSMQbi/IZ9mu4aaBw==",
+            "!!!!",
+        ] {
+            assert_eq!(
+                text.parse::<NodeKey>(),
+                Err(KeyError::Malformed),
+                "{text:?}"
+            );
         }
     }
 
