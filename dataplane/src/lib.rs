@@ -3,8 +3,10 @@
 
 pub mod identity;
 pub mod index;
+pub mod node;
 pub mod outbox;
 pub mod routing;
+pub mod session;
 pub mod transport;
 pub mod wire;
 

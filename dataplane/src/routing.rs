@@ -313,7 +313,7 @@ mod tests {
 
     fn forward(transport: u16, next: u32) -> Rule {
         Rule::Forward {
-            transport: TransportId::from_raw(transport),
+            transport: TransportId::new(transport),
             next_id: RouteId::new(next).unwrap(),
         }
     }
@@ -322,19 +322,19 @@ mod tests {
     fn lookup_forwards_counts_and_checks_ingress() {
         let now = Instant::now();
         let mut table = table(8);
-        let a = TransportId::from_raw(1);
+        let a = TransportId::new(1);
         let id = table
             .allocate(now, &mut Counter(0), a, forward(2, 77))
             .unwrap();
         assert_eq!(
             table.lookup(id, a, 100),
             Lookup::Forward {
-                transport: TransportId::from_raw(2),
+                transport: TransportId::new(2),
                 next_id: RouteId::new(77).unwrap()
             }
         );
         assert_eq!(
-            table.lookup(id, TransportId::from_raw(2), 100),
+            table.lookup(id, TransportId::new(2), 100),
             Lookup::WrongIngress
         );
         assert_eq!(
@@ -350,7 +350,7 @@ mod tests {
         let now = Instant::now();
         let mut table = table(8);
         let peer = SecretKey::from([3; 32]).public();
-        let a = TransportId::from_raw(1);
+        let a = TransportId::new(1);
         let id = table
             .allocate(now, &mut Counter(0), a, Rule::Consume { peer })
             .unwrap();
@@ -363,11 +363,13 @@ mod tests {
         let mut table = table(100);
         // Starts right below a multiple of 2^20 so that the masked value hits zero.
         let mut rng = Counter(RouteId::MAX);
-        let a = TransportId::from_raw(1);
+        let a = TransportId::new(1);
         let ids: Vec<RouteId> = (0..50)
             .map(|_| table.allocate(now, &mut rng, a, forward(2, 1)).unwrap())
             .collect();
-        assert!(ids.iter().all(|id| !id.is_control() && id.get() <= RouteId::MAX));
+        assert!(ids
+            .iter()
+            .all(|id| !id.is_control() && id.get() <= RouteId::MAX));
         let mut unique = ids.clone();
         unique.sort();
         unique.dedup();
@@ -379,8 +381,8 @@ mod tests {
         let now = Instant::now();
         let mut table = table(2);
         let mut rng = Counter(0);
-        let a = TransportId::from_raw(1);
-        let b = TransportId::from_raw(2);
+        let a = TransportId::new(1);
+        let b = TransportId::new(2);
         let first = table.allocate(now, &mut rng, a, forward(3, 1)).unwrap();
         table.allocate(now, &mut rng, a, forward(3, 1)).unwrap();
         assert_eq!(
@@ -396,7 +398,7 @@ mod tests {
     fn freed_ids_rest_before_reuse() {
         let now = Instant::now();
         let mut table = table(8);
-        let a = TransportId::from_raw(1);
+        let a = TransportId::new(1);
         let id = table
             .allocate(now, &mut Counter(0), a, forward(2, 1))
             .unwrap();
@@ -420,8 +422,8 @@ mod tests {
         let now = Instant::now();
         let mut table = table(8);
         let mut rng = Counter(0);
-        let a = TransportId::from_raw(1);
-        let b = TransportId::from_raw(2);
+        let a = TransportId::new(1);
+        let b = TransportId::new(2);
         let there = table.allocate(now, &mut rng, a, forward(2, 9)).unwrap();
         let back = table.allocate(now, &mut rng, b, forward(1, 8)).unwrap();
         let lonely = table.allocate(now, &mut rng, a, forward(2, 7)).unwrap();
@@ -442,9 +444,9 @@ mod tests {
         let now = Instant::now();
         let mut table = table(8);
         let mut rng = Counter(0);
-        let a = TransportId::from_raw(1);
-        let b = TransportId::from_raw(2);
-        let c = TransportId::from_raw(3);
+        let a = TransportId::new(1);
+        let b = TransportId::new(2);
+        let c = TransportId::new(3);
         let there = table.allocate(now, &mut rng, a, forward(2, 9)).unwrap();
         let back = table.allocate(now, &mut rng, b, forward(1, 8)).unwrap();
         let other = table.allocate(now, &mut rng, c, forward(1, 5)).unwrap();

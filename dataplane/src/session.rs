@@ -1,0 +1,137 @@
+//! Route sessions: the end-to-end WireGuard session between two nodes that talk over the mesh,
+//! so that relays carry what the ends send without being able to read it. One session per
+//! remote node, used by whichever route to it is active.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Tunn, TunnResult};
+
+use crate::identity::{NodeKey, SecretKey};
+
+/// What a session operation produced, at the start of the caller's buffer.
+#[derive(Debug)]
+pub enum SessionResult {
+    /// A WireGuard message of this many bytes to carry to the peer over the route.
+    Send(usize),
+    /// A decrypted IPv6 packet of this many bytes, from the peer.
+    DeliverV6(usize),
+    /// A decrypted IPv4 packet of this many bytes, from the peer.
+    DeliverV4(usize),
+    /// Nothing to do.
+    Nothing,
+    /// The message was refused.
+    Refused(WireGuardError),
+}
+
+/// One end-to-end session with a remote node.
+pub struct RouteSession {
+    tunn: Tunn,
+    index: u32,
+    peer_address: IpAddr,
+}
+
+impl std::fmt::Debug for RouteSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSession")
+            .field("index", &self.index)
+            .field("peer_address", &self.peer_address)
+            .finish()
+    }
+}
+
+impl RouteSession {
+    /// A session with `peer`. `index` comes from the node's one index allocator; the rate
+    /// limiter is shared by route sessions only, never with the transports.
+    pub fn new(
+        secret: &SecretKey,
+        peer: NodeKey,
+        index: u32,
+        rate_limiter: Arc<RateLimiter>,
+    ) -> RouteSession {
+        RouteSession {
+            tunn: Tunn::new(
+                secret.to_x25519(),
+                peer.to_x25519(),
+                None,
+                None,
+                index,
+                Some(rate_limiter),
+            ),
+            index,
+            // The rate limiter keys cookies by address; the peer's mesh address stands in
+            // for the UDP source a transport would use.
+            peer_address: IpAddr::V6(peer.mesh_address()),
+        }
+    }
+
+    /// The boringtun index this session holds.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Whether a handshake has completed and data can flow.
+    pub fn is_established(&self) -> bool {
+        self.tunn.stats().0.is_some()
+    }
+
+    /// Encrypts an IP packet for the peer; without a session it is queued and a handshake
+    /// initiation comes out instead.
+    pub fn encapsulate(&mut self, packet: &[u8], dst: &mut [u8]) -> SessionResult {
+        let result = self.tunn.encapsulate(packet, dst);
+        Self::convert(result)
+    }
+
+    /// Starts a handshake now (a new route is up).
+    pub fn initiate(&mut self, dst: &mut [u8]) -> SessionResult {
+        let result = self.tunn.format_handshake_initiation(dst, false);
+        Self::convert(result)
+    }
+
+    /// Authenticates and decrypts a message from the peer. After a `Send`, call [`flush`]
+    /// until it gives `Nothing`: packets queued during the handshake come out.
+    ///
+    /// [`flush`]: RouteSession::flush
+    pub fn decapsulate(&mut self, message: &[u8], dst: &mut [u8]) -> SessionResult {
+        // boringtun panics when dst is shorter than the message minus 16 bytes.
+        if message.is_empty() || dst.len() < message.len() {
+            return SessionResult::Refused(WireGuardError::DestinationBufferTooSmall);
+        }
+        let result = self.tunn.decapsulate(Some(self.peer_address), message, dst);
+        Self::convert(result)
+    }
+
+    /// The next packet queued while the handshake was under way.
+    pub fn flush(&mut self, dst: &mut [u8]) -> SessionResult {
+        let result = self.tunn.decapsulate(None, &[], dst);
+        Self::convert(result)
+    }
+
+    /// Drives boringtun's timers: handshake retries, keepalives, rekeying.
+    pub fn update_timers(&mut self, dst: &mut [u8]) -> SessionResult {
+        let result = self.tunn.update_timers(dst);
+        Self::convert(result)
+    }
+
+    fn convert(result: TunnResult<'_>) -> SessionResult {
+        match result {
+            TunnResult::Done => SessionResult::Nothing,
+            TunnResult::Err(WireGuardError::ConnectionExpired) => SessionResult::Nothing,
+            TunnResult::Err(error) => SessionResult::Refused(error),
+            TunnResult::WriteToNetwork(bytes) => SessionResult::Send(bytes.len()),
+            TunnResult::WriteToTunnelV6(bytes, _) => SessionResult::DeliverV6(bytes.len()),
+            TunnResult::WriteToTunnelV4(bytes, _) => SessionResult::DeliverV4(bytes.len()),
+        }
+    }
+}
+
+/// Whether a decrypted IPv6 packet goes from `peer` to `own`: boringtun does not check
+/// sources, so the session's end must.
+pub fn is_from_peer_to_us(packet: &[u8], peer: Ipv6Addr, own: Ipv6Addr) -> bool {
+    let (Some(src), Some(dst)) = (packet.get(8..24), packet.get(24..40)) else {
+        return false;
+    };
+    src == peer.octets() && dst == own.octets()
+}

@@ -1,0 +1,337 @@
+//! An in-memory mesh: several nodes, a virtual clock that drives the nodes' own timers, and
+//! links that drop, delay or die, all from one seed. The WireGuard sessions are the real ones
+//! (boringtun reads the wall clock for its own timers, which short scenarios never reach).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+use skywire_dataplane::node::{Event, Node, NodeOptions};
+use skywire_dataplane::transport::NeighbourConfig;
+use skywire_dataplane::{NodeKey, SecretKey};
+
+/// A small seeded generator (SplitMix64): the simulator's and the nodes' only randomness.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl RngCore for SplitMix {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core::impls::fill_bytes_via_next(self, dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+/// How a link between two nodes behaves, the same both ways.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkModel {
+    /// One-way delay.
+    pub delay: Duration,
+    /// Chance in a million that a datagram is lost.
+    pub loss_ppm: u32,
+    /// A dead link loses everything.
+    pub alive: bool,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        LinkModel {
+            delay: Duration::from_millis(5),
+            loss_ppm: 0,
+            alive: true,
+        }
+    }
+}
+
+/// A datagram on its way.
+#[derive(Debug)]
+struct InFlight {
+    from: usize,
+    to: usize,
+    bytes: Vec<u8>,
+}
+
+/// Every datagram a node received or sent, and every decrypted mesh packet it saw.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub datagrams: Vec<Vec<u8>>,
+    pub decrypted: Vec<Vec<u8>>,
+}
+
+impl Capture {
+    /// Whether `needle` occurs in anything captured.
+    pub fn contains(&self, needle: &[u8]) -> bool {
+        self.datagrams
+            .iter()
+            .chain(self.decrypted.iter())
+            .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    }
+}
+
+/// One simulated node.
+pub struct SimNode {
+    pub node: Node,
+    pub key: NodeKey,
+    pub addr: SocketAddr,
+    pub events: Vec<Event>,
+    pub capture: Option<Arc<Mutex<Capture>>>,
+}
+
+/// The simulated mesh.
+pub struct Sim {
+    pub now: Instant,
+    pub start: Instant,
+    pub nodes: Vec<SimNode>,
+    links: HashMap<(usize, usize), LinkModel>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    in_flight: HashMap<u64, InFlight>,
+    sequence: u64,
+    rng: SplitMix,
+    /// Datagrams lost to link models.
+    pub lost: u64,
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Sim {
+    /// `count` nodes joined by `links` (index pairs), each node's options adjusted by `tune`.
+    pub fn new(
+        seed: u64,
+        count: usize,
+        links: &[(usize, usize)],
+        tune: impl Fn(usize, &mut NodeOptions),
+    ) -> Sim {
+        let start = Instant::now();
+        let mut rng = SplitMix(seed);
+        let secrets: Vec<SecretKey> = (0..count)
+            .map(|_| {
+                let mut bytes = [0u8; 32];
+                rng.fill_bytes(&mut bytes);
+                SecretKey::from(bytes)
+            })
+            .collect();
+        let addr =
+            |i: usize| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10_000 + i as u16));
+        let mut nodes = Vec::new();
+        for (i, secret) in secrets.iter().enumerate() {
+            let mut options = NodeOptions::new(secret.clone());
+            for (a, b) in links {
+                let other = if *a == i {
+                    *b
+                } else if *b == i {
+                    *a
+                } else {
+                    continue;
+                };
+                options.neighbours.push(NeighbourConfig {
+                    key: secrets[other].public(),
+                    endpoint: Some(addr(other)),
+                    keepalive: None,
+                });
+            }
+            tune(i, &mut options);
+            let node = Node::new(options, start, Box::new(SplitMix(rng.next_u64()))).unwrap();
+            nodes.push(SimNode {
+                key: secret.public(),
+                node,
+                addr: addr(i),
+                events: Vec::new(),
+                capture: None,
+            });
+        }
+        Sim {
+            now: start,
+            start,
+            nodes,
+            links: links
+                .iter()
+                .map(|(a, b)| (pair(*a, *b), LinkModel::default()))
+                .collect(),
+            queue: BinaryHeap::new(),
+            in_flight: HashMap::new(),
+            sequence: 0,
+            rng,
+            lost: 0,
+        }
+    }
+
+    /// The key of node `i`.
+    pub fn key(&self, i: usize) -> NodeKey {
+        self.nodes[i].key
+    }
+
+    /// The keys of the nodes listed.
+    pub fn path(&self, nodes: &[usize]) -> Vec<NodeKey> {
+        nodes.iter().map(|i| self.key(*i)).collect()
+    }
+
+    /// Changes how the link between `a` and `b` behaves.
+    pub fn link(&mut self, a: usize, b: usize) -> &mut LinkModel {
+        self.links.entry(pair(a, b)).or_default()
+    }
+
+    /// Records everything node `i` handles from now on.
+    pub fn capture(&mut self, i: usize) -> Arc<Mutex<Capture>> {
+        let capture = Arc::new(Mutex::new(Capture::default()));
+        let tap_capture = capture.clone();
+        self.nodes[i].node.set_tap(Box::new(move |_, packet| {
+            tap_capture.lock().unwrap().decrypted.push(packet.to_vec());
+        }));
+        self.nodes[i].capture = Some(capture.clone());
+        capture
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Moves every node's outgoing datagrams onto the links and collects events.
+    fn collect_outputs(&mut self) {
+        for from in 0..self.nodes.len() {
+            while let Some(datagram) = self.nodes[from].node.poll_transmit() {
+                let to = self.nodes.iter().position(|n| n.addr == datagram.to);
+                if let Some(capture) = &self.nodes[from].capture {
+                    capture
+                        .lock()
+                        .unwrap()
+                        .datagrams
+                        .push(datagram.bytes().to_vec());
+                }
+                if let Some(to) = to {
+                    let model = self.links.get(&pair(from, to)).copied();
+                    let lost = match model {
+                        Some(model) => {
+                            !model.alive || (self.rng.next_u32() % 1_000_000) < model.loss_ppm
+                        }
+                        None => true,
+                    };
+                    if lost {
+                        self.lost += 1;
+                    } else if let Some(model) = model {
+                        self.sequence += 1;
+                        self.in_flight.insert(
+                            self.sequence,
+                            InFlight {
+                                from,
+                                to,
+                                bytes: datagram.bytes().to_vec(),
+                            },
+                        );
+                        self.queue
+                            .push(Reverse((self.now + model.delay, self.sequence)));
+                    }
+                }
+                self.nodes[from].node.recycle(datagram);
+            }
+            while let Some(event) = self.nodes[from].node.poll_event() {
+                self.nodes[from].events.push(event);
+            }
+        }
+    }
+
+    /// Delivers a datagram from outside the mesh (an attacker) to node `to`.
+    pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
+        let now = self.now;
+        self.nodes[to].node.handle_datagram(now, from, bytes);
+        self.collect_outputs();
+    }
+
+    /// Runs the mesh until `done` holds or `limit` of virtual time has passed; says which.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            self.collect_outputs();
+            if done(self) {
+                return true;
+            }
+            let next_delivery = self.queue.peek().map(|Reverse((at, _))| *at);
+            let next_timer = self.nodes.iter().map(|n| n.node.poll_timeout().0).min();
+            let next = match (next_delivery, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(deadline),
+            };
+            if next > deadline {
+                self.now = deadline;
+                return false;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.queue.pop();
+                if let Some(flight) = self.in_flight.remove(&seq) {
+                    let from = self.nodes[flight.from].addr;
+                    if let Some(capture) = &self.nodes[flight.to].capture {
+                        capture.lock().unwrap().datagrams.push(flight.bytes.clone());
+                    }
+                    self.nodes[flight.to]
+                        .node
+                        .handle_datagram(now, from, &flight.bytes);
+                }
+            }
+            for sim_node in &mut self.nodes {
+                if sim_node.node.poll_timeout().0 <= now {
+                    sim_node.node.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Runs for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        self.run_until(duration, |_| false);
+    }
+
+    /// Whether node `i` has logged an event matching `matches`.
+    pub fn has_event(&self, i: usize, matches: impl Fn(&Event) -> bool) -> bool {
+        self.nodes[i].events.iter().any(matches)
+    }
+
+    /// Takes node `i`'s packets received from `peer`, in order.
+    pub fn take_packets(&mut self, i: usize, from: NodeKey) -> Vec<Vec<u8>> {
+        let mut packets = Vec::new();
+        self.nodes[i].events.retain(|event| match event {
+            Event::Packet { peer, packet } if *peer == from => {
+                packets.push(packet.clone());
+                false
+            }
+            _ => true,
+        });
+        packets
+    }
+}
+
+/// An IPv6 packet from `src` to `dst` with no next header (59) carrying `payload`.
+pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0u8; 40];
+    packet[0] = 0x60;
+    packet[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    packet[6] = 59;
+    packet[7] = 64;
+    packet[8..24].copy_from_slice(&src.octets());
+    packet[24..40].copy_from_slice(&dst.octets());
+    packet.extend_from_slice(payload);
+    packet
+}
