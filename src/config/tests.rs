@@ -1,0 +1,591 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+const FILE: &str = "/etc/skywire/config.yaml";
+
+fn key(seed: u8) -> NodeKey {
+    SecretKey::from([seed; 32]).public()
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, Path::new(FILE))
+}
+
+/// Asserts that `text` is refused at `key` on `line`, with a problem mentioning each of `words`,
+/// and that the message a user sees carries all of it.
+fn assert_invalid(text: &str, key: &str, line: usize, words: &[&str]) {
+    let err = parse(text).expect_err("the config should be refused");
+    let message = err.to_string();
+    match &err {
+        ConfigError::Invalid {
+            key: got_key,
+            line: got_line,
+            problem,
+            ..
+        } => {
+            assert_eq!(got_key, key, "{message}");
+            assert_eq!(*got_line, Some(line), "{message}");
+            assert!(
+                !problem.starts_with(key.split('.').next().unwrap_or_default()),
+                "{message}"
+            );
+            for word in words {
+                assert!(problem.contains(word), "{word:?} missing in {message}");
+            }
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(message.contains(FILE), "{message}");
+    assert!(message.contains(&format!("line {line}")), "{message}");
+    assert!(message.contains(&format!("`{key}`")), "{message}");
+}
+
+/// A folder of its own under the system's temporary folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "skywire-config-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+// Defaults and well-formed files.
+
+#[test]
+fn an_empty_file_gives_the_defaults() {
+    for text in [
+        "",
+        "# nothing but a comment\n",
+        "{}",
+        "node:\ncontrol:\nneighbours:\nliveness:\nroutes:\n",
+    ] {
+        let config = parse(text).unwrap();
+        assert_eq!(config.file(), Path::new(FILE));
+        assert_eq!(config.dir(), Path::new("/etc/skywire"));
+        assert_eq!(config.key_file(), Path::new("/etc/skywire/state/node.key"));
+        assert_eq!(config.state_dir(), Path::new("/etc/skywire/state"));
+        assert_eq!(
+            config.control_socket(),
+            Path::new("/run/skywire/visctl.sock")
+        );
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.listen.to_string(), "[::]:7777");
+        assert!(config.neighbours.is_empty());
+        assert_eq!(config.liveness, Liveness::default());
+        assert_eq!(config.liveness.probe_interval, Duration::from_millis(2_000));
+        assert_eq!(config.liveness.dead_after, Duration::from_millis(10_000));
+        assert_eq!(config.routes, Routes::default());
+        assert_eq!(config.routes.max_per_neighbour, 1_024);
+        assert_eq!(config.routes.rule_lifetime, Duration::from_millis(30_000));
+        assert_eq!(
+            config.routes.refresh_interval,
+            Duration::from_millis(10_000)
+        );
+        assert_eq!(config.log_level, LogLevel::Info);
+    }
+}
+
+#[test]
+fn every_key_is_read() {
+    let (a, b) = (key(1), key(2));
+    let text = format!(
+        "
+node:
+  key_file: /var/lib/skywire/node.key
+  state_dir: /var/lib/skywire
+listen: \"127.0.0.1:0\"
+control:
+  socket: /run/skywire/control.sock
+neighbours:
+  - key: {a}
+    endpoint: \"127.0.0.1:7778\"
+    keepalive: 25
+  - key: {b}
+    endpoint: \"[::1]:7779\"
+  - key: {c}
+liveness:
+  probe_interval_ms: 500
+  dead_after_ms: 1001
+routes:
+  max_per_neighbour: 65536
+  rule_lifetime_ms: 20000
+  refresh_interval_ms: 9999
+log_level: debug
+",
+        c = key(3)
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.key_file(), Path::new("/var/lib/skywire/node.key"));
+    assert_eq!(config.state_dir(), Path::new("/var/lib/skywire"));
+    assert_eq!(
+        config.control_socket(),
+        Path::new("/run/skywire/control.sock")
+    );
+    assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+    assert_eq!(
+        config.neighbours,
+        vec![
+            Neighbour {
+                key: a,
+                endpoint: Some("127.0.0.1:7778".parse().unwrap()),
+                keepalive: Some(25),
+            },
+            Neighbour {
+                key: b,
+                endpoint: Some("[::1]:7779".parse().unwrap()),
+                keepalive: None,
+            },
+            Neighbour {
+                key: key(3),
+                endpoint: None,
+                keepalive: None,
+            },
+        ]
+    );
+    assert_eq!(config.liveness.probe_interval, Duration::from_millis(500));
+    assert_eq!(config.liveness.dead_after, Duration::from_millis(1001));
+    assert_eq!(config.routes.max_per_neighbour, 65_536);
+    assert_eq!(config.routes.rule_lifetime, Duration::from_millis(20_000));
+    assert_eq!(config.routes.refresh_interval, Duration::from_millis(9_999));
+    assert_eq!(config.log_level, LogLevel::Debug);
+    assert_eq!(
+        log::LevelFilter::from(config.log_level),
+        log::LevelFilter::Debug
+    );
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_files_folder() {
+    let text = "node:\n  key_file: keys/node.key\n  state_dir: ../var\ncontrol:\n  socket: run/visctl.sock\n";
+    let config = Config::from_yaml(text, Path::new("/srv/mesh/config.yaml")).unwrap();
+    assert_eq!(config.key_file(), Path::new("/srv/mesh/keys/node.key"));
+    assert_eq!(config.state_dir(), Path::new("/srv/mesh/../var"));
+    assert_eq!(
+        config.control_socket(),
+        Path::new("/srv/mesh/run/visctl.sock")
+    );
+}
+
+#[test]
+fn a_relative_config_path_is_made_absolute() {
+    let config = Config::from_yaml("", Path::new("some/config.yaml")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(config.file(), cwd.join("some/config.yaml"));
+    assert_eq!(config.key_file(), cwd.join("some/state/node.key"));
+}
+
+#[test]
+fn load_reads_the_file_and_resolves_beside_it() {
+    let dir = TempDir::new();
+    let file = dir.0.join("node.yaml");
+    fs::write(&file, "listen: \"[::1]:0\"\nnode:\n  state_dir: st\n").unwrap();
+    let config = Config::load(&file).unwrap();
+    assert_eq!(config.state_dir(), dir.0.join("st"));
+    assert_eq!(config.key_file(), dir.0.join("state/node.key"));
+    assert_eq!(config.listen, "[::1]:0".parse().unwrap());
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let err = Config::load("/nonexistent/skywire.yaml").unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("/nonexistent/skywire.yaml"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--config"), "{err}");
+}
+
+// Every way a file is refused names the key and its line.
+
+#[test]
+fn unknown_keys_are_refused_with_the_allowed_ones() {
+    assert_invalid(
+        "log_level: info\napps: {}\n",
+        "apps",
+        2,
+        &["unknown field `apps`", "`neighbours`"],
+    );
+    assert_invalid(
+        "liveness:\n  probe_interval_ms: 2000\n  dead_afer_ms: 10000\n",
+        "liveness.dead_afer_ms",
+        3,
+        &["unknown field `dead_afer_ms`", "`dead_after_ms`"],
+    );
+    assert_invalid("node:\n  keyfile: k\n", "node.keyfile", 2, &["`key_file`"]);
+    assert_invalid("control:\n  path: s\n", "control.path", 2, &["`socket`"]);
+    assert_invalid(
+        "routes:\n  max: 5\n",
+        "routes.max",
+        2,
+        &["`max_per_neighbour`"],
+    );
+    let text = format!(
+        "neighbours:\n  - key: {}\n  - key: {}\n    endpont: \"127.0.0.1:1\"\n",
+        key(1),
+        key(2)
+    );
+    assert_invalid(
+        &text,
+        "neighbours[1].endpont",
+        4,
+        &["`endpoint`", "`keepalive`"],
+    );
+}
+
+#[test]
+fn bad_endpoints_are_refused() {
+    for (endpoint, why) in [
+        ("example.com:7777", "not an IP address"),
+        ("127.0.0.1", "not an IP address"),
+        ("::1:7777", "not an IP address"),
+        ("127.0.0.1:0", "port 0"),
+        ("[::]:7777", "unspecified"),
+    ] {
+        let text = format!(
+            "neighbours:\n  - key: {}\n  - key: {}\n\n    endpoint: \"{endpoint}\"\n",
+            key(1),
+            key(2)
+        );
+        assert_invalid(
+            &text,
+            "neighbours[1].endpoint",
+            5,
+            &[why, "[2001:db8::1]:7777"],
+        );
+    }
+}
+
+#[test]
+fn bad_neighbour_keys_are_refused() {
+    assert_invalid(
+        "neighbours:\n  - key: not-a-key\n",
+        "neighbours[0].key",
+        2,
+        &["44 characters", "skywired pubkey"],
+    );
+    assert_invalid(
+        "neighbours:\n  - endpoint: \"127.0.0.1:1\"\n",
+        "neighbours[0]",
+        2,
+        &["missing field `key`"],
+    );
+    let text = format!(
+        "neighbours:\n  - key: {a}\n  - key: {b}\n  - key: {a}\n    keepalive: 5\n",
+        a = key(1),
+        b = key(2)
+    );
+    assert_invalid(
+        &text,
+        "neighbours[2].key",
+        4,
+        &["listed already", "neighbours[0]"],
+    );
+}
+
+#[test]
+fn the_nodes_own_key_is_not_a_neighbour() {
+    let text = format!("neighbours:\n  - key: {}\n  - key: {}\n", key(1), key(2));
+    let config = parse(&text).unwrap();
+    assert!(config.check_against(&key(3)).is_ok());
+    let err = config.check_against(&key(2)).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, line: Some(3), .. } if key == "neighbours[1].key"),
+        "{message}"
+    );
+    assert!(message.contains("own public key"), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+}
+
+#[test]
+fn out_of_range_numbers_are_refused_with_the_range() {
+    let neighbour = format!("neighbours:\n  - key: {}\n", key(1));
+    for keepalive in ["0", "3601", "-1"] {
+        assert_invalid(
+            &format!("{neighbour}    keepalive: {keepalive}\n"),
+            "neighbours[0].keepalive",
+            3,
+            &["1 to 3600 seconds"],
+        );
+    }
+    for value in ["99", "60001", "-5"] {
+        assert_invalid(
+            &format!("liveness:\n  probe_interval_ms: {value}\n  dead_after_ms: 3600000\n"),
+            "liveness.probe_interval_ms",
+            2,
+            &["100 to 60000 milliseconds"],
+        );
+    }
+    for value in ["0", "65537"] {
+        assert_invalid(
+            &format!("routes:\n  max_per_neighbour: {value}\n"),
+            "routes.max_per_neighbour",
+            2,
+            &["1 to 65536 rules"],
+        );
+    }
+    assert_invalid(
+        "routes:\n  rule_lifetime_ms: 999\n",
+        "routes.rule_lifetime_ms",
+        2,
+        &["1000 to 3600000 milliseconds"],
+    );
+    assert_invalid(
+        "routes:\n  refresh_interval_ms: 99999999999999999999\n",
+        "routes.refresh_interval_ms",
+        2,
+        &["100 to 1800000 milliseconds"],
+    );
+}
+
+#[test]
+fn values_of_the_wrong_type_are_refused() {
+    assert_invalid(
+        "liveness:\n  probe_interval_ms: fast\n",
+        "liveness.probe_interval_ms",
+        2,
+        &["a whole number"],
+    );
+    assert_invalid(
+        "routes:\n  max_per_neighbour: 2.5\n",
+        "routes.max_per_neighbour",
+        2,
+        &["a whole number"],
+    );
+    assert_invalid(
+        "log_level: verbose\n",
+        "log_level",
+        1,
+        &["unknown variant `verbose`", "`error`", "`trace`"],
+    );
+    assert_invalid("neighbours: 3\n", "neighbours", 1, &["sequence"]);
+    assert_invalid("node: state\n", "node", 1, &["key_file and state_dir"]);
+}
+
+#[test]
+fn liveness_needs_more_than_two_probe_intervals() {
+    assert_invalid(
+        "liveness:\n  probe_interval_ms: 2000\n  dead_after_ms: 4000\n",
+        "liveness.dead_after_ms",
+        3,
+        &["more than twice", "above 4000"],
+    );
+    // Only the probe interval is written down: it is the key to blame.
+    assert_invalid(
+        "log_level: warn\nliveness:\n  probe_interval_ms: 6000\n",
+        "liveness.probe_interval_ms",
+        3,
+        &["dead_after_ms (10000)", "above 12000"],
+    );
+    assert!(parse("liveness:\n  probe_interval_ms: 2000\n  dead_after_ms: 4001\n").is_ok());
+}
+
+#[test]
+fn refresh_must_be_less_than_half_the_rule_lifetime() {
+    assert_invalid(
+        "routes:\n  rule_lifetime_ms: 30000\n  refresh_interval_ms: 15000\n",
+        "routes.refresh_interval_ms",
+        3,
+        &["less than half", "below 15000"],
+    );
+    assert_invalid(
+        "routes:\n  rule_lifetime_ms: 20000\n",
+        "routes.rule_lifetime_ms",
+        2,
+        &["refresh_interval_ms (10000)"],
+    );
+    assert!(parse("routes:\n  rule_lifetime_ms: 30000\n  refresh_interval_ms: 14999\n").is_ok());
+}
+
+#[test]
+fn a_bad_listen_address_is_refused() {
+    assert_invalid(
+        "\nlisten: 7777\n",
+        "listen",
+        2,
+        &["IP address and port", "[::]:7777"],
+    );
+    assert_invalid(
+        "listen: \"localhost:7777\"\n",
+        "listen",
+        1,
+        &["IP address and port"],
+    );
+}
+
+#[test]
+fn bad_paths_are_refused() {
+    assert_invalid("node:\n  key_file: \"\"\n", "node.key_file", 2, &["empty"]);
+    let long = "s".repeat(120);
+    assert_invalid(
+        &format!("control:\n  socket: {long}\n"),
+        "control.socket",
+        2,
+        &["at most 107", "shorter"],
+    );
+}
+
+#[test]
+fn broken_yaml_is_a_syntax_error_with_its_line() {
+    let err = parse("node:\n  key_file: a\n   state_dir: b: c\n").unwrap_err();
+    assert!(
+        matches!(err, ConfigError::Syntax { line: Some(3), .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("not valid YAML"), "{message}");
+    let err = parse("- a\n- b\n").unwrap_err();
+    assert!(err.to_string().contains("mapping of sections"), "{err}");
+}
+
+// The state folder and the key file.
+
+#[test]
+fn a_missing_key_file_is_created_with_mode_0600_and_kept() {
+    let dir = TempDir::new();
+    let path = dir.0.join("node.key");
+    let key = load_or_create_key(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text, format!("{}\n", key.to_base64()));
+    assert_eq!(text.len(), 45);
+    let again = load_or_create_key(&path).unwrap();
+    assert_eq!(again.public(), key.public());
+    assert_eq!(read_key_file(&path).unwrap().public(), key.public());
+}
+
+#[test]
+fn a_key_file_is_not_created_in_a_missing_folder() {
+    let dir = TempDir::new();
+    let path = dir.0.join("keys/node.key");
+    let err = load_or_create_key(&path).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::KeyFolderMissing { folder, .. } if *folder == dir.0.join("keys"))
+    );
+    assert!(
+        err.to_string()
+            .contains(&dir.0.join("keys").display().to_string()),
+        "{err}"
+    );
+    assert!(!dir.0.join("keys").exists());
+}
+
+#[test]
+fn a_malformed_key_file_is_refused_by_name() {
+    let dir = TempDir::new();
+    let path = dir.0.join("node.key");
+    for content in [
+        "garbage\n",
+        "",
+        "bXUUn8rnDmS0N1kOIlm7s5rHiYSMQbi/IZ9mu4aaBw==\n",
+    ] {
+        fs::write(&path, content).unwrap();
+        let err = load_or_create_key(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::KeyMalformed { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("wg genkey"), "{message}");
+    }
+    fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
+    assert!(matches!(
+        read_key_file(&path),
+        Err(ConfigError::KeyMalformed { .. })
+    ));
+    // Untouched: the operator's file is never replaced.
+    assert_eq!(fs::read(&path).unwrap(), [0xff, 0xfe, 0x00]);
+}
+
+#[test]
+fn a_key_file_readable_by_others_is_used_anyway() {
+    let dir = TempDir::new();
+    let path = dir.0.join("node.key");
+    let key = SecretKey::from([7; 32]);
+    fs::write(&path, format!("{}\n", key.to_base64())).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(load_or_create_key(&path).unwrap().public(), key.public());
+}
+
+#[test]
+fn open_identity_creates_the_state_folder_and_the_key() {
+    let dir = TempDir::new();
+    let file = dir.0.join("config.yaml");
+    let config = Config::from_yaml(
+        "node:\n  state_dir: var/state\n  key_file: var/state/node.key\n",
+        &file,
+    )
+    .unwrap();
+    assert_eq!(config.check_key_file().unwrap(), None);
+    let key = config.open_identity().unwrap();
+    assert_eq!(mode(&dir.0.join("var/state")), 0o700);
+    assert_eq!(mode(config.key_file()), 0o600);
+    assert_eq!(config.check_key_file().unwrap(), Some(key.public()));
+    assert_eq!(config.open_identity().unwrap().public(), key.public());
+}
+
+#[test]
+fn open_identity_refuses_a_config_that_lists_the_node_itself() {
+    let dir = TempDir::new();
+    let file = dir.0.join("config.yaml");
+    let key = SecretKey::from([9; 32]);
+    fs::create_dir(dir.0.join("state")).unwrap();
+    fs::write(
+        dir.0.join("state/node.key"),
+        format!("{}\n", key.to_base64()),
+    )
+    .unwrap();
+    let text = format!("neighbours:\n  - key: {}\n", key.public());
+    let config = Config::from_yaml(&text, &file).unwrap();
+    for err in [
+        config.open_identity().unwrap_err(),
+        config.check_key_file().unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("neighbours[0].key"), "{err}");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+}
+
+#[test]
+fn check_key_file_refuses_a_missing_folder_outside_the_state_folder() {
+    let dir = TempDir::new();
+    let file = dir.0.join("config.yaml");
+    let config = Config::from_yaml("node:\n  key_file: keys/node.key\n", &file).unwrap();
+    let err = config.check_key_file().unwrap_err();
+    assert!(
+        matches!(err, ConfigError::KeyFolderMissing { .. }),
+        "{err:?}"
+    );
+    let err = config.open_identity().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&dir.0.join("keys").display().to_string()),
+        "{err}"
+    );
+    // The state folder was made all the same; the key file was not.
+    assert!(dir.0.join("state").is_dir());
+    assert!(!dir.0.join("keys").exists());
+}

@@ -1,0 +1,296 @@
+//! End-to-end tests of the `skywired` and `visctl` command lines: keys, configuration checks and
+//! the first start, each in a temporary folder of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
+const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
+
+/// A folder of its own under the system's temporary folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "skywire-cli-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` in this folder and returns its path.
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `program` with `args`, `stdin` on its standard input, in `dir`.
+fn run(program: &str, args: &[&str], stdin: &str, dir: &Path) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn skywired(args: &[&str], dir: &Path) -> Output {
+    run(SKYWIRED, args, "", dir)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_fails(output: &Output, words: &[&str]) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "stderr: {err}");
+    for word in words {
+        assert!(err.contains(word), "{word:?} missing in stderr: {err}");
+    }
+}
+
+#[test]
+fn keygen_and_pubkey_agree_with_wg() {
+    let dir = TempDir::new();
+    let generated = skywired(&["keygen"], &dir.0);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let private = stdout(&generated);
+    assert_eq!(private.len(), 45, "{private:?}");
+    assert!(private.ends_with('\n'));
+
+    let derived = run(SKYWIRED, &["pubkey"], &private, &dir.0);
+    assert!(derived.status.success(), "{}", stderr(&derived));
+    let public = stdout(&derived);
+    assert_eq!(public.len(), 45, "{public:?}");
+    assert_ne!(public, private);
+
+    match Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Err(_) => println!(
+            "SKIPPED the comparison with `wg pubkey`: `wg` is not installed (install wireguard-tools)"
+        ),
+        Ok(mut wg) => {
+            wg.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
+            let wg = wg.wait_with_output().unwrap();
+            assert!(wg.status.success(), "{}", stderr(&wg));
+            assert_eq!(stdout(&wg), public);
+        }
+    }
+}
+
+#[test]
+fn pubkey_refuses_what_is_not_a_private_key() {
+    let dir = TempDir::new();
+    for garbage in [
+        "hello\n",
+        "",
+        "bXUUn8rnDmS0N1kOIlm7s5rHiYSMQbi/IZ9mu4aaBw==\n",
+    ] {
+        let output = run(SKYWIRED, &["pubkey"], garbage, &dir.0);
+        assert_fails(
+            &output,
+            &[
+                "standard input does not hold a private key",
+                "44 characters",
+            ],
+        );
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn check_config_passes_the_repositorys_config() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+    let dir = TempDir::new();
+    let output = skywired(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &dir.0,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with(&format!("config OK: {}\n", config.display())),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn check_config_names_an_unknown_key_and_its_line() {
+    let dir = TempDir::new();
+    let config = dir.write(
+        "config.yaml",
+        "listen: \"127.0.0.1:0\"\nliveness:\n  probe_interval_ms: 2000\n  dead_afer_ms: 10000\n",
+    );
+    let output = skywired(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &dir.0,
+    );
+    assert_fails(
+        &output,
+        &[
+            "liveness.dead_afer_ms",
+            "line 4",
+            "unknown field",
+            "dead_after_ms",
+            "config.yaml",
+        ],
+    );
+    // The same for a start, which creates nothing.
+    let output = skywired(&["--config", config.to_str().unwrap()], &dir.0);
+    assert_fails(&output, &["liveness.dead_afer_ms", "line 4"]);
+    assert!(!dir.path("state").exists());
+}
+
+#[test]
+fn a_missing_key_file_folder_is_named() {
+    let dir = TempDir::new();
+    let config = dir.write(
+        "config.yaml",
+        "listen: \"127.0.0.1:0\"\nnode:\n  key_file: keys/node.key\ncontrol:\n  socket: state/visctl.sock\n",
+    );
+    let folder = dir.path("keys").display().to_string();
+    let output = skywired(&["check-config", "--config", "config.yaml"], &dir.0);
+    assert_fails(&output, &[&folder, "does not exist"]);
+    let output = skywired(&["--config", config.to_str().unwrap()], &dir.0);
+    assert_fails(&output, &[&folder, "does not exist"]);
+    assert!(!dir.path("keys").exists());
+}
+
+#[test]
+fn a_bad_key_file_is_named() {
+    let dir = TempDir::new();
+    let config = dir.write(
+        "config.yaml",
+        "listen: \"127.0.0.1:0\"\ncontrol:\n  socket: visctl.sock\n",
+    );
+    fs::create_dir(dir.path("state")).unwrap();
+    let key_file = dir.write("state/node.key", "not a key\n");
+    for args in [
+        &["check-config", "--config", "config.yaml"][..],
+        &["--config", config.to_str().unwrap()],
+    ] {
+        let output = skywired(args, &dir.0);
+        assert_fails(&output, &[&key_file.display().to_string(), "wg genkey"]);
+    }
+    assert_eq!(fs::read_to_string(&key_file).unwrap(), "not a key\n");
+}
+
+#[test]
+fn a_start_creates_the_key_file_once() {
+    let dir = TempDir::new();
+    dir.write(
+        "config.yaml",
+        "listen: \"127.0.0.1:0\"\ncontrol:\n  socket: state/visctl.sock\n",
+    );
+    let key_file = dir.path("state/node.key");
+
+    let first = skywired(&["--config", "config.yaml"], &dir.0);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(
+        fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(dir.path("state"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let private = fs::read_to_string(&key_file).unwrap();
+    let public = stdout(&run(SKYWIRED, &["pubkey"], &private, &dir.0));
+    let public = public.trim();
+    assert!(stderr(&first).contains(public), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("mesh address fd"),
+        "{}",
+        stderr(&first)
+    );
+
+    let second = skywired(&["--config", "config.yaml"], &dir.0);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(fs::read_to_string(&key_file).unwrap(), private);
+    assert!(stderr(&second).contains(public), "{}", stderr(&second));
+
+    let checked = skywired(&["check-config", "--config", "config.yaml"], &dir.0);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(
+        stdout(&checked).contains(&format!("public key: {public}")),
+        "{}",
+        stdout(&checked)
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = TempDir::new();
+    for args in [
+        &["--help"][..],
+        &["keygen", "--help"],
+        &["pubkey", "--help"],
+        &["check-config", "--help"],
+    ] {
+        let output = skywired(args, &dir.0);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert!(
+            stdout(&output).contains("Usage: skywired"),
+            "{args:?}: {}",
+            stdout(&output)
+        );
+    }
+    let output = run(VISCTL, &["--help"], "", &dir.0);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("Usage: visctl"),
+        "{}",
+        stdout(&output)
+    );
+    // Without --config or a command, skywired shows how it is used.
+    let output = skywired(&[], &dir.0);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--config"), "{}", stderr(&output));
+}
