@@ -7,6 +7,7 @@ pub mod node;
 pub mod outbox;
 pub mod routing;
 pub mod session;
+pub mod sim;
 pub mod transport;
 pub mod wire;
 

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod sim;
-
 use std::time::Duration;
 
-use sim::{ipv6_packet, Sim};
+use skywire_dataplane::sim::{self, ipv6_packet, Sim};
 use skywire_dataplane::node::{Event, RouteDownReason, RouteError};
 use skywire_dataplane::wire::RejectReason;
 

@@ -1,8 +1,9 @@
-//! An in-memory mesh: several nodes, a virtual clock that drives the nodes' own timers, and
-//! links that drop, delay or die, all from one seed. The WireGuard sessions are the real ones
-//! (boringtun reads the wall clock for its own timers, which short scenarios never reach).
+//! An in-memory mesh for tests and benchmarks: several nodes, a virtual clock that drives the
+//! nodes' own timers, and links that drop, delay or die, all from one seed. The WireGuard
+//! sessions are the real ones (boringtun reads the wall clock for its own timers, which short
+//! scenarios never reach). It panics on misuse: it is a test harness, not part of a node.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -11,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
-use skywire_dataplane::node::{Event, Node, NodeOptions};
-use skywire_dataplane::transport::NeighbourConfig;
-use skywire_dataplane::{NodeKey, SecretKey};
+use crate::identity::{NodeKey, SecretKey};
+use crate::node::{Event, Node, NodeOptions};
+use crate::transport::NeighbourConfig;
 
 /// A small seeded generator (SplitMix64): the simulator's and the nodes' only randomness.
 #[derive(Debug, Clone)]
@@ -86,6 +87,7 @@ impl Capture {
 }
 
 /// One simulated node.
+#[derive(Debug)]
 pub struct SimNode {
     pub node: Node,
     pub key: NodeKey,
@@ -95,6 +97,7 @@ pub struct SimNode {
 }
 
 /// The simulated mesh.
+#[derive(Debug)]
 pub struct Sim {
     pub now: Instant,
     pub start: Instant,
