@@ -1,6 +1,7 @@
 //! skywire's mesh core: identity, wire formats, transports, routing and route sessions as
 //! sans-IO state machines (bytes and `now` in; datagrams, events and deadlines out).
 
+pub mod api;
 pub mod identity;
 pub mod index;
 pub mod node;

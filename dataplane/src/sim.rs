@@ -11,10 +11,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand_core::RngCore;
 use crate::identity::{NodeKey, SecretKey};
 use crate::node::{Event, Node, NodeOptions};
 use crate::transport::NeighbourConfig;
+use rand_core::RngCore;
 
 /// A small seeded generator (SplitMix64): the simulator's and the nodes' only randomness.
 #[derive(Debug, Clone)]

@@ -1,0 +1,245 @@
+//! What the control thread asks the dataplane thread and what it answers: typed requests with
+//! ids through a channel and a `mio::Waker`, replies the same way back, whenever they are ready
+//! (a route setup or a ping takes round trips). Neither thread ever blocks on the other.
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::identity::NodeKey;
+
+/// Pairs a reply with its request.
+pub type RequestId = u64;
+
+/// A request to the dataplane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The node's identity, bound port, uptime and counts.
+    Status,
+    /// Every transport with its state and counters.
+    ListTransports,
+    /// The routes this node is an end of, and its routing table.
+    ListRoutes,
+    /// Sets up a route along `path`: this node first (added when missing), the destination
+    /// last. Answered once the route is ready or has failed.
+    BuildRoute {
+        /// The nodes, by key.
+        path: Vec<NodeKey>,
+    },
+    /// Tears down the route to `peer`.
+    RemoveRoute {
+        /// The route's other end.
+        peer: NodeKey,
+    },
+    /// Sends `count` ICMPv6 echo requests to `peer` over its route; answered when all came
+    /// back or the last one timed out.
+    PingNode {
+        /// The node to ping.
+        peer: NodeKey,
+        /// How many echo requests.
+        count: u32,
+    },
+    /// Tears down routes, removes what the dataplane made, and stops its thread.
+    Shutdown,
+}
+
+/// The dataplane's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Answers [`Request::Status`].
+    Status(StatusReply),
+    /// Answers [`Request::ListTransports`].
+    Transports(Vec<TransportRow>),
+    /// Answers [`Request::ListRoutes`].
+    Routes(RoutesReply),
+    /// Answers [`Request::BuildRoute`] once the route is ready.
+    RouteBuilt(RouteRow),
+    /// Answers [`Request::RemoveRoute`].
+    RouteRemoved {
+        /// The route's other end.
+        peer: String,
+    },
+    /// Answers [`Request::PingNode`].
+    Ping(PingReply),
+    /// Answers [`Request::Shutdown`]: the dataplane has stopped.
+    Stopped,
+    /// The request failed; the message says why and what to do.
+    Error(String),
+}
+
+/// The node at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReply {
+    /// The node's public key.
+    pub key: String,
+    /// Its mesh address.
+    pub mesh_address: Ipv6Addr,
+    /// The UDP socket's address as bound (the real port when the config said 0).
+    pub listen: SocketAddr,
+    /// Seconds since the dataplane started.
+    pub uptime_secs: u64,
+    /// Configured neighbours.
+    pub transports: usize,
+    /// Neighbours whose link is up.
+    pub links_up: usize,
+    /// Routes this node is an end of.
+    pub routes: usize,
+    /// Rules in the routing table.
+    pub rules: usize,
+}
+
+/// One transport.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransportRow {
+    /// The neighbour's key.
+    pub key: String,
+    /// Where its packets go (and last came from).
+    pub endpoint: Option<SocketAddr>,
+    /// `up`, `down` or `unknown` (never heard from).
+    pub link: &'static str,
+    /// Seconds since the last completed WireGuard handshake.
+    pub handshake_secs_ago: Option<f64>,
+    /// Seconds since the last authenticated packet.
+    pub last_seen_secs_ago: Option<f64>,
+    /// Round-trip time of the last liveness probe, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+}
+
+/// A route this node is an end of.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteRow {
+    /// The other end.
+    pub peer: String,
+    /// Every node on it, initiator first.
+    pub path: Vec<String>,
+    /// Whether this node set it up.
+    pub initiator: bool,
+    /// Whether its session's handshake is done.
+    pub ready: bool,
+    /// The id stamped on what this node sends.
+    pub out_id: u32,
+    /// The id what it receives carries.
+    pub in_id: u32,
+}
+
+/// One rule of the routing table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleRow {
+    /// The route id it matches.
+    pub id: u32,
+    /// `forward` or `consume`.
+    pub action: &'static str,
+    /// The neighbour packets must come from.
+    pub from: String,
+    /// Where they go: the next neighbour, or the peer whose session consumes them.
+    pub to: String,
+    /// The id they leave with (forward rules).
+    pub next_id: Option<u32>,
+    /// Packets that used it.
+    pub packets: u64,
+    /// Bytes that used it.
+    pub bytes: u64,
+    /// Seconds until it expires unless refreshed.
+    pub expires_in_secs: f64,
+}
+
+/// Routes and rules.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutesReply {
+    /// Routes this node is an end of.
+    pub routes: Vec<RouteRow>,
+    /// The routing table.
+    pub rules: Vec<RuleRow>,
+}
+
+/// The outcome of a ping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PingReply {
+    /// The node pinged.
+    pub peer: String,
+    /// Its mesh address.
+    pub address: Ipv6Addr,
+    /// Echo requests sent.
+    pub sent: u32,
+    /// Round-trip times of the replies received, in milliseconds, in order.
+    pub rtt_ms: Vec<f64>,
+}
+
+/// The dataplane's side of the channel pair: where its requests come from, and how to
+/// answer.
+#[derive(Debug)]
+pub struct DataplaneEnd {
+    /// Requests from the control thread.
+    pub requests: Receiver<(RequestId, Request)>,
+    /// Where replies go.
+    pub replies: ReplySender,
+}
+
+/// Sends requests to the dataplane and wakes it.
+#[derive(Debug, Clone)]
+pub struct RequestSender {
+    sender: Sender<(RequestId, Request)>,
+    waker: Arc<mio::Waker>,
+}
+
+/// Sends replies to the control thread and wakes it.
+#[derive(Debug, Clone)]
+pub struct ReplySender {
+    sender: Sender<(RequestId, Reply)>,
+    waker: Arc<mio::Waker>,
+}
+
+impl RequestSender {
+    /// Queues a request; fails only when the dataplane thread has gone.
+    pub fn send(&self, id: RequestId, request: Request) -> io::Result<()> {
+        self.sender
+            .send((id, request))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the dataplane has stopped"))?;
+        self.waker.wake()
+    }
+}
+
+impl ReplySender {
+    /// Queues a reply; a control thread that has gone is not an error here.
+    pub fn send(&self, id: RequestId, reply: Reply) {
+        if self.sender.send((id, reply)).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Makes the two channels: `dataplane_waker` wakes the dataplane's poll, `control_waker` the
+/// control thread's. Returns the control side's sender and receiver and the dataplane's end.
+pub fn channels(
+    dataplane_waker: Arc<mio::Waker>,
+    control_waker: Arc<mio::Waker>,
+) -> (RequestSender, Receiver<(RequestId, Reply)>, DataplaneEnd) {
+    let (request_tx, request_rx) = mpsc::channel();
+    let (reply_tx, reply_rx) = mpsc::channel();
+    (
+        RequestSender {
+            sender: request_tx,
+            waker: dataplane_waker,
+        },
+        reply_rx,
+        DataplaneEnd {
+            requests: request_rx,
+            replies: ReplySender {
+                sender: reply_tx,
+                waker: control_waker,
+            },
+        },
+    )
+}
