@@ -2,6 +2,7 @@
 //! sans-IO state machines (bytes and `now` in; datagrams, events and deadlines out).
 
 pub mod api;
+pub mod driver;
 pub mod identity;
 pub mod index;
 pub mod node;
@@ -9,6 +10,7 @@ pub mod outbox;
 pub mod routing;
 pub mod session;
 pub mod sim;
+pub mod stack;
 pub mod transport;
 pub mod wire;
 

@@ -411,6 +411,15 @@ impl Node {
             .is_some_and(|link| link.state == LinkState::Up)
     }
 
+    /// What is known of the link on `transport`: `up`, `down` or `unknown` (never heard from).
+    pub fn link_state(&self, transport: TransportId) -> &'static str {
+        match self.links.get(&transport).map(|link| link.state) {
+            Some(LinkState::Up) => "up",
+            Some(LinkState::Down) => "down",
+            Some(LinkState::Unknown) | None => "unknown",
+        }
+    }
+
     /// Packets the node dropped, by reason.
     pub fn drops(&self) -> NodeDrops {
         self.drops
