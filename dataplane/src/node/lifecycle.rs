@@ -1,0 +1,204 @@
+//! A route's life after setup: refresh, teardown and route down as every hop processes them,
+//! routes over a dead link, expiry of rules and of setups that got no answer.
+
+use super::*;
+
+impl Node {
+    // ----- route control: refresh, teardown, route down -----
+
+    pub(super) fn handle_route_control_in_transit(
+        &mut self,
+        now: Instant,
+        id: RouteId,
+        payload: &[u8],
+    ) {
+        match ControlMessage::parse(payload) {
+            Ok(ControlMessage::Refresh) => self.table.refresh(now, id),
+            Ok(ControlMessage::Teardown) | Ok(ControlMessage::RouteDown { .. }) => {
+                // The message is relayed first (by the caller, from the lookup it already
+                // made); the rules go now.
+                self.table.remove_with_pair(now, id);
+            }
+            _ => self.drops.bad_control += 1,
+        }
+    }
+
+    pub(super) fn handle_route_control_at_end(
+        &mut self,
+        now: Instant,
+        peer: NodeKey,
+        id: RouteId,
+        payload: &[u8],
+    ) {
+        let is_current = self.routes.get(&peer).is_some_and(|r| r.in_id == id);
+        match ControlMessage::parse(payload) {
+            Ok(ControlMessage::Refresh) => self.table.refresh(now, id),
+            Ok(ControlMessage::Teardown) => {
+                self.table.remove(now, id);
+                if is_current {
+                    self.routes.remove(&peer);
+                    self.events.push_back(Event::RouteDown {
+                        peer,
+                        reason: RouteDownReason::TornDown,
+                    });
+                }
+            }
+            Ok(ControlMessage::RouteDown { reporter, reason }) => {
+                self.table.remove(now, id);
+                let reason = match reason {
+                    DownReason::LinkDead => RouteDownReason::LinkDead { reporter },
+                    DownReason::Expired => RouteDownReason::Expired,
+                };
+                if is_current {
+                    self.routes.remove(&peer);
+                    self.events.push_back(Event::RouteDown { peer, reason });
+                }
+                self.fail_pending_with_in_id(id, reporter);
+            }
+            _ => self.drops.bad_control += 1,
+        }
+    }
+
+    /// A route down that reached a setup still waiting for its answer.
+    pub(super) fn fail_pending_with_in_id(&mut self, id: RouteId, reporter: NodeKey) {
+        let Some(setup) = self
+            .pending
+            .iter()
+            .find(|(_, pending)| pending.in_id == id)
+            .map(|(setup, _)| *setup)
+        else {
+            return;
+        };
+        if let Some(pending) = self.pending.remove(&setup) {
+            let hop_index = pending
+                .path
+                .iter()
+                .position(|key| *key == reporter)
+                .and_then(|i| u8::try_from(i).ok())
+                .unwrap_or(0);
+            let error = rejection(&pending.path, hop_index, RejectReason::NextHopUnreachable);
+            self.fail_setup(setup, &pending.path, error);
+        }
+    }
+
+    /// Removes every rule through a dead link and tells each route's end that can still be
+    /// reached.
+    pub(super) fn routes_over_dead_link(&mut self, now: Instant, dead: TransportId) {
+        let report = ControlMessage::RouteDown {
+            reporter: self.key,
+            reason: DownReason::LinkDead,
+        };
+        for id in self.table.ids_touching(dead) {
+            let Some(entry) = self.table.remove(now, id) else {
+                continue;
+            };
+            match entry.rule {
+                Rule::Forward { transport, next_id } if transport != dead => {
+                    self.send_route_control(transport, next_id, Ipv6Addr::UNSPECIFIED, &report);
+                }
+                Rule::Forward { .. } => {}
+                Rule::Consume { peer } => {
+                    if self.routes.get(&peer).is_some_and(|r| r.in_id == id) {
+                        self.routes.remove(&peer);
+                        self.events.push_back(Event::RouteDown {
+                            peer,
+                            reason: RouteDownReason::LinkDead { reporter: self.key },
+                        });
+                    }
+                }
+            }
+        }
+        self.relayed
+            .retain(|(next, _), relayed| *next != dead && relayed.previous != dead);
+        let failed: Vec<SetupId> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.transport == dead)
+            .map(|(setup, _)| *setup)
+            .collect();
+        for setup in failed {
+            if let Some(pending) = self.pending.remove(&setup) {
+                let error = rejection(&pending.path, 0, RejectReason::NextHopUnreachable);
+                self.fail_setup(setup, &pending.path, error);
+            }
+        }
+    }
+
+    // ----- route maintenance: refresh, expiry, setup timeouts -----
+
+    pub(super) fn maintain_routes(&mut self, now: Instant) {
+        let due: Vec<NodeKey> = self
+            .routes
+            .iter()
+            .filter(|(_, route)| route.initiator && now >= route.next_refresh)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            let Some(route) = self.routes.get_mut(&peer) else {
+                continue;
+            };
+            route.next_refresh = now + self.options.refresh_interval;
+            let (transport, out_id, in_id) = (route.transport, route.out_id, route.in_id);
+            self.table.refresh(now, in_id);
+            self.send_route_control(
+                transport,
+                out_id,
+                peer.mesh_address(),
+                &ControlMessage::Refresh,
+            );
+        }
+
+        for (id, entry) in self.table.expire(now) {
+            if let Rule::Consume { peer } = entry.rule {
+                if self.routes.get(&peer).is_some_and(|r| r.in_id == id) {
+                    self.routes.remove(&peer);
+                    self.events.push_back(Event::RouteDown {
+                        peer,
+                        reason: RouteDownReason::Expired,
+                    });
+                }
+            }
+        }
+
+        let timed_out: Vec<(TransportId, SetupId)> = self
+            .relayed
+            .iter()
+            .filter(|(_, relayed)| now >= relayed.deadline)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in timed_out {
+            let Some(relayed) = self.relayed.remove(&key) else {
+                continue;
+            };
+            self.table.remove(now, relayed.reverse_id);
+            if let Some(previous) = self.transports.key_of(relayed.previous) {
+                let reject = ControlMessage::SetupReject {
+                    setup_id: key.1,
+                    hop_index: relayed.hop_index,
+                    reason: RejectReason::Timeout,
+                };
+                let _ = self.send_control(
+                    relayed.previous,
+                    RouteId::CONTROL,
+                    previous.mesh_address(),
+                    &reject,
+                );
+            }
+        }
+
+        let expired: Vec<SetupId> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| now >= pending.deadline)
+            .map(|(setup, _)| *setup)
+            .collect();
+        for setup in expired {
+            if let Some(pending) = self.pending.remove(&setup) {
+                self.table.remove(now, pending.in_id);
+                let error = rejection(&pending.path, 0, RejectReason::Timeout);
+                self.fail_setup(setup, &pending.path, error);
+            }
+        }
+        self.timers.routes = now + Duration::from_millis(100);
+    }
+}

@@ -1,0 +1,79 @@
+//! Link liveness: a probe on route id 0 to every neighbour each interval, round-trip times from
+//! the answers, and a link declared dead after a silence.
+
+use super::*;
+
+impl Node {
+    /// Whether a link went silent after it had been up. A link never heard from is not dead:
+    /// the first packet sent over it starts the handshake.
+    pub(super) fn link_is_dead(&self, transport: TransportId) -> bool {
+        self.links
+            .get(&transport)
+            .is_some_and(|link| link.state == LinkState::Down)
+    }
+
+    pub(super) fn mark_alive(&mut self, transport: TransportId, neighbour: NodeKey) {
+        if let Some(link) = self.links.get_mut(&transport) {
+            if link.state != LinkState::Up {
+                link.state = LinkState::Up;
+                log::info!("link to {neighbour} is up");
+                self.events.push_back(Event::LinkUp { neighbour });
+            }
+        }
+    }
+
+    pub(super) fn check_links(&mut self, now: Instant) {
+        let interval = self.options.probe_interval;
+        let dead_after = self.options.dead_after;
+        let mut died = Vec::new();
+        let mut due = Vec::new();
+        for info in self.transports.info() {
+            let Some(link) = self.links.get_mut(&info.id) else {
+                continue;
+            };
+            let silent = info
+                .last_received
+                .map_or(dead_after, |at| now.saturating_duration_since(at));
+            if link.state == LinkState::Up && silent >= dead_after {
+                link.state = LinkState::Down;
+                died.push((info.id, info.key));
+            }
+            if now >= link.next_probe && info.endpoint.is_some() {
+                link.next_probe = now + interval;
+                due.push((info.id, info.key));
+            }
+        }
+        for (transport, key) in due {
+            let nonce = self.rng.next_u64();
+            if let Some(link) = self.links.get_mut(&transport) {
+                link.probe = Some((nonce, now));
+            }
+            let probe = ControlMessage::Probe { nonce };
+            let _ = self.send_control(transport, RouteId::CONTROL, key.mesh_address(), &probe);
+        }
+        for (transport, key) in died {
+            log::warn!("link to {key} is dead: silent for {dead_after:?}");
+            self.events.push_back(Event::LinkDown { neighbour: key });
+            self.routes_over_dead_link(now, transport);
+        }
+        let next = self
+            .links
+            .values()
+            .map(|link| link.next_probe)
+            .min()
+            .unwrap_or(now + interval);
+        self.timers.liveness = next
+            .min(now + interval / 4)
+            .max(now + Duration::from_millis(10));
+    }
+}
+
+impl Link {
+    pub(super) fn new(now: Instant) -> Link {
+        Link {
+            state: LinkState::Unknown,
+            probe: None,
+            next_probe: now,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The node's side of route sessions: one per remote node, created when a route to it is set
+//! up, carried by whichever route is active, checked at the end that decrypts.
+
+use super::*;
+
+impl Node {
+    pub(super) fn ensure_session(&mut self, peer: NodeKey) {
+        if !self.sessions.contains_key(&peer) {
+            let index = self.indexes.allocate();
+            let session = RouteSession::new(
+                &self.options.secret,
+                peer,
+                index,
+                self.session_limiter.clone(),
+            );
+            self.sessions.insert(peer, session);
+        }
+    }
+
+    pub(super) fn handle_session_message(&mut self, peer: NodeKey, message: &[u8]) {
+        let Some(session) = self.sessions.get_mut(&peer) else {
+            self.drops.session += 1;
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.session_buf);
+        let result = session.decapsulate(message, &mut buf[HEADER_LEN..]);
+        match result {
+            SessionResult::Send(len) => self.transmit_session_message(&peer, &mut buf, len),
+            SessionResult::DeliverV6(len) => {
+                let packet = &buf[HEADER_LEN..HEADER_LEN + len];
+                if is_from_peer_to_us(packet, peer.mesh_address(), self.address) {
+                    self.events.push_back(Event::Packet {
+                        peer,
+                        packet: packet.to_vec(),
+                    });
+                } else {
+                    self.drops.source_check += 1;
+                }
+            }
+            SessionResult::DeliverV4(_) => self.drops.source_check += 1,
+            SessionResult::Nothing => {}
+            SessionResult::Refused(error) => {
+                log::debug!("route session with {peer} refused a message: {error:?}");
+                self.drops.session += 1;
+            }
+        }
+        self.session_buf = buf;
+        // Packets queued while the handshake was under way (boringtun hands them out one by
+        // one once a session exists).
+        while self.session_transmit(&peer, RouteSession::flush) {}
+        self.check_ready(&peer);
+    }
+
+    pub(super) fn check_ready(&mut self, peer: &NodeKey) {
+        let established = self
+            .sessions
+            .get(peer)
+            .is_some_and(RouteSession::is_established);
+        if let Some(route) = self.routes.get_mut(peer) {
+            if established && !route.ready {
+                route.ready = true;
+                self.events.push_back(Event::RouteReady { peer: *peer });
+            }
+        }
+    }
+
+    /// Runs one session operation and carries what it produced to the peer. Returns whether
+    /// it produced a message.
+    pub(super) fn session_transmit(
+        &mut self,
+        peer: &NodeKey,
+        operation: impl FnOnce(&mut RouteSession, &mut [u8]) -> SessionResult,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(peer) else {
+            return false;
+        };
+        let mut buf = std::mem::take(&mut self.session_buf);
+        let sent = match operation(session, &mut buf[HEADER_LEN..]) {
+            SessionResult::Send(len) => {
+                self.transmit_session_message(peer, &mut buf, len);
+                true
+            }
+            _ => false,
+        };
+        self.session_buf = buf;
+        sent
+    }
+
+    /// Sends the session message at `buf[HEADER_LEN..HEADER_LEN + len]` over the route to
+    /// `peer`, writing the mesh header in front of it.
+    pub(super) fn transmit_session_message(&mut self, peer: &NodeKey, buf: &mut [u8], len: usize) {
+        let Some(route) = self.routes.get(peer) else {
+            self.drops.unsendable += 1;
+            return;
+        };
+        let header = MeshHeader {
+            route_id: route.out_id,
+            next_header: NextHeader::Session,
+            hop_limit: HOP_LIMIT,
+            src: self.address,
+            dst: peer.mesh_address(),
+            payload_len: len,
+        };
+        let transport = route.transport;
+        let Some(packet) = buf.get_mut(..HEADER_LEN + len) else {
+            return;
+        };
+        if header.emit(packet).is_err()
+            || self
+                .transports
+                .send(transport, packet, &mut self.outbox)
+                .is_err()
+        {
+            self.drops.unsendable += 1;
+        }
+    }
+
+    pub(super) fn drive_session_timers(&mut self) {
+        let peers: Vec<NodeKey> = self.sessions.keys().copied().collect();
+        for peer in peers {
+            if self.routes.contains_key(&peer) {
+                while self.session_transmit(&peer, RouteSession::update_timers) {}
+            }
+        }
+    }
+}
