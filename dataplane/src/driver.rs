@@ -333,6 +333,9 @@ impl Dataplane {
             Event::Packet { packet, .. } => {
                 self.stack.receive(packet);
             }
+            Event::TunnelPacket { peer, .. } => {
+                log::debug!("tunnel packet from {peer} dropped: no tunnel app runs");
+            }
             Event::RouteReady { peer } => {
                 log::info!("route to {peer} is ready");
                 self.peers_by_address.insert(peer.mesh_address(), peer);

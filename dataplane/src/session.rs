@@ -16,10 +16,8 @@ use crate::identity::{NodeKey, SecretKey};
 pub enum SessionResult {
     /// A WireGuard message of this many bytes to carry to the peer over the route.
     Send(usize),
-    /// A decrypted IPv6 packet of this many bytes, from the peer.
-    DeliverV6(usize),
-    /// A decrypted IPv4 packet of this many bytes, from the peer.
-    DeliverV4(usize),
+    /// A decrypted IP packet of this many bytes, from the peer (see [`classify`]).
+    Deliver(usize),
     /// Nothing to do.
     Nothing,
     /// The message was refused.
@@ -121,17 +119,70 @@ impl RouteSession {
             TunnResult::Err(WireGuardError::ConnectionExpired) => SessionResult::Nothing,
             TunnResult::Err(error) => SessionResult::Refused(error),
             TunnResult::WriteToNetwork(bytes) => SessionResult::Send(bytes.len()),
-            TunnResult::WriteToTunnelV6(bytes, _) => SessionResult::DeliverV6(bytes.len()),
-            TunnResult::WriteToTunnelV4(bytes, _) => SessionResult::DeliverV4(bytes.len()),
+            TunnResult::WriteToTunnelV6(bytes, _) | TunnResult::WriteToTunnelV4(bytes, _) => {
+                SessionResult::Deliver(bytes.len())
+            }
         }
     }
 }
 
-/// Whether a decrypted IPv6 packet goes from `peer` to `own`: boringtun does not check
-/// sources, so the session's end must.
-pub fn is_from_peer_to_us(packet: &[u8], peer: Ipv6Addr, own: Ipv6Addr) -> bool {
-    let (Some(src), Some(dst)) = (packet.get(8..24), packet.get(24..40)) else {
-        return false;
-    };
-    src == peer.octets() && dst == own.octets()
+/// Where a packet that a route session decrypted goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// To this node's mesh stack: from the peer's mesh address to ours.
+    MeshStack,
+    /// To a tunnel app (the VPN), which checks the source against what the peer may use.
+    Tunnel,
+    /// Addressed to this node's mesh address but not from the peer's: a forgery.
+    Drop,
+}
+
+/// Sorts a decrypted packet: boringtun does not check sources, so the end that decrypts must.
+pub fn classify(packet: &[u8], peer: Ipv6Addr, own: Ipv6Addr) -> Destination {
+    match packet.first().map(|byte| byte >> 4) {
+        Some(6) => {
+            let (Some(src), Some(dst)) = (packet.get(8..24), packet.get(24..40)) else {
+                return Destination::Drop;
+            };
+            if dst != own.octets() {
+                Destination::Tunnel
+            } else if src == peer.octets() {
+                Destination::MeshStack
+            } else {
+                Destination::Drop
+            }
+        }
+        Some(4) => Destination::Tunnel,
+        _ => Destination::Drop,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn v6(src: &str, dst: &str) -> Vec<u8> {
+        let mut packet = vec![0u8; 40];
+        packet[0] = 0x60;
+        packet[8..24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+        packet[24..40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+        packet
+    }
+
+    #[test]
+    fn decrypted_packets_are_sorted_by_addresses() {
+        let peer: Ipv6Addr = "fd01::1".parse().unwrap();
+        let own: Ipv6Addr = "fd02::2".parse().unwrap();
+        let classify = |packet: &[u8]| classify(packet, peer, own);
+        assert_eq!(classify(&v6("fd01::1", "fd02::2")), Destination::MeshStack);
+        assert_eq!(classify(&v6("fd03::3", "fd02::2")), Destination::Drop);
+        assert_eq!(
+            classify(&v6("2001:db8::1", "2001:db8::2")),
+            Destination::Tunnel
+        );
+        assert_eq!(classify(&[0x45; 20]), Destination::Tunnel);
+        assert_eq!(classify(&[0x60; 20]), Destination::Drop);
+        assert_eq!(classify(&[]), Destination::Drop);
+    }
 }

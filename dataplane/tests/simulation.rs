@@ -436,3 +436,30 @@ fn garbage_from_outside_is_dropped() {
         sim.has_event(C, |e| matches!(e, Event::Packet { .. }))
     }));
 }
+
+#[test]
+fn ends_check_the_source_of_what_a_session_decrypts() {
+    let mut sim = five_nodes(13);
+    build_and_wait_ready(&mut sim, &[A, B, C]);
+    let c_key = sim.key(C);
+    let c_address = sim.nodes[C].node.address();
+    // From A's session, but claiming to come from E's mesh address.
+    let forged = ipv6_packet(sim.nodes[E].node.address(), c_address, b"forged");
+    sim.nodes[A].node.send_to(&c_key, &forged).unwrap();
+    // Not for C's mesh address at all: a tunnel app's business, handed over as such.
+    let tunnelled = ipv6_packet(
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+        b"tunnel",
+    );
+    sim.nodes[A].node.send_to(&c_key, &tunnelled).unwrap();
+    let a_key = sim.key(A);
+    assert!(sim.run_until(SETUP_LIMIT, |sim| {
+        sim.has_event(
+            C,
+            |e| matches!(e, Event::TunnelPacket { peer, .. } if *peer == a_key),
+        )
+    }));
+    assert_eq!(sim.nodes[C].node.drops().source_check, 1);
+    assert!(!sim.has_event(C, |e| matches!(e, Event::Packet { .. })));
+}

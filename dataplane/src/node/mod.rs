@@ -15,7 +15,7 @@ use crate::identity::{NodeKey, SecretKey};
 use crate::index::IndexAllocator;
 use crate::outbox::{Datagram, Outbox, MAX_DATAGRAM};
 use crate::routing::{Lookup, RoutingTable, Rule, TableLimits};
-use crate::session::{is_from_peer_to_us, RouteSession, SessionResult};
+use crate::session::{classify, Destination, RouteSession, SessionResult};
 use crate::transport::{NeighbourConfig, SendError, TransportError, TransportId, Transports};
 use crate::wire::control::MAX_PATH_LEN;
 use crate::wire::mesh::{relay_in_place, DEFAULT_HOP_LIMIT as HOP_LIMIT, HEADER_LEN};
@@ -119,8 +119,17 @@ pub enum Event {
         /// Why.
         reason: RouteDownReason,
     },
-    /// An IPv6 packet arrived from `peer` over its route session, addressed to this node.
+    /// An IPv6 packet arrived from `peer`'s mesh address over its route session, addressed to
+    /// this node's: for the mesh stack.
     Packet {
+        /// The sender.
+        peer: NodeKey,
+        /// The packet.
+        packet: Vec<u8>,
+    },
+    /// An IP packet arrived from `peer` over its route session, not addressed to this node's
+    /// mesh address: for a tunnel app, which checks its source.
+    TunnelPacket {
         /// The sender.
         peer: NodeKey,
         /// The packet.

@@ -26,18 +26,20 @@ impl Node {
         let result = session.decapsulate(message, &mut buf[HEADER_LEN..]);
         match result {
             SessionResult::Send(len) => self.transmit_session_message(&peer, &mut buf, len),
-            SessionResult::DeliverV6(len) => {
+            SessionResult::Deliver(len) => {
                 let packet = &buf[HEADER_LEN..HEADER_LEN + len];
-                if is_from_peer_to_us(packet, peer.mesh_address(), self.address) {
-                    self.events.push_back(Event::Packet {
+                match classify(packet, peer.mesh_address(), self.address) {
+                    Destination::MeshStack => self.events.push_back(Event::Packet {
                         peer,
                         packet: packet.to_vec(),
-                    });
-                } else {
-                    self.drops.source_check += 1;
+                    }),
+                    Destination::Tunnel => self.events.push_back(Event::TunnelPacket {
+                        peer,
+                        packet: packet.to_vec(),
+                    }),
+                    Destination::Drop => self.drops.source_check += 1,
                 }
             }
-            SessionResult::DeliverV4(_) => self.drops.source_check += 1,
             SessionResult::Nothing => {}
             SessionResult::Refused(error) => {
                 log::debug!("route session with {peer} refused a message: {error:?}");
