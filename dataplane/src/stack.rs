@@ -2,13 +2,13 @@
 //! sessions decrypted, and handing back the packets it wants carried. It answers pings
 //! (ICMPv6 echo) and sends this node's own; sans-IO like the rest of the core.
 
-use std::collections::VecDeque;
-use std::net::Ipv6Addr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
-use smoltcp::socket::icmp;
+use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, Ipv6Address};
 
@@ -21,6 +21,28 @@ const ICMP_BUFFER: usize = 16 * 1024;
 const ICMP_PACKETS: usize = 32;
 /// The data an echo request carries.
 const PING_PAYLOAD: &[u8] = b"skywire mesh ping";
+/// Each TCP socket's receive and send buffer. Window scaling follows the receive buffer, so
+/// this bounds both a connection's throughput (window / RTT) and its memory (twice this).
+pub const TCP_BUFFER: usize = 256 * 1024;
+/// TCP sockets at most, listening ones included: with [`TCP_BUFFER`] this bounds the stack's
+/// memory (1024 × 512 KiB = 512 MiB at the very worst).
+pub const MAX_TCP_SOCKETS: usize = 1024;
+/// First local port of outgoing connections.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// A TCP connection of the mesh stack.
+pub type TcpHandle = SocketHandle;
+
+/// Why the stack could not open a TCP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StackError {
+    /// Every socket the stack allows is in use.
+    #[error("too many mesh TCP connections (at most {MAX_TCP_SOCKETS})")]
+    TooManySockets,
+    /// smoltcp refused the endpoint.
+    #[error("bad mesh TCP endpoint")]
+    BadEndpoint,
+}
 
 /// A device that is two queues: what sessions delivered, and what the stack sends.
 #[derive(Debug, Default)]
@@ -78,6 +100,12 @@ pub struct MeshStack {
     icmp: SocketHandle,
     ident: u16,
     epoch: Instant,
+    /// Listening sockets by port; one becomes a connection when a SYN arrives.
+    listeners: HashMap<u16, Vec<TcpHandle>>,
+    /// How many listening sockets each port keeps ready.
+    backlogs: HashMap<u16, usize>,
+    tcp_sockets: usize,
+    next_port: u16,
 }
 
 impl std::fmt::Debug for MeshStack {
@@ -122,7 +150,116 @@ impl MeshStack {
             icmp,
             ident,
             epoch,
+            listeners: HashMap::new(),
+            backlogs: HashMap::new(),
+            tcp_sockets: 0,
+            next_port: *EPHEMERAL_PORTS.start(),
         }
+    }
+
+    fn new_tcp_socket(&mut self) -> Result<tcp::Socket<'static>, StackError> {
+        if self.tcp_sockets >= MAX_TCP_SOCKETS {
+            return Err(StackError::TooManySockets);
+        }
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        );
+        // The default 10 ms delayed ACK stalls slow start on a fast path.
+        socket.set_ack_delay(None);
+        socket.set_nagle_enabled(false);
+        self.tcp_sockets += 1;
+        Ok(socket)
+    }
+
+    /// Accepts connections to `port`, keeping `backlog` sockets listening.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), StackError> {
+        self.backlogs.insert(port, backlog.max(1));
+        self.refill_listeners(port)
+    }
+
+    /// Stops accepting on `port`; connections already accepted go on.
+    pub fn unlisten(&mut self, port: u16) {
+        self.backlogs.remove(&port);
+        for handle in self.listeners.remove(&port).unwrap_or_default() {
+            self.release(handle);
+        }
+    }
+
+    fn refill_listeners(&mut self, port: u16) -> Result<(), StackError> {
+        let backlog = self.backlogs.get(&port).copied().unwrap_or(0);
+        while self.listeners.get(&port).map_or(0, Vec::len) < backlog {
+            let mut socket = self.new_tcp_socket()?;
+            if socket.listen(port).is_err() {
+                self.tcp_sockets -= 1;
+                return Err(StackError::BadEndpoint);
+            }
+            let handle = self.sockets.add(socket);
+            self.listeners.entry(port).or_default().push(handle);
+        }
+        Ok(())
+    }
+
+    /// The next connection accepted on a listening port: the port, the connection, and who
+    /// opened it. Call after [`MeshStack::poll`].
+    pub fn poll_accept(&mut self) -> Option<(u16, TcpHandle, SocketAddrV6)> {
+        let mut accepted = None;
+        'ports: for (port, handles) in &mut self.listeners {
+            for (index, handle) in handles.iter().enumerate() {
+                let socket = self.sockets.get::<tcp::Socket>(*handle);
+                if socket.state() != tcp::State::Listen {
+                    let remote = socket.remote_endpoint();
+                    let handle = handles.swap_remove(index);
+                    accepted = Some((*port, handle, remote));
+                    break 'ports;
+                }
+            }
+        }
+        let (port, handle, remote) = accepted?;
+        if let Err(error) = self.refill_listeners(port) {
+            log::warn!("mesh TCP port {port}: cannot keep listening: {error}");
+        }
+        let remote = match remote {
+            Some(smoltcp::wire::IpEndpoint {
+                addr: IpAddress::Ipv6(addr),
+                port,
+            }) => SocketAddrV6::new(addr, port, 0, 0),
+            // A listener that left Listen without a peer was reset: hand it back anyway so
+            // that the caller releases it.
+            _ => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0),
+        };
+        Some((port, handle, remote))
+    }
+
+    /// Opens a connection to `remote`.
+    pub fn connect(&mut self, remote: SocketAddrV6) -> Result<TcpHandle, StackError> {
+        let mut socket = self.new_tcp_socket()?;
+        let local_port = self.next_port;
+        self.next_port = if self.next_port == *EPHEMERAL_PORTS.end() {
+            *EPHEMERAL_PORTS.start()
+        } else {
+            self.next_port + 1
+        };
+        let endpoint = (IpAddress::Ipv6(*remote.ip()), remote.port());
+        if socket
+            .connect(self.iface.context(), endpoint, local_port)
+            .is_err()
+        {
+            self.tcp_sockets -= 1;
+            return Err(StackError::BadEndpoint);
+        }
+        Ok(self.sockets.add(socket))
+    }
+
+    /// A connection's socket, to read, write, close or query.
+    pub fn tcp(&mut self, handle: TcpHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(handle)
+    }
+
+    /// Drops a connection's socket (abort it first for a reset, close it for a FIN).
+    pub fn release(&mut self, handle: TcpHandle) {
+        self.sockets.remove(handle);
+        self.tcp_sockets = self.tcp_sockets.saturating_sub(1);
     }
 
     fn timestamp(&self, now: Instant) -> SmolInstant {
@@ -238,6 +375,56 @@ mod tests {
         a.poll(now);
         assert_eq!(a.poll_pong(), Some((b_addr, 1)));
         assert_eq!(a.poll_pong(), None);
+    }
+
+    /// Moves packets between two stacks until neither has anything to send.
+    fn exchange(a: &mut MeshStack, b: &mut MeshStack, now: Instant) {
+        for _ in 0..64 {
+            a.poll(now);
+            b.poll(now);
+            let mut moved = false;
+            while let Some((_, packet)) = a.poll_transmit() {
+                b.receive(packet);
+                moved = true;
+            }
+            while let Some((_, packet)) = b.poll_transmit() {
+                a.receive(packet);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn tcp_connects_accepts_and_carries_data_both_ways() {
+        let now = Instant::now();
+        let a_addr: Ipv6Addr = "fd00::a".parse().unwrap();
+        let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
+        let mut a = MeshStack::new(a_addr, 7, now);
+        let mut b = MeshStack::new(b_addr, 8, now);
+        b.listen(1080, 2).unwrap();
+        let client = a.connect(SocketAddrV6::new(b_addr, 1080, 0, 0)).unwrap();
+        exchange(&mut a, &mut b, now);
+        let (port, server, remote) = b.poll_accept().unwrap();
+        assert_eq!((port, *remote.ip()), (1080, a_addr));
+        assert!(b.poll_accept().is_none());
+        assert_eq!(b.listeners[&1080].len(), 2, "the backlog is refilled");
+        assert_eq!(a.tcp(client).send_slice(b"hello").unwrap(), 5);
+        exchange(&mut a, &mut b, now);
+        let mut buf = [0u8; 16];
+        assert_eq!(b.tcp(server).recv_slice(&mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        b.tcp(server).send_slice(b"world").unwrap();
+        b.tcp(server).close();
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.tcp(client).recv_slice(&mut buf).unwrap(), 5);
+        assert!(!a.tcp(client).may_recv(), "the FIN arrived");
+        a.release(client);
+        b.release(server);
+        b.unlisten(1080);
+        assert_eq!((a.tcp_sockets, b.tcp_sockets), (0, 0));
     }
 
     #[test]
