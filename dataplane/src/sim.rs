@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
+
 use crate::identity::{NodeKey, SecretKey};
 use crate::node::{Event, Node, NodeOptions};
 use crate::transport::NeighbourConfig;

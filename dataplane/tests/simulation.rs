@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use skywire_dataplane::sim::{self, ipv6_packet, Sim};
 use skywire_dataplane::node::{Event, RouteDownReason, RouteError};
+use skywire_dataplane::sim::{self, ipv6_packet, Sim};
 use skywire_dataplane::wire::RejectReason;
 
 /// A line A–B–C–D–E plus a shortcut A–E: five nodes, routes of up to four hops.
