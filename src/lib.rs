@@ -2,6 +2,6 @@
 //! configuration file, the node's identity on disk, and systemd's readiness protocol.
 
 pub mod config;
+pub mod notify;
 
 pub use config::{Config, ConfigError};
-pub mod notify;
