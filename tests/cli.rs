@@ -67,6 +67,34 @@ fn run(program: &str, args: &[&str], stdin: &str, dir: &Path) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Starts `skywired --config config.yaml` in `dir`, waits (with a deadline) until its control
+/// socket `state/visctl.sock` appears, stops it with SIGTERM and returns how it went.
+fn run_until_ready_then_stop(dir: &TempDir) -> Output {
+    let child = Command::new(SKYWIRED)
+        .args(["--config", "config.yaml"])
+        .current_dir(&dir.0)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dir.path("state/visctl.sock").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "skywired did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn skywired(args: &[&str], dir: &Path) -> Output {
     run(SKYWIRED, args, "", dir)
 }
@@ -227,7 +255,7 @@ fn a_start_creates_the_key_file_once() {
     );
     let key_file = dir.path("state/node.key");
 
-    let first = skywired(&["--config", "config.yaml"], &dir.0);
+    let first = run_until_ready_then_stop(&dir);
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(
         fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
@@ -251,7 +279,7 @@ fn a_start_creates_the_key_file_once() {
         stderr(&first)
     );
 
-    let second = skywired(&["--config", "config.yaml"], &dir.0);
+    let second = run_until_ready_then_stop(&dir);
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(fs::read_to_string(&key_file).unwrap(), private);
     assert!(stderr(&second).contains(public), "{}", stderr(&second));
