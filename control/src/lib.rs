@@ -1,1 +1,5 @@
 //! control
+
+pub mod catalog;
+pub mod signal;
+pub mod supervisor;
