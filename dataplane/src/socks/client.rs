@@ -229,6 +229,13 @@ impl Client {
                 }
                 self.fail_waiting(io, graveyard, true);
             }
+            Event::LinkUp { .. } => {
+                // A new link may be the path's first hop: try again now.
+                if matches!(self.route, RouteState::Down(_)) {
+                    self.backoff = REBUILD_FIRST;
+                    self.route = RouteState::Down(io.now);
+                }
+            }
             Event::RouteReady { peer } if *peer == exit => {
                 self.backoff = REBUILD_FIRST;
                 self.route = RouteState::Down(io.now + REBUILD_FIRST);
@@ -556,7 +563,10 @@ impl Connection {
                     }
                 } else if socket.state() == tcp::State::Closed || now >= self.deadline {
                     *opening = opening.saturating_sub(1);
-                    log::debug!("SOCKS client: the exit did not take the mesh stream");
+                    log::debug!(
+                        "SOCKS client: the exit did not take the mesh stream ({})",
+                        socket.state()
+                    );
                     bury(io.stack, handle, graveyard);
                     self.answer(now, ReplyCode::GeneralFailure)
                 } else {

@@ -388,7 +388,9 @@ impl Connection {
                 if let Ok(read) = socket.recv_slice(&mut buf[..room]) {
                     input.extend_from_slice(&buf[..read]);
                 }
-                let open = socket.may_recv();
+                // A stream just accepted is still in SYN-RECEIVED, where smoltcp says it may not
+                // receive yet.
+                let open = socket.may_recv() || socket.state() == tcp::State::SynReceived;
                 match mesh::parse_request(&input) {
                     Ok(Some((target, len))) => {
                         let rest = input.split_off(len);
