@@ -21,7 +21,11 @@ const PORT: RangeInclusive<u64> = 1..=65_535;
 const MAX_PATH: usize = 15;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping with client and server")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with client and server"
+)]
 pub(super) struct RawSocks {
     client: Option<RawClient>,
     server: Option<RawServer>,
@@ -97,7 +101,9 @@ impl Checker<'_> {
             if let Some(first) = keys.iter().position(|other| *other == key) {
                 return Err(self.invalid(
                     &at.index(index),
-                    format!("the key {key} is listed already, at index {first}: list each node once"),
+                    format!(
+                        "the key {key} is listed already, at index {first}: list each node once"
+                    ),
                 ));
             }
             keys.push(key);
@@ -145,7 +151,11 @@ impl Checker<'_> {
             "(TCP ports)",
         )? as u16;
         let path_key = at.key("path");
-        let path = self.key_list(&path_key, raw.path.unwrap_or_default(), "a node's public key")?;
+        let path = self.key_list(
+            &path_key,
+            raw.path.unwrap_or_default(),
+            "a node's public key",
+        )?;
         if let Some(index) = path.iter().position(|key| *key == exit) {
             if index + 1 != path.len() {
                 return Err(self.invalid(
@@ -194,8 +204,13 @@ impl Checker<'_> {
         let defaults = ServerOptions::default();
         Ok(ServerOptions {
             enabled: raw.enabled.unwrap_or(true),
-            port: self.number(&at.key("port"), raw.port, defaults.port.into(), PORT, "(TCP ports)")?
-                as u16,
+            port: self.number(
+                &at.key("port"),
+                raw.port,
+                defaults.port.into(),
+                PORT,
+                "(TCP ports)",
+            )? as u16,
             allow: self.key_list(
                 &at.key("allow"),
                 raw.allow.unwrap_or_default(),

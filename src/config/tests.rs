@@ -595,7 +595,10 @@ fn check_key_file_refuses_a_missing_folder_outside_the_state_folder() {
 #[test]
 fn socks_apps_are_absent_unless_configured() {
     let config = parse("log_level: info\n").unwrap();
-    assert_eq!(config.socks, skywire_dataplane::socks::SocksOptions::default());
+    assert_eq!(
+        config.socks,
+        skywire_dataplane::socks::SocksOptions::default()
+    );
     let config = parse("socks:\n").unwrap();
     assert!(config.socks.client.is_none() && config.socks.server.is_none());
 }
@@ -677,15 +680,16 @@ fn bad_socks_values_are_refused_with_key_and_line() {
         &["127.0.0.1:1080"],
     );
     assert_invalid(
-        &format!("socks:\n  client:\n    exit: {exit}\n    path: [{exit}, {}]\n", key(2)),
+        &format!(
+            "socks:\n  client:\n    exit: {exit}\n    path: [{exit}, {}]\n",
+            key(2)
+        ),
         "socks.client.path[0]",
         4,
         &["last node"],
     );
     assert_invalid(
-        &format!(
-            "socks:\n  client:\n    exit: {exit}\n    handshake_timeout_ms: 0\n"
-        ),
+        &format!("socks:\n  client:\n    exit: {exit}\n    handshake_timeout_ms: 0\n"),
         "socks.client.handshake_timeout_ms",
         4,
         &["100 to 600000"],
