@@ -3,7 +3,7 @@
 //! dataplane's poll. The job queue is bounded; a full one is refused at once.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use mio::Waker;
@@ -87,9 +87,6 @@ impl Resolver {
 
     /// The next answer, if one is waiting.
     pub fn poll_answer(&self) -> Option<Resolved> {
-        match self.answers.try_recv() {
-            Ok(answer) => Some(answer),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.answers.try_recv().ok()
     }
 }
