@@ -5,6 +5,7 @@
 
 mod keyfile;
 mod locate;
+mod socks;
 
 use std::fmt;
 use std::io;
@@ -141,6 +142,8 @@ pub struct Config {
     pub routes: Routes,
     /// How much to log (`log_level`); `RUST_LOG` overrides it.
     pub log_level: LogLevel,
+    /// The SOCKS apps (`socks`): none unless configured.
+    pub socks: skywire_dataplane::socks::SocksOptions,
     source: Source,
 }
 
@@ -341,7 +344,7 @@ impl Config {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level)"
+    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, socks)"
 )]
 struct RawConfig {
     node: Option<RawNode>,
@@ -351,6 +354,7 @@ struct RawConfig {
     liveness: Option<RawLiveness>,
     routes: Option<RawRoutes>,
     log_level: Option<LogLevel>,
+    socks: Option<socks::RawSocks>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -557,6 +561,7 @@ impl Checker<'_> {
         let neighbours = self.neighbours(raw.neighbours.unwrap_or_default())?;
         let liveness = self.liveness(raw.liveness.unwrap_or_default())?;
         let routes = self.routes(raw.routes.unwrap_or_default())?;
+        let socks = self.socks(raw.socks.unwrap_or_default())?;
 
         Ok(Config {
             file: self.file.clone(),
@@ -568,6 +573,7 @@ impl Checker<'_> {
             liveness,
             routes,
             log_level: raw.log_level.unwrap_or_default(),
+            socks,
             source: Source(self.text.to_owned()),
         })
     }

@@ -134,6 +134,15 @@ fn fake_dataplane(
                             rtt_ms: vec![1.5; count as usize],
                         }),
                     )),
+                    Request::SocksStart { .. }
+                    | Request::SocksStop { .. }
+                    | Request::SocksStatus => end.replies.send(
+                        id,
+                        Reply::Socks(skywire_dataplane::socks::SocksStatus {
+                            client: None,
+                            server: None,
+                        }),
+                    ),
                     Request::Shutdown => {
                         end.replies.send(id, Reply::Stopped);
                         return seen;
@@ -347,7 +356,7 @@ fn replies_are_json_lines_with_result_and_text() {
 
     let answer = client.command("help");
     assert_ok(&answer, "help");
-    assert_eq!(answer["result"]["help"].as_array().unwrap().len(), 7);
+    assert_eq!(answer["result"]["help"].as_array().unwrap().len(), 8);
     let answer = client.command("help pn");
     assert_ok(&answer, "help");
     assert_eq!(answer["result"]["help"][0]["name"], "ping_node");
