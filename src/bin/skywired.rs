@@ -188,5 +188,6 @@ fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
     DriverOptions {
         node,
         listen: config.listen,
+        socks: config.socks.clone(),
     }
 }
