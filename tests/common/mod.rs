@@ -19,6 +19,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
+pub mod http;
+
 pub const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
 pub const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
 
@@ -100,6 +102,18 @@ impl Daemon {
         secret: &SecretKey,
         neighbours: &[Neighbour],
     ) -> Daemon {
+        Daemon::start_with(dir, name, secret, neighbours, "")
+    }
+
+    /// As [`Daemon::start`], with `extra` (top-level YAML sections, such as `socks:`) appended
+    /// to the generated config.
+    pub fn start_with(
+        dir: &TempDir,
+        name: &str,
+        secret: &SecretKey,
+        neighbours: &[Neighbour],
+        extra: &str,
+    ) -> Daemon {
         let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
              control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
@@ -114,6 +128,7 @@ impl Daemon {
         if neighbours.is_empty() {
             yaml.push_str("  []\n");
         }
+        yaml.push_str(extra);
         let config = dir.write(&format!("{name}/config.yaml"), &yaml);
         dir.write(
             &format!("{name}/node.key"),
@@ -221,6 +236,29 @@ impl Daemon {
         }
     }
 
+    /// The process's resident memory (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{}/status", self.pid()));
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable {line:?}"));
+        kib * 1024
+    }
+
+    /// Kills the process outright (no clean stop: its neighbours find out by silence).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }
@@ -266,23 +304,52 @@ pub fn json(output: &Output) -> serde_json::Value {
 /// Starts A–B–C on loopback: B has transports to both, A and C only to B. Only the callers
 /// know endpoints (C is started first and learns B's address when B calls).
 pub fn three_nodes(dir: &TempDir) -> (Daemon, Daemon, Daemon) {
+    three_nodes_with(dir, |_, _| String::new())
+}
+
+/// The three nodes' public keys, A's first.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys {
+    pub a: NodeKey,
+    pub b: NodeKey,
+    pub c: NodeKey,
+}
+
+/// As [`three_nodes`], with config sections of each node's own: `extra(name, keys)` is appended
+/// to the config of node `name` ("a", "b" or "c").
+pub fn three_nodes_with(
+    dir: &TempDir,
+    extra: impl Fn(&str, &Keys) -> String,
+) -> (Daemon, Daemon, Daemon) {
     let (a, b, c) = (
         SecretKey::generate(),
         SecretKey::generate(),
         SecretKey::generate(),
     );
+    let keys = Keys {
+        a: a.public(),
+        b: b.public(),
+        c: c.public(),
+    };
     let neighbour = |key: NodeKey| Neighbour {
         key,
         endpoint: None,
     };
-    let node_c = Daemon::start(dir, "c", &c, &[neighbour(b.public())]);
-    let node_b = Daemon::start(
+    let node_c = Daemon::start_with(dir, "c", &c, &[neighbour(b.public())], &extra("c", &keys));
+    let node_b = Daemon::start_with(
         dir,
         "b",
         &b,
         &[neighbour(a.public()), node_c.as_neighbour(true)],
+        &extra("b", &keys),
     );
-    let node_a = Daemon::start(dir, "a", &a, &[node_b.as_neighbour(true)]);
+    let node_a = Daemon::start_with(
+        dir,
+        "a",
+        &a,
+        &[node_b.as_neighbour(true)],
+        &extra("a", &keys),
+    );
     wait_until("B's links to come up", Duration::from_secs(20), || {
         node_b.ask(&["status"])["result"]["status"]["links_up"] == 2
     });
@@ -297,4 +364,50 @@ pub fn is_root() -> bool {
 /// A path for messages.
 pub fn show(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// A child process that is killed (and reaped) when this is dropped, panics included.
+#[derive(Debug)]
+pub struct Guard(pub Child);
+
+impl Guard {
+    /// Waits for the exit status, killing the process after `limit`.
+    pub fn wait_for(&mut self, what: &str, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                panic!("{what} did not finish within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `program` can be run from `PATH` (or is a path that exists).
+pub fn installed(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Fails the test at once when `program` is missing, saying how to install it.
+pub fn require(program: &str, package: &str) {
+    assert!(
+        installed(program),
+        "{program} is not installed: `apt-get install {package}` (.ci/run installs it)"
+    );
 }

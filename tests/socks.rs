@@ -1,0 +1,477 @@
+//! The SOCKS apps end to end: three `skywired` processes on 127.0.0.1 — entry A (the SOCKS5
+//! port), relay B, exit C (serving A's key only) — with a local HTTP server as the target.
+//! curl downloads through A's port checked by SHA-256, failures through the real port, the
+//! `socks` commands through `visctl`, and A's resident memory with many open connections and
+//! with a reader that stops.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::http::{self, HttpServer};
+use common::{require, three_nodes_with, wait_until, Daemon, Guard, Keys, TempDir};
+use skywire_dataplane::stack::TCP_BUFFER;
+
+/// A's handshake timeout in these tests (the default is 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// What one open connection may add to the entry's resident memory: its mesh stream's two
+/// buffers, and the connection's own state (socket structs, the handshake buffer) well
+/// within 16 KiB. The README states this bound.
+const PER_CONNECTION: u64 = 2 * TCP_BUFFER as u64 + 16 * 1024;
+/// What the allocator and the threads may add on top, whatever the number of connections.
+const SLACK: u64 = 16 << 20;
+
+/// The `socks` sections: C serves A; A's port leaves from C through B. With `b_client`, B
+/// also has a client app whose exit is C, which does not serve B.
+fn socks_config(name: &str, keys: &Keys, b_client: bool) -> String {
+    let client = |exit: &skywire_dataplane::NodeKey, path: &str| {
+        format!(
+            "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {exit}\n    path: [{path}]\n    \
+             handshake_timeout_ms: {}\n    connect_timeout_ms: 15000\n",
+            HANDSHAKE_TIMEOUT.as_millis()
+        )
+    };
+    match name {
+        "a" => client(&keys.c, &keys.b.to_string()),
+        "b" if b_client => client(&keys.c, ""),
+        "c" => format!(
+            "socks:\n  server:\n    allow: [{}]\n    dial_timeout_ms: 2000\n",
+            keys.a
+        ),
+        _ => String::new(),
+    }
+}
+
+/// A, B and C with their SOCKS apps; returns once A's route to the exit is ready.
+fn socks_nodes(dir: &TempDir, b_client: bool) -> (Daemon, Daemon, Daemon) {
+    let nodes = three_nodes_with(dir, |name, keys| socks_config(name, keys, b_client));
+    wait_until("A's route to the exit", Duration::from_secs(20), || {
+        client_status(&nodes.0)["route"] == "ready"
+    });
+    nodes
+}
+
+/// The client app's part of `socks status`.
+fn client_status(daemon: &Daemon) -> serde_json::Value {
+    daemon.ask(&["socks", "status"])["result"]["socks"]["client"].clone()
+}
+
+fn server_status(daemon: &Daemon) -> serde_json::Value {
+    daemon.ask(&["socks", "status"])["result"]["socks"]["server"].clone()
+}
+
+/// The client app's SOCKS5 port as bound.
+fn proxy_of(daemon: &Daemon) -> SocketAddr {
+    client_status(daemon)["listen"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: no SOCKS port", daemon.name))
+        .parse()
+        .unwrap()
+}
+
+fn number(value: &serde_json::Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+// ----- curl -----
+
+/// Starts `curl --socks5-hostname PROXY URL -o OUT`.
+fn curl(proxy: SocketAddr, url: &str, out: &std::path::Path) -> Guard {
+    let child = Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "240"])
+        .arg("--socks5-hostname")
+        .arg(proxy.to_string())
+        .arg(url)
+        .arg("-o")
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Guard(child)
+}
+
+/// Waits for a curl started by [`curl`] and fails with its message unless it succeeded.
+fn finish(mut curl: Guard, what: &str) {
+    let status = curl.wait_for(what, Duration::from_secs(250));
+    let mut stderr = String::new();
+    if let Some(pipe) = curl.0.stderr.as_mut() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "{what}: curl {status}: {stderr}");
+}
+
+// ----- a SOCKS5 client written here, for what curl cannot show -----
+
+fn target_ip(address: SocketAddr) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    match address {
+        SocketAddr::V4(v4) => {
+            bytes.push(1);
+            bytes.extend_from_slice(&v4.ip().octets());
+        }
+        SocketAddr::V6(v6) => {
+            bytes.push(4);
+            bytes.extend_from_slice(&v6.ip().octets());
+        }
+    }
+    bytes.extend_from_slice(&address.port().to_be_bytes());
+    bytes
+}
+
+/// Connects to the proxy and completes the greeting.
+fn greet(proxy: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(&[5, 1, 0]).unwrap();
+    let mut answer = [0u8; 2];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [5, 0]);
+    stream
+}
+
+/// Sends a CONNECT to `target` (RFC 1928's ATYP, address, port) and returns the reply code,
+/// checking the reply is complete.
+fn connect_request(stream: &mut TcpStream, target: &[u8]) -> u8 {
+    let mut bytes = vec![5, 1, 0];
+    bytes.extend_from_slice(target);
+    stream.write_all(&bytes).unwrap();
+    let mut reply = [0u8; 10];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!((reply[0], reply[2], reply[3]), (5, 0, 1), "{reply:?}");
+    reply[1]
+}
+
+fn socks_connect(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
+    let mut stream = greet(proxy);
+    assert_eq!(
+        connect_request(&mut stream, &target_ip(target)),
+        0,
+        "CONNECT failed"
+    );
+    stream
+}
+
+/// Whether the proxy closed the connection (EOF or reset) within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+// ----- the tests -----
+
+#[test]
+fn curl_downloads_256_mib_and_200_files_at_once_through_a_relay() {
+    require("curl", "curl");
+    let dir = TempDir::new("socks-curl");
+    let http = HttpServer::start();
+    let (a, _b, c) = socks_nodes(&dir, false);
+    let proxy = proxy_of(&a);
+
+    // One large download; the name `localhost` is resolved at the exit.
+    let size: u64 = 256 << 20;
+    let expected = std::thread::spawn(move || http::content_sha256(1, size));
+    let out = dir.path("big.bin");
+    let started = Instant::now();
+    finish(
+        curl(proxy, &http.url(&format!("/bytes/{size}/1")), &out),
+        "the 256 MiB download",
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let (sha, len) = http::file_sha256(&out);
+    assert_eq!(len, size);
+    assert!(
+        sha == expected.join().unwrap(),
+        "the 256 MiB download differs"
+    );
+    std::fs::remove_file(&out).unwrap();
+    eprintln!(
+        "256 MiB through A → B → C (debug daemons) in {elapsed:.1} s, {:.0} Mbit/s",
+        size as f64 * 8.0 / elapsed / 1e6
+    );
+
+    // 200 downloads at once, each of other content.
+    let each: u64 = 1 << 20;
+    let curls: Vec<_> = (0..200u64)
+        .map(|i| {
+            let url = http.url(&format!("/bytes/{each}/{}", 100 + i));
+            curl(proxy, &url, &dir.path(&format!("file{i}.bin")))
+        })
+        .collect();
+    for (i, curl) in curls.into_iter().enumerate() {
+        finish(curl, &format!("download {i} of 200"));
+    }
+    for i in 0..200u64 {
+        let path = dir.path(&format!("file{i}.bin"));
+        let (sha, len) = http::file_sha256(&path);
+        assert_eq!(len, each, "download {i}");
+        assert!(
+            sha == http::content_sha256(100 + i, each),
+            "download {i} differs"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    // Both apps counted it all.
+    wait_until("A's connections to close", Duration::from_secs(20), || {
+        client_status(&a)["connections"] == 0
+    });
+    let client = client_status(&a);
+    assert_eq!(client["state"], "running", "{client}");
+    assert!(number(&client["accepted"]) >= 201, "{client}");
+    assert_eq!(number(&client["failed"]), 0, "{client}");
+    assert!(
+        number(&client["bytes_down"]) >= size + 200 * each,
+        "{client}"
+    );
+    assert!(number(&client["bytes_up"]) > 0, "{client}");
+    let server = server_status(&c);
+    assert!(number(&server["accepted"]) >= 201, "{server}");
+    assert_eq!(number(&server["refused"]), 0, "{server}");
+    assert!(
+        number(&server["bytes_down"]) >= size + 200 * each,
+        "{server}"
+    );
+    let text = String::from_utf8(a.visctl(&["socks", "status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!("client  running on {proxy}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn failures_and_the_socks_commands_through_real_daemons() {
+    require("curl", "curl");
+    let dir = TempDir::new("socks-fail");
+    let http = HttpServer::start();
+    let (a, b, mut c) = socks_nodes(&dir, true);
+    let proxy = proxy_of(&a);
+
+    // No acceptable method: 0xFF, then the proxy closes.
+    let mut stream = TcpStream::connect(proxy).unwrap();
+    stream.write_all(&[5, 1, 2]).unwrap();
+    let mut answer = [0u8; 2];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [5, 0xff]);
+    assert!(closed_within(&mut stream, Duration::from_secs(5)));
+
+    // A target that refuses: 05, and curl reports it.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut stream = greet(proxy);
+    assert_eq!(connect_request(&mut stream, &target_ip(closed)), 0x05);
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "30"])
+        .arg("--socks5-hostname")
+        .arg(proxy.to_string())
+        .arg(format!("http://localhost:{}/", closed.port()))
+        .output()
+        .unwrap();
+    // curl's "proxy handshake failed", with the reply code.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(97), "{stderr}");
+    assert!(stderr.contains("(5)"), "{stderr}");
+
+    // Half a greeting, then nothing: cut off by the handshake timeout, not before.
+    let mut stream = TcpStream::connect(proxy).unwrap();
+    stream.write_all(&[5, 2, 0]).unwrap();
+    let started = Instant::now();
+    assert!(closed_within(
+        &mut stream,
+        HANDSHAKE_TIMEOUT + Duration::from_secs(5)
+    ));
+    let waited = started.elapsed();
+    assert!(
+        waited >= HANDSHAKE_TIMEOUT - Duration::from_millis(200),
+        "cut off after {waited:?}"
+    );
+
+    // The exit refuses B, whose key it does not list: 02, through B's own port.
+    let b_proxy = {
+        wait_until("B's route to the exit", Duration::from_secs(20), || {
+            client_status(&b)["route"] == "ready"
+        });
+        proxy_of(&b)
+    };
+    let mut stream = greet(b_proxy);
+    assert_eq!(connect_request(&mut stream, &target_ip(http.address)), 0x02);
+    let server = server_status(&c);
+    assert_eq!(number(&server["refused"]), 1, "{server}");
+
+    // `socks stop|start|status` through visctl: the port closes and opens again.
+    let stopped = a.ask(&["socks", "stop", "client"]);
+    let client = &stopped["result"]["socks"]["client"];
+    assert_eq!(client["state"], "stopped", "{stopped}");
+    assert!(client["listen"].is_null(), "{stopped}");
+    assert!(TcpStream::connect(proxy).is_err(), "the port stayed open");
+    let text = String::from_utf8(a.visctl(&["socks", "status"]).stdout).unwrap();
+    assert!(text.contains("client  stopped"), "{text}");
+    let output = a.visctl(&["socks", "stop", "server"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("socks.server"), "{message}");
+    let started = a.ask(&["socks", "start", "client"]);
+    assert_eq!(started["result"]["socks"]["client"]["state"], "running");
+    let proxy = proxy_of(&a);
+    wait_until(
+        "A's route after the restart",
+        Duration::from_secs(20),
+        || client_status(&a)["route"] == "ready",
+    );
+    let mut stream = socks_connect(proxy, http.address);
+    write!(stream, "GET /bytes/5000/7 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    http::read_head(&mut stream);
+    http::read_content(&mut stream, 7, 5000);
+    drop(stream);
+
+    // The route goes down between the greeting and the request (the exit dies): the
+    // request is answered within a few seconds.
+    let mut stream = greet(proxy);
+    c.kill();
+    let started = Instant::now();
+    let code = connect_request(&mut stream, &target_ip(http.address));
+    let waited = started.elapsed();
+    assert!(code == 0x01 || code == 0x04, "reply {code:#04x}");
+    assert!(waited < Duration::from_secs(8), "answered after {waited:?}");
+    eprintln!("a request after the exit died was answered {code:#04x} after {waited:?}");
+    wait_until("A's route down", Duration::from_secs(10), || {
+        client_status(&a)["route"] != "ready"
+    });
+    assert!(!a.log().contains("panicked"), "{}", a.log());
+}
+
+#[test]
+fn entry_memory_stays_bounded_a_stopped_reader_holds_the_target_and_half_close_works() {
+    let dir = TempDir::new("socks-memory");
+    let http = HttpServer::start();
+    let (a, _b, _c) = socks_nodes(&dir, false);
+    let proxy = proxy_of(&a);
+    let baseline = a.rss_bytes();
+
+    // 200 connections, each moving more than a mesh buffer's worth of data, then held open.
+    let connections = 200u64;
+    let each: u64 = TCP_BUFFER as u64 + (64 << 10);
+    let target = http.address;
+    let threads: Vec<_> = (0..connections)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut stream = socks_connect(proxy, target);
+                write!(stream, "GET /hold/{each}/{i} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let head = http::read_head(&mut stream);
+                assert!(head.contains(&format!("Content-Length: {each}")), "{head}");
+                http::read_content(&mut stream, i, each);
+                stream
+            })
+        })
+        .collect();
+    let streams: Vec<TcpStream> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let client = client_status(&a);
+    assert_eq!(number(&client["connections"]), connections, "{client}");
+    let rss = a.rss_bytes();
+    let bound = baseline + connections * PER_CONNECTION + SLACK;
+    eprintln!(
+        "A's resident memory: {:.1} MiB at start, {:.1} MiB with {connections} open \
+         connections ({:.0} KiB each), bound {:.1} MiB",
+        mib(baseline),
+        mib(rss),
+        (rss.saturating_sub(baseline) / connections) as f64 / 1024.0,
+        mib(bound)
+    );
+    assert!(
+        rss <= bound,
+        "A uses {:.1} MiB, over its bound of {:.1} MiB",
+        mib(rss),
+        mib(bound)
+    );
+
+    // A reader that stops while its target goes on writing: the target is held back and A's
+    // memory stays flat.
+    let mut stalled = socks_connect(proxy, target);
+    write!(stalled, "GET /endless HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    stalled.read_exact(&mut first).unwrap();
+    let mut last = 0;
+    let mut stable_since = Instant::now();
+    wait_until(
+        "the target to be held back",
+        Duration::from_secs(30),
+        || {
+            let sent = http.endless_sent.load(Ordering::SeqCst);
+            if sent != last {
+                last = sent;
+                stable_since = Instant::now();
+            }
+            stable_since.elapsed() > Duration::from_millis(700)
+        },
+    );
+    let before = a.rss_bytes();
+    let mut samples = vec![before];
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(
+            http.endless_writers.load(Ordering::SeqCst),
+            1,
+            "the target stopped writing"
+        );
+        samples.push(a.rss_bytes());
+    }
+    let sent = http.endless_sent.load(Ordering::SeqCst);
+    let growth = samples.iter().max().unwrap() - samples.iter().min().unwrap();
+    eprintln!(
+        "stopped reader: the target wrote {:.1} MiB and is held back; A's memory moved {} KiB \
+         over 2 s",
+        mib(sent),
+        growth / 1024
+    );
+    assert!(
+        growth <= 1 << 20,
+        "A's memory grew by {growth} bytes: {samples:?}"
+    );
+    assert!(samples.iter().all(|&rss| rss <= bound + PER_CONNECTION));
+    let buffered = number(&client_status(&a)["buffered_bytes"]);
+    assert!(
+        buffered <= 2 * TCP_BUFFER as u64,
+        "A buffers {buffered} bytes"
+    );
+    drop(stalled);
+
+    // A half-close: the client's FIN reaches the target, whose answer still comes back whole.
+    let mut stream = socks_connect(proxy, target);
+    write!(stream, "POST /count/3000000 HTTP/1.1\r\n\r\n").unwrap();
+    stream.write_all(&vec![1u8; 100_000]).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let head = http::read_head(&mut stream);
+    assert!(head.contains("X-Received: 100000"), "{head}");
+    http::read_content(&mut stream, 0, 3_000_000);
+    let mut rest = [0u8; 16];
+    assert_eq!(stream.read(&mut rest).unwrap(), 0, "the stream did not end");
+
+    drop(streams);
+    wait_until("A's connections to close", Duration::from_secs(20), || {
+        client_status(&a)["connections"] == 0
+    });
+}
