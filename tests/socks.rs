@@ -296,18 +296,15 @@ fn failures_and_the_socks_commands_through_real_daemons() {
     assert!(stderr.contains("(5)"), "{stderr}");
 
     // Half a greeting, then nothing: cut off by the handshake timeout, not before.
+    let started = Instant::now();
     let mut stream = TcpStream::connect(proxy).unwrap();
     stream.write_all(&[5, 2, 0]).unwrap();
-    let started = Instant::now();
     assert!(closed_within(
         &mut stream,
         HANDSHAKE_TIMEOUT + Duration::from_secs(5)
     ));
     let waited = started.elapsed();
-    assert!(
-        waited >= HANDSHAKE_TIMEOUT - Duration::from_millis(200),
-        "cut off after {waited:?}"
-    );
+    assert!(waited >= HANDSHAKE_TIMEOUT, "cut off after {waited:?}");
 
     // The exit refuses B, whose key it does not list: 02, through B's own port.
     let b_proxy = {
