@@ -92,7 +92,7 @@ fn the_readme_walkthrough_works_as_written() {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &namespace.0, "bash", "-e"])
         .arg(&script_path)
-        .current_dir(dir.path(""))
+        .current_dir(dir.root())
         .env("PATH", path)
         .env_remove("RUST_LOG")
         .env_remove("SKYWIRE_SOCKET")
