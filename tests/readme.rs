@@ -49,7 +49,11 @@ struct Namespace(String);
 impl Namespace {
     fn new() -> Namespace {
         let name = format!("skywire-readme-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left by a killed earlier run of this test (same pid, rare) goes first.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run("ip", &["netns", "add", &name]);
         let namespace = Namespace(name);
         run("ip", &["-n", &namespace.0, "link", "set", "lo", "up"]);
