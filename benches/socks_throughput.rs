@@ -24,6 +24,8 @@ use common::{installed, wait_until, Daemon, Guard, Neighbour, TempDir};
 use skywire_dataplane::{NodeKey, SecretKey};
 
 const SSHD: &str = "/usr/sbin/sshd";
+/// The daemons log as a service would by default.
+const LOG: &str = "log_level: info\n";
 
 fn main() {
     // `cargo test --benches` runs this without `--bench`: nothing to measure then.
@@ -166,7 +168,7 @@ impl Mesh {
         };
         let client = |path: String| {
             format!(
-                "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    path: [{path}]\n",
+                "{LOG}socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    path: [{path}]\n",
                 c.public()
             )
         };
@@ -176,7 +178,7 @@ impl Mesh {
             &c,
             &[known(b.public()), known(a2.public())],
             &format!(
-                "socks:\n  server:\n    allow: [{}, {}]\n",
+                "{LOG}socks:\n  server:\n    allow: [{}, {}]\n",
                 a1.public(),
                 a2.public()
             ),
@@ -186,7 +188,7 @@ impl Mesh {
             "b",
             &b,
             &[known(a1.public()), node_c.as_neighbour(true)],
-            "",
+            LOG,
         );
         let relayed = Daemon::start_with(
             dir,

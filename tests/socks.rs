@@ -365,9 +365,26 @@ fn failures_and_the_socks_commands_through_real_daemons() {
 fn entry_memory_stays_bounded_a_stopped_reader_holds_the_target_and_half_close_works() {
     let dir = TempDir::new("socks-memory");
     let http = HttpServer::start();
-    let (a, _b, _c) = socks_nodes(&dir, false);
+    let (a, b, c) = socks_nodes(&dir, false);
     let proxy = proxy_of(&a);
     let baseline = a.rss_bytes();
+
+    // Idle nodes sleep until their next timer instead of spinning (the entry once did, with
+    // its route up).
+    let nodes = [&a, &b, &c];
+    let before: Vec<_> = nodes.iter().map(|node| node.cpu_time()).collect();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    for (node, before) in nodes.iter().zip(before) {
+        let busy = (node.cpu_time() - before).as_secs_f64() / started.elapsed().as_secs_f64();
+        eprintln!("idle {} used {:.1} % of a core", node.name, busy * 100.0);
+        assert!(
+            busy < 0.2,
+            "idle {} used {:.0} % of a core",
+            node.name,
+            busy * 100.0
+        );
+    }
 
     // 200 connections, each moving more than a mesh buffer's worth of data, then held open.
     let connections = 200u64;

@@ -109,8 +109,8 @@ impl Daemon {
         Daemon::start_with(dir, name, secret, neighbours, "")
     }
 
-    /// As [`Daemon::start`], with `extra` (top-level YAML sections, such as `socks:`) appended
-    /// to the generated config.
+    /// As [`Daemon::start`], with `extra` (top-level YAML sections, such as `socks:`, or a
+    /// `log_level:` in place of the default `debug`) appended to the generated config.
     pub fn start_with(
         dir: &TempDir,
         name: &str,
@@ -121,8 +121,12 @@ impl Daemon {
         let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
              control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
-             dead_after_ms: 2000\nlog_level: debug\nneighbours:\n",
+             dead_after_ms: 2000\nneighbours:\n",
         );
+        // Debug logs unless `extra` sets its own level.
+        if !extra.lines().any(|line| line.starts_with("log_level:")) {
+            yaml.insert_str(0, "log_level: debug\n");
+        }
         for neighbour in neighbours {
             yaml.push_str(&format!("  - key: {}\n", neighbour.key));
             if let Some(endpoint) = neighbour.endpoint {
@@ -253,6 +257,19 @@ impl Daemon {
             .and_then(|kib| kib.parse().ok())
             .unwrap_or_else(|| panic!("unreadable {line:?}"));
         kib * 1024
+    }
+
+    /// The CPU time the process has used so far, user and system (10 ms resolution).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // After the command name in parentheses: the state (field 3 of proc(5)) first, so
+        // utime and stime (fields 14 and 15) are at 11 and 12.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // /proc counts in USER_HZ, 100 on Linux.
+        Duration::from_millis(ticks * 10)
     }
 
     /// Kills the process outright (no clean stop: its neighbours find out by silence).

@@ -74,12 +74,16 @@ enum RouteState {
     Building(SetupId),
     /// No route; the next build is due at this time.
     Down(Instant),
+    /// The route is up: nothing is due until it goes down.
+    Ready,
 }
 
 /// The client app.
 #[derive(Debug)]
 pub(super) struct Client {
     options: ClientOptions,
+    /// The exit's mesh address and port (a hash of its key: computed once).
+    exit_address: SocketAddrV6,
     listener: Option<(TcpListener, SocketAddr)>,
     listener_ready: bool,
     connections: Slab<Connection>,
@@ -100,6 +104,7 @@ enum Outcome {
 impl Client {
     pub fn new(options: ClientOptions) -> Client {
         Client {
+            exit_address: SocketAddrV6::new(options.exit.mesh_address(), options.exit_port, 0, 0),
             options,
             listener: None,
             listener_ready: false,
@@ -238,7 +243,7 @@ impl Client {
             }
             Event::RouteReady { peer } if *peer == exit => {
                 self.backoff = REBUILD_FIRST;
-                self.route = RouteState::Down(io.now + REBUILD_FIRST);
+                self.route = RouteState::Ready;
             }
             _ => {}
         }
@@ -274,9 +279,11 @@ impl Client {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.listener.as_ref()?;
+        // Only a due rebuild is a deadline: a route that is up (or being built) reports its
+        // changes as events.
         let mut next = match self.route {
             RouteState::Down(at) => Some(at),
-            RouteState::Building(_) => None,
+            RouteState::Building(_) | RouteState::Ready => None,
         };
         for connection in self.connections.iter() {
             let at = match &connection.phase {
@@ -300,12 +307,7 @@ impl Client {
             .iter()
             .filter(|c| matches!(c.phase, Phase::Opening { .. }))
             .count();
-        let exit = SocketAddrV6::new(
-            self.options.exit.mesh_address(),
-            self.options.exit_port,
-            0,
-            0,
-        );
+        let exit = self.exit_address;
         for index in 0..self.connections.slots() {
             let Some(connection) = self.connections.get_mut(index) else {
                 continue;
@@ -320,11 +322,17 @@ impl Client {
     }
 
     fn maintain_route(&mut self, io: &mut Io<'_>) {
-        let RouteState::Down(at) = self.route else {
-            return;
-        };
-        if io.now < at || io.route_ready(&self.options.exit) {
-            return;
+        let ready = io.route_ready(&self.options.exit);
+        match self.route {
+            RouteState::Building(_) => return,
+            // A route built by hand (`build_route`) serves as well.
+            _ if ready => {
+                self.route = RouteState::Ready;
+                return;
+            }
+            RouteState::Down(at) if io.now < at => return,
+            // Down, or gone without an event: build it now.
+            RouteState::Down(_) | RouteState::Ready => {}
         }
         let mut path = vec![io.node.key()];
         path.extend(self.options.route_path());
