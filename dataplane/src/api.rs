@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::identity::NodeKey;
+pub use crate::vpn::{VpnApp, VpnStatus};
 
 /// Pairs a reply with its request.
 pub type RequestId = u64;
@@ -42,6 +43,18 @@ pub enum Request {
         /// How many echo requests.
         count: u32,
     },
+    /// Starts a VPN app as configured; answered with [`Reply::Vpn`].
+    VpnStart {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// Stops a VPN app, removing its TUN device and routes; answered with [`Reply::Vpn`].
+    VpnStop {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// The VPN apps' state, addresses and counters.
+    VpnStatus,
     /// Tears down routes, removes what the dataplane made, and stops its thread.
     Shutdown,
 }
@@ -65,6 +78,8 @@ pub enum Reply {
     },
     /// Answers [`Request::PingNode`].
     Ping(PingReply),
+    /// Answers the VPN requests: both apps' state after the request.
+    Vpn(Box<VpnStatus>),
     /// Answers [`Request::Shutdown`]: the dataplane has stopped.
     Stopped,
     /// The request failed; the message says why and what to do.

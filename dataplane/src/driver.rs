@@ -23,6 +23,11 @@ use crate::outbox::{Datagram, MAX_DATAGRAM};
 use crate::routing::Rule;
 use crate::stack::MeshStack;
 use crate::transport::TransportError;
+use crate::vpn::VpnOptions;
+
+mod tunnel;
+
+use tunnel::{VpnApps, TUN_CLIENT, TUN_SERVER};
 
 const UDP: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -64,6 +69,8 @@ pub struct DriverOptions {
     pub node: NodeOptions,
     /// The UDP address to bind.
     pub listen: SocketAddr,
+    /// The VPN apps (none by default).
+    pub vpn: VpnOptions,
 }
 
 /// A route build waiting for its route to be ready.
@@ -106,6 +113,7 @@ pub struct Dataplane {
     /// A datagram the socket could not take yet.
     blocked: Option<Datagram>,
     receive_buf: Vec<u8>,
+    vpn: VpnApps,
 }
 
 impl Dataplane {
@@ -139,6 +147,7 @@ impl Dataplane {
             peers_by_address: HashMap::new(),
             blocked: None,
             receive_buf: vec![0; MAX_DATAGRAM + 1],
+            vpn: VpnApps::new(options.vpn),
         })
     }
 
@@ -161,10 +170,12 @@ impl Dataplane {
             self.node.address(),
             self.local
         );
+        self.vpn_autostart(Instant::now());
         let mut backlog = false;
+        let mut tun_backlog = (false, false);
         loop {
             let now = Instant::now();
-            let timeout = if backlog {
+            let timeout = if backlog || tun_backlog.0 || tun_backlog.1 {
                 Duration::ZERO
             } else {
                 self.next_deadline(now).saturating_duration_since(now)
@@ -176,10 +187,13 @@ impl Dataplane {
                 return Err(error);
             }
             let mut readable = backlog;
+            let (mut tun_server, mut tun_client) = tun_backlog;
             let mut shutdown = None;
             for event in events.iter() {
                 match event.token() {
                     UDP => readable |= event.is_readable(),
+                    TUN_SERVER => tun_server |= event.is_readable(),
+                    TUN_CLIENT => tun_client |= event.is_readable(),
                     WAKER => loop {
                         match end.requests.try_recv() {
                             Ok((id, Request::Shutdown)) => shutdown = Some(id),
@@ -200,6 +214,13 @@ impl Dataplane {
                 }
             }
             backlog = readable && self.receive(RECEIVE_BUDGET)?;
+            tun_backlog = (
+                tun_server && self.vpn_read(true, false),
+                tun_client && self.vpn_read(false, true),
+            );
+            if tun_server || tun_client {
+                self.flush()?;
+            }
             self.step(Instant::now(), &end);
             if let Some(id) = shutdown {
                 self.shutdown(Instant::now());
@@ -244,6 +265,8 @@ impl Dataplane {
         self.drive_pings(now);
         self.expire_builds(now, end);
         self.stack.poll(now);
+        self.vpn_poll(now);
+        self.stack.poll(now);
         while let Some((dst, packet)) = self.stack.poll_transmit() {
             match self.peer_by_address(dst) {
                 Some(peer) => {
@@ -276,6 +299,9 @@ impl Dataplane {
         }
         for build in &self.builds {
             next = next.min(build.deadline);
+        }
+        if let Some(vpn) = self.vpn_next_deadline() {
+            next = next.min(vpn);
         }
         next
     }
@@ -333,12 +359,11 @@ impl Dataplane {
             Event::Packet { packet, .. } => {
                 self.stack.receive(packet);
             }
-            Event::TunnelPacket { peer, .. } => {
-                log::debug!("tunnel packet from {peer} dropped: no tunnel app runs");
-            }
+            Event::TunnelPacket { peer, packet } => self.vpn_tunnel_packet(peer, &packet),
             Event::RouteReady { peer } => {
                 log::info!("route to {peer} is ready");
                 self.peers_by_address.insert(peer.mesh_address(), peer);
+                self.vpn_route_ready(&peer);
                 let row = self
                     .node
                     .routes()
@@ -356,6 +381,7 @@ impl Dataplane {
                 }
             }
             Event::RouteFailed { setup, peer, error } => {
+                self.vpn_route_failed(now, setup, &error.to_string());
                 let (done, waiting): (Vec<_>, Vec<_>) = self
                     .builds
                     .drain(..)
@@ -371,6 +397,7 @@ impl Dataplane {
             Event::RouteDown { peer, reason } => {
                 log::info!("route to {peer} is down: {reason}");
                 self.peers_by_address.remove(&peer.mesh_address());
+                self.vpn_route_down(now, &peer);
                 for ping in self.pings.iter_mut().filter(|ping| ping.peer == peer) {
                     ping.deadline = now;
                 }
@@ -440,6 +467,16 @@ impl Dataplane {
                 });
                 None
             }
+            Request::VpnStart { app } => Some(match self.vpn_start(now, app) {
+                Ok(()) => Reply::Vpn(Box::new(self.vpn_status())),
+                Err(error) => Reply::Error(error.to_string()),
+            }),
+            Request::VpnStop { app } => Some(if self.vpn_stop(now, app) {
+                Reply::Vpn(Box::new(self.vpn_status()))
+            } else {
+                Reply::Error(format!("the VPN {} is not running", vpn_app_name(app)))
+            }),
+            Request::VpnStatus => Some(Reply::Vpn(Box::new(self.vpn_status()))),
             Request::Shutdown => Some(Reply::Stopped),
         }
     }
@@ -508,6 +545,7 @@ impl Dataplane {
 
     /// Tears down every route this node built and sends the teardowns.
     fn shutdown(&mut self, now: Instant) {
+        self.vpn_shutdown(now);
         let peers: Vec<NodeKey> = self
             .node
             .routes()
@@ -612,6 +650,13 @@ fn route_row(peer: &NodeKey, route: &crate::node::EndRoute) -> RouteRow {
         ready: route.ready,
         out_id: route.out_id.get(),
         in_id: route.in_id.get(),
+    }
+}
+
+fn vpn_app_name(app: crate::vpn::VpnApp) -> &'static str {
+    match app {
+        crate::vpn::VpnApp::Server => "server",
+        crate::vpn::VpnApp::Client => "client",
     }
 }
 

@@ -12,6 +12,7 @@ pub mod session;
 pub mod sim;
 pub mod stack;
 pub mod transport;
+pub mod vpn;
 pub mod wire;
 
 pub use identity::{KeyError, NodeKey, SecretKey};

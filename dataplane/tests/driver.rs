@@ -35,6 +35,7 @@ impl Running {
         let dataplane = Dataplane::bind(DriverOptions {
             node,
             listen: "127.0.0.1:0".parse().unwrap(),
+            vpn: Default::default(),
         })
         .unwrap();
         let local = dataplane.local_addr();
