@@ -132,6 +132,11 @@ impl Dataplane {
                 };
                 let fd = server.tun().as_raw_fd();
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                // Tearing their routes down tells the clients at once, so they lease again
+                // from the next server that runs here.
+                for client in server.clients() {
+                    self.node.remove_route(now, &client);
+                }
                 server.stop(&mut self.stack);
             }
             VpnApp::Client => {

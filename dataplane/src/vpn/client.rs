@@ -292,7 +292,7 @@ impl VpnClient {
             exchange.received.extend_from_slice(&chunk[..read]);
         }
         let outcome = Message::parse(&exchange.received);
-        let closed = !socket.may_recv() && exchange.sent > 0;
+        let closed = !lease::may_still_receive(socket);
         match outcome {
             Err(ParseError::Incomplete) if !closed => {}
             Ok((Message::Grant(grant), _)) => {

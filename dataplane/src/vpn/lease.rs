@@ -163,6 +163,13 @@ impl Message {
     }
 }
 
+/// Whether more of a message may still arrive on `socket`: it is being opened, or open for
+/// receiving.
+pub fn may_still_receive(socket: &smoltcp::socket::tcp::Socket<'_>) -> bool {
+    use smoltcp::socket::tcp::State;
+    matches!(socket.state(), State::SynSent | State::SynReceived) || socket.may_recv()
+}
+
 fn parse_grant(body: &[u8]) -> Result<Grant, ParseError> {
     let body: &[u8; GRANT_BODY] = body.try_into().map_err(|_| ParseError::Malformed)?;
     let flags = body[0];

@@ -205,7 +205,7 @@ impl VpnServer {
                 exchange.received.extend_from_slice(&chunk[..read]);
             }
             match Message::parse(&exchange.received) {
-                Err(ParseError::Incomplete) if socket.may_recv() => return true,
+                Err(ParseError::Incomplete) if lease::may_still_receive(socket) => return true,
                 Ok((Message::Request, _)) => {
                     let Some(peer) = exchange.peer else {
                         return false;
@@ -271,6 +271,11 @@ impl VpnServer {
                 .zip(self.pool.pool6().map(|prefix| prefix.prefix_len())),
             mtu: TUN_MTU,
         })
+    }
+
+    /// The clients admitted in this run.
+    pub fn clients(&self) -> Vec<NodeKey> {
+        self.filter.clients().map(|(key, _)| *key).collect()
     }
 
     /// The route to `peer` went down: its packets stop until it leases again.
