@@ -1,6 +1,7 @@
-//! The `skywire` package's own library: what the `skywired` and `visctl` binaries share, that
-//! is the configuration file and the node's identity on disk.
+//! The `skywire` package's own library: what the `skywired` and `visctl` binaries share: the
+//! configuration file, the node's identity on disk, and systemd's readiness protocol.
 
 pub mod config;
+pub mod notify;
 
 pub use config::{Config, ConfigError};

@@ -1,1 +1,14 @@
-//! control
+//! skywire's control plane: the viscript commands (`command`), their rendering for people
+//! (`render`), the control socket's line format (`protocol`), the control thread that serves the
+//! socket and the Unix signals (`server`), and the client that `visctl` uses (`client`).
+
+pub mod client;
+pub mod command;
+pub mod protocol;
+pub mod render;
+pub mod server;
+
+pub use client::{ClientError, ControlClient};
+pub use command::{Command, CommandError, CommandSpec, SyntaxError, COMMANDS};
+pub use protocol::{Answer, MAX_LINE};
+pub use server::{block_signals, ControlError, ControlOptions, ControlServer, Limits, Stopper};

@@ -1,0 +1,272 @@
+//! What the end-to-end tests share: temporary folders, running `skywired` processes with
+//! configs of their own (port 0), `visctl` against them, and waiting with deadlines.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use skywire_dataplane::{NodeKey, SecretKey};
+
+pub const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
+pub const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
+
+/// A folder of its own under the system's temporary folder, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "skywire-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` in this folder and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until `condition` holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A neighbour entry for a node's config.
+#[derive(Debug, Clone, Copy)]
+pub struct Neighbour {
+    pub key: NodeKey,
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// A running `skywired` with a config, key and socket in a folder of its own.
+#[derive(Debug)]
+pub struct Daemon {
+    pub name: String,
+    pub dir: PathBuf,
+    pub key: NodeKey,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes a config for node `name` under `dir` and starts it; returns once `visctl status`
+    /// answers.
+    pub fn start(dir: &TempDir, name: &str, secret: &SecretKey, neighbours: &[Neighbour]) -> Daemon {
+        let mut yaml = format!(
+            "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
+             control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
+             dead_after_ms: 2000\nlog_level: debug\nneighbours:\n"
+        );
+        for neighbour in neighbours {
+            yaml.push_str(&format!("  - key: {}\n", neighbour.key));
+            if let Some(endpoint) = neighbour.endpoint {
+                yaml.push_str(&format!("    endpoint: \"{endpoint}\"\n"));
+            }
+        }
+        if neighbours.is_empty() {
+            yaml.push_str("  []\n");
+        }
+        let config = dir.write(&format!("{name}/config.yaml"), &yaml);
+        dir.write(&format!("{name}/node.key"), &format!("{}\n", secret.to_base64()));
+        let node_dir = dir.path(name);
+        fs::set_permissions(
+            node_dir.join("node.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let log = fs::File::create(node_dir.join("skywired.log")).unwrap();
+        let child = Command::new(SKYWIRED)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            name: name.to_string(),
+            socket: node_dir.join("visctl.sock"),
+            dir: node_dir,
+            key: secret.public(),
+            config,
+            port: 0,
+            child: Some(child),
+        };
+        let mut status = None;
+        wait_until(&format!("{name} to answer"), Duration::from_secs(20), || {
+            daemon.assert_running();
+            let output = daemon.visctl(&["--json", "status"]);
+            if output.status.success() {
+                status = Some(json(&output));
+            }
+            status.is_some()
+        });
+        let status = status.unwrap();
+        let listen: SocketAddr = status["result"]["status"]["listen"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        daemon.port = listen.port();
+        daemon
+    }
+
+    /// The node's UDP address on loopback.
+    pub fn endpoint(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// As a neighbour entry, with or without its endpoint.
+    pub fn as_neighbour(&self, with_endpoint: bool) -> Neighbour {
+        Neighbour {
+            key: self.key,
+            endpoint: with_endpoint.then(|| self.endpoint()),
+        }
+    }
+
+    /// Runs `visctl --socket SOCKET ARGS…`.
+    pub fn visctl(&self, args: &[&str]) -> Output {
+        Command::new(VISCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a `visctl --json` command that must succeed and returns its reply.
+    pub fn ask(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let output = self.visctl(&all);
+        assert!(
+            output.status.success(),
+            "{}: visctl {args:?} failed: {}{}\n--- log ---\n{}",
+            self.name,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+        json(&output)
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("skywired.log")).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{} exited with {status}:\n{}", self.name, self.log());
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not stop within 20 s of SIGTERM:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The JSON reply on a visctl `--json` output.
+pub fn json(output: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
+/// Starts A–B–C on loopback: B has transports to both, A and C only to B. Only the callers
+/// know endpoints (C is started first and learns B's address when B calls).
+pub fn three_nodes(dir: &TempDir) -> (Daemon, Daemon, Daemon) {
+    let (a, b, c) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+    let neighbour = |key: NodeKey| Neighbour {
+        key,
+        endpoint: None,
+    };
+    let node_c = Daemon::start(dir, "c", &c, &[neighbour(b.public())]);
+    let node_b = Daemon::start(
+        dir,
+        "b",
+        &b,
+        &[neighbour(a.public()), node_c.as_neighbour(true)],
+    );
+    let node_a = Daemon::start(dir, "a", &a, &[node_b.as_neighbour(true)]);
+    wait_until("B's links to come up", Duration::from_secs(20), || {
+        node_b.ask(&["status"])["result"]["status"]["links_up"] == 2
+    });
+    (node_a, node_b, node_c)
+}
+
+/// Whether this process runs as root (tests that make namespaces or TUN devices need it).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A path for messages.
+pub fn show(path: &Path) -> String {
+    path.display().to_string()
+}
