@@ -31,7 +31,12 @@ fn ping(a: &Daemon, c: &Daemon, count: u32) -> usize {
 fn stop_cleanly(mut daemon: Daemon) {
     let socket = daemon.socket.clone();
     let status = daemon.terminate();
-    assert!(status.success(), "{} exited with {status}:\n{}", daemon.name, daemon.log());
+    assert!(
+        status.success(),
+        "{} exited with {status}:\n{}",
+        daemon.name,
+        daemon.log()
+    );
     assert!(!socket.exists(), "{} left its socket behind", daemon.name);
 }
 
@@ -165,7 +170,12 @@ fn bad_input_from_every_side_leaves_the_route_answering() {
     for (i, daemon) in [&a, &b, &c].into_iter().enumerate() {
         assert!(flood(daemon.port, 0x5eed + i as u64) > 2500);
         stranger_handshake(daemon);
-        assert_eq!(ping(&a, &c, 2), 2, "route stopped answering after {}", daemon.name);
+        assert_eq!(
+            ping(&a, &c, 2),
+            2,
+            "route stopped answering after {}",
+            daemon.name
+        );
     }
 
     // visctl lines that are unknown, malformed or too long get errors; the connection and the
@@ -190,11 +200,15 @@ fn bad_input_from_every_side_leaves_the_route_answering() {
     stream.write_all(&long).unwrap();
     let mut replies = String::new();
     let mut chunk = [0u8; 4096];
-    wait_until("replies to the long line and status", Duration::from_secs(10), || {
-        let n = stream.read(&mut chunk).unwrap();
-        replies.push_str(&String::from_utf8_lossy(&chunk[..n]));
-        replies.lines().count() >= 2
-    });
+    wait_until(
+        "replies to the long line and status",
+        Duration::from_secs(10),
+        || {
+            let n = stream.read(&mut chunk).unwrap();
+            replies.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            replies.lines().count() >= 2
+        },
+    );
     let mut lines = replies.lines();
     assert!(lines.next().unwrap().contains("too long"), "{replies}");
     assert!(lines.next().unwrap().contains("\"ok\":true"), "{replies}");
@@ -221,10 +235,16 @@ fn bad_configs_are_refused_with_clear_errors() {
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
     let error = run("listen: \"[::]:0\"\nlisten_port: 3\n");
-    assert!(error.contains("listen_port") && error.contains("line 2"), "{error}");
+    assert!(
+        error.contains("listen_port") && error.contains("line 2"),
+        "{error}"
+    );
     let error = run("node:\n  key_file: missing/folder/node.key\n");
     assert!(error.contains("missing/folder"), "{error}");
     dir.write("bad/node.key", "not a key\n");
     let error = run("node:\n  key_file: node.key\n");
-    assert!(error.contains("node.key") && error.contains("key"), "{error}");
+    assert!(
+        error.contains("node.key") && error.contains("key"),
+        "{error}"
+    );
 }

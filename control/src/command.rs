@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use skywire_dataplane::api::Request;
+use skywire_dataplane::api::{Request, VpnApp};
 use skywire_dataplane::NodeKey;
 
 /// Echo requests `ping_node` sends when no count is given.
@@ -303,6 +303,18 @@ pub static COMMANDS: &[CommandSpec] = &[
                round-trip time and a summary. Set up a route first with build_route.",
         parse: parse_ping_node,
     },
+    CommandSpec {
+        name: "vpn",
+        aliases: &[],
+        usage: "vpn start|stop [client|server] | vpn status",
+        summary: "start or stop the VPN apps, or show their state",
+        help: "`vpn start` and `vpn stop` start and stop the VPN client (or, with `server`, the \
+               VPN server) as the config's `vpn` section describes it: the app's TUN device \
+               is created at start and removed at stop, with its routes. `vpn status` shows \
+               each configured app's state, the addresses its server gave (or its own and its \
+               clients'), and its packet counters. The VPN needs CAP_NET_ADMIN.",
+        parse: parse_vpn,
+    },
 ];
 
 /// The command called `name` (its name or an alias).
@@ -341,6 +353,18 @@ pub enum Command {
         /// Echo requests to send, 1 to [`MAX_PING_COUNT`].
         count: u32,
     },
+    /// Starts a VPN app.
+    VpnStart {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// Stops a VPN app.
+    VpnStop {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// Asks for the VPN apps' state.
+    VpnStatus,
 }
 
 impl PartialEq for CommandSpec {
@@ -362,6 +386,7 @@ impl Command {
             Command::BuildRoute { .. } => "build_route",
             Command::RemoveRoute { .. } => "rm_route",
             Command::PingNode { .. } => "ping_node",
+            Command::VpnStart { .. } | Command::VpnStop { .. } | Command::VpnStatus => "vpn",
         }
     }
 
@@ -378,6 +403,9 @@ impl Command {
                 peer: *peer,
                 count: *count,
             }),
+            Command::VpnStart { app } => Some(Request::VpnStart { app: *app }),
+            Command::VpnStop { app } => Some(Request::VpnStop { app: *app }),
+            Command::VpnStatus => Some(Request::VpnStatus),
         }
     }
 }
@@ -549,6 +577,29 @@ fn parse_ping_node(spec: &'static CommandSpec, args: &[String]) -> Result<Comman
         },
     };
     Ok(Command::PingNode { peer, count })
+}
+
+fn parse_vpn(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 1..=2)?;
+    let app = match args.get(1).map(String::as_str) {
+        None | Some("client") => VpnApp::Client,
+        Some("server") => VpnApp::Server,
+        Some(other) => {
+            return Err(spec.usage_error(format!(
+                "`{}` is not a VPN app: say client or server",
+                shorten(other)
+            )))
+        }
+    };
+    match args[0].as_str() {
+        "start" => Ok(Command::VpnStart { app }),
+        "stop" => Ok(Command::VpnStop { app }),
+        "status" if args.len() == 1 => Ok(Command::VpnStatus),
+        "status" => Err(spec.usage_error("`vpn status` takes no app: it shows both")),
+        other => {
+            Err(spec.usage_error(format!("`{}` is not start, stop or status", shorten(other))))
+        }
+    }
 }
 
 /// The text of `help`: every command and its summary.
@@ -779,6 +830,25 @@ mod tests {
         assert_eq!(Command::Help { topic: None }.request(), None);
         assert_eq!(Command::Status.request(), Some(Request::Status));
         assert_eq!(
+            parse("vpn start").unwrap().unwrap().request(),
+            Some(Request::VpnStart {
+                app: VpnApp::Client
+            })
+        );
+        assert_eq!(
+            parse("vpn stop server").unwrap().unwrap().request(),
+            Some(Request::VpnStop {
+                app: VpnApp::Server
+            })
+        );
+        assert_eq!(
+            parse("vpn status").unwrap().unwrap().request(),
+            Some(Request::VpnStatus)
+        );
+        for bad in ["vpn", "vpn go", "vpn start both", "vpn status client"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
             Command::ListTransports.request(),
             Some(Request::ListTransports)
         );
@@ -822,6 +892,7 @@ mod tests {
                 peer: key(KEY_A),
                 count: 1,
             },
+            Command::VpnStatus,
         ];
         assert_eq!(commands.len(), COMMANDS.len());
         for (command, spec) in commands.iter().zip(COMMANDS) {

@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skywire_control::{ControlError, ControlOptions, ControlServer, Limits, Stopper};
+use skywire_control::{ControlError, ControlOptions, ControlServer, Limits, Stopper, COMMANDS};
 use skywire_dataplane::api::{
     self, DataplaneEnd, PingReply, Reply, Request, RouteRow, RoutesReply, StatusReply, TransportRow,
 };
@@ -120,6 +120,9 @@ fn fake_dataplane(
                         });
                         delayed.push((when, id, reply));
                     }
+                    Request::VpnStart { .. } | Request::VpnStop { .. } | Request::VpnStatus => end
+                        .replies
+                        .send(id, Reply::Error("the VPN is not configured".to_owned())),
                     Request::RemoveRoute { peer } => end.replies.send(
                         id,
                         Reply::Error(format!("no route to {peer}: set one up with build_route")),
@@ -347,7 +350,10 @@ fn replies_are_json_lines_with_result_and_text() {
 
     let answer = client.command("help");
     assert_ok(&answer, "help");
-    assert_eq!(answer["result"]["help"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        answer["result"]["help"].as_array().unwrap().len(),
+        COMMANDS.len()
+    );
     let answer = client.command("help pn");
     assert_ok(&answer, "help");
     assert_eq!(answer["result"]["help"][0]["name"], "ping_node");

@@ -1,7 +1,12 @@
 //! What the end-to-end tests share: temporary folders, running `skywired` processes with
 //! configs of their own (port 0), `visctl` against them, and waiting with deadlines.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout
+)]
 
 use std::fs;
 use std::net::SocketAddr;
@@ -59,7 +64,10 @@ impl Drop for TempDir {
 pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -86,7 +94,12 @@ pub struct Daemon {
 impl Daemon {
     /// Writes a config for node `name` under `dir` and starts it; returns once `visctl status`
     /// answers.
-    pub fn start(dir: &TempDir, name: &str, secret: &SecretKey, neighbours: &[Neighbour]) -> Daemon {
+    pub fn start(
+        dir: &TempDir,
+        name: &str,
+        secret: &SecretKey,
+        neighbours: &[Neighbour],
+    ) -> Daemon {
         let mut yaml = format!(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
              control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
@@ -102,7 +115,10 @@ impl Daemon {
             yaml.push_str("  []\n");
         }
         let config = dir.write(&format!("{name}/config.yaml"), &yaml);
-        dir.write(&format!("{name}/node.key"), &format!("{}\n", secret.to_base64()));
+        dir.write(
+            &format!("{name}/node.key"),
+            &format!("{}\n", secret.to_base64()),
+        );
         let node_dir = dir.path(name);
         fs::set_permissions(
             node_dir.join("node.key"),
@@ -130,14 +146,18 @@ impl Daemon {
             child: Some(child),
         };
         let mut status = None;
-        wait_until(&format!("{name} to answer"), Duration::from_secs(20), || {
-            daemon.assert_running();
-            let output = daemon.visctl(&["--json", "status"]);
-            if output.status.success() {
-                status = Some(json(&output));
-            }
-            status.is_some()
-        });
+        wait_until(
+            &format!("{name} to answer"),
+            Duration::from_secs(20),
+            || {
+                daemon.assert_running();
+                let output = daemon.visctl(&["--json", "status"]);
+                if output.status.success() {
+                    status = Some(json(&output));
+                }
+                status.is_some()
+            },
+        );
         let status = status.unwrap();
         let listen: SocketAddr = status["result"]["status"]["listen"]
             .as_str()
@@ -217,7 +237,11 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{} did not stop within 20 s of SIGTERM:\n{}", self.name, self.log());
+                panic!(
+                    "{} did not stop within 20 s of SIGTERM:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -242,7 +266,11 @@ pub fn json(output: &Output) -> serde_json::Value {
 /// Starts A–B–C on loopback: B has transports to both, A and C only to B. Only the callers
 /// know endpoints (C is started first and learns B's address when B calls).
 pub fn three_nodes(dir: &TempDir) -> (Daemon, Daemon, Daemon) {
-    let (a, b, c) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+    let (a, b, c) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
     let neighbour = |key: NodeKey| Neighbour {
         key,
         endpoint: None,
