@@ -25,6 +25,16 @@ pub use tun::{TunError, TunName};
 
 use crate::identity::NodeKey;
 
+/// The server's TUN device unless configured otherwise.
+pub const DEFAULT_SERVER_TUN: &str = "skyvpn-srv";
+/// The client's TUN device unless configured otherwise.
+pub const DEFAULT_CLIENT_TUN: &str = "skyvpn0";
+/// The server's IPv4 pool unless configured otherwise.
+pub const DEFAULT_POOL4: &str = "10.77.0.0/24";
+/// The server's IPv6 pool unless configured otherwise.
+pub const DEFAULT_POOL6: &str = "fd77:736b::/64";
+pub use lease::DEFAULT_PORT as DEFAULT_LEASE_PORT;
+
 /// The TUN device's MTU: the inner MTU of a route session (ARCHITECTURE.md's budget).
 pub const TUN_MTU: u16 = crate::node::INNER_MTU as u16;
 
