@@ -162,9 +162,9 @@ fn render_vpn(status: &VpnStatus) -> String {
             server.ipv4.map(|a| a.to_string()),
             server.ipv6.map(|a| a.to_string()),
         ];
-        let _ = write!(
+        let _ = writeln!(
             text,
-            "vpn server   {} on {}{}\n",
+            "vpn server   {} on {}{}",
             server.state,
             server.tun,
             own.iter()
