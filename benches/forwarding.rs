@@ -5,7 +5,8 @@
 //!
 //! Everything it makes (namespaces `skybench-PID-…`, processes, key files) goes at the end, on
 //! SIGINT/SIGTERM, and on a panic; namespaces left by a run that was killed outright are removed
-//! at the next start. `SKYWIRE_BENCH_SECS` sets each measurement's length (default 5).
+//! at the next start. `SKYWIRE_BENCH_SECS` sets each measurement's length (default 5);
+//! `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only the scenarios named (kernel, wg1, wg2, sky1, sky2).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -705,6 +706,24 @@ fn main() {
     let _guard = CleanupGuard;
 
     println!("forwarding benchmark: iperf3 TCP for {seconds} s each, A → host in C");
+    // `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only those scenarios, without the table.
+    if let Ok(only) = std::env::var("SKYWIRE_BENCH_ONLY") {
+        for name in only.split(',') {
+            let result = match name {
+                "kernel" => kernel(seconds),
+                "wg1" => wireguard(false, seconds),
+                "wg2" => wireguard(true, seconds),
+                "sky1" => skywire(false, seconds),
+                "sky2" => skywire(true, seconds),
+                other => {
+                    println!("  {other}: unknown (kernel, wg1, wg2, sky1, sky2)");
+                    continue;
+                }
+            };
+            println!("  {name}: {:.2} / {:.2} Gbit/s", result[0], result[1]);
+        }
+        return;
+    }
     let kernel = kernel(seconds);
     println!(
         "  kernel routing (2 hops):  {:.2} / {:.2} Gbit/s",

@@ -19,13 +19,16 @@ use crate::api::{
 };
 use crate::identity::NodeKey;
 use crate::node::{Event, Node, NodeOptions, RouteError};
-use crate::outbox::{Datagram, MAX_DATAGRAM};
+use crate::outbox::Datagram;
 use crate::routing::Rule;
 use crate::stack::MeshStack;
 use crate::transport::TransportError;
 use crate::vpn::VpnOptions;
 
+mod batch;
 mod tunnel;
+
+use batch::{RecvBatch, SendBatch, BATCH};
 
 use tunnel::{VpnApps, TUN_CLIENT, TUN_SERVER};
 
@@ -110,9 +113,10 @@ pub struct Dataplane {
     pings: Vec<Ping>,
     next_seq: u16,
     peers_by_address: HashMap<Ipv6Addr, NodeKey>,
-    /// A datagram the socket could not take yet.
-    blocked: Option<Datagram>,
-    receive_buf: Vec<u8>,
+    /// Datagrams taken from the node and not yet sent (the socket was full).
+    pending: Vec<Datagram>,
+    recv_batch: RecvBatch,
+    send_batch: SendBatch,
     vpn: VpnApps,
 }
 
@@ -145,8 +149,9 @@ impl Dataplane {
             pings: Vec::new(),
             next_seq: 1,
             peers_by_address: HashMap::new(),
-            blocked: None,
-            receive_buf: vec![0; MAX_DATAGRAM + 1],
+            pending: Vec::with_capacity(BATCH),
+            recv_batch: RecvBatch::new(),
+            send_batch: SendBatch::new(),
             vpn: VpnApps::new(options.vpn),
         })
     }
@@ -230,24 +235,35 @@ impl Dataplane {
         }
     }
 
-    /// Reads datagrams until the socket is empty or the budget is spent; says whether more
-    /// may be waiting.
+    /// Reads datagrams, a batch per syscall, until the socket is empty or the budget is
+    /// spent; says whether more may be waiting.
     fn receive(&mut self, budget: usize) -> io::Result<bool> {
-        for _ in 0..budget {
-            match self.socket.recv_from(&mut self.receive_buf) {
-                Ok((len, from)) => {
+        let fd = self.socket.as_raw_fd();
+        let mut received = 0;
+        while received < budget {
+            match self.recv_batch.recv(fd) {
+                Ok(count) => {
                     let now = Instant::now();
-                    // A datagram that filled the buffer was longer than any accepted: the
-                    // transports count it as oversized.
-                    let datagram = &self.receive_buf[..len];
-                    self.node.handle_datagram(now, from, datagram);
+                    for index in 0..count {
+                        // A datagram that filled its slot was longer than any accepted: the
+                        // transports count it as oversized.
+                        if let Some((from, datagram)) = self.recv_batch.get(index) {
+                            self.node.handle_datagram(now, from, datagram);
+                        }
+                    }
                     self.flush()?;
+                    received += count.max(1);
+                    // A short batch emptied the socket; anything newer raises a new event.
+                    if count < BATCH {
+                        return Ok(false);
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED): not fatal.
                     log::debug!("UDP receive: {error}");
+                    received += 1;
                 }
             }
         }
@@ -306,38 +322,40 @@ impl Dataplane {
         next
     }
 
-    /// Sends what the node queued, until the socket is full.
+    /// Sends what the node queued, a batch per syscall, until the socket is full.
     fn flush(&mut self) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let local = self.local;
         loop {
-            let Some(datagram) = self.blocked.take().or_else(|| self.node.poll_transmit()) else {
+            while self.pending.len() < BATCH {
+                match self.node.poll_transmit() {
+                    Some(datagram) => self.pending.push(datagram),
+                    None => break,
+                }
+            }
+            if self.pending.is_empty() {
                 return Ok(());
-            };
-            let to = self.socket_address(datagram.to);
-            match self.socket.send_to(datagram.bytes(), to) {
-                Ok(_) => self.node.recycle(datagram),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    // Writable readiness brings the loop back.
-                    self.blocked = Some(datagram);
-                    return Ok(());
+            }
+            match self
+                .send_batch
+                .send(fd, &self.pending, |to| socket_address(local, to))
+            {
+                Ok(0) => return Ok(()),
+                Ok(sent) => {
+                    for datagram in self.pending.drain(..sent.min(self.pending.len())) {
+                        self.node.recycle(datagram);
+                    }
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {
-                    self.blocked = Some(datagram);
-                }
+                // Writable readiness brings the loop back.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    log::debug!("UDP send to {to}: {error}");
+                    // The first datagram was refused (an unreachable endpoint): drop it.
+                    let datagram = self.pending.remove(0);
+                    log::debug!("UDP send to {}: {error}", datagram.to);
                     self.node.recycle(datagram);
                 }
             }
-        }
-    }
-
-    /// An IPv4 endpoint reached through a dual-stack IPv6 socket is IPv4-mapped.
-    fn socket_address(&self, to: SocketAddr) -> SocketAddr {
-        match (self.local, to) {
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
-                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-            }
-            _ => to,
         }
     }
 
@@ -639,6 +657,16 @@ impl Dataplane {
             })
             .collect();
         RoutesReply { routes, rules }
+    }
+}
+
+/// An IPv4 endpoint reached through a dual-stack IPv6 socket is IPv4-mapped.
+fn socket_address(local: SocketAddr, to: SocketAddr) -> SocketAddr {
+    match (local, to) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        _ => to,
     }
 }
 

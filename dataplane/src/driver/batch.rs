@@ -1,0 +1,276 @@
+//! Batched UDP I/O: `recvmmsg` and `sendmmsg`, so that one syscall moves up to [`BATCH`]
+//! datagrams (a syscall costs more than the crypto of a full-size packet here). The buffers
+//! and headers are allocated once; each call only re-points the headers at them.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+use nix::libc;
+
+use crate::outbox::{Datagram, MAX_DATAGRAM};
+
+/// Datagrams moved per syscall at most.
+pub(super) const BATCH: usize = 32;
+/// Room per received datagram: one byte more than any accepted, so that an oversized one is
+/// seen as such.
+const SLOT: usize = MAX_DATAGRAM + 1;
+
+/// Buffers and headers for `recvmmsg`.
+pub(super) struct RecvBatch {
+    bufs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    count: usize,
+}
+
+// SAFETY: the raw pointers in the headers point only into this struct's own heap buffers
+// (which do not move with it) and are re-pointed before every call.
+unsafe impl Send for RecvBatch {}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    pub(super) fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: vec![0; BATCH * SLOT],
+            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all
+            // zero bytes are a valid value.
+            addrs: vec![unsafe { mem::zeroed() }; BATCH],
+            iovecs: vec![unsafe { mem::zeroed() }; BATCH],
+            headers: vec![unsafe { mem::zeroed() }; BATCH],
+            count: 0,
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; returns how many.
+    pub(super) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.count = 0;
+        let base = self.bufs.as_mut_ptr();
+        for index in 0..BATCH {
+            self.iovecs[index] = libc::iovec {
+                // SAFETY: index * SLOT + SLOT <= bufs.len(): the slot is inside the buffer.
+                iov_base: unsafe { base.add(index * SLOT) }.cast(),
+                iov_len: SLOT,
+            };
+            let header = &mut self.headers[index].msg_hdr;
+            header.msg_name = std::ptr::from_mut(&mut self.addrs[index]).cast();
+            header.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_iov = std::ptr::from_mut(&mut self.iovecs[index]);
+            header.msg_iovlen = 1;
+            header.msg_control = std::ptr::null_mut();
+            header.msg_controllen = 0;
+            header.msg_flags = 0;
+            self.headers[index].msg_len = 0;
+        }
+        // SAFETY: every header points at buffers and addresses owned by `self`, which outlive
+        // the call; the lengths given are theirs.
+        let received = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.count = received as usize;
+        Ok(self.count)
+    }
+
+    /// The `index`th datagram of the last [`RecvBatch::recv`] and who sent it (`None` for an
+    /// address family other than IPv4 and IPv6).
+    pub(super) fn get(&self, index: usize) -> Option<(SocketAddr, &[u8])> {
+        if index >= self.count {
+            return None;
+        }
+        let len = (self.headers[index].msg_len as usize).min(SLOT);
+        let bytes = self.bufs.get(index * SLOT..index * SLOT + len)?;
+        Some((from_storage(&self.addrs[index])?, bytes))
+    }
+}
+
+/// Headers and addresses for `sendmmsg`.
+pub(super) struct SendBatch {
+    addrs: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: as for RecvBatch; the pointers to the datagrams are set and used within one call.
+unsafe impl Send for SendBatch {}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").finish_non_exhaustive()
+    }
+}
+
+impl SendBatch {
+    pub(super) fn new() -> SendBatch {
+        SendBatch {
+            // SAFETY: as in RecvBatch::new.
+            addrs: vec![unsafe { mem::zeroed() }; BATCH],
+            iovecs: vec![unsafe { mem::zeroed() }; BATCH],
+            headers: vec![unsafe { mem::zeroed() }; BATCH],
+        }
+    }
+
+    /// Sends up to [`BATCH`] of `datagrams`, each to the address `to` maps it to; returns how
+    /// many the socket took (an error only when it took none).
+    pub(super) fn send(
+        &mut self,
+        fd: RawFd,
+        datagrams: &[Datagram],
+        to: impl Fn(SocketAddr) -> SocketAddr,
+    ) -> io::Result<usize> {
+        let count = datagrams.len().min(BATCH);
+        for (index, datagram) in datagrams.iter().take(count).enumerate() {
+            let bytes = datagram.bytes();
+            self.iovecs[index] = libc::iovec {
+                // sendmmsg only reads through the pointer.
+                iov_base: bytes.as_ptr().cast_mut().cast(),
+                iov_len: bytes.len(),
+            };
+            let addr_len = to_storage(to(datagram.to), &mut self.addrs[index]);
+            let header = &mut self.headers[index].msg_hdr;
+            header.msg_name = std::ptr::from_mut(&mut self.addrs[index]).cast();
+            header.msg_namelen = addr_len;
+            header.msg_iov = std::ptr::from_mut(&mut self.iovecs[index]);
+            header.msg_iovlen = 1;
+            header.msg_control = std::ptr::null_mut();
+            header.msg_controllen = 0;
+            header.msg_flags = 0;
+            self.headers[index].msg_len = 0;
+        }
+        // SAFETY: the first `count` headers point at addresses owned by `self` and at the
+        // datagrams' bytes, all alive for the call.
+        let sent = unsafe {
+            libc::sendmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
+}
+
+fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which it is big
+            // enough and aligned for.
+            let addr: &libc::sockaddr_in6 = unsafe { &*std::ptr::from_ref(storage).cast() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(addr.sin6_addr.s6_addr),
+                u16::from_be(addr.sin6_port),
+                addr.sin6_flowinfo,
+                addr.sin6_scope_id,
+            )))
+        }
+        libc::AF_INET => {
+            // SAFETY: as above, for sockaddr_in.
+            let addr: &libc::sockaddr_in = unsafe { &*std::ptr::from_ref(storage).cast() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+                u16::from_be(addr.sin_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn to_storage(address: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match address {
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is big enough and aligned for a sockaddr_in6.
+            let addr: &mut libc::sockaddr_in6 = unsafe { &mut *std::ptr::from_mut(storage).cast() };
+            addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            addr.sin6_port = v6.port().to_be();
+            addr.sin6_flowinfo = v6.flowinfo();
+            addr.sin6_addr = libc::in6_addr {
+                s6_addr: v6.ip().octets(),
+            };
+            addr.sin6_scope_id = v6.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+        SocketAddr::V4(v4) => {
+            // SAFETY: as above, for sockaddr_in.
+            let addr: &mut libc::sockaddr_in = unsafe { &mut *std::ptr::from_mut(storage).cast() };
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_port = v4.port().to_be();
+            addr.sin_addr = libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            };
+            addr.sin_zero = [0; 8];
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn addresses_convert_both_ways() {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        for text in [
+            "192.0.2.1:7777",
+            "[2001:db8::1]:65535",
+            "[::ffff:192.0.2.1]:1",
+        ] {
+            let address: SocketAddr = text.parse().unwrap();
+            to_storage(address, &mut storage);
+            assert_eq!(from_storage(&storage), Some(address));
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_out_and_comes_in() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let mut outbox = crate::outbox::Outbox::default();
+        for index in 0..5u8 {
+            outbox.push_copy(to, &[index; 100]);
+        }
+        let datagrams: Vec<Datagram> = std::iter::from_fn(|| outbox.pop()).collect();
+        let mut send = SendBatch::new();
+        assert_eq!(send.send(sender.as_raw_fd(), &datagrams, |a| a).unwrap(), 5);
+        let mut recv = RecvBatch::new();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 5 && std::time::Instant::now() < deadline {
+            if let Ok(count) = recv.recv(receiver.as_raw_fd()) {
+                for index in 0..count {
+                    let (from, bytes) = recv.get(index).unwrap();
+                    assert_eq!(from, sender.local_addr().unwrap());
+                    got.push(bytes.to_vec());
+                }
+            }
+        }
+        assert_eq!(got, (0..5u8).map(|i| vec![i; 100]).collect::<Vec<_>>());
+        assert!(recv.get(5).is_none());
+    }
+}
