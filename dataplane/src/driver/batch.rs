@@ -1,6 +1,7 @@
 //! Batched UDP I/O: `recvmmsg` and `sendmmsg`, so that one syscall moves up to [`BATCH`]
-//! datagrams (a syscall costs more than the crypto of a full-size packet here). The buffers
-//! and headers are allocated once; each call only re-points the headers at them.
+//! datagrams (a syscall costs more than the crypto of a full-size packet here), and UDP GSO
+//! (`UDP_SEGMENT`), so that a run of equal-size datagrams to one endpoint goes down the stack
+//! as one. The buffers and headers are allocated once; each call only re-points the headers.
 
 use std::io;
 use std::mem;
@@ -101,11 +102,19 @@ impl RecvBatch {
     }
 }
 
+/// Room for one control message carrying a `u16`, aligned as `cmsghdr` wants.
+type Control = [u64; 4];
+
 /// Headers and addresses for `sendmmsg`.
 pub(super) struct SendBatch {
     addrs: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    controls: Vec<Control>,
+    /// How many datagrams each message of the last call carried.
+    group_sizes: Vec<usize>,
+    /// Whether UDP GSO is used (off after the kernel refused it once).
+    gso: bool,
 }
 
 // SAFETY: as for RecvBatch; the pointers to the datagrams are set and used within one call.
@@ -124,6 +133,9 @@ impl SendBatch {
             addrs: vec![unsafe { mem::zeroed() }; BATCH],
             iovecs: vec![unsafe { mem::zeroed() }; BATCH],
             headers: vec![unsafe { mem::zeroed() }; BATCH],
+            controls: vec![[0; 4]; BATCH],
+            group_sizes: vec![0; BATCH],
+            gso: true,
         }
     }
 
@@ -135,39 +147,93 @@ impl SendBatch {
         datagrams: &[Datagram],
         to: impl Fn(SocketAddr) -> SocketAddr,
     ) -> io::Result<usize> {
-        let count = datagrams.len().min(BATCH);
-        for (index, datagram) in datagrams.iter().take(count).enumerate() {
-            let bytes = datagram.bytes();
-            self.iovecs[index] = libc::iovec {
-                // sendmmsg only reads through the pointer.
-                iov_base: bytes.as_ptr().cast_mut().cast(),
-                iov_len: bytes.len(),
-            };
-            let addr_len = to_storage(to(datagram.to), &mut self.addrs[index]);
-            let header = &mut self.headers[index].msg_hdr;
-            header.msg_name = std::ptr::from_mut(&mut self.addrs[index]).cast();
-            header.msg_namelen = addr_len;
-            header.msg_iov = std::ptr::from_mut(&mut self.iovecs[index]);
-            header.msg_iovlen = 1;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
-            header.msg_flags = 0;
-            self.headers[index].msg_len = 0;
-        }
-        // SAFETY: the first `count` headers point at addresses owned by `self` and at the
-        // datagrams' bytes, all alive for the call.
+        let groups = self.prepare(datagrams, &to);
+        // SAFETY: the first `groups` headers point at addresses, iovecs and control buffers
+        // owned by `self` and at the datagrams' bytes, all alive for the call.
         let sent = unsafe {
             libc::sendmmsg(
                 fd,
                 self.headers.as_mut_ptr(),
-                count as libc::c_uint,
+                groups as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
         if sent < 0 {
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            let refused_gso = matches!(
+                error.raw_os_error(),
+                Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+            );
+            if refused_gso && self.gso && self.group_sizes[0] > 1 {
+                log::info!("UDP GSO refused ({error}): sending datagrams one by one");
+                self.gso = false;
+                return self.send(fd, datagrams, to);
+            }
+            return Err(error);
         }
-        Ok(sent as usize)
+        Ok(self.group_sizes[..sent as usize].iter().sum())
+    }
+
+    /// Fills the headers: one message per run of datagrams to one endpoint whose sizes are
+    /// equal (the last may be shorter), as GSO wants. Returns the number of messages.
+    fn prepare(&mut self, datagrams: &[Datagram], to: &impl Fn(SocketAddr) -> SocketAddr) -> usize {
+        let datagrams = &datagrams[..datagrams.len().min(BATCH)];
+        let mut groups = 0;
+        let mut start = 0;
+        while start < datagrams.len() {
+            let first = &datagrams[start];
+            let size = first.bytes().len();
+            let mut count = 1;
+            if self.gso && size > 0 {
+                while let Some(next) = datagrams.get(start + count) {
+                    let len = next.bytes().len();
+                    if next.to != first.to || len > size || len == 0 {
+                        break;
+                    }
+                    count += 1;
+                    if len < size {
+                        break;
+                    }
+                }
+            }
+            for (offset, datagram) in datagrams[start..start + count].iter().enumerate() {
+                let bytes = datagram.bytes();
+                self.iovecs[start + offset] = libc::iovec {
+                    // sendmmsg only reads through the pointer.
+                    iov_base: bytes.as_ptr().cast_mut().cast(),
+                    iov_len: bytes.len(),
+                };
+            }
+            let addr_len = to_storage(to(first.to), &mut self.addrs[groups]);
+            let control = std::ptr::from_mut(&mut self.controls[groups]);
+            let header = &mut self.headers[groups].msg_hdr;
+            header.msg_name = std::ptr::from_mut(&mut self.addrs[groups]).cast();
+            header.msg_namelen = addr_len;
+            header.msg_iov = std::ptr::from_mut(&mut self.iovecs[start]);
+            header.msg_iovlen = count as _;
+            header.msg_flags = 0;
+            if count > 1 {
+                header.msg_control = control.cast();
+                // SAFETY: CMSG_SPACE of a u16 (24 bytes) fits the 32-byte, 8-aligned control
+                // buffer, which CMSG_FIRSTHDR and CMSG_DATA address.
+                unsafe {
+                    header.msg_controllen = libc::CMSG_SPACE(mem::size_of::<u16>() as u32) as _;
+                    let cmsg = libc::CMSG_FIRSTHDR(header);
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size as u16);
+                }
+            } else {
+                header.msg_control = std::ptr::null_mut();
+                header.msg_controllen = 0;
+            }
+            self.headers[groups].msg_len = 0;
+            self.group_sizes[groups] = count;
+            groups += 1;
+            start += count;
+        }
+        groups
     }
 }
 
@@ -272,5 +338,50 @@ mod tests {
         }
         assert_eq!(got, (0..5u8).map(|i| vec![i; 100]).collect::<Vec<_>>());
         assert!(recv.get(5).is_none());
+    }
+
+    #[test]
+    fn runs_of_equal_sizes_share_a_message_and_arrive_as_they_were() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut outbox = crate::outbox::Outbox::default();
+        let plan = [
+            (to_a, 1400, 1u8),
+            (to_a, 1400, 2),
+            (to_a, 600, 3),
+            (to_a, 1400, 4),
+            (to_b, 1400, 5),
+            (to_b, 1500, 6),
+        ];
+        for (to, len, fill) in plan {
+            outbox.push_copy(to, &vec![fill; len]);
+        }
+        let datagrams: Vec<Datagram> = std::iter::from_fn(|| outbox.pop()).collect();
+        let mut send = SendBatch::new();
+        assert_eq!(send.prepare(&datagrams, &|a| a), 4, "[1 2 3] [4] [5] [6]");
+        assert_eq!(send.send(sender.as_raw_fd(), &datagrams, |a| a).unwrap(), 6);
+        assert!(send.gso, "the kernel took the GSO messages");
+        let mut recv = RecvBatch::new();
+        for (socket, expected) in [
+            (&a, vec![(1400, 1), (1400, 2), (600, 3), (1400, 4)]),
+            (&b, vec![(1400, 5), (1500, 6)]),
+        ] {
+            let mut got = Vec::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while got.len() < expected.len() && std::time::Instant::now() < deadline {
+                if let Ok(count) = recv.recv(socket.as_raw_fd()) {
+                    for index in 0..count {
+                        let (_, bytes) = recv.get(index).unwrap();
+                        got.push((bytes.len(), bytes[0]));
+                        assert!(bytes.iter().all(|byte| *byte == bytes[0]));
+                    }
+                }
+            }
+            assert_eq!(got, expected);
+        }
     }
 }
