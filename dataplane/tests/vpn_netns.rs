@@ -185,9 +185,15 @@ struct Running {
 
 impl Running {
     fn start(ns: &str, options: DriverOptions) -> Running {
+        Running::start_with(ns, options, || {})
+    }
+
+    /// Starts a dataplane whose thread runs `prepare` first.
+    fn start_with(ns: &str, options: DriverOptions, prepare: fn()) -> Running {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (end_tx, end_rx) = mpsc::channel();
         let thread = in_netns(ns, move || {
+            prepare();
             let dataplane = Dataplane::bind(options).unwrap();
             ready_tx.send(dataplane.waker()).unwrap();
             let end = end_rx.recv().unwrap();
@@ -613,6 +619,82 @@ fn vpn_through_a_relay_end_to_end() {
     c.stop();
     assert_eq!(snapshot(&a_ns), before_a, "A is as it was");
     assert_eq!(snapshot(&b_ns), before_b, "B is as it was");
+}
+
+/// Drops CAP_NET_ADMIN from the calling thread's effective capabilities (capabilities are
+/// per thread).
+fn drop_net_admin() {
+    use nix::libc;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget and capset read and write exactly these version-3 structures.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << 12);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
+
+#[test]
+fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
+    if !is_root() {
+        println!(
+            "SKIP without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs: needs root"
+        );
+        return;
+    }
+    let ns = Namespaces::new(1);
+    let state = state_dir("nocap");
+    let server_key = SecretKey::generate().public();
+    let mut options = options(SecretKey::generate(), vec![], &state);
+    options.vpn.server = Some(server_options(vec![server_key]));
+    options.vpn.client = Some(client_options(server_key, vec![], &[]));
+    let mut node = Running::start_with(ns.name(0), options, drop_net_admin);
+    let status = node.vpn(Request::VpnStatus);
+    for state in [status.server.unwrap().state, status.client.unwrap().state] {
+        assert!(state.starts_with("failed: "), "{state}");
+        assert!(
+            state.contains("CAP_NET_ADMIN") && state.contains("run skywired as root"),
+            "{state}"
+        );
+    }
+    match node.ask(Request::VpnStart {
+        app: VpnApp::Client,
+    }) {
+        Reply::Error(message) => assert!(message.contains("CAP_NET_ADMIN"), "{message}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(
+        matches!(node.ask(Request::Status), Reply::Status(_)),
+        "the node runs on"
+    );
+    node.stop();
+    assert!(!ip(&["-n", ns.name(0), "link", "show"]).contains("sky"));
 }
 
 /// The environment variable that makes [`full_tunnel_child`] run a client.
