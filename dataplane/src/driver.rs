@@ -131,6 +131,9 @@ impl Dataplane {
             source,
         })?;
         let local = std_socket.local_addr()?;
+        if !RecvBatch::enable_gro(std_socket.as_raw_fd()) {
+            log::debug!("UDP GRO is not available: datagrams arrive one by one");
+        }
         let mut socket = UdpSocket::from_std(std_socket);
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE | Interest::WRITABLE)?;
@@ -245,10 +248,10 @@ impl Dataplane {
                 Ok(count) => {
                     let now = Instant::now();
                     for index in 0..count {
-                        // A datagram that filled its slot was longer than any accepted: the
-                        // transports count it as oversized.
-                        if let Some((from, datagram)) = self.recv_batch.get(index) {
-                            self.node.handle_datagram(now, from, datagram);
+                        if let Some((from, datagrams)) = self.recv_batch.get(index) {
+                            for datagram in datagrams {
+                                self.node.handle_datagram(now, from, datagram);
+                            }
                         }
                     }
                     self.flush()?;

@@ -1,7 +1,8 @@
 //! Batched UDP I/O: `recvmmsg` and `sendmmsg`, so that one syscall moves up to [`BATCH`]
 //! datagrams (a syscall costs more than the crypto of a full-size packet here), and UDP GSO
 //! (`UDP_SEGMENT`), so that a run of equal-size datagrams to one endpoint goes down the stack
-//! as one. The buffers and headers are allocated once; each call only re-points the headers.
+//! as one, and UDP GRO (`UDP_GRO`), so that such a run arrives as one too and is split here.
+//! The buffers and headers are allocated once; each call only re-points the headers.
 
 use std::io;
 use std::mem;
@@ -10,13 +11,13 @@ use std::os::fd::RawFd;
 
 use nix::libc;
 
-use crate::outbox::{Datagram, MAX_DATAGRAM};
+use crate::outbox::Datagram;
 
 /// Datagrams moved per syscall at most.
 pub(super) const BATCH: usize = 32;
-/// Room per received datagram: one byte more than any accepted, so that an oversized one is
-/// seen as such.
-const SLOT: usize = MAX_DATAGRAM + 1;
+/// Room per received message: a whole coalesced (GRO) run, or any one datagram (the
+/// transports drop those longer than [`crate::outbox::MAX_DATAGRAM`]).
+const SLOT: usize = 65_536;
 
 /// Buffers and headers for `recvmmsg`.
 pub(super) struct RecvBatch {
@@ -24,6 +25,9 @@ pub(super) struct RecvBatch {
     addrs: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    controls: Vec<Control>,
+    /// The GRO segment size of each message of the last call (0: one datagram).
+    segments: Vec<usize>,
     count: usize,
 }
 
@@ -48,8 +52,26 @@ impl RecvBatch {
             addrs: vec![unsafe { mem::zeroed() }; BATCH],
             iovecs: vec![unsafe { mem::zeroed() }; BATCH],
             headers: vec![unsafe { mem::zeroed() }; BATCH],
+            controls: vec![[0; 4]; BATCH],
+            segments: vec![0; BATCH],
             count: 0,
         }
+    }
+
+    /// Asks the kernel to hand runs of datagrams over coalesced; says whether it agreed.
+    pub(super) fn enable_gro(fd: RawFd) -> bool {
+        let on: libc::c_int = 1;
+        // SAFETY: UDP_GRO takes an int, passed by pointer with its size.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                std::ptr::from_ref(&on).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        result == 0
     }
 
     /// Receives up to [`BATCH`] datagrams without blocking; returns how many.
@@ -67,13 +89,13 @@ impl RecvBatch {
             header.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_iov = std::ptr::from_mut(&mut self.iovecs[index]);
             header.msg_iovlen = 1;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
+            header.msg_control = std::ptr::from_mut(&mut self.controls[index]).cast();
+            header.msg_controllen = mem::size_of::<Control>() as _;
             header.msg_flags = 0;
             self.headers[index].msg_len = 0;
         }
-        // SAFETY: every header points at buffers and addresses owned by `self`, which outlive
-        // the call; the lengths given are theirs.
+        // SAFETY: every header points at buffers, addresses and control buffers owned by
+        // `self`, which outlive the call; the lengths given are theirs.
         let received = unsafe {
             libc::recvmmsg(
                 fd,
@@ -87,19 +109,44 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         self.count = received as usize;
+        for index in 0..self.count {
+            self.segments[index] = gro_segment(&self.headers[index].msg_hdr);
+        }
         Ok(self.count)
     }
 
-    /// The `index`th datagram of the last [`RecvBatch::recv`] and who sent it (`None` for an
-    /// address family other than IPv4 and IPv6).
-    pub(super) fn get(&self, index: usize) -> Option<(SocketAddr, &[u8])> {
+    /// The `index`th message of the last [`RecvBatch::recv`], who sent it (`None` for an
+    /// address family other than IPv4 and IPv6), and its datagrams: one, or a coalesced run
+    /// split at the segment size the kernel reported.
+    pub(super) fn get(&self, index: usize) -> Option<(SocketAddr, std::slice::Chunks<'_, u8>)> {
         if index >= self.count {
             return None;
         }
         let len = (self.headers[index].msg_len as usize).min(SLOT);
         let bytes = self.bufs.get(index * SLOT..index * SLOT + len)?;
-        Some((from_storage(&self.addrs[index])?, bytes))
+        let segment = match self.segments[index] {
+            0 => bytes.len().max(1),
+            size => size,
+        };
+        Some((from_storage(&self.addrs[index])?, bytes.chunks(segment)))
     }
+}
+
+/// The segment size a `UDP_GRO` control message reports, or 0.
+fn gro_segment(header: &libc::msghdr) -> usize {
+    // SAFETY: the kernel filled `msg_controllen` bytes of the control buffer the header points
+    // at with well-formed control messages, which the CMSG macros walk without leaving it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).unwrap_or(0);
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    0
 }
 
 /// Room for one control message carrying a `u16`, aligned as `cmsghdr` wants.
@@ -330,9 +377,9 @@ mod tests {
         while got.len() < 5 && std::time::Instant::now() < deadline {
             if let Ok(count) = recv.recv(receiver.as_raw_fd()) {
                 for index in 0..count {
-                    let (from, bytes) = recv.get(index).unwrap();
+                    let (from, datagrams) = recv.get(index).unwrap();
                     assert_eq!(from, sender.local_addr().unwrap());
-                    got.push(bytes.to_vec());
+                    got.extend(datagrams.map(<[u8]>::to_vec));
                 }
             }
         }
@@ -342,10 +389,20 @@ mod tests {
 
     #[test]
     fn runs_of_equal_sizes_share_a_message_and_arrive_as_they_were() {
+        for gro in [false, true] {
+            runs_arrive(gro);
+        }
+    }
+
+    fn runs_arrive(gro: bool) {
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
+        if gro {
+            assert!(RecvBatch::enable_gro(a.as_raw_fd()));
+            assert!(RecvBatch::enable_gro(b.as_raw_fd()));
+        }
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         let mut outbox = crate::outbox::Outbox::default();
@@ -375,9 +432,11 @@ mod tests {
             while got.len() < expected.len() && std::time::Instant::now() < deadline {
                 if let Ok(count) = recv.recv(socket.as_raw_fd()) {
                     for index in 0..count {
-                        let (_, bytes) = recv.get(index).unwrap();
-                        got.push((bytes.len(), bytes[0]));
-                        assert!(bytes.iter().all(|byte| *byte == bytes[0]));
+                        let (_, datagrams) = recv.get(index).unwrap();
+                        for bytes in datagrams {
+                            got.push((bytes.len(), bytes[0]));
+                            assert!(bytes.iter().all(|byte| *byte == bytes[0]));
+                        }
                     }
                 }
             }
