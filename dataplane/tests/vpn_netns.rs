@@ -445,6 +445,7 @@ fn vpn_through_a_relay_end_to_end() {
     ]);
     let before_a = snapshot(&a_ns);
     let before_b = snapshot(&b_ns);
+    let before_c = snapshot(&c_ns);
 
     let (a_secret, b_secret, c_secret) = (
         SecretKey::generate(),
@@ -619,6 +620,7 @@ fn vpn_through_a_relay_end_to_end() {
     c.stop();
     assert_eq!(snapshot(&a_ns), before_a, "A is as it was");
     assert_eq!(snapshot(&b_ns), before_b, "B is as it was");
+    assert_eq!(snapshot(&c_ns), before_c, "C is as it was");
 }
 
 /// Drops CAP_NET_ADMIN from the calling thread's effective capabilities (capabilities are

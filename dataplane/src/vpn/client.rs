@@ -32,8 +32,8 @@ enum Phase {
     Waiting { until: Instant },
     /// A route setup is under way.
     Building { setup: SetupId },
-    /// Waiting for the route another setup (or the server) made to become ready.
-    AwaitingRoute,
+    /// Waiting, until a deadline, for a route another setup made to become ready.
+    AwaitingRoute { until: Instant },
     /// The lease exchange is under way.
     Leasing,
     /// Addresses in place, packets flowing.
@@ -166,7 +166,10 @@ impl VpnClient {
     /// The route to `peer` is ready.
     pub fn route_ready(&mut self, peer: &NodeKey) {
         if *peer == self.options.server
-            && matches!(self.phase, Phase::Building { .. } | Phase::AwaitingRoute)
+            && matches!(
+                self.phase,
+                Phase::Building { .. } | Phase::AwaitingRoute { .. }
+            )
         {
             self.phase = Phase::Leasing;
         }
@@ -219,6 +222,12 @@ impl VpnClient {
                 self.connect(now, node);
             }
             Phase::Leasing => self.poll_exchange(now, stack),
+            Phase::AwaitingRoute { until } if now >= until => {
+                self.fail(
+                    now,
+                    "the route to the server did not become ready".to_owned(),
+                );
+            }
             _ => {}
         }
     }
@@ -237,7 +246,9 @@ impl VpnClient {
             return;
         }
         if node.routes().any(|(peer, _)| *peer == server) {
-            self.phase = Phase::AwaitingRoute;
+            self.phase = Phase::AwaitingRoute {
+                until: now + EXCHANGE_TIMEOUT,
+            };
             return;
         }
         let mut path = vec![node.key()];
@@ -390,7 +401,9 @@ impl VpnClient {
     /// When [`VpnClient::poll`] must run next.
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Waiting { until } | Phase::Refused { until, .. } => Some(*until),
+            Phase::Waiting { until }
+            | Phase::Refused { until, .. }
+            | Phase::AwaitingRoute { until } => Some(*until),
             Phase::Leasing => Some(
                 self.exchange
                     .as_ref()
@@ -413,7 +426,7 @@ impl VpnClient {
         let state = match &self.phase {
             Phase::Up => "up".to_owned(),
             Phase::Leasing => "leasing".to_owned(),
-            Phase::Building { .. } | Phase::AwaitingRoute => "connecting".to_owned(),
+            Phase::Building { .. } | Phase::AwaitingRoute { .. } => "connecting".to_owned(),
             Phase::Refused { refusal, .. } => format!("refused: {refusal}"),
             Phase::Waiting { .. } => match &self.last_error {
                 Some(error) => format!("connecting (last try: {error})"),
