@@ -468,6 +468,35 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
         std::thread::sleep(Duration::from_millis(100));
     }
     let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
+    if let Reply::Vpn(status) = client.ask(Request::VpnStatus) {
+        if let Some(status) = status.client {
+            println!(
+                "    client: tx {:?} rx {:?} drops {:?}",
+                status.tx, status.rx, status.drops
+            );
+        }
+    }
+    if let Some(Reply::Vpn(status)) = nodes.first().map(|c| c.ask(Request::VpnStatus)) {
+        if let Some(server) = status.server {
+            for row in server.clients {
+                println!(
+                    "    server: from client {:?} to client {:?} drops {:?}",
+                    row.rx, row.tx, server.drops
+                );
+            }
+        }
+    }
+    let udp = ns_exec(
+        &topology.c,
+        &[
+            "nstat",
+            "-az",
+            "UdpRcvbufErrors",
+            "UdpInErrors",
+            "UdpInDatagrams",
+        ],
+    );
+    println!("    C: {}", udp.replace('\n', " "));
     drop(client);
     drop(nodes);
     topology.remove();

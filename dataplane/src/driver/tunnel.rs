@@ -22,8 +22,8 @@ pub(super) const TUN_SERVER: Token = Token(8);
 pub(super) const TUN_CLIENT: Token = Token(9);
 /// Packets read from one TUN device per wake-up before the loop looks at its other work.
 const TUN_BUDGET: usize = 256;
-/// Room for the largest packet a TUN device hands out.
-const TUN_BUFFER: usize = 65_536;
+/// Room for the largest frame a TUN device hands out: a 64 KiB segment and its header.
+const TUN_BUFFER: usize = 65_536 + crate::vpn::offload::VNET_HDR_LEN;
 
 /// The VPN apps of one dataplane.
 #[derive(Debug)]
@@ -34,6 +34,7 @@ pub(super) struct VpnApps {
     server_error: Option<String>,
     client_error: Option<String>,
     buf: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 impl VpnApps {
@@ -47,6 +48,7 @@ impl VpnApps {
             server_error: None,
             client_error: None,
             buf: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -175,16 +177,27 @@ impl Dataplane {
     pub(super) fn vpn_read(&mut self, server: bool, client: bool) -> bool {
         if self.vpn.buf.is_empty() && (self.vpn.server.is_some() || self.vpn.client.is_some()) {
             self.vpn.buf = vec![0; TUN_BUFFER];
+            self.vpn.scratch = vec![0; crate::node::INNER_MTU];
         }
         let mut more = false;
         if server {
             if let Some(app) = self.vpn.server.as_mut() {
-                more |= app.read_tun(&mut self.node, &mut self.vpn.buf, TUN_BUDGET);
+                more |= app.read_tun(
+                    &mut self.node,
+                    &mut self.vpn.buf,
+                    &mut self.vpn.scratch,
+                    TUN_BUDGET,
+                );
             }
         }
         if client {
             if let Some(app) = self.vpn.client.as_mut() {
-                more |= app.read_tun(&mut self.node, &mut self.vpn.buf, TUN_BUDGET);
+                more |= app.read_tun(
+                    &mut self.node,
+                    &mut self.vpn.buf,
+                    &mut self.vpn.scratch,
+                    TUN_BUDGET,
+                );
             }
         }
         more

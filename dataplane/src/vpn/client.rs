@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use super::filter::{self, DropCounts};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
+use super::offload;
 use super::pool::Lease;
 use super::routes::ClientRoutes;
 use super::tun::TunDevice;
 use super::{ClientOptions, ClientStatus, Traffic, VpnError};
 use crate::identity::NodeKey;
-use crate::node::{Node, SetupId};
+use crate::node::{Node, SetupId, INNER_MTU};
 use crate::stack::{MeshStack, TcpHandle};
 
 /// How long one lease exchange may take.
@@ -132,11 +133,18 @@ impl VpnClient {
         }
     }
 
-    /// Reads packets from the TUN device into the server's route session, up to `budget`;
-    /// says whether more may be waiting.
-    pub fn read_tun(&mut self, node: &mut Node, buf: &mut [u8], budget: usize) -> bool {
+    /// Reads frames from the TUN device into the server's route session, up to `budget`
+    /// frames; says whether more may be waiting. `scratch` holds the segments of a large
+    /// frame ([`super::offload::split`]).
+    pub fn read_tun(
+        &mut self,
+        node: &mut Node,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+        budget: usize,
+    ) -> bool {
         for _ in 0..budget {
-            let len = match self.tun.recv(buf) {
+            let len = match self.tun.recv_frame(buf) {
                 Ok(len) => len,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -145,19 +153,24 @@ impl VpnClient {
                     return false;
                 }
             };
-            let packet = &buf[..len];
-            // The kernel's own link-local chatter (router solicitations) stays here; the
-            // server checks sources.
-            let Some(addresses) = filter::addresses(packet) else {
-                self.drops.count(filter::Drop::NotIp);
-                continue;
-            };
-            if is_link_local_or_multicast(addresses.dst) {
-                continue;
-            }
-            match node.send_to(&self.options.server, packet) {
-                Ok(()) => self.tx.count(len),
-                Err(error) => log::debug!("VPN packet to the server not sent: {error}"),
+            let (server, tx, drops) = (self.options.server, &mut self.tx, &mut self.drops);
+            let split = offload::split(&mut buf[..len], scratch, INNER_MTU, |packet| {
+                // The kernel's own link-local chatter (router solicitations) stays here; the
+                // server checks sources.
+                let Some(addresses) = filter::addresses(packet) else {
+                    drops.count(filter::Drop::NotIp);
+                    return;
+                };
+                if is_link_local_or_multicast(addresses.dst) {
+                    return;
+                }
+                match node.send_to(&server, packet) {
+                    Ok(()) => tx.count(packet.len()),
+                    Err(error) => log::debug!("VPN packet to the server not sent: {error}"),
+                }
+            });
+            if split.is_err() {
+                drops.count(filter::Drop::NotIp);
             }
         }
         true

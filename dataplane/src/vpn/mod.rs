@@ -6,6 +6,7 @@
 mod client;
 pub mod filter;
 pub mod lease;
+pub mod offload;
 pub mod pool;
 pub mod prefix;
 pub mod routes;

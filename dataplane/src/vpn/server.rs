@@ -7,13 +7,14 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::filter::{DropCounts, ServerFilter};
+use super::filter::{self, DropCounts, ServerFilter};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
+use super::offload;
 use super::pool::{Pool, PoolError};
 use super::tun::TunDevice;
 use super::{ServerClientRow, ServerOptions, ServerStatus, Traffic, VpnError, TUN_MTU};
 use crate::identity::NodeKey;
-use crate::node::Node;
+use crate::node::{Node, INNER_MTU};
 use crate::stack::{MeshStack, TcpHandle};
 
 /// How long one lease exchange may take.
@@ -119,11 +120,18 @@ impl VpnServer {
         }
     }
 
-    /// Reads packets from the TUN device and sends each to the client that holds its
-    /// destination, up to `budget` packets; says whether more may be waiting.
-    pub fn read_tun(&mut self, node: &mut Node, buf: &mut [u8], budget: usize) -> bool {
+    /// Reads frames from the TUN device and sends each packet to the client that holds its
+    /// destination, up to `budget` frames; says whether more may be waiting. `scratch` holds
+    /// the segments of a large frame ([`super::offload::split`]).
+    pub fn read_tun(
+        &mut self,
+        node: &mut Node,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+        budget: usize,
+    ) -> bool {
         for _ in 0..budget {
-            let len = match self.tun.recv(buf) {
+            let len = match self.tun.recv_frame(buf) {
                 Ok(len) => len,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -132,17 +140,22 @@ impl VpnServer {
                     return false;
                 }
             };
-            let packet = &buf[..len];
-            match self.filter.client_for(packet) {
+            let (filter, traffic, drops) = (&self.filter, &mut self.traffic, &mut self.drops);
+            let split = offload::split(&mut buf[..len], scratch, INNER_MTU, |packet| match filter
+                .client_for(packet)
+            {
                 Ok(peer) => match node.send_to(&peer, packet) {
                     Ok(()) => {
-                        if let Some((_, tx)) = self.traffic.get_mut(&peer) {
-                            tx.count(len);
+                        if let Some((_, tx)) = traffic.get_mut(&peer) {
+                            tx.count(packet.len());
                         }
                     }
                     Err(error) => log::debug!("VPN packet to {peer} not sent: {error}"),
                 },
-                Err(drop) => self.drops.count(drop),
+                Err(drop) => drops.count(drop),
+            });
+            if split.is_err() {
+                drops.count(filter::Drop::NotIp);
             }
         }
         true

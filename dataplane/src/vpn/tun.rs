@@ -1,16 +1,42 @@
-//! TUN devices: created by name when a VPN app starts, non-blocking so that the mio loop can
-//! read them until `WouldBlock`, configured (addresses, MTU, link up, routes) with iproute2's
-//! `ip`, and gone when dropped (the kernel removes a TUN device whose last descriptor closes,
-//! and its addresses and routes with it, even when the daemon is killed).
+//! TUN devices: created by name when a VPN app starts (`TUNSETIFF` by hand, for the offload
+//! that tun-tap cannot ask for), non-blocking so that the mio loop can read them until
+//! `WouldBlock`, configured (addresses, MTU, link up, routes) with iproute2's `ip`, and gone
+//! when dropped (the kernel removes a TUN device whose last descriptor closes, and its
+//! addresses and routes with it, even when the daemon is killed).
+//!
+//! The device carries a `virtio_net_hdr` in front of every packet (`IFF_VNET_HDR`) and takes
+//! TCP segmentation offload, so the kernel hands over one large TCP segment where it would
+//! have sent dozens of packets; [`super::offload`] cuts it up.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 use std::str::FromStr;
 
-use tun_tap::{Iface, Mode};
+use nix::libc;
+
+use super::offload::VNET_HDR_LEN;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+
+/// `struct ifreq` as `TUNSETIFF` reads it: the name, then the flags.
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _rest: [u8; 22],
+}
 
 /// The longest interface name Linux takes (IFNAMSIZ less the terminating NUL).
 pub const MAX_NAME_LEN: usize = 15;
@@ -121,38 +147,54 @@ pub fn ip(args: &[&str]) -> Result<String, TunError> {
 /// A TUN device of this process.
 #[derive(Debug)]
 pub struct TunDevice {
-    iface: Iface,
+    file: File,
     name: TunName,
 }
 
 impl TunDevice {
-    /// Creates the device (no packet-info header, non-blocking), link down, no address.
+    /// Creates the device (no packet-info header, a `virtio_net_hdr` instead, TCP
+    /// segmentation offload on, non-blocking), link down, no address.
     pub fn create(name: &TunName) -> Result<TunDevice, TunError> {
-        let iface =
-            Iface::without_packet_info(name.as_str(), Mode::Tun).map_err(|source| match source
-                .raw_os_error()
-            {
-                Some(code) if code == nix::libc::EPERM || code == nix::libc::EACCES => {
-                    TunError::Permission {
-                        name: name.to_string(),
-                    }
-                }
-                Some(code) if code == nix::libc::EBUSY => TunError::Busy {
-                    name: name.to_string(),
-                },
-                _ => TunError::Create {
-                    name: name.to_string(),
-                    source,
-                },
-            })?;
-        iface
-            .set_non_blocking()
-            .map_err(|source| TunError::Create {
+        let create_error = |source: io::Error| match source.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => TunError::Permission {
+                name: name.to_string(),
+            },
+            Some(libc::EBUSY) => TunError::Busy {
+                name: name.to_string(),
+            },
+            _ => TunError::Create {
                 name: name.to_string(),
                 source,
-            })?;
+            },
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/net/tun")
+            .map_err(create_error)?;
+        let mut request = IfReq {
+            name: [0; 16],
+            flags: IFF_TUN | IFF_NO_PI | IFF_VNET_HDR,
+            _rest: [0; 22],
+        };
+        // TunName guarantees at most 15 bytes: the name stays NUL-terminated.
+        request.name[..name.as_str().len()].copy_from_slice(name.as_str().as_bytes());
+        // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq lays out.
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut request) } < 0 {
+            return Err(create_error(io::Error::last_os_error()));
+        }
+        let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        // SAFETY: TUNSETOFFLOAD takes its flags by value.
+        if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, offloads) } < 0 {
+            // Frames still carry the header, with nothing to undo.
+            log::info!(
+                "TUN {name}: no segmentation offload ({}), packets come one by one",
+                io::Error::last_os_error()
+            );
+        }
         Ok(TunDevice {
-            iface,
+            file,
             name: name.clone(),
         })
     }
@@ -184,20 +226,23 @@ impl TunDevice {
         ip(&["address", "flush", "dev", self.name.as_str()]).map(drop)
     }
 
-    /// Reads one packet; `WouldBlock` when none is waiting.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.iface.recv(buf)
+    /// Reads one frame (a `virtio_net_hdr` and a packet, perhaps a large TCP segment for
+    /// [`super::offload::split`]); `WouldBlock` when none is waiting.
+    pub fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut &self.file, buf)
     }
 
-    /// Writes one packet.
+    /// Writes one packet, behind a header that asks for nothing.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        self.iface.send(packet)
+        let header = [0u8; VNET_HDR_LEN];
+        let parts = [io::IoSlice::new(&header), io::IoSlice::new(packet)];
+        io::Write::write_vectored(&mut &self.file, &parts)
     }
 }
 
 impl AsRawFd for TunDevice {
     fn as_raw_fd(&self) -> RawFd {
-        self.iface.as_raw_fd()
+        self.file.as_raw_fd()
     }
 }
 
