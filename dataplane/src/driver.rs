@@ -281,6 +281,7 @@ impl Dataplane {
         while let Some(event) = self.node.poll_event() {
             self.handle_event(now, event, end);
         }
+        self.vpn_flush();
         self.drive_pings(now);
         self.expire_builds(now, end);
         self.stack.poll(now);

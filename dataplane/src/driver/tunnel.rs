@@ -217,6 +217,16 @@ impl Dataplane {
         }
     }
 
+    /// Writes the packets the route sessions delivered in this wake-up to the TUN devices.
+    pub(super) fn vpn_flush(&mut self) {
+        if let Some(server) = self.vpn.server.as_mut() {
+            server.flush_tun();
+        }
+        if let Some(client) = self.vpn.client.as_mut() {
+            client.flush_tun();
+        }
+    }
+
     pub(super) fn vpn_route_ready(&mut self, peer: &NodeKey) {
         if let Some(client) = self.vpn.client.as_mut() {
             client.route_ready(peer);

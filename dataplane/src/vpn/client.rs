@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use super::filter::{self, DropCounts};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
-use super::offload;
+use super::offload::{self, Coalescer};
 use super::pool::Lease;
 use super::routes::ClientRoutes;
-use super::tun::TunDevice;
+use super::tun::{write_frame, TunDevice};
 use super::{ClientOptions, ClientStatus, Traffic, VpnError};
 use crate::identity::NodeKey;
 use crate::node::{Node, SetupId, INNER_MTU};
@@ -70,6 +70,7 @@ pub struct VpnClient {
     tx: Traffic,
     rx: Traffic,
     drops: DropCounts,
+    coalescer: Coalescer,
 }
 
 impl VpnClient {
@@ -101,6 +102,7 @@ impl VpnClient {
             tx: Traffic::default(),
             rx: Traffic::default(),
             drops: DropCounts::default(),
+            coalescer: Coalescer::default(),
         })
     }
 
@@ -127,10 +129,15 @@ impl VpnClient {
             self.drops.count(drop);
             return;
         }
-        match self.tun.send(packet) {
-            Ok(_) => self.rx.count(packet.len()),
-            Err(error) => log::debug!("VPN client TUN write: {error}"),
-        }
+        self.rx.count(packet.len());
+        let tun = &self.tun;
+        self.coalescer.push(packet, |frame| write_frame(tun, frame));
+    }
+
+    /// Writes what waits to be joined; call once the packets of a wake-up are in.
+    pub fn flush_tun(&mut self) {
+        let tun = &self.tun;
+        self.coalescer.flush(|frame| write_frame(tun, frame));
     }
 
     /// Reads frames from the TUN device into the server's route session, up to `budget`

@@ -2,6 +2,8 @@
 //! TCP segment (up to 64 KiB, a `virtio_net_hdr` in front) where it would have sent dozens of
 //! MTU-sized packets; this module cuts it into those packets (IP and TCP headers rewritten,
 //! checksums computed), and completes the checksum of packets that the kernel left partial.
+//! The other way, [`Coalescer`] joins consecutive segments of one TCP flow into one large
+//! segment for the kernel to take in one write (what GRO does for a network card).
 
 /// The `virtio_net_hdr` in front of every packet read from or written to the device.
 pub const VNET_HDR_LEN: usize = 10;
@@ -189,6 +191,252 @@ fn segment_tcp(
     Ok(())
 }
 
+/// Most segments joined into one write.
+const MAX_COALESCED: usize = 64;
+/// Most bytes of one joined write (IP packet).
+const MAX_COALESCED_LEN: usize = 65_535;
+/// Flows kept open for joining at once; more are written out first.
+const MAX_OPEN: usize = 64;
+const TCP_ACK: u8 = 0x10;
+
+/// One write being built: a packet, perhaps with segments of the same flow joined to it.
+#[derive(Debug)]
+struct Entry {
+    /// The `virtio_net_hdr` space, then the packet.
+    buf: Vec<u8>,
+    /// Whether more segments may join.
+    open: bool,
+    v6: bool,
+    ip_len: usize,
+    tcp_len: usize,
+    /// The payload size of each joined segment (the last may be shorter).
+    segment: usize,
+    count: usize,
+    next_seq: u32,
+}
+
+/// Joins consecutive TCP segments of one flow into large segments, written with a
+/// `virtio_net_hdr` that asks the kernel to take them as one (GSO) packet. Other packets pass
+/// as they are; order within a flow is kept.
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    entries: Vec<Entry>,
+    free: Vec<Vec<u8>>,
+}
+
+impl Coalescer {
+    /// Takes a packet for the device; `write` gets frames (header and packet) when entries
+    /// must make room.
+    pub fn push(&mut self, packet: &[u8], mut write: impl FnMut(&[u8])) {
+        if let Some(segment) = Segment::parse(packet) {
+            let joined = self
+                .entries
+                .iter_mut()
+                .rev()
+                .find(|entry| entry.same_flow(packet, &segment))
+                .is_some_and(|entry| entry.join(packet, &segment));
+            if joined {
+                return;
+            }
+            // An entry of this flow that could not take it must not take later ones either.
+            for entry in self.entries.iter_mut() {
+                if entry.same_flow(packet, &segment) {
+                    entry.open = false;
+                }
+            }
+        }
+        if self.entries.len() >= MAX_OPEN {
+            self.flush(&mut write);
+        }
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(&[0; VNET_HDR_LEN]);
+        buf.extend_from_slice(packet);
+        let entry = match Segment::parse(packet) {
+            Some(segment) => Entry {
+                buf,
+                open: segment.flags & TCP_PSH == 0,
+                v6: segment.v6,
+                ip_len: segment.ip_len,
+                tcp_len: segment.tcp_len,
+                segment: segment.payload_len,
+                count: 1,
+                next_seq: segment.seq.wrapping_add(segment.payload_len as u32),
+            },
+            None => Entry {
+                buf,
+                open: false,
+                v6: false,
+                ip_len: 0,
+                tcp_len: 0,
+                segment: 0,
+                count: 1,
+                next_seq: 0,
+            },
+        };
+        self.entries.push(entry);
+    }
+
+    /// Writes out everything, in the order it came.
+    pub fn flush(&mut self, mut write: impl FnMut(&[u8])) {
+        for mut entry in self.entries.drain(..) {
+            entry.finish();
+            write(&entry.buf);
+            self.free.push(entry.buf);
+        }
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// What joining needs to know of a TCP segment, read from a packet that passed the checks
+/// that make it joinable.
+#[derive(Debug)]
+struct Segment {
+    v6: bool,
+    ip_len: usize,
+    tcp_len: usize,
+    payload_len: usize,
+    seq: u32,
+    flags: u8,
+}
+
+impl Segment {
+    /// A TCP segment with data and only ACK (and perhaps PSH) set, no IP options or
+    /// fragments, a whole header and a correct checksum; `None` for anything else.
+    fn parse(packet: &[u8]) -> Option<Segment> {
+        let layout = layout(packet).ok()?;
+        let total = if layout.v6 {
+            40 + usize::from(u16::from_be_bytes([packet[4], packet[5]]))
+        } else {
+            if layout.ip_len != 20 || u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            usize::from(u16::from_be_bytes([packet[2], packet[3]]))
+        };
+        if total != packet.len() {
+            return None;
+        }
+        let tcp = layout.ip_len;
+        let flags = packet[tcp + 13];
+        let payload_len = packet.len() - tcp - layout.tcp_len;
+        if flags & !TCP_PSH != TCP_ACK || payload_len == 0 {
+            return None;
+        }
+        let tcp_bytes = (packet.len() - tcp) as u64;
+        let pseudo = if layout.v6 {
+            sum_bytes(&packet[8..40], 6 + tcp_bytes)
+        } else {
+            sum_bytes(&packet[12..20], 6 + tcp_bytes)
+        };
+        if fold(sum_bytes(&packet[tcp..], pseudo)) != 0xffff {
+            return None;
+        }
+        Some(Segment {
+            v6: layout.v6,
+            ip_len: layout.ip_len,
+            tcp_len: layout.tcp_len,
+            payload_len,
+            seq: u32::from_be_bytes([
+                packet[tcp + 4],
+                packet[tcp + 5],
+                packet[tcp + 6],
+                packet[tcp + 7],
+            ]),
+            flags,
+        })
+    }
+}
+
+impl Entry {
+    fn packet(&self) -> &[u8] {
+        &self.buf[VNET_HDR_LEN..]
+    }
+
+    /// Whether `packet` belongs to this entry's flow: same addresses, ports, and the IP and
+    /// TCP header fields that joining keeps from the first segment.
+    fn same_flow(&self, packet: &[u8], segment: &Segment) -> bool {
+        if self.tcp_len == 0 || segment.v6 != self.v6 || segment.tcp_len != self.tcp_len {
+            return false;
+        }
+        let first = self.packet();
+        let (ip, tcp) = (self.ip_len, self.ip_len);
+        let ip_same = if self.v6 {
+            // Version, traffic class, flow label; hop limit; addresses.
+            first[..4] == packet[..4] && first[7] == packet[7] && first[8..40] == packet[8..40]
+        } else {
+            // TOS, TTL and protocol, addresses.
+            first[1] == packet[1]
+                && first[8..10] == packet[8..10]
+                && first[12..20] == packet[12..20]
+        };
+        // Ports, then the ack number, then the options.
+        ip_same
+            && first[tcp..tcp + 4] == packet[tcp..tcp + 4]
+            && first[tcp + 8..tcp + 12] == packet[tcp + 8..tcp + 12]
+            && first[tcp + 20..ip + self.tcp_len] == packet[tcp + 20..ip + self.tcp_len]
+    }
+
+    /// Appends `segment`'s payload if it continues this entry; says whether it did.
+    fn join(&mut self, packet: &[u8], segment: &Segment) -> bool {
+        let fits = self.count < MAX_COALESCED
+            && self.buf.len() - VNET_HDR_LEN + segment.payload_len <= MAX_COALESCED_LEN;
+        if !self.open || !fits || segment.seq != self.next_seq || segment.payload_len > self.segment
+        {
+            return false;
+        }
+        self.buf
+            .extend_from_slice(&packet[segment.ip_len + segment.tcp_len..]);
+        self.count += 1;
+        self.next_seq = self.next_seq.wrapping_add(segment.payload_len as u32);
+        let tcp = VNET_HDR_LEN + self.ip_len;
+        // The window and PSH of the latest segment are the ones that count.
+        self.buf[tcp + 13] |= segment.flags & TCP_PSH;
+        self.buf[tcp + 14..tcp + 16]
+            .copy_from_slice(&packet[segment.ip_len + 14..segment.ip_len + 16]);
+        if segment.payload_len < self.segment || segment.flags & TCP_PSH != 0 {
+            self.open = false;
+        }
+        true
+    }
+
+    /// Rewrites the headers of a joined entry and fills in the `virtio_net_hdr`.
+    fn finish(&mut self) {
+        if self.count < 2 {
+            return;
+        }
+        let len = self.buf.len() - VNET_HDR_LEN;
+        let (ip_len, tcp_len, segment, v6) = (self.ip_len, self.tcp_len, self.segment, self.v6);
+        let packet = &mut self.buf[VNET_HDR_LEN..];
+        if v6 {
+            packet[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        } else {
+            packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            packet[10..12].copy_from_slice(&[0, 0]);
+            let checksum = !fold(sum_bytes(&packet[..20], 0));
+            packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+        }
+        // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel does the rest.
+        let tcp_bytes = (len - ip_len) as u64;
+        let pseudo = if v6 {
+            sum_bytes(&packet[8..40], 6 + tcp_bytes)
+        } else {
+            sum_bytes(&packet[12..20], 6 + tcp_bytes)
+        };
+        packet[ip_len + 16..ip_len + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
+        let header = &mut self.buf[..VNET_HDR_LEN];
+        header[0] = FLAG_NEEDS_CSUM;
+        header[1] = if v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+        header[2..4].copy_from_slice(&((ip_len + tcp_len) as u16).to_le_bytes());
+        header[4..6].copy_from_slice(&(segment as u16).to_le_bytes());
+        header[6..8].copy_from_slice(&(ip_len as u16).to_le_bytes());
+        header[8..10].copy_from_slice(&16u16.to_le_bytes());
+    }
+}
+
 /// The one's-complement sum of `bytes` as big-endian 16-bit words, added to `initial`,
 /// not yet folded.
 fn sum_bytes(bytes: &[u8], initial: u64) -> u64 {
@@ -364,6 +612,106 @@ mod tests {
             .unwrap();
             assert_eq!(check(&segments, v6).len(), 1);
         }
+    }
+
+    /// Cuts `packet` (a big segment from `big_packet`) into segments of `mss` with correct
+    /// checksums, as a sender would have sent them.
+    fn segments_of(packet: &[u8], v6: bool, mss: u16) -> Vec<Vec<u8>> {
+        let ip_len = if v6 { 40 } else { 20 };
+        let gso = if v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+        let mut frame = frame(gso, mss, packet, ip_len);
+        let mut scratch = vec![0u8; 1500];
+        let mut segments = Vec::new();
+        split(&mut frame, &mut scratch, 1500, |s| {
+            segments.push(s.to_vec())
+        })
+        .unwrap();
+        segments
+    }
+
+    #[test]
+    fn consecutive_segments_are_joined_and_cut_back_into_the_same() {
+        for v6 in [false, true] {
+            let ip_len = if v6 { 40 } else { 20 };
+            let packet = big_packet(v6, 5000, TCP_PSH);
+            let segments = segments_of(&packet, v6, 1200);
+            assert_eq!(segments.len(), 5);
+            let mut coalescer = Coalescer::default();
+            let mut frames = Vec::new();
+            for segment in &segments {
+                coalescer.push(segment, |f| frames.push(f.to_vec()));
+            }
+            coalescer.flush(|f| frames.push(f.to_vec()));
+            assert_eq!(frames.len(), 1, "one write for the whole run");
+            let header = VnetHeader::parse(&frames[0]).unwrap();
+            assert_eq!(header.gso_size, 1200);
+            assert_eq!(header.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+            // What the kernel would do with it: cut it again, and get the same segments.
+            let mut again = frames[0].clone();
+            let mut scratch = vec![0u8; 1500];
+            let mut resegmented = Vec::new();
+            split(&mut again, &mut scratch, 1500, |s| {
+                resegmented.push(s.to_vec())
+            })
+            .unwrap();
+            let checked = check(&resegmented, v6);
+            let original = check(&segments, v6);
+            assert_eq!(checked, original);
+            assert_eq!(resegmented.len(), 5);
+            let _ = ip_len;
+        }
+    }
+
+    #[test]
+    fn gaps_other_flows_and_odd_packets_keep_their_order() {
+        let packet = big_packet(false, 4800, 0);
+        let segments = segments_of(&packet, false, 1200);
+        let other = segments_of(&big_packet(true, 2400, 0), true, 1200);
+        let mut bad = segments[3].clone();
+        bad[30] ^= 0xff; // a payload byte: the checksum no longer matches
+        let udp = super::super::filter::tests::packet("10.77.0.2", "10.99.0.1", 10);
+        // 0 1 | other0 | 3 (a gap after 1) | udp | bad 3 | other1 (joins other0)
+        let input = [
+            &segments[0],
+            &segments[1],
+            &other[0],
+            &segments[3],
+            &udp,
+            &bad,
+            &other[1],
+        ];
+        let mut coalescer = Coalescer::default();
+        let mut frames = Vec::new();
+        for packet in input {
+            coalescer.push(packet, |f| frames.push(f.to_vec()));
+        }
+        assert!(!coalescer.is_empty());
+        coalescer.flush(|f| frames.push(f.to_vec()));
+        let counts: Vec<usize> = frames
+            .iter()
+            .map(|f| {
+                let header = VnetHeader::parse(f).unwrap();
+                if header.gso_size == 0 {
+                    1
+                } else {
+                    (f.len() - VNET_HDR_LEN - 40 - 32).div_ceil(1200).max(1)
+                }
+            })
+            .collect();
+        assert_eq!(frames.len(), 5, "{counts:?}");
+        assert_eq!(&frames[2][VNET_HDR_LEN..], segments[3].as_slice());
+        assert_eq!(&frames[3][VNET_HDR_LEN..], udp.as_slice());
+        assert_eq!(&frames[4][VNET_HDR_LEN..], bad.as_slice());
+        assert_eq!(
+            VnetHeader::parse(&frames[0]).unwrap().gso_size,
+            1200,
+            "0 and 1 joined"
+        );
+        assert_eq!(
+            VnetHeader::parse(&frames[1]).unwrap().gso_size,
+            1200,
+            "other 0 and 1 joined"
+        );
     }
 
     #[test]

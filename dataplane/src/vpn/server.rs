@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::filter::{self, DropCounts, ServerFilter};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
-use super::offload;
+use super::offload::{self, Coalescer};
 use super::pool::{Pool, PoolError};
-use super::tun::TunDevice;
+use super::tun::{write_frame, TunDevice};
 use super::{ServerClientRow, ServerOptions, ServerStatus, Traffic, VpnError, TUN_MTU};
 use crate::identity::NodeKey;
 use crate::node::{Node, INNER_MTU};
@@ -45,6 +45,7 @@ pub struct VpnServer {
     exchanges: Vec<Exchange>,
     traffic: HashMap<NodeKey, (Traffic, Traffic)>,
     drops: DropCounts,
+    coalescer: Coalescer,
 }
 
 impl VpnServer {
@@ -90,6 +91,7 @@ impl VpnServer {
             exchanges: Vec::new(),
             traffic: HashMap::new(),
             drops: DropCounts::default(),
+            coalescer: Coalescer::default(),
         })
     }
 
@@ -110,14 +112,17 @@ impl VpnServer {
             self.drops.count(drop);
             return;
         }
-        match self.tun.send(packet) {
-            Ok(_) => {
-                if let Some((rx, _)) = self.traffic.get_mut(peer) {
-                    rx.count(packet.len());
-                }
-            }
-            Err(error) => log::debug!("VPN server TUN write: {error}"),
+        if let Some((rx, _)) = self.traffic.get_mut(peer) {
+            rx.count(packet.len());
         }
+        let tun = &self.tun;
+        self.coalescer.push(packet, |frame| write_frame(tun, frame));
+    }
+
+    /// Writes what waits to be joined; call once the packets of a wake-up are in.
+    pub fn flush_tun(&mut self) {
+        let tun = &self.tun;
+        self.coalescer.flush(|frame| write_frame(tun, frame));
     }
 
     /// Reads frames from the TUN device and sends each packet to the client that holds its

@@ -232,11 +232,24 @@ impl TunDevice {
         io::Read::read(&mut &self.file, buf)
     }
 
+    /// Writes one frame: a `virtio_net_hdr` and a packet, as [`super::offload::Coalescer`]
+    /// makes them.
+    pub fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut &self.file, frame)
+    }
+
     /// Writes one packet, behind a header that asks for nothing.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
         let header = [0u8; VNET_HDR_LEN];
         let parts = [io::IoSlice::new(&header), io::IoSlice::new(packet)];
         io::Write::write_vectored(&mut &self.file, &parts)
+    }
+}
+
+/// Writes a frame to `tun`; a full or failing device drops it, as a network card would.
+pub(crate) fn write_frame(tun: &TunDevice, frame: &[u8]) {
+    if let Err(error) = tun.send_frame(frame) {
+        log::debug!("TUN {} write: {error}", tun.name());
     }
 }
 
