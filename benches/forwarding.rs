@@ -468,35 +468,27 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
         std::thread::sleep(Duration::from_millis(100));
     }
     let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
-    if let Reply::Vpn(status) = client.ask(Request::VpnStatus) {
-        if let Some(status) = status.client {
-            println!(
-                "    client: tx {:?} rx {:?} drops {:?}",
-                status.tx, status.rx, status.drops
-            );
-        }
-    }
-    if let Some(Reply::Vpn(status)) = nodes.first().map(|c| c.ask(Request::VpnStatus)) {
-        if let Some(server) = status.server {
-            for row in server.clients {
-                println!(
-                    "    server: from client {:?} to client {:?} drops {:?}",
-                    row.rx, row.tx, server.drops
-                );
-            }
-        }
-    }
-    let udp = ns_exec(
-        &topology.c,
-        &[
-            "nstat",
-            "-az",
-            "UdpRcvbufErrors",
-            "UdpInErrors",
-            "UdpInDatagrams",
-        ],
+    // What was lost on the way, for a look when a figure is off.
+    let sent = match client.ask(Request::VpnStatus) {
+        Reply::Vpn(status) => status.client.map_or(0, |client| client.tx.packets),
+        _ => 0,
+    };
+    let arrived = match nodes.first().map(|server| server.ask(Request::VpnStatus)) {
+        Some(Reply::Vpn(status)) => status.server.map_or(0, |server| {
+            server.clients.iter().map(|row| row.rx.packets).sum()
+        }),
+        _ => 0,
+    };
+    let udp = ns_exec(&topology.c, &["nstat", "-az", "UdpRcvbufErrors"]);
+    let buffer_errors = udp
+        .lines()
+        .find_map(|line| line.strip_prefix("UdpRcvbufErrors"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "    ({name}: {sent} packets into the tunnel, {arrived} out at the server, {buffer_errors} UDP receive-buffer drops)"
     );
-    println!("    C: {}", udp.replace('\n', " "));
     drop(client);
     drop(nodes);
     topology.remove();
