@@ -404,6 +404,7 @@ fn driver(
     DriverOptions {
         node,
         listen: "[::]:7777".parse().unwrap(),
+        socks: Default::default(),
         vpn: VpnOptions {
             state_dir: state.to_path_buf(),
             ..VpnOptions::default()

@@ -5,6 +5,7 @@
 
 mod keyfile;
 mod locate;
+mod socks;
 
 use std::fmt;
 use std::io;
@@ -147,6 +148,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// The VPN apps (`vpn`); none unless configured.
     pub vpn: Vpn,
+    /// The SOCKS apps (`socks`): none unless configured.
+    pub socks: skywire_dataplane::socks::SocksOptions,
     source: Source,
 }
 
@@ -377,7 +380,7 @@ impl Config {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn)"
+    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks)"
 )]
 struct RawConfig {
     node: Option<RawNode>,
@@ -388,6 +391,7 @@ struct RawConfig {
     routes: Option<RawRoutes>,
     log_level: Option<LogLevel>,
     vpn: Option<RawVpn>,
+    socks: Option<socks::RawSocks>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -636,6 +640,7 @@ impl Checker<'_> {
         let liveness = self.liveness(raw.liveness.unwrap_or_default())?;
         let routes = self.routes(raw.routes.unwrap_or_default())?;
         let vpn = self.vpn(raw.vpn.unwrap_or_default())?;
+        let socks = self.socks(raw.socks.unwrap_or_default())?;
 
         Ok(Config {
             file: self.file.clone(),
@@ -648,6 +653,7 @@ impl Checker<'_> {
             routes,
             log_level: raw.log_level.unwrap_or_default(),
             vpn,
+            socks,
             source: Source(self.text.to_owned()),
         })
     }

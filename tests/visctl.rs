@@ -516,6 +516,7 @@ fn visctl_talks_to_the_real_control_server() {
         "build_route|br",
         "rm_route|rr",
         "ping_node|pn",
+        "socks",
     ] {
         assert!(
             stdout(&output).contains(command),

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use skywire_dataplane::api::{Request, VpnApp};
+use skywire_dataplane::socks::SocksApp;
 use skywire_dataplane::NodeKey;
 
 /// Echo requests `ping_node` sends when no count is given.
@@ -315,6 +316,20 @@ pub static COMMANDS: &[CommandSpec] = &[
                clients'), and its packet counters. The VPN needs CAP_NET_ADMIN.",
         parse: parse_vpn,
     },
+    CommandSpec {
+        name: "socks",
+        aliases: &[],
+        usage: "socks start|stop|status [client|server]",
+        summary: "start, stop or show the SOCKS apps",
+        help: "`socks status` shows the SOCKS client app (the local SOCKS5 port, its exit and \
+               the route to it) and the server app (the mesh port and how many client keys it \
+               serves): whether each runs, its open connections, connections accepted, \
+               refused and failed, bytes each way and bytes buffered. `socks start` and \
+               `socks stop` start or stop both configured apps, or only `client` or `server`; \
+               stopping closes the app's connections. The apps are configured in the \
+               config's `socks` section.",
+        parse: parse_socks,
+    },
 ];
 
 /// The command called `name` (its name or an alias).
@@ -365,6 +380,24 @@ pub enum Command {
     },
     /// Asks for the VPN apps' state.
     VpnStatus,
+    /// Starts, stops or shows the SOCKS apps.
+    Socks {
+        /// What to do.
+        action: SocksAction,
+        /// The app, or both.
+        app: Option<SocksApp>,
+    },
+}
+
+/// What `socks` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocksAction {
+    /// Starts the app(s).
+    Start,
+    /// Stops the app(s).
+    Stop,
+    /// Shows them.
+    Status,
 }
 
 impl PartialEq for CommandSpec {
@@ -387,6 +420,7 @@ impl Command {
             Command::RemoveRoute { .. } => "rm_route",
             Command::PingNode { .. } => "ping_node",
             Command::VpnStart { .. } | Command::VpnStop { .. } | Command::VpnStatus => "vpn",
+            Command::Socks { .. } => "socks",
         }
     }
 
@@ -399,6 +433,11 @@ impl Command {
             Command::ListRoutes => Some(Request::ListRoutes),
             Command::BuildRoute { path } => Some(Request::BuildRoute { path: path.clone() }),
             Command::RemoveRoute { peer } => Some(Request::RemoveRoute { peer: *peer }),
+            Command::Socks { action, app } => Some(match action {
+                SocksAction::Start => Request::SocksStart { app: *app },
+                SocksAction::Stop => Request::SocksStop { app: *app },
+                SocksAction::Status => Request::SocksStatus,
+            }),
             Command::PingNode { peer, count } => Some(Request::PingNode {
                 peer: *peer,
                 count: *count,
@@ -600,6 +639,29 @@ fn parse_vpn(spec: &'static CommandSpec, args: &[String]) -> Result<Command, Com
             Err(spec.usage_error(format!("`{}` is not start, stop or status", shorten(other))))
         }
     }
+}
+
+fn parse_socks(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 1..=2)?;
+    let action = match args[0].as_str() {
+        "start" => SocksAction::Start,
+        "stop" => SocksAction::Stop,
+        "status" => SocksAction::Status,
+        other => {
+            return Err(
+                spec.usage_error(format!("`{}` is not start, stop or status", shorten(other)))
+            )
+        }
+    };
+    let app = match args.get(1).map(String::as_str) {
+        None => None,
+        Some("client") => Some(SocksApp::Client),
+        Some("server") => Some(SocksApp::Server),
+        Some(other) => {
+            return Err(spec.usage_error(format!("`{}` is not client or server", shorten(other))))
+        }
+    };
+    Ok(Command::Socks { action, app })
 }
 
 /// The text of `help`: every command and its summary.
@@ -893,6 +955,10 @@ mod tests {
                 count: 1,
             },
             Command::VpnStatus,
+            Command::Socks {
+                action: SocksAction::Status,
+                app: None,
+            },
         ];
         assert_eq!(commands.len(), COMMANDS.len());
         for (command, spec) in commands.iter().zip(COMMANDS) {
@@ -989,6 +1055,40 @@ mod tests {
             for name in std::iter::once(&spec.name).chain(spec.aliases) {
                 assert!(seen.insert(*name), "{name} twice");
             }
+        }
+    }
+
+    #[test]
+    fn socks_commands_parse_into_requests() {
+        let cases = [
+            ("socks status", Request::SocksStatus),
+            ("socks start", Request::SocksStart { app: None }),
+            (
+                "socks start client",
+                Request::SocksStart {
+                    app: Some(SocksApp::Client),
+                },
+            ),
+            (
+                "socks stop server",
+                Request::SocksStop {
+                    app: Some(SocksApp::Server),
+                },
+            ),
+        ];
+        for (line, request) in cases {
+            let command = parse(line).unwrap().unwrap();
+            assert_eq!(command.request(), Some(request), "{line}");
+        }
+        for (line, problem) in [
+            ("socks", "takes 1 to 2 arguments, not 0"),
+            ("socks restart", "`restart` is not start, stop or status"),
+            ("socks start both", "`both` is not client or server"),
+            ("socks stop client now", "takes 1 to 2 arguments, not 3"),
+        ] {
+            let error = parse(line).unwrap_err();
+            assert_eq!(error.command(), Some("socks"), "{line}");
+            assert!(error.to_string().contains(problem), "{line}: {error}");
         }
     }
 }

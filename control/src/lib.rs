@@ -1,12 +1,17 @@
 //! skywire's control plane: the viscript commands (`command`), their rendering for people
 //! (`render`), the control socket's line format (`protocol`), the control thread that serves the
-//! socket and the Unix signals (`server`), and the client that `visctl` uses (`client`).
+//! socket and the Unix signals (`server`), the client that `visctl` uses (`client`), the app
+//! catalog (`catalog`), the launched apps' supervisor (`supervisor`) and Viscript's signal
+//! protocol (`signal`).
 
+pub mod catalog;
 pub mod client;
 pub mod command;
 pub mod protocol;
 pub mod render;
 pub mod server;
+pub mod signal;
+pub mod supervisor;
 
 pub use client::{ClientError, ControlClient};
 pub use command::{Command, CommandError, CommandSpec, SyntaxError, COMMANDS};

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use skywire_dataplane::api::{
     PingReply, Reply, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow, VpnStatus,
 };
+use skywire_dataplane::socks::SocksStatus;
 
 /// Characters of a key kept where a short form is enough.
 const SHORT_KEY: usize = 8;
@@ -21,9 +22,55 @@ pub fn reply(reply: &Reply) -> String {
         Reply::RouteRemoved { peer } => format!("route to {peer} removed"),
         Reply::Ping(ping) => render_ping(ping),
         Reply::Vpn(status) => render_vpn(status),
+        Reply::Socks(status) => render_socks(status),
         Reply::Stopped => "the dataplane has stopped".to_owned(),
         Reply::Error(message) => format!("error: {message}"),
     }
+}
+
+fn render_socks(status: &SocksStatus) -> String {
+    let mut lines = Vec::new();
+    match &status.client {
+        Some(client) => {
+            let listen = client
+                .listen
+                .map_or_else(|| "-".to_owned(), |listen| listen.to_string());
+            lines.push(format!(
+                "client  {} on {listen}, exit {} (route {})",
+                client.state, client.exit, client.route
+            ));
+            lines.push(format!(
+                "        {} open, {} accepted, {} failed; up {}, down {}; {} buffered",
+                client.connections,
+                client.accepted,
+                client.failed,
+                bytes(client.bytes_up),
+                bytes(client.bytes_down),
+                bytes(client.buffered_bytes as u64)
+            ));
+        }
+        None => lines.push("client  not configured (socks.client)".to_owned()),
+    }
+    match &status.server {
+        Some(server) => {
+            lines.push(format!(
+                "server  {} on mesh port {}, {} key(s) allowed",
+                server.state, server.port, server.allowed
+            ));
+            lines.push(format!(
+                "        {} open, {} accepted, {} refused, {} failed; up {}, down {}; {} buffered",
+                server.connections,
+                server.accepted,
+                server.refused,
+                server.failed,
+                bytes(server.bytes_up),
+                bytes(server.bytes_down),
+                bytes(server.buffered_bytes as u64)
+            ));
+        }
+        None => lines.push("server  not configured (socks.server)".to_owned()),
+    }
+    lines.join("\n")
 }
 
 fn render_status(status: &StatusReply) -> String {

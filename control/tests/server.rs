@@ -137,6 +137,15 @@ fn fake_dataplane(
                             rtt_ms: vec![1.5; count as usize],
                         }),
                     )),
+                    Request::SocksStart { .. }
+                    | Request::SocksStop { .. }
+                    | Request::SocksStatus => end.replies.send(
+                        id,
+                        Reply::Socks(skywire_dataplane::socks::SocksStatus {
+                            client: None,
+                            server: None,
+                        }),
+                    ),
                     Request::Shutdown => {
                         end.replies.send(id, Reply::Stopped);
                         return seen;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::identity::NodeKey;
+use crate::socks::{SocksApp, SocksStatus};
 pub use crate::vpn::{VpnApp, VpnStatus};
 
 /// Pairs a reply with its request.
@@ -55,6 +56,19 @@ pub enum Request {
     },
     /// The VPN apps' state, addresses and counters.
     VpnStatus,
+    /// Starts a SOCKS app, or every configured one (`None`); answered with their status.
+    SocksStart {
+        /// The app, or every configured one.
+        app: Option<SocksApp>,
+    },
+    /// Stops a SOCKS app, or both (`None`), closing its connections; answered with their
+    /// status.
+    SocksStop {
+        /// The app, or both.
+        app: Option<SocksApp>,
+    },
+    /// The SOCKS apps' state, connections and byte counts.
+    SocksStatus,
     /// Tears down routes, removes what the dataplane made, and stops its thread.
     Shutdown,
 }
@@ -80,6 +94,8 @@ pub enum Reply {
     Ping(PingReply),
     /// Answers the VPN requests: both apps' state after the request.
     Vpn(Box<VpnStatus>),
+    /// Answers [`Request::SocksStart`], [`Request::SocksStop`] and [`Request::SocksStatus`].
+    Socks(SocksStatus),
     /// Answers [`Request::Shutdown`]: the dataplane has stopped.
     Stopped,
     /// The request failed; the message says why and what to do.

@@ -21,6 +21,7 @@ use crate::identity::NodeKey;
 use crate::node::{Event, Node, NodeOptions, RouteError};
 use crate::outbox::Datagram;
 use crate::routing::Rule;
+use crate::socks::{Io as SocksIo, Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
 use crate::transport::TransportError;
 use crate::vpn::VpnOptions;
@@ -34,6 +35,8 @@ use tunnel::{VpnApps, TUN_CLIENT, TUN_SERVER};
 
 const UDP: Token = Token(0);
 const WAKER: Token = Token(1);
+// Tokens 8 and 9 are the VPN apps' TUN devices (`tunnel::TUN_SERVER`, `tunnel::TUN_CLIENT`); 2 and
+// from 16 on belong to the SOCKS apps (`socks::CLIENT_LISTENER`, `socks::CONNECTION_TOKENS`).
 
 /// Datagrams read per wake-up before the loop looks at its other work.
 const RECEIVE_BUDGET: usize = 1024;
@@ -45,6 +48,8 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(15);
 const PING_INTERVAL: Duration = Duration::from_millis(200);
 /// How long the last echo reply may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rounds of polling the mesh stack per loop turn when its send queue keeps filling up.
+const STACK_ROUNDS: usize = 64;
 
 /// Why the dataplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,9 @@ pub enum DriverError {
     /// The event loop could not be set up or failed.
     #[error("event loop: {0}")]
     Poll(#[from] io::Error),
+    /// A SOCKS app could not start.
+    #[error("{0}")]
+    Socks(#[from] SocksError),
 }
 
 /// What the dataplane needs to start.
@@ -74,6 +82,8 @@ pub struct DriverOptions {
     pub listen: SocketAddr,
     /// The VPN apps (none by default).
     pub vpn: VpnOptions,
+    /// The SOCKS apps (none by default).
+    pub socks: SocksOptions,
 }
 
 /// A route build waiting for its route to be ready.
@@ -118,6 +128,7 @@ pub struct Dataplane {
     recv_batch: RecvBatch,
     send_batch: SendBatch,
     vpn: VpnApps,
+    socks: Socks,
 }
 
 impl Dataplane {
@@ -140,13 +151,23 @@ impl Dataplane {
         let key = options.node.secret.public();
         let node = Node::new(options.node, now, Box::new(rand_core::OsRng))?;
         let ident = u16::from_be_bytes([key.as_bytes()[0], key.as_bytes()[1]]);
+        let mut stack = MeshStack::new(key.mesh_address(), ident, now);
+        let mut node = node;
+        let mut socks = Socks::new(options.socks, waker.clone());
+        socks.start_enabled(&mut SocksIo {
+            now,
+            registry: poll.registry(),
+            stack: &mut stack,
+            node: &mut node,
+        })?;
         Ok(Dataplane {
             poll,
             waker,
             socket,
             local,
-            stack: MeshStack::new(key.mesh_address(), ident, now),
+            stack,
             node,
+            socks,
             started: now,
             builds: Vec::new(),
             pings: Vec::new(),
@@ -218,7 +239,13 @@ impl Dataplane {
                             }
                         }
                     },
-                    _ => {}
+                    token => {
+                        let readable = event.is_readable() || event.is_read_closed();
+                        let writable = event.is_writable() || event.is_write_closed();
+                        let error = event.is_error();
+                        self.socks
+                            .handle_ready(token, readable || error, writable || error);
+                    }
                 }
             }
             backlog = readable && self.receive(RECEIVE_BUDGET)?;
@@ -284,19 +311,15 @@ impl Dataplane {
         self.vpn_flush();
         self.drive_pings(now);
         self.expire_builds(now, end);
-        self.stack.poll(now);
+        self.service_stack(now);
+        self.socks.pump(&mut SocksIo {
+            now,
+            registry: self.poll.registry(),
+            stack: &mut self.stack,
+            node: &mut self.node,
+        });
         self.vpn_poll(now);
-        self.stack.poll(now);
-        while let Some((dst, packet)) = self.stack.poll_transmit() {
-            match self.peer_by_address(dst) {
-                Some(peer) => {
-                    if let Err(error) = self.node.send_to(&peer, &packet) {
-                        log::debug!("mesh stack packet to {dst} not sent: {error}");
-                    }
-                }
-                None => log::debug!("mesh stack packet to {dst}: no route"),
-            }
-        }
+        self.service_stack(now);
         while let Some((from, seq)) = self.stack.poll_pong() {
             self.record_pong(now, from, seq);
         }
@@ -306,8 +329,34 @@ impl Dataplane {
         }
     }
 
+    /// Polls the mesh stack and carries what it sends, again while its send queue fills up.
+    fn service_stack(&mut self, now: Instant) {
+        for _ in 0..STACK_ROUNDS {
+            let full = self.stack.poll(now);
+            while let Some((dst, packet)) = self.stack.poll_transmit() {
+                match self.peer_by_address(dst) {
+                    Some(peer) => {
+                        if let Err(error) = self.node.send_to(&peer, &packet) {
+                            log::debug!("mesh stack packet to {dst} not sent: {error}");
+                        }
+                    }
+                    None => log::debug!("mesh stack packet to {dst}: no route"),
+                }
+            }
+            if let Err(error) = self.flush() {
+                log::warn!("UDP send: {error}");
+            }
+            if !full {
+                return;
+            }
+        }
+    }
+
     fn next_deadline(&mut self, now: Instant) -> Instant {
         let mut next = self.node.poll_timeout().0;
+        if let Some(at) = self.socks.poll_timeout() {
+            next = next.min(at);
+        }
         if let Some(delay) = self.stack.poll_delay(now) {
             next = next.min(now + delay);
         }
@@ -377,8 +426,22 @@ impl Dataplane {
     }
 
     fn handle_event(&mut self, now: Instant, event: Event, end: &DataplaneEnd) {
+        if !matches!(event, Event::Packet { .. } | Event::TunnelPacket { .. }) {
+            self.socks.handle_event(
+                &mut SocksIo {
+                    now,
+                    registry: self.poll.registry(),
+                    stack: &mut self.stack,
+                    node: &mut self.node,
+                },
+                &event,
+            );
+        }
         match event {
             Event::Packet { packet, .. } => {
+                if !self.stack.can_receive() {
+                    self.service_stack(now);
+                }
                 self.stack.receive(packet);
             }
             Event::TunnelPacket { peer, packet } => self.vpn_tunnel_packet(peer, &packet),
@@ -499,7 +562,35 @@ impl Dataplane {
                 Reply::Error(format!("the VPN {} is not running", vpn_app_name(app)))
             }),
             Request::VpnStatus => Some(Reply::Vpn(Box::new(self.vpn_status()))),
+            Request::SocksStart { app } => Some(self.socks_request(now, Some(app), true)),
+            Request::SocksStop { app } => Some(self.socks_request(now, Some(app), false)),
+            Request::SocksStatus => Some(self.socks_request(now, None, false)),
             Request::Shutdown => Some(Reply::Stopped),
+        }
+    }
+
+    /// Starts or stops SOCKS apps (`change`: the apps, and whether to start), then tells
+    /// their status.
+    fn socks_request(
+        &mut self,
+        now: Instant,
+        change: Option<Option<crate::socks::SocksApp>>,
+        start: bool,
+    ) -> Reply {
+        let mut io = SocksIo {
+            now,
+            registry: self.poll.registry(),
+            stack: &mut self.stack,
+            node: &mut self.node,
+        };
+        let outcome = match change {
+            Some(app) if start => self.socks.start(&mut io, app),
+            Some(app) => self.socks.stop(&mut io, app),
+            None => Ok(()),
+        };
+        match outcome {
+            Ok(()) => Reply::Socks(self.socks.status(&mut io)),
+            Err(error) => Reply::Error(error.to_string()),
         }
     }
 
@@ -568,6 +659,16 @@ impl Dataplane {
     /// Tears down every route this node built and sends the teardowns.
     fn shutdown(&mut self, now: Instant) {
         self.vpn_shutdown(now);
+        let _ = self.socks.stop(
+            &mut SocksIo {
+                now,
+                registry: self.poll.registry(),
+                stack: &mut self.stack,
+                node: &mut self.node,
+            },
+            None,
+        );
+        self.service_stack(now);
         let peers: Vec<NodeKey> = self
             .node
             .routes()

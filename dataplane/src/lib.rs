@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod routing;
 pub mod session;
 pub mod sim;
+pub mod socks;
 pub mod stack;
 pub mod transport;
 pub mod vpn;

@@ -76,12 +76,17 @@ impl Device for QueueDevice {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
+        // With the send queue full, an answer would be dropped: leave the packet for later.
+        if self.tx.len() >= QUEUE_LIMIT {
+            return None;
+        }
         let packet = self.rx.pop_front()?;
         Some((RxToken(packet), TxToken(&mut self.tx)))
     }
 
     fn transmit(&mut self, _: SmolInstant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx))
+        // None stops smoltcp sending until the queue is drained, instead of dropping.
+        (self.tx.len() < QUEUE_LIMIT).then_some(TxToken(&mut self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -301,11 +306,19 @@ impl MeshStack {
         }
     }
 
-    /// Lets smoltcp process what arrived and what its sockets want sent.
-    pub fn poll(&mut self, now: Instant) {
+    /// Whether [`MeshStack::receive`] would take another packet now; when not, poll the stack
+    /// and carry what it sends first.
+    pub fn can_receive(&self) -> bool {
+        self.device.rx.len() < QUEUE_LIMIT
+    }
+
+    /// Lets smoltcp process what arrived and what its sockets want sent. Returns whether it
+    /// stopped because its send queue is full: drain [`MeshStack::poll_transmit`] and poll again.
+    pub fn poll(&mut self, now: Instant) -> bool {
         let timestamp = self.timestamp(now);
         self.iface
             .poll(timestamp, &mut self.device, &mut self.sockets);
+        self.device.tx.len() >= QUEUE_LIMIT
     }
 
     /// How soon smoltcp wants [`MeshStack::poll`] again.
@@ -375,7 +388,7 @@ impl MeshStack {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -400,8 +413,8 @@ mod tests {
     }
 
     /// Moves packets between two stacks until neither has anything to send.
-    fn exchange(a: &mut MeshStack, b: &mut MeshStack, now: Instant) {
-        for _ in 0..64 {
+    pub(crate) fn exchange(a: &mut MeshStack, b: &mut MeshStack, now: Instant) {
+        for _ in 0..1000 {
             a.poll(now);
             b.poll(now);
             let mut moved = false;

@@ -36,6 +36,7 @@ impl Running {
             node,
             listen: "127.0.0.1:0".parse().unwrap(),
             vpn: Default::default(),
+            socks: Default::default(),
         })
         .unwrap();
         let local = dataplane.local_addr();

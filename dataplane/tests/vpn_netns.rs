@@ -252,6 +252,7 @@ fn options(secret: SecretKey, neighbours: Vec<NeighbourConfig>, state_dir: &Path
     DriverOptions {
         node,
         listen: "[::]:7777".parse().unwrap(),
+        socks: Default::default(),
         vpn: VpnOptions {
             state_dir: state_dir.to_path_buf(),
             ..VpnOptions::default()
@@ -801,7 +802,11 @@ fn full_tunnel_is_cleaned_after_sigkill() {
     wait_for("the full tunnel up", Duration::from_secs(30), || {
         tunnel_up()
     });
-    assert!(ns_run(&a_ns, &["ping", "-6", "-c", "2", "-W", "2", HOST6]));
+    wait_for(
+        "a ping over IPv6 through the full tunnel",
+        Duration::from_secs(20),
+        || ns_run(&a_ns, &["ping", "-6", "-c", "1", "-W", "1", HOST6]),
+    );
     // Everything goes into the tunnel, the host behind the underlay's default route too.
     for host in [HOST4, HOST6, "192.0.2.1"] {
         let route = ip(&["-n", &a_ns, "route", "get", host]);

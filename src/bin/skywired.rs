@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use skywire::notify::notify;
 use skywire::Config;
-use skywire_dataplane::SecretKey;
+use skywire_control::{block_signals, ControlOptions, ControlServer};
+use skywire_dataplane::api;
+use skywire_dataplane::driver::{Dataplane, DriverOptions};
+use skywire_dataplane::node::NodeOptions;
+use skywire_dataplane::{NeighbourConfig, SecretKey};
 
 /// A private key on standard input is 45 bytes; anything much longer is not one.
 const MAX_KEY_INPUT_LEN: u64 = 1024;
@@ -128,15 +133,62 @@ fn start(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     run(config, key)
 }
 
-/// Runs the node until it is told to stop.
+/// Runs the node until SIGTERM or SIGINT: the dataplane thread, and the control thread (this
+/// one), which owns the control socket and the process's signals.
 fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>> {
+    // Before any thread exists, so that every thread inherits the mask and only the control
+    // thread's signalfd sees them.
+    block_signals()?;
+    let dataplane = Dataplane::bind(driver_options(&config, key))?;
+    let control = ControlServer::bind(ControlOptions {
+        socket: config.control_socket().to_path_buf(),
+        socket_group: None,
+    })?;
     log::info!(
-        "would listen on {} with {} neighbour(s), control socket {}",
-        config.listen,
+        "listening on UDP {} with {} neighbour(s); control socket {}",
+        dataplane.local_addr(),
         config.neighbours.len(),
         config.control_socket().display()
     );
-    log::debug!("identity {key:?}");
-    log::info!("the dataplane is not part of this build yet: nothing to run, exiting");
+    let (requests, replies, end) = api::channels(dataplane.waker(), control.waker());
+    let dataplane = std::thread::Builder::new()
+        .name("dataplane".into())
+        .spawn(move || dataplane.run(end))?;
+    if let Err(error) = notify("READY=1") {
+        log::warn!("cannot tell systemd that skywired is ready: {error}");
+    }
+    let served = control.run(requests, replies);
+    let _ = notify("STOPPING=1");
+    let stopped = dataplane
+        .join()
+        .map_err(|_| "the dataplane thread panicked")?;
+    served?;
+    stopped?;
+    log::info!("stopped");
     Ok(())
+}
+
+/// The dataplane's options from the configuration.
+fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
+    let mut node = NodeOptions::new(secret);
+    node.neighbours = config
+        .neighbours
+        .iter()
+        .map(|neighbour| NeighbourConfig {
+            key: neighbour.key,
+            endpoint: neighbour.endpoint,
+            keepalive: neighbour.keepalive,
+        })
+        .collect();
+    node.probe_interval = config.liveness.probe_interval;
+    node.dead_after = config.liveness.dead_after;
+    node.max_routes_per_neighbour = config.routes.max_per_neighbour as usize;
+    node.rule_lifetime = config.routes.rule_lifetime;
+    node.refresh_interval = config.routes.refresh_interval;
+    DriverOptions {
+        node,
+        listen: config.listen,
+        socks: config.socks.clone(),
+        vpn: config.vpn_options(),
+    }
 }

@@ -590,6 +590,132 @@ fn check_key_file_refuses_a_missing_folder_outside_the_state_folder() {
     assert!(!dir.0.join("keys").exists());
 }
 
+// The socks section.
+
+#[test]
+fn socks_apps_are_absent_unless_configured() {
+    let config = parse("log_level: info\n").unwrap();
+    assert_eq!(
+        config.socks,
+        skywire_dataplane::socks::SocksOptions::default()
+    );
+    let config = parse("socks:\n").unwrap();
+    assert!(config.socks.client.is_none() && config.socks.server.is_none());
+}
+
+#[test]
+fn every_socks_key_is_read() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let text = format!(
+        "
+socks:
+  server:
+    enabled: false
+    port: 2080
+    allow: [{a}, {b}]
+    dial_timeout_ms: 3000
+    idle_timeout_ms: 60000
+    max_connections: 100
+  client:
+    listen: \"127.0.0.1:0\"
+    exit: {c}
+    exit_port: 2080
+    path: [{b}]
+    handshake_timeout_ms: 500
+    connect_timeout_ms: 7000
+    idle_timeout_ms: 2000
+    max_connections: 300
+"
+    );
+    let config = parse(&text).unwrap();
+    let server = config.socks.server.unwrap();
+    assert!(!server.enabled);
+    assert_eq!((server.port, server.allow), (2080, vec![a, b]));
+    assert_eq!(server.dial_timeout, Duration::from_secs(3));
+    assert_eq!(server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(server.max_connections, 100);
+    let client = config.socks.client.unwrap();
+    assert!(client.enabled, "a present section is enabled by default");
+    assert_eq!(client.listen, "127.0.0.1:0".parse().unwrap());
+    assert_eq!((client.exit, client.exit_port), (c, 2080));
+    assert_eq!(client.route_path(), vec![b, c]);
+    assert_eq!(client.handshake_timeout, Duration::from_millis(500));
+    assert_eq!(client.connect_timeout, Duration::from_secs(7));
+    assert_eq!(client.idle_timeout, Duration::from_secs(2));
+    assert_eq!(client.max_connections, 300);
+}
+
+#[test]
+fn socks_defaults_follow_the_reference() {
+    let text = format!("socks:\n  client:\n    exit: {}\n  server: {{}}\n", key(3));
+    let config = parse(&text).unwrap();
+    let client = config.socks.client.unwrap();
+    assert_eq!(client.listen, "127.0.0.1:1080".parse().unwrap());
+    assert_eq!(client.exit_port, 1080);
+    assert_eq!(client.route_path(), vec![key(3)]);
+    let server = config.socks.server.unwrap();
+    assert_eq!(server.port, 1080);
+    assert!(server.allow.is_empty(), "nobody is served unless listed");
+}
+
+#[test]
+fn bad_socks_values_are_refused_with_key_and_line() {
+    assert_invalid(
+        "socks:\n  client:\n    listen: \"127.0.0.1:1080\"\n",
+        "socks.client.exit",
+        3,
+        &["missing", "exit node's public key"],
+    );
+    assert_invalid(
+        "socks:\n  client:\n    exit: nope\n",
+        "socks.client.exit",
+        3,
+        &["not a key"],
+    );
+    let exit = key(3);
+    assert_invalid(
+        &format!("socks:\n  client:\n    exit: {exit}\n    listen: localhost\n"),
+        "socks.client.listen",
+        4,
+        &["127.0.0.1:1080"],
+    );
+    assert_invalid(
+        &format!(
+            "socks:\n  client:\n    exit: {exit}\n    path: [{exit}, {}]\n",
+            key(2)
+        ),
+        "socks.client.path[0]",
+        4,
+        &["last node"],
+    );
+    assert_invalid(
+        &format!("socks:\n  client:\n    exit: {exit}\n    handshake_timeout_ms: 0\n"),
+        "socks.client.handshake_timeout_ms",
+        4,
+        &["100 to 600000"],
+    );
+    assert_invalid(
+        "socks:\n  server:\n    port: 70000\n",
+        "socks.server.port",
+        3,
+        &["1 to 65535"],
+    );
+    assert_invalid(
+        &format!("socks:\n  server:\n    allow:\n      - {exit}\n      - {exit}\n"),
+        "socks.server.allow[1]",
+        5,
+        &["listed already"],
+    );
+    assert_invalid(
+        "socks:\n  server:\n    alow: []\n",
+        "socks.server.alow",
+        3,
+        &["`allow`"],
+    );
+}
+
+// The vpn section.
+
 #[test]
 fn vpn_apps_are_off_unless_configured() {
     let config = parse("").unwrap();

@@ -39,6 +39,10 @@ impl TempDir {
         TempDir(dir)
     }
 
+    pub fn root(&self) -> &Path {
+        &self.0
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
@@ -100,10 +104,10 @@ impl Daemon {
         secret: &SecretKey,
         neighbours: &[Neighbour],
     ) -> Daemon {
-        let mut yaml = format!(
+        let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
              control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
-             dead_after_ms: 2000\nlog_level: debug\nneighbours:\n"
+             dead_after_ms: 2000\nlog_level: debug\nneighbours:\n",
         );
         for neighbour in neighbours {
             yaml.push_str(&format!("  - key: {}\n", neighbour.key));

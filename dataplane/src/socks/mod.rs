@@ -1,0 +1,496 @@
+//! The SOCKS apps, built on the node's mesh stack (smoltcp): the client app on the entry node
+//! offers a local SOCKS5 port and carries each connection as a mesh TCP stream, inside the
+//! route session, to the server app on an exit node, which dials the target with a kernel
+//! socket. This module owns both apps' options, status and connections; `wire` and `mesh` are
+//! their sans-IO message formats and `relay` the byte pump between the two kinds of stream.
+
+mod client;
+pub mod mesh;
+pub mod relay;
+mod resolver;
+mod server;
+pub mod wire;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Registry, Token, Waker};
+use serde::Serialize;
+
+use crate::identity::NodeKey;
+use crate::node::{Event, Node};
+use crate::stack::{MeshStack, TcpHandle};
+
+use client::Client;
+use server::Server;
+
+/// The client app's listening socket.
+pub const CLIENT_LISTENER: Token = Token(2);
+/// Tokens from here on are the apps' connections: client ones even, server ones odd.
+pub const CONNECTION_TOKENS: usize = 16;
+/// The mesh TCP port the server app listens on unless configured otherwise.
+pub const DEFAULT_PORT: u16 = 1080;
+/// The client app's local address unless configured otherwise.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT);
+
+/// The client app (entry node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Started with the dataplane, or only by `socks start`.
+    pub enabled: bool,
+    /// The local TCP address SOCKS5 clients connect to.
+    pub listen: SocketAddr,
+    /// The exit node.
+    pub exit: NodeKey,
+    /// The mesh TCP port of the exit's server app.
+    pub exit_port: u16,
+    /// The nodes the route to the exit goes through after this one, the exit last; empty for
+    /// a direct route. Until the node manager chooses paths, a route built with `build_route`
+    /// serves as well.
+    pub path: Vec<NodeKey>,
+    /// How long a local client may take to send its greeting and request.
+    pub handshake_timeout: Duration,
+    /// How long the route, the mesh stream and the exit's dial may take together.
+    pub connect_timeout: Duration,
+    /// A relayed connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections at most; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl ClientOptions {
+    /// Defaults for everything but the exit.
+    pub fn new(exit: NodeKey) -> ClientOptions {
+        ClientOptions {
+            enabled: true,
+            listen: DEFAULT_LISTEN,
+            exit,
+            exit_port: DEFAULT_PORT,
+            path: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(600),
+            max_connections: 512,
+        }
+    }
+
+    /// The route's path after this node: `path` ending with the exit, or just the exit.
+    pub fn route_path(&self) -> Vec<NodeKey> {
+        let mut path = self.path.clone();
+        if path.last() != Some(&self.exit) {
+            path.push(self.exit);
+        }
+        path
+    }
+}
+
+/// The server app (exit node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Started with the dataplane, or only by `socks start`.
+    pub enabled: bool,
+    /// The mesh TCP port it listens on.
+    pub port: u16,
+    /// The client nodes it serves; nobody else.
+    pub allow: Vec<NodeKey>,
+    /// How long dialing a target may take (each resolved address in turn).
+    pub dial_timeout: Duration,
+    /// A relayed connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections at most; more are answered "general failure".
+    pub max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            enabled: true,
+            port: DEFAULT_PORT,
+            allow: Vec::new(),
+            dial_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            max_connections: 512,
+        }
+    }
+}
+
+/// Which SOCKS apps this node has: none by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocksOptions {
+    /// The client app, if this node is an entry.
+    pub client: Option<ClientOptions>,
+    /// The server app, if this node is an exit.
+    pub server: Option<ServerOptions>,
+}
+
+/// One of the two apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocksApp {
+    /// The entry's local SOCKS5 port.
+    Client,
+    /// The exit's mesh port.
+    Server,
+}
+
+/// Why a SOCKS app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SocksError {
+    /// The app is not in the configuration.
+    #[error("no socks.{0} section in the config: add one (see config.yaml) and reload")]
+    NotConfigured(&'static str),
+    /// The client's local port could not be bound.
+    #[error("cannot listen on {listen} for SOCKS clients: {source} (is the port taken? set socks.client.listen)")]
+    Bind {
+        /// The address asked for.
+        listen: SocketAddr,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The mesh stack would not listen on the server's port.
+    #[error("cannot listen on mesh port {port}: {why}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// What the stack said.
+        why: crate::stack::StackError,
+    },
+    /// The resolver threads could not be started.
+    #[error("cannot start the SOCKS resolver threads: {0} (is the process out of threads?)")]
+    Resolver(io::Error),
+    /// The event loop refused the socket.
+    #[error("cannot register the SOCKS socket with the event loop: {0}")]
+    Register(io::Error),
+}
+
+/// Both apps at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocksStatus {
+    /// The client app, if configured.
+    pub client: Option<ClientStatus>,
+    /// The server app, if configured.
+    pub server: Option<ServerStatus>,
+}
+
+/// The client app at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientStatus {
+    /// `running` or `stopped`.
+    pub state: &'static str,
+    /// The local address as bound (the real port when the config said 0).
+    pub listen: Option<SocketAddr>,
+    /// The exit's key.
+    pub exit: String,
+    /// The route to the exit: `ready`, `building` or `down`.
+    pub route: &'static str,
+    /// Connections open now.
+    pub connections: usize,
+    /// Connections accepted since the start of the dataplane.
+    pub accepted: u64,
+    /// Connections answered with a failure or cut off.
+    pub failed: u64,
+    /// Bytes from local clients to the exit.
+    pub bytes_up: u64,
+    /// Bytes from the exit to local clients.
+    pub bytes_down: u64,
+    /// Bytes held in the open connections' mesh buffers (bounded per connection).
+    pub buffered_bytes: usize,
+}
+
+/// The server app at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerStatus {
+    /// `running` or `stopped`.
+    pub state: &'static str,
+    /// The mesh port.
+    pub port: u16,
+    /// How many client keys may use it.
+    pub allowed: usize,
+    /// Connections open now.
+    pub connections: usize,
+    /// Mesh streams accepted since the start of the dataplane.
+    pub accepted: u64,
+    /// Streams refused because their node is not allowed.
+    pub refused: u64,
+    /// Streams answered with another failure or cut off.
+    pub failed: u64,
+    /// Bytes from clients to targets.
+    pub bytes_up: u64,
+    /// Bytes from targets to clients.
+    pub bytes_down: u64,
+    /// Bytes held in the open connections' mesh buffers (bounded per connection).
+    pub buffered_bytes: usize,
+}
+
+/// What the apps borrow from the dataplane for one call.
+#[derive(Debug)]
+pub struct Io<'a> {
+    /// The time of this loop turn.
+    pub now: Instant,
+    /// Where sockets are registered.
+    pub registry: &'a Registry,
+    /// The mesh stack.
+    pub stack: &'a mut MeshStack,
+    /// The node (its routes).
+    pub node: &'a mut Node,
+}
+
+impl Io<'_> {
+    /// Whether the route to `peer` is up and its session ready.
+    fn route_ready(&self, peer: &NodeKey) -> bool {
+        self.node
+            .routes()
+            .any(|(key, route)| key == peer && route.ready)
+    }
+
+    /// The node whose mesh address is `address`, among those this node has a route to.
+    fn peer_at(&self, address: std::net::Ipv6Addr) -> Option<NodeKey> {
+        self.node
+            .routes()
+            .map(|(key, _)| *key)
+            .find(|key| key.mesh_address() == address)
+    }
+}
+
+/// Both apps.
+#[derive(Debug)]
+pub struct Socks {
+    client: Option<Client>,
+    server: Option<Server>,
+    /// Mesh sockets aborted or closed during the last pump: released at the next, once the
+    /// stack has been polled and has sent their reset.
+    graveyard: Vec<TcpHandle>,
+}
+
+impl Socks {
+    /// The apps as configured; none runs until [`Socks::start`].
+    pub fn new(options: SocksOptions, waker: Arc<Waker>) -> Socks {
+        Socks {
+            client: options.client.map(Client::new),
+            server: options.server.map(|options| Server::new(options, waker)),
+            graveyard: Vec::new(),
+        }
+    }
+
+    /// Starts the apps whose `enabled` is set.
+    pub fn start_enabled(&mut self, io: &mut Io<'_>) -> Result<(), SocksError> {
+        if let Some(server) = self.server.as_mut().filter(|s| s.options().enabled) {
+            server.start(io)?;
+        }
+        if let Some(client) = self.client.as_mut().filter(|c| c.options().enabled) {
+            client.start(io)?;
+        }
+        Ok(())
+    }
+
+    /// Starts `app`, or every configured app; one already running goes on.
+    pub fn start(&mut self, io: &mut Io<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
+        let mut started = false;
+        if matches!(app, None | Some(SocksApp::Server)) {
+            if let Some(server) = self.server.as_mut() {
+                server.start(io)?;
+                started = true;
+            } else if app.is_some() {
+                return Err(SocksError::NotConfigured("server"));
+            }
+        }
+        if matches!(app, None | Some(SocksApp::Client)) {
+            if let Some(client) = self.client.as_mut() {
+                client.start(io)?;
+                started = true;
+            } else if app.is_some() {
+                return Err(SocksError::NotConfigured("client"));
+            }
+        }
+        if started {
+            Ok(())
+        } else {
+            Err(SocksError::NotConfigured("client or socks.server"))
+        }
+    }
+
+    /// Stops `app`, or both, closing their connections.
+    pub fn stop(&mut self, io: &mut Io<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
+        match app {
+            Some(SocksApp::Client) if self.client.is_none() => {
+                return Err(SocksError::NotConfigured("client"))
+            }
+            Some(SocksApp::Server) if self.server.is_none() => {
+                return Err(SocksError::NotConfigured("server"))
+            }
+            _ => {}
+        }
+        if matches!(app, None | Some(SocksApp::Client)) {
+            if let Some(client) = self.client.as_mut() {
+                client.stop(io, &mut self.graveyard);
+            }
+        }
+        if matches!(app, None | Some(SocksApp::Server)) {
+            if let Some(server) = self.server.as_mut() {
+                server.stop(io, &mut self.graveyard);
+            }
+        }
+        Ok(())
+    }
+
+    /// Both apps' state and counters.
+    pub fn status(&self, io: &mut Io<'_>) -> SocksStatus {
+        SocksStatus {
+            client: self.client.as_ref().map(|client| client.status(io)),
+            server: self.server.as_ref().map(|server| server.status(io)),
+        }
+    }
+
+    /// A socket of the apps is ready; says whether `token` was theirs.
+    pub fn handle_ready(&mut self, token: Token, readable: bool, writable: bool) -> bool {
+        if token == CLIENT_LISTENER {
+            if let Some(client) = self.client.as_mut() {
+                client.listener_ready();
+            }
+            return true;
+        }
+        let Some(index) = token.0.checked_sub(CONNECTION_TOKENS) else {
+            return false;
+        };
+        if index % 2 == 0 {
+            if let Some(client) = self.client.as_mut() {
+                client.connection_ready(index / 2, readable, writable);
+            }
+        } else if let Some(server) = self.server.as_mut() {
+            server.connection_ready(index / 2, readable, writable);
+        }
+        true
+    }
+
+    /// Routes coming and going.
+    pub fn handle_event(&mut self, io: &mut Io<'_>, event: &Event) {
+        if let Some(client) = self.client.as_mut() {
+            client.handle_event(io, event, &mut self.graveyard);
+        }
+        if let Some(server) = self.server.as_mut() {
+            server.handle_event(io, event, &mut self.graveyard);
+        }
+    }
+
+    /// Does every app's work: call after the stack was polled, and poll it again afterwards so
+    /// that what the apps wrote is sent.
+    pub fn pump(&mut self, io: &mut Io<'_>) {
+        for handle in self.graveyard.drain(..) {
+            io.stack.release(handle);
+        }
+        if let Some(server) = self.server.as_mut() {
+            server.pump(io, &mut self.graveyard);
+        }
+        if let Some(client) = self.client.as_mut() {
+            client.pump(io, &mut self.graveyard);
+        }
+    }
+
+    /// When the apps want [`Socks::pump`] called at the latest.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let client = self.client.as_ref().and_then(Client::poll_timeout);
+        let server = self.server.as_ref().and_then(Server::poll_timeout);
+        match (client, server) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A slab of connections: stable indexes, reused once free.
+#[derive(Debug)]
+struct Slab<T> {
+    entries: Vec<Option<T>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn vacant(&self) -> usize {
+        self.free.last().copied().unwrap_or(self.entries.len())
+    }
+
+    fn insert(&mut self, value: T) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(index) => {
+                if let Some(slot) = self.entries.get_mut(index) {
+                    *slot = Some(value);
+                }
+                index
+            }
+            None => {
+                self.entries.push(Some(value));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, index: usize) -> Option<T> {
+        let value = self.entries.get_mut(index)?.take()?;
+        self.free.push(index);
+        self.len -= 1;
+        Some(value)
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.entries.get_mut(index)?.as_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().flatten()
+    }
+
+    /// One past the highest index in use: iterate `0..slots()` to visit every entry.
+    fn slots(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Counters an app keeps across its connections.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    accepted: u64,
+    failed: u64,
+    refused: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+}
+
+/// What the apps do with a mesh socket whose connection ended: a reset if it was still
+/// open, released after the stack's next poll.
+fn bury(stack: &mut MeshStack, handle: TcpHandle, graveyard: &mut Vec<TcpHandle>) {
+    let socket = stack.tcp(handle);
+    if !matches!(
+        socket.state(),
+        smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait
+    ) {
+        socket.abort();
+    }
+    graveyard.push(handle);
+}
+
+/// How long a mesh socket may go without its data being acknowledged.
+const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A std duration as smoltcp's.
+fn smol_duration(duration: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX))
+}
