@@ -1,7 +1,8 @@
 //! The forwarding-throughput benchmark: how fast skywire's VPN carries TCP through network
 //! namespaces, one hop (A–C) and two (A→B→C, B only relaying), against wireguard-go over the
-//! same hops and plain kernel routing as the ceiling, all in one run. Needs root, iproute2,
-//! iperf3, wireguard-go and wg (wireguard-tools). Prints a table of Gbit/s and the ratios.
+//! same hops and plain kernel routing as the ceiling, all in one run, with `skywired`
+//! processes (one per namespace) as the nodes. Needs root, iproute2, iperf3, wireguard-go and
+//! wg (wireguard-tools). Prints a table of Gbit/s and the ratios.
 //!
 //! Everything it makes (namespaces `skybench-PID-…`, processes, key files) goes at the end, on
 //! SIGINT/SIGTERM, and on a panic; namespaces left by a run that was killed outright are removed
@@ -10,22 +11,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Token, Waker};
 use nix::sys::signal::{SigSet, Signal};
-use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender};
-use skywire_dataplane::driver::{Dataplane, DriverOptions};
-use skywire_dataplane::node::NodeOptions;
-use skywire_dataplane::vpn::{ClientOptions, ServerOptions, VpnOptions};
-use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
+use skywire_dataplane::{NodeKey, SecretKey};
 
 const PREFIX: &str = "skybench-";
 const HOST: &str = "10.99.0.1";
@@ -337,79 +330,57 @@ fn kernel(seconds: u64) -> [f64; 2] {
 
 // ----- skywire -----
 
-struct Running {
-    requests: RequestSender,
-    replies: mpsc::Receiver<(RequestId, Reply)>,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-    _poll: Poll,
-}
+const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
+const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
 
-impl Running {
-    fn start(ns: &str, options: DriverOptions) -> Running {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (end_tx, end_rx) = mpsc::channel();
-        let path = format!("/var/run/netns/{ns}");
-        let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(path).unwrap();
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let dataplane = Dataplane::bind(options).unwrap();
-            ready_tx.send(dataplane.waker()).unwrap();
-            dataplane.run(end_rx.recv().unwrap())
-        });
-        let waker = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        let poll = Poll::new().unwrap();
-        let control = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        let (requests, replies, end) = api::channels(waker, control);
-        end_tx.send(end).unwrap();
-        Running {
-            requests,
-            replies,
-            thread: Some(thread),
-            _poll: poll,
+/// Starts `skywired` in `ns` with its config, key and state in `dir`; returns the control
+/// socket once it answers.
+fn start_skywired(
+    ns: &str,
+    dir: &Path,
+    secret: &SecretKey,
+    neighbours: &[(NodeKey, Option<&str>)],
+    vpn: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("node.key"), format!("{}\n", secret.to_base64())).unwrap();
+    let mut config = String::from(
+        "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:7777\"\n\
+         control:\n  socket: visctl.sock\nlog_level: warn\nneighbours:\n",
+    );
+    for (key, endpoint) in neighbours {
+        config.push_str(&format!("  - key: {key}\n"));
+        if let Some(endpoint) = endpoint {
+            config.push_str(&format!("    endpoint: \"{endpoint}\"\n"));
         }
     }
-
-    fn ask(&self, request: Request) -> Reply {
-        self.requests.send(1, request).unwrap();
-        self.replies
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap()
-            .1
+    config.push_str(vpn);
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let config_arg = config_path.display().to_string();
+    let _ = ns_spawn(ns, &[SKYWIRED, "--config", &config_arg], &[]);
+    let socket = dir.join("visctl.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while visctl(&socket, &["status"]).is_none() {
+        assert!(Instant::now() < deadline, "skywired in {ns} did not answer");
+        std::thread::sleep(Duration::from_millis(50));
     }
+    socket
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.requests.send(0, Request::Shutdown);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+/// `visctl --json ARGS` against `socket`: the reply, or `None` when it failed.
+fn visctl(socket: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let output = Command::new(VISCTL)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
     }
-}
-
-fn driver(
-    secret: SecretKey,
-    neighbours: Vec<(NodeKey, Option<&str>)>,
-    state: &Path,
-) -> DriverOptions {
-    let mut node = NodeOptions::new(secret);
-    node.neighbours = neighbours
-        .into_iter()
-        .map(|(key, endpoint)| NeighbourConfig {
-            key,
-            endpoint: endpoint.map(|e| e.parse::<SocketAddr>().unwrap()),
-            keepalive: None,
-        })
-        .collect();
-    DriverOptions {
-        node,
-        listen: "[::]:7777".parse().unwrap(),
-        socks: Default::default(),
-        vpn: VpnOptions {
-            state_dir: state.to_path_buf(),
-            ..VpnOptions::default()
-        },
-    }
+    serde_json::from_slice(&output.stdout).ok()
 }
 
 fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
@@ -422,64 +393,43 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
     ];
     let (a_key, b_key, c_key) = (a.public(), b.public(), c.public());
     let state = temp_dir(name);
-    let mut nodes = Vec::new();
     let (c_neighbour, a_neighbour) = if two_hops {
         ((b_key, None), (b_key, Some("10.201.1.2:7777")))
     } else {
         ((a_key, None), (c_key, Some("10.201.3.2:7777")))
     };
-    let mut c_options = driver(c, vec![c_neighbour], &state.join("c"));
-    std::fs::create_dir_all(state.join("c")).unwrap();
-    c_options.vpn.server = Some(ServerOptions {
-        start: true,
-        tun: "skysrv".parse().unwrap(),
-        pool4: Some("10.77.0.0/24".parse().unwrap()),
-        pool6: None,
-        allow: vec![a_key],
-        port: 7001,
-    });
-    nodes.push(Running::start(&topology.c, c_options));
+    let server = format!(
+        "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"off\"\n    allow: [{a_key}]\n"
+    );
+    let c_socket = start_skywired(&topology.c, &state.join("c"), &c, &[c_neighbour], &server);
     if two_hops {
-        let b_options = driver(
-            b,
-            vec![(a_key, None), (c_key, Some("10.201.2.2:7777"))],
-            &state,
-        );
-        nodes.push(Running::start(&topology.b, b_options));
+        let b_neighbours = [(a_key, None), (c_key, Some("10.201.2.2:7777"))];
+        start_skywired(&topology.b, &state.join("b"), &b, &b_neighbours, "");
     }
-    std::fs::create_dir_all(state.join("a")).unwrap();
-    let mut a_options = driver(a, vec![a_neighbour], &state.join("a"));
-    a_options.vpn.client = Some(ClientOptions {
-        start: true,
-        tun: "skycli".parse().unwrap(),
-        server: c_key,
-        path: if two_hops { vec![b_key] } else { vec![] },
-        routes: vec![format!("{HOST}/32").parse().unwrap()],
-        port: 7001,
-    });
-    let client = Running::start(&topology.a, a_options);
+    let path = if two_hops {
+        format!("[{b_key}]")
+    } else {
+        "[]".to_owned()
+    };
+    let client = format!(
+        "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {c_key}\n    path: {path}\n    routes: [\"{HOST}/32\"]\n"
+    );
+    let a_socket = start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Reply::Vpn(status) = client.ask(Request::VpnStatus) {
-            if status.client.as_ref().is_some_and(|c| c.state == "up") {
-                break;
-            }
-        }
+    while visctl(&a_socket, &["vpn", "status"])
+        .is_none_or(|reply| reply["result"]["vpn"]["client"]["state"] != "up")
+    {
         assert!(Instant::now() < deadline, "the skywire VPN did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
     let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
     // What was lost on the way, for a look when a figure is off.
-    let sent = match client.ask(Request::VpnStatus) {
-        Reply::Vpn(status) => status.client.map_or(0, |client| client.tx.packets),
-        _ => 0,
-    };
-    let arrived = match nodes.first().map(|server| server.ask(Request::VpnStatus)) {
-        Some(Reply::Vpn(status)) => status.server.map_or(0, |server| {
-            server.clients.iter().map(|row| row.rx.packets).sum()
-        }),
-        _ => 0,
-    };
+    let sent = visctl(&a_socket, &["vpn", "status"])
+        .and_then(|reply| reply["result"]["vpn"]["client"]["tx"]["packets"].as_u64())
+        .unwrap_or(0);
+    let arrived = visctl(&c_socket, &["vpn", "status"])
+        .and_then(|reply| reply["result"]["vpn"]["server"]["clients"][0]["rx"]["packets"].as_u64())
+        .unwrap_or(0);
     let udp = ns_exec(&topology.c, &["nstat", "-az", "UdpRcvbufErrors"]);
     let buffer_errors = udp
         .lines()
@@ -490,8 +440,7 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
     println!(
         "    ({name}: {sent} packets into the tunnel, {arrived} out at the server, {buffer_errors} UDP receive-buffer drops)"
     );
-    drop(client);
-    drop(nodes);
+    stop_children();
     topology.remove();
     result
 }
