@@ -87,7 +87,12 @@ fn complete_checksum(packet: &mut [u8], start: usize, offset: usize) -> Result<(
         return Err(OffloadError::Malformed);
     }
     let sum = fold(sum_bytes(&packet[start..], 0));
-    packet[field..field + 2].copy_from_slice(&(!sum).to_be_bytes());
+    // UDP reads 0 as "no checksum"; 0xffff is the same sum in one's complement.
+    let checksum = match !sum {
+        0 => 0xffff,
+        checksum => checksum,
+    };
+    packet[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
     Ok(())
 }
 
