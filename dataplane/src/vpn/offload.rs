@@ -720,6 +720,44 @@ mod tests {
     }
 
     #[test]
+    fn mangled_frames_and_packets_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let good: Vec<Vec<u8>> = [false, true]
+            .iter()
+            .flat_map(|v6| {
+                let packet = big_packet(*v6, 3000, TCP_PSH);
+                let gso = if *v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+                [frame(gso, 1200, &packet, if *v6 { 40 } else { 20 }), packet]
+            })
+            .collect();
+        let mut scratch = vec![0u8; 1348];
+        let mut coalescer = Coalescer::default();
+        for round in 0..20_000 {
+            let mut bytes = good[round % good.len()].clone();
+            for _ in 0..(next() % 4) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            bytes.truncate((next() as usize) % (bytes.len() + 1));
+            let _ = split(&mut bytes.clone(), &mut scratch, 1348, |p| {
+                assert!(p.len() <= bytes.len());
+            });
+            coalescer.push(&bytes, |frame| {
+                assert!(frame.len() <= MAX_COALESCED_LEN + VNET_HDR_LEN)
+            });
+            if round % 7 == 0 {
+                coalescer.flush(|frame| assert!(frame.len() <= MAX_COALESCED_LEN + VNET_HDR_LEN));
+            }
+        }
+    }
+
+    #[test]
     fn nonsense_is_refused() {
         let mut scratch = vec![0u8; 1348];
         let mut nothing = |_: &[u8]| panic!("nothing should come out");
