@@ -53,6 +53,12 @@ fn ns_run(ns: &str, args: &[&str]) -> bool {
         .success()
 }
 
+/// Whether `host` answers a ping from `ns` within about 15 s (a busy machine may lose one).
+fn reaches(ns: &str, host: &str) -> bool {
+    let family = if host.contains(':') { "-6" } else { "-4" };
+    (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
+}
+
 /// Namespaces made by this test, removed on drop (panics included).
 struct Namespaces(Vec<String>);
 
@@ -394,14 +400,8 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     let mut a_node = Node::start(&a_ns, &a, &[(b.public(), Some("10.203.1.2:7777"))], &client);
 
     let addresses = a_node.client_up();
-    assert!(
-        ns_run(&a_ns, &["ping", "-c", "3", "-W", "2", HOST4]),
-        "ping over IPv4"
-    );
-    assert!(
-        ns_run(&a_ns, &["ping", "-6", "-c", "3", "-W", "2", HOST6]),
-        "ping over IPv6"
-    );
+    assert!(reaches(&a_ns, HOST4), "ping over IPv4");
+    assert!(reaches(&a_ns, HOST6), "ping over IPv6");
     let (sent, received) = transfer(&a_ns, &c_ns, format!("{HOST4}:5301").parse().unwrap());
     assert_eq!(sent.0, TRANSFER);
     assert_eq!(sent, received, "100 MiB arrived intact over IPv4");
@@ -425,7 +425,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     );
     a_node.spawn();
     assert_eq!(a_node.client_up(), addresses);
-    assert!(ns_run(&a_ns, &["ping", "-c", "2", "-W", "2", HOST4]));
+    assert!(reaches(&a_ns, HOST4));
 
     a_node.stop();
     b_node.stop();
@@ -462,7 +462,7 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     let client = client_section(&c.public(), &[], "[\"0.0.0.0/0\", \"::/0\"]");
     let mut a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.204.1.2:7777"))], &client);
     a_node.client_up();
-    assert!(ns_run(&a_ns, &["ping", "-c", "2", "-W", "2", HOST4]));
+    assert!(reaches(&a_ns, HOST4));
     let route = ip(&["-n", &a_ns, "route", "get", "192.0.2.1"]);
     assert!(
         route.contains("dev skycli"),
@@ -478,7 +478,7 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
 
     a_node.spawn();
     a_node.client_up();
-    assert!(ns_run(&a_ns, &["ping", "-c", "2", "-W", "2", HOST4]));
+    assert!(reaches(&a_ns, HOST4));
     a_node.stop();
     assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
 }

@@ -58,6 +58,12 @@ fn ns_run(ns: &str, args: &[&str]) -> bool {
         .success()
 }
 
+/// Whether `host` answers a ping from `ns` within about 15 s (a busy machine may lose one).
+fn reaches(ns: &str, host: &str) -> bool {
+    let family = if host.contains(':') { "-6" } else { "-4" };
+    (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
+}
+
 /// Namespaces made by this test, removed on drop (panics included).
 struct Namespaces(Vec<String>);
 
@@ -504,14 +510,8 @@ fn vpn_through_a_relay_end_to_end() {
     assert_eq!(routes.routes[0].path.len(), 3, "A→B→C: {routes:?}");
 
     // Ping and a 100 MiB transfer through the tunnel, IPv4 and IPv6.
-    assert!(
-        ns_run(&a_ns, &["ping", "-c", "3", "-W", "2", HOST4]),
-        "ping over IPv4"
-    );
-    assert!(
-        ns_run(&a_ns, &["ping", "-6", "-c", "3", "-W", "2", HOST6]),
-        "ping over IPv6"
-    );
+    assert!(reaches(&a_ns, HOST4), "ping over IPv4");
+    assert!(reaches(&a_ns, HOST6), "ping over IPv6");
     let started = Instant::now();
     let (sent, received) = transfer(&a_ns, &c_ns, HOST4, 5201);
     println!(
@@ -552,10 +552,7 @@ fn vpn_through_a_relay_end_to_end() {
         },
     );
     assert_eq!(wait_client_up(&mut a), (v4.clone(), v6.clone()));
-    assert!(
-        ns_run(&a_ns, &["ping", "-c", "2", "-W", "2", HOST4]),
-        "ping after the reconnect"
-    );
+    assert!(reaches(&a_ns, HOST4), "ping after the reconnect");
 
     // A forges the other client's address: nothing gets through, the server counts it.
     ip(&[
