@@ -273,8 +273,8 @@ impl Drop for Daemon {
 
 fn options(socket: &Path) -> ControlOptions {
     ControlOptions {
-        socket: socket.to_path_buf(),
-        socket_group: None,
+        signal_port: 0,
+        ..ControlOptions::new(socket, std::env::temp_dir())
     }
 }
 
@@ -766,16 +766,16 @@ fn the_socket_group_is_set_when_asked() {
         return;
     };
     let server = ControlServer::bind(ControlOptions {
-        socket: socket.clone(),
         socket_group: Some(group.name),
+        ..options(&socket)
     })
     .unwrap();
     assert_eq!(fs::metadata(&socket).unwrap().gid(), gid.as_raw());
     drop(server);
 
     let err = ControlServer::bind(ControlOptions {
-        socket: socket.clone(),
         socket_group: Some("no-such-group-skywire".to_owned()),
+        ..options(&socket)
     })
     .unwrap_err();
     assert!(matches!(err, ControlError::UnknownGroup { .. }), "{err}");

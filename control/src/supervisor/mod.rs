@@ -274,7 +274,7 @@ pub enum SupervisorError {
         problem: String,
     },
     /// No app has this id.
-    #[error("no app with id {0}; `list_apps` shows the apps and their ids")]
+    #[error("no app with id {0}: `list_apps` shows the running apps and their ids")]
     NoSuchId(AppId),
     /// The app has no process now.
     #[error("app {id} is not running ({state}); start it again with `start`")]
@@ -484,6 +484,11 @@ impl Supervisor {
             last_now: now,
             ticks_per_second: usage::ticks_per_second(),
         })
+    }
+
+    /// How apps are run.
+    pub fn options(&self) -> &SupervisorOptions {
+        &self.options
     }
 
     /// The catalog apps are started from.
