@@ -3,6 +3,7 @@
 //! state folder and the key file). Every error names what to fix: the key path and line of a bad
 //! value, or the file or folder that is missing.
 
+mod apps;
 mod keyfile;
 mod locate;
 mod socks;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use skywire_control::catalog::Catalog;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 pub use keyfile::{create_state_dir, load_or_create_key, read_key_file};
@@ -144,6 +146,13 @@ pub struct Config {
     pub log_level: LogLevel,
     /// The SOCKS apps (`socks`): none unless configured.
     pub socks: skywire_dataplane::socks::SocksOptions,
+    /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`, default 7999); 0 picks
+    /// a free one.
+    pub signal_port: u16,
+    /// The group the control socket is given (`control.socket_group`); `None` keeps skywired's.
+    pub socket_group: Option<String>,
+    /// The apps `visctl start` launches (`apps`), in the seed's format; none by default.
+    pub apps: Catalog,
     source: Source,
 }
 
@@ -344,7 +353,7 @@ impl Config {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, socks)"
+    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, socks, apps)"
 )]
 struct RawConfig {
     node: Option<RawNode>,
@@ -355,6 +364,7 @@ struct RawConfig {
     routes: Option<RawRoutes>,
     log_level: Option<LogLevel>,
     socks: Option<socks::RawSocks>,
+    apps: Option<Catalog>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,9 +379,15 @@ struct RawNode {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping with socket")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with socket, socket_group and signal_port"
+)]
 struct RawControl {
     socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    signal_port: Option<Whole>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,11 +542,11 @@ impl Checker<'_> {
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_STATE_DIR)),
         )?;
+        let control = raw.control.unwrap_or_default();
         let socket_key = KeyPath::top("control").key("socket");
         let control_socket = self.path(
             &socket_key,
-            raw.control
-                .unwrap_or_default()
+            control
                 .socket
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_CONTROL_SOCKET)),
@@ -562,6 +578,9 @@ impl Checker<'_> {
         let liveness = self.liveness(raw.liveness.unwrap_or_default())?;
         let routes = self.routes(raw.routes.unwrap_or_default())?;
         let socks = self.socks(raw.socks.unwrap_or_default())?;
+        let socket_group = self.socket_group(control.socket_group)?;
+        let signal_port = self.signal_port(control.signal_port)?;
+        let apps = self.apps(raw.apps)?;
 
         Ok(Config {
             file: self.file.clone(),
@@ -574,6 +593,9 @@ impl Checker<'_> {
             routes,
             log_level: raw.log_level.unwrap_or_default(),
             socks,
+            signal_port,
+            socket_group,
+            apps,
             source: Source(self.text.to_owned()),
         })
     }
