@@ -54,15 +54,15 @@ pub(crate) fn run(command: &Command, supervisor: &mut Supervisor, now: Instant) 
     match command {
         Command::HelpApp { name: app } => Outcome::Reply(help_app(supervisor, app)),
         Command::Apps => Outcome::Reply(catalog_line(supervisor)),
-        Command::Start { app, args, attach } => {
-            match supervisor.start(app, args.clone(), now) {
-                Ok(started) if *attach => attach_started(supervisor, &started),
-                Ok(started) => Outcome::Reply(started_line(&started, None)),
-                Err(err) => failed(err),
-            }
-        }
+        Command::Start { app, args, attach } => match supervisor.start(app, args.clone(), now) {
+            Ok(started) if *attach => attach_started(supervisor, &started),
+            Ok(started) => Outcome::Reply(started_line(&started, None)),
+            Err(err) => failed(err),
+        },
         Command::ListApps { full } => Outcome::Reply(list_line(&supervisor.list(now), *full)),
-        Command::Ping { id } => supervisor.ping(*id, now).map_or_else(failed, Outcome::Later),
+        Command::Ping { id } => supervisor
+            .ping(*id, now)
+            .map_or_else(failed, Outcome::Later),
         Command::ResUsage { id } => supervisor
             .resource_usage(*id, now)
             .map_or_else(failed, Outcome::Later),
@@ -132,7 +132,11 @@ fn help_app(supervisor: &Supervisor, name: &str) -> Vec<u8> {
     if !spec.desc.trim().is_empty() {
         let _ = write!(text, ": {}", spec.desc.trim());
     }
-    let _ = write!(text, "\nusage: start [-a] {name} [ARGS…]\nprogram: {}", spec.path);
+    let _ = write!(
+        text,
+        "\nusage: start [-a] {name} [ARGS…]\nprogram: {}",
+        spec.path
+    );
     let defaults = if spec.default_args.is_empty() {
         "none".to_owned()
     } else {
@@ -322,9 +326,7 @@ fn list_line(apps: &[AppStatus], full: bool) -> Vec<u8> {
             "no apps launched: `apps` lists the catalog, `start APP` launches one".to_owned()
         }
     } else {
-        let mut header = vec![
-            "ID", "NAME", "STATE", "PID", "SIGNAL", "RESTARTS", "UPTIME",
-        ];
+        let mut header = vec!["ID", "NAME", "STATE", "PID", "SIGNAL", "RESTARTS", "UPTIME"];
         if full {
             header.extend(["LAST EXIT", "COMMAND"]);
         }
@@ -334,7 +336,8 @@ fn list_line(apps: &[AppStatus], full: bool) -> Vec<u8> {
                 app.id.to_string(),
                 app.name.clone(),
                 app.state.to_string(),
-                app.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+                app.pid
+                    .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
                 if app.registered { "yes" } else { "no" }.to_owned(),
                 app.restarts.to_string(),
                 app.uptime_secs.map_or_else(|| "-".to_owned(), duration),
@@ -380,7 +383,13 @@ fn logs_line(id: AppId, lines: &[OutputLine]) -> Vec<u8> {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    success_line("logs", &LogsResult { logs: Logs { id, lines } }, &text)
+    success_line(
+        "logs",
+        &LogsResult {
+            logs: Logs { id, lines },
+        },
+        &text,
+    )
 }
 
 /// The reply line of a request the supervisor finished; `command` is the one that asked.
@@ -407,7 +416,10 @@ fn usage_text(usage: &ResourceUsage) -> String {
         (None, None) => "nothing".to_owned(),
     };
     let rows = [
-        ("app", format!("{} ({}), pid {}", usage.id, usage.name, usage.pid)),
+        (
+            "app",
+            format!("{} ({}), pid {}", usage.id, usage.name, usage.pid),
+        ),
         ("cpu", format!("{} %", two_places(usage.cpu_percent))),
         ("memory", bytes(usage.rss_bytes)),
         ("threads", usage.threads.to_string()),
@@ -471,7 +483,10 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["id"], 2);
         let text = short.text.unwrap();
-        assert!(text.contains("running") && text.contains("1m 15s"), "{text}");
+        assert!(
+            text.contains("running") && text.contains("1m 15s"),
+            "{text}"
+        );
         assert!(!text.contains("COMMAND"), "{text}");
 
         let full = answer(&list_line(&apps, true));
@@ -530,10 +545,7 @@ mod tests {
             })),
         ));
         assert!(stopped.text.unwrap().contains("killed with SIGKILL"));
-        let failed = answer(&result_line(
-            "ping",
-            &Err(SupervisorError::NoSuchId(7)),
-        ));
+        let failed = answer(&result_line("ping", &Err(SupervisorError::NoSuchId(7))));
         assert_eq!(failed.command.as_deref(), Some("ping"));
         assert!(failed.error_message().contains("no app with id 7"));
     }

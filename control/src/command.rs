@@ -1369,7 +1369,10 @@ mod tests {
             ("la -f", Command::ListApps { full: true }),
             ("ping 3", Command::Ping { id: 3 }),
             ("res_usage 3", Command::ResUsage { id: 3 }),
-            ("ru 18446744073709551615", Command::ResUsage { id: u64::MAX }),
+            (
+                "ru 18446744073709551615",
+                Command::ResUsage { id: u64::MAX },
+            ),
             ("shutdown 2", Command::Shutdown { id: 2 }),
             ("sd 2", Command::Shutdown { id: 2 }),
             ("attach 9", Command::Attach { id: 9 }),
@@ -1403,21 +1406,41 @@ mod tests {
     fn app_command_errors_say_what_is_wanted() {
         let cases = [
             ("apps x", "apps", "takes no arguments, not 1"),
-            ("start", "start", "needs the name of an app: `apps` lists them"),
+            (
+                "start",
+                "start",
+                "needs the name of an app: `apps` lists them",
+            ),
             ("s -a", "start", "needs the name of an app"),
-            ("start -x app", "start", "unknown option `-x`: the only option is -a"),
+            (
+                "start -x app",
+                "start",
+                "unknown option `-x`: the only option is -a",
+            ),
             ("start 'a b'", "start", "`a b` is not an app name"),
-            ("la -l", "list_apps", "unknown option `-l`: the only option is -f"),
+            (
+                "la -l",
+                "list_apps",
+                "unknown option `-l`: the only option is -f",
+            ),
             ("la -f x", "list_apps", "takes 0 to 1 arguments, not 2"),
             ("ping", "ping", "takes 1 argument, not 0; usage: ping ID"),
-            ("ping x", "ping", "`x` is not an app id: ids are the numbers that `start` answers"),
+            (
+                "ping x",
+                "ping",
+                "`x` is not an app id: ids are the numbers that `start` answers",
+            ),
             ("ping 0", "ping", "`0` is not an app id"),
             ("ping -1", "ping", "`-1` is not an app id"),
             ("ru 1 2", "res_usage", "takes 1 argument, not 2"),
             ("sd 18446744073709551616", "shutdown", "is not an app id"),
             ("attach", "attach", "usage: attach ID"),
             ("logs", "logs", "takes 1 to 2 arguments, not 0"),
-            ("logs 1 0", "logs", "N `0` is not a whole number from 1 to 1000"),
+            (
+                "logs 1 0",
+                "logs",
+                "N `0` is not a whole number from 1 to 1000",
+            ),
             ("logs 1 1001", "logs", "N `1001` is not a whole number"),
         ];
         for (line, command, message) in cases {

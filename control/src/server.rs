@@ -5,9 +5,9 @@
 //! forwards every other command to the dataplane as a request.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
@@ -146,8 +146,8 @@ pub enum ControlError {
 }
 
 /// Blocks TERM, INT, HUP and CHLD in the calling thread, so that they reach the control thread's
-/// signalfd. Call it in `main` before any thread is spawned: threads inherit the mask (programs
-/// started with `std::process::Command` do not: it clears the mask in the child).
+/// signalfd. Call it in `main` before any thread is spawned: threads inherit the mask, and so do
+/// programs started with `std::process::Command` (the supervisor unblocks them in its apps).
 pub fn block_signals() -> Result<(), ControlError> {
     handled_signals()
         .thread_block()
@@ -673,13 +673,14 @@ impl Control {
                         };
                     }
                 }
-                Phase::Finished { dataplane_failed } => {
-                    return if dataplane_failed {
-                        Err(ControlError::DataplaneStopped)
-                    } else {
-                        Ok(())
-                    };
-                }
+                Phase::Finished { .. } => {}
+            }
+            if let Phase::Finished { dataplane_failed } = self.phase {
+                return if dataplane_failed {
+                    Err(ControlError::DataplaneStopped)
+                } else {
+                    Ok(())
+                };
             }
         }
     }
@@ -1000,7 +1001,7 @@ impl Control {
                 continue;
             };
             client.line_deadline = None;
-            let message = if client.got_line {
+            let message = if client.splitter.in_line() {
                 format!(
                     "a line was not finished within {seconds} s: closing the connection; end every command with a new line"
                 )
@@ -1254,8 +1255,6 @@ struct Client {
     attached: Option<Attachment>,
     output: Vec<u8>,
     written: usize,
-    /// A whole line has arrived (so the first-line deadline is over).
-    got_line: bool,
     /// When the connection is closed unless a line arrives (the first, or the end of one begun).
     line_deadline: Option<Instant>,
     /// The client has sent all it will send.
@@ -1278,7 +1277,6 @@ impl Client {
             attached: None,
             output: Vec::new(),
             written: 0,
-            got_line: false,
             line_deadline: Some(first_line_deadline),
             eof: false,
             unread: false,
@@ -1321,7 +1319,6 @@ impl Client {
                 Ok(count) => {
                     self.splitter.feed(&buffer[..count], &mut pieces);
                     if !pieces.is_empty() {
-                        self.got_line = true;
                         self.line_deadline = None;
                     }
                     if self.splitter.in_line() && self.line_deadline.is_none() {

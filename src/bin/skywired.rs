@@ -238,7 +238,9 @@ fn signal_client(
             })
         })
         .on_shutdown(move || {
-            log::info!("the launcher asked this node to shut down over the signal protocol: stopping");
+            log::info!(
+                "the launcher asked this node to shut down over the signal protocol: stopping"
+            );
             asked_by_launcher.store(true, Ordering::SeqCst);
             stopper.stop();
         })

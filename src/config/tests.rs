@@ -757,7 +757,10 @@ apps:
     assert_eq!(seed.help, "[1] Text name of app, must be unique\n");
     let second = config.apps.get("second").unwrap();
     assert!(!second.daemon);
-    assert_eq!(second.default_args, ["--config", "examples/second-node.yaml"]);
+    assert_eq!(
+        second.default_args,
+        ["--config", "examples/second-node.yaml"]
+    );
 }
 
 #[test]
