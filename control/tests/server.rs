@@ -784,3 +784,30 @@ fn the_socket_group_is_set_when_asked() {
     assert!(matches!(err, ControlError::UnknownGroup { .. }), "{err}");
     assert!(!socket.exists());
 }
+
+#[test]
+fn a_taken_signal_port_is_a_clear_error() {
+    let dir = TempDir::new();
+    let socket = dir.path("signal.sock");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err = ControlServer::bind(ControlOptions {
+        signal_port: port,
+        ..options(&socket)
+    })
+    .unwrap_err();
+    assert!(matches!(err, ControlError::Signal(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!(
+            "cannot listen for signal clients on 127.0.0.1:{port}"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("control.signal_port"), "{message}");
+    assert!(!socket.exists(), "the socket file was left behind");
+
+    let server = ControlServer::bind(options(&socket)).unwrap();
+    assert_ne!(server.signal_addr().port(), 0);
+    assert!(server.signal_addr().ip().is_loopback());
+}

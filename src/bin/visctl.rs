@@ -33,7 +33,10 @@ const EXIT_UNREACHABLE: u8 = 3;
                   sends one command and prints the reply; `visctl -f FILE` runs a script, one \
                   command a line, and stops at the first that fails; `visctl` alone reads \
                   commands from standard input: with a prompt on a terminal, each line in turn \
-                  from a pipe. `visctl help` lists the commands.",
+                  from a pipe. `visctl help` lists the commands. `visctl attach ID` and \
+                  `visctl start -a APP` print the app's output and send it standard input \
+                  until its end (Ctrl-D) or a `.detach` line; in a script or session, the \
+                  lines after `attach` are the app's input, up to `.detach`.",
     after_help = "The socket is the one given with --socket, else $SKYWIRE_SOCKET, else the \
                   control.socket of the --config file, else /run/skywire/visctl.sock.\n\n\
                   Exit status: 0 done, 1 a command failed, 2 bad usage, 3 no skywired reachable."
