@@ -6,46 +6,12 @@
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
-const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
+mod common;
 
-/// A folder of its own under the system's temporary folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-cli-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `text` to `name` in this folder and returns its path.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path(name);
-        fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use common::{TempDir, SKYWIRED, VISCTL};
 
 /// Runs `program` with `args`, `stdin` on its standard input, in `dir`.
 fn run(program: &str, args: &[&str], stdin: &str, dir: &Path) -> Output {
@@ -72,7 +38,7 @@ fn run(program: &str, args: &[&str], stdin: &str, dir: &Path) -> Output {
 fn run_until_ready_then_stop(dir: &TempDir) -> Output {
     let child = Command::new(SKYWIRED)
         .args(["--config", "config.yaml"])
-        .current_dir(&dir.0)
+        .current_dir(dir.root())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -117,14 +83,14 @@ fn assert_fails(output: &Output, words: &[&str]) {
 
 #[test]
 fn keygen_and_pubkey_agree_with_wg() {
-    let dir = TempDir::new();
-    let generated = skywired(&["keygen"], &dir.0);
+    let dir = TempDir::new("cli");
+    let generated = skywired(&["keygen"], dir.root());
     assert!(generated.status.success(), "{}", stderr(&generated));
     let private = stdout(&generated);
     assert_eq!(private.len(), 45, "{private:?}");
     assert!(private.ends_with('\n'));
 
-    let derived = run(SKYWIRED, &["pubkey"], &private, &dir.0);
+    let derived = run(SKYWIRED, &["pubkey"], &private, dir.root());
     assert!(derived.status.success(), "{}", stderr(&derived));
     let public = stdout(&derived);
     assert_eq!(public.len(), 45, "{public:?}");
@@ -151,13 +117,13 @@ fn keygen_and_pubkey_agree_with_wg() {
 
 #[test]
 fn pubkey_refuses_what_is_not_a_private_key() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     for garbage in [
         "hello\n",
         "",
         "bXUUn8rnDmS0N1kOIlm7s5rHiYSMQbi/IZ9mu4aaBw==\n",
     ] {
-        let output = run(SKYWIRED, &["pubkey"], garbage, &dir.0);
+        let output = run(SKYWIRED, &["pubkey"], garbage, dir.root());
         assert_fails(
             &output,
             &[
@@ -172,10 +138,10 @@ fn pubkey_refuses_what_is_not_a_private_key() {
 #[test]
 fn check_config_passes_the_repositorys_config() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let output = skywired(
         &["check-config", "--config", config.to_str().unwrap()],
-        &dir.0,
+        dir.root(),
     );
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
@@ -187,14 +153,14 @@ fn check_config_passes_the_repositorys_config() {
 
 #[test]
 fn check_config_names_an_unknown_key_and_its_line() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let config = dir.write(
         "config.yaml",
         "listen: \"127.0.0.1:0\"\nliveness:\n  probe_interval_ms: 2000\n  dead_afer_ms: 10000\n",
     );
     let output = skywired(
         &["check-config", "--config", config.to_str().unwrap()],
-        &dir.0,
+        dir.root(),
     );
     assert_fails(
         &output,
@@ -207,29 +173,29 @@ fn check_config_names_an_unknown_key_and_its_line() {
         ],
     );
     // The same for a start, which creates nothing.
-    let output = skywired(&["--config", config.to_str().unwrap()], &dir.0);
+    let output = skywired(&["--config", config.to_str().unwrap()], dir.root());
     assert_fails(&output, &["liveness.dead_afer_ms", "line 4"]);
     assert!(!dir.path("state").exists());
 }
 
 #[test]
 fn a_missing_key_file_folder_is_named() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let config = dir.write(
         "config.yaml",
         "listen: \"127.0.0.1:0\"\nnode:\n  key_file: keys/node.key\ncontrol:\n  socket: state/visctl.sock\n",
     );
     let folder = dir.path("keys").display().to_string();
-    let output = skywired(&["check-config", "--config", "config.yaml"], &dir.0);
+    let output = skywired(&["check-config", "--config", "config.yaml"], dir.root());
     assert_fails(&output, &[&folder, "does not exist"]);
-    let output = skywired(&["--config", config.to_str().unwrap()], &dir.0);
+    let output = skywired(&["--config", config.to_str().unwrap()], dir.root());
     assert_fails(&output, &[&folder, "does not exist"]);
     assert!(!dir.path("keys").exists());
 }
 
 #[test]
 fn a_bad_key_file_is_named() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let config = dir.write(
         "config.yaml",
         "listen: \"127.0.0.1:0\"\ncontrol:\n  socket: visctl.sock\n",
@@ -240,7 +206,7 @@ fn a_bad_key_file_is_named() {
         &["check-config", "--config", "config.yaml"][..],
         &["--config", config.to_str().unwrap()],
     ] {
-        let output = skywired(args, &dir.0);
+        let output = skywired(args, dir.root());
         assert_fails(&output, &[&key_file.display().to_string(), "wg genkey"]);
     }
     assert_eq!(fs::read_to_string(&key_file).unwrap(), "not a key\n");
@@ -248,7 +214,7 @@ fn a_bad_key_file_is_named() {
 
 #[test]
 fn a_start_creates_the_key_file_once() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     dir.write(
         "config.yaml",
         "listen: \"127.0.0.1:0\"\ncontrol:\n  socket: state/visctl.sock\n  signal_port: 0\n",
@@ -270,7 +236,7 @@ fn a_start_creates_the_key_file_once() {
         0o700
     );
     let private = fs::read_to_string(&key_file).unwrap();
-    let public = stdout(&run(SKYWIRED, &["pubkey"], &private, &dir.0));
+    let public = stdout(&run(SKYWIRED, &["pubkey"], &private, dir.root()));
     let public = public.trim();
     assert!(stderr(&first).contains(public), "{}", stderr(&first));
     assert!(
@@ -284,7 +250,7 @@ fn a_start_creates_the_key_file_once() {
     assert_eq!(fs::read_to_string(&key_file).unwrap(), private);
     assert!(stderr(&second).contains(public), "{}", stderr(&second));
 
-    let checked = skywired(&["check-config", "--config", "config.yaml"], &dir.0);
+    let checked = skywired(&["check-config", "--config", "config.yaml"], dir.root());
     assert!(checked.status.success(), "{}", stderr(&checked));
     assert!(
         stdout(&checked).contains(&format!("public key: {public}")),
@@ -295,14 +261,14 @@ fn a_start_creates_the_key_file_once() {
 
 #[test]
 fn every_command_has_help() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     for args in [
         &["--help"][..],
         &["keygen", "--help"],
         &["pubkey", "--help"],
         &["check-config", "--help"],
     ] {
-        let output = skywired(args, &dir.0);
+        let output = skywired(args, dir.root());
         assert!(output.status.success(), "{args:?}: {}", stderr(&output));
         assert!(
             stdout(&output).contains("Usage: skywired"),
@@ -310,7 +276,7 @@ fn every_command_has_help() {
             stdout(&output)
         );
     }
-    let output = run(VISCTL, &["--help"], "", &dir.0);
+    let output = run(VISCTL, &["--help"], "", dir.root());
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stdout(&output).contains("Usage: visctl"),
@@ -318,7 +284,7 @@ fn every_command_has_help() {
         stdout(&output)
     );
     // Without --config or a command, skywired shows how it is used.
-    let output = skywired(&[], &dir.0);
+    let output = skywired(&[], dir.root());
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--config"), "{}", stderr(&output));
 }

@@ -366,7 +366,7 @@ impl MeshStack {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -391,8 +391,8 @@ mod tests {
     }
 
     /// Moves packets between two stacks until neither has anything to send.
-    fn exchange(a: &mut MeshStack, b: &mut MeshStack, now: Instant) {
-        for _ in 0..64 {
+    pub(crate) fn exchange(a: &mut MeshStack, b: &mut MeshStack, now: Instant) {
+        for _ in 0..1000 {
             a.poll(now);
             b.poll(now);
             let mut moved = false;

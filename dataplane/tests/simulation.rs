@@ -463,3 +463,26 @@ fn ends_check_the_source_of_what_a_session_decrypts() {
     assert_eq!(sim.nodes[C].node.drops().source_check, 1);
     assert!(!sim.has_event(C, |e| matches!(e, Event::Packet { .. })));
 }
+
+#[test]
+fn sessions_outlive_their_route_for_a_while_then_go() {
+    let mut sim = five_nodes(14);
+    build_and_wait_ready(&mut sim, &[A, B, C]);
+    assert_eq!(sim.nodes[C].node.session_count(), 1);
+    let now = sim.now;
+    let c_key = sim.key(C);
+    assert!(sim.nodes[A].node.remove_route(now, &c_key));
+    let a_key = sim.key(A);
+    assert!(sim.run_until(SETUP_LIMIT, |sim| {
+        sim.has_event(
+            C,
+            |e| matches!(e, Event::RouteDown { peer, .. } if *peer == a_key),
+        )
+    }));
+    // Kept for a while, so that a rebuilt route needs no new handshake...
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(sim.nodes[C].node.session_count(), 1);
+    // ...then dropped: boringtun would reject its keys after 180 s anyway.
+    sim.run_for(Duration::from_secs(130));
+    assert_eq!(sim.nodes[C].node.session_count(), 0);
+}

@@ -39,6 +39,10 @@ impl TempDir {
         TempDir(dir)
     }
 
+    pub fn root(&self) -> &Path {
+        &self.0
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }

@@ -199,6 +199,7 @@ impl Node {
                 self.fail_setup(setup, &pending.path, error);
             }
         }
+        self.retire_sessions(now);
         self.timers.routes = now + Duration::from_millis(100);
     }
 }

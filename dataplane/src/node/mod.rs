@@ -42,6 +42,12 @@ const ROUTE_OVERHEAD: u16 = (HEADER_LEN + 32) as u16;
 const WIREGUARD_TICK: Duration = Duration::from_millis(250);
 /// How often the shared session rate limiter forgets its counts.
 const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(1);
+/// How long a route session outlives the last route to its peer, so that a rebuilt route needs
+/// no new handshake. boringtun rejects a session's keys after 180 s anyway.
+const SESSION_LINGER: Duration = Duration::from_secs(180);
+/// Route sessions without a route kept at most: a neighbour that churns route setups with
+/// made-up initiator keys must not make the node hoard sessions.
+const MAX_LINGERING_SESSIONS: usize = 1024;
 /// Handshakes per second the route sessions accept before asking for cookies.
 const SESSION_HANDSHAKE_LIMIT: u64 = 100;
 
@@ -324,6 +330,8 @@ pub struct Node {
     pending: HashMap<SetupId, PendingSetup>,
     relayed: HashMap<(TransportId, SetupId), RelayedSetup>,
     sessions: HashMap<NodeKey, RouteSession>,
+    /// Sessions whose peer has no route, and since when.
+    lingering: HashMap<NodeKey, Instant>,
     session_limiter: Arc<RateLimiter>,
     outbox: Outbox,
     events: VecDeque<Event>,
@@ -382,6 +390,7 @@ impl Node {
             pending: HashMap::new(),
             relayed: HashMap::new(),
             sessions: HashMap::new(),
+            lingering: HashMap::new(),
             outbox: Outbox::default(),
             events: VecDeque::new(),
             drops: NodeDrops::default(),
@@ -417,6 +426,11 @@ impl Node {
     /// The routes this node is an end of, by peer.
     pub fn routes(&self) -> impl Iterator<Item = (&NodeKey, &EndRoute)> {
         self.routes.iter()
+    }
+
+    /// How many route sessions the node holds (with a route, or lingering after one).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Whether the link to `neighbour` is alive.

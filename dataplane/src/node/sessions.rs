@@ -4,6 +4,40 @@
 use super::*;
 
 impl Node {
+    /// Drops the sessions whose peer has had no route for [`SESSION_LINGER`], and the oldest
+    /// beyond [`MAX_LINGERING_SESSIONS`].
+    pub(super) fn retire_sessions(&mut self, now: Instant) {
+        let sessions = &self.sessions;
+        self.lingering.retain(|peer, _| sessions.contains_key(peer));
+        let pending: Vec<NodeKey> = self
+            .pending
+            .values()
+            .filter_map(|setup| setup.path.last().copied())
+            .collect();
+        for peer in self.sessions.keys() {
+            if self.routes.contains_key(peer) || pending.contains(peer) {
+                self.lingering.remove(peer);
+            } else {
+                self.lingering.entry(*peer).or_insert(now);
+            }
+        }
+        let mut lingering: Vec<(Instant, NodeKey)> = self
+            .lingering
+            .iter()
+            .map(|(peer, since)| (*since, *peer))
+            .collect();
+        lingering.sort();
+        let excess = lingering.len().saturating_sub(MAX_LINGERING_SESSIONS);
+        for (index, (since, peer)) in lingering.into_iter().enumerate() {
+            if index < excess || now.saturating_duration_since(since) >= SESSION_LINGER {
+                self.lingering.remove(&peer);
+                if let Some(session) = self.sessions.remove(&peer) {
+                    self.indexes.release(session.index());
+                }
+            }
+        }
+    }
+
     pub(super) fn ensure_session(&mut self, peer: NodeKey) {
         if !self.sessions.contains_key(&peer) {
             let index = self.indexes.allocate();

@@ -219,6 +219,7 @@ impl Relay {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use crate::stack::tests::exchange;
     use std::collections::VecDeque;
     use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -273,25 +274,6 @@ mod tests {
         fn shutdown_write(&mut self) -> io::Result<()> {
             self.shut = true;
             Ok(())
-        }
-    }
-
-    fn exchange(a: &mut MeshStack, b: &mut MeshStack, now: Instant) {
-        for _ in 0..1000 {
-            a.poll(now);
-            b.poll(now);
-            let mut moved = false;
-            while let Some((_, packet)) = a.poll_transmit() {
-                b.receive(packet);
-                moved = true;
-            }
-            while let Some((_, packet)) = b.poll_transmit() {
-                a.receive(packet);
-                moved = true;
-            }
-            if !moved {
-                return;
-            }
         }
     }
 
