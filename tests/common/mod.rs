@@ -119,7 +119,7 @@ impl Daemon {
         let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
              control:\n  socket: visctl.sock\n  signal_port: 0\nliveness:\n  \
-             probe_interval_ms: 200\n  dead_after_ms: 2000\nlog_level: debug\nneighbours:\n",
+             probe_interval_ms: 200\n  dead_after_ms: 5000\nlog_level: debug\nneighbours:\n",
         );
         for neighbour in neighbours {
             yaml.push_str(&format!("  - key: {}\n", neighbour.key));
