@@ -3,6 +3,7 @@
 //! state folder and the key file). Every error names what to fix: the key path and line of a bad
 //! value, or the file or folder that is missing.
 
+mod apps;
 mod keyfile;
 mod locate;
 mod socks;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use skywire_control::catalog::Catalog;
 use skywire_dataplane::vpn::{
     ClientOptions, Prefix, ServerOptions, TunName, VpnOptions, DEFAULT_CLIENT_TUN,
     DEFAULT_LEASE_PORT, DEFAULT_POOL4, DEFAULT_POOL6, DEFAULT_SERVER_TUN,
@@ -150,6 +152,13 @@ pub struct Config {
     pub vpn: Vpn,
     /// The SOCKS apps (`socks`): none unless configured.
     pub socks: skywire_dataplane::socks::SocksOptions,
+    /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`, default 7999); 0 picks
+    /// a free one.
+    pub signal_port: u16,
+    /// The group the control socket is given (`control.socket_group`); `None` keeps skywired's.
+    pub socket_group: Option<String>,
+    /// The apps `visctl start` launches (`apps`), in the seed's format; none by default.
+    pub apps: Catalog,
     source: Source,
 }
 
@@ -380,7 +389,7 @@ impl Config {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks)"
+    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks, apps)"
 )]
 struct RawConfig {
     node: Option<RawNode>,
@@ -392,6 +401,7 @@ struct RawConfig {
     log_level: Option<LogLevel>,
     vpn: Option<RawVpn>,
     socks: Option<socks::RawSocks>,
+    apps: Option<Catalog>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -447,9 +457,15 @@ struct RawNode {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping with socket")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with socket, socket_group and signal_port"
+)]
 struct RawControl {
     socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    signal_port: Option<Whole>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -604,11 +620,11 @@ impl Checker<'_> {
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_STATE_DIR)),
         )?;
+        let control = raw.control.unwrap_or_default();
         let socket_key = KeyPath::top("control").key("socket");
         let control_socket = self.path(
             &socket_key,
-            raw.control
-                .unwrap_or_default()
+            control
                 .socket
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_CONTROL_SOCKET)),
@@ -641,6 +657,9 @@ impl Checker<'_> {
         let routes = self.routes(raw.routes.unwrap_or_default())?;
         let vpn = self.vpn(raw.vpn.unwrap_or_default())?;
         let socks = self.socks(raw.socks.unwrap_or_default())?;
+        let socket_group = self.socket_group(control.socket_group)?;
+        let signal_port = self.signal_port(control.signal_port)?;
+        let apps = self.apps(raw.apps)?;
 
         Ok(Config {
             file: self.file.clone(),
@@ -654,6 +673,9 @@ impl Checker<'_> {
             log_level: raw.log_level.unwrap_or_default(),
             vpn,
             socks,
+            signal_port,
+            socket_group,
+            apps,
             source: Source(self.text.to_owned()),
         })
     }

@@ -160,7 +160,7 @@ impl Node {
         let mut config = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:7777\"\n\
              control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
-             dead_after_ms: 2000\nlog_level: debug\nneighbours:\n",
+             dead_after_ms: 5000\nlog_level: debug\nneighbours:\n",
         );
         for (key, endpoint) in neighbours {
             config.push_str(&format!("  - key: {key}\n"));

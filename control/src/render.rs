@@ -342,7 +342,7 @@ fn path(keys: &[String]) -> String {
         .join(" → ")
 }
 
-fn two_places(value: f64) -> String {
+pub(crate) fn two_places(value: f64) -> String {
     format!("{value:.2}")
 }
 
@@ -358,7 +358,7 @@ fn ago(seconds: Option<f64>) -> String {
 }
 
 /// Seconds as `4.2 s`, `3m 05s`, `2h 03m`, `5d 04h`.
-fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "-".to_owned();
     }
@@ -383,7 +383,7 @@ fn duration(seconds: f64) -> String {
 }
 
 /// A byte count in binary units: `512 B`, `1.5 KiB`, `3.0 GiB`.
-fn bytes(count: u64) -> String {
+pub(crate) fn bytes(count: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if count < 1024 {
         return format!("{count} B");
@@ -405,22 +405,22 @@ fn traffic(byte_count: u64, packets: u64) -> String {
 }
 
 /// Columns padded to their widest cell, two spaces apart.
-struct Table {
+pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(header: &[&str]) -> Table {
+    pub(crate) fn new(header: &[&str]) -> Table {
         Table {
             rows: vec![header.iter().map(|name| (*name).to_owned()).collect()],
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
             .map(|column| {

@@ -254,7 +254,7 @@ fn options(secret: SecretKey, neighbours: Vec<NeighbourConfig>, state_dir: &Path
     let mut node = NodeOptions::new(secret);
     node.neighbours = neighbours;
     node.probe_interval = Duration::from_millis(200);
-    node.dead_after = Duration::from_secs(2);
+    node.dead_after = Duration::from_secs(5);
     DriverOptions {
         node,
         listen: "[::]:7777".parse().unwrap(),

@@ -224,10 +224,10 @@ fn a_missing_config_file_is_named() {
 #[test]
 fn unknown_keys_are_refused_with_the_allowed_ones() {
     assert_invalid(
-        "log_level: info\napps: {}\n",
-        "apps",
+        "log_level: info\naps: {}\n",
+        "aps",
         2,
-        &["unknown field `apps`", "`neighbours`"],
+        &["unknown field `aps`", "`neighbours`", "`apps`"],
     );
     assert_invalid(
         "liveness:\n  probe_interval_ms: 2000\n  dead_afer_ms: 10000\n",
@@ -236,7 +236,12 @@ fn unknown_keys_are_refused_with_the_allowed_ones() {
         &["unknown field `dead_afer_ms`", "`dead_after_ms`"],
     );
     assert_invalid("node:\n  keyfile: k\n", "node.keyfile", 2, &["`key_file`"]);
-    assert_invalid("control:\n  path: s\n", "control.path", 2, &["`socket`"]);
+    assert_invalid(
+        "control:\n  path: s\n",
+        "control.path",
+        2,
+        &["`socket`", "`socket_group`", "`signal_port`"],
+    );
     assert_invalid(
         "routes:\n  max: 5\n",
         "routes.max",
@@ -847,4 +852,100 @@ fn a_node_is_not_its_own_vpn_server() {
     let config = parse(&format!("vpn:\n  client:\n    server: {}\n", own.public())).unwrap();
     let err = config.check_against(&own.public()).unwrap_err();
     assert!(err.to_string().contains("vpn.client.server"), "{err}");
+}
+
+// The launched apps: the catalog, the signal port and the socket's group.
+
+#[test]
+fn apps_and_signal_defaults() {
+    let config = parse("").unwrap();
+    assert!(config.apps.is_empty());
+    assert_eq!(config.signal_port, 7999);
+    assert_eq!(config.socket_group, None);
+    let config = parse("apps:\ncontrol:\n  signal_port: 0\n  socket_group: skywire\n").unwrap();
+    assert!(config.apps.is_empty());
+    assert_eq!(config.signal_port, 0);
+    assert_eq!(config.socket_group.as_deref(), Some("skywire"));
+}
+
+#[test]
+fn the_seeds_catalog_entry_is_read_as_written() {
+    let text = "\
+apps:
+  meshnet-socks-server:
+    daemon: true
+    desc: DESCRIPTION GOES HERE
+    path: bin/meshnet/meshnet-run-socks-server
+    default_args: []
+    help: |
+        [1] Text name of app, must be unique
+  second:
+    path: target/release/skywired
+    default_args: [\"--config\", \"examples/second-node.yaml\"]
+";
+    let config = parse(text).unwrap();
+    assert_eq!(config.apps.len(), 2);
+    let seed = config.apps.get("meshnet-socks-server").unwrap();
+    assert!(seed.daemon);
+    assert_eq!(seed.desc, "DESCRIPTION GOES HERE");
+    assert_eq!(seed.path, "bin/meshnet/meshnet-run-socks-server");
+    assert_eq!(seed.help, "[1] Text name of app, must be unique\n");
+    let second = config.apps.get("second").unwrap();
+    assert!(!second.daemon);
+    assert_eq!(
+        second.default_args,
+        ["--config", "examples/second-node.yaml"]
+    );
+}
+
+#[test]
+fn bad_apps_and_control_values_are_refused_with_key_and_line() {
+    assert_invalid(
+        "apps:\n  example:\n    path: x/y\n    deamon: true\n",
+        "apps.example.deamon",
+        4,
+        &["unknown field `deamon`", "`daemon`"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    desc: no path\n",
+        "apps.example",
+        3,
+        &["missing field `path`"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    path: \"\"\n",
+        "apps.example.path",
+        3,
+        &["is empty"],
+    );
+    assert_invalid(
+        "apps:\n  first:\n    path: a/b\n  \"two words\":\n    path: a/b\n",
+        "apps.two words",
+        5,
+        &["cannot name an app"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    path: x\n    default_args: -a\n",
+        "apps.example.default_args",
+        4,
+        &["sequence"],
+    );
+    assert_invalid(
+        "control:\n  signal_port: 65536\n",
+        "control.signal_port",
+        2,
+        &["0 to 65535"],
+    );
+    assert_invalid(
+        "control:\n  signal_port: -1\n",
+        "control.signal_port",
+        2,
+        &["out of range"],
+    );
+    assert_invalid(
+        "control:\n  socket_group: \"wheel users\"\n",
+        "control.socket_group",
+        2,
+        &["is not a group name"],
+    );
 }

@@ -104,10 +104,22 @@ impl Daemon {
         secret: &SecretKey,
         neighbours: &[Neighbour],
     ) -> Daemon {
+        Daemon::start_with(dir, name, secret, neighbours, "")
+    }
+
+    /// As [`Daemon::start`], with `extra` (top-level YAML sections, such as `apps:`) appended
+    /// to the config. The signal server always takes a free port.
+    pub fn start_with(
+        dir: &TempDir,
+        name: &str,
+        secret: &SecretKey,
+        neighbours: &[Neighbour],
+        extra: &str,
+    ) -> Daemon {
         let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
-             control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
-             dead_after_ms: 2000\nlog_level: debug\nneighbours:\n",
+             control:\n  socket: visctl.sock\n  signal_port: 0\nliveness:\n  \
+             probe_interval_ms: 200\n  dead_after_ms: 5000\nlog_level: debug\nneighbours:\n",
         );
         for neighbour in neighbours {
             yaml.push_str(&format!("  - key: {}\n", neighbour.key));
@@ -118,6 +130,7 @@ impl Daemon {
         if neighbours.is_empty() {
             yaml.push_str("  []\n");
         }
+        yaml.push_str(extra);
         let config = dir.write(&format!("{name}/config.yaml"), &yaml);
         dir.write(
             &format!("{name}/node.key"),
