@@ -3,6 +3,7 @@
 //! state folder and the key file). Every error names what to fix: the key path and line of a bad
 //! value, or the file or folder that is missing.
 
+mod apps;
 mod keyfile;
 mod locate;
 mod socks;
@@ -16,6 +17,11 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use skywire_control::catalog::Catalog;
+use skywire_dataplane::vpn::{
+    ClientOptions, Prefix, ServerOptions, TunName, VpnOptions, DEFAULT_CLIENT_TUN,
+    DEFAULT_LEASE_PORT, DEFAULT_POOL4, DEFAULT_POOL6, DEFAULT_SERVER_TUN,
+};
 use skywire_dataplane::{NodeKey, SecretKey};
 
 pub use keyfile::{create_state_dir, load_or_create_key, read_key_file};
@@ -142,9 +148,27 @@ pub struct Config {
     pub routes: Routes,
     /// How much to log (`log_level`); `RUST_LOG` overrides it.
     pub log_level: LogLevel,
+    /// The VPN apps (`vpn`); none unless configured.
+    pub vpn: Vpn,
     /// The SOCKS apps (`socks`): none unless configured.
     pub socks: skywire_dataplane::socks::SocksOptions,
+    /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`, default 7999); 0 picks
+    /// a free one.
+    pub signal_port: u16,
+    /// The group the control socket is given (`control.socket_group`); `None` keeps skywired's.
+    pub socket_group: Option<String>,
+    /// The apps `visctl start` launches (`apps`), in the seed's format; none by default.
+    pub apps: Catalog,
     source: Source,
+}
+
+/// The VPN apps as configured.
+#[derive(Debug, Clone, Default)]
+pub struct Vpn {
+    /// The server app (`vpn.server`).
+    pub server: Option<ServerOptions>,
+    /// The client app (`vpn.client`).
+    pub client: Option<ClientOptions>,
 }
 
 /// A neighbour: a node this node accepts a transport with.
@@ -286,13 +310,34 @@ impl Config {
         &self.control_socket
     }
 
+    /// The dataplane's VPN options: the apps as configured, their state in the state folder.
+    pub fn vpn_options(&self) -> VpnOptions {
+        VpnOptions {
+            state_dir: self.state_dir.clone(),
+            server: self.vpn.server.clone(),
+            client: self.vpn.client.clone(),
+        }
+    }
+
     /// Checks the configuration against this node's own public key: the node must not list
-    /// itself as a neighbour.
+    /// itself as a neighbour, nor be its own VPN server.
     pub fn check_against(&self, own: &NodeKey) -> Result<(), ConfigError> {
         let checker = Checker {
             file: self.file.clone(),
             text: &self.source.0,
         };
+        if self
+            .vpn
+            .client
+            .as_ref()
+            .is_some_and(|client| client.server == *own)
+        {
+            return Err(checker.invalid(
+                &KeyPath::top("vpn").key("client").key("server"),
+                "this is the node's own public key: a VPN client needs another node as its server"
+                    .to_owned(),
+            ));
+        }
         for (index, neighbour) in self.neighbours.iter().enumerate() {
             if neighbour.key == *own {
                 return Err(checker.invalid(
@@ -344,7 +389,7 @@ impl Config {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, socks)"
+    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks, apps)"
 )]
 struct RawConfig {
     node: Option<RawNode>,
@@ -354,7 +399,50 @@ struct RawConfig {
     liveness: Option<RawLiveness>,
     routes: Option<RawRoutes>,
     log_level: Option<LogLevel>,
+    vpn: Option<RawVpn>,
     socks: Option<socks::RawSocks>,
+    apps: Option<Catalog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with server and client"
+)]
+struct RawVpn {
+    server: Option<RawVpnServer>,
+    client: Option<RawVpnClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with enabled, tun, pool4, pool6, allow and port"
+)]
+struct RawVpnServer {
+    enabled: Option<bool>,
+    tun: Option<String>,
+    pool4: Option<String>,
+    pool6: Option<String>,
+    allow: Option<Vec<String>>,
+    port: Option<Whole>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with enabled, tun, server, path, routes and port"
+)]
+struct RawVpnClient {
+    enabled: Option<bool>,
+    tun: Option<String>,
+    server: Option<String>,
+    path: Option<Vec<String>>,
+    routes: Option<Vec<String>>,
+    port: Option<Whole>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,9 +457,15 @@ struct RawNode {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default, expecting = "a mapping with socket")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with socket, socket_group and signal_port"
+)]
 struct RawControl {
     socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    signal_port: Option<Whole>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,11 +620,11 @@ impl Checker<'_> {
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_STATE_DIR)),
         )?;
+        let control = raw.control.unwrap_or_default();
         let socket_key = KeyPath::top("control").key("socket");
         let control_socket = self.path(
             &socket_key,
-            raw.control
-                .unwrap_or_default()
+            control
                 .socket
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_CONTROL_SOCKET)),
@@ -561,7 +655,11 @@ impl Checker<'_> {
         let neighbours = self.neighbours(raw.neighbours.unwrap_or_default())?;
         let liveness = self.liveness(raw.liveness.unwrap_or_default())?;
         let routes = self.routes(raw.routes.unwrap_or_default())?;
+        let vpn = self.vpn(raw.vpn.unwrap_or_default())?;
         let socks = self.socks(raw.socks.unwrap_or_default())?;
+        let socket_group = self.socket_group(control.socket_group)?;
+        let signal_port = self.signal_port(control.signal_port)?;
+        let apps = self.apps(raw.apps)?;
 
         Ok(Config {
             file: self.file.clone(),
@@ -573,7 +671,11 @@ impl Checker<'_> {
             liveness,
             routes,
             log_level: raw.log_level.unwrap_or_default(),
+            vpn,
             socks,
+            signal_port,
+            socket_group,
+            apps,
             source: Source(self.text.to_owned()),
         })
     }
@@ -761,6 +863,179 @@ impl Checker<'_> {
             rule_lifetime: Duration::from_millis(rule_lifetime_ms),
             refresh_interval: Duration::from_millis(refresh_interval_ms),
         })
+    }
+}
+
+impl Checker<'_> {
+    fn vpn(&self, raw: RawVpn) -> Result<Vpn, ConfigError> {
+        let section = KeyPath::top("vpn");
+        let server = match raw.server {
+            Some(server) => Some(self.vpn_server(&section.key("server"), server)?),
+            None => None,
+        };
+        let client = match raw.client {
+            Some(client) => Some(self.vpn_client(&section.key("client"), client)?),
+            None => None,
+        };
+        if let (Some(server), Some(client)) = (&server, &client) {
+            if server.tun == client.tun {
+                return Err(self.invalid(
+                    &section.key("client").key("tun"),
+                    format!(
+                        "{} is the server's TUN device too: give the client and the server different names",
+                        client.tun
+                    ),
+                ));
+            }
+        }
+        Ok(Vpn { server, client })
+    }
+
+    fn vpn_server(&self, at: &KeyPath, raw: RawVpnServer) -> Result<ServerOptions, ConfigError> {
+        let tun = self.tun(
+            &at.key("tun"),
+            raw.tun.as_deref().unwrap_or(DEFAULT_SERVER_TUN),
+        )?;
+        let pool4 = self.pool(
+            &at.key("pool4"),
+            raw.pool4.as_deref().unwrap_or(DEFAULT_POOL4),
+            true,
+        )?;
+        let pool6 = self.pool(
+            &at.key("pool6"),
+            raw.pool6.as_deref().unwrap_or(DEFAULT_POOL6),
+            false,
+        )?;
+        if pool4.is_none() && pool6.is_none() {
+            return Err(self.invalid(
+                &at.key("pool4"),
+                "both pools are off: the server needs pool4, pool6 or both".to_owned(),
+            ));
+        }
+        let allow = self.keys(&at.key("allow"), raw.allow.unwrap_or_default(), "client")?;
+        Ok(ServerOptions {
+            start: raw.enabled.unwrap_or(false),
+            tun,
+            pool4,
+            pool6,
+            allow,
+            port: self.port(&at.key("port"), raw.port)?,
+        })
+    }
+
+    fn vpn_client(&self, at: &KeyPath, raw: RawVpnClient) -> Result<ClientOptions, ConfigError> {
+        let tun = self.tun(
+            &at.key("tun"),
+            raw.tun.as_deref().unwrap_or(DEFAULT_CLIENT_TUN),
+        )?;
+        let Some(server_text) = raw.server else {
+            return Err(self.invalid(
+                &at.key("server"),
+                "is missing: give the VPN server's public key (its `skywired pubkey` output)"
+                    .to_owned(),
+            ));
+        };
+        let server: NodeKey = server_text.trim().parse().map_err(|err| {
+            self.invalid(
+                &at.key("server"),
+                format!("{err}; give the VPN server's public key (its `skywired pubkey` output)"),
+            )
+        })?;
+        let path = self.keys(&at.key("path"), raw.path.unwrap_or_default(), "relay")?;
+        if let Some(index) = path.iter().position(|key| *key == server) {
+            if index + 1 != path.len() {
+                return Err(self.invalid(
+                    &at.key("path").index(index),
+                    "the server can only be the path's last node".to_owned(),
+                ));
+            }
+        }
+        let mut routes = Vec::new();
+        for (index, text) in raw.routes.unwrap_or_default().iter().enumerate() {
+            let prefix: Prefix = text.parse().map_err(|err| {
+                self.invalid(
+                    &at.key("routes").index(index),
+                    format!("{err}; 0.0.0.0/0 and ::/0 send everything through the tunnel"),
+                )
+            })?;
+            routes.push(prefix);
+        }
+        Ok(ClientOptions {
+            start: raw.enabled.unwrap_or(false),
+            tun,
+            server,
+            path,
+            routes,
+            port: self.port(&at.key("port"), raw.port)?,
+        })
+    }
+
+    fn tun(&self, key: &KeyPath, name: &str) -> Result<TunName, ConfigError> {
+        name.parse()
+            .map_err(|err| self.invalid(key, format!("{err}; choose a name like skyvpn0")))
+    }
+
+    /// A pool prefix; `off` turns the pool off.
+    fn pool(&self, key: &KeyPath, text: &str, v4: bool) -> Result<Option<Prefix>, ConfigError> {
+        if text.trim() == "off" {
+            return Ok(None);
+        }
+        let example = if v4 { "10.77.0.0/24" } else { "fd77::/64" };
+        let prefix: Prefix = text.parse().map_err(|err| {
+            self.invalid(key, format!("{err}; write it like {example}, or `off`"))
+        })?;
+        if prefix.is_ipv4() != v4 {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "{prefix} is not an {} prefix: write it like {example}",
+                    if v4 { "IPv4" } else { "IPv6" }
+                ),
+            ));
+        }
+        if prefix.host_bits() < 2 {
+            return Err(self.invalid(
+                key,
+                format!("{prefix} leaves no address for clients: give it at least 2 host bits"),
+            ));
+        }
+        Ok(Some(prefix))
+    }
+
+    fn keys(
+        &self,
+        at: &KeyPath,
+        raw: Vec<String>,
+        what: &str,
+    ) -> Result<Vec<NodeKey>, ConfigError> {
+        let mut keys: Vec<NodeKey> = Vec::with_capacity(raw.len());
+        for (index, text) in raw.iter().enumerate() {
+            let key: NodeKey = text.trim().parse().map_err(|err| {
+                self.invalid(
+                    &at.index(index),
+                    format!("{err}; give the {what}'s public key (its `skywired pubkey` output)"),
+                )
+            })?;
+            if let Some(first) = keys.iter().position(|other| *other == key) {
+                return Err(self.invalid(
+                    &at.index(index),
+                    format!("the key {key} is listed already, at [{first}]: list each key once"),
+                ));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    fn port(&self, key: &KeyPath, raw: Option<Whole>) -> Result<u16, ConfigError> {
+        let port = self.number(
+            key,
+            raw,
+            DEFAULT_LEASE_PORT.into(),
+            1..=65_535,
+            "(a TCP port)",
+        )?;
+        Ok(u16::try_from(port).unwrap_or(DEFAULT_LEASE_PORT))
     }
 }
 

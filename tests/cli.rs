@@ -217,7 +217,7 @@ fn a_start_creates_the_key_file_once() {
     let dir = TempDir::new("cli");
     dir.write(
         "config.yaml",
-        "listen: \"127.0.0.1:0\"\ncontrol:\n  socket: state/visctl.sock\n",
+        "listen: \"127.0.0.1:0\"\ncontrol:\n  socket: state/visctl.sock\n  signal_port: 0\n",
     );
     let key_file = dir.path("state/node.key");
 

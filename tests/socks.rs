@@ -345,15 +345,19 @@ fn failures_and_the_socks_commands_through_real_daemons() {
     http::read_content(&mut stream, 7, 5000);
     drop(stream);
 
-    // The route goes down between the greeting and the request (the exit dies): the
-    // request is answered within a few seconds.
+    // The route goes down between the greeting and the request (the exit dies): the request
+    // is answered once B's liveness gives up on C (5 s of silence in these tests) and the
+    // route down reaches A, a few seconds.
     let mut stream = greet(proxy);
     c.kill();
     let started = Instant::now();
     let code = connect_request(&mut stream, &target_ip(http.address));
     let waited = started.elapsed();
     assert!(code == 0x01 || code == 0x04, "reply {code:#04x}");
-    assert!(waited < Duration::from_secs(8), "answered after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
     eprintln!("a request after the exit died was answered {code:#04x} after {waited:?}");
     wait_until("A's route down", Duration::from_secs(10), || {
         client_status(&a)["route"] != "ready"

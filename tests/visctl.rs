@@ -439,8 +439,8 @@ impl Daemon {
         let dir = TempDir::new();
         let socket = dir.path("visctl.sock");
         let server = ControlServer::bind(ControlOptions {
-            socket: socket.clone(),
-            socket_group: None,
+            signal_port: 0,
+            ..ControlOptions::new(&socket, std::env::temp_dir())
         })
         .unwrap();
         let poll = mio::Poll::new().unwrap();

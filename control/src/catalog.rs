@@ -120,6 +120,15 @@ pub enum ProgramError {
     },
 }
 
+/// Whether `name` can name an app: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-`, `_` or `.`.
+pub fn is_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn relative_hint(base: Option<&Path>) -> String {
     match base {
         Some(base) => format!(
@@ -159,12 +168,7 @@ impl Catalog {
     /// deserializing a catalog embedded in a larger document.
     pub fn check(&self) -> Result<(), CatalogError> {
         for (name, spec) in &self.apps {
-            let name_ok = !name.is_empty()
-                && name.len() <= MAX_NAME_LEN
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !name_ok {
+            if !is_app_name(name) {
                 return Err(CatalogError::Name(name.clone()));
             }
             if spec.path.trim().is_empty() {

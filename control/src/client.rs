@@ -1,8 +1,9 @@
 //! A blocking client of the control socket, as `visctl` uses it: it sends viscript lines and
-//! reads reply lines. Reading is separate from sending so that a streaming command can keep
-//! reading lines after its first reply.
+//! reads reply lines. Reading is separate from sending so that a streaming command (`attach`)
+//! can keep reading lines after its first reply, and can wait for one with a timeout while it
+//! also forwards input.
 
-use std::io::{self, BufRead, BufReader, Read as _, Write as _};
+use std::io::{self, BufRead, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -33,6 +34,10 @@ pub enum ClientError {
 #[derive(Debug)]
 pub struct ControlClient {
     stream: BufReader<UnixStream>,
+    /// The beginning of a reply line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// What [`ControlClient::set_read_timeout`] asked for.
+    read_timeout: Option<Duration>,
 }
 
 impl ControlClient {
@@ -40,11 +45,14 @@ impl ControlClient {
     pub fn connect(path: &Path) -> io::Result<ControlClient> {
         Ok(ControlClient {
             stream: BufReader::new(UnixStream::connect(path)?),
+            partial: Vec::new(),
+            read_timeout: None,
         })
     }
 
     /// Gives up waiting for a reply after `timeout` (`None`: waits as long as it takes).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout = timeout;
         self.stream.get_ref().set_read_timeout(timeout)
     }
 
@@ -62,27 +70,60 @@ impl ControlClient {
 
     /// Reads the next reply line.
     pub fn read_answer(&mut self) -> Result<Answer, ClientError> {
-        let mut line = Vec::new();
-        let limit = u64::try_from(MAX_REPLY_LINE).unwrap_or(u64::MAX) + 1;
-        (&mut self.stream)
-            .take(limit)
-            .read_until(b'\n', &mut line)?;
-        match line.pop() {
-            None => return Err(ClientError::Closed),
-            Some(b'\n') => {}
-            Some(_) if line.len() >= MAX_REPLY_LINE => {
+        let line = self.next_line()?;
+        parse_line(line)
+    }
+
+    /// Reads the next reply line if one arrives within `timeout` (at least a millisecond);
+    /// `Ok(None)` if none did. A line cut by the timeout is kept for the next read.
+    pub fn poll_answer(&mut self, timeout: Duration) -> Result<Option<Answer>, ClientError> {
+        let socket = self.stream.get_ref();
+        socket.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let line = self.next_line();
+        self.stream.get_ref().set_read_timeout(self.read_timeout)?;
+        match line {
+            Ok(line) => parse_line(line).map(Some),
+            Err(ClientError::Io(err))
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The next line, without its new line; what a timeout cuts off stays in `partial`.
+    fn next_line(&mut self) -> Result<Vec<u8>, ClientError> {
+        loop {
+            let available = match self.stream.fill_buf() {
+                Ok(available) => available,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if available.is_empty() {
+                self.partial.clear();
+                return Err(ClientError::Closed);
+            }
+            let (taken, complete) = match available.iter().position(|&byte| byte == b'\n') {
+                Some(end) => (end + 1, Some(end)),
+                None => (available.len(), None),
+            };
+            self.partial
+                .extend_from_slice(&available[..complete.unwrap_or(taken)]);
+            self.stream.consume(taken);
+            if complete.is_some() {
+                return Ok(std::mem::take(&mut self.partial));
+            }
+            if self.partial.len() > MAX_REPLY_LINE {
+                self.partial.clear();
                 return Err(ClientError::Malformed {
                     problem: format!("a line over {MAX_REPLY_LINE} bytes"),
-                })
+                });
             }
-            Some(_) => return Err(ClientError::Closed),
         }
-        let text = String::from_utf8(line).map_err(|_| ClientError::Malformed {
-            problem: "not UTF-8".to_owned(),
-        })?;
-        Answer::parse(&text).map_err(|err| ClientError::Malformed {
-            problem: err.to_string(),
-        })
     }
 
     /// Sends one line and reads its reply.
@@ -90,4 +131,18 @@ impl ControlClient {
         self.send_line(line)?;
         self.read_answer()
     }
+}
+
+fn parse_line(line: Vec<u8>) -> Result<Answer, ClientError> {
+    if line.len() > MAX_REPLY_LINE {
+        return Err(ClientError::Malformed {
+            problem: format!("a line over {MAX_REPLY_LINE} bytes"),
+        });
+    }
+    let text = String::from_utf8(line).map_err(|_| ClientError::Malformed {
+        problem: "not UTF-8".to_owned(),
+    })?;
+    Answer::parse(&text).map_err(|err| ClientError::Malformed {
+        problem: err.to_string(),
+    })
 }

@@ -1,20 +1,33 @@
 //! Viscript commands: the words of one line (quotes, escapes, comments), the command table that
-//! `help` prints, and the parse from words to a [`Command`], which the control thread either
-//! answers itself or turns into a dataplane [`Request`].
+//! `help` prints, and the parse from words to a [`Command`], which the control thread answers
+//! itself (`help`), runs through the app supervisor (the app commands) or turns into a
+//! dataplane [`Request`].
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use skywire_dataplane::api::Request;
+use skywire_dataplane::api::{Request, VpnApp};
 use skywire_dataplane::socks::SocksApp;
 use skywire_dataplane::NodeKey;
+
+use crate::catalog;
+use crate::signal::AppId;
 
 /// Echo requests `ping_node` sends when no count is given.
 pub const DEFAULT_PING_COUNT: u32 = 4;
 
 /// Most echo requests one `ping_node` may send.
 pub const MAX_PING_COUNT: u32 = 100;
+
+/// Output lines `logs` shows when no count is given.
+pub const DEFAULT_LOG_LINES: usize = 20;
+
+/// Most output lines one `logs` may ask for (the supervisor keeps 1000 per app).
+pub const MAX_LOG_LINES: usize = 1000;
+
+/// The line that ends an `attach` (or `start -a`) and brings the connection back to commands.
+pub const DETACH_LINE: &str = ".detach";
 
 /// Names longer than this get no suggestion (no command name is near).
 const MAX_SUGGESTED_NAME: usize = 32;
@@ -233,10 +246,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "help",
         aliases: &["h", "?"],
-        usage: "help [COMMAND]",
-        summary: "list the commands, or explain one",
+        usage: "help [COMMAND|APP]",
+        summary: "list the commands, or explain a command or an app",
         help: "Without an argument, lists every command with a one-line summary. With a \
-               command's name or alias, shows how it is used and what it does.",
+               command's name or alias, shows how it is used and what it does. With the name \
+               of an app of the catalog (see `apps`), shows its description, default \
+               arguments and help text. A command's name wins over an app of the same name.",
         parse: parse_help,
     },
     CommandSpec {
@@ -305,6 +320,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         parse: parse_ping_node,
     },
     CommandSpec {
+        name: "vpn",
+        aliases: &[],
+        usage: "vpn start|stop [client|server] | vpn status",
+        summary: "start or stop the VPN apps, or show their state",
+        help: "`vpn start` and `vpn stop` start and stop the VPN client (or, with `server`, the \
+               VPN server) as the config's `vpn` section describes it: the app's TUN device \
+               is created at start and removed at stop, with its routes. `vpn status` shows \
+               each configured app's state, the addresses its server gave (or its own and its \
+               clients'), and its packet counters. The VPN needs CAP_NET_ADMIN.",
+        parse: parse_vpn,
+    },
+    CommandSpec {
         name: "socks",
         aliases: &[],
         usage: "socks start|stop|status [client|server]",
@@ -317,6 +344,101 @@ pub static COMMANDS: &[CommandSpec] = &[
                stopping closes the app's connections. The apps are configured in the \
                config's `socks` section.",
         parse: parse_socks,
+    },
+    CommandSpec {
+        name: "apps",
+        aliases: &[],
+        usage: "apps",
+        summary: "the launchable apps of the catalog: name and description",
+        help: "Lists the apps of the config's `apps:` catalog that `start` can launch, with \
+               their descriptions; daemon apps (restarted when they exit) are marked. \
+               `help APP` shows an app's default arguments and help text.",
+        parse: parse_apps,
+    },
+    CommandSpec {
+        name: "start",
+        aliases: &["s"],
+        usage: "start [-a] APP [ARGS…]",
+        summary: "launch an app of the catalog under a new id",
+        help: "Launches catalog app APP with ARGS, or with its `default_args` when no ARGS \
+               are given, and answers with its new id (ids count up from 1 and are never \
+               reused while skywired runs) and the command line it runs. The app runs in the \
+               config's folder with SIGNAL_CLIENT=true, SIGNAL_CLIENT_ID and \
+               SIGNAL_SERVER_ADDRESS set, so that a signal client can register. With -a, the \
+               connection then streams the app's output and sends it input lines, as \
+               `attach` does.",
+        parse: parse_start,
+    },
+    CommandSpec {
+        name: "list_apps",
+        aliases: &["la"],
+        usage: "list_apps [-f]",
+        summary: "the launched apps: id, name, state, pid, restarts, uptime",
+        help: "Lists the apps this skywired launched that have not exited: id, catalog name, \
+               state (running, stopping, waiting to restart), pid, whether it registered over \
+               the signal protocol, restarts and uptime. With -f (full), apps that have \
+               exited are listed too (the last 32), with each app's command line and how its \
+               last process ended.",
+        parse: parse_list_apps,
+    },
+    CommandSpec {
+        name: "ping",
+        aliases: &[],
+        usage: "ping ID",
+        summary: "an app's signal round trip, in milliseconds",
+        help: "Sends a ping over the signal protocol to app ID and shows the round-trip time. \
+               The app must be a signal client that has registered (`list_apps` shows it); \
+               an app that does not answer within 10 s is reported. To ping a mesh node, use \
+               ping_node.",
+        parse: parse_ping,
+    },
+    CommandSpec {
+        name: "res_usage",
+        aliases: &["ru"],
+        usage: "res_usage ID",
+        summary: "an app's CPU, memory, threads, open files, uptime and restarts",
+        help: "Shows app ID's resource usage read from /proc: CPU use since the previous \
+               res_usage (or since it started) in percent of one core, resident memory, \
+               threads, open files, uptime and restarts; then what the app reports about \
+               itself over the signal protocol, or why it did not.",
+        parse: parse_res_usage,
+    },
+    CommandSpec {
+        name: "shutdown",
+        aliases: &["sd"],
+        usage: "shutdown ID",
+        summary: "stop an app: signal shutdown, then SIGTERM, then SIGKILL",
+        help: "Stops app ID and answers once its process is reaped. A registered signal \
+               client is asked to shut down over the signal protocol and has 12 s to exit \
+               (Viscript's library exits 10 s after answering); an app that is not a signal \
+               client, or has not exited by then, gets SIGTERM, and 3 s later SIGKILL, sent \
+               to its whole process group. A daemon app is not restarted after it. The reply \
+               says what stopped it.",
+        parse: parse_shutdown,
+    },
+    CommandSpec {
+        name: "attach",
+        aliases: &[],
+        usage: "attach ID",
+        summary: "stream an app's output and send it input, until detached",
+        help: "Attaches the connection to app ID: from then on, every line the app writes \
+               comes as a reply line (`result.output` with its stream and text), and every \
+               line sent is written to the app's standard input, until the line `.detach` \
+               is sent, the connection ends, or the app exits for good (a daemon app's \
+               restart keeps the stream). The stream ends with a reply holding \
+               `result.detached`. visctl attach ID forwards its standard input and prints \
+               the output; end of input (Ctrl-D) detaches.",
+        parse: parse_attach,
+    },
+    CommandSpec {
+        name: "logs",
+        aliases: &[],
+        usage: "logs ID [N]",
+        summary: "an app's last output lines",
+        help: "Shows the last N lines (20 unless given, at most 1000) that app ID wrote to its \
+               standard output and standard error (marked `[stderr]`), oldest first. \
+               skywired keeps the last 1000 lines of each app, also after it exited.",
+        parse: parse_logs,
     },
 ];
 
@@ -332,6 +454,12 @@ pub enum Command {
     Help {
         /// The command to explain.
         topic: Option<&'static CommandSpec>,
+    },
+    /// Explains an app of the catalog (`help APP`); the catalog is the control thread's, so
+    /// the name is checked there.
+    HelpApp {
+        /// The name given.
+        name: String,
     },
     /// Asks for the node at a glance.
     Status,
@@ -356,12 +484,67 @@ pub enum Command {
         /// Echo requests to send, 1 to [`MAX_PING_COUNT`].
         count: u32,
     },
+    /// Starts a VPN app.
+    VpnStart {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// Stops a VPN app.
+    VpnStop {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// Asks for the VPN apps' state.
+    VpnStatus,
     /// Starts, stops or shows the SOCKS apps.
     Socks {
         /// What to do.
         action: SocksAction,
         /// The app, or both.
         app: Option<SocksApp>,
+    },
+    /// Lists the catalog.
+    Apps,
+    /// Launches a catalog app.
+    Start {
+        /// Its catalog name.
+        app: String,
+        /// Its arguments; `None` for its `default_args`.
+        args: Option<Vec<String>>,
+        /// Attach to it once started (`-a`).
+        attach: bool,
+    },
+    /// Lists the launched apps.
+    ListApps {
+        /// Include exited apps, command lines and exit statuses (`-f`).
+        full: bool,
+    },
+    /// Pings an app over the signal protocol.
+    Ping {
+        /// The app.
+        id: AppId,
+    },
+    /// Measures an app.
+    ResUsage {
+        /// The app.
+        id: AppId,
+    },
+    /// Stops an app.
+    Shutdown {
+        /// The app.
+        id: AppId,
+    },
+    /// Streams an app's output and feeds its input.
+    Attach {
+        /// The app.
+        id: AppId,
+    },
+    /// Shows an app's last output lines.
+    Logs {
+        /// The app.
+        id: AppId,
+        /// How many lines, 1 to [`MAX_LOG_LINES`].
+        count: usize,
     },
 }
 
@@ -388,21 +571,57 @@ impl Command {
     /// The command's name in the table (never an alias).
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Help { .. } => "help",
+            Command::Help { .. } | Command::HelpApp { .. } => "help",
             Command::Status => "status",
             Command::ListTransports => "list_transports",
             Command::ListRoutes => "list_routes",
             Command::BuildRoute { .. } => "build_route",
             Command::RemoveRoute { .. } => "rm_route",
             Command::PingNode { .. } => "ping_node",
+            Command::VpnStart { .. } | Command::VpnStop { .. } | Command::VpnStatus => "vpn",
             Command::Socks { .. } => "socks",
+            Command::Apps => "apps",
+            Command::Start { .. } => "start",
+            Command::ListApps { .. } => "list_apps",
+            Command::Ping { .. } => "ping",
+            Command::ResUsage { .. } => "res_usage",
+            Command::Shutdown { .. } => "shutdown",
+            Command::Attach { .. } => "attach",
+            Command::Logs { .. } => "logs",
         }
     }
 
-    /// What to ask the dataplane, or `None` when the control thread answers by itself.
+    /// Whether the app supervisor runs this command (the catalog, the launched apps, and
+    /// `help APP`).
+    pub fn is_app_command(&self) -> bool {
+        matches!(
+            self,
+            Command::HelpApp { .. }
+                | Command::Apps
+                | Command::Start { .. }
+                | Command::ListApps { .. }
+                | Command::Ping { .. }
+                | Command::ResUsage { .. }
+                | Command::Shutdown { .. }
+                | Command::Attach { .. }
+                | Command::Logs { .. }
+        )
+    }
+
+    /// What to ask the dataplane, or `None` when the control thread answers by itself (with
+    /// the supervisor for the app commands).
     pub fn request(&self) -> Option<Request> {
         match self {
-            Command::Help { .. } => None,
+            Command::Help { .. }
+            | Command::HelpApp { .. }
+            | Command::Apps
+            | Command::Start { .. }
+            | Command::ListApps { .. }
+            | Command::Ping { .. }
+            | Command::ResUsage { .. }
+            | Command::Shutdown { .. }
+            | Command::Attach { .. }
+            | Command::Logs { .. } => None,
             Command::Status => Some(Request::Status),
             Command::ListTransports => Some(Request::ListTransports),
             Command::ListRoutes => Some(Request::ListRoutes),
@@ -417,6 +636,9 @@ impl Command {
                 peer: *peer,
                 count: *count,
             }),
+            Command::VpnStart { app } => Some(Request::VpnStart { app: *app }),
+            Command::VpnStop { app } => Some(Request::VpnStop { app: *app }),
+            Command::VpnStatus => Some(Request::VpnStatus),
         }
     }
 }
@@ -525,16 +747,121 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn parse_help(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
     spec.expect_args(args, 0..=1)?;
-    let topic = match args.first() {
-        None => None,
-        Some(name) => Some(find(name).ok_or_else(|| {
-            spec.usage_error(format!(
-                "there is no command `{}`: run `help` without an argument to list them",
-                shorten(name)
-            ))
-        })?),
+    let Some(name) = args.first() else {
+        return Ok(Command::Help { topic: None });
     };
-    Ok(Command::Help { topic })
+    if let Some(topic) = find(name) {
+        return Ok(Command::Help { topic: Some(topic) });
+    }
+    if catalog::is_app_name(name) {
+        return Ok(Command::HelpApp { name: name.clone() });
+    }
+    Err(spec.usage_error(format!(
+        "there is no command or app `{}`: run `help` to list the commands and `apps` to list the apps",
+        shorten(name)
+    )))
+}
+
+/// An app id: a whole number from 1 on.
+fn app_id(spec: &'static CommandSpec, word: &str) -> Result<AppId, CommandError> {
+    match word.parse::<AppId>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(spec.usage_error(format!(
+            "`{}` is not an app id: ids are the numbers that `start` answers and `list_apps` shows",
+            shorten(word)
+        ))),
+    }
+}
+
+fn parse_apps(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 0..=0)?;
+    Ok(Command::Apps)
+}
+
+fn parse_start(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    let (attach, rest) = match args.split_first() {
+        Some((flag, rest)) if flag == "-a" => (true, rest),
+        _ => (false, args),
+    };
+    let Some((app, app_args)) = rest.split_first() else {
+        return Err(spec.usage_error("needs the name of an app: `apps` lists them"));
+    };
+    if app.starts_with('-') {
+        return Err(spec.usage_error(format!(
+            "unknown option `{}`: the only option is -a (attach), before the app's name",
+            shorten(app)
+        )));
+    }
+    if !catalog::is_app_name(app) {
+        return Err(spec.usage_error(format!(
+            "`{}` is not an app name: `apps` lists them",
+            shorten(app)
+        )));
+    }
+    Ok(Command::Start {
+        app: app.clone(),
+        args: (!app_args.is_empty()).then(|| app_args.to_vec()),
+        attach,
+    })
+}
+
+fn parse_list_apps(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 0..=1)?;
+    match args.first().map(String::as_str) {
+        None => Ok(Command::ListApps { full: false }),
+        Some("-f") => Ok(Command::ListApps { full: true }),
+        Some(other) => Err(spec.usage_error(format!(
+            "unknown option `{}`: the only option is -f (full: exited apps and command lines too)",
+            shorten(other)
+        ))),
+    }
+}
+
+fn parse_one_id(spec: &'static CommandSpec, args: &[String]) -> Result<AppId, CommandError> {
+    spec.expect_args(args, 1..=1)?;
+    app_id(spec, &args[0])
+}
+
+fn parse_ping(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    Ok(Command::Ping {
+        id: parse_one_id(spec, args)?,
+    })
+}
+
+fn parse_res_usage(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    Ok(Command::ResUsage {
+        id: parse_one_id(spec, args)?,
+    })
+}
+
+fn parse_shutdown(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    Ok(Command::Shutdown {
+        id: parse_one_id(spec, args)?,
+    })
+}
+
+fn parse_attach(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    Ok(Command::Attach {
+        id: parse_one_id(spec, args)?,
+    })
+}
+
+fn parse_logs(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 1..=2)?;
+    let id = app_id(spec, &args[0])?;
+    let count = match args.get(1) {
+        None => DEFAULT_LOG_LINES,
+        Some(word) => match word.parse::<usize>() {
+            Ok(count) if (1..=MAX_LOG_LINES).contains(&count) => count,
+            _ => {
+                return Err(spec.usage_error(format!(
+                    "N `{}` is not a whole number from 1 to {MAX_LOG_LINES}",
+                    shorten(word)
+                )))
+            }
+        },
+    };
+    Ok(Command::Logs { id, count })
 }
 
 fn parse_status(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
@@ -590,6 +917,29 @@ fn parse_ping_node(spec: &'static CommandSpec, args: &[String]) -> Result<Comman
     Ok(Command::PingNode { peer, count })
 }
 
+fn parse_vpn(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 1..=2)?;
+    let app = match args.get(1).map(String::as_str) {
+        None | Some("client") => VpnApp::Client,
+        Some("server") => VpnApp::Server,
+        Some(other) => {
+            return Err(spec.usage_error(format!(
+                "`{}` is not a VPN app: say client or server",
+                shorten(other)
+            )))
+        }
+    };
+    match args[0].as_str() {
+        "start" => Ok(Command::VpnStart { app }),
+        "stop" => Ok(Command::VpnStop { app }),
+        "status" if args.len() == 1 => Ok(Command::VpnStatus),
+        "status" => Err(spec.usage_error("`vpn status` takes no app: it shows both")),
+        other => {
+            Err(spec.usage_error(format!("`{}` is not start, stop or status", shorten(other))))
+        }
+    }
+}
+
 fn parse_socks(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
     spec.expect_args(args, 1..=2)?;
     let action = match args[0].as_str() {
@@ -634,7 +984,10 @@ pub fn help_overview() -> String {
     for (spec, name) in COMMANDS.iter().zip(&called) {
         let _ = writeln!(text, "  {name:<width$}  {}", spec.summary);
     }
-    text.push_str("run `help COMMAND` for a command's arguments");
+    text.push_str(
+        "run `help COMMAND` for a command's arguments;\n\
+         `apps` lists the launchable apps and `help APP` explains one",
+    );
     text
 }
 
@@ -841,6 +1194,25 @@ mod tests {
         assert_eq!(Command::Help { topic: None }.request(), None);
         assert_eq!(Command::Status.request(), Some(Request::Status));
         assert_eq!(
+            parse("vpn start").unwrap().unwrap().request(),
+            Some(Request::VpnStart {
+                app: VpnApp::Client
+            })
+        );
+        assert_eq!(
+            parse("vpn stop server").unwrap().unwrap().request(),
+            Some(Request::VpnStop {
+                app: VpnApp::Server
+            })
+        );
+        assert_eq!(
+            parse("vpn status").unwrap().unwrap().request(),
+            Some(Request::VpnStatus)
+        );
+        for bad in ["vpn", "vpn go", "vpn start both", "vpn status client"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
             Command::ListTransports.request(),
             Some(Request::ListTransports)
         );
@@ -884,10 +1256,23 @@ mod tests {
                 peer: key(KEY_A),
                 count: 1,
             },
+            Command::VpnStatus,
             Command::Socks {
                 action: SocksAction::Status,
                 app: None,
             },
+            Command::Apps,
+            Command::Start {
+                app: "a".to_owned(),
+                args: None,
+                attach: false,
+            },
+            Command::ListApps { full: false },
+            Command::Ping { id: 1 },
+            Command::ResUsage { id: 1 },
+            Command::Shutdown { id: 1 },
+            Command::Attach { id: 1 },
+            Command::Logs { id: 1, count: 1 },
         ];
         assert_eq!(commands.len(), COMMANDS.len());
         for (command, spec) in commands.iter().zip(COMMANDS) {
@@ -921,8 +1306,8 @@ mod tests {
     #[test]
     fn argument_errors_say_what_is_wanted() {
         let cases = [
-            ("help a b", "help", "takes 0 to 1 arguments, not 2; usage: help [COMMAND]"),
-            ("help frob", "help", "there is no command `frob`"),
+            ("help a b", "help", "takes 0 to 1 arguments, not 2; usage: help [COMMAND|APP]"),
+            ("help 'a b'", "help", "there is no command or app `a b`: run `help` to list the commands and `apps` to list the apps"),
             ("status now", "status", "takes no arguments, not 1; usage: status"),
             ("lt x", "list_transports", "takes no arguments"),
             ("lr x y", "list_routes", "takes no arguments, not 2"),
@@ -1018,6 +1403,121 @@ mod tests {
             let error = parse(line).unwrap_err();
             assert_eq!(error.command(), Some("socks"), "{line}");
             assert!(error.to_string().contains(problem), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn app_commands_parse() {
+        let cases = [
+            ("apps", Command::Apps),
+            (
+                "help example-app",
+                Command::HelpApp {
+                    name: "example-app".to_owned(),
+                },
+            ),
+            (
+                "start example",
+                Command::Start {
+                    app: "example".to_owned(),
+                    args: None,
+                    attach: false,
+                },
+            ),
+            (
+                "s -a example --flag 'two words' -a",
+                Command::Start {
+                    app: "example".to_owned(),
+                    args: Some(vec![
+                        "--flag".to_owned(),
+                        "two words".to_owned(),
+                        "-a".to_owned(),
+                    ]),
+                    attach: true,
+                },
+            ),
+            ("list_apps", Command::ListApps { full: false }),
+            ("la -f", Command::ListApps { full: true }),
+            ("ping 3", Command::Ping { id: 3 }),
+            ("res_usage 3", Command::ResUsage { id: 3 }),
+            (
+                "ru 18446744073709551615",
+                Command::ResUsage { id: u64::MAX },
+            ),
+            ("shutdown 2", Command::Shutdown { id: 2 }),
+            ("sd 2", Command::Shutdown { id: 2 }),
+            ("attach 9", Command::Attach { id: 9 }),
+            (
+                "logs 9",
+                Command::Logs {
+                    id: 9,
+                    count: DEFAULT_LOG_LINES,
+                },
+            ),
+            ("logs 9 1000", Command::Logs { id: 9, count: 1000 }),
+        ];
+        for (line, command) in cases {
+            let parsed = parse(line).unwrap().unwrap();
+            assert_eq!(parsed, command, "{line}");
+            assert!(parsed.is_app_command(), "{line}");
+            assert_eq!(parsed.request(), None, "{line}");
+        }
+        assert!(!Command::Status.is_app_command());
+        assert!(!Command::Help { topic: None }.is_app_command());
+        // A command's name wins over an app of the same name.
+        assert_eq!(
+            parse("help ping").unwrap(),
+            Some(Command::Help {
+                topic: find("ping")
+            })
+        );
+    }
+
+    #[test]
+    fn app_command_errors_say_what_is_wanted() {
+        let cases = [
+            ("apps x", "apps", "takes no arguments, not 1"),
+            (
+                "start",
+                "start",
+                "needs the name of an app: `apps` lists them",
+            ),
+            ("s -a", "start", "needs the name of an app"),
+            (
+                "start -x app",
+                "start",
+                "unknown option `-x`: the only option is -a",
+            ),
+            ("start 'a b'", "start", "`a b` is not an app name"),
+            (
+                "la -l",
+                "list_apps",
+                "unknown option `-l`: the only option is -f",
+            ),
+            ("la -f x", "list_apps", "takes 0 to 1 arguments, not 2"),
+            ("ping", "ping", "takes 1 argument, not 0; usage: ping ID"),
+            (
+                "ping x",
+                "ping",
+                "`x` is not an app id: ids are the numbers that `start` answers",
+            ),
+            ("ping 0", "ping", "`0` is not an app id"),
+            ("ping -1", "ping", "`-1` is not an app id"),
+            ("ru 1 2", "res_usage", "takes 1 argument, not 2"),
+            ("sd 18446744073709551616", "shutdown", "is not an app id"),
+            ("attach", "attach", "usage: attach ID"),
+            ("logs", "logs", "takes 1 to 2 arguments, not 0"),
+            (
+                "logs 1 0",
+                "logs",
+                "N `0` is not a whole number from 1 to 1000",
+            ),
+            ("logs 1 1001", "logs", "N `1001` is not a whole number"),
+        ];
+        for (line, command, message) in cases {
+            let err = error(line);
+            assert_eq!(err.command(), Some(command), "{line}");
+            assert!(err.to_string().contains(message), "{line}: {err}");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! catalog (`catalog`), the launched apps' supervisor (`supervisor`) and Viscript's signal
 //! protocol (`signal`).
 
+mod apps;
 pub mod catalog;
 pub mod client;
 pub mod command;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use skywire_dataplane::api::{
-    PingReply, Reply, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow,
+    PingReply, Reply, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow, VpnStatus,
 };
 use skywire_dataplane::socks::SocksStatus;
 
@@ -21,6 +21,7 @@ pub fn reply(reply: &Reply) -> String {
         Reply::RouteBuilt(route) => route_built(route),
         Reply::RouteRemoved { peer } => format!("route to {peer} removed"),
         Reply::Ping(ping) => render_ping(ping),
+        Reply::Vpn(status) => render_vpn(status),
         Reply::Socks(status) => render_socks(status),
         Reply::Stopped => "the dataplane has stopped".to_owned(),
         Reply::Error(message) => format!("error: {message}"),
@@ -201,6 +202,84 @@ fn route_built(route: &RouteRow) -> String {
     )
 }
 
+fn render_vpn(status: &VpnStatus) -> String {
+    let mut text = String::new();
+    if let Some(server) = &status.server {
+        let own = [
+            server.ipv4.map(|a| a.to_string()),
+            server.ipv6.map(|a| a.to_string()),
+        ];
+        let _ = writeln!(
+            text,
+            "vpn server   {} on {}{}",
+            server.state,
+            server.tun,
+            own.iter()
+                .flatten()
+                .map(|address| format!(", {address}"))
+                .collect::<String>()
+        );
+        let drops = &server.drops;
+        let _ = writeln!(
+            text,
+            "  dropped    {} forged source, {} without lease, {} to no client, {} not IP",
+            drops.forged_source, drops.no_lease, drops.no_client, drops.not_ip
+        );
+        if !server.clients.is_empty() {
+            let mut table = Table::new(&["CLIENT", "IPV4", "IPV6", "FROM CLIENT", "TO CLIENT"]);
+            for client in &server.clients {
+                table.row(vec![
+                    client.key.clone(),
+                    client
+                        .ipv4
+                        .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                    client
+                        .ipv6
+                        .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                    traffic(client.rx.bytes, client.rx.packets),
+                    traffic(client.tx.bytes, client.tx.packets),
+                ]);
+            }
+            let _ = writeln!(text, "{}", table.render());
+        }
+    }
+    if let Some(client) = &status.client {
+        let _ = writeln!(text, "vpn client   {} on {}", client.state, client.tun);
+        let _ = writeln!(text, "  server     {}", client.server);
+        let addresses: Vec<&str> = [client.ipv4.as_deref(), client.ipv6.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !addresses.is_empty() {
+            let _ = writeln!(text, "  addresses  {}", addresses.join(", "));
+        }
+        if let Some(mtu) = client.mtu {
+            let _ = writeln!(text, "  mtu        {mtu}");
+        }
+        let routes = if client.routes.is_empty() {
+            "none".to_owned()
+        } else {
+            client.routes.join(", ")
+        };
+        let _ = writeln!(text, "  routes     {routes}");
+        let _ = writeln!(text, "  reconnects {}", client.reconnects);
+        let _ = writeln!(
+            text,
+            "  tx         {}",
+            traffic(client.tx.bytes, client.tx.packets)
+        );
+        let _ = writeln!(
+            text,
+            "  rx         {}",
+            traffic(client.rx.bytes, client.rx.packets)
+        );
+    }
+    if text.is_empty() {
+        return "no VPN app is configured: add a `vpn` section to the config file".to_owned();
+    }
+    text.trim_end().to_owned()
+}
+
 fn render_ping(ping: &PingReply) -> String {
     let mut text = format!(
         "PING {} ({}): {} echo request{}\n",
@@ -263,7 +342,7 @@ fn path(keys: &[String]) -> String {
         .join(" → ")
 }
 
-fn two_places(value: f64) -> String {
+pub(crate) fn two_places(value: f64) -> String {
     format!("{value:.2}")
 }
 
@@ -279,7 +358,7 @@ fn ago(seconds: Option<f64>) -> String {
 }
 
 /// Seconds as `4.2 s`, `3m 05s`, `2h 03m`, `5d 04h`.
-fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "-".to_owned();
     }
@@ -304,7 +383,7 @@ fn duration(seconds: f64) -> String {
 }
 
 /// A byte count in binary units: `512 B`, `1.5 KiB`, `3.0 GiB`.
-fn bytes(count: u64) -> String {
+pub(crate) fn bytes(count: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if count < 1024 {
         return format!("{count} B");
@@ -326,22 +405,22 @@ fn traffic(byte_count: u64, packets: u64) -> String {
 }
 
 /// Columns padded to their widest cell, two spaces apart.
-struct Table {
+pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(header: &[&str]) -> Table {
+    pub(crate) fn new(header: &[&str]) -> Table {
         Table {
             rows: vec![header.iter().map(|name| (*name).to_owned()).collect()],
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
             .map(|column| {
@@ -377,6 +456,62 @@ mod tests {
     const KEY_A: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     const KEY_B: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
     const KEY_C: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+    #[test]
+    fn vpn_status_shows_state_addresses_and_counters() {
+        use skywire_dataplane::vpn::{ClientStatus, ServerClientRow, ServerStatus, Traffic};
+        let text = reply(&Reply::Vpn(Box::new(VpnStatus {
+            server: Some(ServerStatus {
+                state: "running".to_owned(),
+                tun: "skysrv".to_owned(),
+                ipv4: Some("10.77.0.1".parse().unwrap()),
+                ipv6: None,
+                clients: vec![ServerClientRow {
+                    key: KEY_B.to_owned(),
+                    ipv4: Some("10.77.0.2".parse().unwrap()),
+                    ipv6: None,
+                    rx: Traffic {
+                        packets: 2,
+                        bytes: 200,
+                    },
+                    tx: Traffic::default(),
+                }],
+                drops: Default::default(),
+            }),
+            client: Some(ClientStatus {
+                state: "up".to_owned(),
+                server: KEY_C.to_owned(),
+                tun: "skycli".to_owned(),
+                ipv4: Some("10.88.0.2/24".to_owned()),
+                ipv6: Some("fd88::2/64".to_owned()),
+                mtu: Some(1348),
+                routes: vec!["0.0.0.0/0".to_owned()],
+                reconnects: 1,
+                tx: Traffic {
+                    packets: 5,
+                    bytes: 500,
+                },
+                rx: Traffic::default(),
+                drops: Default::default(),
+            }),
+        })));
+        for expected in [
+            "vpn server   running on skysrv, 10.77.0.1",
+            KEY_B,
+            "10.77.0.2",
+            "vpn client   up on skycli",
+            "10.88.0.2/24, fd88::2/64",
+            "mtu        1348",
+            "routes     0.0.0.0/0",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        let none = reply(&Reply::Vpn(Box::new(VpnStatus {
+            server: None,
+            client: None,
+        })));
+        assert!(none.contains("no VPN app is configured"));
+    }
 
     fn route(ready: bool) -> RouteRow {
         RouteRow {

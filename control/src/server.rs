@@ -1,10 +1,13 @@
 //! The control thread: one mio loop that owns the control socket and its clients, the process's
-//! Unix signals (read through a signalfd) and the replies coming back from the dataplane. It
-//! answers `help` and argument errors itself and forwards every other command as a request.
+//! Unix signals (read through a signalfd), the replies coming back from the dataplane, and the
+//! app supervisor with its signal server. It answers `help` and argument errors itself, runs the
+//! app commands through the supervisor (`attach` turns the connection into a stream), and
+//! forwards every other command to the dataplane as a request.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read as _, Write as _};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
@@ -26,16 +29,32 @@ use nix::unistd::Pid;
 use serde::Serialize;
 use skywire_dataplane::api::{Reply, Request, RequestId, RequestSender};
 
+use crate::apps::{self, DetachReason};
+use crate::catalog::Catalog;
 use crate::command::{self, Command, CommandSpec, COMMANDS};
 use crate::protocol::{failure_line, success_line, MAX_LINE};
 use crate::render;
+use crate::signal::{
+    AppId, SignalEvent, SignalServer, SignalServerError, SignalServerOptions, TokenRange,
+    DEFAULT_PORT,
+};
+use crate::supervisor::{self, AttachEvent, AttachId, Supervisor, SupervisorOptions};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
+/// The signal server's listener and its connections (64, as many as it serves at once).
+const SIGNAL_TOKENS: TokenRange = TokenRange::new(Token(16), 65);
+/// Apps with a process at once.
+const MAX_APPS: usize = 64;
+/// The supervisor's tokens: three pipes per app.
+const APP_TOKENS: TokenRange = TokenRange::new(Token(128), 3 * MAX_APPS);
 /// Client tokens count up from here and are never reused, so that a late reply cannot reach a
 /// newer client.
-const FIRST_CLIENT: usize = 3;
+const FIRST_CLIENT: usize = 1024;
+/// After the apps' shutdown escalation (signal, SIGTERM, SIGKILL), how long a stop still waits
+/// for their exit before it kills and reaps what is left itself.
+const APPS_STOP_MARGIN: Duration = Duration::from_secs(1);
 
 /// The signals the control thread handles; every thread must block them.
 const HANDLED_SIGNALS: [Signal; 4] = [
@@ -115,6 +134,9 @@ pub enum ControlError {
     /// TERM, INT, HUP and CHLD could not be blocked or read through a signalfd.
     #[error("cannot set up the handling of TERM, INT, HUP and CHLD: {0}")]
     Signals(Errno),
+    /// The signal server could not listen (its port is taken, most likely).
+    #[error("{0}")]
+    Signal(SignalServerError),
     /// The event loop could not be made or failed.
     #[error("the control thread's event loop failed: {0}; the process may be out of file descriptors (raise LimitNOFILE or ulimit -n)")]
     EventLoop(io::Error),
@@ -124,8 +146,8 @@ pub enum ControlError {
 }
 
 /// Blocks TERM, INT, HUP and CHLD in the calling thread, so that they reach the control thread's
-/// signalfd. Call it in `main` before any thread is spawned: threads inherit the mask (programs
-/// started with `std::process::Command` do not: it clears the mask in the child).
+/// signalfd. Call it in `main` before any thread is spawned: threads inherit the mask, and so do
+/// programs started with `std::process::Command` (the supervisor unblocks them in its apps).
 pub fn block_signals() -> Result<(), ControlError> {
     handled_signals()
         .thread_block()
@@ -140,14 +162,33 @@ fn handled_signals() -> SigSet {
     set
 }
 
-/// Where the control socket goes and who may use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the control socket goes and who may use it, and the apps the control thread launches.
+#[derive(Debug, Clone)]
 pub struct ControlOptions {
     /// The socket's path (`control.socket`).
     pub socket: PathBuf,
     /// A group that should own the socket, so that its members may connect; `None` keeps the
     /// process's group.
     pub socket_group: Option<String>,
+    /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`); 0 picks a free one.
+    pub signal_port: u16,
+    /// The apps `start` launches (`apps:`).
+    pub apps: Catalog,
+    /// How apps are run; its `base_dir` (the config folder) anchors relative app paths.
+    pub supervisor: SupervisorOptions,
+}
+
+impl ControlOptions {
+    /// The socket `socket`, no group, the default signal port, no apps, apps run in `base_dir`.
+    pub fn new(socket: impl Into<PathBuf>, base_dir: impl Into<PathBuf>) -> ControlOptions {
+        ControlOptions {
+            socket: socket.into(),
+            socket_group: None,
+            signal_port: DEFAULT_PORT,
+            apps: Catalog::default(),
+            supervisor: SupervisorOptions::new(base_dir),
+        }
+    }
 }
 
 /// Bounds that keep one client from hurting the others or the daemon.
@@ -162,6 +203,9 @@ pub struct Limits {
     pub max_pending_output: usize,
     /// How long a stop waits for the dataplane to say it has stopped.
     pub shutdown_timeout: Duration,
+    /// How long a new connection may take to send its first line, and any connection to
+    /// finish a line it has begun; then it gets an error and is closed.
+    pub line_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -171,6 +215,7 @@ impl Default for Limits {
             max_queued_lines: 64,
             max_pending_output: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(10),
+            line_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -203,13 +248,14 @@ pub struct ControlServer {
     socket: SocketFile,
     limits: Limits,
     children: Children,
+    supervisor: Supervisor,
 }
 
 impl ControlServer {
     /// Binds the socket (mode 0660; refuses with a clear error if another daemon answers on it;
-    /// replaces a stale socket file only when connecting to it is refused) and creates the
+    /// replaces a stale socket file only when connecting to it is refused), creates the
     /// signalfd for TERM, INT, HUP and CHLD, which the caller has blocked with
-    /// [`block_signals`] in every thread.
+    /// [`block_signals`] in every thread, and binds the signal server on 127.0.0.1.
     pub fn bind(options: ControlOptions) -> Result<ControlServer, ControlError> {
         let path = options.socket;
         prepare_socket_path(&path)?;
@@ -243,7 +289,32 @@ impl ControlServer {
             )
             .map_err(ControlError::EventLoop)?;
         let waker = Arc::new(Waker::new(registry, WAKER).map_err(ControlError::EventLoop)?);
-        log::info!("control socket {}", path.display());
+        let now = Instant::now();
+        let signal = SignalServer::bind(
+            SignalServerOptions {
+                port: options.signal_port,
+                ..SignalServerOptions::default()
+            },
+            registry,
+            SIGNAL_TOKENS,
+            now,
+        )
+        .map_err(ControlError::Signal)?;
+        let supervisor = Supervisor::new(
+            options.apps,
+            options.supervisor,
+            signal,
+            registry,
+            APP_TOKENS,
+            now,
+        )
+        .map_err(ControlError::EventLoop)?;
+        log::info!(
+            "control socket {}; signal server on {}; {} app(s) in the catalog",
+            path.display(),
+            supervisor.signal().local_addr(),
+            supervisor.catalog().len()
+        );
         Ok(ControlServer {
             poll,
             listener,
@@ -253,7 +324,13 @@ impl ControlServer {
             socket,
             limits: Limits::default(),
             children: Children::default(),
+            supervisor,
         })
+    }
+
+    /// Where launched apps reach the signal server (`SIGNAL_SERVER_ADDRESS`), with the real port.
+    pub fn signal_addr(&self) -> SocketAddr {
+        self.supervisor.signal().local_addr()
     }
 
     /// The waker of this server's poll: the control side of `api::channels`.
@@ -291,10 +368,12 @@ impl ControlServer {
         &self.socket.path
     }
 
-    /// Serves until SIGTERM or SIGINT (or [`Stopper::stop`]): then sends `Request::Shutdown` to
-    /// the dataplane, waits for `Reply::Stopped` (or the channel closing, or the shutdown
-    /// timeout), removes the socket file and returns. Fails if the dataplane goes away while
-    /// serving.
+    /// Serves until SIGTERM or SIGINT (or [`Stopper::stop`]): then shuts the apps down (signal,
+    /// SIGTERM, SIGKILL, as `shutdown` does) and sends `Request::Shutdown` to the dataplane,
+    /// waits for `Reply::Stopped` (or the channel closing, or the shutdown timeout) and for the
+    /// apps' exit (killing and reaping what is left after their escalation), removes the socket
+    /// file and returns. Fails if the dataplane goes away while serving (the apps are stopped
+    /// all the same).
     pub fn run(
         self,
         requests: RequestSender,
@@ -309,6 +388,7 @@ impl ControlServer {
             socket,
             limits,
             children,
+            supervisor,
         } = self;
         let mut control = Control {
             poll,
@@ -327,9 +407,16 @@ impl ControlServer {
                 accepting: true,
             },
             phase: Phase::Serving,
+            dataplane_stopped: false,
             children,
+            apps: AppHost {
+                supervisor,
+                in_flight: HashMap::new(),
+                attached: HashMap::new(),
+            },
         };
         let outcome = control.serve(&replies);
+        control.stop_apps();
         control.finish();
         drop(control);
         drop(socket);
@@ -463,13 +550,17 @@ fn set_group(path: &Path, group: &str) -> Result<(), ControlError> {
 enum Phase {
     /// Serving clients.
     Serving,
-    /// Waiting for the dataplane to stop, at most until `deadline`.
-    Stopping { deadline: Instant },
+    /// Waiting for the dataplane to stop (at most until `dataplane_deadline`) and for the
+    /// apps to exit (at most until `apps_deadline`).
+    Stopping {
+        dataplane_deadline: Instant,
+        apps_deadline: Instant,
+    },
     /// Done: return, with an error if the dataplane went away on its own.
     Finished { dataplane_failed: bool },
 }
 
-/// A request the dataplane has not answered yet.
+/// A request the dataplane or the supervisor has not answered yet.
 #[derive(Debug)]
 struct Waiting {
     client: Token,
@@ -495,6 +586,22 @@ impl Dataplane {
     }
 }
 
+/// The control thread's side of the supervisor: who waits for which of its answers, and which
+/// connection each attached stream goes to.
+#[derive(Debug)]
+struct AppHost {
+    supervisor: Supervisor,
+    in_flight: HashMap<supervisor::RequestId, Waiting>,
+    attached: HashMap<AttachId, Token>,
+}
+
+/// What a client's commands act on.
+struct Services<'a> {
+    dataplane: &'a mut Dataplane,
+    apps: &'a mut AppHost,
+    limits: &'a Limits,
+}
+
 /// The running loop.
 struct Control {
     poll: Poll,
@@ -507,7 +614,10 @@ struct Control {
     next_token: usize,
     dataplane: Dataplane,
     phase: Phase,
+    /// The dataplane answered the shutdown (or went away).
+    dataplane_stopped: bool,
     children: Children,
+    apps: AppHost,
 }
 
 impl Control {
@@ -521,59 +631,93 @@ impl Control {
                 }
                 return Err(ControlError::EventLoop(err));
             }
+            let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(now),
                     SIGNALS => self.read_signals(),
                     // The stop flag and the replies are looked at below, on every round.
                     WAKER => {}
+                    token if self.apps.supervisor.owns(token) => {
+                        self.apps.supervisor.handle_event(event, now);
+                    }
                     token => self.client_event(token),
                 }
             }
             self.resume_reads();
             self.receive_replies(replies);
+            self.drive_apps();
+            self.expire_lines(Instant::now());
             if self.stop.swap(false, Ordering::SeqCst) {
                 log::info!("stop requested");
                 self.begin_shutdown();
             }
             match self.phase {
                 Phase::Serving => {}
-                Phase::Stopping { deadline } => {
-                    if Instant::now() >= deadline {
-                        log::warn!(
-                            "the dataplane did not stop within {} s: exiting without it",
-                            self.limits.shutdown_timeout.as_secs()
-                        );
+                Phase::Stopping {
+                    dataplane_deadline,
+                    apps_deadline,
+                } => {
+                    let now = Instant::now();
+                    let dataplane_done = self.dataplane_stopped || now >= dataplane_deadline;
+                    let apps_done = self.apps.supervisor.all_stopped() || now >= apps_deadline;
+                    if dataplane_done && apps_done {
+                        if !self.dataplane_stopped {
+                            log::warn!(
+                                "the dataplane did not stop within {} s: exiting without it",
+                                self.limits.shutdown_timeout.as_secs()
+                            );
+                        }
                         self.phase = Phase::Finished {
                             dataplane_failed: false,
                         };
                     }
                 }
-                Phase::Finished { dataplane_failed } => {
-                    return if dataplane_failed {
-                        Err(ControlError::DataplaneStopped)
-                    } else {
-                        Ok(())
-                    };
-                }
+                Phase::Finished { .. } => {}
+            }
+            if let Phase::Finished { dataplane_failed } = self.phase {
+                return if dataplane_failed {
+                    Err(ControlError::DataplaneStopped)
+                } else {
+                    Ok(())
+                };
             }
         }
     }
 
-    /// How long the next poll may sleep: not past the shutdown deadline, not at all while a
-    /// client has unread input, and never long, so that a dataplane that went away is noticed.
+    /// How long the next poll may sleep: not past the shutdown deadlines, a client's line
+    /// deadline or the supervisor's next timer, not at all while a client has unread input,
+    /// and never long, so that a dataplane that went away is noticed.
     fn next_wakeup(&self, now: Instant) -> Duration {
         if self.clients.values().any(|client| client.unread) {
             return Duration::ZERO;
         }
         let mut wakeup = now + HOUSEKEEPING;
-        if let Phase::Stopping { deadline } = self.phase {
-            wakeup = wakeup.min(deadline);
+        if let Phase::Stopping {
+            dataplane_deadline,
+            apps_deadline,
+        } = self.phase
+        {
+            if !self.dataplane_stopped {
+                wakeup = wakeup.min(dataplane_deadline);
+            }
+            wakeup = wakeup.min(apps_deadline);
+        }
+        if let Some(at) = self.apps.supervisor.poll_timeout() {
+            wakeup = wakeup.min(at);
+        }
+        if let Some(at) = self
+            .clients
+            .values()
+            .filter_map(|client| client.line_deadline)
+            .min()
+        {
+            wakeup = wakeup.min(at);
         }
         wakeup.saturating_duration_since(now)
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, now: Instant) {
         let Some(listener) = &self.listener else {
             return;
         };
@@ -606,7 +750,8 @@ impl Control {
                         log::warn!("cannot watch a control connection: {err}");
                         continue;
                     }
-                    self.clients.insert(token, Client::new(stream));
+                    let deadline = now + self.limits.line_timeout;
+                    self.clients.insert(token, Client::new(stream, deadline));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -631,7 +776,10 @@ impl Control {
                         Ok(Signal::SIGHUP) => log::warn!(
                             "SIGHUP received: reloading the configuration is not supported yet; restart skywired to apply changes"
                         ),
-                        Ok(Signal::SIGCHLD) => self.children.reap(),
+                        Ok(Signal::SIGCHLD) => {
+                            self.children.reap();
+                            self.apps.supervisor.reap(Instant::now());
+                        }
                         _ => log::debug!("signal {number} received and ignored"),
                     }
                 }
@@ -645,6 +793,7 @@ impl Control {
         }
     }
 
+    /// Stops serving: shuts the apps down and tells the dataplane to stop, both at once.
     fn begin_shutdown(&mut self) {
         if self.phase != Phase::Serving {
             return;
@@ -652,22 +801,49 @@ impl Control {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        let now = Instant::now();
+        self.apps.supervisor.shutdown_all(now);
+        let apps_deadline = now + self.apps_stop_time();
         self.dataplane.accepting = false;
         let id = self.dataplane.next_id();
         match self.dataplane.requests.send(id, Request::Shutdown) {
-            Ok(()) => {
-                self.dataplane.shutdown_id = Some(id);
-                self.phase = Phase::Stopping {
-                    deadline: Instant::now() + self.limits.shutdown_timeout,
-                };
-            }
+            Ok(()) => self.dataplane.shutdown_id = Some(id),
             Err(_) => {
                 log::info!("the dataplane has stopped already");
-                self.phase = Phase::Finished {
-                    dataplane_failed: false,
-                };
+                self.dataplane_stopped = true;
             }
         }
+        self.phase = Phase::Stopping {
+            dataplane_deadline: now + self.limits.shutdown_timeout,
+            apps_deadline,
+        };
+    }
+
+    /// How long the apps' shutdown escalation takes at most: the signal shutdown's grace, then
+    /// SIGTERM's, then a moment for SIGKILL.
+    fn apps_stop_time(&self) -> Duration {
+        let options = self.apps.supervisor.options();
+        options.shutdown_grace + options.term_grace + APPS_STOP_MARGIN
+    }
+
+    /// Makes sure no app outlives the loop: waits for what a stop did not wait for (after the
+    /// dataplane failed), then kills and reaps whatever is left.
+    fn stop_apps(&mut self) {
+        let now = Instant::now();
+        let deadline = match self.phase {
+            Phase::Finished {
+                dataplane_failed: true,
+            } => now + self.apps_stop_time(),
+            _ => now,
+        };
+        if let Err(err) = self
+            .apps
+            .supervisor
+            .finish_shutdown(&mut self.poll, deadline)
+        {
+            log::error!("cannot wait for the apps to stop: {err}; killing them");
+        }
+        self.drive_apps();
     }
 
     fn receive_replies(&mut self, replies: &Receiver<(RequestId, Reply)>) {
@@ -677,18 +853,13 @@ impl Control {
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.dataplane.accepting = false;
-                    self.phase = match self.phase {
-                        Phase::Serving => {
-                            log::error!("the dataplane thread has gone: stopping");
-                            Phase::Finished {
-                                dataplane_failed: true,
-                            }
-                        }
-                        Phase::Stopping { .. } => Phase::Finished {
-                            dataplane_failed: false,
-                        },
-                        finished @ Phase::Finished { .. } => finished,
-                    };
+                    self.dataplane_stopped = true;
+                    if self.phase == Phase::Serving {
+                        log::error!("the dataplane thread has gone: stopping");
+                        self.phase = Phase::Finished {
+                            dataplane_failed: true,
+                        };
+                    }
                     return;
                 }
             }
@@ -700,9 +871,7 @@ impl Control {
             if reply != Reply::Stopped {
                 log::warn!("the dataplane answered the shutdown with {reply:?}");
             }
-            self.phase = Phase::Finished {
-                dataplane_failed: false,
-            };
+            self.dataplane_stopped = true;
             return;
         }
         let Some(waiting) = self.dataplane.in_flight.remove(&id) else {
@@ -713,12 +882,139 @@ impl Control {
             log::debug!("dropping the reply to request {id}: its client has gone");
             return;
         };
-        if client.waiting == Some(id) {
+        if client.waiting == Some(Pending::Dataplane(id)) {
             client.waiting = None;
         }
         client.answer(reply_line(waiting.command, &reply), &self.limits);
-        client.advance(waiting.client, &mut self.dataplane, &self.limits);
+        let mut services = Services {
+            dataplane: &mut self.dataplane,
+            apps: &mut self.apps,
+            limits: &self.limits,
+        };
+        client.advance(waiting.client, &mut services);
         self.settle(waiting.client);
+    }
+
+    /// Runs the supervisor's timers and hands out what it produced: finished requests to the
+    /// clients waiting for them, attached streams to their connections, signal events to the log.
+    fn drive_apps(&mut self) {
+        let now = Instant::now();
+        if self
+            .apps
+            .supervisor
+            .poll_timeout()
+            .is_some_and(|at| at <= now)
+        {
+            self.apps.supervisor.handle_timeout(now);
+        }
+        let mut touched = Vec::new();
+        while let Some((id, result)) = self.apps.supervisor.poll_result() {
+            let Some(waiting) = self.apps.in_flight.remove(&id) else {
+                log::debug!("dropping the supervisor's answer {id}: nobody waits for it");
+                continue;
+            };
+            let Some(client) = self.clients.get_mut(&waiting.client) else {
+                log::debug!("dropping the supervisor's answer {id}: its client has gone");
+                continue;
+            };
+            if client.waiting == Some(Pending::App(id)) {
+                client.waiting = None;
+            }
+            client.answer(apps::result_line(waiting.command, &result), &self.limits);
+            let mut services = Services {
+                dataplane: &mut self.dataplane,
+                apps: &mut self.apps,
+                limits: &self.limits,
+            };
+            client.advance(waiting.client, &mut services);
+            touched.push(waiting.client);
+        }
+        while let Some((attach, event)) = self.apps.supervisor.poll_attached() {
+            let Some(&token) = self.apps.attached.get(&attach) else {
+                continue;
+            };
+            let Some(client) = self.clients.get_mut(&token) else {
+                self.apps.attached.remove(&attach);
+                self.apps.supervisor.detach(attach);
+                continue;
+            };
+            let Some(attachment) = client.attached.filter(|held| held.attach == attach) else {
+                continue;
+            };
+            client.answer(apps::stream_line(attachment.app, &event), &self.limits);
+            if let AttachEvent::Exited {
+                restarting: false, ..
+            } = event
+            {
+                client.answer(
+                    apps::detached_line(attachment.app, DetachReason::Exited),
+                    &self.limits,
+                );
+                client.attached = None;
+                self.apps.attached.remove(&attach);
+                let mut services = Services {
+                    dataplane: &mut self.dataplane,
+                    apps: &mut self.apps,
+                    limits: &self.limits,
+                };
+                client.advance(token, &mut services);
+            }
+            touched.push(token);
+        }
+        while let Some(event) = self.apps.supervisor.signal_mut().poll_event() {
+            match event {
+                SignalEvent::Registered { app, replaced } => log::info!(
+                    "app {app} registered with the signal server{}",
+                    if replaced { " again" } else { "" }
+                ),
+                SignalEvent::Disconnected { app } => {
+                    log::info!("app {app} disconnected from the signal server");
+                }
+                SignalEvent::Refused {
+                    claimed,
+                    peer,
+                    reason,
+                } => log::warn!(
+                    "signal server: refused a registration from {peer} (id {}): {reason}",
+                    claimed.map_or_else(|| "unreadable".to_owned(), |id| id.to_string())
+                ),
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for token in touched {
+            self.settle(token);
+        }
+    }
+
+    /// Closes connections that did not send their first line, or finish a line, in time.
+    fn expire_lines(&mut self, now: Instant) {
+        let expired: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, client)| client.line_deadline.is_some_and(|at| at <= now))
+            .map(|(token, _)| *token)
+            .collect();
+        let seconds = self.limits.line_timeout.as_secs_f64();
+        for token in expired {
+            let Some(client) = self.clients.get_mut(&token) else {
+                continue;
+            };
+            client.line_deadline = None;
+            let message = if client.splitter.in_line() {
+                format!(
+                    "a line was not finished within {seconds} s: closing the connection; end every command with a new line"
+                )
+            } else {
+                format!(
+                    "no command within {seconds} s of connecting: closing the connection; send one command a line"
+                )
+            };
+            log::debug!("control client: {message}");
+            client.answer(failure_line(None, &message), &self.limits);
+            client.closing = true;
+            self.settle(token);
+        }
     }
 
     fn client_event(&mut self, token: Token) {
@@ -726,7 +1022,12 @@ impl Control {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        client.read(token, &mut self.dataplane, &self.limits);
+        let mut services = Services {
+            dataplane: &mut self.dataplane,
+            apps: &mut self.apps,
+            limits: &self.limits,
+        };
+        client.read(token, &mut services);
         self.settle(token);
     }
 
@@ -756,23 +1057,37 @@ impl Control {
         }
         if client.finished() {
             if let Some(mut client) = self.clients.remove(&token) {
+                if let Some(attachment) = client.attached.take() {
+                    self.apps.supervisor.detach(attachment.attach);
+                    self.apps.attached.remove(&attachment.attach);
+                }
                 let _ = self.poll.registry().deregister(&mut client.stream);
             }
         }
     }
 
-    /// Tells clients still waiting that no answer is coming, writes what can be written without
-    /// blocking, and closes every connection.
+    /// Tells clients still waiting that no answer is coming and attached ones that their
+    /// stream ends, writes what can be written without blocking, and closes every connection.
     fn finish(&mut self) {
         for (_, mut client) in self.clients.drain() {
-            if let Some(id) = client.waiting.take() {
-                let command = self
-                    .dataplane
-                    .in_flight
-                    .get(&id)
-                    .map(|waiting| waiting.command);
+            if let Some(pending) = client.waiting.take() {
+                let command = match pending {
+                    Pending::Dataplane(id) => self
+                        .dataplane
+                        .in_flight
+                        .get(&id)
+                        .map(|waiting| waiting.command),
+                    Pending::App(id) => self.apps.in_flight.get(&id).map(|waiting| waiting.command),
+                };
                 client.answer(
                     failure_line(command, "skywired stopped before answering this command"),
+                    &self.limits,
+                );
+            }
+            if let Some(attachment) = client.attached.take() {
+                self.apps.supervisor.detach(attachment.attach);
+                client.answer(
+                    apps::detached_line(attachment.app, DetachReason::Stopping),
                     &self.limits,
                 );
             }
@@ -781,6 +1096,7 @@ impl Control {
             }
             let _ = self.poll.registry().deregister(&mut client.stream);
         }
+        self.apps.attached.clear();
     }
 }
 
@@ -865,6 +1181,11 @@ struct LineSplitter {
 }
 
 impl LineSplitter {
+    /// Whether a line has begun and not ended (bytes kept, or a long line being skipped).
+    fn in_line(&self) -> bool {
+        self.discarding || !self.partial.is_empty()
+    }
+
     fn feed(&mut self, mut bytes: &[u8], pieces: &mut Vec<Piece>) {
         while !bytes.is_empty() {
             let (segment, rest) = match bytes.iter().position(|&byte| byte == b'\n') {
@@ -905,6 +1226,22 @@ impl LineSplitter {
     }
 }
 
+/// What a client's next line waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// A dataplane request.
+    Dataplane(RequestId),
+    /// A supervisor request.
+    App(supervisor::RequestId),
+}
+
+/// The app whose stream a connection receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attachment {
+    attach: AttachId,
+    app: AppId,
+}
+
 /// One connection to the control socket.
 #[derive(Debug)]
 struct Client {
@@ -913,9 +1250,13 @@ struct Client {
     /// Lines waiting behind the command in progress.
     queue: VecDeque<Piece>,
     /// The request in progress: the client's next line waits for its reply.
-    waiting: Option<RequestId>,
+    waiting: Option<Pending>,
+    /// Attached to an app: lines are its input, and its output streams here.
+    attached: Option<Attachment>,
     output: Vec<u8>,
     written: usize,
+    /// When the connection is closed unless a line arrives (the first, or the end of one begun).
+    line_deadline: Option<Instant>,
     /// The client has sent all it will send.
     eof: bool,
     /// Stopped reading at the per-wake-up bound with input possibly left.
@@ -927,14 +1268,16 @@ struct Client {
 }
 
 impl Client {
-    fn new(stream: UnixStream) -> Client {
+    fn new(stream: UnixStream, first_line_deadline: Instant) -> Client {
         Client {
             stream,
             splitter: LineSplitter::default(),
             queue: VecDeque::new(),
             waiting: None,
+            attached: None,
             output: Vec::new(),
             written: 0,
+            line_deadline: Some(first_line_deadline),
             eof: false,
             unread: false,
             closing: false,
@@ -954,7 +1297,7 @@ impl Client {
     }
 
     /// Reads what the client sent, up to this wake-up's share, and answers what can be answered.
-    fn read(&mut self, token: Token, dataplane: &mut Dataplane, limits: &Limits) {
+    fn read(&mut self, token: Token, services: &mut Services<'_>) {
         self.unread = false;
         let mut buffer = [0u8; READ_CHUNK];
         let mut pieces = Vec::new();
@@ -965,13 +1308,25 @@ impl Client {
             match self.stream.read(&mut buffer) {
                 Ok(0) => {
                     self.eof = true;
+                    self.line_deadline = None;
+                    // The end of input detaches: what was sent before it still goes in.
+                    if self.attached.is_some() {
+                        self.enqueue(Piece::Line(command::DETACH_LINE.into()), services.limits);
+                        self.advance(token, services);
+                    }
                     return;
                 }
                 Ok(count) => {
                     self.splitter.feed(&buffer[..count], &mut pieces);
+                    if !pieces.is_empty() {
+                        self.line_deadline = None;
+                    }
+                    if self.splitter.in_line() && self.line_deadline.is_none() {
+                        self.line_deadline = Some(Instant::now() + services.limits.line_timeout);
+                    }
                     for piece in pieces.drain(..) {
-                        self.enqueue(piece, limits);
-                        self.advance(token, dataplane, limits);
+                        self.enqueue(piece, services.limits);
+                        self.advance(token, services);
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -1008,18 +1363,21 @@ impl Client {
         self.queue.push_back(piece);
     }
 
-    /// Answers queued lines in order until one has to wait for the dataplane.
-    fn advance(&mut self, token: Token, dataplane: &mut Dataplane, limits: &Limits) {
+    /// Answers queued lines in order until one has to wait for the dataplane or the
+    /// supervisor; while attached, lines are the app's input.
+    fn advance(&mut self, token: Token, services: &mut Services<'_>) {
+        let limits = services.limits;
         while self.waiting.is_none() && !self.closing && !self.dead {
             let Some(piece) = self.queue.pop_front() else {
                 return;
             };
+            let command = self.attached.map(|_| "attach");
             let bytes = match piece {
                 Piece::Line(bytes) => bytes,
                 Piece::TooLong => {
                     self.answer(
                         failure_line(
-                            None,
+                            command,
                             &format!("line too long: at most {MAX_LINE} bytes; it was skipped"),
                         ),
                         limits,
@@ -1030,7 +1388,7 @@ impl Client {
             let Ok(line) = String::from_utf8(bytes) else {
                 self.answer(
                     failure_line(
-                        None,
+                        command,
                         "the line is not valid UTF-8: send commands as UTF-8 text",
                     ),
                     limits,
@@ -1038,16 +1396,69 @@ impl Client {
                 continue;
             };
             let line = line.strip_suffix('\r').unwrap_or(&line);
+            if let Some(attachment) = self.attached {
+                self.input(line, attachment, services);
+                continue;
+            }
             match command::parse(line) {
                 Ok(None) => {}
                 Err(err) => self.answer(failure_line(err.command(), &err.to_string()), limits),
-                Ok(Some(command)) => match command.request() {
-                    None => self.answer(local_line(&command), limits),
-                    Some(request) => {
-                        self.forward(command.name(), request, token, dataplane, limits)
-                    }
-                },
+                Ok(Some(command)) => self.run(&command, token, services),
             }
+        }
+    }
+
+    /// Runs one command: `help` here, app commands through the supervisor, the others in the
+    /// dataplane.
+    fn run(&mut self, command: &Command, token: Token, services: &mut Services<'_>) {
+        let limits = services.limits;
+        if let Some(request) = command.request() {
+            self.forward(command.name(), request, token, services.dataplane, limits);
+            return;
+        }
+        if !command.is_app_command() {
+            self.answer(local_line(command), limits);
+            return;
+        }
+        let apps = &mut *services.apps;
+        match apps::run(command, &mut apps.supervisor, Instant::now()) {
+            apps::Outcome::Reply(line) => self.answer(line, limits),
+            apps::Outcome::Later(id) => {
+                apps.in_flight.insert(
+                    id,
+                    Waiting {
+                        client: token,
+                        command: command.name(),
+                    },
+                );
+                self.waiting = Some(Pending::App(id));
+            }
+            apps::Outcome::Attached { line, attach, app } => {
+                self.answer(line, limits);
+                apps.attached.insert(attach, token);
+                self.attached = Some(Attachment { attach, app });
+            }
+        }
+    }
+
+    /// A line from an attached client: `.detach`, or input for the app.
+    fn input(&mut self, line: &str, attachment: Attachment, services: &mut Services<'_>) {
+        let apps = &mut *services.apps;
+        if line.trim() == command::DETACH_LINE {
+            apps.supervisor.detach(attachment.attach);
+            apps.attached.remove(&attachment.attach);
+            self.attached = None;
+            self.answer(
+                apps::detached_line(attachment.app, DetachReason::Asked),
+                services.limits,
+            );
+            return;
+        }
+        if let Err(err) = apps.supervisor.send_input(attachment.app, line) {
+            self.answer(
+                failure_line(Some("attach"), &err.to_string()),
+                services.limits,
+            );
         }
     }
 
@@ -1079,7 +1490,7 @@ impl Client {
                         command,
                     },
                 );
-                self.waiting = Some(id);
+                self.waiting = Some(Pending::Dataplane(id));
             }
             Err(_) => {
                 dataplane.accepting = false;

@@ -120,6 +120,9 @@ fn fake_dataplane(
                         });
                         delayed.push((when, id, reply));
                     }
+                    Request::VpnStart { .. } | Request::VpnStop { .. } | Request::VpnStatus => end
+                        .replies
+                        .send(id, Reply::Error("the VPN is not configured".to_owned())),
                     Request::RemoveRoute { peer } => end.replies.send(
                         id,
                         Reply::Error(format!("no route to {peer}: set one up with build_route")),
@@ -273,8 +276,8 @@ impl Drop for Daemon {
 
 fn options(socket: &Path) -> ControlOptions {
     ControlOptions {
-        socket: socket.to_path_buf(),
-        socket_group: None,
+        signal_port: 0,
+        ..ControlOptions::new(socket, std::env::temp_dir())
     }
 }
 
@@ -356,7 +359,10 @@ fn replies_are_json_lines_with_result_and_text() {
 
     let answer = client.command("help");
     assert_ok(&answer, "help");
-    assert_eq!(answer["result"]["help"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        answer["result"]["help"].as_array().unwrap().len(),
+        skywire_control::COMMANDS.len()
+    );
     let answer = client.command("help pn");
     assert_ok(&answer, "help");
     assert_eq!(answer["result"]["help"][0]["name"], "ping_node");
@@ -379,7 +385,7 @@ fn commands_on_one_connection_are_answered_in_order() {
     let daemon = Daemon::start();
     let mut client = daemon.connect();
     let lines = format!(
-        "build_route {} {}\r\nstatus\n\n   \n# a comment\nhelp\nlt\nrm_route {}\nbogus\nlr\nbr nope\n",
+        "build_route {} {}\r\nstatus\n\n   \n# a comment\nhelp\nlt\nrm_route {}\nnonsense\nlr\nbr nope\n",
         key(1),
         key(2),
         key(3)
@@ -395,7 +401,7 @@ fn commands_on_one_connection_are_answered_in_order() {
     assert_error(&answer, &format!("no route to {}", key(3)));
     assert_eq!(answer["command"], "rm_route");
     let answer = client.answer();
-    assert_error(&answer, "unknown command `bogus`: run `help`");
+    assert_error(&answer, "unknown command `nonsense`: run `help`");
     assert!(answer.get("command").is_none(), "{answer}");
     assert_ok(&client.answer(), "list_routes");
     let answer = client.answer();
@@ -766,18 +772,45 @@ fn the_socket_group_is_set_when_asked() {
         return;
     };
     let server = ControlServer::bind(ControlOptions {
-        socket: socket.clone(),
         socket_group: Some(group.name),
+        ..options(&socket)
     })
     .unwrap();
     assert_eq!(fs::metadata(&socket).unwrap().gid(), gid.as_raw());
     drop(server);
 
     let err = ControlServer::bind(ControlOptions {
-        socket: socket.clone(),
         socket_group: Some("no-such-group-skywire".to_owned()),
+        ..options(&socket)
     })
     .unwrap_err();
     assert!(matches!(err, ControlError::UnknownGroup { .. }), "{err}");
     assert!(!socket.exists());
+}
+
+#[test]
+fn a_taken_signal_port_is_a_clear_error() {
+    let dir = TempDir::new();
+    let socket = dir.path("signal.sock");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err = ControlServer::bind(ControlOptions {
+        signal_port: port,
+        ..options(&socket)
+    })
+    .unwrap_err();
+    assert!(matches!(err, ControlError::Signal(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!(
+            "cannot listen for signal clients on 127.0.0.1:{port}"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("control.signal_port"), "{message}");
+    assert!(!socket.exists(), "the socket file was left behind");
+
+    let server = ControlServer::bind(options(&socket)).unwrap();
+    assert_ne!(server.signal_addr().port(), 0);
+    assert!(server.signal_addr().ip().is_loopback());
 }

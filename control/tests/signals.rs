@@ -28,8 +28,8 @@ fn main() {
     let socket = dir.join("visctl.sock");
 
     let mut server = ControlServer::bind(ControlOptions {
-        socket: socket.clone(),
-        socket_group: None,
+        signal_port: 0,
+        ..ControlOptions::new(&socket, &dir)
     })
     .unwrap();
     let adopted = std::process::Command::new("true").spawn().unwrap();

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::identity::NodeKey;
 use crate::socks::{SocksApp, SocksStatus};
+pub use crate::vpn::{VpnApp, VpnStatus};
 
 /// Pairs a reply with its request.
 pub type RequestId = u64;
@@ -43,6 +44,18 @@ pub enum Request {
         /// How many echo requests.
         count: u32,
     },
+    /// Starts a VPN app as configured; answered with [`Reply::Vpn`].
+    VpnStart {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// Stops a VPN app, removing its TUN device and routes; answered with [`Reply::Vpn`].
+    VpnStop {
+        /// Which one.
+        app: VpnApp,
+    },
+    /// The VPN apps' state, addresses and counters.
+    VpnStatus,
     /// Starts a SOCKS app, or every configured one (`None`); answered with their status.
     SocksStart {
         /// The app, or every configured one.
@@ -79,6 +92,8 @@ pub enum Reply {
     },
     /// Answers [`Request::PingNode`].
     Ping(PingReply),
+    /// Answers the VPN requests: both apps' state after the request.
+    Vpn(Box<VpnStatus>),
     /// Answers [`Request::SocksStart`], [`Request::SocksStop`] and [`Request::SocksStatus`].
     Socks(SocksStatus),
     /// Answers [`Request::Shutdown`]: the dataplane has stopped.

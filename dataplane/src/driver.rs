@@ -19,15 +19,24 @@ use crate::api::{
 };
 use crate::identity::NodeKey;
 use crate::node::{Event, Node, NodeOptions, RouteError};
-use crate::outbox::{Datagram, MAX_DATAGRAM};
+use crate::outbox::Datagram;
 use crate::routing::Rule;
 use crate::socks::{Io as SocksIo, Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
 use crate::transport::TransportError;
+use crate::vpn::VpnOptions;
+
+mod batch;
+mod tunnel;
+
+use batch::{RecvBatch, SendBatch, BATCH};
+
+use tunnel::{VpnApps, TUN_CLIENT, TUN_SERVER};
 
 const UDP: Token = Token(0);
 const WAKER: Token = Token(1);
-// Tokens from 2 on belong to the SOCKS apps (`socks::CLIENT_LISTENER`, `socks::CONNECTION_TOKENS`).
+// Tokens 8 and 9 are the VPN apps' TUN devices (`tunnel::TUN_SERVER`, `tunnel::TUN_CLIENT`); 2 and
+// from 16 on belong to the SOCKS apps (`socks::CLIENT_LISTENER`, `socks::CONNECTION_TOKENS`).
 
 /// Datagrams read per wake-up before the loop looks at its other work.
 const RECEIVE_BUDGET: usize = 1024;
@@ -71,6 +80,8 @@ pub struct DriverOptions {
     pub node: NodeOptions,
     /// The UDP address to bind.
     pub listen: SocketAddr,
+    /// The VPN apps (none by default).
+    pub vpn: VpnOptions,
     /// The SOCKS apps (none by default).
     pub socks: SocksOptions,
 }
@@ -112,10 +123,12 @@ pub struct Dataplane {
     pings: Vec<Ping>,
     next_seq: u16,
     peers_by_address: HashMap<Ipv6Addr, NodeKey>,
+    /// Datagrams taken from the node and not yet sent (the socket was full).
+    pending: Vec<Datagram>,
+    recv_batch: RecvBatch,
+    send_batch: SendBatch,
+    vpn: VpnApps,
     socks: Socks,
-    /// A datagram the socket could not take yet.
-    blocked: Option<Datagram>,
-    receive_buf: Vec<u8>,
 }
 
 impl Dataplane {
@@ -129,6 +142,9 @@ impl Dataplane {
             source,
         })?;
         let local = std_socket.local_addr()?;
+        if !RecvBatch::enable_gro(std_socket.as_raw_fd()) {
+            log::debug!("UDP GRO is not available: datagrams arrive one by one");
+        }
         let mut socket = UdpSocket::from_std(std_socket);
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE | Interest::WRITABLE)?;
@@ -157,8 +173,10 @@ impl Dataplane {
             pings: Vec::new(),
             next_seq: 1,
             peers_by_address: HashMap::new(),
-            blocked: None,
-            receive_buf: vec![0; MAX_DATAGRAM + 1],
+            pending: Vec::with_capacity(BATCH),
+            recv_batch: RecvBatch::new(),
+            send_batch: SendBatch::new(),
+            vpn: VpnApps::new(options.vpn),
         })
     }
 
@@ -181,10 +199,12 @@ impl Dataplane {
             self.node.address(),
             self.local
         );
+        self.vpn_autostart(Instant::now());
         let mut backlog = false;
+        let mut tun_backlog = (false, false);
         loop {
             let now = Instant::now();
-            let timeout = if backlog {
+            let timeout = if backlog || tun_backlog.0 || tun_backlog.1 {
                 Duration::ZERO
             } else {
                 self.next_deadline(now).saturating_duration_since(now)
@@ -196,10 +216,13 @@ impl Dataplane {
                 return Err(error);
             }
             let mut readable = backlog;
+            let (mut tun_server, mut tun_client) = tun_backlog;
             let mut shutdown = None;
             for event in events.iter() {
                 match event.token() {
                     UDP => readable |= event.is_readable(),
+                    TUN_SERVER => tun_server |= event.is_readable(),
+                    TUN_CLIENT => tun_client |= event.is_readable(),
                     WAKER => loop {
                         match end.requests.try_recv() {
                             Ok((id, Request::Shutdown)) => shutdown = Some(id),
@@ -226,6 +249,13 @@ impl Dataplane {
                 }
             }
             backlog = readable && self.receive(RECEIVE_BUDGET)?;
+            tun_backlog = (
+                tun_server && self.vpn_read(true, false),
+                tun_client && self.vpn_read(false, true),
+            );
+            if tun_server || tun_client {
+                self.flush()?;
+            }
             self.step(Instant::now(), &end);
             if let Some(id) = shutdown {
                 self.shutdown(Instant::now());
@@ -235,24 +265,35 @@ impl Dataplane {
         }
     }
 
-    /// Reads datagrams until the socket is empty or the budget is spent; says whether more
-    /// may be waiting.
+    /// Reads datagrams, a batch per syscall, until the socket is empty or the budget is
+    /// spent; says whether more may be waiting.
     fn receive(&mut self, budget: usize) -> io::Result<bool> {
-        for _ in 0..budget {
-            match self.socket.recv_from(&mut self.receive_buf) {
-                Ok((len, from)) => {
+        let fd = self.socket.as_raw_fd();
+        let mut received = 0;
+        while received < budget {
+            match self.recv_batch.recv(fd) {
+                Ok(count) => {
                     let now = Instant::now();
-                    // A datagram that filled the buffer was longer than any accepted: the
-                    // transports count it as oversized.
-                    let datagram = &self.receive_buf[..len];
-                    self.node.handle_datagram(now, from, datagram);
+                    for index in 0..count {
+                        if let Some((from, datagrams)) = self.recv_batch.get(index) {
+                            for datagram in datagrams {
+                                self.node.handle_datagram(now, from, datagram);
+                            }
+                        }
+                    }
                     self.flush()?;
+                    received += count.max(1);
+                    // A short batch emptied the socket; anything newer raises a new event.
+                    if count < BATCH {
+                        return Ok(false);
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED): not fatal.
                     log::debug!("UDP receive: {error}");
+                    received += 1;
                 }
             }
         }
@@ -267,6 +308,7 @@ impl Dataplane {
         while let Some(event) = self.node.poll_event() {
             self.handle_event(now, event, end);
         }
+        self.vpn_flush();
         self.drive_pings(now);
         self.expire_builds(now, end);
         self.service_stack(now);
@@ -276,6 +318,7 @@ impl Dataplane {
             stack: &mut self.stack,
             node: &mut self.node,
         });
+        self.vpn_poll(now);
         self.service_stack(now);
         while let Some((from, seq)) = self.stack.poll_pong() {
             self.record_pong(now, from, seq);
@@ -326,41 +369,46 @@ impl Dataplane {
         for build in &self.builds {
             next = next.min(build.deadline);
         }
+        if let Some(vpn) = self.vpn_next_deadline() {
+            next = next.min(vpn);
+        }
         next
     }
 
-    /// Sends what the node queued, until the socket is full.
+    /// Sends what the node queued, a batch per syscall, until the socket is full.
     fn flush(&mut self) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let local = self.local;
         loop {
-            let Some(datagram) = self.blocked.take().or_else(|| self.node.poll_transmit()) else {
+            while self.pending.len() < BATCH {
+                match self.node.poll_transmit() {
+                    Some(datagram) => self.pending.push(datagram),
+                    None => break,
+                }
+            }
+            if self.pending.is_empty() {
                 return Ok(());
-            };
-            let to = self.socket_address(datagram.to);
-            match self.socket.send_to(datagram.bytes(), to) {
-                Ok(_) => self.node.recycle(datagram),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    // Writable readiness brings the loop back.
-                    self.blocked = Some(datagram);
-                    return Ok(());
+            }
+            match self
+                .send_batch
+                .send(fd, &self.pending, |to| socket_address(local, to))
+            {
+                Ok(0) => return Ok(()),
+                Ok(sent) => {
+                    for datagram in self.pending.drain(..sent.min(self.pending.len())) {
+                        self.node.recycle(datagram);
+                    }
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {
-                    self.blocked = Some(datagram);
-                }
+                // Writable readiness brings the loop back.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    log::debug!("UDP send to {to}: {error}");
+                    // The first datagram was refused (an unreachable endpoint): drop it.
+                    let datagram = self.pending.remove(0);
+                    log::debug!("UDP send to {}: {error}", datagram.to);
                     self.node.recycle(datagram);
                 }
             }
-        }
-    }
-
-    /// An IPv4 endpoint reached through a dual-stack IPv6 socket is IPv4-mapped.
-    fn socket_address(&self, to: SocketAddr) -> SocketAddr {
-        match (self.local, to) {
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
-                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-            }
-            _ => to,
         }
     }
 
@@ -396,12 +444,11 @@ impl Dataplane {
                 }
                 self.stack.receive(packet);
             }
-            Event::TunnelPacket { peer, .. } => {
-                log::debug!("tunnel packet from {peer} dropped: no tunnel app runs");
-            }
+            Event::TunnelPacket { peer, packet } => self.vpn_tunnel_packet(peer, &packet),
             Event::RouteReady { peer } => {
                 log::info!("route to {peer} is ready");
                 self.peers_by_address.insert(peer.mesh_address(), peer);
+                self.vpn_route_ready(&peer);
                 let row = self
                     .node
                     .routes()
@@ -419,6 +466,7 @@ impl Dataplane {
                 }
             }
             Event::RouteFailed { setup, peer, error } => {
+                self.vpn_route_failed(now, setup, &error.to_string());
                 let (done, waiting): (Vec<_>, Vec<_>) = self
                     .builds
                     .drain(..)
@@ -434,6 +482,7 @@ impl Dataplane {
             Event::RouteDown { peer, reason } => {
                 log::info!("route to {peer} is down: {reason}");
                 self.peers_by_address.remove(&peer.mesh_address());
+                self.vpn_route_down(now, &peer);
                 for ping in self.pings.iter_mut().filter(|ping| ping.peer == peer) {
                     ping.deadline = now;
                 }
@@ -503,6 +552,16 @@ impl Dataplane {
                 });
                 None
             }
+            Request::VpnStart { app } => Some(match self.vpn_start(now, app) {
+                Ok(()) => Reply::Vpn(Box::new(self.vpn_status())),
+                Err(error) => Reply::Error(error.to_string()),
+            }),
+            Request::VpnStop { app } => Some(if self.vpn_stop(now, app) {
+                Reply::Vpn(Box::new(self.vpn_status()))
+            } else {
+                Reply::Error(format!("the VPN {} is not running", vpn_app_name(app)))
+            }),
+            Request::VpnStatus => Some(Reply::Vpn(Box::new(self.vpn_status()))),
             Request::SocksStart { app } => Some(self.socks_request(now, Some(app), true)),
             Request::SocksStop { app } => Some(self.socks_request(now, Some(app), false)),
             Request::SocksStatus => Some(self.socks_request(now, None, false)),
@@ -599,6 +658,7 @@ impl Dataplane {
 
     /// Tears down every route this node built and sends the teardowns.
     fn shutdown(&mut self, now: Instant) {
+        self.vpn_shutdown(now);
         let _ = self.socks.stop(
             &mut SocksIo {
                 now,
@@ -705,6 +765,16 @@ impl Dataplane {
     }
 }
 
+/// An IPv4 endpoint reached through a dual-stack IPv6 socket is IPv4-mapped.
+fn socket_address(local: SocketAddr, to: SocketAddr) -> SocketAddr {
+    match (local, to) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        _ => to,
+    }
+}
+
 fn route_row(peer: &NodeKey, route: &crate::node::EndRoute) -> RouteRow {
     RouteRow {
         peer: peer.to_string(),
@@ -713,6 +783,13 @@ fn route_row(peer: &NodeKey, route: &crate::node::EndRoute) -> RouteRow {
         ready: route.ready,
         out_id: route.out_id.get(),
         in_id: route.in_id.get(),
+    }
+}
+
+fn vpn_app_name(app: crate::vpn::VpnApp) -> &'static str {
+    match app {
+        crate::vpn::VpnApp::Server => "server",
+        crate::vpn::VpnApp::Client => "client",
     }
 }
 

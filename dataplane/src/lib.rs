@@ -13,6 +13,7 @@ pub mod sim;
 pub mod socks;
 pub mod stack;
 pub mod transport;
+pub mod vpn;
 pub mod wire;
 
 pub use identity::{KeyError, NodeKey, SecretKey};

@@ -236,6 +236,28 @@ impl MeshStack {
         Some((port, handle, remote))
     }
 
+    /// The next connection accepted on `port` only, so that each app takes its own: the
+    /// connection and who opened it. Call after [`MeshStack::poll`].
+    pub fn poll_accept_on(&mut self, port: u16) -> Option<(TcpHandle, SocketAddrV6)> {
+        let handles = self.listeners.get_mut(&port)?;
+        let index = handles.iter().position(|handle| {
+            self.sockets.get::<tcp::Socket>(*handle).state() != tcp::State::Listen
+        })?;
+        let handle = handles.swap_remove(index);
+        let remote = self.sockets.get::<tcp::Socket>(handle).remote_endpoint();
+        if let Err(error) = self.refill_listeners(port) {
+            log::warn!("mesh TCP port {port}: cannot keep listening: {error}");
+        }
+        let remote = match remote {
+            Some(smoltcp::wire::IpEndpoint {
+                addr: IpAddress::Ipv6(addr),
+                port,
+            }) => SocketAddrV6::new(addr, port, 0, 0),
+            _ => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0),
+        };
+        Some((handle, remote))
+    }
+
     /// Opens a connection to `remote`.
     pub fn connect(&mut self, remote: SocketAddrV6) -> Result<TcpHandle, StackError> {
         let mut socket = self.new_tcp_socket()?;

@@ -31,10 +31,11 @@ impl Running {
         let mut node = NodeOptions::new(secret);
         node.neighbours = neighbours;
         node.probe_interval = Duration::from_millis(200);
-        node.dead_after = Duration::from_secs(2);
+        node.dead_after = Duration::from_secs(5);
         let dataplane = Dataplane::bind(DriverOptions {
             node,
             listen: "127.0.0.1:0".parse().unwrap(),
+            vpn: Default::default(),
             socks: Default::default(),
         })
         .unwrap();

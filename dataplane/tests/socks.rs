@@ -42,11 +42,12 @@ impl Running {
         let mut node = NodeOptions::new(secret);
         node.neighbours = neighbours;
         node.probe_interval = Duration::from_millis(200);
-        node.dead_after = Duration::from_millis(1500);
+        node.dead_after = Duration::from_secs(3);
         let dataplane = Dataplane::bind(DriverOptions {
             node,
             listen: "127.0.0.1:0".parse().unwrap(),
             socks,
+            vpn: Default::default(),
         })
         .unwrap();
         let local = dataplane.local_addr();

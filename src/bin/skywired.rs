@@ -1,16 +1,22 @@
 //! `skywired`: the skywire mesh network node, and the commands that help set one up
-//! (`keygen`, `pubkey`, `check-config`).
+//! (`keygen`, `pubkey`, `check-config`). Launched as an app by another skywired (or Viscript)
+//! with `SIGNAL_CLIENT=true`, it is also a signal client of its launcher.
 
 #![allow(clippy::print_stdout)]
 
 use std::io::Read as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use skywire::notify::notify;
 use skywire::Config;
-use skywire_control::{block_signals, ControlOptions, ControlServer};
+use skywire_control::signal::{SignalClient, SignalClientHandle};
+use skywire_control::{block_signals, ControlOptions, ControlServer, Stopper};
 use skywire_dataplane::api;
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
 use skywire_dataplane::node::NodeOptions;
@@ -18,6 +24,11 @@ use skywire_dataplane::{NeighbourConfig, SecretKey};
 
 /// A private key on standard input is 45 bytes; anything much longer is not one.
 const MAX_KEY_INPUT_LEN: u64 = 1024;
+
+/// As a signal client: how long after a signal shutdown the library leaves this process before
+/// it ends it. Longer than a clean stop takes (its apps' escalation included), so that the stop
+/// is never cut short.
+const SIGNAL_EXIT_GRACE: Duration = Duration::from_secs(25);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -139,17 +150,17 @@ fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>>
     // Before any thread exists, so that every thread inherits the mask and only the control
     // thread's signalfd sees them.
     block_signals()?;
+    let node = key.public();
     let dataplane = Dataplane::bind(driver_options(&config, key))?;
-    let control = ControlServer::bind(ControlOptions {
-        socket: config.control_socket().to_path_buf(),
-        socket_group: None,
-    })?;
+    let control = ControlServer::bind(control_options(&config))?;
     log::info!(
-        "listening on UDP {} with {} neighbour(s); control socket {}",
+        "listening on UDP {} with {} neighbour(s); control socket {}; signal server {}",
         dataplane.local_addr(),
         config.neighbours.len(),
-        config.control_socket().display()
+        config.control_socket().display(),
+        control.signal_addr()
     );
+    let launcher = signal_client(&config, node, dataplane.local_addr(), control.stopper());
     let (requests, replies, end) = api::channels(dataplane.waker(), control.waker());
     let dataplane = std::thread::Builder::new()
         .name("dataplane".into())
@@ -159,6 +170,9 @@ fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>>
     }
     let served = control.run(requests, replies);
     let _ = notify("STOPPING=1");
+    if let Some(launcher) = launcher {
+        launcher.stop();
+    }
     let stopped = dataplane
         .join()
         .map_err(|_| "the dataplane thread panicked")?;
@@ -166,6 +180,81 @@ fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>>
     stopped?;
     log::info!("stopped");
     Ok(())
+}
+
+/// The control thread's options from the configuration.
+fn control_options(config: &Config) -> ControlOptions {
+    ControlOptions {
+        socket_group: config.socket_group.clone(),
+        signal_port: config.signal_port,
+        apps: config.apps.clone(),
+        ..ControlOptions::new(config.control_socket(), config.dir())
+    }
+}
+
+/// The signal client of the skywired (or Viscript) that launched this one, if one did.
+struct Launcher {
+    client: SignalClientHandle,
+    /// The launcher asked for the shutdown: the client's thread is waiting out its grace.
+    asked: Arc<AtomicBool>,
+}
+
+impl Launcher {
+    /// Closes the signal connection, unless the launcher's shutdown request stopped the node
+    /// (its thread is then waiting out the exit grace, and the process ends without it).
+    fn stop(self) {
+        if !self.asked.load(Ordering::SeqCst) {
+            self.client.stop();
+        }
+    }
+}
+
+/// Starts the signal client when `SIGNAL_CLIENT` is set: it reports the node's key, addresses
+/// and uptime, and a shutdown request stops the node as SIGTERM does.
+fn signal_client(
+    config: &Config,
+    node: skywire_dataplane::NodeKey,
+    listen: SocketAddr,
+    stopper: Stopper,
+) -> Option<Launcher> {
+    let mut client = SignalClient::from_env()?;
+    client.config_mut().exit_grace = SIGNAL_EXIT_GRACE;
+    let app_id = client.config_mut().id;
+    let started = Instant::now();
+    let neighbours = config.neighbours.len();
+    let control_socket = config.control_socket().display().to_string();
+    let asked = Arc::new(AtomicBool::new(false));
+    let asked_by_launcher = Arc::clone(&asked);
+    let started = client
+        .report(move || {
+            serde_json::json!({
+                "Node": node.to_string(),
+                "MeshAddress": node.mesh_address().to_string(),
+                "Listen": listen.to_string(),
+                "ControlSocket": control_socket,
+                "Neighbours": neighbours,
+                "UptimeSecs": started.elapsed().as_secs_f64(),
+                "Pid": std::process::id(),
+            })
+        })
+        .on_shutdown(move || {
+            log::info!(
+                "the launcher asked this node to shut down over the signal protocol: stopping"
+            );
+            asked_by_launcher.store(true, Ordering::SeqCst);
+            stopper.stop();
+        })
+        .start();
+    match started {
+        Ok(client) => {
+            log::info!("signal client of the launcher, as app {app_id}");
+            Some(Launcher { client, asked })
+        }
+        Err(err) => {
+            log::warn!("cannot start the signal client: {err}; running unmanaged");
+            None
+        }
+    }
 }
 
 /// The dataplane's options from the configuration.
@@ -189,5 +278,6 @@ fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
         node,
         listen: config.listen,
         socks: config.socks.clone(),
+        vpn: config.vpn_options(),
     }
 }

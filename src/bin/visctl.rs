@@ -1,6 +1,7 @@
 //! `visctl`: the command-line client of a running `skywired`. It sends one command from its
 //! arguments, the commands of a script (`-f`), or those on standard input (a prompt on a
-//! terminal, each line in turn from a pipe), and prints the replies.
+//! terminal, each line in turn from a pipe), and prints the replies. A streaming command
+//! (`attach`, `start -a`) prints the app's output and sends it input until detached.
 
 #![allow(clippy::print_stdout)]
 
@@ -8,10 +9,12 @@ use std::fmt;
 use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use clap::Parser;
 use skywire::config::{Config, DEFAULT_CONTROL_SOCKET};
-use skywire_control::command::{join_words, tokenize};
+use skywire_control::command::{join_words, tokenize, DETACH_LINE};
 use skywire_control::{Answer, ClientError, ControlClient};
 
 /// The environment variable that names the socket when `--socket` is not given.
@@ -30,7 +33,10 @@ const EXIT_UNREACHABLE: u8 = 3;
                   sends one command and prints the reply; `visctl -f FILE` runs a script, one \
                   command a line, and stops at the first that fails; `visctl` alone reads \
                   commands from standard input: with a prompt on a terminal, each line in turn \
-                  from a pipe. `visctl help` lists the commands.",
+                  from a pipe. `visctl help` lists the commands. `visctl attach ID` and \
+                  `visctl start -a APP` print the app's output and send it standard input \
+                  until its end (Ctrl-D) or a `.detach` line; in a script or session, the \
+                  lines after `attach` are the app's input, up to `.detach`.",
     after_help = "The socket is the one given with --socket, else $SKYWIRE_SOCKET, else the \
                   control.socket of the --config file, else /run/skywire/visctl.sock.\n\n\
                   Exit status: 0 done, 1 a command failed, 2 bad usage, 3 no skywired reachable."
@@ -125,22 +131,58 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mut client = match ControlClient::connect(&socket) {
-        Ok(client) => client,
-        Err(err) => {
-            eprintln!("visctl: {}", unreachable(&socket, &origin, &err));
-            return ExitCode::from(EXIT_UNREACHABLE);
-        }
+    let mut connection = Connection {
+        socket,
+        origin,
+        client: None,
     };
     let printer = Printer { json: cli.json };
     let outcome = if let Some((file, text)) = script {
-        run_script(&mut client, &printer, &file, &text)
+        let mut input = ScriptInput::new(&text);
+        run_session(
+            &mut connection,
+            &printer,
+            &mut input,
+            &Mode::Script { file: &file },
+        )
     } else if !cli.command.is_empty() {
-        run_one(&mut client, &printer, &cli.command)
+        run_one(&mut connection, &printer, &cli.command)
     } else {
-        run_stdin(&mut client, &printer)
+        let interactive = io::stdin().is_terminal();
+        let mut input = StdinInput::spawn();
+        run_session(
+            &mut connection,
+            &printer,
+            &mut input,
+            &Mode::Stdin { interactive },
+        )
     };
     outcome.into()
+}
+
+/// The connection to skywired, made when the first command is sent: a session on standard
+/// input may wait long before its first line, and skywired closes connections that send none.
+#[derive(Debug)]
+struct Connection {
+    socket: PathBuf,
+    origin: Origin,
+    client: Option<ControlClient>,
+}
+
+impl Connection {
+    /// The client, connected now if it is not yet; `Err` (reported) if nothing answers.
+    fn client(&mut self) -> Result<&mut ControlClient, Outcome> {
+        if self.client.is_none() {
+            match ControlClient::connect(&self.socket) {
+                Ok(client) => self.client = Some(client),
+                Err(err) => {
+                    eprintln!("visctl: {}", unreachable(&self.socket, &self.origin, &err));
+                    return Err(Outcome::Unreachable);
+                }
+            }
+        }
+        self.client.as_mut().ok_or(Outcome::Unreachable)
+    }
 }
 
 /// The socket's path: `--socket`, then `$SKYWIRE_SOCKET`, then `--config`'s control.socket,
@@ -184,7 +226,8 @@ fn unreachable(socket: &Path, origin: &Origin, err: &io::Error) -> String {
 }
 
 /// Prints replies: the text of successes on standard output and the errors of failures on
-/// standard error, or every reply's JSON line on standard output.
+/// standard error, or every reply's JSON line on standard output. In a stream, the app's
+/// output goes where the app wrote it and the stream's own notes go to standard error.
 #[derive(Debug)]
 struct Printer {
     json: bool,
@@ -199,7 +242,11 @@ impl Printer {
         } else if answer.ok {
             match answer.text.as_deref() {
                 Some(text) if !text.is_empty() => {
-                    let _ = writeln!(stdout, "{text}");
+                    if stream_note(answer) {
+                        eprintln!("{text}");
+                    } else {
+                        let _ = writeln!(stdout, "{text}");
+                    }
                 }
                 _ => {}
             }
@@ -213,107 +260,320 @@ impl Printer {
     }
 }
 
+/// A field of a reply's `result` object.
+fn result_field<'a>(answer: &'a Answer, field: &str) -> Option<&'a serde_json::Value> {
+    answer.result.as_ref().and_then(|result| result.get(field))
+}
+
+/// Whether a reply starts a stream (`attach`, `start -a`).
+fn starts_stream(answer: &Answer) -> bool {
+    answer.ok && result_field(answer, "attached").is_some()
+}
+
+/// Whether a reply ends a stream.
+fn ends_stream(answer: &Answer) -> bool {
+    answer.ok && result_field(answer, "detached").is_some()
+}
+
+/// Whether a reply is a stream's note (attached, lines skipped, exited, detached, or an app's
+/// standard error), which goes to standard error.
+fn stream_note(answer: &Answer) -> bool {
+    if answer.command.as_deref() != Some("attach") && !starts_stream(answer) {
+        return false;
+    }
+    match result_field(answer, "output") {
+        Some(output) => output.get("stream").and_then(|stream| stream.as_str()) == Some("stderr"),
+        None => true,
+    }
+}
+
 /// Whether a line holds a command (not blank, not only a comment). A line the tokenizer
 /// refuses is sent anyway, so that skywired explains the problem.
 fn has_command(line: &str) -> bool {
     tokenize(line).map_or(true, |words| !words.is_empty())
 }
 
-/// Sends one command, given as words, and prints its reply.
-fn run_one(client: &mut ControlClient, printer: &Printer, words: &[String]) -> Outcome {
+/// A line of input, numbered from 1.
+#[derive(Debug)]
+enum Next {
+    Line {
+        number: usize,
+        text: String,
+    },
+    /// A line that is not UTF-8.
+    Invalid {
+        number: usize,
+    },
+    /// Nothing yet (only when not waiting as long as it takes).
+    Pending,
+    End,
+}
+
+/// Where a session's lines come from: a script, or standard input.
+trait Input {
+    /// The next line; waits at most `wait` (`None`: as long as it takes).
+    fn next(&mut self, wait: Option<Duration>) -> Next;
+}
+
+/// The lines of a script.
+#[derive(Debug)]
+struct ScriptInput {
+    lines: Vec<String>,
+    position: usize,
+}
+
+impl ScriptInput {
+    fn new(text: &str) -> ScriptInput {
+        ScriptInput {
+            lines: text.lines().map(str::to_owned).collect(),
+            position: 0,
+        }
+    }
+}
+
+impl Input for ScriptInput {
+    fn next(&mut self, _wait: Option<Duration>) -> Next {
+        let Some(text) = self.lines.get(self.position) else {
+            return Next::End;
+        };
+        self.position += 1;
+        Next::Line {
+            number: self.position,
+            text: text.clone(),
+        }
+    }
+}
+
+/// Standard input, read by a thread of its own so that a stream can wait for the app's output
+/// and for input at once.
+#[derive(Debug)]
+struct StdinInput {
+    lines: mpsc::Receiver<io::Result<Vec<u8>>>,
+    number: usize,
+    ended: bool,
+}
+
+impl StdinInput {
+    fn spawn() -> StdinInput {
+        // One line read ahead at most.
+        let (sender, lines) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("stdin".to_owned())
+            .spawn(move || {
+                let mut input = io::stdin().lock();
+                loop {
+                    let mut bytes = Vec::new();
+                    match input.read_until(b'\n', &mut bytes) {
+                        Ok(0) => return,
+                        Ok(_) => {
+                            if sender.send(Ok(bytes)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                        Err(err) => {
+                            let _ = sender.send(Err(err));
+                            return;
+                        }
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            eprintln!("visctl: cannot read standard input: {err}");
+        }
+        StdinInput {
+            lines,
+            number: 0,
+            ended: false,
+        }
+    }
+}
+
+impl Input for StdinInput {
+    fn next(&mut self, wait: Option<Duration>) -> Next {
+        if self.ended {
+            return Next::End;
+        }
+        let received = match wait {
+            None => self.lines.recv().map_err(|_| true),
+            Some(wait) => self.lines.recv_timeout(wait).map_err(|err| match err {
+                mpsc::RecvTimeoutError::Timeout => false,
+                mpsc::RecvTimeoutError::Disconnected => true,
+            }),
+        };
+        match received {
+            Ok(Ok(bytes)) => {
+                self.number += 1;
+                match String::from_utf8(bytes) {
+                    Ok(text) => Next::Line {
+                        number: self.number,
+                        text: text.trim_end_matches(['\n', '\r']).to_owned(),
+                    },
+                    Err(_) => Next::Invalid {
+                        number: self.number,
+                    },
+                }
+            }
+            Ok(Err(err)) => {
+                eprintln!("visctl: cannot read standard input: {err}");
+                self.ended = true;
+                Next::End
+            }
+            Err(false) => Next::Pending,
+            Err(true) => {
+                self.ended = true;
+                Next::End
+            }
+        }
+    }
+}
+
+/// How often a stream looks for input while it waits for the app's output.
+const STREAM_POLL: Duration = Duration::from_millis(20);
+
+/// Follows a stream (after `attach` or `start -a`): prints what comes until the stream ends,
+/// and sends `input`'s lines meanwhile; `.detach`, or the end of `input`, detaches.
+fn follow_stream(
+    client: &mut ControlClient,
+    printer: &Printer,
+    input: &mut dyn Input,
+) -> Result<(), ClientError> {
+    let mut sending = true;
+    loop {
+        if let Some(answer) = client.poll_answer(STREAM_POLL)? {
+            printer.show(&answer);
+            if ends_stream(&answer) {
+                return Ok(());
+            }
+            continue;
+        }
+        while sending {
+            match input.next(Some(Duration::ZERO)) {
+                Next::Line { text, .. } => {
+                    client.send_line(&text)?;
+                    sending = text.trim() != DETACH_LINE;
+                }
+                Next::Invalid { number } => {
+                    eprintln!("visctl: input line {number} is not valid UTF-8: not sent");
+                }
+                Next::Pending => break,
+                Next::End => {
+                    client.send_line(DETACH_LINE)?;
+                    sending = false;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one command, given as words, and prints its reply (and its stream, if it starts one,
+/// with standard input as the app's input).
+fn run_one(connection: &mut Connection, printer: &Printer, words: &[String]) -> Outcome {
     let line = join_words(words);
     if !has_command(&line) {
         return Outcome::Done;
     }
-    match client.command(&line) {
-        Ok(answer) => {
-            printer.show(&answer);
-            if answer.ok {
-                Outcome::Done
-            } else {
-                Outcome::Failed
-            }
-        }
-        Err(err) => lost(&err),
-    }
-}
-
-/// Runs a script, stopping at the first line that fails.
-fn run_script(client: &mut ControlClient, printer: &Printer, file: &Path, text: &str) -> Outcome {
-    for (index, line) in text.lines().enumerate() {
-        if !has_command(line) {
-            continue;
-        }
-        let answer = match client.command(line) {
-            Ok(answer) => answer,
-            Err(err) => return lost(&err),
-        };
-        if answer.ok {
-            printer.show(&answer);
-            continue;
-        }
-        if printer.json {
-            printer.show(&answer);
-        }
-        eprintln!(
-            "{}:{}: {}: {}",
-            file.display(),
-            index + 1,
-            line.trim(),
-            answer.error_message()
-        );
+    let client = match connection.client() {
+        Ok(client) => client,
+        Err(outcome) => return outcome,
+    };
+    let answer = match client.command(&line) {
+        Ok(answer) => answer,
+        Err(err) => return lost(&err),
+    };
+    printer.show(&answer);
+    if !answer.ok {
         return Outcome::Failed;
+    }
+    if starts_stream(&answer) {
+        let mut input = StdinInput::spawn();
+        if let Err(err) = follow_stream(client, printer, &mut input) {
+            return lost(&err);
+        }
     }
     Outcome::Done
 }
 
-/// Runs the commands on standard input until its end, `exit` or `quit`; with a prompt when it
-/// is a terminal.
-fn run_stdin(client: &mut ControlClient, printer: &Printer) -> Outcome {
-    let stdin = io::stdin();
-    let interactive = stdin.is_terminal();
-    let mut input = stdin.lock();
+/// Where a session's lines come from, for its prompt and its errors.
+#[derive(Debug)]
+enum Mode<'a> {
+    /// A script: stop at the first line that fails, naming it.
+    Script { file: &'a Path },
+    /// Standard input, with a prompt on a terminal; `exit` or `quit` ends it.
+    Stdin { interactive: bool },
+}
+
+/// Runs the commands of `input` in turn. A command that starts a stream (`attach`) takes the
+/// lines that follow as the app's input, up to `.detach`.
+fn run_session(
+    connection: &mut Connection,
+    printer: &Printer,
+    input: &mut dyn Input,
+    mode: &Mode<'_>,
+) -> Outcome {
+    let interactive = matches!(mode, Mode::Stdin { interactive: true });
     let mut failed = false;
-    let mut number = 0;
     loop {
         if interactive {
             let mut stdout = io::stdout().lock();
             let _ = write!(stdout, "visctl> ");
             let _ = stdout.flush();
         }
-        let mut bytes = Vec::new();
-        number += 1;
-        match input.read_until(b'\n', &mut bytes) {
-            Ok(0) => {
+        let (number, line) = match input.next(None) {
+            Next::Line { number, text } => (number, text),
+            Next::Invalid { number } => {
+                eprintln!("visctl: line {number} of standard input is not valid UTF-8: skipped");
+                failed = true;
+                continue;
+            }
+            Next::Pending => continue,
+            Next::End => {
                 if interactive {
                     println!();
                 }
                 break;
             }
-            Ok(_) => {}
-            Err(err) => {
-                eprintln!("visctl: cannot read standard input: {err}");
-                return Outcome::Failed;
-            }
-        }
-        let Ok(line) = String::from_utf8(bytes) else {
-            eprintln!("visctl: line {number} of standard input is not valid UTF-8: skipped");
-            failed = true;
-            continue;
         };
-        let line = line.trim_end_matches(['\n', '\r']);
-        if matches!(line.trim(), "exit" | "quit") {
+        if matches!(mode, Mode::Stdin { .. }) && matches!(line.trim(), "exit" | "quit") {
             break;
         }
-        if !has_command(line) {
+        if !has_command(&line) {
             continue;
         }
-        match client.command(line) {
-            Ok(answer) => {
-                printer.show(&answer);
-                failed |= !answer.ok;
-            }
+        let client = match connection.client() {
+            Ok(client) => client,
+            Err(outcome) => return outcome,
+        };
+        let answer = match client.command(&line) {
+            Ok(answer) => answer,
             Err(err) => return lost(&err),
+        };
+        if answer.ok {
+            printer.show(&answer);
+            if starts_stream(&answer) {
+                if let Err(err) = follow_stream(client, printer, input) {
+                    return lost(&err);
+                }
+            }
+            continue;
+        }
+        match mode {
+            Mode::Script { file } => {
+                if printer.json {
+                    printer.show(&answer);
+                }
+                eprintln!(
+                    "{}:{number}: {}: {}",
+                    file.display(),
+                    line.trim(),
+                    answer.error_message()
+                );
+                return Outcome::Failed;
+            }
+            Mode::Stdin { .. } => {
+                printer.show(&answer);
+                failed = true;
+            }
         }
     }
     if failed {

@@ -224,10 +224,10 @@ fn a_missing_config_file_is_named() {
 #[test]
 fn unknown_keys_are_refused_with_the_allowed_ones() {
     assert_invalid(
-        "log_level: info\napps: {}\n",
-        "apps",
+        "log_level: info\naps: {}\n",
+        "aps",
         2,
-        &["unknown field `apps`", "`neighbours`"],
+        &["unknown field `aps`", "`neighbours`", "`apps`"],
     );
     assert_invalid(
         "liveness:\n  probe_interval_ms: 2000\n  dead_afer_ms: 10000\n",
@@ -236,7 +236,12 @@ fn unknown_keys_are_refused_with_the_allowed_ones() {
         &["unknown field `dead_afer_ms`", "`dead_after_ms`"],
     );
     assert_invalid("node:\n  keyfile: k\n", "node.keyfile", 2, &["`key_file`"]);
-    assert_invalid("control:\n  path: s\n", "control.path", 2, &["`socket`"]);
+    assert_invalid(
+        "control:\n  path: s\n",
+        "control.path",
+        2,
+        &["`socket`", "`socket_group`", "`signal_port`"],
+    );
     assert_invalid(
         "routes:\n  max: 5\n",
         "routes.max",
@@ -711,5 +716,236 @@ fn bad_socks_values_are_refused_with_key_and_line() {
         "socks.server.alow",
         3,
         &["`allow`"],
+    );
+}
+
+// The vpn section.
+
+#[test]
+fn vpn_apps_are_off_unless_configured() {
+    let config = parse("").unwrap();
+    assert!(config.vpn.server.is_none() && config.vpn.client.is_none());
+    let options = config.vpn_options();
+    assert_eq!(options.state_dir, Path::new("/etc/skywire/state"));
+}
+
+#[test]
+fn every_vpn_key_is_read() {
+    let text = format!(
+        "vpn:\n  server:\n    enabled: true\n    tun: srv0\n    pool4: 10.9.0.0/16\n    pool6: off\n    allow: [{}, {}]\n    port: 7100\n  client:\n    enabled: true\n    tun: cli0\n    server: {}\n    path: [{}]\n    routes: [0.0.0.0/0, \"::/0\", 10.1.0.0/16]\n    port: 7200\n",
+        key(1),
+        key(2),
+        key(3),
+        key(4)
+    );
+    let config = parse(&text).unwrap();
+    let server = config.vpn.server.unwrap();
+    assert!(server.start);
+    assert_eq!(server.tun.as_str(), "srv0");
+    assert_eq!(server.pool4.unwrap().to_string(), "10.9.0.0/16");
+    assert_eq!(server.pool6, None);
+    assert_eq!(server.allow, vec![key(1), key(2)]);
+    assert_eq!(server.port, 7100);
+    let client = config.vpn.client.unwrap();
+    assert!(client.start);
+    assert_eq!(client.tun.as_str(), "cli0");
+    assert_eq!(client.server, key(3));
+    assert_eq!(client.path, vec![key(4)]);
+    assert_eq!(client.routes.len(), 3);
+    assert!(client.routes[0].is_default() && client.routes[1].is_default());
+    assert_eq!(client.port, 7200);
+}
+
+#[test]
+fn vpn_defaults_fill_what_is_left_out() {
+    let text = format!("vpn:\n  server: {{}}\n  client:\n    server: {}\n", key(3));
+    let config = parse(&text).unwrap();
+    let server = config.vpn.server.unwrap();
+    assert!(!server.start);
+    assert_eq!(server.tun.as_str(), "skyvpn-srv");
+    assert_eq!(server.pool4.unwrap().to_string(), "10.77.0.0/24");
+    assert!(server.pool6.is_some());
+    assert!(server.allow.is_empty());
+    assert_eq!(server.port, 7001);
+    let client = config.vpn.client.unwrap();
+    assert_eq!(client.tun.as_str(), "skyvpn0");
+    assert!(client.routes.is_empty() && client.path.is_empty());
+}
+
+#[test]
+fn bad_vpn_values_are_refused_with_key_and_line() {
+    assert_invalid(
+        "vpn:\n  server:\n    tun: a-name-too-long-for-linux\n",
+        "vpn.server.tun",
+        3,
+        &["15"],
+    );
+    assert_invalid(
+        "vpn:\n  server:\n    pool4: fd00::/64\n",
+        "vpn.server.pool4",
+        3,
+        &["not an IPv4 prefix"],
+    );
+    assert_invalid(
+        "vpn:\n  server:\n    pool6: fd00::/127\n",
+        "vpn.server.pool6",
+        3,
+        &["2 host bits"],
+    );
+    assert_invalid(
+        "vpn:\n  server:\n    pool4: 'off'\n    pool6: 'off'\n",
+        "vpn.server.pool4",
+        3,
+        &["needs pool4, pool6 or both"],
+    );
+    assert_invalid(
+        &format!(
+            "vpn:\n  server:\n    allow:\n      - {}\n      - {}\n",
+            key(1),
+            key(1)
+        ),
+        "vpn.server.allow[1]",
+        5,
+        &["listed already"],
+    );
+    assert_invalid(
+        "vpn:\n  server:\n    port: 0\n",
+        "vpn.server.port",
+        3,
+        &["1 to 65535"],
+    );
+    assert_invalid(
+        "vpn:\n  client:\n    tun: x\n",
+        "vpn.client.server",
+        3,
+        &["missing"],
+    );
+    assert_invalid(
+        &format!(
+            "vpn:\n  client:\n    server: {}\n    routes: [10.0.0.0/33]\n",
+            key(1)
+        ),
+        "vpn.client.routes[0]",
+        4,
+        &["too long"],
+    );
+    assert_invalid(
+        &format!(
+            "vpn:\n  server:\n    tun: same\n  client:\n    server: {}\n    tun: same\n",
+            key(1)
+        ),
+        "vpn.client.tun",
+        6,
+        &["different names"],
+    );
+    assert_invalid(
+        "vpn:\n  client:\n    speed: 3\n",
+        "vpn.client.speed",
+        3,
+        &["unknown field"],
+    );
+}
+
+#[test]
+fn a_node_is_not_its_own_vpn_server() {
+    let own = SecretKey::from([7; 32]);
+    let config = parse(&format!("vpn:\n  client:\n    server: {}\n", own.public())).unwrap();
+    let err = config.check_against(&own.public()).unwrap_err();
+    assert!(err.to_string().contains("vpn.client.server"), "{err}");
+}
+
+// The launched apps: the catalog, the signal port and the socket's group.
+
+#[test]
+fn apps_and_signal_defaults() {
+    let config = parse("").unwrap();
+    assert!(config.apps.is_empty());
+    assert_eq!(config.signal_port, 7999);
+    assert_eq!(config.socket_group, None);
+    let config = parse("apps:\ncontrol:\n  signal_port: 0\n  socket_group: skywire\n").unwrap();
+    assert!(config.apps.is_empty());
+    assert_eq!(config.signal_port, 0);
+    assert_eq!(config.socket_group.as_deref(), Some("skywire"));
+}
+
+#[test]
+fn the_seeds_catalog_entry_is_read_as_written() {
+    let text = "\
+apps:
+  meshnet-socks-server:
+    daemon: true
+    desc: DESCRIPTION GOES HERE
+    path: bin/meshnet/meshnet-run-socks-server
+    default_args: []
+    help: |
+        [1] Text name of app, must be unique
+  second:
+    path: target/release/skywired
+    default_args: [\"--config\", \"examples/second-node.yaml\"]
+";
+    let config = parse(text).unwrap();
+    assert_eq!(config.apps.len(), 2);
+    let seed = config.apps.get("meshnet-socks-server").unwrap();
+    assert!(seed.daemon);
+    assert_eq!(seed.desc, "DESCRIPTION GOES HERE");
+    assert_eq!(seed.path, "bin/meshnet/meshnet-run-socks-server");
+    assert_eq!(seed.help, "[1] Text name of app, must be unique\n");
+    let second = config.apps.get("second").unwrap();
+    assert!(!second.daemon);
+    assert_eq!(
+        second.default_args,
+        ["--config", "examples/second-node.yaml"]
+    );
+}
+
+#[test]
+fn bad_apps_and_control_values_are_refused_with_key_and_line() {
+    assert_invalid(
+        "apps:\n  example:\n    path: x/y\n    deamon: true\n",
+        "apps.example.deamon",
+        4,
+        &["unknown field `deamon`", "`daemon`"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    desc: no path\n",
+        "apps.example",
+        3,
+        &["missing field `path`"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    path: \"\"\n",
+        "apps.example.path",
+        3,
+        &["is empty"],
+    );
+    assert_invalid(
+        "apps:\n  first:\n    path: a/b\n  \"two words\":\n    path: a/b\n",
+        "apps.two words",
+        5,
+        &["cannot name an app"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    path: x\n    default_args: -a\n",
+        "apps.example.default_args",
+        4,
+        &["sequence"],
+    );
+    assert_invalid(
+        "control:\n  signal_port: 65536\n",
+        "control.signal_port",
+        2,
+        &["0 to 65535"],
+    );
+    assert_invalid(
+        "control:\n  signal_port: -1\n",
+        "control.signal_port",
+        2,
+        &["out of range"],
+    );
+    assert_invalid(
+        "control:\n  socket_group: \"wheel users\"\n",
+        "control.socket_group",
+        2,
+        &["is not a group name"],
     );
 }

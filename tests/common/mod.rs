@@ -109,8 +109,9 @@ impl Daemon {
         Daemon::start_with(dir, name, secret, neighbours, "")
     }
 
-    /// As [`Daemon::start`], with `extra` (top-level YAML sections, such as `socks:`, or a
-    /// `log_level:` in place of the default `debug`) appended to the generated config.
+    /// As [`Daemon::start`], with `extra` (top-level YAML sections, such as `apps:` or
+    /// `socks:`, or a `log_level:` in place of the default `debug`) appended to the config.
+    /// The signal server always takes a free port.
     pub fn start_with(
         dir: &TempDir,
         name: &str,
@@ -120,8 +121,8 @@ impl Daemon {
     ) -> Daemon {
         let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
-             control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
-             dead_after_ms: 2000\nneighbours:\n",
+             control:\n  socket: visctl.sock\n  signal_port: 0\nliveness:\n  \
+             probe_interval_ms: 200\n  dead_after_ms: 5000\nneighbours:\n",
         );
         // Debug logs unless `extra` sets its own level.
         if !extra.lines().any(|line| line.starts_with("log_level:")) {

@@ -136,7 +136,7 @@ pub enum SignalError {
 #[derive(Debug, thiserror::Error)]
 pub enum SignalServerError {
     /// The port is taken or not allowed.
-    #[error("cannot listen for signal clients on {addr}: {source}; is another skywired using the port? set another signal port in the config (0 picks a free one)")]
+    #[error("cannot listen for signal clients on {addr}: {source}; is another skywired using the port? set another port in the config's control.signal_port (0 picks a free one)")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

@@ -1,6 +1,7 @@
 //! Starting one app process: its program and arguments, the signal-protocol variables, the
 //! config folder as working directory, a process group of its own (a terminal's Ctrl-C reaches
-//! only skywired, which then stops its apps in order), and non-blocking pipes for its streams.
+//! only skywired, which then stops its apps in order), the signal mask and SIGPIPE as a fresh
+//! process has them, and non-blocking pipes for its streams.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use mio::unix::pipe::{Receiver, Sender};
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{kill, killpg, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
 use crate::signal::{AppId, ENV_CLIENT, ENV_CLIENT_ID, ENV_SERVER_ADDRESS};
@@ -37,7 +38,20 @@ pub fn spawn(
     id: AppId,
     server: SocketAddr,
 ) -> io::Result<Spawned> {
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    // skywired blocks TERM, INT, HUP and CHLD in every thread (they are read through a
+    // signalfd), and a child inherits the mask across exec: without this, an app could not be
+    // stopped with SIGTERM at all.
+    // SAFETY: the closure runs in the child between fork and exec, touches no memory of the
+    // parent and calls only pthread_sigmask and signal, which are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            SigSet::empty().thread_set_mask()?;
+            nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl)?;
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(args)
         .current_dir(dir)
         .env(ENV_CLIENT, "true")

@@ -274,7 +274,7 @@ pub enum SupervisorError {
         problem: String,
     },
     /// No app has this id.
-    #[error("no app with id {0}; `list_apps` shows the apps and their ids")]
+    #[error("no app with id {0}: `list_apps` shows the running apps and their ids")]
     NoSuchId(AppId),
     /// The app has no process now.
     #[error("app {id} is not running ({state}); start it again with `start`")]
@@ -441,8 +441,12 @@ pub struct Supervisor {
     next_request: u64,
     next_attach: u64,
     results: VecDeque<(RequestId, Result<AppReply, SupervisorError>)>,
-    pings: HashMap<RequestHandle, (RequestId, AppId)>,
-    usages: HashMap<RequestHandle, (RequestId, ResourceUsage)>,
+    /// Pings on the wire, and the requests that wait for each (requests to an app that is
+    /// being pinged already share that ping, so that many clients cannot flood it).
+    pings: HashMap<RequestHandle, (Vec<RequestId>, AppId)>,
+    /// Resource usage requests on the wire, shared in the same way (each with its own /proc
+    /// figures).
+    usages: HashMap<RequestHandle, Vec<(RequestId, ResourceUsage)>>,
     shutdowns: HashMap<RequestHandle, AppId>,
     listeners: BTreeMap<AttachId, Listener>,
     stopping_all: bool,
@@ -484,6 +488,11 @@ impl Supervisor {
             last_now: now,
             ticks_per_second: usage::ticks_per_second(),
         })
+    }
+
+    /// How apps are run.
+    pub fn options(&self) -> &SupervisorOptions {
+        &self.options
     }
 
     /// The catalog apps are started from.
@@ -689,18 +698,24 @@ impl Supervisor {
         }
     }
 
-    /// Pings app `id` over the signal protocol; answered with [`AppReply::Pong`].
+    /// Pings app `id` over the signal protocol; answered with [`AppReply::Pong`]. While a
+    /// ping to the app is on the wire, the request shares its answer.
     pub fn ping(&mut self, id: AppId, now: Instant) -> Result<RequestId, SupervisorError> {
         self.last_now = now;
         self.running_app(id)?;
-        let handle = self.signal.request_ping(id, now)?;
         let request = self.next_request();
-        self.pings.insert(handle, (request, id));
+        if let Some((requests, _)) = self.pings.values_mut().find(|(_, app)| *app == id) {
+            requests.push(request);
+            return Ok(request);
+        }
+        let handle = self.signal.request_ping(id, now)?;
+        self.pings.insert(handle, (vec![request], id));
         Ok(request)
     }
 
     /// Measures app `id` from /proc now and asks it what it reports; answered with
-    /// [`AppReply::ResourceUsage`] (at once if it is not a signal client).
+    /// [`AppReply::ResourceUsage`] (at once if it is not a signal client). While such a
+    /// question to the app is on the wire, the request shares its answer.
     pub fn resource_usage(
         &mut self,
         id: AppId,
@@ -743,9 +758,17 @@ impl Supervisor {
             report_error: None,
         };
         let request = self.next_request();
+        if let Some(waiting) = self
+            .usages
+            .values_mut()
+            .find(|waiting| waiting.first().is_some_and(|(_, usage)| usage.id == id))
+        {
+            waiting.push((request, usage));
+            return Ok(request);
+        }
         match self.signal.request_resource_usage(id, now) {
             Ok(handle) => {
-                self.usages.insert(handle, (request, usage));
+                self.usages.insert(handle, vec![(request, usage)]);
             }
             Err(err) => {
                 usage.report_error = Some(err.to_string());
@@ -1340,7 +1363,7 @@ impl Supervisor {
 
     fn take_signal_results(&mut self) {
         while let Some((handle, outcome)) = self.signal.poll_result() {
-            if let Some((request, id)) = self.pings.remove(&handle) {
+            if let Some((requests, id)) = self.pings.remove(&handle) {
                 let reply = outcome
                     .map_err(SupervisorError::from)
                     .and_then(|reply| match reply {
@@ -1354,15 +1377,21 @@ impl Supervisor {
                             problem: format!("unexpected answer {other:?}"),
                         })),
                     });
-                self.results.push_back((request, reply));
-            } else if let Some((request, mut usage)) = self.usages.remove(&handle) {
-                match outcome {
-                    Ok(SignalReply::ResourceUsage(report)) => usage.reported = Some(report),
-                    Ok(other) => usage.report_error = Some(format!("unexpected answer {other:?}")),
-                    Err(err) => usage.report_error = Some(err.to_string()),
+                for request in requests {
+                    self.results.push_back((request, reply.clone()));
                 }
-                self.results
-                    .push_back((request, Ok(AppReply::ResourceUsage(usage))));
+            } else if let Some(waiting) = self.usages.remove(&handle) {
+                let (report, problem) = match outcome {
+                    Ok(SignalReply::ResourceUsage(report)) => (Some(report), None),
+                    Ok(other) => (None, Some(format!("unexpected answer {other:?}"))),
+                    Err(err) => (None, Some(err.to_string())),
+                };
+                for (request, mut usage) in waiting {
+                    usage.reported.clone_from(&report);
+                    usage.report_error.clone_from(&problem);
+                    self.results
+                        .push_back((request, Ok(AppReply::ResourceUsage(usage))));
+                }
             } else if let Some(id) = self.shutdowns.remove(&handle) {
                 match outcome {
                     Ok(reply) => log::info!("app {id} acknowledged the shutdown: {reply:?}"),

@@ -383,12 +383,6 @@ impl Socks {
         }
         if let Some(server) = self.server.as_mut() {
             server.pump(io, &mut self.graveyard);
-        } else {
-            // Nobody else listens on the mesh yet: nothing to accept.
-            while let Some((_, handle, _)) = io.stack.poll_accept() {
-                io.stack.tcp(handle).abort();
-                self.graveyard.push(handle);
-            }
         }
         if let Some(client) = self.client.as_mut() {
             client.pump(io, &mut self.graveyard);

@@ -218,8 +218,9 @@ impl Server {
     }
 
     pub fn pump(&mut self, io: &mut Io<'_>, graveyard: &mut Vec<TcpHandle>) {
-        while let Some((port, handle, remote)) = io.stack.poll_accept() {
-            if !self.running || port != self.options.port {
+        // Only this app's port: other apps (the VPN server) accept on theirs.
+        while let Some((handle, remote)) = io.stack.poll_accept_on(self.options.port) {
+            if !self.running {
                 io.stack.tcp(handle).abort();
                 graveyard.push(handle);
                 continue;

@@ -1,0 +1,756 @@
+//! The forwarding-throughput benchmark: how fast skywire's VPN carries TCP through network
+//! namespaces, one hop (A–C) and two (A→B→C, B only relaying), against wireguard-go over the
+//! same hops and plain kernel routing as the ceiling, all in one run, with `skywired`
+//! processes (one per namespace) as the nodes. Needs root, iproute2, iperf3, wireguard-go and
+//! wg (wireguard-tools). Prints a table of Gbit/s and the ratios.
+//!
+//! Everything it makes (namespaces `skybench-PID-…`, processes, key files) goes at the end, on
+//! SIGINT/SIGTERM, and on a panic; namespaces left by a run that was killed outright are removed
+//! at the next start. `SKYWIRE_BENCH_SECS` sets each measurement's length (default 5);
+//! `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only the scenarios named (kernel, wg1, wg2, sky1, sky2).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+use skywire_dataplane::{NodeKey, SecretKey};
+
+const PREFIX: &str = "skybench-";
+const HOST: &str = "10.99.0.1";
+const IPERF_PORT: &str = "5201";
+
+/// What the run made, for the cleanup.
+#[derive(Default)]
+struct Made {
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    /// Folders and files.
+    dirs: Vec<PathBuf>,
+}
+
+static MADE: Mutex<Option<Made>> = Mutex::new(None);
+
+fn made<T>(f: impl FnOnce(&mut Made) -> T) -> T {
+    let mut guard = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(guard.get_or_insert_with(Made::default))
+}
+
+/// Removes everything made so far: processes first, then namespaces, then files.
+fn cleanup() {
+    let made = made(std::mem::take);
+    for mut child in made.children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for namespace in made.namespaces {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &namespace])
+            .status();
+    }
+    for path in made.dirs {
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Cleans up when dropped, so a panic does too.
+struct CleanupGuard;
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        cleanup();
+    }
+}
+
+/// Namespaces of runs that were killed before they could clean up (their process is gone).
+fn remove_stale_namespaces() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            println!("removing namespace {name} left by an interrupted run");
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> String {
+    let output = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn ns_exec(ns: &str, args: &[&str]) -> String {
+    let mut full = vec!["netns", "exec", ns];
+    full.extend_from_slice(args);
+    ip(&full)
+}
+
+/// Starts a long-running process in a namespace; it is killed at the cleanup. Returns its id.
+fn ns_spawn(ns: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(args[0]))
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    made(|made| made.children.push(child));
+    id
+}
+
+/// Stops the process `id` that [`ns_spawn`] started.
+fn stop_child(id: u32) {
+    let child = made(|made| {
+        let index = made.children.iter().position(|child| child.id() == id)?;
+        Some(made.children.swap_remove(index))
+    });
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Where a started program's standard error goes: `skybench-PID-PROGRAM.log` in the
+/// temporary folder, kept for a look after a failure.
+fn log_file(program: &str) -> Stdio {
+    let path = std::env::temp_dir().join(format!("{PREFIX}{}-{program}.log", std::process::id()));
+    made(|made| {
+        if !made.dirs.contains(&path) {
+            made.dirs.push(path.clone());
+        }
+    });
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// The three namespaces of one scenario and the links asked for.
+struct Topology {
+    a: String,
+    b: String,
+    c: String,
+}
+
+impl Topology {
+    /// A, B and C; `direct` joins A and C, `relayed` joins A–B and B–C. C holds the host.
+    fn new(name: &str, direct: bool, relayed: bool) -> Topology {
+        let pid = std::process::id();
+        let [a, b, c] = ["a", "b", "c"].map(|end| format!("{PREFIX}{pid}-{name}-{end}"));
+        for ns in [&a, &b, &c] {
+            ip(&["netns", "add", ns]);
+            made(|made| made.namespaces.push(ns.clone()));
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &c,
+            "address",
+            "add",
+            &format!("{HOST}/32"),
+            "dev",
+            "lo",
+        ]);
+        let topology = Topology { a, b, c };
+        if direct {
+            topology.link(
+                &topology.a,
+                "10.201.3.1",
+                &topology.c,
+                "10.201.3.2",
+                "ac",
+                "ca",
+            );
+        }
+        if relayed {
+            topology.link(
+                &topology.a,
+                "10.201.1.1",
+                &topology.b,
+                "10.201.1.2",
+                "ab",
+                "ba",
+            );
+            topology.link(
+                &topology.b,
+                "10.201.2.1",
+                &topology.c,
+                "10.201.2.2",
+                "bc",
+                "cb",
+            );
+        }
+        topology
+    }
+
+    fn link(&self, x: &str, x_addr: &str, y: &str, y_addr: &str, x_dev: &str, y_dev: &str) {
+        ip(&[
+            "-n", x, "link", "add", x_dev, "type", "veth", "peer", "name", y_dev, "netns", y,
+        ]);
+        ip(&[
+            "-n",
+            x,
+            "address",
+            "add",
+            &format!("{x_addr}/24"),
+            "dev",
+            x_dev,
+        ]);
+        ip(&[
+            "-n",
+            y,
+            "address",
+            "add",
+            &format!("{y_addr}/24"),
+            "dev",
+            y_dev,
+        ]);
+        ip(&["-n", x, "link", "set", x_dev, "up"]);
+        ip(&["-n", y, "link", "set", y_dev, "up"]);
+    }
+
+    fn forward(ns: &str) {
+        ns_exec(ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    }
+
+    /// Removes the namespaces (and whatever runs in them is stopped by the caller first).
+    fn remove(self) {
+        for ns in [self.a, self.b, self.c] {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            made(|made| made.namespaces.retain(|other| *other != ns));
+        }
+    }
+}
+
+/// Runs iperf3 from A to the host in C; returns Gbit/s received.
+fn iperf(topology: &Topology, streams: u32, seconds: u64) -> f64 {
+    let server = ns_spawn(
+        &topology.c,
+        &["iperf3", "-s", "-B", HOST, "-p", IPERF_PORT],
+        &[],
+    );
+    // The server needs a moment to listen; retry the client while it says it cannot connect.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topology.a,
+                "iperf3",
+                "-c",
+                HOST,
+                "-p",
+                IPERF_PORT,
+                "-J",
+            ])
+            .args([
+                "-t",
+                &seconds.to_string(),
+                "-P",
+                &streams.to_string(),
+                "-O",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        if let Some(bits) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
+            stop_child(server);
+            return bits / 1e9;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "iperf3 failed: {}\nA's links:\n{}A's routes:\n{}",
+            json["error"].as_str().unwrap_or("no output"),
+            ip(&["-n", &topology.a, "address", "show"]),
+            ip(&["-n", &topology.a, "route", "show"]),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop_children() {
+    let children = made(|made| std::mem::take(&mut made.children));
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{PREFIX}{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    made(|made| made.dirs.push(dir.clone()));
+    dir
+}
+
+// ----- plain kernel routing -----
+
+fn kernel(seconds: u64) -> [f64; 2] {
+    let topology = Topology::new("kernel", false, true);
+    Topology::forward(&topology.b);
+    ip(&["-n", &topology.a, "route", "add", HOST, "via", "10.201.1.2"]);
+    ip(&["-n", &topology.b, "route", "add", HOST, "via", "10.201.2.2"]);
+    ip(&[
+        "-n",
+        &topology.c,
+        "route",
+        "add",
+        "10.201.1.0/24",
+        "via",
+        "10.201.2.1",
+    ]);
+    let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
+    topology.remove();
+    result
+}
+
+// ----- skywire -----
+
+const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
+const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
+
+/// Starts `skywired` in `ns` with its config, key and state in `dir`; returns the control
+/// socket once it answers.
+fn start_skywired(
+    ns: &str,
+    dir: &Path,
+    secret: &SecretKey,
+    neighbours: &[(NodeKey, Option<&str>)],
+    vpn: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("node.key"), format!("{}\n", secret.to_base64())).unwrap();
+    let mut config = String::from(
+        "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:7777\"\n\
+         control:\n  socket: visctl.sock\nlog_level: warn\nneighbours:\n",
+    );
+    for (key, endpoint) in neighbours {
+        config.push_str(&format!("  - key: {key}\n"));
+        if let Some(endpoint) = endpoint {
+            config.push_str(&format!("    endpoint: \"{endpoint}\"\n"));
+        }
+    }
+    config.push_str(vpn);
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let config_arg = config_path.display().to_string();
+    let _ = ns_spawn(ns, &[SKYWIRED, "--config", &config_arg], &[]);
+    let socket = dir.join("visctl.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while visctl(&socket, &["status"]).is_none() {
+        assert!(Instant::now() < deadline, "skywired in {ns} did not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    socket
+}
+
+/// `visctl --json ARGS` against `socket`: the reply, or `None` when it failed.
+fn visctl(socket: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let output = Command::new(VISCTL)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
+    let name = if two_hops { "sky2" } else { "sky1" };
+    let topology = Topology::new(name, !two_hops, two_hops);
+    let [a, b, c] = [
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    ];
+    let (a_key, b_key, c_key) = (a.public(), b.public(), c.public());
+    let state = temp_dir(name);
+    let (c_neighbour, a_neighbour) = if two_hops {
+        ((b_key, None), (b_key, Some("10.201.1.2:7777")))
+    } else {
+        ((a_key, None), (c_key, Some("10.201.3.2:7777")))
+    };
+    let server = format!(
+        "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"off\"\n    allow: [{a_key}]\n"
+    );
+    let c_socket = start_skywired(&topology.c, &state.join("c"), &c, &[c_neighbour], &server);
+    if two_hops {
+        let b_neighbours = [(a_key, None), (c_key, Some("10.201.2.2:7777"))];
+        start_skywired(&topology.b, &state.join("b"), &b, &b_neighbours, "");
+    }
+    let path = if two_hops {
+        format!("[{b_key}]")
+    } else {
+        "[]".to_owned()
+    };
+    let client = format!(
+        "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {c_key}\n    path: {path}\n    routes: [\"{HOST}/32\"]\n"
+    );
+    let a_socket = start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while visctl(&a_socket, &["vpn", "status"])
+        .is_none_or(|reply| reply["result"]["vpn"]["client"]["state"] != "up")
+    {
+        assert!(Instant::now() < deadline, "the skywire VPN did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
+    // What was lost on the way, for a look when a figure is off.
+    let sent = visctl(&a_socket, &["vpn", "status"])
+        .and_then(|reply| reply["result"]["vpn"]["client"]["tx"]["packets"].as_u64())
+        .unwrap_or(0);
+    let arrived = visctl(&c_socket, &["vpn", "status"])
+        .and_then(|reply| reply["result"]["vpn"]["server"]["clients"][0]["rx"]["packets"].as_u64())
+        .unwrap_or(0);
+    let udp = ns_exec(&topology.c, &["nstat", "-az", "UdpRcvbufErrors"]);
+    let buffer_errors = udp
+        .lines()
+        .find_map(|line| line.strip_prefix("UdpRcvbufErrors"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "    ({name}: {sent} packets into the tunnel, {arrived} out at the server, {buffer_errors} UDP receive-buffer drops)"
+    );
+    stop_children();
+    topology.remove();
+    result
+}
+
+// ----- wireguard-go -----
+
+fn wg_keys() -> (String, String) {
+    let private = Command::new("wg").arg("genkey").output().unwrap();
+    assert!(
+        private.status.success(),
+        "wg genkey failed: is wireguard-tools installed?"
+    );
+    let private = String::from_utf8_lossy(&private.stdout).trim().to_owned();
+    let mut public = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    public
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(private.as_bytes())
+        .unwrap();
+    let public = public.wait_with_output().unwrap();
+    (
+        private,
+        String::from_utf8_lossy(&public.stdout).trim().to_owned(),
+    )
+}
+
+/// A wireguard-go interface `dev` in `ns` with `address`, listening on `port`, one peer.
+#[allow(clippy::too_many_arguments)]
+fn wg_interface(
+    ns: &str,
+    dev: &str,
+    address: &str,
+    port: u16,
+    private: &str,
+    dir: &Path,
+    peer: &str,
+    peer_endpoint: Option<&str>,
+    allowed: &str,
+) {
+    let _ = ns_spawn(
+        ns,
+        &["wireguard-go", "-f", dev],
+        &[("LOG_LEVEL", "error"), ("WG_PROCESS_FOREGROUND", "1")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new("ip")
+        .args(["-n", ns, "link", "show", dev])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "wireguard-go did not make {dev}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let key_file = dir.join(format!("{ns}-{dev}.key"));
+    std::fs::write(&key_file, private).unwrap();
+    let port = port.to_string();
+    let key_path = key_file.display().to_string();
+    let mut args = vec![
+        "wg",
+        "set",
+        dev,
+        "private-key",
+        &key_path,
+        "listen-port",
+        &port,
+        "peer",
+        peer,
+        "allowed-ips",
+        allowed,
+    ];
+    if let Some(endpoint) = peer_endpoint {
+        args.extend_from_slice(&["endpoint", endpoint]);
+    }
+    ns_exec(ns, &args);
+    ip(&["-n", ns, "address", "add", address, "dev", dev]);
+    ip(&["-n", ns, "link", "set", dev, "mtu", "1420", "up"]);
+}
+
+fn wireguard(two_hops: bool, seconds: u64) -> [f64; 2] {
+    let name = if two_hops { "wg2" } else { "wg1" };
+    let topology = Topology::new(name, !two_hops, two_hops);
+    let dir = temp_dir(name);
+    let (a_private, a_public) = wg_keys();
+    let (c_private, c_public) = wg_keys();
+    let (a, c) = (&topology.a, &topology.c);
+    let host = format!("{HOST}/32");
+    // wireguard-go's control sockets (/var/run/wireguard/NAME.sock) are not per namespace.
+    let pid = std::process::id();
+    let [dev_a, dev_ba, dev_bc, dev_c] = ["a", "ba", "bc", "c"].map(|end| format!("w{pid}{end}"));
+    if two_hops {
+        let (ba_private, ba_public) = wg_keys();
+        let (bc_private, bc_public) = wg_keys();
+        let b = &topology.b;
+        wg_interface(
+            a,
+            &dev_a,
+            "10.88.0.1/24",
+            51820,
+            &a_private,
+            &dir,
+            &ba_public,
+            Some("10.201.1.2:51820"),
+            &format!("10.88.0.0/24,{host}"),
+        );
+        wg_interface(
+            b,
+            &dev_ba,
+            "10.88.0.2/24",
+            51820,
+            &ba_private,
+            &dir,
+            &a_public,
+            None,
+            "10.88.0.1/32",
+        );
+        wg_interface(
+            b,
+            &dev_bc,
+            "10.89.0.1/24",
+            51821,
+            &bc_private,
+            &dir,
+            &c_public,
+            Some("10.201.2.2:51820"),
+            &format!("10.89.0.0/24,{host}"),
+        );
+        wg_interface(
+            c,
+            &dev_c,
+            "10.89.0.2/24",
+            51820,
+            &c_private,
+            &dir,
+            &bc_public,
+            None,
+            "10.88.0.0/24,10.89.0.0/24",
+        );
+        Topology::forward(b);
+        ip(&["-n", b, "route", "add", HOST, "dev", &dev_bc]);
+        ip(&["-n", c, "route", "add", "10.88.0.0/24", "dev", &dev_c]);
+    } else {
+        wg_interface(
+            a,
+            &dev_a,
+            "10.88.0.1/24",
+            51820,
+            &a_private,
+            &dir,
+            &c_public,
+            Some("10.201.3.2:51820"),
+            &format!("10.88.0.0/24,{host}"),
+        );
+        wg_interface(
+            c,
+            &dev_c,
+            "10.88.0.2/24",
+            51820,
+            &c_private,
+            &dir,
+            &a_public,
+            None,
+            "10.88.0.1/32",
+        );
+    }
+    ip(&["-n", a, "route", "add", HOST, "dev", &dev_a]);
+    let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
+    stop_children();
+    topology.remove();
+    result
+}
+
+// ----- the run -----
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter other than this bench's name skips it.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if args
+        .iter()
+        .any(|filter| !"forwarding".contains(filter.as_str()))
+    {
+        return;
+    }
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
+        println!("SKIP forwarding: needs root (network namespaces, TUN devices)");
+        return;
+    }
+    for tool in ["iperf3", "wireguard-go", "wg", "ip"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map_or(true, |status| !status.success())
+        {
+            println!("SKIP forwarding: {tool} is not installed (apt-get install iperf3 wireguard-go wireguard-tools iproute2)");
+            return;
+        }
+    }
+    let seconds: u64 = std::env::var("SKYWIRE_BENCH_SECS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(5);
+
+    // Signals go to one thread that cleans up and exits.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().unwrap();
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            println!("\n{signal}: cleaning up");
+            cleanup();
+            std::process::exit(130);
+        }
+    });
+    remove_stale_namespaces();
+    let _guard = CleanupGuard;
+
+    println!("forwarding benchmark: iperf3 TCP for {seconds} s each, A → host in C");
+    // `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only those scenarios, without the table.
+    if let Ok(only) = std::env::var("SKYWIRE_BENCH_ONLY") {
+        for name in only.split(',') {
+            let result = match name {
+                "kernel" => kernel(seconds),
+                "wg1" => wireguard(false, seconds),
+                "wg2" => wireguard(true, seconds),
+                "sky1" => skywire(false, seconds),
+                "sky2" => skywire(true, seconds),
+                other => {
+                    println!("  {other}: unknown (kernel, wg1, wg2, sky1, sky2)");
+                    continue;
+                }
+            };
+            println!("  {name}: {:.2} / {:.2} Gbit/s", result[0], result[1]);
+        }
+        return;
+    }
+    let kernel = kernel(seconds);
+    println!(
+        "  kernel routing (2 hops):  {:.2} / {:.2} Gbit/s",
+        kernel[0], kernel[1]
+    );
+    let wg1 = wireguard(false, seconds);
+    println!(
+        "  wireguard-go 1 hop:       {:.2} / {:.2} Gbit/s",
+        wg1[0], wg1[1]
+    );
+    let wg2 = wireguard(true, seconds);
+    println!(
+        "  wireguard-go 2 hops:      {:.2} / {:.2} Gbit/s",
+        wg2[0], wg2[1]
+    );
+    let sky1 = skywire(false, seconds);
+    println!(
+        "  skywire 1 hop:            {:.2} / {:.2} Gbit/s",
+        sky1[0], sky1[1]
+    );
+    let sky2 = skywire(true, seconds);
+    println!(
+        "  skywire 2 hops:           {:.2} / {:.2} Gbit/s",
+        sky2[0], sky2[1]
+    );
+
+    println!();
+    println!("| path              | 1 stream Gbit/s | 4 streams Gbit/s | vs wireguard-go (1 / 4) | vs kernel (1 / 4) |");
+    println!("|-------------------|-----------------|------------------|-------------------------|-------------------|");
+    let row = |name: &str, result: [f64; 2], wg: Option<[f64; 2]>| {
+        let versus = |base: [f64; 2]| {
+            format!(
+                "{:.2} × / {:.2} ×",
+                result[0] / base[0],
+                result[1] / base[1]
+            )
+        };
+        println!(
+            "| {name:<17} | {:>15.2} | {:>16.2} | {:>23} | {:>17} |",
+            result[0],
+            result[1],
+            wg.map_or_else(|| "-".to_owned(), versus),
+            versus(kernel)
+        );
+    };
+    row("kernel routing", kernel, None);
+    row("wireguard-go 1hop", wg1, None);
+    row("wireguard-go 2hop", wg2, None);
+    row("skywire 1 hop", sky1, Some(wg1));
+    row("skywire 2 hops", sky2, Some(wg2));
+    println!();
+    println!(
+        "targets: skywire 1 hop ≥ 2 × wireguard-go 1 hop: {:.2} × {}; 2 hops ≥ 2 × wireguard-go 2 hops: {:.2} ×  {}",
+        sky1[0] / wg1[0],
+        if sky1[0] >= 2.0 * wg1[0] { "met" } else { "NOT met" },
+        sky2[0] / wg2[0],
+        if sky2[0] >= 2.0 * wg2[0] { "met" } else { "NOT met" },
+    );
+}

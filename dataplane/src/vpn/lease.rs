@@ -1,0 +1,271 @@
+//! The lease protocol between a VPN client and server, over a mesh TCP connection (the route
+//! session authenticates both ends, so the server knows the client's key from its mesh
+//! address). The client asks; the server grants addresses, prefix lengths and the MTU, or
+//! refuses with a code. Every message is an 8-byte header (magic `SKYV`, version, kind, body
+//! length) and a fixed-size body; anything else is refused.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The mesh TCP port the server listens on unless configured otherwise.
+pub const DEFAULT_PORT: u16 = 7001;
+/// The protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// The header's length.
+pub const HEADER_LEN: usize = 8;
+/// No message is longer than this.
+pub const MAX_MESSAGE: usize = HEADER_LEN + GRANT_BODY;
+
+const MAGIC: &[u8; 4] = b"SKYV";
+const KIND_REQUEST: u8 = 1;
+const KIND_GRANT: u8 = 2;
+const KIND_REFUSAL: u8 = 3;
+/// flags(1) ipv4(4) len4(1) ipv6(16) len6(1) mtu(2)
+const GRANT_BODY: usize = 25;
+const FLAG_IPV4: u8 = 1;
+const FLAG_IPV6: u8 = 2;
+
+/// What the server grants a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The client's IPv4 address and the pool's prefix length.
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    /// The client's IPv6 address and the pool's prefix length.
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+    /// The MTU of the tunnel.
+    pub mtu: u16,
+}
+
+/// Why a server refused a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The client's key is not in the server's allow list.
+    #[error("the server does not allow this node's key: ask its administrator to add it to vpn.server.allow")]
+    NotAllowed,
+    /// The server's pool has no free address.
+    #[error("the server's address pool is full: ask its administrator to widen it")]
+    PoolExhausted,
+    /// The server speaks another version.
+    #[error(
+        "the server speaks another version of the VPN lease protocol: update skywired on one side"
+    )]
+    Version,
+    /// The server failed for a reason of its own (its log says which).
+    #[error("the server could not lease addresses (its log says why)")]
+    ServerError,
+    /// A code this build does not know.
+    #[error("the server refused with code {0}")]
+    Other(u8),
+}
+
+impl Refusal {
+    fn code(self) -> u8 {
+        match self {
+            Refusal::NotAllowed => 1,
+            Refusal::PoolExhausted => 2,
+            Refusal::Version => 3,
+            Refusal::ServerError => 4,
+            Refusal::Other(code) => code,
+        }
+    }
+
+    fn from_code(code: u8) -> Refusal {
+        match code {
+            1 => Refusal::NotAllowed,
+            2 => Refusal::PoolExhausted,
+            3 => Refusal::Version,
+            4 => Refusal::ServerError,
+            other => Refusal::Other(other),
+        }
+    }
+}
+
+/// One message of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    /// The client asks for its lease.
+    Request,
+    /// The server's answer: the lease.
+    Grant(Grant),
+    /// The server's answer: no lease.
+    Refusal(Refusal),
+}
+
+/// Why bytes are not a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// More bytes are needed.
+    #[error("incomplete message")]
+    Incomplete,
+    /// Not this protocol.
+    #[error("not a skywire VPN lease message")]
+    BadMagic,
+    /// Another version of the protocol.
+    #[error("lease protocol version {0}, this build speaks {VERSION}")]
+    Version(u8),
+    /// A kind or body length that makes no sense.
+    #[error("malformed lease message")]
+    Malformed,
+}
+
+impl Message {
+    /// Parses the message at the start of `bytes`; returns it and how many bytes it took.
+    pub fn parse(bytes: &[u8]) -> Result<(Message, usize), ParseError> {
+        let Some(header) = bytes.get(..HEADER_LEN) else {
+            // A partial header is checked as far as it goes, so garbage fails early.
+            let seen = bytes.len().min(MAGIC.len());
+            if bytes.get(..seen) != MAGIC.get(..seen) {
+                return Err(ParseError::BadMagic);
+            }
+            return Err(ParseError::Incomplete);
+        };
+        if &header[..4] != MAGIC {
+            return Err(ParseError::BadMagic);
+        }
+        if header[4] != VERSION {
+            return Err(ParseError::Version(header[4]));
+        }
+        let kind = header[5];
+        let body_len = usize::from(u16::from_be_bytes([header[6], header[7]]));
+        let expected = match kind {
+            KIND_REQUEST => 0,
+            KIND_GRANT => GRANT_BODY,
+            KIND_REFUSAL => 1,
+            _ => return Err(ParseError::Malformed),
+        };
+        if body_len != expected {
+            return Err(ParseError::Malformed);
+        }
+        let body = bytes
+            .get(HEADER_LEN..HEADER_LEN + body_len)
+            .ok_or(ParseError::Incomplete)?;
+        let message = match kind {
+            KIND_REQUEST => Message::Request,
+            KIND_REFUSAL => Message::Refusal(Refusal::from_code(body[0])),
+            _ => Message::Grant(parse_grant(body)?),
+        };
+        Ok((message, HEADER_LEN + body_len))
+    }
+
+    /// The message's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let (kind, body) = match self {
+            Message::Request => (KIND_REQUEST, Vec::new()),
+            Message::Refusal(refusal) => (KIND_REFUSAL, vec![refusal.code()]),
+            Message::Grant(grant) => (KIND_GRANT, emit_grant(grant)),
+        };
+        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.push(VERSION);
+        bytes.push(kind);
+        bytes.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+}
+
+/// Whether more of a message may still arrive on `socket`: it is being opened, or open for
+/// receiving.
+pub fn may_still_receive(socket: &smoltcp::socket::tcp::Socket<'_>) -> bool {
+    use smoltcp::socket::tcp::State;
+    matches!(socket.state(), State::SynSent | State::SynReceived) || socket.may_recv()
+}
+
+fn parse_grant(body: &[u8]) -> Result<Grant, ParseError> {
+    let body: &[u8; GRANT_BODY] = body.try_into().map_err(|_| ParseError::Malformed)?;
+    let flags = body[0];
+    if flags & !(FLAG_IPV4 | FLAG_IPV6) != 0 || flags == 0 {
+        return Err(ParseError::Malformed);
+    }
+    let mut v4 = [0u8; 4];
+    v4.copy_from_slice(&body[1..5]);
+    let mut v6 = [0u8; 16];
+    v6.copy_from_slice(&body[6..22]);
+    let (len4, len6) = (body[5], body[22]);
+    let mtu = u16::from_be_bytes([body[23], body[24]]);
+    if len4 > 32 || len6 > 128 || mtu < 576 {
+        return Err(ParseError::Malformed);
+    }
+    Ok(Grant {
+        ipv4: (flags & FLAG_IPV4 != 0).then_some((Ipv4Addr::from(v4), len4)),
+        ipv6: (flags & FLAG_IPV6 != 0).then_some((Ipv6Addr::from(v6), len6)),
+        mtu,
+    })
+}
+
+fn emit_grant(grant: &Grant) -> Vec<u8> {
+    let mut body = vec![0u8; GRANT_BODY];
+    if let Some((address, len)) = grant.ipv4 {
+        body[0] |= FLAG_IPV4;
+        body[1..5].copy_from_slice(&address.octets());
+        body[5] = len;
+    }
+    if let Some((address, len)) = grant.ipv6 {
+        body[0] |= FLAG_IPV6;
+        body[6..22].copy_from_slice(&address.octets());
+        body[22] = len;
+    }
+    body[23..25].copy_from_slice(&grant.mtu.to_be_bytes());
+    body
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let grant = Grant {
+            ipv4: Some(("10.77.0.2".parse().unwrap(), 24)),
+            ipv6: Some(("fd77::2".parse().unwrap(), 64)),
+            mtu: 1348,
+        };
+        for message in [
+            Message::Request,
+            Message::Grant(grant),
+            Message::Grant(Grant {
+                ipv4: None,
+                ..grant
+            }),
+            Message::Refusal(Refusal::NotAllowed),
+            Message::Refusal(Refusal::Other(99)),
+        ] {
+            let mut bytes = message.to_bytes();
+            assert!(bytes.len() <= MAX_MESSAGE);
+            for cut in 0..bytes.len() {
+                assert_eq!(Message::parse(&bytes[..cut]), Err(ParseError::Incomplete));
+            }
+            bytes.extend_from_slice(b"next");
+            assert_eq!(Message::parse(&bytes), Ok((message, bytes.len() - 4)));
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert_eq!(Message::parse(b"GET / HTTP/1.1"), Err(ParseError::BadMagic));
+        assert_eq!(Message::parse(b"SKX"), Err(ParseError::BadMagic));
+        assert_eq!(
+            Message::parse(b"SKYV\x02\x01\x00\x00"),
+            Err(ParseError::Version(2))
+        );
+        assert_eq!(
+            Message::parse(b"SKYV\x01\x09\x00\x00"),
+            Err(ParseError::Malformed)
+        );
+        assert_eq!(
+            Message::parse(b"SKYV\x01\x01\x00\x05"),
+            Err(ParseError::Malformed)
+        );
+        let mut grant = Message::Grant(Grant {
+            ipv4: Some(("10.0.0.2".parse().unwrap(), 24)),
+            ipv6: None,
+            mtu: 1348,
+        })
+        .to_bytes();
+        grant[HEADER_LEN + 5] = 33;
+        assert_eq!(Message::parse(&grant), Err(ParseError::Malformed));
+        grant[HEADER_LEN + 5] = 24;
+        grant[HEADER_LEN] = 0;
+        assert_eq!(Message::parse(&grant), Err(ParseError::Malformed));
+    }
+}

@@ -1,0 +1,218 @@
+//! The VPN apps: a server that hands each allowed client key stable addresses from its pools
+//! and forwards their packets through its TUN device, and a client that sends its machine's
+//! traffic (some subnets, or everything) through a TUN device to a server over a route
+//! session. This module owns their state; the driver owns the event loop they run in.
+
+mod client;
+pub mod filter;
+pub mod lease;
+pub mod offload;
+pub mod pool;
+pub mod prefix;
+pub mod routes;
+mod server;
+pub mod tun;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use client::VpnClient;
+pub use filter::DropCounts;
+pub use prefix::{Prefix, PrefixError};
+pub use server::VpnServer;
+pub use tun::{TunError, TunName};
+
+use crate::identity::NodeKey;
+
+/// The server's TUN device unless configured otherwise.
+pub const DEFAULT_SERVER_TUN: &str = "skyvpn-srv";
+/// The client's TUN device unless configured otherwise.
+pub const DEFAULT_CLIENT_TUN: &str = "skyvpn0";
+/// The server's IPv4 pool unless configured otherwise.
+pub const DEFAULT_POOL4: &str = "10.77.0.0/24";
+/// The server's IPv6 pool unless configured otherwise.
+pub const DEFAULT_POOL6: &str = "fd77:736b::/64";
+pub use lease::DEFAULT_PORT as DEFAULT_LEASE_PORT;
+
+/// The TUN device's MTU: the inner MTU of a route session (ARCHITECTURE.md's budget).
+pub const TUN_MTU: u16 = crate::node::INNER_MTU as u16;
+
+/// The VPN apps' configuration.
+#[derive(Debug, Clone)]
+pub struct VpnOptions {
+    /// Where the server keeps its leases and the client the undo list of its routes.
+    pub state_dir: PathBuf,
+    /// The server app, when configured.
+    pub server: Option<ServerOptions>,
+    /// The client app, when configured.
+    pub client: Option<ClientOptions>,
+}
+
+impl Default for VpnOptions {
+    fn default() -> VpnOptions {
+        VpnOptions {
+            state_dir: PathBuf::from("."),
+            server: None,
+            client: None,
+        }
+    }
+}
+
+/// The VPN server app's configuration.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Whether it starts with the dataplane (else `vpn start server` starts it).
+    pub start: bool,
+    /// Its TUN device's name.
+    pub tun: TunName,
+    /// The IPv4 pool; the server takes its first address.
+    pub pool4: Option<Prefix>,
+    /// The IPv6 pool; the server takes its first address.
+    pub pool6: Option<Prefix>,
+    /// The client keys that may connect.
+    pub allow: Vec<NodeKey>,
+    /// The mesh TCP port of the lease exchange.
+    pub port: u16,
+}
+
+/// The VPN client app's configuration.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Whether it starts with the dataplane (else `vpn start client` starts it).
+    pub start: bool,
+    /// Its TUN device's name.
+    pub tun: TunName,
+    /// The server's key.
+    pub server: NodeKey,
+    /// The nodes between this one and the server, in order (empty: a direct neighbour).
+    pub path: Vec<NodeKey>,
+    /// What to send through the tunnel; `0.0.0.0/0` and `::/0` mean everything.
+    pub routes: Vec<Prefix>,
+    /// The server's mesh TCP port of the lease exchange.
+    pub port: u16,
+}
+
+/// Which VPN app a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VpnApp {
+    /// The server app.
+    Server,
+    /// The client app.
+    Client,
+}
+
+/// Packets and bytes one way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl Traffic {
+    /// Counts one packet of `len` bytes.
+    pub fn count(&mut self, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+    }
+}
+
+/// Both VPN apps at a glance (`vpn status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VpnStatus {
+    /// The server app, when configured.
+    pub server: Option<ServerStatus>,
+    /// The client app, when configured.
+    pub client: Option<ClientStatus>,
+}
+
+/// The server app.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerStatus {
+    /// `stopped`, `running`, or `failed: why`.
+    pub state: String,
+    /// Its TUN device.
+    pub tun: String,
+    /// Its own addresses in the tunnel.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Its own IPv6 address in the tunnel.
+    pub ipv6: Option<Ipv6Addr>,
+    /// The clients connected in this run.
+    pub clients: Vec<ServerClientRow>,
+    /// Packets dropped, by reason.
+    pub drops: DropCounts,
+}
+
+/// One client of the server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerClientRow {
+    /// Its key.
+    pub key: String,
+    /// Its IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Its IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// What it sent through the server.
+    pub rx: Traffic,
+    /// What the server sent it.
+    pub tx: Traffic,
+}
+
+/// The client app.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientStatus {
+    /// `stopped`, `connecting`, `leasing`, `up`, `refused: why`, or `failed: why`.
+    pub state: String,
+    /// The server's key.
+    pub server: String,
+    /// Its TUN device.
+    pub tun: String,
+    /// The IPv4 address the server gave, with the pool's prefix length.
+    pub ipv4: Option<String>,
+    /// The IPv6 address the server gave, with the pool's prefix length.
+    pub ipv6: Option<String>,
+    /// The tunnel's MTU.
+    pub mtu: Option<u16>,
+    /// What is routed through the tunnel.
+    pub routes: Vec<String>,
+    /// How often the route to the server was rebuilt after it went down.
+    pub reconnects: u64,
+    /// What went into the tunnel.
+    pub tx: Traffic,
+    /// What came out of it.
+    pub rx: Traffic,
+    /// Packets dropped, by reason.
+    pub drops: DropCounts,
+}
+
+/// Why a VPN app could not start, or a request about it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VpnError {
+    /// The app has no section in the configuration.
+    #[error("the VPN {0} is not configured: add a vpn.{0} section to the config file")]
+    NotConfigured(&'static str),
+    /// The app runs already.
+    #[error("the VPN {0} runs already (`vpn stop {0}` stops it)")]
+    Running(&'static str),
+    /// The TUN device or its configuration failed.
+    #[error(transparent)]
+    Tun(#[from] TunError),
+    /// The address pool could not be opened.
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
+    /// The mesh stack could not listen on the lease port.
+    #[error("cannot listen on mesh TCP port {port} for VPN leases: {source}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// What the stack said.
+        source: crate::stack::StackError,
+    },
+    /// The event loop would not take the TUN device.
+    #[error("cannot watch the TUN device: {0}")]
+    Register(std::io::Error),
+}

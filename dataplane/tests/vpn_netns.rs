@@ -1,0 +1,829 @@
+//! The VPN end to end in network namespaces (needs root; prints SKIP otherwise): dataplanes in
+//! namespaces A (client), B (relay) and C (server, with a host address behind its TUN), joined
+//! by veth pairs. Ping and a 100 MiB TCP transfer from A to C's host through A→B→C over IPv4
+//! and IPv6, stable addresses across reconnects, a refused key and a forged source that get
+//! nothing through, and namespaces left exactly as they were, also after a full-tunnel client
+//! was killed with SIGKILL and started again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use blake2::{Blake2s256, Digest};
+use mio::{Poll, Token, Waker};
+use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, VpnApp, VpnStatus};
+use skywire_dataplane::driver::{Dataplane, DriverOptions};
+use skywire_dataplane::node::NodeOptions;
+use skywire_dataplane::vpn::{ClientOptions, ServerOptions, VpnOptions};
+use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
+
+const HOST4: &str = "10.99.0.1";
+const HOST6: &str = "fd99::1";
+const TRANSFER: usize = 100 << 20;
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// Runs `ip ARGS` and insists that it worked.
+fn ip(args: &[&str]) -> String {
+    let output = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs a command in a namespace; returns whether it succeeded.
+fn ns_run(ns: &str, args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Whether `host` answers a ping from `ns` within about 15 s (a busy machine may lose one).
+fn reaches(ns: &str, host: &str) -> bool {
+    let family = if host.contains(':') { "-6" } else { "-4" };
+    (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
+}
+
+/// Namespaces made by this test, removed on drop (panics included).
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn new(count: usize) -> Namespaces {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let run = NEXT.fetch_add(1, Ordering::Relaxed);
+        let names: Vec<String> = (0..count)
+            .map(|i| format!("skyvpn-{}-{run}-{i}", std::process::id()))
+            .collect();
+        let namespaces = Namespaces(Vec::new());
+        let mut namespaces = namespaces;
+        for name in names {
+            ip(&["netns", "add", &name]);
+            namespaces.0.push(name.clone());
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
+        }
+        namespaces
+    }
+
+    fn name(&self, index: usize) -> &str {
+        &self.0[index]
+    }
+
+    /// A veth pair between two namespaces with an IPv4 /24 on each end.
+    fn link(&self, a: usize, a_addr: &str, b: usize, b_addr: &str) {
+        let (a_name, b_name) = (format!("v{a}{b}"), format!("v{b}{a}"));
+        ip(&[
+            "-n",
+            self.name(a),
+            "link",
+            "add",
+            &a_name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b_name,
+            "netns",
+            self.name(b),
+        ]);
+        ip(&[
+            "-n",
+            self.name(a),
+            "address",
+            "add",
+            &format!("{a_addr}/24"),
+            "dev",
+            &a_name,
+        ]);
+        ip(&[
+            "-n",
+            self.name(b),
+            "address",
+            "add",
+            &format!("{b_addr}/24"),
+            "dev",
+            &b_name,
+        ]);
+        ip(&["-n", self.name(a), "link", "set", &a_name, "up"]);
+        ip(&["-n", self.name(b), "link", "set", &b_name, "up"]);
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Everything `ip` shows of a namespace's links, addresses, routes and rules, once no IPv6
+/// address is still tentative (link-local addresses appear a moment after a link comes up).
+fn snapshot(ns: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = snapshot_now(ns);
+        if !all.contains("tentative") || Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn snapshot_now(ns: &str) -> String {
+    let mut all = String::new();
+    for args in [
+        &["link", "show"][..],
+        &["address", "show"],
+        &["-4", "route", "show", "table", "all"],
+        &["-6", "route", "show", "table", "all"],
+        &["-4", "rule", "show"],
+        &["-6", "rule", "show"],
+    ] {
+        let mut full = vec!["-n", ns];
+        full.extend_from_slice(args);
+        all.push_str(&ip(&full));
+    }
+    all
+}
+
+/// Runs `f` on a thread inside namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        enter_netns(&path);
+        f()
+    })
+}
+
+fn enter_netns(path: &str) {
+    let file = std::fs::File::open(path).unwrap();
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// A dataplane running on a thread in a namespace.
+struct Running {
+    requests: RequestSender,
+    replies: Receiver<(RequestId, Reply)>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    _control_poll: Poll,
+    next_id: RequestId,
+}
+
+impl Running {
+    fn start(ns: &str, options: DriverOptions) -> Running {
+        Running::start_with(ns, options, || {})
+    }
+
+    /// Starts a dataplane whose thread runs `prepare` first.
+    fn start_with(ns: &str, options: DriverOptions, prepare: fn()) -> Running {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel();
+        let thread = in_netns(ns, move || {
+            prepare();
+            let dataplane = Dataplane::bind(options).unwrap();
+            ready_tx.send(dataplane.waker()).unwrap();
+            let end = end_rx.recv().unwrap();
+            dataplane.run(end)
+        });
+        let waker = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let control_poll = Poll::new().unwrap();
+        let control_waker = Arc::new(Waker::new(control_poll.registry(), Token(0)).unwrap());
+        let (requests, replies, end) = api::channels(waker, control_waker);
+        end_tx.send(end).unwrap();
+        Running {
+            requests,
+            replies,
+            thread: Some(thread),
+            _control_poll: control_poll,
+            next_id: 1,
+        }
+    }
+
+    fn ask(&mut self, request: Request) -> Reply {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.requests.send(id, request).unwrap();
+        let (reply_id, reply) = self.replies.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(reply_id, id);
+        reply
+    }
+
+    fn vpn(&mut self, request: Request) -> VpnStatus {
+        match self.ask(request) {
+            Reply::Vpn(status) => *status,
+            other => panic!("no VPN status: {other:?}"),
+        }
+    }
+
+    fn stop(mut self) {
+        assert_eq!(self.ask(Request::Shutdown), Reply::Stopped);
+        self.thread.take().unwrap().join().unwrap().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.requests.send(0, Request::Shutdown);
+            let _ = thread.join();
+        }
+    }
+}
+
+fn options(secret: SecretKey, neighbours: Vec<NeighbourConfig>, state_dir: &Path) -> DriverOptions {
+    let mut node = NodeOptions::new(secret);
+    node.neighbours = neighbours;
+    node.probe_interval = Duration::from_millis(200);
+    node.dead_after = Duration::from_secs(5);
+    DriverOptions {
+        node,
+        listen: "[::]:7777".parse().unwrap(),
+        socks: Default::default(),
+        vpn: VpnOptions {
+            state_dir: state_dir.to_path_buf(),
+            ..VpnOptions::default()
+        },
+    }
+}
+
+fn neighbour(key: NodeKey, endpoint: Option<&str>) -> NeighbourConfig {
+    NeighbourConfig {
+        key,
+        endpoint: endpoint.map(|text| text.parse::<SocketAddr>().unwrap()),
+        keepalive: None,
+    }
+}
+
+/// A state folder, removed on drop.
+struct StateDir(PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for StateDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn state_dir(name: &str) -> StateDir {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "skywire-vpn-{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    StateDir(dir)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn client_state(node: &mut Running) -> VpnStatus {
+    node.vpn(Request::VpnStatus)
+}
+
+fn wait_client_up(node: &mut Running) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = client_state(node).client.unwrap();
+        if status.state == "up" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the VPN client is not up: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.ipv4.unwrap(), status.ipv6.unwrap())
+}
+
+fn server_options(allow: Vec<NodeKey>) -> ServerOptions {
+    ServerOptions {
+        start: true,
+        tun: "skysrv".parse().unwrap(),
+        pool4: Some("10.77.0.0/24".parse().unwrap()),
+        pool6: Some("fd77::/64".parse().unwrap()),
+        allow,
+        port: 7001,
+    }
+}
+
+fn client_options(server: NodeKey, path: Vec<NodeKey>, routes: &[&str]) -> ClientOptions {
+    ClientOptions {
+        start: true,
+        tun: "skycli".parse().unwrap(),
+        server,
+        path,
+        routes: routes.iter().map(|route| route.parse().unwrap()).collect(),
+        port: 7001,
+    }
+}
+
+/// Sends `TRANSFER` bytes from namespace `from` to `to_addr:port` in namespace `to`; returns
+/// both sides' byte counts and BLAKE2s digests.
+fn transfer(
+    from: &str,
+    to: &str,
+    to_addr: &str,
+    port: u16,
+) -> ((usize, Vec<u8>), (usize, Vec<u8>)) {
+    let listen: SocketAddr = format!("{to_addr}:{port}")
+        .parse()
+        .or_else(|_| format!("[{to_addr}]:{port}").parse())
+        .unwrap();
+    let (bound_tx, bound_rx) = mpsc::channel();
+    let receiver = in_netns(to, move || {
+        let listener = TcpListener::bind(listen).unwrap();
+        bound_tx.send(()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut hash = Blake2s256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            let read = stream.read(&mut buf).unwrap();
+            if read == 0 {
+                break;
+            }
+            hash.update(&buf[..read]);
+            total += read;
+        }
+        (total, hash.finalize().to_vec())
+    });
+    bound_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let sender = in_netns(from, move || {
+        let mut stream = TcpStream::connect_timeout(&listen, Duration::from_secs(10)).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut hash = Blake2s256::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut sent = 0;
+        while sent < TRANSFER {
+            for word in chunk.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+            }
+            let len = chunk.len().min(TRANSFER - sent);
+            stream.write_all(&chunk[..len]).unwrap();
+            hash.update(&chunk[..len]);
+            sent += len;
+        }
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        (sent, hash.finalize().to_vec())
+    });
+    let sent = sender.join().unwrap();
+    let received = receiver.join().unwrap();
+    (sent, received)
+}
+
+#[test]
+fn vpn_through_a_relay_end_to_end() {
+    if !is_root() {
+        println!(
+            "SKIP vpn_through_a_relay_end_to_end: needs root (network namespaces, TUN devices)"
+        );
+        return;
+    }
+    let ns = Namespaces::new(3);
+    let (a_ns, b_ns, c_ns) = (
+        ns.name(0).to_owned(),
+        ns.name(1).to_owned(),
+        ns.name(2).to_owned(),
+    );
+    ns.link(0, "10.201.1.1", 1, "10.201.1.2");
+    ns.link(1, "10.201.2.1", 2, "10.201.2.2");
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST4}/32"),
+        "dev",
+        "lo",
+    ]);
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST6}/128"),
+        "dev",
+        "lo",
+    ]);
+    let before_a = snapshot(&a_ns);
+    let before_b = snapshot(&b_ns);
+    let before_c = snapshot(&c_ns);
+
+    let (a_secret, b_secret, c_secret) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
+    let (a_key, b_key, c_key) = (a_secret.public(), b_secret.public(), c_secret.public());
+    // Another allowed client's lease, which A will try to use.
+    let other_key = SecretKey::generate().public();
+    let c_state = state_dir("c");
+    std::fs::write(
+        c_state.join("vpn-leases.yaml"),
+        format!(
+            "version: 1\nleases:\n  - key: {other_key}\n    ipv4: 10.77.0.9\n    ipv6: fd77::9\n"
+        ),
+    )
+    .unwrap();
+
+    let mut c_options = options(c_secret, vec![neighbour(b_key, None)], &c_state);
+    c_options.vpn.server = Some(server_options(vec![a_key, other_key]));
+    let mut c = Running::start(&c_ns, c_options);
+    let b_state = state_dir("b");
+    let mut b_options = options(
+        b_secret,
+        vec![
+            neighbour(a_key, None),
+            neighbour(c_key, Some("10.201.2.2:7777")),
+        ],
+        &b_state,
+    );
+    // B is a client too, whose key the server does not allow.
+    b_options.vpn.client = Some(client_options(c_key, vec![], &[]));
+    let mut b = Running::start(&b_ns, b_options);
+    let a_state = state_dir("a");
+    let mut a_options = options(
+        a_secret,
+        vec![neighbour(b_key, Some("10.201.1.2:7777"))],
+        &a_state,
+    );
+    a_options.vpn.client = Some(client_options(
+        c_key,
+        vec![b_key],
+        &["10.99.0.0/24", "fd99::/64"],
+    ));
+    let mut a = Running::start(&a_ns, a_options);
+
+    let (v4, v6) = wait_client_up(&mut a);
+    assert_eq!((v4.as_str(), v6.as_str()), ("10.77.0.2/24", "fd77::2/64"));
+    let status = c.vpn(Request::VpnStatus).server.unwrap();
+    assert_eq!(status.state, "running");
+    assert_eq!(status.clients.len(), 1, "{status:?}");
+    let Reply::Routes(routes) = a.ask(Request::ListRoutes) else {
+        panic!("no routes");
+    };
+    assert_eq!(routes.routes[0].path.len(), 3, "A→B→C: {routes:?}");
+
+    // Ping and a 100 MiB transfer through the tunnel, IPv4 and IPv6.
+    assert!(reaches(&a_ns, HOST4), "ping over IPv4");
+    assert!(reaches(&a_ns, HOST6), "ping over IPv6");
+    let started = Instant::now();
+    let (sent, received) = transfer(&a_ns, &c_ns, HOST4, 5201);
+    println!(
+        "100 MiB through the tunnel over IPv4 in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(sent.0, TRANSFER);
+    assert_eq!(sent, received, "the checksums match");
+    let (sent, received) = transfer(&a_ns, &c_ns, HOST6, 5202);
+    assert_eq!(sent, received, "IPv6 inside the tunnel");
+    let status = a.vpn(Request::VpnStatus).client.unwrap();
+    assert!(status.tx.bytes > 2 * TRANSFER as u64, "{status:?}");
+
+    // A reconnect (client restarted) and a server restart keep the addresses.
+    a.vpn(Request::VpnStop {
+        app: VpnApp::Client,
+    });
+    assert!(
+        !ip(&["-n", &a_ns, "link", "show"]).contains("skycli"),
+        "the TUN device went"
+    );
+    a.vpn(Request::VpnStart {
+        app: VpnApp::Client,
+    });
+    assert_eq!(wait_client_up(&mut a), (v4.clone(), v6.clone()));
+    c.vpn(Request::VpnStop {
+        app: VpnApp::Server,
+    });
+    c.vpn(Request::VpnStart {
+        app: VpnApp::Server,
+    });
+    wait_for(
+        "A reconnected after the server restarted",
+        Duration::from_secs(30),
+        || {
+            let status = a.vpn(Request::VpnStatus).client.unwrap();
+            status.state == "up" && status.reconnects >= 1
+        },
+    );
+    assert_eq!(wait_client_up(&mut a), (v4.clone(), v6.clone()));
+    assert!(reaches(&a_ns, HOST4), "ping after the reconnect");
+
+    // A forges the other client's address: nothing gets through, the server counts it.
+    ip(&[
+        "-n",
+        &a_ns,
+        "address",
+        "add",
+        "10.77.0.9/32",
+        "dev",
+        "skycli",
+    ]);
+    assert!(!ns_run(
+        &a_ns,
+        &["ping", "-c", "2", "-W", "1", "-I", "10.77.0.9", HOST4]
+    ));
+    let drops = c.vpn(Request::VpnStatus).server.unwrap().drops;
+    assert!(drops.forged_source >= 2, "{drops:?}");
+    ip(&[
+        "-n",
+        &a_ns,
+        "address",
+        "del",
+        "10.77.0.9/32",
+        "dev",
+        "skycli",
+    ]);
+
+    // B's key is not allowed: refused, and what it sends anyway is dropped.
+    wait_for("B refused", Duration::from_secs(30), || {
+        b.vpn(Request::VpnStatus)
+            .client
+            .unwrap()
+            .state
+            .starts_with("refused")
+    });
+    ip(&[
+        "-n",
+        &b_ns,
+        "address",
+        "add",
+        "10.77.0.50/32",
+        "dev",
+        "skycli",
+    ]);
+    ip(&["-n", &b_ns, "link", "set", "skycli", "up"]);
+    ip(&[
+        "-n",
+        &b_ns,
+        "route",
+        "add",
+        &format!("{HOST4}/32"),
+        "dev",
+        "skycli",
+        "src",
+        "10.77.0.50",
+    ]);
+    assert!(!ns_run(&b_ns, &["ping", "-c", "2", "-W", "1", HOST4]));
+    let drops = c.vpn(Request::VpnStatus).server.unwrap().drops;
+    assert!(drops.no_lease >= 2, "{drops:?}");
+
+    a.stop();
+    b.stop();
+    c.stop();
+    assert_eq!(snapshot(&a_ns), before_a, "A is as it was");
+    assert_eq!(snapshot(&b_ns), before_b, "B is as it was");
+    assert_eq!(snapshot(&c_ns), before_c, "C is as it was");
+}
+
+/// Drops CAP_NET_ADMIN from the calling thread's effective capabilities (capabilities are
+/// per thread).
+fn drop_net_admin() {
+    use nix::libc;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget and capset read and write exactly these version-3 structures.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << 12);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
+
+#[test]
+fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
+    if !is_root() {
+        println!(
+            "SKIP without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs: needs root"
+        );
+        return;
+    }
+    let ns = Namespaces::new(1);
+    let state = state_dir("nocap");
+    let server_key = SecretKey::generate().public();
+    let mut options = options(SecretKey::generate(), vec![], &state);
+    options.vpn.server = Some(server_options(vec![server_key]));
+    options.vpn.client = Some(client_options(server_key, vec![], &[]));
+    let mut node = Running::start_with(ns.name(0), options, drop_net_admin);
+    let status = node.vpn(Request::VpnStatus);
+    for state in [status.server.unwrap().state, status.client.unwrap().state] {
+        assert!(state.starts_with("failed: "), "{state}");
+        assert!(
+            state.contains("CAP_NET_ADMIN") && state.contains("run skywired as root"),
+            "{state}"
+        );
+    }
+    match node.ask(Request::VpnStart {
+        app: VpnApp::Client,
+    }) {
+        Reply::Error(message) => assert!(message.contains("CAP_NET_ADMIN"), "{message}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(
+        matches!(node.ask(Request::Status), Reply::Status(_)),
+        "the node runs on"
+    );
+    node.stop();
+    assert!(!ip(&["-n", ns.name(0), "link", "show"]).contains("sky"));
+}
+
+/// The environment variable that makes [`full_tunnel_child`] run a client.
+const CHILD_ENV: &str = "SKYWIRE_VPN_TEST_CHILD";
+
+/// Run by `full_tunnel_is_cleaned_after_sigkill` as a child process: a full-tunnel client in
+/// a namespace, until its standard input closes.
+#[test]
+#[ignore = "a child process of full_tunnel_is_cleaned_after_sigkill"]
+fn full_tunnel_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let fields: Vec<&str> = spec.split(' ').collect();
+    let [ns, secret, server, endpoint, state] = fields[..] else {
+        panic!("bad child spec {spec:?}");
+    };
+    enter_netns(&format!("/var/run/netns/{ns}"));
+    let secret: SecretKey = secret.parse().unwrap();
+    let server: NodeKey = server.parse().unwrap();
+    let mut driver = options(
+        secret,
+        vec![neighbour(server, Some(endpoint))],
+        Path::new(state),
+    );
+    driver.vpn.client = Some(client_options(server, vec![], &["0.0.0.0/0", "::/0"]));
+    let dataplane = Dataplane::bind(driver).unwrap();
+    let control_poll = Poll::new().unwrap();
+    let control_waker = Arc::new(Waker::new(control_poll.registry(), Token(0)).unwrap());
+    let (requests, replies, end) = api::channels(dataplane.waker(), control_waker);
+    let thread = std::thread::spawn(move || dataplane.run(end));
+    let mut line = String::new();
+    let _ = std::io::stdin().read_to_string(&mut line);
+    requests.send(1, Request::Shutdown).unwrap();
+    let _ = replies.recv_timeout(Duration::from_secs(10));
+    thread.join().unwrap().unwrap();
+}
+
+fn spawn_child(spec: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "full_tunnel_child", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, spec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn full_tunnel_is_cleaned_after_sigkill() {
+    if !is_root() {
+        println!("SKIP full_tunnel_is_cleaned_after_sigkill: needs root (network namespaces, TUN devices)");
+        return;
+    }
+    let ns = Namespaces::new(2);
+    let (a_ns, c_ns) = (ns.name(0).to_owned(), ns.name(1).to_owned());
+    ns.link(0, "10.202.1.1", 1, "10.202.1.2");
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST4}/32"),
+        "dev",
+        "lo",
+    ]);
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST6}/128"),
+        "dev",
+        "lo",
+    ]);
+    // A default route on the underlay, which the full tunnel must override but keep usable.
+    ip(&["-n", &a_ns, "route", "add", "default", "via", "10.202.1.2"]);
+    let before = snapshot(&a_ns);
+
+    let (a_secret, c_secret) = (SecretKey::generate(), SecretKey::generate());
+    let (a_key, c_key) = (a_secret.public(), c_secret.public());
+    let c_state = state_dir("full-c");
+    let mut c_options = options(c_secret, vec![neighbour(a_key, None)], &c_state);
+    c_options.vpn.server = Some(server_options(vec![a_key]));
+    let c = Running::start(&c_ns, c_options);
+    let a_state = state_dir("full-a");
+    let spec = format!(
+        "{a_ns} {} {c_key} 10.202.1.2:7777 {}",
+        a_secret.to_base64(),
+        a_state.display()
+    );
+
+    let tunnel_up = || {
+        let addresses = Command::new("ip")
+            .args(["-n", &a_ns, "address", "show", "dev", "skycli"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&addresses.stdout).contains("10.77.0.2/24")
+            && ns_run(&a_ns, &["ping", "-c", "1", "-W", "1", HOST4])
+    };
+    let mut child = spawn_child(&spec);
+    wait_for("the full tunnel up", Duration::from_secs(30), || {
+        tunnel_up()
+    });
+    wait_for(
+        "a ping over IPv6 through the full tunnel",
+        Duration::from_secs(20),
+        || ns_run(&a_ns, &["ping", "-6", "-c", "1", "-W", "1", HOST6]),
+    );
+    // Everything goes into the tunnel, the host behind the underlay's default route too.
+    for host in [HOST4, HOST6, "192.0.2.1"] {
+        let route = ip(&["-n", &a_ns, "route", "get", host]);
+        assert!(route.contains("dev skycli"), "{host}: {route}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let leftovers = snapshot(&a_ns);
+    assert_ne!(
+        leftovers, before,
+        "a SIGKILLed client leaves its policy rules"
+    );
+    assert!(leftovers.contains("not from all fwmark"), "{leftovers}");
+
+    let mut child = spawn_child(&spec);
+    wait_for("the full tunnel up again", Duration::from_secs(30), || {
+        tunnel_up()
+    });
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
+    c.stop();
+}

@@ -1,0 +1,484 @@
+//! The VPN through real `skywired` processes in network namespaces they share with nothing
+//! else (needs root; prints SKIP otherwise): a client in A reaches a host behind the server in
+//! C through relay B, over IPv4 and IPv6, with a 100 MiB transfer checked end to end; its
+//! addresses survive a restart of its daemon; a full-tunnel client killed with SIGKILL leaves
+//! rules behind that its next start removes; and every namespace ends as it began.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use blake2::{Blake2s256, Digest};
+use common::{wait_until, TempDir, SKYWIRED, VISCTL};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use skywire_dataplane::{NodeKey, SecretKey};
+
+const HOST4: &str = "10.99.0.1";
+const HOST6: &str = "fd99::1";
+const TRANSFER: usize = 100 << 20;
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+fn ip(args: &[&str]) -> String {
+    let output = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn ns_run(ns: &str, args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Whether `host` answers a ping from `ns` within about 15 s (a busy machine may lose one).
+fn reaches(ns: &str, host: &str) -> bool {
+    let family = if host.contains(':') { "-6" } else { "-4" };
+    (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
+}
+
+/// Namespaces made by this test, removed on drop (panics included).
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn new(count: usize) -> Namespaces {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let run = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut namespaces = Namespaces(Vec::new());
+        for index in 0..count {
+            let name = format!("skyvpnd-{}-{run}-{index}", std::process::id());
+            ip(&["netns", "add", &name]);
+            namespaces.0.push(name.clone());
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
+        }
+        namespaces
+    }
+
+    fn name(&self, index: usize) -> String {
+        self.0[index].clone()
+    }
+
+    fn link(&self, a: usize, a_addr: &str, b: usize, b_addr: &str) {
+        let (a_dev, b_dev) = (format!("v{a}{b}"), format!("v{b}{a}"));
+        let (a_ns, b_ns) = (self.name(a), self.name(b));
+        ip(&[
+            "-n", &a_ns, "link", "add", &a_dev, "type", "veth", "peer", "name", &b_dev, "netns",
+            &b_ns,
+        ]);
+        ip(&[
+            "-n",
+            &a_ns,
+            "address",
+            "add",
+            &format!("{a_addr}/24"),
+            "dev",
+            &a_dev,
+        ]);
+        ip(&[
+            "-n",
+            &b_ns,
+            "address",
+            "add",
+            &format!("{b_addr}/24"),
+            "dev",
+            &b_dev,
+        ]);
+        ip(&["-n", &a_ns, "link", "set", &a_dev, "up"]);
+        ip(&["-n", &b_ns, "link", "set", &b_dev, "up"]);
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Links, addresses, routes and rules of a namespace, once no address is tentative.
+fn snapshot(ns: &str) -> String {
+    let mut all = String::new();
+    wait_until("addresses settled", Duration::from_secs(10), || {
+        all.clear();
+        for args in [
+            &["link", "show"][..],
+            &["address", "show"],
+            &["-4", "route", "show", "table", "all"],
+            &["-6", "route", "show", "table", "all"],
+            &["-4", "rule", "show"],
+            &["-6", "rule", "show"],
+        ] {
+            let mut full = vec!["-n", ns];
+            full.extend_from_slice(args);
+            all.push_str(&ip(&full));
+        }
+        !all.contains("tentative")
+    });
+    all
+}
+
+/// A `skywired` in a namespace, its folder holding config, key, state and log.
+struct Node {
+    ns: String,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Writes the config (`extra` is YAML appended to it) and starts the daemon.
+    fn start(
+        ns: &str,
+        secret: &SecretKey,
+        neighbours: &[(NodeKey, Option<&str>)],
+        extra: &str,
+    ) -> Node {
+        let dir = TempDir::new("vpnd");
+        dir.write("node.key", &format!("{}\n", secret.to_base64()));
+        let mut config = String::from(
+            "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:7777\"\n\
+             control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
+             dead_after_ms: 5000\nlog_level: debug\nneighbours:\n",
+        );
+        for (key, endpoint) in neighbours {
+            config.push_str(&format!("  - key: {key}\n"));
+            if let Some(endpoint) = endpoint {
+                config.push_str(&format!("    endpoint: \"{endpoint}\"\n"));
+            }
+        }
+        config.push_str(extra);
+        dir.write("config.yaml", &config);
+        let mut node = Node {
+            ns: ns.to_owned(),
+            dir,
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path("skywired.log"))
+            .unwrap();
+        let config = self.dir.path("config.yaml");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, SKYWIRED, "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_until("skywired answering", Duration::from_secs(20), || {
+            self.visctl(&["status"]).is_some()
+        });
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("skywired.log")).unwrap_or_default()
+    }
+
+    /// `visctl --json ARGS`: the reply, or `None` when the command failed.
+    fn visctl(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let output = Command::new(VISCTL)
+            .arg("--socket")
+            .arg(self.dir.path("visctl.sock"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    fn vpn_client(&self) -> serde_json::Value {
+        let reply = self.visctl(&["vpn", "status"]).unwrap_or_default();
+        reply["result"]["vpn"]["client"].clone()
+    }
+
+    /// Waits for the client up; returns its IPv4 and IPv6 addresses.
+    fn client_up(&self) -> (String, String) {
+        let mut last = serde_json::Value::Null;
+        let up = (0..600).any(|_| {
+            last = self.vpn_client();
+            let up = last["state"] == "up";
+            if !up {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            up
+        });
+        assert!(
+            up,
+            "the client is not up: {last}\n--- log ---\n{}",
+            self.log()
+        );
+        (
+            last["ipv4"].as_str().unwrap().to_owned(),
+            last["ipv6"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "skywired exited with {status}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path("state")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+}
+
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// Sends `TRANSFER` bytes from `from` to `addr:port` in `to`; both sides' counts and digests.
+fn transfer(from: &str, to: &str, addr: SocketAddr) -> ((usize, Vec<u8>), (usize, Vec<u8>)) {
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let receiver = in_netns(to, move || {
+        let listener = TcpListener::bind(addr).unwrap();
+        bound_tx.send(()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let (mut hash, mut buf, mut total) = (Blake2s256::new(), vec![0u8; 1 << 16], 0);
+        loop {
+            let read = stream.read(&mut buf).unwrap();
+            if read == 0 {
+                break;
+            }
+            hash.update(&buf[..read]);
+            total += read;
+        }
+        (total, hash.finalize().to_vec())
+    });
+    bound_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let sender = in_netns(from, move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let (mut hash, mut state, mut sent) = (Blake2s256::new(), 0x2545_f491_4f6c_dd1du64, 0);
+        let mut chunk = vec![0u8; 1 << 16];
+        while sent < TRANSFER {
+            for word in chunk.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+            }
+            stream.write_all(&chunk).unwrap();
+            hash.update(&chunk);
+            sent += chunk.len();
+        }
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        (sent, hash.finalize().to_vec())
+    });
+    (sender.join().unwrap(), receiver.join().unwrap())
+}
+
+const SERVER: &str = "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"fd77::/64\"\n    allow:\n";
+
+fn client_section(server: &NodeKey, path: &[NodeKey], routes: &str) -> String {
+    let mut text = format!("vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {server}\n    routes: {routes}\n    path:\n");
+    for key in path {
+        text.push_str(&format!("      - {key}\n"));
+    }
+    if path.is_empty() {
+        text = text.replace("    path:\n", "    path: []\n");
+    }
+    text
+}
+
+#[test]
+fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
+    if !is_root() {
+        println!("SKIP skywired_carries_the_vpn_through_a_relay_and_leaves_nothing: needs root");
+        return;
+    }
+    let ns = Namespaces::new(3);
+    let (a_ns, b_ns, c_ns) = (ns.name(0), ns.name(1), ns.name(2));
+    ns.link(0, "10.203.1.1", 1, "10.203.1.2");
+    ns.link(1, "10.203.2.1", 2, "10.203.2.2");
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST4}/32"),
+        "dev",
+        "lo",
+    ]);
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST6}/128"),
+        "dev",
+        "lo",
+    ]);
+    let before: Vec<String> = [&a_ns, &b_ns, &c_ns].map(|ns| snapshot(ns)).to_vec();
+
+    let (a, b, c) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
+    let server = format!("{SERVER}      - {}\n", a.public());
+    let mut c_node = Node::start(&c_ns, &c, &[(b.public(), None)], &server);
+    let mut b_node = Node::start(
+        &b_ns,
+        &b,
+        &[(a.public(), None), (c.public(), Some("10.203.2.2:7777"))],
+        "",
+    );
+    let client = client_section(
+        &c.public(),
+        &[b.public()],
+        "[\"10.99.0.0/24\", \"fd99::/64\"]",
+    );
+    let mut a_node = Node::start(&a_ns, &a, &[(b.public(), Some("10.203.1.2:7777"))], &client);
+
+    let addresses = a_node.client_up();
+    assert!(reaches(&a_ns, HOST4), "ping over IPv4");
+    assert!(reaches(&a_ns, HOST6), "ping over IPv6");
+    let (sent, received) = transfer(&a_ns, &c_ns, format!("{HOST4}:5301").parse().unwrap());
+    assert_eq!(sent.0, TRANSFER);
+    assert_eq!(sent, received, "100 MiB arrived intact over IPv4");
+    let (sent, received) = transfer(&a_ns, &c_ns, format!("[{HOST6}]:5302").parse().unwrap());
+    assert_eq!(sent, received, "100 MiB arrived intact over IPv6");
+    let text = Command::new(VISCTL)
+        .arg("--socket")
+        .arg(a_node.dir.path("visctl.sock"))
+        .args(["vpn", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("vpn client   up on skycli"), "{text}");
+
+    // A restarted daemon gets the same addresses.
+    a_node.stop();
+    assert_eq!(
+        snapshot(&a_ns),
+        before[0],
+        "A is as it was after a clean stop"
+    );
+    a_node.spawn();
+    assert_eq!(a_node.client_up(), addresses);
+    assert!(reaches(&a_ns, HOST4));
+
+    a_node.stop();
+    b_node.stop();
+    c_node.stop();
+    for (ns, before) in [&a_ns, &b_ns, &c_ns].iter().zip(&before) {
+        assert_eq!(&snapshot(ns), before, "{ns} is as it was");
+    }
+}
+
+#[test]
+fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
+    if !is_root() {
+        println!("SKIP a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start: needs root");
+        return;
+    }
+    let ns = Namespaces::new(2);
+    let (a_ns, c_ns) = (ns.name(0), ns.name(1));
+    ns.link(0, "10.204.1.1", 1, "10.204.1.2");
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST4}/32"),
+        "dev",
+        "lo",
+    ]);
+    ip(&["-n", &a_ns, "route", "add", "default", "via", "10.204.1.2"]);
+    let before = snapshot(&a_ns);
+
+    let (a, c) = (SecretKey::generate(), SecretKey::generate());
+    let server = format!("{SERVER}      - {}\n", a.public());
+    let _c_node = Node::start(&c_ns, &c, &[(a.public(), None)], &server);
+    let client = client_section(&c.public(), &[], "[\"0.0.0.0/0\", \"::/0\"]");
+    let mut a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.204.1.2:7777"))], &client);
+    a_node.client_up();
+    assert!(reaches(&a_ns, HOST4));
+    let route = ip(&["-n", &a_ns, "route", "get", "192.0.2.1"]);
+    assert!(
+        route.contains("dev skycli"),
+        "everything goes into the tunnel: {route}"
+    );
+
+    a_node.kill();
+    let leftovers = snapshot(&a_ns);
+    assert!(leftovers.contains("not from all fwmark"), "{leftovers}");
+    assert!(Path::new(&a_node.state_dir())
+        .join("vpn-client-routes.yaml")
+        .exists());
+
+    a_node.spawn();
+    a_node.client_up();
+    assert!(reaches(&a_ns, HOST4));
+    a_node.stop();
+    assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
+}
