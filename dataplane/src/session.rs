@@ -28,7 +28,7 @@ pub enum SessionResult {
 pub struct RouteSession {
     tunn: Tunn,
     index: u32,
-    peer_address: IpAddr,
+    peer_address: Ipv6Addr,
 }
 
 impl std::fmt::Debug for RouteSession {
@@ -61,8 +61,13 @@ impl RouteSession {
             index,
             // The rate limiter keys cookies by address; the peer's mesh address stands in
             // for the UDP source a transport would use.
-            peer_address: IpAddr::V6(peer.mesh_address()),
+            peer_address: peer.mesh_address(),
         }
+    }
+
+    /// The peer's mesh address, derived once (a BLAKE2s hash per packet would cost).
+    pub fn peer_address(&self) -> Ipv6Addr {
+        self.peer_address
     }
 
     /// The boringtun index this session holds.
@@ -97,7 +102,9 @@ impl RouteSession {
         if message.is_empty() || dst.len() < message.len() {
             return SessionResult::Refused(WireGuardError::DestinationBufferTooSmall);
         }
-        let result = self.tunn.decapsulate(Some(self.peer_address), message, dst);
+        let result = self
+            .tunn
+            .decapsulate(Some(IpAddr::V6(self.peer_address)), message, dst);
         Self::convert(result)
     }
 

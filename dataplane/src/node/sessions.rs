@@ -56,13 +56,14 @@ impl Node {
             self.drops.session += 1;
             return;
         };
+        let peer_address = session.peer_address();
         let mut buf = std::mem::take(&mut self.session_buf);
         let result = session.decapsulate(message, &mut buf[HEADER_LEN..]);
         match result {
             SessionResult::Send(len) => self.transmit_session_message(&peer, &mut buf, len),
             SessionResult::Deliver(len) => {
                 let packet = &buf[HEADER_LEN..HEADER_LEN + len];
-                match classify(packet, peer.mesh_address(), self.address) {
+                match classify(packet, peer_address, self.address) {
                     Destination::MeshStack => self.events.push_back(Event::Packet {
                         peer,
                         packet: packet.to_vec(),
@@ -125,7 +126,7 @@ impl Node {
     /// Sends the session message at `buf[HEADER_LEN..HEADER_LEN + len]` over the route to
     /// `peer`, writing the mesh header in front of it.
     pub(super) fn transmit_session_message(&mut self, peer: &NodeKey, buf: &mut [u8], len: usize) {
-        let Some(route) = self.routes.get(peer) else {
+        let (Some(route), Some(session)) = (self.routes.get(peer), self.sessions.get(peer)) else {
             self.drops.unsendable += 1;
             return;
         };
@@ -134,7 +135,7 @@ impl Node {
             next_header: NextHeader::Session,
             hop_limit: HOP_LIMIT,
             src: self.address,
-            dst: peer.mesh_address(),
+            dst: session.peer_address(),
             payload_len: len,
         };
         let transport = route.transport;
