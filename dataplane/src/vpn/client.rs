@@ -3,14 +3,13 @@
 //! the TUN device and the server's route session; rebuilds the route when it goes down and
 //! keeps its addresses, which the server keeps for its key.
 
-use std::io;
 use std::net::{IpAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::filter::{self, DropCounts};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
-use super::offload::{self, Coalescer};
+use super::offload::Coalescer;
 use super::pool::Lease;
 use super::routes::ClientRoutes;
 use super::tun::{write_frame, TunDevice};
@@ -150,37 +149,28 @@ impl VpnClient {
         scratch: &mut [u8],
         budget: usize,
     ) -> bool {
-        for _ in 0..budget {
-            let len = match self.tun.recv_frame(buf) {
-                Ok(len) => len,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    log::warn!("VPN client TUN read: {error}");
-                    return false;
-                }
-            };
-            let (server, tx, drops) = (self.options.server, &mut self.tx, &mut self.drops);
-            let split = offload::split(&mut buf[..len], scratch, INNER_MTU, |packet| {
-                // The kernel's own link-local chatter (router solicitations) stays here; the
-                // server checks sources.
-                let Some(addresses) = filter::addresses(packet) else {
-                    drops.count(filter::Drop::NotIp);
-                    return;
-                };
-                if is_link_local_or_multicast(addresses.dst) {
-                    return;
-                }
-                match node.send_to(&server, packet) {
-                    Ok(()) => tx.count(packet.len()),
-                    Err(error) => log::debug!("VPN packet to the server not sent: {error}"),
-                }
-            });
-            if split.is_err() {
-                drops.count(filter::Drop::NotIp);
-            }
+        let (server, tx, drops) = (self.options.server, &mut self.tx, &mut self.drops);
+        let (more, not_ip) =
+            self.tun
+                .read_packets("VPN client", buf, scratch, INNER_MTU, budget, |packet| {
+                    // The kernel's own link-local chatter (router solicitations) stays here;
+                    // the server checks sources.
+                    let Some(addresses) = filter::addresses(packet) else {
+                        drops.count(filter::Drop::NotIp);
+                        return;
+                    };
+                    if is_link_local_or_multicast(addresses.dst) {
+                        return;
+                    }
+                    match node.send_to(&server, packet) {
+                        Ok(()) => tx.count(packet.len()),
+                        Err(error) => log::debug!("VPN packet to the server not sent: {error}"),
+                    }
+                });
+        for _ in 0..not_ip {
+            drops.count(filter::Drop::NotIp);
         }
-        true
+        more
     }
 
     /// The route to `peer` is ready.

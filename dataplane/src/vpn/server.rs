@@ -2,14 +2,13 @@
 //! packets between its clients' route sessions and the TUN device.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::filter::{self, DropCounts, ServerFilter};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
-use super::offload::{self, Coalescer};
+use super::offload::Coalescer;
 use super::pool::{Pool, PoolError};
 use super::tun::{write_frame, TunDevice};
 use super::{ServerClientRow, ServerOptions, ServerStatus, Traffic, VpnError, TUN_MTU};
@@ -135,35 +134,31 @@ impl VpnServer {
         scratch: &mut [u8],
         budget: usize,
     ) -> bool {
-        for _ in 0..budget {
-            let len = match self.tun.recv_frame(buf) {
-                Ok(len) => len,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    log::warn!("VPN server TUN read: {error}");
-                    return false;
-                }
-            };
-            let (filter, traffic, drops) = (&self.filter, &mut self.traffic, &mut self.drops);
-            let split = offload::split(&mut buf[..len], scratch, INNER_MTU, |packet| match filter
-                .client_for(packet)
-            {
-                Ok(peer) => match node.send_to(&peer, packet) {
-                    Ok(()) => {
-                        if let Some((_, tx)) = traffic.get_mut(&peer) {
-                            tx.count(packet.len());
-                        }
-                    }
-                    Err(error) => log::debug!("VPN packet to {peer} not sent: {error}"),
-                },
-                Err(drop) => drops.count(drop),
-            });
-            if split.is_err() {
-                drops.count(filter::Drop::NotIp);
-            }
+        let (filter, traffic, drops) = (&self.filter, &mut self.traffic, &mut self.drops);
+        let (more, not_ip) =
+            self.tun
+                .read_packets(
+                    "VPN server",
+                    buf,
+                    scratch,
+                    INNER_MTU,
+                    budget,
+                    |packet| match filter.client_for(packet) {
+                        Ok(peer) => match node.send_to(&peer, packet) {
+                            Ok(()) => {
+                                if let Some((_, tx)) = traffic.get_mut(&peer) {
+                                    tx.count(packet.len());
+                                }
+                            }
+                            Err(error) => log::debug!("VPN packet to {peer} not sent: {error}"),
+                        },
+                        Err(drop) => drops.count(drop),
+                    },
+                );
+        for _ in 0..not_ip {
+            drops.count(filter::Drop::NotIp);
         }
-        true
+        more
     }
 
     /// Takes a connection accepted on the lease port from `peer` (`None`: from an address

@@ -232,6 +232,36 @@ impl TunDevice {
         io::Read::read(&mut &self.file, buf)
     }
 
+    /// Reads up to `budget` frames, cutting each into packets of at most `mtu` bytes for
+    /// `deliver` ([`super::offload::split`], with `scratch` for the segments). Returns whether
+    /// more may be waiting, and how many frames were not IP. `app` names the reader in logs.
+    pub fn read_packets(
+        &self,
+        app: &str,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+        mtu: usize,
+        budget: usize,
+        mut deliver: impl FnMut(&[u8]),
+    ) -> (bool, u64) {
+        let mut not_ip = 0;
+        for _ in 0..budget {
+            let len = match self.recv_frame(buf) {
+                Ok(len) => len,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return (false, not_ip),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    log::warn!("{app} TUN read: {error}");
+                    return (false, not_ip);
+                }
+            };
+            if super::offload::split(&mut buf[..len], scratch, mtu, &mut deliver).is_err() {
+                not_ip += 1;
+            }
+        }
+        (true, not_ip)
+    }
+
     /// Writes one frame: a `virtio_net_hdr` and a packet, as [`super::offload::Coalescer`]
     /// makes them.
     pub fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
