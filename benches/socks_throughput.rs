@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -19,10 +21,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use boringtun::noise::TunnResult;
 use common::http::HttpServer;
 use common::{installed, wait_until, Daemon, Guard, Neighbour, TempDir};
-use skywire_dataplane::{NodeKey, SecretKey};
+use skywire_dataplane::node::INNER_MTU;
+use skywire_dataplane::{NodeKey, SecretKey, MAX_DATAGRAM};
 
+/// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
 const SSHD: &str = "/usr/sbin/sshd";
 /// The daemons log as a service would by default.
 const LOG: &str = "log_level: info\n";
@@ -73,11 +79,36 @@ fn main() {
         ("skywire A → B → C", Some(mesh.relay_proxy)),
     ];
     let mut speeds = vec![Vec::new(); ways.len()];
+    let mut busy_cores = vec![Vec::new(); ways.len()];
     for round in 0..rounds {
         for (index, (name, proxy)) in ways.iter().enumerate() {
+            let before = CpuTimes::read();
+            let daemons_before = mesh.cpu_ticks();
+            let started = Instant::now();
             let speed = download(*proxy, &url, size);
-            println!("round {}: {name:<18} {:>7.1} MB/s", round + 1, speed / 1e6);
+            let seconds = started.elapsed().as_secs_f64();
+            let busy = CpuTimes::read().busy_cores_since(&before);
+            let daemons: Vec<String> = mesh
+                .cpu_ticks()
+                .iter()
+                .zip(&daemons_before)
+                // A tick or two is the idle daemons' timers.
+                .filter(|((_, after), (_, before))| *after > *before + 2)
+                .map(|((name, after), (_, before))| {
+                    format!(
+                        "{name} {:.2}",
+                        (after - before) as f64 / TICKS_PER_SECOND / seconds
+                    )
+                })
+                .collect();
+            println!(
+                "round {}: {name:<18} {:>7.1} MB/s, {busy:.2} cores busy ({})",
+                round + 1,
+                speed / 1e6,
+                daemons.join(", ")
+            );
             speeds[index].push(speed);
+            busy_cores[index].push(busy);
         }
     }
     let medians: Vec<f64> = speeds
@@ -105,8 +136,57 @@ fn main() {
     };
     println!("skywire A → C:     {:.2} × ssh -D", ratio(2));
     println!("skywire A → B → C: {:.2} × ssh -D (target ≥ 1)", ratio(3));
+
+    // What the work that no implementation of this design can skip allows on these cores:
+    // every byte goes through ChaCha20-Poly1305 twice at each end (route session and hop) and
+    // twice more at a relay, and through two loopback TCP legs (target to exit, entry to curl),
+    // each costing what the proxy-less download cost. Copies, syscalls and the stacks come on
+    // top, so real throughput stays below this.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let crypto = crypto_seconds_per_byte();
+    let tcp_leg = median(&mut busy_cores[0].clone()) / medians[0];
+    println!();
+    println!(
+        "per byte here: a ChaCha20-Poly1305 pass {:.2} ns (boringtun, one core), a loopback TCP \
+         leg {:.2} ns (the download with no proxy)",
+        crypto * 1e9,
+        tcp_leg * 1e9
+    );
+    for (name, passes) in [("A → C", 4.0), ("A → B → C", 6.0)] {
+        let ceiling = cores / (passes * crypto + 2.0 * tcp_leg);
+        println!(
+            "ceiling of skywire {name:<9} on {cores} cores ({passes} passes, 2 TCP legs): \
+             {:>6.1} MB/s = {:.2} × ssh -D",
+            ceiling / 1e6,
+            ceiling / medians[1]
+        );
+    }
     drop(ssh);
     mesh.stop();
+}
+
+/// One ChaCha20-Poly1305 pass over a byte, in seconds: boringtun sealing and opening packets of
+/// the route sessions' size on one core.
+fn crypto_seconds_per_byte() -> f64 {
+    let (mut sender, mut receiver) = bench_common::established_pair(1, 2);
+    // An IPv6 header (boringtun checks that it opened an IP packet) and no next header.
+    let mut packet = vec![0u8; INNER_MTU];
+    packet[0] = 0x60;
+    packet[4..6].copy_from_slice(&((INNER_MTU - 40) as u16).to_be_bytes());
+    packet[6] = 59;
+    let (mut sealed, mut opened) = (vec![0u8; MAX_DATAGRAM], vec![0u8; MAX_DATAGRAM]);
+    let packets = 50_000;
+    let started = Instant::now();
+    for _ in 0..packets {
+        let TunnResult::WriteToNetwork(datagram) = sender.encapsulate(&packet, &mut sealed) else {
+            panic!("boringtun did not seal");
+        };
+        let TunnResult::WriteToTunnelV6(..) = receiver.decapsulate(None, datagram, &mut opened)
+        else {
+            panic!("boringtun did not open");
+        };
+    }
+    started.elapsed().as_secs_f64() / (2.0 * packets as f64 * INNER_MTU as f64)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -121,6 +201,39 @@ fn env_number(name: &str, default: u64) -> u64 {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// The machine's CPU time so far, from `/proc/stat`: how busy the cores were during a download
+/// tells whether it was bound by CPU or by waiting.
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    fn read() -> CpuTimes {
+        let stat = fs::read_to_string("/proc/stat").unwrap();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse().unwrap())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+        let total: u64 = ticks.iter().take(8).sum();
+        CpuTimes {
+            busy: total - ticks[3] - ticks[4],
+            total,
+        }
+    }
+
+    fn busy_cores_since(&self, before: &CpuTimes) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let total = (self.total - before.total).max(1) as f64;
+        cores * (self.busy - before.busy) as f64 / total
+    }
 }
 
 /// Downloads `url` with curl (through `proxy`, names resolved there), checks the size, and
@@ -233,6 +346,29 @@ impl Mesh {
             relay_proxy,
             direct_proxy,
         }
+    }
+
+    /// Each daemon's CPU time so far, in clock ticks.
+    fn cpu_ticks(&self) -> Vec<(String, u64)> {
+        self.daemons
+            .iter()
+            .map(|daemon| {
+                let stat =
+                    fs::read_to_string(format!("/proc/{}/stat", daemon.pid())).unwrap_or_default();
+                // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+                let ticks = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| {
+                        rest.split_whitespace()
+                            .skip(11)
+                            .take(2)
+                            .filter_map(|field| field.parse::<u64>().ok())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                (daemon.name.clone(), ticks)
+            })
+            .collect()
     }
 
     fn stop(self) {

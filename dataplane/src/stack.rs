@@ -7,7 +7,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, Ipv6Address};
@@ -21,12 +21,17 @@ const ICMP_BUFFER: usize = 16 * 1024;
 const ICMP_PACKETS: usize = 32;
 /// The data an echo request carries.
 const PING_PAYLOAD: &[u8] = b"skywire mesh ping";
-/// Each TCP socket's receive and send buffer. Window scaling follows the receive buffer, so
-/// this bounds both a connection's throughput (window / RTT) and its memory (twice this).
-pub const TCP_BUFFER: usize = 256 * 1024;
-/// TCP sockets at most, listening ones included: with [`TCP_BUFFER`] this bounds the stack's
-/// memory (1024 × 512 KiB = 512 MiB at the very worst).
+/// The largest receive and send buffer a TCP socket gets. Window scaling follows the receive
+/// buffer, so this bounds a connection's throughput (window / round trip) and its memory.
+pub const TCP_BUFFER: usize = 1024 * 1024;
+/// The smallest: what each socket gets once [`TCP_MEMORY`] runs short.
+pub const TCP_BUFFER_MIN: usize = 64 * 1024;
+/// TCP sockets at most, listening ones included.
 pub const MAX_TCP_SOCKETS: usize = 1024;
+/// All TCP sockets' buffers together, both ways, at most. A new socket gets the largest
+/// buffers (from [`TCP_BUFFER`] halving down to [`TCP_BUFFER_MIN`]) that leave every socket
+/// still allowed its smallest ones.
+pub const TCP_MEMORY: usize = 256 * 1024 * 1024;
 /// First local port of outgoing connections.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -93,6 +98,9 @@ impl Device for QueueDevice {
         let mut capabilities = DeviceCapabilities::default();
         capabilities.medium = Medium::Ip;
         capabilities.max_transmission_unit = INNER_MTU;
+        // The route session's AEAD already authenticates every byte between the two stacks:
+        // a TCP checksum would only cost a pass over the data at each end.
+        capabilities.checksum.tcp = Checksum::None;
         capabilities
     }
 }
@@ -109,7 +117,11 @@ pub struct MeshStack {
     listeners: HashMap<u16, Vec<TcpHandle>>,
     /// How many listening sockets each port keeps ready.
     backlogs: HashMap<u16, usize>,
+    /// SYNs to each listening port queued since the last poll.
+    syns: HashMap<u16, usize>,
     tcp_sockets: usize,
+    /// The TCP sockets' buffers together, both ways.
+    tcp_buffer_bytes: usize,
     next_port: u16,
 }
 
@@ -157,7 +169,9 @@ impl MeshStack {
             epoch,
             listeners: HashMap::new(),
             backlogs: HashMap::new(),
+            syns: HashMap::new(),
             tcp_sockets: 0,
+            tcp_buffer_bytes: 0,
             next_port: *EPHEMERAL_PORTS.start(),
         }
     }
@@ -166,15 +180,30 @@ impl MeshStack {
         if self.tcp_sockets >= MAX_TCP_SOCKETS {
             return Err(StackError::TooManySockets);
         }
+        let size = self.tcp_buffer_size();
+        // Zeroed memory is only made resident by the kernel as data goes through it.
         let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; size]),
+            tcp::SocketBuffer::new(vec![0; size]),
         );
+        self.tcp_buffer_bytes += 2 * size;
         // The default 10 ms delayed ACK stalls slow start on a fast path.
         socket.set_ack_delay(None);
         socket.set_nagle_enabled(false);
         self.tcp_sockets += 1;
         Ok(socket)
+    }
+
+    /// The buffer size for a new TCP socket: the largest that leaves the sockets still to come
+    /// their smallest buffers within [`TCP_MEMORY`].
+    fn tcp_buffer_size(&self) -> usize {
+        let reserved = (MAX_TCP_SOCKETS - self.tcp_sockets - 1) * 2 * TCP_BUFFER_MIN;
+        let available = TCP_MEMORY.saturating_sub(self.tcp_buffer_bytes + reserved);
+        let mut size = TCP_BUFFER;
+        while size > TCP_BUFFER_MIN && 2 * size > available {
+            size /= 2;
+        }
+        size
     }
 
     /// Accepts connections to `port`, keeping `backlog` sockets listening.
@@ -191,18 +220,55 @@ impl MeshStack {
         }
     }
 
+    /// Keeps `port`'s backlog of listening sockets, and one for each SYN on its way in:
+    /// smoltcp resets a SYN that finds no listener, so a burst of connections needs as many.
+    /// Listeners left over (a SYN that was a retransmission) go once the SYNs are processed.
     fn refill_listeners(&mut self, port: u16) -> Result<(), StackError> {
-        let backlog = self.backlogs.get(&port).copied().unwrap_or(0);
-        while self.listeners.get(&port).map_or(0, Vec::len) < backlog {
+        let syns = self.syns.get(&port).copied().unwrap_or(0);
+        let wanted = self.backlogs.get(&port).copied().unwrap_or(0) + syns;
+        let handles = self.listeners.remove(&port).unwrap_or_default();
+        let (idle, mut kept): (Vec<_>, Vec<_>) = handles.into_iter().partition(|handle| {
+            self.sockets.get::<tcp::Socket>(*handle).state() == tcp::State::Listen
+        });
+        let mut listening = 0;
+        for handle in idle {
+            if syns == 0 && listening >= wanted {
+                self.release(handle);
+            } else {
+                kept.push(handle);
+                listening += 1;
+            }
+        }
+        self.listeners.insert(port, kept);
+        while listening < wanted {
             let mut socket = self.new_tcp_socket()?;
             if socket.listen(port).is_err() {
-                self.tcp_sockets -= 1;
+                self.forget_tcp_socket(&socket);
                 return Err(StackError::BadEndpoint);
             }
             let handle = self.sockets.add(socket);
             self.listeners.entry(port).or_default().push(handle);
+            listening += 1;
         }
         Ok(())
+    }
+
+    /// A SYN to `port` is queued: if something listens there, have a socket ready for it.
+    fn expect_syn(&mut self, port: u16) {
+        if !self.backlogs.contains_key(&port) {
+            return;
+        }
+        *self.syns.entry(port).or_default() += 1;
+        if let Err(error) = self.refill_listeners(port) {
+            log::debug!("mesh TCP port {port}: no socket for a new connection: {error}");
+        }
+    }
+
+    fn forget_tcp_socket(&mut self, socket: &tcp::Socket) {
+        self.tcp_sockets = self.tcp_sockets.saturating_sub(1);
+        self.tcp_buffer_bytes = self
+            .tcp_buffer_bytes
+            .saturating_sub(socket.recv_capacity() + socket.send_capacity());
     }
 
     /// The next connection accepted on a listening port: the port, the connection, and who
@@ -272,7 +338,7 @@ impl MeshStack {
             .connect(self.iface.context(), endpoint, local_port)
             .is_err()
         {
-            self.tcp_sockets -= 1;
+            self.forget_tcp_socket(&socket);
             return Err(StackError::BadEndpoint);
         }
         Ok(self.sockets.add(socket))
@@ -285,8 +351,9 @@ impl MeshStack {
 
     /// Drops a connection's socket (abort it first for a reset, close it for a FIN).
     pub fn release(&mut self, handle: TcpHandle) {
-        self.sockets.remove(handle);
-        self.tcp_sockets = self.tcp_sockets.saturating_sub(1);
+        if let smoltcp::socket::Socket::Tcp(socket) = self.sockets.remove(handle) {
+            self.forget_tcp_socket(&socket);
+        }
     }
 
     fn timestamp(&self, now: Instant) -> SmolInstant {
@@ -298,12 +365,14 @@ impl MeshStack {
     /// node). Only TCP and ICMPv6 go in: smoltcp would answer anything else with an error.
     pub fn receive(&mut self, packet: Vec<u8>) -> bool {
         let wanted = matches!(packet.get(6), Some(6) | Some(58));
-        if wanted && self.device.rx.len() < QUEUE_LIMIT {
-            self.device.rx.push_back(packet);
-            true
-        } else {
-            false
+        if !wanted || self.device.rx.len() >= QUEUE_LIMIT {
+            return false;
         }
+        if let Some(port) = syn_port(&packet) {
+            self.expect_syn(port);
+        }
+        self.device.rx.push_back(packet);
+        true
     }
 
     /// Whether [`MeshStack::receive`] would take another packet now; when not, poll the stack
@@ -318,6 +387,9 @@ impl MeshStack {
         let timestamp = self.timestamp(now);
         self.iface
             .poll(timestamp, &mut self.device, &mut self.sockets);
+        if self.device.rx.is_empty() {
+            self.syns.clear();
+        }
         self.device.tx.len() >= QUEUE_LIMIT
     }
 
@@ -384,6 +456,18 @@ impl MeshStack {
         }
         None
     }
+}
+
+/// The destination port of an IPv6 packet that opens a TCP connection (SYN without ACK).
+fn syn_port(packet: &[u8]) -> Option<u16> {
+    const TCP: u8 = 6;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let tcp = packet.get(40..)?;
+    let flags = *tcp.get(13)?;
+    let opens = *packet.get(6)? == TCP && flags & (SYN | ACK) == SYN;
+    let port = tcp.get(2..4)?;
+    opens.then(|| u16::from_be_bytes([port[0], port[1]]))
 }
 
 #[cfg(test)]
@@ -460,6 +544,56 @@ pub(crate) mod tests {
         b.release(server);
         b.unlisten(1080);
         assert_eq!((a.tcp_sockets, b.tcp_sockets), (0, 0));
+    }
+
+    #[test]
+    fn a_burst_of_connections_beyond_the_backlog_is_accepted_and_the_extra_listeners_go() {
+        let now = Instant::now();
+        let a_addr: Ipv6Addr = "fd00::a".parse().unwrap();
+        let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
+        let mut a = MeshStack::new(a_addr, 7, now);
+        let mut b = MeshStack::new(b_addr, 8, now);
+        b.listen(1080, 2).unwrap();
+        let clients: Vec<_> = (0..20)
+            .map(|_| a.connect(SocketAddrV6::new(b_addr, 1080, 0, 0)).unwrap())
+            .collect();
+        exchange(&mut a, &mut b, now);
+        let mut accepted = 0;
+        while b.poll_accept_on(1080).is_some() {
+            accepted += 1;
+        }
+        assert_eq!(accepted, 20, "every SYN found a listener");
+        for client in clients {
+            assert_eq!(a.tcp(client).state(), tcp::State::Established);
+        }
+        assert_eq!(b.listeners[&1080].len(), 2, "back to the backlog");
+        assert_eq!(b.tcp_sockets, 22);
+    }
+
+    #[test]
+    fn buffers_shrink_as_the_stack_fills_and_stay_within_the_total() {
+        let now = Instant::now();
+        let mut stack = MeshStack::new("fd00::a".parse().unwrap(), 1, now);
+        let remote = SocketAddrV6::new("fd00::b".parse().unwrap(), 9, 0, 0);
+        let mut sizes = Vec::new();
+        let mut handles = Vec::new();
+        while let Ok(handle) = stack.connect(remote) {
+            sizes.push(stack.tcp(handle).recv_capacity());
+            handles.push(handle);
+        }
+        assert_eq!(handles.len(), MAX_TCP_SOCKETS);
+        assert_eq!(sizes.first(), Some(&TCP_BUFFER));
+        assert_eq!(sizes.last(), Some(&TCP_BUFFER_MIN));
+        assert!(sizes.windows(2).all(|pair| pair[0] >= pair[1]));
+        assert!(stack.tcp_buffer_bytes <= TCP_MEMORY);
+        assert_eq!(stack.tcp_buffer_bytes, 2 * sizes.iter().sum::<usize>());
+        // Released buffers are given again.
+        for handle in handles.drain(..) {
+            stack.release(handle);
+        }
+        assert_eq!(stack.tcp_buffer_bytes, 0);
+        let handle = stack.connect(remote).unwrap();
+        assert_eq!(stack.tcp(handle).recv_capacity(), TCP_BUFFER);
     }
 
     #[test]

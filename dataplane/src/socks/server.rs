@@ -25,8 +25,8 @@ use crate::identity::NodeKey;
 use crate::node::Event;
 use crate::stack::TcpHandle;
 
-/// Listening sockets kept ready on the port: more than a client opens at once.
-const BACKLOG: usize = 64;
+/// Listening sockets kept ready on the port (the stack makes one more for each SYN that arrives).
+const BACKLOG: usize = 4;
 /// How long a stream may take to send its request, and to close after a failure status.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
