@@ -338,6 +338,33 @@ fn transfer(from: &str, to: &str, addr: SocketAddr) -> ((usize, Vec<u8>), (usize
 
 const SERVER: &str = "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"fd77::/64\"\n    allow:\n";
 
+/// A SOCKS5 CONNECT through `proxy` to an IPv4 `target`: what the target sends, to its end.
+fn socks_fetch(proxy: SocketAddr, target: SocketAddr) -> std::io::Result<String> {
+    let SocketAddr::V4(target) = target else {
+        panic!("an IPv4 target");
+    };
+    let mut stream = TcpStream::connect(proxy)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(&[5, 1, 0])?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice)?;
+    let mut request = vec![5, 1, 0, 1];
+    request.extend_from_slice(&target.ip().octets());
+    request.extend_from_slice(&target.port().to_be_bytes());
+    stream.write_all(&request)?;
+    let mut reply = [0u8; 10];
+    stream.read_exact(&mut reply)?;
+    if reply[1] != 0 {
+        return Err(std::io::Error::other(format!(
+            "reply code {:#04x}",
+            reply[1]
+        )));
+    }
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn client_section(server: &NodeKey, path: &[NodeKey], routes: &str) -> String {
     let mut text = format!("vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {server}\n    routes: {routes}\n    path:\n");
     for key in path {
@@ -384,7 +411,11 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         SecretKey::generate(),
         SecretKey::generate(),
     );
-    let server = format!("{SERVER}      - {}\n", a.public());
+    let server = format!(
+        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n",
+        a.public(),
+        a.public()
+    );
     let mut c_node = Node::start(&c_ns, &c, &[(b.public(), None)], &server);
     let mut b_node = Node::start(
         &b_ns,
@@ -396,6 +427,10 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         &c.public(),
         &[b.public()],
         "[\"10.99.0.0/24\", \"fd99::/64\"]",
+    ) + &format!(
+        "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    path: [{}]\n",
+        c.public(),
+        b.public()
     );
     let mut a_node = Node::start(&a_ns, &a, &[(b.public(), Some("10.203.1.2:7777"))], &client);
 
@@ -426,6 +461,48 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     a_node.spawn();
     assert_eq!(a_node.client_up(), addresses);
     assert!(reaches(&a_ns, HOST4));
+
+    // The SOCKS client shares the route to C: stopping the VPN client leaves it as it is.
+    let route_to_c = || {
+        let reply = a_node.visctl(&["list_routes"]).unwrap_or_default();
+        let routes = reply["result"]["routes"]["routes"].as_array().cloned();
+        let routes = routes.unwrap_or_default();
+        routes
+            .into_iter()
+            .find(|route| route["peer"] == c.public().to_string())
+    };
+    let route = route_to_c().expect("A has a route to C");
+    assert!(a_node.visctl(&["vpn", "stop", "client"]).is_some());
+    assert_eq!(route_to_c(), Some(route), "the route to C is untouched");
+    let socks = a_node.visctl(&["socks", "status"]).unwrap();
+    let proxy: SocketAddr = socks["result"]["socks"]["client"]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let target: SocketAddr = format!("{HOST4}:5303").parse().unwrap();
+    let listening = in_netns(&c_ns, move || {
+        let listener = TcpListener::bind(target).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"through the shared route").unwrap();
+    });
+    let greeting = in_netns(&a_ns, move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match socks_fetch(proxy, target) {
+                Ok(text) => return text,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    eprintln!("SOCKS through A: {error}; again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(error) => panic!("SOCKS through A: {error}"),
+            }
+        }
+    })
+    .join()
+    .unwrap();
+    listening.join().unwrap();
+    assert_eq!(greeting, "through the shared route");
 
     a_node.stop();
     b_node.stop();

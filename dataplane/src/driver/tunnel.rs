@@ -157,7 +157,7 @@ impl Dataplane {
                     .node
                     .routes()
                     .any(|(peer, route)| *peer == server && route.initiator);
-                if initiator {
+                if initiator && !self.socks.uses_route(&server) {
                     self.node.remove_route(now, &server);
                 }
             }

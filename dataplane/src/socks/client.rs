@@ -21,8 +21,8 @@ use super::{
 use crate::node::{Event, SetupId};
 use crate::stack::TcpHandle;
 
-/// Mesh streams opening at once: the exit keeps a backlog of listening sockets larger than
-/// this, so a burst of connections is never refused for lack of one.
+/// Mesh streams opening at once; more connections wait their turn, so that a burst reaches
+/// the exit as a few SYNs at a time.
 const MAX_OPENING: usize = 32;
 /// Connections accepted per loop turn.
 const ACCEPT_BUDGET: usize = 64;
@@ -142,6 +142,11 @@ impl Client {
         self.route = RouteState::Down(io.now);
         self.backoff = REBUILD_FIRST;
         Ok(())
+    }
+
+    /// Whether the client runs with its exit at `peer`.
+    pub fn exits_at(&self, peer: &crate::identity::NodeKey) -> bool {
+        self.listener.is_some() && self.options.exit == *peer
     }
 
     pub fn stop(&mut self, io: &mut Io<'_>, graveyard: &mut Vec<TcpHandle>) {

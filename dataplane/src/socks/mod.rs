@@ -336,6 +336,14 @@ impl Socks {
         Ok(())
     }
 
+    /// Whether the client app runs with its exit at `peer`: another app that stops must leave
+    /// the route there up.
+    pub fn uses_route(&self, peer: &NodeKey) -> bool {
+        self.client
+            .as_ref()
+            .is_some_and(|client| client.exits_at(peer))
+    }
+
     /// Both apps' state and counters.
     pub fn status(&self, io: &mut Io<'_>) -> SocksStatus {
         SocksStatus {
