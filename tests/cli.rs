@@ -288,3 +288,25 @@ fn every_command_has_help() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--config"), "{}", stderr(&output));
 }
+
+#[test]
+fn the_systemd_units_config_passes_check_config() {
+    let dir = TempDir::new("cli");
+    let unit_config = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/config.yaml"),
+    )
+    .unwrap();
+    // The unit's folders, moved into the test's own.
+    let root = dir.root().display().to_string();
+    let config = unit_config
+        .replace("/var/lib/skywire", &root)
+        .replace("/run/skywire", &root);
+    dir.write("config.yaml", &config);
+    let output = skywired(&["check-config", "--config", "config.yaml"], dir.root());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("config OK"));
+}
