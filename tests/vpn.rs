@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use blake2::{Blake2s256, Digest};
-use common::{wait_until, TempDir, SKYWIRED, VISCTL};
+use common::{socks, wait_until, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
@@ -338,31 +338,18 @@ fn transfer(from: &str, to: &str, addr: SocketAddr) -> ((usize, Vec<u8>), (usize
 
 const SERVER: &str = "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"fd77::/64\"\n    allow:\n";
 
-/// A SOCKS5 CONNECT through `proxy` to an IPv4 `target`: what the target sends, to its end.
-fn socks_fetch(proxy: SocketAddr, target: SocketAddr) -> std::io::Result<String> {
-    let SocketAddr::V4(target) = target else {
-        panic!("an IPv4 target");
-    };
-    let mut stream = TcpStream::connect(proxy)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(&[5, 1, 0])?;
-    let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice)?;
-    let mut request = vec![5, 1, 0, 1];
-    request.extend_from_slice(&target.ip().octets());
-    request.extend_from_slice(&target.port().to_be_bytes());
-    stream.write_all(&request)?;
-    let mut reply = [0u8; 10];
-    stream.read_exact(&mut reply)?;
-    if reply[1] != 0 {
-        return Err(std::io::Error::other(format!(
-            "reply code {:#04x}",
-            reply[1]
-        )));
+/// A SOCKS5 CONNECT through `proxy` to `target`: what the target sends, to its end, or the
+/// reply code that refused it.
+fn socks_fetch(proxy: SocketAddr, target: SocketAddr) -> Result<String, u8> {
+    let mut stream = socks::greet(proxy);
+    match socks::connect_request(&mut stream, &socks::target_ip(target)) {
+        0 => {
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            Ok(text)
+        }
+        code => Err(code),
     }
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
 }
 
 fn client_section(server: &NodeKey, path: &[NodeKey], routes: &str) -> String {
@@ -491,11 +478,11 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         loop {
             match socks_fetch(proxy, target) {
                 Ok(text) => return text,
-                Err(error) if std::time::Instant::now() < deadline => {
-                    eprintln!("SOCKS through A: {error}; again");
+                Err(code) if std::time::Instant::now() < deadline => {
+                    eprintln!("SOCKS through A: reply code {code:#04x}; again");
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(error) => panic!("SOCKS through A: {error}"),
+                Err(code) => panic!("SOCKS through A: reply code {code:#04x}"),
             }
         }
     })

@@ -271,35 +271,14 @@ impl MeshStack {
             .saturating_sub(socket.recv_capacity() + socket.send_capacity());
     }
 
-    /// The next connection accepted on a listening port: the port, the connection, and who
+    /// The next connection accepted on any listening port: the port, the connection, and who
     /// opened it. Call after [`MeshStack::poll`].
     pub fn poll_accept(&mut self) -> Option<(u16, TcpHandle, SocketAddrV6)> {
-        let mut accepted = None;
-        'ports: for (port, handles) in &mut self.listeners {
-            for (index, handle) in handles.iter().enumerate() {
-                let socket = self.sockets.get::<tcp::Socket>(*handle);
-                if socket.state() != tcp::State::Listen {
-                    let remote = socket.remote_endpoint();
-                    let handle = handles.swap_remove(index);
-                    accepted = Some((*port, handle, remote));
-                    break 'ports;
-                }
-            }
-        }
-        let (port, handle, remote) = accepted?;
-        if let Err(error) = self.refill_listeners(port) {
-            log::warn!("mesh TCP port {port}: cannot keep listening: {error}");
-        }
-        let remote = match remote {
-            Some(smoltcp::wire::IpEndpoint {
-                addr: IpAddress::Ipv6(addr),
-                port,
-            }) => SocketAddrV6::new(addr, port, 0, 0),
-            // A listener that left Listen without a peer was reset: hand it back anyway so
-            // that the caller releases it.
-            _ => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0),
-        };
-        Some((port, handle, remote))
+        let ports: Vec<u16> = self.listeners.keys().copied().collect();
+        ports.into_iter().find_map(|port| {
+            let (handle, remote) = self.poll_accept_on(port)?;
+            Some((port, handle, remote))
+        })
     }
 
     /// The next connection accepted on `port` only, so that each app takes its own: the
@@ -319,6 +298,8 @@ impl MeshStack {
                 addr: IpAddress::Ipv6(addr),
                 port,
             }) => SocketAddrV6::new(addr, port, 0, 0),
+            // A listener that left Listen without a peer was reset: hand it back anyway so
+            // that the caller releases it.
             _ => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0),
         };
         Some((handle, remote))

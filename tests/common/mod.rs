@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 pub mod http;
+pub mod socks;
 
 pub const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
 pub const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
