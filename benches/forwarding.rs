@@ -11,12 +11,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::os::unix::fs::MetadataExt;
+#[path = "../tests/common/netns.rs"]
+mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use netns::{ip, is_root};
 use nix::sys::signal::{SigSet, Signal};
 use skywire_dataplane::{NodeKey, SecretKey};
 
@@ -83,17 +86,6 @@ fn remove_stale_namespaces() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
-}
-
-fn ip(args: &[&str]) -> String {
-    let output = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn ns_exec(ns: &str, args: &[&str]) -> String {
@@ -636,11 +628,7 @@ fn main() {
     {
         return;
     }
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
+    if !is_root() {
         println!("SKIP forwarding: needs root (network namespaces, TUN devices)");
         return;
     }

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_root, TempDir};
+use common::netns::is_root;
+use common::TempDir;
 
 const SECTION: &str = "## Three nodes on one machine";
 

@@ -203,7 +203,20 @@ fn curl_downloads_256_mib_and_200_files_at_once_through_a_relay() {
     let client = client_status(&a);
     assert_eq!(client["state"], "running", "{client}");
     assert!(number(&client["accepted"]) >= 201, "{client}");
-    assert_eq!(number(&client["failed"]), 0, "{client}");
+    let closed = |node: &Daemon| -> String {
+        let log = node.log();
+        let lines = log
+            .lines()
+            .filter(|line| line.contains("closed") || line.contains("WARN"));
+        lines.collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(
+        number(&client["failed"]),
+        0,
+        "{client}\nA:\n{}\nC:\n{}",
+        closed(&a),
+        closed(&c)
+    );
     assert!(
         number(&client["bytes_down"]) >= size + 200 * each,
         "{client}"

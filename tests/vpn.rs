@@ -9,15 +9,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use blake2::{Blake2s256, Digest};
+use common::netns::{in_netns, ip, is_root, reaches, snapshot, transfer, Namespaces, TRANSFER};
 use common::{socks, wait_until, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -25,121 +22,6 @@ use skywire_dataplane::{NodeKey, SecretKey};
 
 const HOST4: &str = "10.99.0.1";
 const HOST6: &str = "fd99::1";
-const TRANSFER: usize = 100 << 20;
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-fn ip(args: &[&str]) -> String {
-    let output = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn ns_run(ns: &str, args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
-/// Whether `host` answers a ping from `ns` within about 15 s (a busy machine may lose one).
-fn reaches(ns: &str, host: &str) -> bool {
-    let family = if host.contains(':') { "-6" } else { "-4" };
-    (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
-}
-
-/// Namespaces made by this test, removed on drop (panics included).
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn new(count: usize) -> Namespaces {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let run = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut namespaces = Namespaces(Vec::new());
-        for index in 0..count {
-            let name = format!("skyvpnd-{}-{run}-{index}", std::process::id());
-            ip(&["netns", "add", &name]);
-            namespaces.0.push(name.clone());
-            ip(&["-n", &name, "link", "set", "lo", "up"]);
-        }
-        namespaces
-    }
-
-    fn name(&self, index: usize) -> String {
-        self.0[index].clone()
-    }
-
-    fn link(&self, a: usize, a_addr: &str, b: usize, b_addr: &str) {
-        let (a_dev, b_dev) = (format!("v{a}{b}"), format!("v{b}{a}"));
-        let (a_ns, b_ns) = (self.name(a), self.name(b));
-        ip(&[
-            "-n", &a_ns, "link", "add", &a_dev, "type", "veth", "peer", "name", &b_dev, "netns",
-            &b_ns,
-        ]);
-        ip(&[
-            "-n",
-            &a_ns,
-            "address",
-            "add",
-            &format!("{a_addr}/24"),
-            "dev",
-            &a_dev,
-        ]);
-        ip(&[
-            "-n",
-            &b_ns,
-            "address",
-            "add",
-            &format!("{b_addr}/24"),
-            "dev",
-            &b_dev,
-        ]);
-        ip(&["-n", &a_ns, "link", "set", &a_dev, "up"]);
-        ip(&["-n", &b_ns, "link", "set", &b_dev, "up"]);
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-/// Links, addresses, routes and rules of a namespace, once no address is tentative.
-fn snapshot(ns: &str) -> String {
-    let mut all = String::new();
-    wait_until("addresses settled", Duration::from_secs(10), || {
-        all.clear();
-        for args in [
-            &["link", "show"][..],
-            &["address", "show"],
-            &["-4", "route", "show", "table", "all"],
-            &["-6", "route", "show", "table", "all"],
-            &["-4", "rule", "show"],
-            &["-6", "rule", "show"],
-        ] {
-            let mut full = vec!["-n", ns];
-            full.extend_from_slice(args);
-            all.push_str(&ip(&full));
-        }
-        !all.contains("tentative")
-    });
-    all
-}
-
 /// A `skywired` in a namespace, its folder holding config, key, state and log.
 struct Node {
     ns: String,
@@ -281,61 +163,6 @@ impl Drop for Node {
     }
 }
 
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-}
-
-/// Sends `TRANSFER` bytes from `from` to `addr:port` in `to`; both sides' counts and digests.
-fn transfer(from: &str, to: &str, addr: SocketAddr) -> ((usize, Vec<u8>), (usize, Vec<u8>)) {
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-    let receiver = in_netns(to, move || {
-        let listener = TcpListener::bind(addr).unwrap();
-        bound_tx.send(()).unwrap();
-        let (mut stream, _) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let (mut hash, mut buf, mut total) = (Blake2s256::new(), vec![0u8; 1 << 16], 0);
-        loop {
-            let read = stream.read(&mut buf).unwrap();
-            if read == 0 {
-                break;
-            }
-            hash.update(&buf[..read]);
-            total += read;
-        }
-        (total, hash.finalize().to_vec())
-    });
-    bound_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let sender = in_netns(from, move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let (mut hash, mut state, mut sent) = (Blake2s256::new(), 0x2545_f491_4f6c_dd1du64, 0);
-        let mut chunk = vec![0u8; 1 << 16];
-        while sent < TRANSFER {
-            for word in chunk.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
-            }
-            stream.write_all(&chunk).unwrap();
-            hash.update(&chunk);
-            sent += chunk.len();
-        }
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-        (sent, hash.finalize().to_vec())
-    });
-    (sender.join().unwrap(), receiver.join().unwrap())
-}
-
 const SERVER: &str = "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"fd77::/64\"\n    allow:\n";
 
 /// A SOCKS5 CONNECT through `proxy` to `target`: what the target sends, to its end, or the
@@ -369,7 +196,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         println!("SKIP skywired_carries_the_vpn_through_a_relay_and_leaves_nothing: needs root");
         return;
     }
-    let ns = Namespaces::new(3);
+    let ns = Namespaces::new("skyvpnd", 3);
     let (a_ns, b_ns, c_ns) = (ns.name(0), ns.name(1), ns.name(2));
     ns.link(0, "10.203.1.1", 1, "10.203.1.2");
     ns.link(1, "10.203.2.1", 2, "10.203.2.2");
@@ -505,7 +332,7 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
         println!("SKIP a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start: needs root");
         return;
     }
-    let ns = Namespaces::new(2);
+    let ns = Namespaces::new("skyvpnd", 2);
     let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.204.1.1", 1, "10.204.1.2");
     ip(&[

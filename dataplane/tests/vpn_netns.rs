@@ -7,9 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
+#[path = "../../tests/common/netns.rs"]
+mod netns;
+
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +20,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use blake2::{Blake2s256, Digest};
 use mio::{Poll, Token, Waker};
+use netns::{
+    enter_netns, in_netns, ip, is_root, ns_run, reaches, snapshot, transfer, Namespaces, TRANSFER,
+};
 use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, VpnApp, VpnStatus};
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
 use skywire_dataplane::node::NodeOptions;
@@ -28,158 +32,6 @@ use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
 
 const HOST4: &str = "10.99.0.1";
 const HOST6: &str = "fd99::1";
-const TRANSFER: usize = 100 << 20;
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
-}
-
-/// Runs `ip ARGS` and insists that it worked.
-fn ip(args: &[&str]) -> String {
-    let output = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Runs a command in a namespace; returns whether it succeeded.
-fn ns_run(ns: &str, args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
-/// Whether `host` answers a ping from `ns` within about 15 s (a busy machine may lose one).
-fn reaches(ns: &str, host: &str) -> bool {
-    let family = if host.contains(':') { "-6" } else { "-4" };
-    (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
-}
-
-/// Namespaces made by this test, removed on drop (panics included).
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn new(count: usize) -> Namespaces {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let run = NEXT.fetch_add(1, Ordering::Relaxed);
-        let names: Vec<String> = (0..count)
-            .map(|i| format!("skyvpn-{}-{run}-{i}", std::process::id()))
-            .collect();
-        let namespaces = Namespaces(Vec::new());
-        let mut namespaces = namespaces;
-        for name in names {
-            ip(&["netns", "add", &name]);
-            namespaces.0.push(name.clone());
-            ip(&["-n", &name, "link", "set", "lo", "up"]);
-        }
-        namespaces
-    }
-
-    fn name(&self, index: usize) -> &str {
-        &self.0[index]
-    }
-
-    /// A veth pair between two namespaces with an IPv4 /24 on each end.
-    fn link(&self, a: usize, a_addr: &str, b: usize, b_addr: &str) {
-        let (a_name, b_name) = (format!("v{a}{b}"), format!("v{b}{a}"));
-        ip(&[
-            "-n",
-            self.name(a),
-            "link",
-            "add",
-            &a_name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b_name,
-            "netns",
-            self.name(b),
-        ]);
-        ip(&[
-            "-n",
-            self.name(a),
-            "address",
-            "add",
-            &format!("{a_addr}/24"),
-            "dev",
-            &a_name,
-        ]);
-        ip(&[
-            "-n",
-            self.name(b),
-            "address",
-            "add",
-            &format!("{b_addr}/24"),
-            "dev",
-            &b_name,
-        ]);
-        ip(&["-n", self.name(a), "link", "set", &a_name, "up"]);
-        ip(&["-n", self.name(b), "link", "set", &b_name, "up"]);
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-/// Everything `ip` shows of a namespace's links, addresses, routes and rules, once no IPv6
-/// address is still tentative (link-local addresses appear a moment after a link comes up).
-fn snapshot(ns: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let all = snapshot_now(ns);
-        if !all.contains("tentative") || Instant::now() > deadline {
-            return all;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn snapshot_now(ns: &str) -> String {
-    let mut all = String::new();
-    for args in [
-        &["link", "show"][..],
-        &["address", "show"],
-        &["-4", "route", "show", "table", "all"],
-        &["-6", "route", "show", "table", "all"],
-        &["-4", "rule", "show"],
-        &["-6", "rule", "show"],
-    ] {
-        let mut full = vec!["-n", ns];
-        full.extend_from_slice(args);
-        all.push_str(&ip(&full));
-    }
-    all
-}
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        enter_netns(&path);
-        f()
-    })
-}
-
-fn enter_netns(path: &str) {
-    let file = std::fs::File::open(path).unwrap();
-    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-}
-
 /// A dataplane running on a thread in a namespace.
 struct Running {
     requests: RequestSender,
@@ -353,69 +205,6 @@ fn client_options(server: NodeKey, path: Vec<NodeKey>, routes: &[&str]) -> Clien
     }
 }
 
-/// Sends `TRANSFER` bytes from namespace `from` to `to_addr:port` in namespace `to`; returns
-/// both sides' byte counts and BLAKE2s digests.
-fn transfer(
-    from: &str,
-    to: &str,
-    to_addr: &str,
-    port: u16,
-) -> ((usize, Vec<u8>), (usize, Vec<u8>)) {
-    let listen: SocketAddr = format!("{to_addr}:{port}")
-        .parse()
-        .or_else(|_| format!("[{to_addr}]:{port}").parse())
-        .unwrap();
-    let (bound_tx, bound_rx) = mpsc::channel();
-    let receiver = in_netns(to, move || {
-        let listener = TcpListener::bind(listen).unwrap();
-        bound_tx.send(()).unwrap();
-        let (mut stream, _) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut hash = Blake2s256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0;
-        loop {
-            let read = stream.read(&mut buf).unwrap();
-            if read == 0 {
-                break;
-            }
-            hash.update(&buf[..read]);
-            total += read;
-        }
-        (total, hash.finalize().to_vec())
-    });
-    bound_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let sender = in_netns(from, move || {
-        let mut stream = TcpStream::connect_timeout(&listen, Duration::from_secs(10)).unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut hash = Blake2s256::new();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut chunk = vec![0u8; 1 << 16];
-        let mut sent = 0;
-        while sent < TRANSFER {
-            for word in chunk.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
-            }
-            let len = chunk.len().min(TRANSFER - sent);
-            stream.write_all(&chunk[..len]).unwrap();
-            hash.update(&chunk[..len]);
-            sent += len;
-        }
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-        (sent, hash.finalize().to_vec())
-    });
-    let sent = sender.join().unwrap();
-    let received = receiver.join().unwrap();
-    (sent, received)
-}
-
 #[test]
 fn vpn_through_a_relay_end_to_end() {
     if !is_root() {
@@ -424,12 +213,8 @@ fn vpn_through_a_relay_end_to_end() {
         );
         return;
     }
-    let ns = Namespaces::new(3);
-    let (a_ns, b_ns, c_ns) = (
-        ns.name(0).to_owned(),
-        ns.name(1).to_owned(),
-        ns.name(2).to_owned(),
-    );
+    let ns = Namespaces::new("skyvpn", 3);
+    let (a_ns, b_ns, c_ns) = (ns.name(0), ns.name(1), ns.name(2));
     ns.link(0, "10.201.1.1", 1, "10.201.1.2");
     ns.link(1, "10.201.2.1", 2, "10.201.2.2");
     ip(&[
@@ -513,14 +298,14 @@ fn vpn_through_a_relay_end_to_end() {
     assert!(reaches(&a_ns, HOST4), "ping over IPv4");
     assert!(reaches(&a_ns, HOST6), "ping over IPv6");
     let started = Instant::now();
-    let (sent, received) = transfer(&a_ns, &c_ns, HOST4, 5201);
+    let (sent, received) = transfer(&a_ns, &c_ns, format!("{HOST4}:5201").parse().unwrap());
     println!(
         "100 MiB through the tunnel over IPv4 in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(sent.0, TRANSFER);
     assert_eq!(sent, received, "the checksums match");
-    let (sent, received) = transfer(&a_ns, &c_ns, HOST6, 5202);
+    let (sent, received) = transfer(&a_ns, &c_ns, format!("[{HOST6}]:5202").parse().unwrap());
     assert_eq!(sent, received, "IPv6 inside the tunnel");
     let status = a.vpn(Request::VpnStatus).client.unwrap();
     assert!(status.tx.bytes > 2 * TRANSFER as u64, "{status:?}");
@@ -668,13 +453,13 @@ fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
         );
         return;
     }
-    let ns = Namespaces::new(1);
+    let ns = Namespaces::new("skyvpn", 1);
     let state = state_dir("nocap");
     let server_key = SecretKey::generate().public();
     let mut options = options(SecretKey::generate(), vec![], &state);
     options.vpn.server = Some(server_options(vec![server_key]));
     options.vpn.client = Some(client_options(server_key, vec![], &[]));
-    let mut node = Running::start_with(ns.name(0), options, drop_net_admin);
+    let mut node = Running::start_with(&ns.name(0), options, drop_net_admin);
     let status = node.vpn(Request::VpnStatus);
     for state in [status.server.unwrap().state, status.client.unwrap().state] {
         assert!(state.starts_with("failed: "), "{state}");
@@ -694,7 +479,7 @@ fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
         "the node runs on"
     );
     node.stop();
-    assert!(!ip(&["-n", ns.name(0), "link", "show"]).contains("sky"));
+    assert!(!ip(&["-n", &ns.name(0), "link", "show"]).contains("sky"));
 }
 
 /// The environment variable that makes [`full_tunnel_child`] run a client.
@@ -712,7 +497,7 @@ fn full_tunnel_child() {
     let [ns, secret, server, endpoint, state] = fields[..] else {
         panic!("bad child spec {spec:?}");
     };
-    enter_netns(&format!("/var/run/netns/{ns}"));
+    enter_netns(ns);
     let secret: SecretKey = secret.parse().unwrap();
     let server: NodeKey = server.parse().unwrap();
     let mut driver = options(
@@ -749,8 +534,8 @@ fn full_tunnel_is_cleaned_after_sigkill() {
         println!("SKIP full_tunnel_is_cleaned_after_sigkill: needs root (network namespaces, TUN devices)");
         return;
     }
-    let ns = Namespaces::new(2);
-    let (a_ns, c_ns) = (ns.name(0).to_owned(), ns.name(1).to_owned());
+    let ns = Namespaces::new("skyvpn", 2);
+    let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.202.1.1", 1, "10.202.1.2");
     ip(&[
         "-n",

@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 pub mod http;
+pub mod netns;
 pub mod socks;
 
 pub const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
@@ -377,11 +378,6 @@ pub fn three_nodes_with(
         node_b.ask(&["status"])["result"]["status"]["links_up"] == 2
     });
     (node_a, node_b, node_c)
-}
-
-/// Whether this process runs as root (tests that make namespaces or TUN devices need it).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// A path for messages.
