@@ -15,7 +15,7 @@ use super::relay::{KernelIo, KernelOp, Progress, Relay};
 use super::sockets::{Owner, Sockets};
 use super::wire::{self, ReplyCode, Target};
 use super::{
-    bury, smol_duration, ClientOptions, ClientStatus, Slab, SocksError, Totals, MESH_TIMEOUT,
+    bury, watch_peer, ClientOptions, ClientStatus, Slab, SocksError, Totals, MESH_TIMEOUT,
 };
 use crate::node::{Event, SetupId};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
@@ -513,8 +513,13 @@ impl Client {
                 return;
             }
             RouteState::Down(at) if cx.now < at => return,
-            // Down, or gone without an event: build it now.
-            RouteState::Down(_) | RouteState::Ready => {}
+            // Gone without an event (removed by hand): build it after the first back-off,
+            // unless one comes up meanwhile, so that a route rebuilt by hand is not raced.
+            RouteState::Ready => {
+                self.schedule_rebuild(cx.now);
+                return;
+            }
+            RouteState::Down(_) => {}
         }
         let mut path = vec![cx.node.key()];
         path.extend(self.options.route_path());
@@ -714,9 +719,7 @@ impl Connection {
                 } else if route_ready && *opening < MAX_OPENING {
                     match cx.stack.connect(exit) {
                         Ok(handle) => {
-                            cx.stack.tcp(handle).set_timeout(Some(smol_duration(
-                                MESH_TIMEOUT.min(options.connect_timeout),
-                            )));
+                            watch_peer(cx.stack, handle, MESH_TIMEOUT.min(options.connect_timeout));
                             *opening += 1;
                             Phase::Opening {
                                 handle,

@@ -550,8 +550,17 @@ fn bury(stack: &mut MeshStack, handle: TcpHandle, graveyard: &mut Vec<TcpHandle>
     graveyard.push(handle);
 }
 
-/// How long a mesh socket may go without its data being acknowledged.
+/// How long a mesh stream's peer may stay silent before the stream is aborted.
 const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Aborts `handle`'s stream once its peer has been silent for `timeout`. smoltcp counts
+/// silence whether or not anything waits for an answer, so an idle stream sends keep-alives
+/// well within the timeout, which a live peer answers: only a peer that is gone falls silent.
+fn watch_peer(stack: &mut MeshStack, handle: TcpHandle, timeout: Duration) {
+    let socket = stack.tcp(handle);
+    socket.set_timeout(Some(smol_duration(timeout)));
+    socket.set_keep_alive(Some(smol_duration(timeout / 3)));
+}
 
 /// A std duration as smoltcp's.
 fn smol_duration(duration: Duration) -> smoltcp::time::Duration {

@@ -15,7 +15,7 @@ use super::mesh::{self, MAX_MESH_REQUEST_LEN};
 use super::relay::{KernelIo, KernelOp, Progress, Relay};
 use super::sockets::{Owner, Sockets};
 use super::wire::{ReplyCode, Target};
-use super::{bury, smol_duration, ServerOptions, ServerStatus, Slab, Totals, MESH_TIMEOUT};
+use super::{bury, watch_peer, ServerOptions, ServerStatus, Slab, Totals, MESH_TIMEOUT};
 use crate::identity::NodeKey;
 use crate::node::Event;
 use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
@@ -380,9 +380,7 @@ impl Server {
                 Phase::Answer(ReplyCode::NotAllowed)
             }
         };
-        cx.stack
-            .tcp(handle)
-            .set_timeout(Some(smol_duration(MESH_TIMEOUT)));
+        watch_peer(cx.stack, handle, MESH_TIMEOUT);
         self.next_serial += 1;
         self.connections.insert(Connection {
             handle,
