@@ -73,6 +73,9 @@ pub enum DriverError {
     /// A SOCKS app could not start.
     #[error("{0}")]
     Socks(#[from] SocksError),
+    /// The host thread (TUN and route changes, the lease file) could not be started.
+    #[error("cannot start the host thread: {0} (is the process out of threads?)")]
+    HostThread(io::Error),
 }
 
 /// What the dataplane needs to start.
@@ -127,7 +130,8 @@ impl Dataplane {
         let mut socket = UdpSocket::from_std(std_socket);
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE | Interest::WRITABLE)?;
-        let host = HostThread::start(options.vpn.state_dir.clone(), waker.clone())?;
+        let host = HostThread::start(options.vpn.state_dir.clone(), waker.clone())
+            .map_err(DriverError::HostThread)?;
         let service = Service::new(
             ServiceOptions {
                 node: options.node,

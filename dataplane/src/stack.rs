@@ -53,19 +53,21 @@ pub enum StackError {
 }
 
 /// A device that is two queues: what sessions delivered, and what the stack sends. Sent
-/// packets' buffers are reused.
+/// packets' buffers are reused, and keep the length they grew to (smoltcp writes every byte
+/// of a packet it sends), so a packet costs no allocation and no zeroing.
 #[derive(Debug, Default)]
 struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
+    /// Packets to send: a buffer, and how much of it the packet is.
+    tx: VecDeque<(Vec<u8>, usize)>,
     free: Vec<Vec<u8>>,
-    /// The packet [`MeshStack::poll_transmit`] handed out last.
+    /// The buffer of the packet [`MeshStack::poll_transmit`] handed out last.
     lent: Option<Vec<u8>>,
 }
 
 struct RxToken(Vec<u8>);
 struct TxToken<'a> {
-    tx: &'a mut VecDeque<Vec<u8>>,
+    tx: &'a mut VecDeque<(Vec<u8>, usize)>,
     free: &'a mut Vec<Vec<u8>>,
 }
 
@@ -77,14 +79,15 @@ impl phy::RxToken for RxToken {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut packet = self.free.pop().unwrap_or_default();
-        packet.clear();
-        packet.resize(len, 0);
-        let result = f(&mut packet);
+        let mut buf = self.free.pop().unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let result = f(&mut buf[..len]);
         if self.tx.len() < QUEUE_LIMIT {
-            self.tx.push_back(packet);
+            self.tx.push_back((buf, len));
         } else {
-            self.free.push(packet);
+            self.free.push(buf);
         }
         result
     }
@@ -421,13 +424,16 @@ impl MeshStack {
             }
         }
         loop {
-            let packet = device.tx.pop_front()?;
+            let (buf, len) = device.tx.pop_front()?;
             // smoltcp emits whole IPv6 packets; anything else is dropped.
-            let Ok(dst) = Ipv6Packet::new_checked(packet.as_slice()).map(|h| h.dst_addr()) else {
-                continue;
-            };
-            let packet = device.lent.insert(packet);
-            return Some((dst, packet.as_slice()));
+            let dst = buf
+                .get(..len)
+                .and_then(|packet| Ipv6Packet::new_checked(packet).ok())
+                .map(|header| header.dst_addr());
+            if let Some(dst) = dst {
+                let packet = device.lent.insert(buf).get(..len).unwrap_or_default();
+                return Some((dst, packet));
+            }
         }
     }
 
