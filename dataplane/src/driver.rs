@@ -374,10 +374,7 @@ impl Dataplane {
                 }
                 None
             }
-            op => {
-                self.host.submit(op);
-                None
-            }
+            op => self.host.submit(op),
         }
     }
 

@@ -44,12 +44,18 @@ impl HostThread {
         })
     }
 
-    /// Queues a change.
-    pub(super) fn submit(&self, op: HostOp) {
-        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(op).is_ok());
-        if !sent {
-            log::error!("the host thread has gone: a VPN change was dropped");
-        }
+    /// Queues a change; when the thread has gone, the change fails at once and its answer
+    /// says so.
+    pub(super) fn submit(&self, op: HostOp) -> Option<HostResult> {
+        let op = match &self.jobs {
+            Some(jobs) => match jobs.send(op) {
+                Ok(()) => return None,
+                Err(unsent) => unsent.0,
+            },
+            None => op,
+        };
+        log::error!("the host thread has gone: cannot make a VPN change");
+        unanswered(op)
     }
 
     /// The next answer, if one is waiting.
@@ -126,6 +132,32 @@ fn run(state_dir: &Path, jobs: &Receiver<HostOp>, answers: &Sender<HostResult>, 
         let _ = waker.wake();
     }
     // Dropping `client_routes` removes what a client that is still up installed.
+}
+
+/// The answer to a change that could not be made: the host thread has gone.
+fn unanswered(op: HostOp) -> Option<HostResult> {
+    let gone = || TunError::Command {
+        args: "(none run)".to_owned(),
+        problem: "the host thread has gone; restart skywired".to_owned(),
+    };
+    let io_gone = || io::Error::other("the host thread has gone; restart skywired");
+    Some(match op {
+        HostOp::ConfigureTun { app, .. } => HostResult::TunConfigured {
+            app,
+            result: Err(gone()),
+        },
+        HostOp::InstallRoutes { .. } => HostResult::RoutesInstalled(Err(gone())),
+        HostOp::RemoveRoutes => HostResult::RoutesRemoved,
+        HostOp::LoadLeases { file } => HostResult::LeasesLoaded {
+            file,
+            text: Err(io_gone()),
+        },
+        HostOp::SaveLeases { file, .. } => HostResult::LeasesSaved {
+            file,
+            result: Err(io_gone()),
+        },
+        HostOp::OpenTun { .. } | HostOp::CloseTun { .. } | HostOp::MarkDatagrams(_) => return None,
+    })
 }
 
 /// Sets the MTU, adds `address/len` (after removing the device's addresses, when `replace`)

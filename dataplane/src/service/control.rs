@@ -135,9 +135,7 @@ impl Service {
                 if path.first() != Some(&own) {
                     path.insert(0, own);
                 }
-                let Some(peer) = path.last().copied() else {
-                    return;
-                };
+                let peer = path.last().copied().unwrap_or(own);
                 match cx.node.build_route(now, &path) {
                     Ok(setup) => {
                         self.control.builds.push(PendingBuild {
