@@ -21,7 +21,7 @@ use crate::outbox::Datagram;
 use crate::service::{HostOp, HostResult, Service, ServiceOptions};
 use crate::socks::{SocksError, SocksOptions};
 use crate::transport::TransportError;
-use crate::vpn::VpnOptions;
+use crate::vpn::{VpnApp, VpnOptions};
 
 mod batch;
 mod host;
@@ -217,11 +217,11 @@ impl Dataplane {
                     }
                     TUN_SERVER => {
                         wake.tun = true;
-                        self.tuns.set_readable(crate::vpn::VpnApp::Server);
+                        self.tuns.set_readable(VpnApp::Server);
                     }
                     TUN_CLIENT => {
                         wake.tun = true;
-                        self.tuns.set_readable(crate::vpn::VpnApp::Client);
+                        self.tuns.set_readable(VpnApp::Client);
                     }
                     WAKER => wake.waker = true,
                     token => {

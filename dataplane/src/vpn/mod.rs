@@ -28,9 +28,8 @@ pub use prefix::{Prefix, PrefixError};
 pub use server::VpnServer;
 pub use tun::{TunError, TunName};
 
-use crate::service::{HostOp, HostResult};
-
 use crate::identity::NodeKey;
+use crate::service::{HostOp, HostResult};
 
 /// The server's TUN device unless configured otherwise.
 pub const DEFAULT_SERVER_TUN: &str = "skyvpn-srv";
