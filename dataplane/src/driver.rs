@@ -91,7 +91,7 @@ pub struct DriverOptions {
     pub socks: SocksOptions,
 }
 
-/// The dataplane: its descriptors and helper threads, and the service they serve.
+/// The dataplane: its descriptors and threads, and the service they serve.
 #[derive(Debug)]
 pub struct Dataplane {
     poll: Poll,
@@ -269,7 +269,7 @@ impl Dataplane {
         }
     }
 
-    /// Hands the helper threads' answers to the service.
+    /// Hands the host thread's and the resolver's answers to the service.
     fn take_answers(&mut self, now: Instant) {
         while let Some(answer) = self.host.poll_answer() {
             self.service.handle_host_result(now, answer);

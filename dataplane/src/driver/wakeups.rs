@@ -1,6 +1,6 @@
 //! Why the loop wakes up, counted by reason: datagrams, TUN frames, kernel sockets, the
-//! waker (control requests and helper threads' answers), work left over from the last turn,
-//! or one of the service's timers, named as the service names it.
+//! waker (control requests, the host thread's and the resolver's answers), work left over
+//! from the last turn, or one of the service's timers, named as the service names it.
 
 /// What woke the loop in one turn; several at once are usual.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
