@@ -253,18 +253,18 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     );
 
     let pong = daemon.ask(&["ping", "1"]);
-    let rtt = pong["result"]["pong"]["rtt_ms"].as_f64().unwrap();
+    let rtt = pong["result"]["rtt_ms"].as_f64().unwrap();
     assert!((0.0..5_000.0).contains(&rtt), "{pong}");
 
     wait_until("a tick", WAIT, || {
-        daemon.ask(&["logs", "1"])["result"]["logs"]["lines"]
+        daemon.ask(&["logs", "1"])["result"]["lines"]
             .as_array()
             .unwrap()
             .iter()
             .any(|line| line["line"] == "tick 1")
     });
     let usage = daemon.ask(&["ru", "1"]);
-    let usage = &usage["result"]["resource_usage"];
+    let usage = &usage["result"];
     assert_eq!(usage["pid"], pid);
     assert!(usage["rss_bytes"].as_u64().unwrap() > 0, "{usage}");
     assert!(usage["threads"].as_u64().unwrap() >= 2, "{usage}");
@@ -277,7 +277,7 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     assert!(text.contains("memory") && text.contains("Ticks"), "{text}");
 
     let stopped = daemon.ask(&["sd", "1"]);
-    let report = &stopped["result"]["stopped"];
+    let report = &stopped["result"];
     assert_eq!(report["how"], "signal", "{stopped}");
     assert_eq!(report["pid"], pid);
     wait_until("the app's process to go", WAIT, || is_gone(pid));
@@ -344,7 +344,7 @@ fn attach_streams_output_and_sends_input() {
 
     // Its output stays in the logs.
     let logs = daemon.ask(&["logs", &new_id.to_string(), "1000"]);
-    let lines = logs["result"]["logs"]["lines"].as_array().unwrap();
+    let lines = logs["result"]["lines"].as_array().unwrap();
     assert!(
         lines.iter().any(|line| line["line"] == "shutting down"),
         "{logs}"
@@ -379,12 +379,12 @@ fn a_killed_daemon_app_comes_back_with_a_new_pid() {
     wait_until("the killed process to be reaped", WAIT, || is_gone(first));
     wait_registered(&daemon, id);
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    assert_eq!(usage["result"]["resource_usage"]["pid"], second);
-    assert_eq!(usage["result"]["resource_usage"]["restarts"], 1);
+    assert_eq!(usage["result"]["pid"], second);
+    assert_eq!(usage["result"]["restarts"], 1);
     daemon.ask(&["ping", &id.to_string()]);
     // A shutdown is final: no restart after it.
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    assert_eq!(stopped["result"]["stopped"]["how"], "signal");
+    assert_eq!(stopped["result"]["how"], "signal");
     wait_until("the daemon app to go", WAIT, || is_gone(second));
     assert_eq!(app_row(&daemon, id)["state"], "exited");
 }
@@ -410,12 +410,9 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
     wait_registered(&daemon, id);
 
     let pong = daemon.ask(&["ping", &id.to_string()]);
-    assert!(
-        pong["result"]["pong"]["rtt_ms"].as_f64().is_some(),
-        "{pong}"
-    );
+    assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    let reported = &usage["result"]["resource_usage"]["reported"];
+    let reported = &usage["result"]["reported"];
     assert_eq!(reported["Pid"], pid, "{usage}");
     let node_key = reported["Node"].as_str().unwrap().to_owned();
 
@@ -427,10 +424,10 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
         .output()
         .unwrap();
     assert!(status.status.success());
-    assert_eq!(json(&status)["result"]["status"]["key"], node_key.as_str());
+    assert_eq!(json(&status)["result"]["key"], node_key.as_str());
 
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    let report = &stopped["result"]["stopped"];
+    let report = &stopped["result"];
     assert_eq!(report["how"], "signal", "{stopped}");
     assert_eq!(report["status"], "exit status: 0", "{stopped}");
     wait_until("the second node to go", WAIT, || is_gone(pid));
@@ -451,15 +448,9 @@ fn the_python_signal_client_answers_and_strangers_are_refused() {
     let (id, pid) = start_app(&daemon, &["py"]);
     wait_registered(&daemon, id);
     let pong = daemon.ask(&["ping", &id.to_string()]);
-    assert!(
-        pong["result"]["pong"]["rtt_ms"].as_f64().is_some(),
-        "{pong}"
-    );
+    assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    assert_eq!(
-        usage["result"]["resource_usage"]["reported"]["Client"], "python",
-        "{usage}"
-    );
+    assert_eq!(usage["result"]["reported"]["Client"], "python", "{usage}");
 
     // An id this daemon did not launch is refused, end to end.
     let refused = Command::new(python_client())
@@ -478,8 +469,8 @@ fn the_python_signal_client_answers_and_strangers_are_refused() {
     assert_eq!(refused.status.code(), Some(3), "{refused:?}");
 
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    assert_eq!(stopped["result"]["stopped"]["how"], "signal", "{stopped}");
-    assert_eq!(stopped["result"]["stopped"]["status"], "exit status: 0");
+    assert_eq!(stopped["result"]["how"], "signal", "{stopped}");
+    assert_eq!(stopped["result"]["status"], "exit status: 0");
     wait_until("the Python client to go", WAIT, || is_gone(pid));
     let logs = daemon.ask(&["logs", &id.to_string()]).to_string();
     for event in ["registered", "ping", "resource usage", "shutdown"] {

@@ -64,11 +64,11 @@ fn socks_nodes(dir: &TempDir, b_client: bool) -> (Daemon, Daemon, Daemon) {
 
 /// The client app's part of `socks status`.
 fn client_status(daemon: &Daemon) -> serde_json::Value {
-    daemon.ask(&["socks", "status"])["result"]["socks"]["client"].clone()
+    daemon.ask(&["socks", "status"])["result"]["client"].clone()
 }
 
 fn server_status(daemon: &Daemon) -> serde_json::Value {
-    daemon.ask(&["socks", "status"])["result"]["socks"]["server"].clone()
+    daemon.ask(&["socks", "status"])["result"]["server"].clone()
 }
 
 /// The client app's SOCKS5 port as bound.
@@ -296,7 +296,7 @@ fn failures_and_the_socks_commands_through_real_daemons() {
 
     // `socks stop|start|status` through visctl: the port closes and opens again.
     let stopped = a.ask(&["socks", "stop", "client"]);
-    let client = &stopped["result"]["socks"]["client"];
+    let client = &stopped["result"]["client"];
     assert_eq!(client["state"], "stopped", "{stopped}");
     assert!(client["listen"].is_null(), "{stopped}");
     assert!(TcpStream::connect(proxy).is_err(), "the port stayed open");
@@ -308,7 +308,7 @@ fn failures_and_the_socks_commands_through_real_daemons() {
         + &String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("socks.server"), "{message}");
     let started = a.ask(&["socks", "start", "client"]);
-    assert_eq!(started["result"]["socks"]["client"]["state"], "running");
+    assert_eq!(started["result"]["client"]["state"], "running");
     let proxy = proxy_of(&a);
     wait_until(
         "A's route after the restart",

@@ -16,7 +16,7 @@ use std::thread;
 
 use skywire_control::command::tokenize;
 use skywire_control::{Answer, ControlOptions, ControlServer, Stopper};
-use skywire_dataplane::api::{self, Reply, Request, StatusReply};
+use skywire_dataplane::api::{self, Reply, Request, RequestError, StatusReply};
 use skywire_dataplane::NodeKey;
 
 const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
@@ -200,6 +200,54 @@ fn bad_usage_exits_2() {
         stderr(&output)
     );
     assert!(server.lines().is_empty());
+}
+
+#[test]
+fn help_needs_no_daemon() {
+    let dir = TempDir::new();
+    let missing = dir.path("missing.sock");
+    let socket = path_str(&missing);
+
+    let output = visctl(&["--socket", socket, "help"], "", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("commands:\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output).contains("build_route|br"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = visctl(&["--socket", socket, "help", "build_route"], "", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("usage: build_route N0 N1 …\naliases: br\n"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = visctl(&["--socket", socket, "--json", "h", "lr"], "", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let answer = Answer::parse(stdout(&output).trim_end()).unwrap();
+    assert_eq!(answer.command.as_deref(), Some("help"));
+    assert_eq!(answer.result.unwrap()["help"][0]["name"], "list_routes");
+
+    // Help's own usage errors too; in a session, help lines are answered the same way.
+    let output = visctl(&["--socket", socket, "help", "a", "b"], "", None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).starts_with("visctl: help: takes 0 to 1 arguments"));
+    let output = visctl(&["--socket", socket], "help pn\n# a comment\n?\n", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("usage: ping_node KEY [COUNT]"));
+    assert!(stdout(&output).contains("\ncommands:\n"));
+
+    // An app's help is the daemon's: its catalog is there.
+    let output = visctl(&["--socket", socket, "help", "some-app"], "", None);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("cannot reach skywired"));
 }
 
 #[test]
@@ -449,8 +497,8 @@ impl Daemon {
         thread::spawn(move || {
             while let Ok((id, request)) = end.requests.recv() {
                 let reply = match request {
-                    Request::Status => Reply::Status(StatusReply {
-                        key: NodeKey::from([1; 32]).to_string(),
+                    Request::Status => Ok(Reply::Status(StatusReply {
+                        key: NodeKey::from([1; 32]),
                         mesh_address: NodeKey::from([1; 32]).mesh_address(),
                         listen: "127.0.0.1:40000".parse().unwrap(),
                         uptime_secs: 5,
@@ -458,14 +506,14 @@ impl Daemon {
                         links_up: 0,
                         routes: 0,
                         rules: 0,
-                    }),
+                    })),
                     Request::Shutdown => {
-                        end.replies.send(id, Reply::Stopped);
+                        end.replies.send(id, Ok(Reply::Stopped));
                         return;
                     }
-                    _ => Reply::Error(
-                        "no route to that node: set one up with build_route".to_owned(),
-                    ),
+                    _ => Err(RequestError::NoRoute {
+                        peer: NodeKey::from([2; 32]),
+                    }),
                 };
                 end.replies.send(id, reply);
             }
@@ -529,7 +577,10 @@ fn visctl_talks_to_the_real_control_server() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stderr(&output),
-        "visctl: rm_route: no route to that node: set one up with build_route\n"
+        format!(
+            "visctl: rm_route: no route to {}: `list_routes` shows the routes\n",
+            NodeKey::from([2; 32])
+        )
     );
 
     let output = visctl(&["--socket", socket, "ping_node", "not-a-key"], "", None);

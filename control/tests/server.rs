@@ -15,16 +15,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skywire_control::{ControlError, ControlOptions, ControlServer, Limits, Stopper};
+use skywire_dataplane::api::socks::SocksStatus;
 use skywire_dataplane::api::{
-    self, DataplaneEnd, PingReply, Reply, Request, RouteRow, RoutesReply, StatusReply, TransportRow,
+    self, DataplaneEnd, PingReply, Reply, Request, RequestError, Response, RouteRow, RoutesReply,
+    StatusReply, TransportRow, TransportsReply,
 };
 use skywire_dataplane::NodeKey;
 
 /// How long any one wait in these tests may last.
 const DEADLINE: Duration = Duration::from_secs(20);
 
+fn node(byte: u8) -> NodeKey {
+    NodeKey::from([byte; 32])
+}
+
 fn key(byte: u8) -> String {
-    NodeKey::from([byte; 32]).to_string()
+    node(byte).to_string()
 }
 
 /// A folder of its own under the system's temporary folder, removed on drop.
@@ -74,7 +80,7 @@ fn fake_dataplane(
     fake: Fake,
 ) -> Vec<Request> {
     let mut seen = Vec::new();
-    let mut delayed: Vec<(Option<Instant>, u64, Reply)> = Vec::new();
+    let mut delayed: Vec<(Option<Instant>, u64, Response)> = Vec::new();
     loop {
         match end.requests.recv_timeout(Duration::from_millis(5)) {
             Ok((id, request)) => {
@@ -83,71 +89,76 @@ fn fake_dataplane(
                 let now = Instant::now();
                 match request {
                     Request::Status if fake.die_on_status => return seen,
-                    Request::Status => end.replies.send(id, Reply::Status(status())),
+                    Request::Status => end.replies.send(id, Ok(Reply::Status(status()))),
                     Request::ListTransports => end.replies.send(
                         id,
-                        Reply::Transports(vec![TransportRow {
-                            key: key(2),
-                            endpoint: Some("127.0.0.1:7778".parse().unwrap()),
-                            link: "up",
-                            handshake_secs_ago: Some(3.0),
-                            last_seen_secs_ago: Some(0.2),
-                            rtt_ms: Some(0.5),
-                            tx_bytes: 10,
-                            rx_bytes: 20,
-                            tx_packets: 1,
-                            rx_packets: 2,
-                        }]),
+                        Ok(Reply::Transports(TransportsReply {
+                            transports: vec![TransportRow {
+                                key: node(2),
+                                endpoint: Some("127.0.0.1:7778".parse().unwrap()),
+                                link: "up",
+                                handshake_secs_ago: Some(3.0),
+                                last_seen_secs_ago: Some(0.2),
+                                rtt_ms: Some(0.5),
+                                tx_bytes: 10,
+                                rx_bytes: 20,
+                                tx_packets: 1,
+                                rx_packets: 2,
+                            }],
+                        })),
                     ),
                     Request::ListRoutes => end.replies.send(
                         id,
-                        Reply::Routes(RoutesReply {
+                        Ok(Reply::Routes(RoutesReply {
                             routes: vec![],
                             rules: vec![],
-                        }),
+                        })),
                     ),
                     Request::BuildRoute { path } => {
                         let when =
                             (!fake.hold_build_route).then(|| now + Duration::from_millis(100));
-                        let path: Vec<String> = path.iter().map(ToString::to_string).collect();
-                        let reply = Reply::RouteBuilt(RouteRow {
-                            peer: path.last().cloned().unwrap_or_default(),
+                        let reply = Ok(Reply::RouteBuilt(RouteRow {
+                            peer: *path.last().unwrap(),
                             path,
                             initiator: true,
                             ready: true,
                             out_id: 11,
                             in_id: 22,
-                        });
+                        }));
                         delayed.push((when, id, reply));
                     }
-                    Request::VpnStart { .. } | Request::VpnStop { .. } | Request::VpnStatus => end
-                        .replies
-                        .send(id, Reply::Error("the VPN is not configured".to_owned())),
-                    Request::RemoveRoute { peer } => end.replies.send(
-                        id,
-                        Reply::Error(format!("no route to {peer}: set one up with build_route")),
-                    ),
+                    Request::VpnStart { .. } | Request::VpnStop { .. } | Request::VpnStatus => {
+                        end.replies.send(
+                            id,
+                            Err(RequestError::app(std::io::Error::other(
+                                "the VPN is not configured",
+                            ))),
+                        );
+                    }
+                    Request::RemoveRoute { peer } => {
+                        end.replies.send(id, Err(RequestError::NoRoute { peer }));
+                    }
                     Request::PingNode { peer, count } => delayed.push((
                         Some(now + Duration::from_millis(150)),
                         id,
-                        Reply::Ping(PingReply {
-                            peer: peer.to_string(),
+                        Ok(Reply::Ping(PingReply {
+                            peer,
                             address: peer.mesh_address(),
                             sent: count,
                             rtt_ms: vec![1.5; count as usize],
-                        }),
+                        })),
                     )),
                     Request::SocksStart { .. }
                     | Request::SocksStop { .. }
                     | Request::SocksStatus => end.replies.send(
                         id,
-                        Reply::Socks(skywire_dataplane::socks::SocksStatus {
+                        Ok(Reply::Socks(SocksStatus {
                             client: None,
                             server: None,
-                        }),
+                        })),
                     ),
                     Request::Shutdown => {
-                        end.replies.send(id, Reply::Stopped);
+                        end.replies.send(id, Ok(Reply::Stopped));
                         return seen;
                     }
                 }
@@ -169,8 +180,8 @@ fn fake_dataplane(
 
 fn status() -> StatusReply {
     StatusReply {
-        key: key(1),
-        mesh_address: NodeKey::from([1; 32]).mesh_address(),
+        key: node(1),
+        mesh_address: node(1).mesh_address(),
         listen: "127.0.0.1:7777".parse().unwrap(),
         uptime_secs: 42,
         transports: 1,
@@ -346,8 +357,8 @@ fn replies_are_json_lines_with_result_and_text() {
     let mut client = daemon.connect();
     let answer = client.command("status");
     assert_ok(&answer, "status");
-    assert_eq!(answer["result"]["status"]["key"], key(1));
-    assert_eq!(answer["result"]["status"]["listen"], "127.0.0.1:7777");
+    assert_eq!(answer["result"]["key"], key(1));
+    assert_eq!(answer["result"]["listen"], "127.0.0.1:7777");
     let text = answer["text"].as_str().unwrap();
     assert!(text.contains(&key(1)), "{text}");
     assert!(text.contains("127.0.0.1:7777"), "{text}");
@@ -373,7 +384,7 @@ fn replies_are_json_lines_with_result_and_text() {
 
     let answer = client.command(&format!("ping_node {} 3", key(5)));
     assert_ok(&answer, "ping_node");
-    assert_eq!(answer["result"]["ping"]["sent"], 3);
+    assert_eq!(answer["result"]["sent"], 3);
     assert!(answer["text"]
         .as_str()
         .unwrap()
@@ -393,7 +404,7 @@ fn commands_on_one_connection_are_answered_in_order() {
     client.send(lines);
     let answer = client.answer();
     assert_ok(&answer, "build_route");
-    assert_eq!(answer["result"]["route_built"]["peer"], key(2));
+    assert_eq!(answer["result"]["peer"], key(2));
     assert_ok(&client.answer(), "status");
     assert_ok(&client.answer(), "help");
     assert_ok(&client.answer(), "list_transports");
@@ -521,7 +532,7 @@ fn a_client_that_leaves_before_its_reply_harms_no_one() {
     client.send(format!("pn {} 1\n", key(6)));
     let answer = client.answer();
     assert_ok(&answer, "ping_node");
-    assert_eq!(answer["result"]["ping"]["peer"], key(6));
+    assert_eq!(answer["result"]["peer"], key(6));
 }
 
 #[test]

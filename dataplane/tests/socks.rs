@@ -14,12 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Poll, Token, Waker};
-use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender};
+use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
+use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, Response};
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
 use skywire_dataplane::node::NodeOptions;
-use skywire_dataplane::socks::{
-    ClientOptions, ClientStatus, ServerOptions, ServerStatus, SocksOptions,
-};
+use skywire_dataplane::socks::{ClientOptions, ServerOptions, SocksOptions};
 use skywire_dataplane::stack::TCP_BUFFER;
 use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
 
@@ -27,7 +26,7 @@ use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
 
 struct Running {
     requests: RequestSender,
-    replies: Receiver<(RequestId, Reply)>,
+    replies: Receiver<(RequestId, Response)>,
     thread: Option<JoinHandle<io::Result<()>>>,
     _control_poll: Poll,
     next_id: RequestId,
@@ -65,7 +64,7 @@ impl Running {
         (running, local)
     }
 
-    fn ask(&mut self, request: Request) -> Reply {
+    fn ask(&mut self, request: Request) -> Response {
         let id = self.next_id;
         self.next_id += 1;
         self.requests.send(id, request).unwrap();
@@ -76,20 +75,21 @@ impl Running {
 
     fn client(&mut self) -> ClientStatus {
         match self.ask(Request::SocksStatus) {
-            Reply::Socks(status) => status.client.unwrap(),
+            Ok(Reply::Socks(status)) => status.client.unwrap(),
             other => panic!("not a SOCKS status: {other:?}"),
         }
     }
 
     fn server(&mut self) -> ServerStatus {
         match self.ask(Request::SocksStatus) {
-            Reply::Socks(status) => status.server.unwrap(),
+            Ok(Reply::Socks(status)) => status.server.unwrap(),
             other => panic!("not a SOCKS status: {other:?}"),
         }
     }
 
     fn stop(mut self) {
-        assert_eq!(self.ask(Request::Shutdown), Reply::Stopped);
+        let stopped = self.ask(Request::Shutdown);
+        assert!(matches!(stopped, Ok(Reply::Stopped)), "{stopped:?}");
         self.thread.take().unwrap().join().unwrap().unwrap();
     }
 }

@@ -24,7 +24,8 @@ use mio::{Poll, Token, Waker};
 use netns::{
     enter_netns, in_netns, ip, is_root, ns_run, reaches, snapshot, transfer, Namespaces, TRANSFER,
 };
-use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, VpnApp, VpnStatus};
+use skywire_dataplane::api::vpn::{VpnApp, VpnStatus};
+use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, Response};
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
 use skywire_dataplane::node::NodeOptions;
 use skywire_dataplane::vpn::{ClientOptions, ServerOptions, VpnOptions};
@@ -35,7 +36,7 @@ const HOST6: &str = "fd99::1";
 /// A dataplane running on a thread in a namespace.
 struct Running {
     requests: RequestSender,
-    replies: Receiver<(RequestId, Reply)>,
+    replies: Receiver<(RequestId, Response)>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     _control_poll: Poll,
     next_id: RequestId,
@@ -71,7 +72,7 @@ impl Running {
         }
     }
 
-    fn ask(&mut self, request: Request) -> Reply {
+    fn ask(&mut self, request: Request) -> Response {
         let id = self.next_id;
         self.next_id += 1;
         self.requests.send(id, request).unwrap();
@@ -82,13 +83,14 @@ impl Running {
 
     fn vpn(&mut self, request: Request) -> VpnStatus {
         match self.ask(request) {
-            Reply::Vpn(status) => *status,
+            Ok(Reply::Vpn(status)) => *status,
             other => panic!("no VPN status: {other:?}"),
         }
     }
 
     fn stop(mut self) {
-        assert_eq!(self.ask(Request::Shutdown), Reply::Stopped);
+        let stopped = self.ask(Request::Shutdown);
+        assert!(matches!(stopped, Ok(Reply::Stopped)), "{stopped:?}");
         self.thread.take().unwrap().join().unwrap().unwrap();
     }
 }
@@ -289,7 +291,7 @@ fn vpn_through_a_relay_end_to_end() {
     let status = c.vpn(Request::VpnStatus).server.unwrap();
     assert_eq!(status.state, "running");
     assert_eq!(status.clients.len(), 1, "{status:?}");
-    let Reply::Routes(routes) = a.ask(Request::ListRoutes) else {
+    let Ok(Reply::Routes(routes)) = a.ask(Request::ListRoutes) else {
         panic!("no routes");
     };
     assert_eq!(routes.routes[0].path.len(), 3, "A→B→C: {routes:?}");
@@ -471,11 +473,11 @@ fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
     match node.ask(Request::VpnStart {
         app: VpnApp::Client,
     }) {
-        Reply::Error(message) => assert!(message.contains("CAP_NET_ADMIN"), "{message}"),
+        Err(error) => assert!(error.to_string().contains("CAP_NET_ADMIN"), "{error}"),
         other => panic!("expected an error, got {other:?}"),
     }
     assert!(
-        matches!(node.ask(Request::Status), Reply::Status(_)),
+        matches!(node.ask(Request::Status), Ok(Reply::Status(_))),
         "the node runs on"
     );
     node.stop();

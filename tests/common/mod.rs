@@ -185,7 +185,7 @@ impl Daemon {
             },
         );
         let status = status.unwrap();
-        let listen: SocketAddr = status["result"]["status"]["listen"]
+        let listen: SocketAddr = status["result"]["listen"]
             .as_str()
             .unwrap()
             .parse()
@@ -375,7 +375,7 @@ pub fn three_nodes_with(
         &extra("a", &keys),
     );
     wait_until("B's links to come up", Duration::from_secs(20), || {
-        node_b.ask(&["status"])["result"]["status"]["links_up"] == 2
+        node_b.ask(&["status"])["result"]["links_up"] == 2
     });
     (node_a, node_b, node_c)
 }

@@ -96,6 +96,14 @@ impl fmt::Display for RequestId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttachId(u64);
 
+impl AttachId {
+    /// The listener numbered `raw`, as tests name one.
+    #[cfg(test)]
+    pub(crate) const fn from_raw(raw: u64) -> AttachId {
+        AttachId(raw)
+    }
+}
+
 impl fmt::Display for AttachId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "attach #{}", self.0)
@@ -223,9 +231,9 @@ pub struct StopReport {
     pub status: String,
 }
 
-/// The answer to a request to the supervisor.
+/// The answer to a request to the supervisor. It serializes as the data it holds, untagged.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum AppReply {
     /// Answers [`Supervisor::ping`].
     Pong {
