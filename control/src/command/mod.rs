@@ -1,4 +1,4 @@
-//! Viscript commands: a line's words ([`words`]), the command table ([`table`]) and the parse
+//! Viscript commands: a line's words (`words`), the command table (`table`) and the parse
 //! from words to a [`Command`]. The type of a command says who answers it: the control thread
 //! itself, the app supervisor, or the dataplane, which gets the [`Request`] as it is.
 

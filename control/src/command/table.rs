@@ -521,10 +521,12 @@ fn parse_list_apps(spec: &'static CommandSpec, args: &[String]) -> Result<Comman
     let full = match args.first().map(String::as_str) {
         None => false,
         Some("-f") => true,
-        Some(other) => return Err(spec.usage_error(format!(
+        Some(other) => {
+            return Err(spec.usage_error(format!(
             "unknown option `{}`: the only option is -f (full: exited apps and command lines too)",
             shorten(other)
-        ))),
+        )))
+        }
     };
     Ok(AppCommand::ListApps { full }.into())
 }

@@ -1,6 +1,6 @@
 //! Every text the control socket's replies carry for people, and the reply lines themselves:
-//! the dataplane's replies ([`node`], [`builtin`]), the launched apps' ([`launched`], [`usage`]),
-//! `help` ([`help`]), and any data without a text of its own ([`data`]). `visctl` prints these
+//! the dataplane's replies (`node`, `builtin`), the launched apps' (`launched`, `usage`),
+//! `help` (`help`), and any data without a text of its own (`data`). `visctl` prints these
 //! texts; `--json` shows the data they were made from.
 
 mod builtin;

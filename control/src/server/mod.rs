@@ -1,6 +1,6 @@
-//! The control thread, in rooms: the socket's file ([`socket`]), the process's Unix signals
-//! ([`signals`]), the loop that serves ([`event_loop`]) and one connection's protocol, without
-//! its socket ([`connection`]); the app commands run against the supervisor in [`apps`].
+//! The control thread, in rooms: the socket's file (`socket`), the process's Unix signals
+//! (`signals`), the loop that serves (`event_loop`) and one connection's protocol, without
+//! its socket (`connection`); the app commands run against the supervisor in `apps`.
 
 mod apps;
 mod connection;
