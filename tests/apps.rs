@@ -719,10 +719,10 @@ fn a_stopped_skywired_leaves_no_app_behind() {
     for app in &signal_clients {
         wait_registered(&daemon, id_of(app));
     }
-    let stubborn = id_of("stubborn").to_string();
+    let stubborn_id = id_of("stubborn").to_string();
     wait_until("the stubborn app to start", WAIT, || {
         daemon
-            .ask(&["logs", &stubborn])
+            .ask(&["logs", &stubborn_id])
             .to_string()
             .contains("ready")
     });
