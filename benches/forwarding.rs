@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "../tests/common/machine.rs"]
+mod machine;
 #[path = "../tests/common/netns.rs"]
 mod netns;
 
@@ -19,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use netns::{ip, is_root};
+use machine::require;
+use netns::{can_make_namespaces, ip};
 use nix::sys::signal::{SigSet, Signal};
 use skywire_dataplane::{NodeKey, SecretKey};
 
@@ -628,20 +631,15 @@ fn main() {
     {
         return;
     }
-    if !is_root() {
-        println!("SKIP forwarding: needs root (network namespaces, TUN devices)");
+    if !can_make_namespaces("forwarding") {
         return;
     }
-    for tool in ["iperf3", "wireguard-go", "wg", "ip"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |status| !status.success())
-        {
-            println!("SKIP forwarding: {tool} is not installed (apt-get install iperf3 wireguard-go wireguard-tools iproute2)");
-            return;
-        }
+    let missing = ["iperf3", "wireguard-go", "wg"]
+        .into_iter()
+        .filter(|program| !require(program, "forwarding"))
+        .count();
+    if missing > 0 {
+        return;
     }
     let seconds: u64 = std::env::var("SKYWIRE_BENCH_SECS")
         .ok()

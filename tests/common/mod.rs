@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 pub mod http;
+pub mod machine;
 pub mod netns;
 pub mod socks;
 
@@ -412,21 +413,4 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Whether `program` can be run from `PATH` (or is a path that exists).
-pub fn installed(program: &str) -> bool {
-    if program.contains('/') {
-        return Path::new(program).exists();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-/// Fails the test at once when `program` is missing, saying how to install it.
-pub fn require(program: &str, package: &str) {
-    assert!(
-        installed(program),
-        "{program} is not installed: `apt-get install {package}` (.ci/run installs it)"
-    );
 }

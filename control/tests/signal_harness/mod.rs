@@ -245,16 +245,3 @@ pub fn children_among(pids: &[u32]) -> Vec<u32> {
         })
         .collect()
 }
-
-/// Whether python3 is there; the tests that need it say so loudly when it is not.
-pub fn python3() -> &'static str {
-    let found = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    assert!(
-        found,
-        "these tests need python3 in PATH (apt-get install python3)"
-    );
-    "python3"
-}
