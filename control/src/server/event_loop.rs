@@ -614,6 +614,9 @@ impl Control {
                 return;
             };
             client.make_room();
+            if client.broken {
+                break;
+            }
             let Some(action) = client.connection.poll_action() else {
                 break;
             };
