@@ -9,15 +9,15 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::control::ControlSocket;
 use common::machine::require;
 use common::{json, wait_until, Daemon, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
@@ -536,25 +536,6 @@ fn scripts_run_with_f_and_stop_at_the_first_failing_line() {
     });
 }
 
-/// A raw connection to the control socket.
-fn connect(daemon: &Daemon) -> UnixStream {
-    let stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream
-}
-
-fn read_reply(reader: &mut BufReader<UnixStream>) -> Value {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    serde_json::from_str(line.trim_end()).unwrap_or_else(|err| panic!("{err}: {line:?}"))
-}
-
-fn send_bytes(daemon: &Daemon, bytes: &[u8]) -> Value {
-    let mut stream = connect(daemon);
-    stream.write_all(bytes).unwrap();
-    read_reply(&mut BufReader::new(stream))
-}
-
 #[test]
 fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
     let dir = TempDir::new("apps");
@@ -571,16 +552,12 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
             let socket = socket.clone();
             let done = done.clone();
             thread::spawn(move || {
-                let stream = UnixStream::connect(&socket).unwrap();
-                stream.set_read_timeout(Some(WAIT)).unwrap();
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
+                let mut client = ControlSocket::connect(&socket);
                 let mut answered = 0;
                 let commands = ["la", "apps", "status", "ping 1"];
                 loop {
                     let command = commands[(index + answered) % commands.len()];
-                    writer.write_all(format!("{command}\n").as_bytes()).unwrap();
-                    let reply = read_reply(&mut reader);
+                    let reply = client.command(command);
                     assert_eq!(reply["ok"], true, "{command}: {reply}");
                     answered += 1;
                     let stop = done.lock().unwrap().try_recv();
@@ -594,9 +571,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
 
     // A silent client and one that never ends its line: both are closed with an error, and
     // nobody waits for them meanwhile.
-    let silent = connect(&daemon);
-    let mut partial = connect(&daemon);
-    partial.write_all(b"status").unwrap();
+    let mut silent = ControlSocket::connect(&daemon.socket);
+    let mut partial = ControlSocket::connect(&daemon.socket);
+    partial.send(b"status");
     let hostile_signal = TcpStream::connect(signal_addr(&daemon)).unwrap();
 
     let cases: [(&[u8], Option<&str>, &str); 6] = [
@@ -616,7 +593,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         ),
     ];
     for (bytes, command, message) in cases {
-        let reply = send_bytes(&daemon, bytes);
+        let mut client = ControlSocket::connect(&daemon.socket);
+        client.send(bytes);
+        let reply = client.answer();
         assert_eq!(reply["ok"], false, "{reply}");
         assert_eq!(reply["command"].as_str(), command, "{reply}");
         assert!(
@@ -626,10 +605,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
     }
     let mut long = vec![b'x'; 70 * 1024];
     long.extend_from_slice(b"\nla\n");
-    let mut stream = connect(&daemon);
-    stream.write_all(&long).unwrap();
-    let mut reader = BufReader::new(stream);
-    let reply = read_reply(&mut reader);
+    let mut client = ControlSocket::connect(&daemon.socket);
+    client.send(&long);
+    let reply = client.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -638,7 +616,7 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         "{reply}"
     );
     // The connection goes on after it.
-    assert_eq!(read_reply(&mut reader)["command"], "list_apps");
+    assert_eq!(client.answer()["command"], "list_apps");
 
     // Through visctl too: exit status 1 and the error on standard error, 2 for bad usage.
     let output = daemon.visctl(&["frobnicate"]);
@@ -653,8 +631,7 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
 
-    let mut reader = BufReader::new(silent);
-    let reply = read_reply(&mut reader);
+    let reply = silent.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -662,13 +639,8 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
             .contains("no command within 10 s of connecting"),
         "{reply}"
     );
-    let mut rest = Vec::new();
-    assert_eq!(
-        reader.read_to_end(&mut rest).unwrap(),
-        0,
-        "the connection is closed"
-    );
-    let reply = read_reply(&mut BufReader::new(partial));
+    assert_eq!(silent.lines_until_closed(), 0, "the connection is closed");
+    let reply = partial.answer();
     assert!(
         reply["error"]
             .as_str()

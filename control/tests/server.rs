@@ -3,12 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/control.rs"]
+mod control;
+#[path = "../../tests/common/temp.rs"]
+mod temp;
+
 use std::fs;
-use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -22,6 +24,9 @@ use skywire_dataplane::api::{
 };
 use skywire_dataplane::NodeKey;
 
+use control::ControlSocket;
+use temp::TempDir;
+
 /// How long any one wait in these tests may last.
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -31,34 +36,6 @@ fn node(byte: u8) -> NodeKey {
 
 fn key(byte: u8) -> String {
     node(byte).to_string()
-}
-
-/// A folder of its own under the system's temporary folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-control-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// How the fake dataplane behaves.
@@ -209,7 +186,7 @@ impl Daemon {
     }
 
     fn start_with(limits: Limits, fake: Fake) -> Daemon {
-        let dir = TempDir::new();
+        let dir = TempDir::new("control");
         let socket = dir.path("visctl.sock");
         let mut server = ControlServer::bind(options(&socket)).unwrap();
         server.set_limits(limits);
@@ -234,8 +211,8 @@ impl Daemon {
         }
     }
 
-    fn connect(&self) -> Client {
-        Client::connect(&self.socket)
+    fn connect(&self) -> ControlSocket {
+        ControlSocket::connect(&self.socket)
     }
 
     /// Waits until the dataplane has received a request that `wanted` accepts.
@@ -289,50 +266,6 @@ fn options(socket: &Path) -> ControlOptions {
     ControlOptions {
         signal_port: 0,
         ..ControlOptions::new(socket, std::env::temp_dir())
-    }
-}
-
-/// A test's connection to the control socket.
-struct Client {
-    reader: BufReader<UnixStream>,
-}
-
-impl Client {
-    fn connect(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Client {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.reader.get_mut().write_all(bytes.as_ref()).unwrap();
-    }
-
-    /// The next reply line, checked to be one JSON object.
-    fn answer(&mut self) -> Value {
-        let mut line = String::new();
-        let count = self.reader.read_line(&mut line).unwrap();
-        assert!(count > 0, "the server closed the connection");
-        assert!(line.ends_with('\n'), "{line:?}");
-        let value: Value = serde_json::from_str(&line).unwrap();
-        assert!(value.is_object(), "{line}");
-        value
-    }
-
-    fn command(&mut self, line: &str) -> Value {
-        self.send(format!("{line}\n"));
-        self.answer()
-    }
-
-    /// Whether the server closed the connection (after whatever it sent before).
-    fn closed(&mut self) -> bool {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => true,
-            Err(err) => err.kind() == ErrorKind::ConnectionReset,
-        }
     }
 }
 
@@ -509,7 +442,7 @@ fn a_silent_client_does_not_stall_fifty_others() {
         .map(|_| {
             let socket = socket.clone();
             thread::spawn(move || {
-                let mut client = Client::connect(&socket);
+                let mut client = ControlSocket::connect(&socket);
                 client.command("status")
             })
         })
@@ -540,11 +473,7 @@ fn a_client_that_stops_sending_still_gets_its_replies() {
     let daemon = Daemon::start();
     let mut client = daemon.connect();
     client.send(format!("br {}\nstatus\n", key(3)));
-    client
-        .reader
-        .get_ref()
-        .shutdown(std::net::Shutdown::Write)
-        .unwrap();
+    client.shutdown_write();
     assert_ok(&client.answer(), "build_route");
     assert_ok(&client.answer(), "status");
     assert!(client.closed());
@@ -592,14 +521,11 @@ fn clients_beyond_the_limit_are_refused_with_an_error() {
     // The first one's place is given back once the server has seen it close.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let mut next = daemon.connect();
-        next.send("status\n");
-        let mut line = String::new();
-        next.reader.read_line(&mut line).unwrap();
-        if line.contains("\"ok\":true") {
+        let answer = daemon.connect().command("status");
+        if answer["ok"] == true {
             break;
         }
-        assert!(Instant::now() < deadline, "{line}");
+        assert!(Instant::now() < deadline, "{answer}");
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -617,7 +543,7 @@ fn a_client_that_does_not_read_is_disconnected() {
     let mut flooding = daemon.connect();
     let lines = "help\n".repeat(5_000);
     // The server may hang up before it has read everything.
-    let _ = flooding.reader.get_mut().write_all(lines.as_bytes());
+    let _ = flooding.try_send(lines);
     let deadline = Instant::now() + DEADLINE;
     loop {
         let answer = daemon.connect().command("status");
@@ -631,17 +557,7 @@ fn a_client_that_does_not_read_is_disconnected() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    let mut received = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match flooding.reader.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(_) => received += 1,
-            Err(err) if err.kind() == ErrorKind::ConnectionReset => break,
-            Err(err) => panic!("{err} after {received} lines"),
-        }
-    }
+    let received = flooding.lines_until_closed();
     assert!(received < 5_000, "{received}");
 }
 
@@ -716,13 +632,13 @@ fn a_second_server_on_a_live_socket_is_refused() {
 
 #[test]
 fn a_stale_socket_file_is_replaced() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let socket = dir.path("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let server = ControlServer::bind(options(&socket)).unwrap();
     assert_eq!(server.socket_path(), socket);
-    let mut client = Client::connect(&socket);
+    let mut client = ControlSocket::connect(&socket);
     // Nobody runs the server: the connection is accepted by the kernel, nothing answers yet.
     client.send("help\n");
     drop(server);
@@ -731,7 +647,7 @@ fn a_stale_socket_file_is_replaced() {
 
 #[test]
 fn a_path_that_is_not_a_socket_is_left_alone() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let path = dir.path("file");
     fs::write(&path, "keep me").unwrap();
     let err = ControlServer::bind(options(&path)).unwrap_err();
@@ -745,7 +661,7 @@ fn a_path_that_is_not_a_socket_is_left_alone() {
 
 #[test]
 fn a_missing_folder_is_created() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let socket = dir.path("run/skywire/visctl.sock");
     let server = ControlServer::bind(options(&socket)).unwrap();
     assert!(socket.exists());
@@ -755,7 +671,7 @@ fn a_missing_folder_is_created() {
 
 #[test]
 fn a_folder_this_user_cannot_write_is_a_clear_error() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let folder = dir.path("locked");
     fs::create_dir(&folder).unwrap();
     fs::set_permissions(&folder, fs::Permissions::from_mode(0o500)).unwrap();
@@ -776,7 +692,7 @@ fn a_folder_this_user_cannot_write_is_a_clear_error() {
 
 #[test]
 fn the_socket_group_is_set_when_asked() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let socket = dir.path("group.sock");
     let gid = nix::unistd::getegid();
     let Some(group) = nix::unistd::Group::from_gid(gid).unwrap() else {
@@ -801,7 +717,7 @@ fn the_socket_group_is_set_when_asked() {
 
 #[test]
 fn a_taken_signal_port_is_a_clear_error() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let socket = dir.path("signal.sock");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
