@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skywire_control::{ControlError, ControlOptions, ControlServer, Limits, Stopper};
-use skywire_dataplane::api::socks::SocksStatus;
 use skywire_dataplane::api::{
     self, DataplaneEnd, PingReply, Reply, Request, RequestError, Response, RouteRow, RoutesReply,
     StatusReply, TransportRow, TransportsReply,
@@ -48,8 +47,8 @@ struct Fake {
 }
 
 /// Answers requests as a dataplane would: Status at once, BuildRoute and PingNode after a
-/// delay (or when released), RemoveRoute with an error, Shutdown with Stopped. Returns every
-/// request it saw.
+/// delay (or when released), RemoveRoute with an error, Shutdown with Stopped, anything else
+/// with an error. Returns every request it saw.
 fn fake_dataplane(
     end: DataplaneEnd,
     release: Receiver<()>,
@@ -104,14 +103,6 @@ fn fake_dataplane(
                         }));
                         delayed.push((when, id, reply));
                     }
-                    Request::VpnStart { .. } | Request::VpnStop { .. } | Request::VpnStatus => {
-                        end.replies.send(
-                            id,
-                            Err(RequestError::app(std::io::Error::other(
-                                "the VPN is not configured",
-                            ))),
-                        );
-                    }
                     Request::RemoveRoute { peer } => {
                         end.replies.send(id, Err(RequestError::NoRoute { peer }));
                     }
@@ -125,19 +116,16 @@ fn fake_dataplane(
                             rtt_ms: vec![1.5; count as usize],
                         })),
                     )),
-                    Request::SocksStart { .. }
-                    | Request::SocksStop { .. }
-                    | Request::SocksStatus => end.replies.send(
-                        id,
-                        Ok(Reply::Socks(SocksStatus {
-                            client: None,
-                            server: None,
-                        })),
-                    ),
                     Request::Shutdown => {
                         end.replies.send(id, Ok(Reply::Stopped));
                         return seen;
                     }
+                    other => end.replies.send(
+                        id,
+                        Err(RequestError::app(std::io::Error::other(format!(
+                            "this test's dataplane does not answer {other:?}"
+                        )))),
+                    ),
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
