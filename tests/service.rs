@@ -1,6 +1,7 @@
 //! skywired as a system service: `systemd/install.sh` into a temporary DESTDIR lays out every
 //! file it promises with the right modes and its uninstall removes them, keeping a changed
-//! config; the unit passes `systemd-analyze verify` and scores at most 1.5 with
+//! config; its sysusers.d and tmpfiles.d entries make the user and its state folder; the unit
+//! passes `systemd-analyze verify` and scores at most 1.5 with
 //! `systemd-analyze security`; and the daemon works with what the unit leaves it — as a user of
 //! its own with CAP_NET_ADMIN alone (ambient), no new privileges, a read-only file system but for
 //! its folder, and a /proc that shows only its own processes and no system files — carrying a
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -171,6 +172,64 @@ fn install_lays_out_every_file_and_uninstall_removes_them() {
         show(&missing)
     );
     assert!(files(&destdir).is_empty());
+}
+
+#[test]
+fn the_sysusers_and_tmpfiles_entries_make_the_user_and_its_state_folder() {
+    const TEST: &str = "the_sysusers_and_tmpfiles_entries_make_the_user_and_its_state_folder";
+    if !require_root(TEST)
+        || !require("systemd-sysusers", TEST)
+        || !require("systemd-tmpfiles", TEST)
+    {
+        return;
+    }
+    let dir = TempDir::new("entries");
+    let root = dir.path("root");
+    let installed = run_script(&root, &["--bin-dir", bin_dir().to_str().unwrap()]);
+    assert!(installed.status.success(), "{}", show(&installed));
+    // Inside the temporary root, as a live install runs them.
+    fs::create_dir_all(root.join("etc")).unwrap();
+    // A key left by root before the unit ran: it becomes the user's.
+    let key = dir.write("root/var/lib/skywire/node.key", "a key\n");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let sysusers = root.join("usr/local/lib/sysusers.d/skywire.conf");
+    let tmpfiles = root.join("usr/local/lib/tmpfiles.d/skywire.conf");
+    for (tool, args) in [
+        ("systemd-sysusers", vec![sysusers.as_os_str()]),
+        (
+            "systemd-tmpfiles",
+            vec!["--create".as_ref(), tmpfiles.as_os_str()],
+        ),
+    ] {
+        let output = Command::new(tool)
+            .arg(format!("--root={}", root.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{tool}: {}", show(&output));
+    }
+    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let line = passwd
+        .lines()
+        .find(|line| line.starts_with("skywire:"))
+        .unwrap_or_else(|| panic!("no skywire user: {passwd}"));
+    let fields: Vec<&str> = line.split(':').collect();
+    let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    assert!(uid != 0 && uid < 1000, "a system user: {line}");
+    assert_eq!(fields[5], "/var/lib/skywire", "{line}");
+    let group = fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(group
+        .lines()
+        .any(|line| line.starts_with(&format!("skywire:x:{gid}:"))));
+    for (path, mode) in [(root.join("var/lib/skywire"), 0o700), (key, 0o600)] {
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (uid, gid, mode),
+            "{}",
+            path.display()
+        );
+    }
 }
 
 /// The exposure `systemd-analyze security` must not exceed, in its tenths.

@@ -1,6 +1,6 @@
 //! The app catalog: the `apps:` map of `config.yaml` in the seed's format (name → `daemon`,
-//! `desc`, `path`, `default_args`, `help`, and this launcher's own `capabilities` and `env`), and
-//! how an entry's `path` becomes a program to run. It only describes apps; starting and watching
+//! `desc`, `path`, `default_args`, `help`, and skywire's own `capabilities` and `env`), and how
+//! an entry's `path` becomes a program to run. It only describes apps; starting and watching
 //! them is the supervisor's.
 
 use std::collections::BTreeMap;
@@ -104,7 +104,7 @@ pub enum CatalogError {
     /// An app's `path` is empty.
     #[error("app {0}: `path` is empty; give the program to run")]
     EmptyPath(String),
-    /// A variable name in an app's `env` cannot be used.
+    /// A variable of an app's `env` cannot be set.
     #[error("app {app}: `env` cannot set {variable:?}: {problem}")]
     Env {
         /// The app's name.
