@@ -361,6 +361,7 @@ struct App {
     name: String,
     daemon: bool,
     command_line: Vec<String>,
+    process: launch::ProcessSpec,
     slot: Option<usize>,
     life: Life,
     restarts: u32,
@@ -536,6 +537,7 @@ impl Supervisor {
             .get(name)
             .ok_or_else(|| ProgramError::UnknownApp(name.to_owned()))?;
         let daemon = spec.daemon;
+        let process = launch::ProcessSpec::of(spec);
         let args = args.unwrap_or_else(|| spec.default_args.clone());
         let program = self.catalog.program(name, &self.options.base_dir)?;
         let slot = self
@@ -551,6 +553,7 @@ impl Supervisor {
             name: name.to_owned(),
             daemon,
             command_line,
+            process,
             slot: Some(slot),
             life: Life::Exited { at: now },
             restarts: 0,
@@ -609,6 +612,7 @@ impl Supervisor {
             &self.options.base_dir,
             app.id,
             self.signal.local_addr(),
+            &app.process,
         )
         .map_err(|err| spawn_error(err.to_string()))?;
         let launch::Spawned {
