@@ -3,7 +3,9 @@
 //! down; a SIGKILLed daemon app comes back; a second skywired started from the catalog answers
 //! as a signal client; the Python signal client (written from the protocol's description)
 //! answers too; scripts run with `-f`; bad input of every kind gets a clear error while 50
-//! clients keep being answered; and a stopped skywired leaves no app behind.
+//! clients keep being answered; a stopped skywired leaves no app behind, and neither does a
+//! SIGKILLed one; and apps start with no capabilities (or only those their entry names) and a
+//! clean environment.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -11,6 +13,7 @@ mod common;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -18,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::control::ControlSocket;
-use common::machine::require;
+use common::machine::{is_root, require};
 use common::{json, wait_until, Daemon, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -712,6 +715,139 @@ fn a_stopped_skywired_leaves_no_app_behind() {
         assert!(log.contains(&line), "{line} missing:\n{log}");
     }
     assert!(!daemon.socket.exists());
+}
+
+#[test]
+fn a_sigkilled_skywired_leaves_no_app_behind() {
+    let dir = TempDir::new("apps");
+    let stubborn = "  stubborn:\n    desc: ignores SIGTERM\n    path: /bin/sh\n    \
+                    default_args: [\"-c\", \"trap '' TERM; echo ready; while :; do sleep 1; done\"]\n";
+    let mut daemon = start_daemon(&dir, "node", stubborn);
+    let mut started = Vec::new();
+    for app in ["example", "ex-daemon", "stubborn"] {
+        let (id, pid) = start_app(&daemon, &[app]);
+        started.push((app, id, pid));
+    }
+    for (app, id, _) in &started {
+        if *app != "stubborn" {
+            wait_registered(&daemon, *id);
+        }
+    }
+
+    daemon.kill();
+    // Gone, or a zombie that only waits for whoever adopted it to reap it.
+    let stopped = |pid: u32| proc_state(pid).is_none_or(|state| state == 'Z');
+    for (app, _, pid) in &started {
+        wait_until(
+            &format!("{app} (pid {pid}) to die with skywired"),
+            Duration::from_secs(30),
+            || stopped(*pid),
+        );
+    }
+}
+
+/// The capability sets of process `pid`, from its status file: `CapInh`, `CapPrm`, `CapEff`,
+/// `CapBnd` and `CapAmb`, by name.
+fn capabilities(pid: u32) -> Vec<(String, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|line| line.starts_with("Cap"))
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (
+                name.to_owned(),
+                u64::from_str_radix(value.trim(), 16).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The environment process `pid` was started with, sorted.
+fn environment(pid: u32) -> Vec<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut vars: Vec<String> = environ
+        .split(|byte| *byte == 0)
+        .filter(|var| !var.is_empty())
+        .map(|var| String::from_utf8_lossy(var).into_owned())
+        .collect();
+    vars.sort();
+    vars
+}
+
+#[test]
+fn apps_start_with_no_capabilities_and_a_clean_environment() {
+    let dir = TempDir::new("apps");
+    let notify_path = dir.path("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let apps = "  plain:\n    path: sleep\n    default_args: [\"600\"]\n  \
+                net-admin:\n    path: sleep\n    default_args: [\"600\"]\n    \
+                capabilities: [CAP_NET_ADMIN]\n    env: {GREETING: hello, PATH: /bin}\n";
+    let daemon = Daemon::start_with_env(
+        &dir,
+        "node",
+        &SecretKey::generate(),
+        &[],
+        &catalog(apps),
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("SKYWIRE_PRIVATE", "not for apps"),
+        ],
+    );
+    // skywired had NOTIFY_SOCKET, and used it.
+    let mut ready = [0; 64];
+    let len = notify.recv(&mut ready).unwrap();
+    assert!(
+        String::from_utf8_lossy(&ready[..len]).contains("READY=1"),
+        "{:?}",
+        &ready[..len]
+    );
+
+    let signal = signal_addr(&daemon);
+    let (id, pid) = start_app(&daemon, &["plain"]);
+    for (name, value) in capabilities(pid) {
+        // Not root, skywired cannot clear the bounding set, and need not: without file
+        // capabilities a program gets nothing from it.
+        if name == "CapBnd" && !is_root() {
+            continue;
+        }
+        assert_eq!(value, 0, "app {id}'s {name} is {value:#x}");
+    }
+    assert_eq!(
+        environment(pid),
+        [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            "SIGNAL_CLIENT=true".to_owned(),
+            format!("SIGNAL_CLIENT_ID={id}"),
+            format!("SIGNAL_SERVER_ADDRESS={signal}"),
+        ]
+    );
+
+    if !is_root() {
+        let (reply, _) = ask_fails(&daemon, &["start", "net-admin"]);
+        let error = reply["error"].as_str().unwrap();
+        assert!(
+            error.contains("it asks for CAP_NET_ADMIN, which skywired does not hold"),
+            "{reply}"
+        );
+        return;
+    }
+    let (id, pid) = start_app(&daemon, &["net-admin"]);
+    let net_admin = 1 << 12;
+    for (name, value) in capabilities(pid) {
+        assert_eq!(value, net_admin, "app {id}'s {name} is {value:#x}");
+    }
+    assert_eq!(
+        environment(pid),
+        [
+            "GREETING=hello".to_owned(),
+            "PATH=/bin".to_owned(),
+            "SIGNAL_CLIENT=true".to_owned(),
+            format!("SIGNAL_CLIENT_ID={id}"),
+            format!("SIGNAL_SERVER_ADDRESS={signal}"),
+        ]
+    );
 }
 
 /// The output of a visctl run, for messages.

@@ -53,6 +53,9 @@ pub fn package(program: &str) -> &'static str {
         "ssh" | "ssh-keygen" => "openssh-client",
         "sshd" => "openssh-server",
         "python3" => "python3",
+        "systemd-analyze" | "systemd-sysusers" | "systemd-tmpfiles" => "systemd",
+        "setpriv" => "util-linux",
+        "useradd" => "passwd",
         other => panic!("no package is known for `{other}`: add it to machine::package"),
     }
 }

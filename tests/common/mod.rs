@@ -86,6 +86,19 @@ impl Daemon {
         neighbours: &[Neighbour],
         extra: &str,
     ) -> Daemon {
+        Daemon::start_with_env(dir, name, secret, neighbours, extra, &[])
+    }
+
+    /// As [`Daemon::start_with`], with `env` added to the daemon's environment (which otherwise
+    /// has no `RUST_LOG` and no `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        dir: &TempDir,
+        name: &str,
+        secret: &SecretKey,
+        neighbours: &[Neighbour],
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
              control:\n  socket: visctl.sock\n  signal_port: 0\nliveness:\n  \
@@ -122,6 +135,7 @@ impl Daemon {
             .arg(&config)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

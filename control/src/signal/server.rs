@@ -593,8 +593,9 @@ impl SignalServer {
     }
 
     fn owned_by(&mut self, pid: u32, peer: SocketAddr) -> Result<bool, String> {
-        let inode = owner::client_socket_inode(peer, self.local_addr)
-            .map_err(|err| format!("cannot read /proc/net/tcp to check the connection: {err}"))?;
+        let inode = owner::client_socket_inode(peer, self.local_addr).map_err(|err| {
+            format!("cannot read /proc/self/net/tcp to check the connection: {err}")
+        })?;
         let Some(inode) = inode else {
             return Ok(false);
         };

@@ -130,6 +130,8 @@ struct App {
     name: String,
     daemon: bool,
     command_line: Vec<String>,
+    /// What its process starts with beyond its command line.
+    process_spec: launch::ProcessSpec,
     slot: Option<usize>,
     /// Its process, while it runs or stops.
     process: Option<Process>,
@@ -273,6 +275,7 @@ impl Supervisor {
             .get(name)
             .ok_or_else(|| ProgramError::UnknownApp(name.to_owned()))?;
         let daemon = spec.daemon;
+        let process_spec = launch::ProcessSpec::of(spec);
         let args = args.unwrap_or_else(|| spec.default_args.clone());
         let program = self.catalog.program(name, &self.options.base_dir)?;
         let slot = self
@@ -288,6 +291,7 @@ impl Supervisor {
             name: name.to_owned(),
             daemon,
             command_line,
+            process_spec,
             slot: Some(slot),
             process: None,
             life: Lifecycle::running(
