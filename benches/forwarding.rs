@@ -412,7 +412,7 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
     let a_socket = start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
     let deadline = Instant::now() + Duration::from_secs(30);
     while visctl(&a_socket, &["vpn", "status"])
-        .is_none_or(|reply| reply["result"]["vpn"]["client"]["state"] != "up")
+        .is_none_or(|reply| reply["result"]["client"]["state"] != "up")
     {
         assert!(Instant::now() < deadline, "the skywire VPN did not come up");
         std::thread::sleep(Duration::from_millis(100));
@@ -420,10 +420,10 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
     let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
     // What was lost on the way, for a look when a figure is off.
     let sent = visctl(&a_socket, &["vpn", "status"])
-        .and_then(|reply| reply["result"]["vpn"]["client"]["tx"]["packets"].as_u64())
+        .and_then(|reply| reply["result"]["client"]["tx"]["packets"].as_u64())
         .unwrap_or(0);
     let arrived = visctl(&c_socket, &["vpn", "status"])
-        .and_then(|reply| reply["result"]["vpn"]["server"]["clients"][0]["rx"]["packets"].as_u64())
+        .and_then(|reply| reply["result"]["server"]["clients"][0]["rx"]["packets"].as_u64())
         .unwrap_or(0);
     let udp = ns_exec(&topology.c, &["nstat", "-az", "UdpRcvbufErrors"]);
     let buffer_errors = udp

@@ -318,7 +318,7 @@ impl Mesh {
                 &format!("{}'s route to the exit", entry.name),
                 Duration::from_secs(30),
                 || {
-                    let client = &entry.ask(&["socks", "status"])["result"]["socks"]["client"];
+                    let client = &entry.ask(&["socks", "status"])["result"]["client"];
                     listen = client["listen"].as_str().map(str::to_owned);
                     client["route"] == "ready"
                 },

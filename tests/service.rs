@@ -557,7 +557,7 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     // datagrams (SO_MARK), forced socket buffers, the client's undo file in its state folder.
     let mut last = serde_json::Value::Null;
     wait_until("the VPN client to come up", WAIT, || {
-        last = a_node.ask(&["vpn", "status"])["result"]["vpn"]["client"].clone();
+        last = a_node.ask(&["vpn", "status"])["result"]["client"].clone();
         last["state"] == "up"
     });
     let route = ip(&["-n", &a_ns, "route", "get", "192.0.2.1"]);

@@ -106,7 +106,7 @@ impl Node {
 
     fn vpn_client(&self) -> serde_json::Value {
         let reply = self.visctl(&["vpn", "status"]).unwrap_or_default();
-        reply["result"]["vpn"]["client"].clone()
+        reply["result"]["client"].clone()
     }
 
     /// Waits for the client up; returns its IPv4 and IPv6 addresses.
@@ -287,7 +287,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     // The SOCKS client shares the route to C: stopping the VPN client leaves it as it is.
     let route_to_c = || {
         let reply = a_node.visctl(&["list_routes"]).unwrap_or_default();
-        let routes = reply["result"]["routes"]["routes"].as_array().cloned();
+        let routes = reply["result"]["routes"].as_array().cloned();
         let routes = routes.unwrap_or_default();
         routes
             .into_iter()
@@ -297,7 +297,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     assert!(a_node.visctl(&["vpn", "stop", "client"]).is_some());
     assert_eq!(route_to_c(), Some(route), "the route to C is untouched");
     let socks = a_node.visctl(&["socks", "status"]).unwrap();
-    let proxy: SocketAddr = socks["result"]["socks"]["client"]["listen"]
+    let proxy: SocketAddr = socks["result"]["client"]["listen"]
         .as_str()
         .unwrap()
         .parse()

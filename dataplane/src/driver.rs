@@ -13,12 +13,13 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
 
+use crate::api::socks::SocksApp;
 use crate::api::{
-    DataplaneEnd, PingReply, Reply, Request, RequestId, RouteRow, RoutesReply, RuleRow,
-    StatusReply, TransportRow,
+    DataplaneEnd, PingReply, Reply, Request, RequestError, RequestId, Response, RouteRow,
+    RoutesReply, RuleRow, StatusReply, TransportRow, TransportsReply,
 };
 use crate::identity::NodeKey;
-use crate::node::{Event, Node, NodeOptions, RouteError};
+use crate::node::{Event, Node, NodeOptions};
 use crate::outbox::Datagram;
 use crate::routing::Rule;
 use crate::socks::{Io as SocksIo, Socks, SocksError, SocksOptions};
@@ -259,7 +260,7 @@ impl Dataplane {
             self.step(Instant::now(), &end);
             if let Some(id) = shutdown {
                 self.shutdown(Instant::now());
-                end.replies.send(id, Reply::Stopped);
+                end.replies.send(id, Ok(Reply::Stopped));
                 return Ok(());
             }
         }
@@ -459,8 +460,8 @@ impl Dataplane {
                 self.builds = waiting;
                 for build in done {
                     let reply = match &row {
-                        Some(row) => Reply::RouteBuilt(row.clone()),
-                        None => Reply::Error(format!("the route to {peer} went down at once")),
+                        Some(row) => Ok(Reply::RouteBuilt(row.clone())),
+                        None => Err(RequestError::RouteWentDown { peer }),
                     };
                     end.replies.send(build.request, reply);
                 }
@@ -475,7 +476,10 @@ impl Dataplane {
                 for build in done {
                     end.replies.send(
                         build.request,
-                        Reply::Error(format!("route to {peer} failed: {error}")),
+                        Err(RequestError::RouteFailed {
+                            peer,
+                            error: error.clone(),
+                        }),
                     );
                 }
             }
@@ -492,11 +496,18 @@ impl Dataplane {
         }
     }
 
-    fn handle_request(&mut self, now: Instant, id: RequestId, request: Request) -> Option<Reply> {
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        request: Request,
+    ) -> Option<Response> {
         match request {
-            Request::Status => Some(Reply::Status(self.status(now))),
-            Request::ListTransports => Some(Reply::Transports(self.transport_rows(now))),
-            Request::ListRoutes => Some(Reply::Routes(self.routes_reply(now))),
+            Request::Status => Some(Ok(Reply::Status(self.status(now)))),
+            Request::ListTransports => Some(Ok(Reply::Transports(TransportsReply {
+                transports: self.transport_rows(now),
+            }))),
+            Request::ListRoutes => Some(Ok(Reply::Routes(self.routes_reply(now)))),
             Request::BuildRoute { mut path } => {
                 let own = self.node.key();
                 if path.first() != Some(&own) {
@@ -513,17 +524,13 @@ impl Dataplane {
                         });
                         None
                     }
-                    Err(error) => Some(Reply::Error(build_error(&peer, &error))),
+                    Err(error) => Some(Err(RequestError::RouteFailed { peer, error })),
                 }
             }
             Request::RemoveRoute { peer } => Some(if self.node.remove_route(now, &peer) {
-                Reply::RouteRemoved {
-                    peer: peer.to_string(),
-                }
+                Ok(Reply::RouteRemoved { peer })
             } else {
-                Reply::Error(format!(
-                    "no route to {peer}: `list_routes` shows the routes"
-                ))
+                Err(RequestError::NoRoute { peer })
             }),
             Request::PingNode { peer, count } => {
                 if !self
@@ -531,9 +538,7 @@ impl Dataplane {
                     .routes()
                     .any(|(key, route)| *key == peer && route.ready)
                 {
-                    return Some(Reply::Error(format!(
-                        "no route to {peer}: build one first with `build_route`"
-                    )));
+                    return Some(Err(RequestError::NoReadyRoute { peer }));
                 }
                 let first_seq = self.next_seq;
                 self.next_seq = self
@@ -553,19 +558,19 @@ impl Dataplane {
                 None
             }
             Request::VpnStart { app } => Some(match self.vpn_start(now, app) {
-                Ok(()) => Reply::Vpn(Box::new(self.vpn_status())),
-                Err(error) => Reply::Error(error.to_string()),
+                Ok(()) => Ok(Reply::Vpn(Box::new(self.vpn_status()))),
+                Err(error) => Err(RequestError::app(error)),
             }),
             Request::VpnStop { app } => Some(if self.vpn_stop(now, app) {
-                Reply::Vpn(Box::new(self.vpn_status()))
+                Ok(Reply::Vpn(Box::new(self.vpn_status())))
             } else {
-                Reply::Error(format!("the VPN {} is not running", vpn_app_name(app)))
+                Err(RequestError::VpnNotRunning(app))
             }),
-            Request::VpnStatus => Some(Reply::Vpn(Box::new(self.vpn_status()))),
+            Request::VpnStatus => Some(Ok(Reply::Vpn(Box::new(self.vpn_status())))),
             Request::SocksStart { app } => Some(self.socks_request(now, Some(app), true)),
             Request::SocksStop { app } => Some(self.socks_request(now, Some(app), false)),
             Request::SocksStatus => Some(self.socks_request(now, None, false)),
-            Request::Shutdown => Some(Reply::Stopped),
+            Request::Shutdown => Some(Ok(Reply::Stopped)),
         }
     }
 
@@ -574,9 +579,9 @@ impl Dataplane {
     fn socks_request(
         &mut self,
         now: Instant,
-        change: Option<Option<crate::socks::SocksApp>>,
+        change: Option<Option<SocksApp>>,
         start: bool,
-    ) -> Reply {
+    ) -> Response {
         let mut io = SocksIo {
             now,
             registry: self.poll.registry(),
@@ -589,8 +594,8 @@ impl Dataplane {
             None => Ok(()),
         };
         match outcome {
-            Ok(()) => Reply::Socks(self.socks.status(&mut io)),
-            Err(error) => Reply::Error(error.to_string()),
+            Ok(()) => Ok(Reply::Socks(self.socks.status(&mut io))),
+            Err(error) => Err(RequestError::app(error)),
         }
     }
 
@@ -628,12 +633,12 @@ impl Dataplane {
         for ping in done {
             end.replies.send(
                 ping.request,
-                Reply::Ping(PingReply {
-                    peer: ping.peer.to_string(),
+                Ok(Reply::Ping(PingReply {
+                    peer: ping.peer,
                     address: ping.address,
                     sent: ping.sent_at.len() as u32,
                     rtt_ms: ping.rtt_ms,
-                }),
+                })),
             );
         }
     }
@@ -647,11 +652,10 @@ impl Dataplane {
         for build in done {
             end.replies.send(
                 build.request,
-                Reply::Error(format!(
-                    "route to {} was set up but its session handshake did not complete in {} s",
-                    build.peer,
-                    BUILD_TIMEOUT.as_secs()
-                )),
+                Err(RequestError::HandshakeTimeout {
+                    peer: build.peer,
+                    after: BUILD_TIMEOUT,
+                }),
             );
         }
     }
@@ -687,7 +691,7 @@ impl Dataplane {
     fn status(&self, now: Instant) -> StatusReply {
         let transports = self.node.transports();
         StatusReply {
-            key: self.node.key().to_string(),
+            key: self.node.key(),
             mesh_address: self.node.address(),
             listen: self.local,
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
@@ -706,7 +710,7 @@ impl Dataplane {
             .transports()
             .info()
             .map(|info| TransportRow {
-                key: info.key.to_string(),
+                key: info.key,
                 endpoint: info.endpoint,
                 link: self.node.link_state(info.id),
                 handshake_secs_ago: info.last_handshake.map(|age| age.as_secs_f64()),
@@ -724,17 +728,14 @@ impl Dataplane {
 
     fn routes_reply(&self, now: Instant) -> RoutesReply {
         let transports = self.node.transports();
-        let name = |id| {
-            transports
-                .key_of(id)
-                .map_or_else(|| "?".to_string(), |key| key.to_string())
-        };
+        let name = |id| transports.key_of(id);
         let mut routes: Vec<RouteRow> = self
             .node
             .routes()
             .map(|(peer, route)| route_row(peer, route))
             .collect();
-        routes.sort_by(|a, b| a.peer.cmp(&b.peer));
+        // In the order users read keys: by their text.
+        routes.sort_by_cached_key(|route| route.peer.to_string());
         let rules = self
             .node
             .table()
@@ -744,7 +745,7 @@ impl Dataplane {
                     Rule::Forward { transport, next_id } => {
                         ("forward", name(transport), Some(next_id.get()))
                     }
-                    Rule::Consume { peer } => ("consume", peer.to_string(), None),
+                    Rule::Consume { peer } => ("consume", Some(peer), None),
                 };
                 RuleRow {
                     id: id.get(),
@@ -777,24 +778,13 @@ fn socket_address(local: SocketAddr, to: SocketAddr) -> SocketAddr {
 
 fn route_row(peer: &NodeKey, route: &crate::node::EndRoute) -> RouteRow {
     RouteRow {
-        peer: peer.to_string(),
-        path: route.path.iter().map(NodeKey::to_string).collect(),
+        peer: *peer,
+        path: route.path.clone(),
         initiator: route.initiator,
         ready: route.ready,
         out_id: route.out_id.get(),
         in_id: route.in_id.get(),
     }
-}
-
-fn vpn_app_name(app: crate::vpn::VpnApp) -> &'static str {
-    match app {
-        crate::vpn::VpnApp::Server => "server",
-        crate::vpn::VpnApp::Client => "client",
-    }
-}
-
-fn build_error(peer: &NodeKey, error: &RouteError) -> String {
-    format!("route to {peer} failed: {error}")
 }
 
 /// A non-blocking UDP socket on `listen`; an IPv6 wildcard also takes IPv4 (dual stack).

@@ -9,12 +9,10 @@ use mio::{Interest, Token};
 use nix::sys::socket::{self, sockopt};
 
 use super::Dataplane;
+use crate::api::vpn::{ClientStatus, ServerStatus, VpnApp, VpnStatus};
 use crate::identity::NodeKey;
 use crate::node::SetupId;
-use crate::vpn::{
-    routes, ClientStatus, ServerStatus, VpnApp, VpnClient, VpnError, VpnOptions, VpnServer,
-    VpnStatus,
-};
+use crate::vpn::{routes, VpnClient, VpnError, VpnOptions, VpnServer};
 
 /// The server's TUN device.
 pub(super) const TUN_SERVER: Token = Token(8);
@@ -299,7 +297,7 @@ impl Dataplane {
                     .map(VpnClient::status)
                     .unwrap_or_else(|| ClientStatus {
                         state: stopped(&self.vpn.client_error),
-                        server: options.server.to_string(),
+                        server: options.server,
                         tun: options.tun.to_string(),
                         ipv4: None,
                         ipv6: None,

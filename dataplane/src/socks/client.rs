@@ -15,9 +15,10 @@ use super::mesh::{self, STATUS_LEN};
 use super::relay::{Progress, Relay};
 use super::wire::{self, ReplyCode, Target};
 use super::{
-    bury, smol_duration, ClientOptions, ClientStatus, Io, Slab, Totals, CLIENT_LISTENER,
-    CONNECTION_TOKENS, MESH_TIMEOUT,
+    bury, smol_duration, ClientOptions, Io, Slab, Totals, CLIENT_LISTENER, CONNECTION_TOKENS,
+    MESH_TIMEOUT,
 };
+use crate::api::socks::ClientStatus;
 use crate::node::{Event, SetupId};
 use crate::stack::TcpHandle;
 
@@ -194,7 +195,7 @@ impl Client {
         ClientStatus {
             state: if running { "running" } else { "stopped" },
             listen: self.listener.as_ref().map(|(_, local)| *local),
-            exit: self.options.exit.to_string(),
+            exit: self.options.exit,
             route: if io.route_ready(&self.options.exit) {
                 "ready"
             } else if matches!(self.route, RouteState::Building(_)) && running {

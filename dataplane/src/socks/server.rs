@@ -18,9 +18,9 @@ use super::relay::{Progress, Relay};
 use super::resolver::{Job, Resolver};
 use super::wire::{ReplyCode, Target};
 use super::{
-    bury, smol_duration, Io, ServerOptions, ServerStatus, Slab, Totals, CONNECTION_TOKENS,
-    MESH_TIMEOUT,
+    bury, smol_duration, Io, ServerOptions, Slab, Totals, CONNECTION_TOKENS, MESH_TIMEOUT,
 };
+use crate::api::socks::ServerStatus;
 use crate::identity::NodeKey;
 use crate::node::Event;
 use crate::stack::TcpHandle;

@@ -7,13 +7,14 @@ use std::net::{IpAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::filter::{self, DropCounts};
+use super::filter;
 use super::lease::{self, Grant, Message, ParseError, Refusal};
 use super::offload::Coalescer;
 use super::pool::Lease;
 use super::routes::ClientRoutes;
 use super::tun::{write_frame, TunDevice};
-use super::{ClientOptions, ClientStatus, Traffic, VpnError};
+use super::{ClientOptions, VpnError};
+use crate::api::vpn::{ClientStatus, DropCounts, Traffic};
 use crate::identity::NodeKey;
 use crate::node::{Node, SetupId, INNER_MTU};
 use crate::stack::{MeshStack, TcpHandle};
@@ -445,7 +446,7 @@ impl VpnClient {
         };
         ClientStatus {
             state,
-            server: self.options.server.to_string(),
+            server: self.options.server,
             tun: self.options.tun.to_string(),
             ipv4: self
                 .grant

@@ -6,12 +6,13 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::filter::{self, DropCounts, ServerFilter};
+use super::filter::{self, ServerFilter};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
 use super::offload::Coalescer;
 use super::pool::{Pool, PoolError};
 use super::tun::{write_frame, TunDevice};
-use super::{ServerClientRow, ServerOptions, ServerStatus, Traffic, VpnError, TUN_MTU};
+use super::{ServerOptions, VpnError, TUN_MTU};
+use crate::api::vpn::{DropCounts, ServerClientRow, ServerStatus, Traffic};
 use crate::identity::NodeKey;
 use crate::node::{Node, INNER_MTU};
 use crate::stack::{MeshStack, TcpHandle};
@@ -323,7 +324,7 @@ impl VpnServer {
             .map(|(key, lease)| {
                 let (rx, tx) = self.traffic.get(key).copied().unwrap_or_default();
                 ServerClientRow {
-                    key: key.to_string(),
+                    key: *key,
                     ipv4: lease.ipv4,
                     ipv6: lease.ipv6,
                     rx,
@@ -331,7 +332,7 @@ impl VpnServer {
                 }
             })
             .collect();
-        clients.sort_by(|a, b| a.key.cmp(&b.key));
+        clients.sort_by_cached_key(|client| client.key.to_string());
         ServerStatus {
             state: "running".to_owned(),
             tun: self.options.tun.to_string(),
