@@ -15,13 +15,14 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
 
+use crate::api::vpn::VpnApp;
 use crate::api::{DataplaneEnd, ReplySender};
 use crate::node::NodeOptions;
 use crate::outbox::Datagram;
 use crate::service::{HostOp, HostResult, Service, ServiceOptions};
 use crate::socks::{SocksError, SocksOptions};
 use crate::transport::TransportError;
-use crate::vpn::{VpnApp, VpnOptions};
+use crate::vpn::VpnOptions;
 
 mod batch;
 mod host;

@@ -7,10 +7,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use skywire_dataplane::api::{Reply, Request};
+use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
+use skywire_dataplane::api::vpn::{VpnApp, VpnStatus};
+use skywire_dataplane::api::{Reply, Request, RequestError};
 use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
-use skywire_dataplane::socks::{self, ClientStatus, ServerStatus, SocksOptions};
-use skywire_dataplane::vpn::{self, VpnApp, VpnStatus};
+use skywire_dataplane::socks::{self, SocksOptions};
+use skywire_dataplane::vpn;
 use skywire_dataplane::NodeKey;
 
 const A: usize = 0;
@@ -127,7 +129,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 fn socks_status(sim: &mut AppSim, node: usize) -> (Option<ClientStatus>, Option<ServerStatus>) {
     match sim.ask(node, Request::SocksStatus, LIMIT) {
-        Reply::Socks(status) => (status.client, status.server),
+        Ok(Reply::Socks(status)) => (status.client, status.server),
         other => panic!("not a SOCKS status: {other:?}"),
     }
 }
@@ -272,15 +274,10 @@ fn a_route_is_rebuilt_over_another_path_while_a_stream_runs() {
     assert_eq!(read_exactly(&mut sim, server, 6), b"before");
 
     let reply = sim.rebuild_route(A, &[A, D, C], LIMIT);
-    let Reply::RouteBuilt(row) = reply else {
+    let Ok(Reply::RouteBuilt(row)) = reply else {
         panic!("not built: {reply:?}");
     };
-    let over_d: Vec<String> = sim
-        .path(&[A, D, C])
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(row.path, over_d);
+    assert_eq!(row.path, sim.path(&[A, D, C]));
     assert!(row.ready);
 
     // Whatever became of the first stream, a new one goes through.
@@ -327,7 +324,7 @@ fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service
 
 fn vpn_status(sim: &mut AppSim, node: usize) -> VpnStatus {
     match sim.ask(node, Request::VpnStatus, LIMIT) {
-        Reply::Vpn(status) => *status,
+        Ok(Reply::Vpn(status)) => *status,
         other => panic!("not a VPN status: {other:?}"),
     }
 }
@@ -423,7 +420,7 @@ fn vpn_frames_cross_a_relay_and_sources_are_checked() {
         },
         LIMIT,
     );
-    let Reply::Vpn(status) = reply else {
+    let Ok(Reply::Vpn(status)) = reply else {
         panic!("{reply:?}");
     };
     assert_eq!(status.client.unwrap().state, "stopped");
@@ -442,7 +439,7 @@ fn a_vpn_that_cannot_make_its_device_says_so_and_the_node_runs_on() {
         },
         LIMIT,
     );
-    assert!(matches!(reply, Reply::Vpn(_)), "{reply:?}");
+    assert!(matches!(reply, Ok(Reply::Vpn(_))), "{reply:?}");
     let reply = sim.ask(
         A,
         Request::VpnStart {
@@ -451,8 +448,10 @@ fn a_vpn_that_cannot_make_its_device_says_so_and_the_node_runs_on() {
         LIMIT,
     );
     match reply {
-        Reply::Error(message) => assert!(message.contains("CAP_NET_ADMIN"), "{message}"),
-        other => panic!("expected an error, got {other:?}"),
+        Err(RequestError::App(error)) => {
+            assert!(error.to_string().contains("CAP_NET_ADMIN"), "{error}")
+        }
+        other => panic!("expected the app's error, got {other:?}"),
     }
     let state = vpn_status(&mut sim, A).client.unwrap().state;
     assert!(
@@ -467,12 +466,12 @@ fn a_vpn_that_cannot_make_its_device_says_so_and_the_node_runs_on() {
         LIMIT,
     );
     assert!(
-        matches!(reply, Reply::Error(ref message) if message.contains("not running")),
+        matches!(reply, Err(RequestError::VpnNotRunning(VpnApp::Client))),
         "{reply:?}"
     );
     assert!(matches!(
         sim.ask(A, Request::Status, LIMIT),
-        Reply::Status(_)
+        Ok(Reply::Status(_))
     ));
 }
 
@@ -481,12 +480,15 @@ fn mesh_ping_crosses_a_relay() {
     let mut sim = AppSim::new(31, 3, &[(A, B), (B, C)], |_, _, _| {});
     let peer = sim.key(C);
     let reply = sim.ask(A, Request::PingNode { peer, count: 3 }, LIMIT);
-    assert!(matches!(reply, Reply::Error(ref message) if message.contains("build_route")));
+    assert!(
+        matches!(reply, Err(RequestError::NoReadyRoute { peer: ref named }) if *named == peer),
+        "{reply:?}"
+    );
     let path = sim.path(&[A, B, C]);
     let reply = sim.ask(A, Request::BuildRoute { path }, LIMIT);
-    assert!(matches!(reply, Reply::RouteBuilt(_)), "{reply:?}");
+    assert!(matches!(reply, Ok(Reply::RouteBuilt(_))), "{reply:?}");
     let reply = sim.ask(A, Request::PingNode { peer, count: 3 }, LIMIT);
-    let Reply::Ping(ping) = reply else {
+    let Ok(Reply::Ping(ping)) = reply else {
         panic!("{reply:?}");
     };
     assert_eq!(ping.sent, 3);

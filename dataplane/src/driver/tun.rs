@@ -17,9 +17,10 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::libc;
 
+use crate::api::vpn::VpnApp;
 use crate::service::Service;
 use crate::vpn::offload::VNET_HDR_LEN;
-use crate::vpn::{TunError, TunName, VpnApp};
+use crate::vpn::{TunError, TunName};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;

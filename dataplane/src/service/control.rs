@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::ping::{PingOutcome, Pings};
 use super::{Context, Service};
+use crate::api::vpn::VpnApp;
 use crate::api::{
-    PingReply, Reply, Request, RequestId, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow,
+    PingReply, Reply, Request, RequestError, RequestId, Response, RouteRow, RoutesReply, RuleRow,
+    StatusReply, TransportRow, TransportsReply,
 };
 use crate::identity::NodeKey;
 use crate::node::{EndRoute, RouteError, SetupId};
 use crate::routing::Rule;
 use crate::stack::MeshStack;
-use crate::vpn::VpnApp;
 
 /// How long a route may take from setup request to completed session handshake.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -50,7 +51,7 @@ pub(super) struct Control {
     builds: Vec<PendingBuild>,
     pings: Pings,
     deferred: Vec<(RequestId, Deferred)>,
-    replies: VecDeque<(RequestId, Reply)>,
+    replies: VecDeque<(RequestId, Response)>,
     shutting_down: bool,
 }
 
@@ -67,7 +68,7 @@ impl Control {
         }
     }
 
-    pub fn poll_reply(&mut self) -> Option<(RequestId, Reply)> {
+    pub fn poll_reply(&mut self) -> Option<(RequestId, Response)> {
         self.replies.pop_front()
     }
 
@@ -100,7 +101,7 @@ impl Control {
         }
     }
 
-    fn reply(&mut self, request: RequestId, reply: Reply) {
+    fn reply(&mut self, request: RequestId, reply: Response) {
         self.replies.push_back((request, reply));
     }
 }
@@ -116,7 +117,7 @@ impl Service {
                     self.answer_deferred(now);
                     return;
                 }
-                _ => Reply::Error("the node is stopping".to_owned()),
+                _ => Err(RequestError::Stopping),
             };
             self.control.reply(id, reply);
             return;
@@ -127,9 +128,11 @@ impl Service {
             stack: &mut self.stack,
         };
         let reply = match request {
-            Request::Status => Reply::Status(self.status(now)),
-            Request::ListTransports => Reply::Transports(self.transport_rows(now)),
-            Request::ListRoutes => Reply::Routes(self.routes_reply(now)),
+            Request::Status => Ok(Reply::Status(self.status(now))),
+            Request::ListTransports => Ok(Reply::Transports(TransportsReply {
+                transports: self.transport_rows(now),
+            })),
+            Request::ListRoutes => Ok(Reply::Routes(self.routes_reply(now))),
             Request::BuildRoute { mut path } => {
                 let own = cx.node.key();
                 if path.first() != Some(&own) {
@@ -146,25 +149,19 @@ impl Service {
                         });
                         return;
                     }
-                    Err(error) => Reply::Error(build_error(&peer, &error)),
+                    Err(error) => Err(RequestError::RouteFailed { peer, error }),
                 }
             }
             Request::RemoveRoute { peer } => {
                 if cx.node.remove_route(now, &peer) {
-                    Reply::RouteRemoved {
-                        peer: peer.to_string(),
-                    }
+                    Ok(Reply::RouteRemoved { peer })
                 } else {
-                    Reply::Error(format!(
-                        "no route to {peer}: `list_routes` shows the routes"
-                    ))
+                    Err(RequestError::NoRoute { peer })
                 }
             }
             Request::PingNode { peer, count } => {
                 if !cx.route_ready(&peer) {
-                    Reply::Error(format!(
-                        "no route to {peer}: build one first with `build_route`"
-                    ))
+                    Err(RequestError::NoReadyRoute { peer })
                 } else {
                     self.control.pings.start(now, id, peer, count);
                     return;
@@ -176,7 +173,7 @@ impl Service {
                     self.answer_deferred(now);
                     return;
                 }
-                Err(error) => Reply::Error(error.to_string()),
+                Err(error) => Err(RequestError::app(error)),
             },
             Request::VpnStop { app } => {
                 let socks = &self.socks;
@@ -185,25 +182,22 @@ impl Service {
                     self.answer_deferred(now);
                     return;
                 }
-                Reply::Error(format!(
-                    "the VPN {} is not running",
-                    crate::vpn::app_name(app)
-                ))
+                Err(RequestError::VpnNotRunning(app))
             }
-            Request::VpnStatus => Reply::Vpn(Box::new(self.vpn.status())),
+            Request::VpnStatus => Ok(Reply::Vpn(Box::new(self.vpn.status()))),
             Request::SocksStart { app } => match self.socks.start(&mut cx, app) {
                 Ok(()) => {
                     self.control.deferred.push((id, Deferred::SocksStart));
                     self.answer_deferred(now);
                     return;
                 }
-                Err(error) => Reply::Error(error.to_string()),
+                Err(error) => Err(RequestError::app(error)),
             },
             Request::SocksStop { app } => match self.socks.stop(&mut cx, app) {
-                Ok(()) => Reply::Socks(self.socks.status(&mut cx)),
-                Err(error) => Reply::Error(error.to_string()),
+                Ok(()) => Ok(Reply::Socks(self.socks.status(&mut cx))),
+                Err(error) => Err(RequestError::app(error)),
             },
-            Request::SocksStatus => Reply::Socks(self.socks.status(&mut cx)),
+            Request::SocksStatus => Ok(Reply::Socks(self.socks.status(&mut cx))),
             Request::Shutdown => {
                 self.shutdown(now);
                 self.control.deferred.push((id, Deferred::Shutdown));
@@ -225,28 +219,28 @@ impl Service {
                 Deferred::VpnStart(app) | Deferred::VpnStop(app) if !self.vpn.is_settled(app) => {
                     None
                 }
-                Deferred::VpnStart(app) if !self.vpn.is_running(app) => Some(Reply::Error(
-                    self.vpn
-                        .start_error(app)
-                        .unwrap_or("the VPN app did not start")
-                        .to_owned(),
-                )),
+                Deferred::VpnStart(app) if !self.vpn.is_running(app) => {
+                    Some(Err(match self.vpn.start_error(app) {
+                        Some(error) => RequestError::app(error),
+                        None => RequestError::VpnNotRunning(app),
+                    }))
+                }
                 Deferred::VpnStart(_) | Deferred::VpnStop(_) => {
-                    Some(Reply::Vpn(Box::new(self.vpn.status())))
+                    Some(Ok(Reply::Vpn(Box::new(self.vpn.status()))))
                 }
                 Deferred::SocksStart if !self.socks.is_settled() => None,
                 Deferred::SocksStart => Some(match self.socks.take_start_error() {
-                    Some(error) => Reply::Error(error.to_string()),
+                    Some(error) => Err(RequestError::app(error)),
                     None => {
                         let mut cx = Context {
                             now,
                             node: &mut self.node,
                             stack: &mut self.stack,
                         };
-                        Reply::Socks(self.socks.status(&mut cx))
+                        Ok(Reply::Socks(self.socks.status(&mut cx)))
                     }
                 }),
-                Deferred::Shutdown => self.is_stopped().then_some(Reply::Stopped),
+                Deferred::Shutdown => self.is_stopped().then_some(Ok(Reply::Stopped)),
             };
             match reply {
                 Some(reply) => self.control.reply(id, reply),
@@ -270,8 +264,8 @@ impl Service {
         self.control.builds = waiting;
         for build in done {
             let reply = match &row {
-                Some(row) => Reply::RouteBuilt(row.clone()),
-                None => Reply::Error(format!("the route to {peer} went down at once")),
+                Some(row) => Ok(Reply::RouteBuilt(row.clone())),
+                None => Err(RequestError::RouteWentDown { peer }),
             };
             self.control.reply(build.request, reply);
         }
@@ -286,8 +280,13 @@ impl Service {
             .partition(|build| build.setup == setup);
         self.control.builds = waiting;
         for build in done {
-            self.control
-                .reply(build.request, Reply::Error(build_error(&peer, error)));
+            self.control.reply(
+                build.request,
+                Err(RequestError::RouteFailed {
+                    peer,
+                    error: error.clone(),
+                }),
+            );
         }
     }
 
@@ -301,11 +300,10 @@ impl Service {
         for build in done {
             self.control.reply(
                 build.request,
-                Reply::Error(format!(
-                    "route to {} was set up but its session handshake did not complete in {} s",
-                    build.peer,
-                    BUILD_TIMEOUT.as_secs()
-                )),
+                Err(RequestError::HandshakeTimeout {
+                    peer: build.peer,
+                    after: BUILD_TIMEOUT,
+                }),
             );
         }
     }
@@ -319,12 +317,12 @@ impl Service {
                 sent,
                 rtt_ms,
             } = ping;
-            let reply = Reply::Ping(PingReply {
-                peer: peer.to_string(),
+            let reply = Ok(Reply::Ping(PingReply {
+                peer,
                 address,
                 sent,
                 rtt_ms,
-            });
+            }));
             self.control.reply(request, reply);
         }
     }
@@ -332,7 +330,7 @@ impl Service {
     fn status(&self, now: Instant) -> StatusReply {
         let transports = self.node.transports();
         StatusReply {
-            key: self.node.key().to_string(),
+            key: self.node.key(),
             mesh_address: self.node.address(),
             listen: self.control.local,
             uptime_secs: now
@@ -353,7 +351,7 @@ impl Service {
             .transports()
             .info()
             .map(|info| TransportRow {
-                key: info.key.to_string(),
+                key: info.key,
                 endpoint: info.endpoint,
                 link: self.node.link_state(info.id),
                 handshake_secs_ago: info.last_handshake.map(|age| age.as_secs_f64()),
@@ -371,17 +369,14 @@ impl Service {
 
     fn routes_reply(&self, now: Instant) -> RoutesReply {
         let transports = self.node.transports();
-        let name = |id| {
-            transports
-                .key_of(id)
-                .map_or_else(|| "?".to_string(), |key| key.to_string())
-        };
+        let name = |id| transports.key_of(id);
         let mut routes: Vec<RouteRow> = self
             .node
             .routes()
             .map(|(peer, route)| route_row(peer, route))
             .collect();
-        routes.sort_by(|a, b| a.peer.cmp(&b.peer));
+        // In the order users read keys: by their text.
+        routes.sort_by_cached_key(|route| route.peer.to_string());
         let rules = self
             .node
             .table()
@@ -391,7 +386,7 @@ impl Service {
                     Rule::Forward { transport, next_id } => {
                         ("forward", name(transport), Some(next_id.get()))
                     }
-                    Rule::Consume { peer } => ("consume", peer.to_string(), None),
+                    Rule::Consume { peer } => ("consume", Some(peer), None),
                 };
                 RuleRow {
                     id: id.get(),
@@ -414,15 +409,11 @@ impl Service {
 
 fn route_row(peer: &NodeKey, route: &EndRoute) -> RouteRow {
     RouteRow {
-        peer: peer.to_string(),
-        path: route.path.iter().map(NodeKey::to_string).collect(),
+        peer: *peer,
+        path: route.path.clone(),
         initiator: route.initiator,
         ready: route.ready,
         out_id: route.out_id.get(),
         in_id: route.in_id.get(),
     }
-}
-
-fn build_error(peer: &NodeKey, error: &RouteError) -> String {
-    format!("route to {peer} failed: {error}")
 }

@@ -7,7 +7,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::vpn::{Prefix, TunError, TunName, VpnApp};
+use crate::api::vpn::VpnApp;
+use crate::vpn::{Prefix, TunError, TunName};
 
 /// A kernel TCP socket (a listener or a stream) that the driver holds for the service. Ids
 /// are small and reused, but only after the driver was told to close the old socket.

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 
 pub use io::{HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
 
-use crate::api::{Reply, RequestId};
+use crate::api::vpn::VpnApp;
+use crate::api::{RequestId, Response};
 use crate::identity::NodeKey;
 use crate::node::{Event, Node, NodeOptions};
 use crate::outbox::Datagram;
 use crate::socks::{Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
 use crate::transport::TransportError;
-use crate::vpn::{VpnApp, VpnApps, VpnOptions};
+use crate::vpn::{VpnApps, VpnOptions};
 
 use control::Control;
 
@@ -359,7 +360,7 @@ impl Service {
     }
 
     /// The next reply to a control request.
-    pub fn poll_reply(&mut self) -> Option<(RequestId, Reply)> {
+    pub fn poll_reply(&mut self) -> Option<(RequestId, Response)> {
         self.control.poll_reply()
     }
 

@@ -16,13 +16,14 @@ use rand_core::RngCore;
 
 use super::network::Network;
 use super::{node_address, node_options, secrets, LinkModel, SplitMix};
-use crate::api::{Reply, Request, RequestId};
+use crate::api::vpn::VpnApp;
+use crate::api::{Request, RequestId, Response};
 use crate::identity::NodeKey;
 use crate::service::{
     HostOp, HostResult, Service, ServiceOptions, SocketEvent, SocketId, SocketOp,
 };
 use crate::vpn::offload::{self, VNET_HDR_LEN};
-use crate::vpn::{Prefix, VpnApp, VpnOptions};
+use crate::vpn::{Prefix, VpnOptions};
 
 /// Bytes a stream holds for the local program before the service's writes block.
 const PROGRAM_ROOM: usize = 256 * 1024;
@@ -265,7 +266,7 @@ pub struct AppNode {
     /// Its UDP address.
     pub addr: SocketAddr,
     /// Replies to requests, not taken yet.
-    replies: Vec<(RequestId, Reply)>,
+    replies: Vec<(RequestId, Response)>,
     kernel: Kernel,
     host: Host,
 }
@@ -385,14 +386,14 @@ impl AppSim {
     }
 
     /// The reply to request `id` of node `i`, once it has come.
-    pub fn take_reply(&mut self, i: usize, id: RequestId) -> Option<Reply> {
+    pub fn take_reply(&mut self, i: usize, id: RequestId) -> Option<Response> {
         let replies = &mut self.nodes[i].replies;
         let at = replies.iter().position(|(reply_id, _)| *reply_id == id)?;
         Some(replies.remove(at).1)
     }
 
     /// Sends a request to node `i` and runs until it is answered; panics after `limit`.
-    pub fn ask(&mut self, i: usize, request: Request, limit: Duration) -> Reply {
+    pub fn ask(&mut self, i: usize, request: Request, limit: Duration) -> Response {
         let id = self.request(i, request);
         let answered = self.run_until(limit, |sim| {
             sim.nodes[i]
@@ -410,7 +411,7 @@ impl AppSim {
     /// Rebuilds node `from`'s route to the last node of `path` over `path` (node indexes,
     /// `from` first), as a repair would: the route is removed and built again, whatever runs
     /// over it. Returns the build's reply once it comes; panics after `limit`.
-    pub fn rebuild_route(&mut self, from: usize, path: &[usize], limit: Duration) -> Reply {
+    pub fn rebuild_route(&mut self, from: usize, path: &[usize], limit: Duration) -> Response {
         let peer = self.key(*path.last().unwrap());
         let _ = self.request(from, Request::RemoveRoute { peer });
         let path = self.path(path);

@@ -14,9 +14,8 @@ use super::mesh::{self, STATUS_LEN};
 use super::relay::{KernelIo, KernelOp, Progress, Relay};
 use super::sockets::{Owner, Sockets};
 use super::wire::{self, ReplyCode, Target};
-use super::{
-    bury, watch_peer, ClientOptions, ClientStatus, Slab, SocksError, Totals, MESH_TIMEOUT,
-};
+use super::{bury, watch_peer, ClientOptions, Slab, SocksError, Totals, MESH_TIMEOUT};
+use crate::api::socks::ClientStatus;
 use crate::node::{Event, SetupId};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
@@ -277,7 +276,7 @@ impl Client {
                 Listener::Running(_, local) => Some(local),
                 _ => None,
             },
-            exit: self.options.exit.to_string(),
+            exit: self.options.exit,
             route: if cx.route_ready(&self.options.exit) {
                 "ready"
             } else if matches!(self.route, RouteState::Building(_)) && running {

@@ -2,12 +2,11 @@
 //! the answers, the packets between their TUN devices and the route sessions, and the routes
 //! coming and going.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ClientStatus, HostOps, ServerStatus, VpnApp, VpnClient, VpnError, VpnOptions, VpnServer,
-    VpnStatus,
-};
+use super::{HostOps, VpnClient, VpnError, VpnOptions, VpnServer};
+use crate::api::vpn::{ClientStatus, ServerStatus, VpnApp, VpnStatus};
 use crate::identity::NodeKey;
 use crate::node::{SetupId, INNER_MTU};
 use crate::service::{Context, HostOp, HostResult};
@@ -18,8 +17,8 @@ pub struct VpnApps {
     options: VpnOptions,
     server: Option<VpnServer>,
     client: Option<VpnClient>,
-    server_error: Option<String>,
-    client_error: Option<String>,
+    server_error: Option<Arc<VpnError>>,
+    client_error: Option<Arc<VpnError>>,
     host: HostOps,
     /// Holds the segments of a large frame from a TUN device.
     scratch: Vec<u8>,
@@ -54,13 +53,14 @@ impl VpnApps {
     }
 
     /// Starts one app: it runs once the host has made its changes ([`VpnApps::is_settled`]).
-    pub fn start(&mut self, app: VpnApp) -> Result<(), VpnError> {
+    /// A start that fails is also kept as the app's last error ([`VpnApps::start_error`]).
+    pub fn start(&mut self, app: VpnApp) -> Result<(), Arc<VpnError>> {
         let name = app_name(app);
         if self.is_running(app) {
-            return Err(VpnError::Running(name));
+            return Err(VpnError::Running(name).into());
         }
         if !self.host.settled(app) {
-            return Err(VpnError::Stopping(name));
+            return Err(VpnError::Stopping(name).into());
         }
         if self.scratch.is_empty() {
             self.scratch = vec![0; INNER_MTU];
@@ -72,9 +72,15 @@ impl VpnApps {
                     .server
                     .clone()
                     .ok_or(VpnError::NotConfigured(name))?;
-                let started = VpnServer::start(&options, &self.options.state_dir, &mut self.host);
-                self.server_error = started.as_ref().err().map(ToString::to_string);
-                self.server = Some(started?);
+                self.server_error = None;
+                match VpnServer::start(&options, &self.options.state_dir, &mut self.host) {
+                    Ok(server) => self.server = Some(server),
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        self.server_error = Some(Arc::clone(&error));
+                        return Err(error);
+                    }
+                }
             }
             VpnApp::Client => {
                 let options = self
@@ -104,10 +110,10 @@ impl VpnApps {
     }
 
     /// Why `app`'s last start failed, if it did.
-    pub fn start_error(&self, app: VpnApp) -> Option<&str> {
+    pub fn start_error(&self, app: VpnApp) -> Option<Arc<VpnError>> {
         match app {
-            VpnApp::Server => self.server_error.as_deref(),
-            VpnApp::Client => self.client_error.as_deref(),
+            VpnApp::Server => self.server_error.clone(),
+            VpnApp::Client => self.client_error.clone(),
         }
     }
 
@@ -165,7 +171,7 @@ impl VpnApps {
                 };
                 if let Err(error) = server.handle_host_result(cx.stack, result, &mut self.host) {
                     log::error!("{error}");
-                    self.server_error = Some(error.to_string());
+                    self.server_error = Some(Arc::new(error));
                     if let Some(server) = self.server.take() {
                         server.stop(cx.stack, &mut self.host);
                     }
@@ -178,7 +184,7 @@ impl VpnApps {
                 if let Err(error) = client.handle_host_result(cx.now, result, &mut self.host) {
                     // Only the device's creation ends a start: there is nothing to undo.
                     log::error!("{error}");
-                    self.client_error = Some(error.to_string());
+                    self.client_error = Some(Arc::new(error));
                     self.client = None;
                 }
             }
@@ -286,7 +292,7 @@ impl VpnApps {
 
     /// Both apps' state.
     pub fn status(&self) -> VpnStatus {
-        let stopped = |error: &Option<String>| match error {
+        let stopped = |error: &Option<Arc<VpnError>>| match error {
             Some(error) => format!("failed: {error}"),
             None => "stopped".to_owned(),
         };
@@ -310,7 +316,7 @@ impl VpnApps {
                     .map(VpnClient::status)
                     .unwrap_or_else(|| ClientStatus {
                         state: stopped(&self.client_error),
-                        server: options.server.to_string(),
+                        server: options.server,
                         tun: options.tun.to_string(),
                         ipv4: None,
                         ipv6: None,
@@ -327,7 +333,7 @@ impl VpnApps {
 }
 
 /// The app's name in messages and the config.
-pub(crate) fn app_name(app: VpnApp) -> &'static str {
+fn app_name(app: VpnApp) -> &'static str {
     match app {
         VpnApp::Server => "server",
         VpnApp::Client => "client",

@@ -6,16 +6,16 @@
 use std::net::{IpAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use super::filter::{self, DropCounts};
+use super::filter;
 use super::lease::{self, Grant, Message, ParseError, Refusal};
 use super::offload::{self, Coalescer};
 use super::pool::Lease;
-use super::{ClientOptions, ClientStatus, HostOps, Traffic, VpnError, FWMARK};
+use super::{ClientOptions, HostOps, VpnError, FWMARK};
+use crate::api::vpn::{ClientStatus, DropCounts, Traffic, VpnApp};
 use crate::identity::NodeKey;
 use crate::node::{Node, SetupId, INNER_MTU};
 use crate::service::{HostOp, HostResult};
 use crate::stack::{MeshStack, TcpHandle};
-use crate::vpn::VpnApp;
 
 /// How long one lease exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -508,7 +508,7 @@ impl VpnClient {
         };
         ClientStatus {
             state,
-            server: self.options.server.to_string(),
+            server: self.options.server,
             tun: self.options.tun.to_string(),
             ipv4: self
                 .grant

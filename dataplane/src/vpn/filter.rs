@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
 use super::pool::Lease;
+use crate::api::vpn::DropCounts;
 use crate::identity::NodeKey;
 
 /// The addresses of an IP packet, read after checking that its header is whole.
@@ -57,23 +58,6 @@ pub enum Drop {
     NotServer,
     /// To an address that is not this client's.
     NotForUs,
-}
-
-/// Packets the VPN dropped, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DropCounts {
-    /// Not a whole IPv4 or IPv6 packet.
-    pub not_ip: u64,
-    /// From a peer that holds no lease.
-    pub no_lease: u64,
-    /// With a source that is not the sender's lease.
-    pub forged_source: u64,
-    /// To an address no connected client holds.
-    pub no_client: u64,
-    /// From a node that is not the client's server.
-    pub not_server: u64,
-    /// To an address that is not the client's.
-    pub not_for_us: u64,
 }
 
 impl DropCounts {

@@ -8,16 +8,16 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::filter::{self, DropCounts, ServerFilter};
+use super::filter::{self, ServerFilter};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
 use super::offload::{self, Coalescer};
 use super::pool::{Pool, PoolError, LEASE_FILE};
-use super::{HostOps, ServerClientRow, ServerOptions, ServerStatus, Traffic, VpnError, TUN_MTU};
+use super::{HostOps, ServerOptions, VpnError, TUN_MTU};
+use crate::api::vpn::{DropCounts, ServerClientRow, ServerStatus, Traffic, VpnApp};
 use crate::identity::NodeKey;
 use crate::node::{Node, INNER_MTU};
 use crate::service::{HostOp, HostResult};
 use crate::stack::{MeshStack, TcpHandle};
-use crate::vpn::VpnApp;
 
 /// How long one lease exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -455,7 +455,7 @@ impl VpnServer {
             .map(|(key, lease)| {
                 let (rx, tx) = self.traffic.get(key).copied().unwrap_or_default();
                 ServerClientRow {
-                    key: key.to_string(),
+                    key: *key,
                     ipv4: lease.ipv4,
                     ipv6: lease.ipv6,
                     rx,
@@ -463,7 +463,7 @@ impl VpnServer {
                 }
             })
             .collect();
-        clients.sort_by(|a, b| a.key.cmp(&b.key));
+        clients.sort_by_cached_key(|client| client.key.to_string());
         ServerStatus {
             state: if self.is_running() {
                 "running"
