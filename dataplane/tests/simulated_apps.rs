@@ -1,6 +1,7 @@
 //! The apps in the in-memory mesh, each scenario under a fixed seed: SOCKS streams through a
 //! relay with an in-memory kernel at both ends, VPN frames across a relay with the source
-//! checks, mesh ping, and a route rebuilt over another path while a stream runs.
+//! checks, mesh ping, a route rebuilt over another path while a stream runs, and a node that
+//! stops with its VPN up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -473,6 +474,30 @@ fn a_vpn_that_cannot_make_its_device_says_so_and_the_node_runs_on() {
         sim.ask(A, Request::Status, LIMIT),
         Ok(Reply::Status(_))
     ));
+}
+
+#[test]
+fn a_stopping_node_refuses_requests_and_answers_its_shutdown_once_the_vpn_is_undone() {
+    let mut sim = AppSim::new(23, 3, &[(A, B), (B, C)], vpn_apps);
+    run_with(&mut sim, "A's VPN client up", |sim| {
+        vpn_status(sim, A).client.unwrap().state == "up"
+    });
+    let shutdown = sim.request(A, Request::Shutdown);
+    let status = sim.request(A, Request::Status);
+    let (mut stopped, mut refused) = (None, None);
+    run_with(&mut sim, "both requests answered", |sim| {
+        stopped = stopped.take().or_else(|| sim.take_reply(A, shutdown));
+        refused = refused.take().or_else(|| sim.take_reply(A, status));
+        stopped.is_some() && refused.is_some()
+    });
+    assert!(
+        matches!(refused, Some(Err(RequestError::Stopping))),
+        "{refused:?}"
+    );
+    assert!(matches!(stopped, Some(Ok(Reply::Stopped))), "{stopped:?}");
+    assert!(sim.nodes[A].service.is_stopped());
+    assert!(sim.tun_addresses(A, VpnApp::Client).is_none());
+    assert!(sim.tun_routes(A).is_none());
 }
 
 #[test]
