@@ -222,6 +222,7 @@ fn downloads_half_close_backpressure_and_200_connections_through_a_relay() {
     let head = read_head(&mut stream);
     assert!(head.contains(&format!("Content-Length: {size}")), "{head}");
     assert_eq!(read_content_to_end(&mut stream, 0), size);
+    drop(stream);
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
         "64 MiB through A → B → C in {elapsed:.2} s ({:.0} Mbit/s)",

@@ -155,6 +155,9 @@ pub enum RequestError {
     /// The VPN app asked to stop is not running.
     #[error("the VPN {0} is not running")]
     VpnNotRunning(VpnApp),
+    /// The node is stopping and takes no more requests.
+    #[error("the node is stopping")]
+    Stopping,
     /// A VPN or SOCKS app refused the request; its own error says why.
     #[error(transparent)]
     App(Box<dyn Error + Send + Sync>),

@@ -1,26 +1,31 @@
 //! The VPN apps: a server that hands each allowed client key stable addresses from its pools
 //! and forwards their packets through its TUN device, and a client that sends its machine's
 //! traffic (some subnets, or everything) through a TUN device to a server over a route
-//! session. This module owns their state; the driver owns the event loop they run in.
+//! session. This module owns their state; the devices, their addresses and routes, and the
+//! lease file are the driver's, changed as the apps ask ([`HostOp`]).
 
+mod apps;
 mod client;
 pub mod filter;
 pub mod lease;
 pub mod offload;
 pub mod pool;
 pub mod prefix;
-pub mod routes;
 mod server;
 pub mod tun;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
+pub use apps::VpnApps;
 pub use client::VpnClient;
 pub use prefix::{Prefix, PrefixError};
 pub use server::VpnServer;
 pub use tun::{TunError, TunName};
 
+use crate::api::vpn::VpnApp;
 use crate::identity::NodeKey;
+use crate::service::{HostOp, HostResult};
 
 /// The server's TUN device unless configured otherwise.
 pub const DEFAULT_SERVER_TUN: &str = "skyvpn-srv";
@@ -34,6 +39,9 @@ pub use lease::DEFAULT_PORT as DEFAULT_LEASE_PORT;
 
 /// The TUN device's MTU: the inner MTU of a route session (ARCHITECTURE.md's budget).
 pub const TUN_MTU: u16 = crate::node::INNER_MTU as u16;
+/// The firewall mark of the node's own datagrams while a VPN client routes through the tunnel:
+/// policy routing sends everything without it into the tunnel.
+pub const FWMARK: u32 = 0x736b;
 
 /// The VPN apps' configuration.
 #[derive(Debug, Clone)]
@@ -113,7 +121,49 @@ pub enum VpnError {
         /// What the stack said.
         source: crate::stack::StackError,
     },
-    /// The event loop would not take the TUN device.
-    #[error("cannot watch the TUN device: {0}")]
-    Register(std::io::Error),
+    /// The app's last stop is not complete.
+    #[error("the VPN {0} is still stopping: try again in a moment")]
+    Stopping(&'static str),
+}
+
+/// The host changes the VPN apps asked for and the driver has not taken yet, and how many
+/// answers each app waits for.
+#[derive(Debug, Default)]
+pub struct HostOps {
+    queue: VecDeque<HostOp>,
+    /// Answers awaited: the server's, then the client's.
+    awaited: [usize; 2],
+}
+
+impl HostOps {
+    /// Asks for a change.
+    pub fn push(&mut self, op: HostOp) {
+        if op.is_answered() {
+            self.awaited[slot(op.app())] += 1;
+        }
+        self.queue.push_back(op);
+    }
+
+    /// The next change for the driver.
+    pub fn pop(&mut self) -> Option<HostOp> {
+        self.queue.pop_front()
+    }
+
+    /// Counts an answer.
+    fn answered(&mut self, result: &HostResult) {
+        let awaited = &mut self.awaited[slot(result.app())];
+        *awaited = awaited.saturating_sub(1);
+    }
+
+    /// Whether `app` waits for no answer.
+    fn settled(&self, app: VpnApp) -> bool {
+        self.awaited[slot(app)] == 0
+    }
+}
+
+fn slot(app: VpnApp) -> usize {
+    match app {
+        VpnApp::Server => 0,
+        VpnApp::Client => 1,
+    }
 }
