@@ -261,6 +261,7 @@ impl Supervisor {
     }
 
     /// Starts catalog app `name` with `args` (its `default_args` when `None`) under a new id.
+    /// Other arguments than its `default_args` are refused unless its entry says `args: free`.
     pub fn start(
         &mut self,
         name: &str,
@@ -274,6 +275,15 @@ impl Supervisor {
             .catalog
             .get(name)
             .ok_or_else(|| ProgramError::UnknownApp(name.to_owned()))?;
+        if let Some(args) = args.as_deref().filter(|args| !spec.allows_args(args)) {
+            log::info!(
+                "app {name}: refused to start with other arguments than its default ones: {args:?}"
+            );
+            return Err(SupervisorError::FixedArgs {
+                app: name.to_owned(),
+                default_args: spec.default_args.clone(),
+            });
+        }
         let daemon = spec.daemon;
         let process_spec = launch::ProcessSpec::of(spec);
         let args = args.unwrap_or_else(|| spec.default_args.clone());
