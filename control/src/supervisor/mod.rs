@@ -3,6 +3,7 @@
 //! down (signal, then SIGTERM, then SIGKILL), and measures them from /proc and over the signal
 //! protocol. It owns the signal server and no thread: the control thread's mio loop drives it.
 
+mod ancestry;
 mod answers;
 mod backoff;
 mod launch;
@@ -24,7 +25,8 @@ use mio::{Events, Poll, Registry, Token};
 use nix::sys::signal::Signal;
 
 use crate::catalog::{Catalog, ProgramError};
-use crate::signal::{AppId, RequestHandle, SignalServer, TokenRange};
+use crate::signal::{owner, AppId, RequestHandle, SignalServer, TokenRange};
+pub use ancestry::Ancestry;
 pub use answers::{
     AppReply, AppState, AppStatus, AttachEvent, ResourceUsage, Started, StopHow, StopReport,
     SupervisorError,
@@ -340,6 +342,17 @@ impl Supervisor {
         };
         self.apps.insert(id, app);
         Ok(started)
+    }
+
+    /// Where process `pid` (a control client's, say) stands in the trees of the apps' running
+    /// processes.
+    pub fn ancestry(&self, pid: Option<u32>) -> Ancestry {
+        let running: HashMap<u32, AppId> = self
+            .apps
+            .values()
+            .filter_map(|app| Some((app.process()?.pid, app.id)))
+            .collect();
+        ancestry::trace(pid, |pid| running.get(&pid).copied(), owner::parent_of)
     }
 
     /// Every app this daemon started that it still remembers, by id.
