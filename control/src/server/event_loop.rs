@@ -527,7 +527,15 @@ impl Control {
             log::debug!("dropping the reply to request {id}: its client has gone");
             return;
         };
-        client.answer(&render::response_line(waiting.command, response));
+        let line = match response {
+            Ok(Reply::Status(status)) => render::status_line(
+                waiting.command,
+                status,
+                &self.apps.supervisor.signal().listener_state(Instant::now()),
+            ),
+            _ => render::response_line(waiting.command, response),
+        };
+        client.answer(&line);
         self.drive(waiting.client);
     }
 

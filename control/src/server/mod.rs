@@ -27,7 +27,7 @@ use skywire_dataplane::api::{RequestId, RequestSender, Response};
 
 use crate::catalog::Catalog;
 use crate::signal::{
-    SignalServer, SignalServerError, SignalServerOptions, TokenRange, DEFAULT_PORT,
+    ListenerState, SignalServer, SignalServerError, SignalServerOptions, TokenRange, DEFAULT_PORT,
 };
 use crate::supervisor::{Supervisor, SupervisorOptions};
 use peer::Policy;
@@ -112,7 +112,8 @@ pub enum ControlError {
     /// TERM, INT, HUP and CHLD could not be blocked or read through a signalfd.
     #[error("cannot set up the handling of TERM, INT, HUP and CHLD: {0}")]
     Signals(Errno),
-    /// The signal server could not listen (its port is taken, most likely).
+    /// The signal server could not be made (a port that is taken is not this: the server
+    /// tries it again while the node runs).
     #[error("{0}")]
     Signal(SignalServerError),
     /// The event loop could not be made or failed.
@@ -245,7 +246,7 @@ impl ControlServer {
             .map_err(ControlError::EventLoop)?;
         let waker = Arc::new(Waker::new(registry, WAKER).map_err(ControlError::EventLoop)?);
         let now = Instant::now();
-        let signal = SignalServer::bind(
+        let signal = SignalServer::new(
             SignalServerOptions {
                 port: options.signal_port,
                 ..SignalServerOptions::default()
@@ -264,10 +265,15 @@ impl ControlServer {
             now,
         )
         .map_err(ControlError::EventLoop)?;
+        let signal_state = match supervisor.signal().listener_state(now) {
+            ListenerState::Listening { address } => format!("signal server on {address}"),
+            ListenerState::Retrying { address, .. } => {
+                format!("signal server not listening on {address} yet (see above)")
+            }
+        };
         log::info!(
-            "control socket {}; signal server on {}; {} app(s) in the catalog",
+            "control socket {}; {signal_state}; {} app(s) in the catalog",
             socket.path().display(),
-            supervisor.signal().local_addr(),
             supervisor.catalog().len()
         );
         Ok(ControlServer {
@@ -284,7 +290,8 @@ impl ControlServer {
         })
     }
 
-    /// Where launched apps reach the signal server (`SIGNAL_SERVER_ADDRESS`), with the real port.
+    /// Where launched apps reach the signal server (`SIGNAL_SERVER_ADDRESS`): with the real
+    /// port once it listens, the configured one while the port is taken.
     pub fn signal_addr(&self) -> SocketAddr {
         self.supervisor.signal().local_addr()
     }
