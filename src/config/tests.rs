@@ -859,7 +859,7 @@ fn a_node_is_not_its_own_vpn_server() {
     assert!(err.to_string().contains("vpn.client.server"), "{err}");
 }
 
-// The launched apps: the catalog, the signal port and the socket's group.
+// The launched apps: the catalog, the signal port and the groups that may use the socket.
 
 #[test]
 fn apps_and_signal_defaults() {

@@ -217,16 +217,19 @@ impl Policy {
 /// Who may do what, as refusals say it.
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users = if self.own_uid.is_root() {
+            "root (skywired's own user)".to_owned()
+        } else {
+            format!("root, skywired's own user {}", self.own_user)
+        };
         match &self.admin_group {
             Some(group) => write!(
                 f,
-                "root, skywired's own user {} and the members of {group} may run every command",
-                self.own_user
+                "{users} and the members of {group} may run every command"
             )?,
             None => write!(
                 f,
-                "root and skywired's own user {} may run every command (no control.admin_group is set)",
-                self.own_user
+                "{users} may run every command (no control.admin_group is set)"
             )?,
         }
         match &self.socket_group {
@@ -353,7 +356,7 @@ mod tests {
     const ADMINS: Gid = Gid::from_raw(2001);
     const READERS: Gid = Gid::from_raw(2002);
 
-    fn policy(admin: bool, readers: bool) -> Policy {
+    fn policy_with(admin: bool, readers: bool) -> Policy {
         let group = |name: &str, gid, key| NamedGroup {
             name: name.to_owned(),
             gid,
@@ -378,7 +381,7 @@ mod tests {
 
     #[test]
     fn roles_follow_the_user_its_groups_and_its_process_tree() {
-        let policy = policy(true, true);
+        let policy = policy_with(true, true);
         let cases = [
             (credentials(0, 0, &[]), Ancestry::NoApp, Standing::Root),
             (
@@ -444,7 +447,7 @@ mod tests {
         assert_eq!(role(1002, &[2002]), Some(Role::ReadOnly));
         assert_eq!(role(1003, &[]), None);
         // Without the groups, only root and skywired's user are left.
-        let bare = super::Policy {
+        let bare = Policy {
             admin_group: None,
             socket_group: None,
             ..policy.clone()
@@ -455,7 +458,7 @@ mod tests {
 
     #[test]
     fn refusals_name_the_groups() {
-        let policy = policy(true, true);
+        let policy = policy_with(true, true);
         let stranger = policy.admit(credentials(1003, 1003, &[]), Ancestry::NoApp);
         let refusal = policy.refusal(&stranger).unwrap().to_string();
         assert_eq!(
@@ -508,18 +511,21 @@ mod tests {
             "{nobody}"
         );
 
-        let bare = policy_without_groups();
+        let bare = policy_with(false, false).to_string();
         assert!(
-            bare.to_string().contains("(no control.admin_group is set)")
-                && bare
-                    .to_string()
-                    .contains("(no control.socket_group is set)"),
+            bare.contains("(no control.admin_group is set)")
+                && bare.contains("(no control.socket_group is set)"),
             "{bare}"
         );
-    }
-
-    fn policy_without_groups() -> Policy {
-        policy(false, false)
+        let as_root = Policy {
+            own_uid: Uid::from_raw(0),
+            ..policy_with(true, false)
+        }
+        .to_string();
+        assert!(
+            as_root.starts_with("root (skywired's own user) and the members of group `skyadm`"),
+            "{as_root}"
+        );
     }
 
     #[test]
