@@ -154,7 +154,10 @@ pub struct Config {
     /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`, default 7999); 0 picks
     /// a free one.
     pub signal_port: u16,
-    /// The group the control socket is given (`control.socket_group`); `None` keeps skywired's.
+    /// A group whose members may run every control command (`control.admin_group`), beside
+    /// root and skywired's own user.
+    pub admin_group: Option<String>,
+    /// A group whose members may run the read-only control commands (`control.socket_group`).
     pub socket_group: Option<String>,
     /// The apps `visctl start` launches (`apps`), in the seed's format; none by default.
     pub apps: Catalog,
@@ -409,10 +412,11 @@ struct RawNode {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with socket, socket_group and signal_port"
+    expecting = "a mapping with socket, admin_group, socket_group and signal_port"
 )]
 struct RawControl {
     socket: Option<PathBuf>,
+    admin_group: Option<String>,
     socket_group: Option<String>,
     signal_port: Option<Whole>,
 }
@@ -606,7 +610,8 @@ impl Checker<'_> {
         let routes = self.routes(raw.routes.unwrap_or_default())?;
         let vpn = self.vpn(raw.vpn.unwrap_or_default())?;
         let socks = self.socks(raw.socks.unwrap_or_default())?;
-        let socket_group = self.socket_group(control.socket_group)?;
+        let admin_group = self.group("admin_group", control.admin_group)?;
+        let socket_group = self.group("socket_group", control.socket_group)?;
         let signal_port = self.signal_port(control.signal_port)?;
         let apps = self.apps(raw.apps)?;
 
@@ -623,6 +628,7 @@ impl Checker<'_> {
             vpn,
             socks,
             signal_port,
+            admin_group,
             socket_group,
             apps,
             source: Source(self.text.to_owned()),

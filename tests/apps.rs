@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::control::ControlSocket;
 use common::machine::{is_root, require};
-use common::{json, wait_until, Daemon, TempDir, SKYWIRED, VISCTL};
+use common::{json, wait_until, Daemon, Launch, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -47,13 +47,13 @@ fn python_client() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signal_client.py")
 }
 
-/// An `apps:` section with the example app as `example` (and as the daemon `ex-daemon`), the
-/// Python client as `py`, and `more` appended.
+/// An `apps:` section with the example app as `example` (whose arguments are free) and as the
+/// daemon `ex-daemon`, the Python client as `py`, and `more` appended.
 fn catalog(more: &str) -> String {
     let example = example_app();
     format!(
         "apps:\n  example:\n    desc: the example signal app\n    path: {example}\n    \
-         help: |\n      Prints a tick every second and echoes its input.\n  \
+         args: free\n    help: |\n      Prints a tick every second and echoes its input.\n  \
          ex-daemon:\n    daemon: true\n    desc: the example app, restarted when it exits\n    \
          path: {example}\n  py:\n    desc: the Python signal client\n    path: {python}\n{more}",
         example = example.display(),
@@ -241,6 +241,15 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     );
     let text = reply["text"].as_str().unwrap();
     assert!(text.starts_with("started app 1 (example), pid "), "{text}");
+    // Other arguments than its default ones only for an entry that says `args: free`.
+    let (reply, _) = ask_fails(&daemon, &["start", "py", "--id", "1"]);
+    assert_eq!(
+        reply["error"],
+        "app py runs only with its default arguments (none): its catalog entry does not say \
+         `args: free`; start it without arguments"
+    );
+    let help = String::from_utf8(daemon.visctl(&["help", "py"]).stdout).unwrap();
+    assert!(help.contains("usage: start [-a] py\n"), "{help}");
     let pid = u32::try_from(started["pid"].as_u64().unwrap()).unwrap();
     wait_registered(&daemon, 1);
 
@@ -784,16 +793,19 @@ fn apps_start_with_no_capabilities_and_a_clean_environment() {
     let apps = "  plain:\n    path: sleep\n    default_args: [\"600\"]\n  \
                 net-admin:\n    path: sleep\n    default_args: [\"600\"]\n    \
                 capabilities: [CAP_NET_ADMIN]\n    env: {GREETING: hello, PATH: /bin}\n";
-    let daemon = Daemon::start_with_env(
+    let daemon = Daemon::launch(
         &dir,
         "node",
         &SecretKey::generate(),
         &[],
-        &catalog(apps),
-        &[
-            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
-            ("SKYWIRE_PRIVATE", "not for apps"),
-        ],
+        &Launch {
+            extra: &catalog(apps),
+            env: &[
+                ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+                ("SKYWIRE_PRIVATE", "not for apps"),
+            ],
+            ..Launch::default()
+        },
     );
     // skywired had NOTIFY_SOCKET, and used it.
     let mut ready = [0; 64];
@@ -858,4 +870,64 @@ fn show(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+#[test]
+fn a_taken_signal_port_is_tried_again_until_it_is_free() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let dir = TempDir::new("apps");
+    let daemon = Daemon::launch(
+        &dir,
+        "node",
+        &SecretKey::generate(),
+        &[],
+        &Launch {
+            control: &format!("  signal_port: {}\n", address.port()),
+            extra: &catalog(""),
+            ..Launch::default()
+        },
+    );
+    // The node runs without its signal server, and says so.
+    let status = daemon.ask(&["status"]);
+    let signal = &status["result"]["signal_server"];
+    assert_eq!(signal["state"], "retrying", "{status}");
+    assert_eq!(signal["address"], address.to_string());
+    assert!(
+        signal["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("in use"),
+        "{status}"
+    );
+    let text = String::from_utf8(daemon.visctl(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "signal server retrying: cannot listen on {address}: "
+        )),
+        "{text}"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains(&format!("cannot listen for signal clients on {address}")),
+        "{}",
+        daemon.log()
+    );
+
+    // Once the port is free, the next try takes it, and an app registers.
+    drop(taken);
+    wait_until("the signal server to listen", WAIT, || {
+        daemon.ask(&["status"])["result"]["signal_server"]
+            == serde_json::json!({"state": "listening", "address": address.to_string()})
+    });
+    let text = String::from_utf8(daemon.visctl(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!("signal server listening on {address}")),
+        "{text}"
+    );
+    let (id, _) = start_app(&daemon, &["example"]);
+    wait_registered(&daemon, id);
+    daemon.ask(&["ping", &id.to_string()]);
 }

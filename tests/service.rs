@@ -19,14 +19,14 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::machine::{require, require_root};
 use common::netns::{in_netns, ip, snapshot, Namespaces};
+use common::users::TestUser;
 use common::{wait_until, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -283,47 +283,6 @@ fn the_unit_verifies_and_its_exposure_is_at_most_1_5() {
     );
 }
 
-/// A system user of the test's own, removed (with its group) on drop.
-struct ServiceUser {
-    name: String,
-    uid: Uid,
-    gid: Gid,
-}
-
-impl ServiceUser {
-    fn create() -> ServiceUser {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "skyt{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let added = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home"])
-            .args(["--shell", "/usr/sbin/nologin", &name])
-            .output()
-            .unwrap();
-        assert!(added.status.success(), "useradd {name}: {}", show(&added));
-        let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        ServiceUser {
-            name,
-            uid: user.uid,
-            gid: user.gid,
-        }
-    }
-
-    /// Gives `path` to the user.
-    fn own(&self, path: &Path) {
-        nix::unistd::chown(path, Some(self.uid), Some(self.gid)).unwrap();
-    }
-}
-
-impl Drop for ServiceUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
-
 /// What the test's wrapper does before it runs skywired as the unit would: its own /proc with
 /// only the user's processes and no system files (ProtectProc=invisible, ProcSubset=pid), the
 /// TUN device as udev makes it (mode 0666), everything read-only but the node's folder
@@ -351,7 +310,7 @@ struct ServiceNode {
 impl ServiceNode {
     fn start(
         ns: &str,
-        user: &ServiceUser,
+        user: &TestUser,
         secret: &SecretKey,
         neighbour: (NodeKey, Option<&str>),
         extra: &str,
@@ -487,7 +446,7 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     {
         return;
     }
-    let user = ServiceUser::create();
+    let user = TestUser::create("svc", &[]);
     let ns = Namespaces::new("skysvc", 2);
     let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.205.1.1", 1, "10.205.1.2");

@@ -259,7 +259,7 @@ fn no_daemon_exits_3_naming_the_path() {
         let output = visctl(&["--socket", path_str(&locked), "status"], "", None);
         assert_eq!(output.status.code(), Some(3));
         assert!(
-            stderr(&output).contains("permission denied: run visctl as root"),
+            stderr(&output).contains("permission denied: this user may not open the socket"),
             "{}",
             stderr(&output)
         );

@@ -15,6 +15,8 @@ pub mod signal;
 pub mod supervisor;
 
 pub use client::{ClientError, ControlClient};
-pub use command::{Command, CommandError, CommandSpec, Parsed, Role, SyntaxError, COMMANDS};
+pub use command::{
+    Command, CommandError, CommandRole, CommandSpec, Parsed, Role, SyntaxError, COMMANDS,
+};
 pub use protocol::{Answer, MAX_LINE};
 pub use server::{block_signals, ControlError, ControlOptions, ControlServer, Limits, Stopper};

@@ -185,6 +185,7 @@ fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>>
 /// The control thread's options from the configuration.
 fn control_options(config: &Config) -> ControlOptions {
     ControlOptions {
+        admin_group: config.admin_group.clone(),
         socket_group: config.socket_group.clone(),
         signal_port: config.signal_port,
         apps: config.apps.clone(),

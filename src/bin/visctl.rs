@@ -218,7 +218,7 @@ fn unreachable(socket: &Path, origin: &Origin, err: &io::Error) -> String {
             "connection refused: nothing listens there; skywired is not running (or stopped without removing its socket): start it".to_owned()
         }
         io::ErrorKind::PermissionDenied => {
-            "permission denied: run visctl as root, or as a member of the socket's group".to_owned()
+            "permission denied: this user may not open the socket or enter its folder (skywired makes its socket open to all and decides itself what each user may do): run visctl as root or as skywired's user, or put the socket in a folder that all may enter, such as /run/skywire".to_owned()
         }
         _ => format!("{err}: is skywired running, and is this its socket?"),
     };

@@ -9,7 +9,7 @@ use skywire_dataplane::api::Request;
 
 use crate::signal::AppId;
 pub use table::{
-    CommandSpec, Role, COMMANDS, DEFAULT_LOG_LINES, DEFAULT_PING_COUNT, MAX_LOG_LINES,
+    CommandRole, CommandSpec, Role, COMMANDS, DEFAULT_LOG_LINES, DEFAULT_PING_COUNT, MAX_LOG_LINES,
     MAX_PING_COUNT,
 };
 pub use words::{join_words, quote, tokenize, SyntaxError};
@@ -123,6 +123,9 @@ pub struct Parsed {
     pub spec: &'static CommandSpec,
     /// The command.
     pub command: Command,
+    /// The role this use of the command needs; `None` when the table gives it none, and then
+    /// nobody may run it.
+    pub role: Option<Role>,
 }
 
 /// Why a line is not a command that can be run. The messages do not repeat the command's name:
@@ -185,9 +188,13 @@ pub fn parse(words: &[String]) -> Result<Option<Parsed>, CommandError> {
         return Ok(None);
     };
     match find(name) {
-        Some(spec) => spec
-            .parse(args)
-            .map(|command| Some(Parsed { spec, command })),
+        Some(spec) => spec.parse(args).map(|command| {
+            Some(Parsed {
+                spec,
+                command,
+                role: spec.role.needed(args),
+            })
+        }),
         None => Err(CommandError::Unknown {
             name: shorten(name),
             suggestion: suggest(name),

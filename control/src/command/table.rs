@@ -1,5 +1,5 @@
-//! The command table: every command's names, who may run it, its usage and help, and how its
-//! arguments are read into a [`Command`]. `help` prints it, in this order, from `visctl` without
+//! The command table: every command's names, the role it needs, its usage and help, and how
+//! its arguments are read into a [`Command`]. `help` prints it, in this order, from `visctl` without
 //! a daemon as well as from `skywired`.
 
 use serde::Serialize;
@@ -24,13 +24,71 @@ pub const DEFAULT_LOG_LINES: usize = 20;
 /// Most output lines one `logs` may ask for (the supervisor keeps 1000 per app).
 pub const MAX_LOG_LINES: usize = 1000;
 
-/// Who may run a command. A command that is not in the table is refused whoever asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What a peer of the control socket may do, and what a command needs. An administrator may
+/// run every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// The node's administrators: whoever may connect to the control socket.
+    /// Commands that change nothing: also for `control.socket_group` and launched apps.
+    ReadOnly,
+    /// Every command: root, skywired's own user and `control.admin_group`.
     Admin,
 }
+
+impl Role {
+    /// Whether a peer with this role may run a command that needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+/// The role a command needs: one for every use of it, or one per subcommand. A use of a
+/// command that the table gives no role is refused whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandRole {
+    /// Every use of the command needs this role.
+    Whole(Role),
+    /// The role depends on the first argument, the subcommand; one not listed is refused.
+    BySubcommand(&'static [(&'static str, Role)]),
+}
+
+impl CommandRole {
+    /// The role the command needs with `args`; `None` when the table gives it none.
+    pub fn needed(&self, args: &[String]) -> Option<Role> {
+        match self {
+            CommandRole::Whole(role) => Some(*role),
+            CommandRole::BySubcommand(roles) => {
+                let subcommand = args.first()?;
+                roles
+                    .iter()
+                    .find(|(name, _)| name == subcommand)
+                    .map(|(_, role)| *role)
+            }
+        }
+    }
+}
+
+/// `"admin"`, or a map of subcommands to roles.
+impl Serialize for CommandRole {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CommandRole::Whole(role) => role.serialize(serializer),
+            CommandRole::BySubcommand(roles) => {
+                serializer.collect_map(roles.iter().map(|(name, role)| (name, role)))
+            }
+        }
+    }
+}
+
+const READ_ONLY: CommandRole = CommandRole::Whole(Role::ReadOnly);
+const ADMIN: CommandRole = CommandRole::Whole(Role::Admin);
+/// `vpn` and `socks`: anyone who may use the socket sees their state; starting and stopping
+/// them is the administrators'.
+const APP_SWITCH: CommandRole = CommandRole::BySubcommand(&[
+    ("status", Role::ReadOnly),
+    ("start", Role::Admin),
+    ("stop", Role::Admin),
+]);
 
 /// One entry of the command table.
 #[derive(Debug, Serialize)]
@@ -39,8 +97,9 @@ pub struct CommandSpec {
     pub name: &'static str,
     /// Shorter names for it.
     pub aliases: &'static [&'static str],
-    /// Who may run it.
-    pub role: Role,
+    /// The role it needs: a required field, so that no command is added without deciding
+    /// who may run it.
+    pub role: CommandRole,
     /// The command line, with its arguments in capitals.
     pub usage: &'static str,
     /// What it does, in a few words.
@@ -168,7 +227,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "help",
         aliases: &["h", "?"],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "help [COMMAND|APP]",
         summary: "list the commands, or explain a command or an app",
         help: "Without an argument, lists every command with a one-line summary. With a \
@@ -180,7 +239,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "status",
         aliases: &[],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "status",
         summary: "the node at a glance: key, mesh address, UDP address, uptime, counts",
         help: "Shows this node's public key (its name), its mesh address, the UDP address it \
@@ -192,7 +251,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "list_transports",
         aliases: &["lt"],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "list_transports",
         summary: "the neighbours' transports: link state, latency, counters",
         help: "One row per configured neighbour: its key, the endpoint its packets go to, \
@@ -204,7 +263,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "list_routes",
         aliases: &["lr"],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "list_routes",
         summary: "the routes this node is an end of, and its routing table",
         help: "Lists the routes this node is an end of (the other end, the path, whether this \
@@ -217,7 +276,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "build_route",
         aliases: &["br"],
-        role: Role::Admin,
+        role: ADMIN,
         usage: "build_route N0 N1 …",
         summary: "set up a route along a path of node keys",
         help: "Sets up a route hop by hop along the nodes given by public key (44 characters \
@@ -230,7 +289,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "rm_route",
         aliases: &["rr"],
-        role: Role::Admin,
+        role: ADMIN,
         usage: "rm_route KEY",
         summary: "tear down the route to a node",
         help: "Tears down the route to the node with public key KEY: every hop drops its \
@@ -243,7 +302,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "ping_node",
         aliases: &["pn"],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "ping_node KEY [COUNT]",
         summary: "ping a node over its route (ICMPv6 echo)",
         help: "Sends COUNT echo requests (4 unless given, at most 100) to the mesh address of \
@@ -254,7 +313,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "vpn",
         aliases: &[],
-        role: Role::Admin,
+        role: APP_SWITCH,
         usage: "vpn start|stop [client|server] | vpn status",
         summary: "start or stop the VPN apps, or show their state",
         help: "`vpn start` and `vpn stop` start and stop the VPN client (or, with `server`, the \
@@ -267,7 +326,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "socks",
         aliases: &[],
-        role: Role::Admin,
+        role: APP_SWITCH,
         usage: "socks start|stop|status [client|server]",
         summary: "start, stop or show the SOCKS apps",
         help: "`socks status` shows the SOCKS client app (the local SOCKS5 port, its exit and \
@@ -282,7 +341,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "apps",
         aliases: &[],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "apps",
         summary: "the launchable apps of the catalog: name and description",
         help: "Lists the apps of the config's `apps:` catalog that `start` can launch, with \
@@ -293,7 +352,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "start",
         aliases: &["s"],
-        role: Role::Admin,
+        role: ADMIN,
         usage: "start [-a] APP [ARGS…]",
         summary: "launch an app of the catalog under a new id",
         help: "Launches catalog app APP with ARGS, or with its `default_args` when no ARGS \
@@ -308,7 +367,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "list_apps",
         aliases: &["la"],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "list_apps [-f]",
         summary: "the launched apps: id, name, state, pid, restarts, uptime",
         help: "Lists the apps this skywired launched that have not exited: id, catalog name, \
@@ -321,7 +380,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "ping",
         aliases: &[],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "ping ID",
         summary: "an app's signal round trip, in milliseconds",
         help: "Sends a ping over the signal protocol to app ID and shows the round-trip time. \
@@ -338,7 +397,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "res_usage",
         aliases: &["ru"],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "res_usage ID",
         summary: "an app's CPU, memory, threads, open files, uptime and restarts",
         help: "Shows app ID's resource usage read from /proc: CPU use since the previous \
@@ -355,7 +414,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "shutdown",
         aliases: &["sd"],
-        role: Role::Admin,
+        role: ADMIN,
         usage: "shutdown ID",
         summary: "stop an app: signal shutdown, then SIGTERM, then SIGKILL",
         help: "Stops app ID and answers once its process is reaped. A registered signal \
@@ -374,7 +433,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "attach",
         aliases: &[],
-        role: Role::Admin,
+        role: ADMIN,
         usage: "attach ID",
         summary: "stream an app's output and send it input, until detached",
         help: "Attaches the connection to app ID: from then on, every line the app writes \
@@ -394,7 +453,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "logs",
         aliases: &[],
-        role: Role::Admin,
+        role: READ_ONLY,
         usage: "logs ID [N]",
         summary: "an app's last output lines",
         help: "Shows the last N lines (20 unless given, at most 1000) that app ID wrote to its \

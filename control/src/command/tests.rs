@@ -334,3 +334,69 @@ fn every_entry_explains_itself() {
         }
     }
 }
+
+/// The role each use of a command needs, as a line reads. A command added to the table must be
+/// added here too: what a member of `control.socket_group` or a launched app may run is decided
+/// on purpose, never by a default.
+#[test]
+fn every_command_needs_the_role_decided_for_it() {
+    let read_only = [
+        "help",
+        "help status",
+        "status",
+        "list_transports",
+        "list_routes",
+        &format!("ping_node {KEY_A}"),
+        "vpn status",
+        "socks status",
+        "apps",
+        "list_apps -f",
+        "ping 1",
+        "res_usage 1",
+        "logs 1",
+    ];
+    let admin = [
+        &format!("build_route {KEY_A}") as &str,
+        &format!("rm_route {KEY_A}"),
+        "vpn start",
+        "vpn stop server",
+        "socks start",
+        "socks stop client",
+        "start example",
+        "start -a example --flag",
+        "shutdown 1",
+        "attach 1",
+    ];
+    let mut covered = std::collections::BTreeSet::new();
+    for (lines, role) in [(&read_only[..], Role::ReadOnly), (&admin[..], Role::Admin)] {
+        for line in lines {
+            let parsed = parse_line(line).unwrap().unwrap();
+            assert_eq!(parsed.role, Some(role), "{line}");
+            covered.insert(parsed.spec.name);
+        }
+    }
+    let all: std::collections::BTreeSet<_> = COMMANDS.iter().map(|spec| spec.name).collect();
+    assert_eq!(
+        covered, all,
+        "add every new command to this test with the role it needs"
+    );
+    assert!(Role::Admin.allows(Role::ReadOnly));
+    assert!(!Role::ReadOnly.allows(Role::Admin));
+}
+
+#[test]
+fn a_subcommand_without_a_role_is_refused_to_everyone() {
+    const ROLES: CommandRole = CommandRole::BySubcommand(&[("status", Role::ReadOnly)]);
+    let words = |line: &str| tokenize(line).unwrap();
+    assert_eq!(ROLES.needed(&words("status")), Some(Role::ReadOnly));
+    assert_eq!(ROLES.needed(&words("start")), None);
+    assert_eq!(ROLES.needed(&[]), None);
+    assert_eq!(
+        serde_json::to_value(ROLES).unwrap(),
+        serde_json::json!({"status": "read_only"})
+    );
+    assert_eq!(
+        serde_json::to_value(CommandRole::Whole(Role::Admin)).unwrap(),
+        "admin"
+    );
+}

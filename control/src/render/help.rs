@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::command::{CommandSpec, LocalCommand, COMMANDS};
+use crate::command::{CommandRole, CommandSpec, LocalCommand, Role, COMMANDS};
 use crate::protocol::success_line;
 
 /// Width of help's wrapped text, in characters.
@@ -66,14 +66,39 @@ pub fn help_overview() -> String {
     text
 }
 
-/// The text of `help COMMAND`: its usage, aliases and help.
+/// The text of `help COMMAND`: its usage, aliases, who may run it, and help.
 pub fn help_topic(spec: &CommandSpec) -> String {
     let mut text = format!("usage: {}\n", spec.usage);
     if !spec.aliases.is_empty() {
         let _ = writeln!(text, "aliases: {}", spec.aliases.join(", "));
     }
+    let _ = writeln!(text, "who: {}", who_may(spec));
     let _ = write!(text, "{}\n{}", spec.summary, wrap(spec.help, WIDTH));
     text
+}
+
+/// Who may run the command, in a few words.
+fn who_may(spec: &CommandSpec) -> String {
+    let who = |role| match role {
+        Role::ReadOnly => "anyone allowed on the socket",
+        Role::Admin => "administrators",
+    };
+    match spec.role {
+        CommandRole::Whole(role) => who(role).to_owned(),
+        CommandRole::BySubcommand(roles) => [Role::ReadOnly, Role::Admin]
+            .into_iter()
+            .filter_map(|role| {
+                let subcommands: Vec<&str> = roles
+                    .iter()
+                    .filter(|(_, needed)| *needed == role)
+                    .map(|(subcommand, _)| *subcommand)
+                    .collect();
+                (!subcommands.is_empty())
+                    .then(|| format!("{}: {}", subcommands.join(", "), who(role)))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 /// Breaks `text` into lines of at most `width` characters where it can.
@@ -128,11 +153,17 @@ mod tests {
         let entries = answer.result.unwrap()["help"].clone();
         assert_eq!(entries[0]["name"], "ping_node");
         assert_eq!(entries[0]["aliases"], serde_json::json!(["pn"]));
-        assert_eq!(entries[0]["role"], "admin");
-        assert!(answer
-            .text
-            .unwrap()
-            .starts_with("usage: ping_node KEY [COUNT]\n"));
+        assert_eq!(entries[0]["role"], "read_only");
+        assert!(answer.text.unwrap().starts_with(
+            "usage: ping_node KEY [COUNT]\naliases: pn\nwho: anyone allowed on the socket\n"
+        ));
+        let vpn = help_topic(find("vpn").unwrap());
+        assert!(
+            vpn.contains(
+                "who: status: anyone allowed on the socket; start, stop: administrators\n"
+            ),
+            "{vpn}"
+        );
 
         let all = help_line(None);
         let answer = Answer::parse(std::str::from_utf8(&all).unwrap().trim_end()).unwrap();

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{duration, two_places, usage, Table};
-use crate::catalog::{AppSpec, Catalog};
+use crate::catalog::{AppSpec, Args, Catalog};
 use crate::command::{join_words, DETACH_LINE};
 use crate::protocol::{failure_line, success_line};
 use crate::signal::AppId;
@@ -49,9 +49,13 @@ pub(crate) fn help_app_line(name: &str, spec: Option<&AppSpec>) -> Vec<u8> {
     if !spec.desc.trim().is_empty() {
         let _ = write!(text, ": {}", spec.desc.trim());
     }
+    let (usage, arguments) = match spec.args {
+        Args::Free => (" [ARGS…]", "default arguments"),
+        Args::Fixed => ("", "arguments (fixed: the entry does not say `args: free`)"),
+    };
     let _ = write!(
         text,
-        "\nusage: start [-a] {name} [ARGS…]\nprogram: {}",
+        "\nusage: start [-a] {name}{usage}\nprogram: {}",
         spec.path
     );
     let defaults = if spec.default_args.is_empty() {
@@ -59,7 +63,7 @@ pub(crate) fn help_app_line(name: &str, spec: Option<&AppSpec>) -> Vec<u8> {
     } else {
         join_words(&spec.default_args)
     };
-    let _ = write!(text, "\ndefault arguments: {defaults}");
+    let _ = write!(text, "\n{arguments}: {defaults}");
     if spec.daemon {
         text.push_str("\ndaemon: restarted with a growing delay whenever it exits");
     }

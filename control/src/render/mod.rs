@@ -20,6 +20,7 @@ pub(crate) use launched::{
     attached_line, catalog_line, detached_line, help_app_line, list_line, logs_line, result_line,
     started_line, stream_line, DetachReason,
 };
+pub(crate) use node::status_line;
 
 /// The reply line for the dataplane's response to `command`.
 pub fn response_line(command: &str, response: &Response) -> Vec<u8> {

@@ -1,8 +1,10 @@
-//! Text for the node's own replies: its status, transports, routes and routing table, a route
-//! built, a ping. Tables show full node keys where users copy them, short ones inside paths and
-//! rules.
+//! Text for the node's own replies: its status (with the control thread's signal server),
+//! transports, routes and routing table, a route built, a ping. Tables show full node keys
+//! where users copy them, short ones inside paths and rules.
 
 use std::fmt::Write as _;
+
+use serde::Serialize;
 
 use skywire_dataplane::api::{
     PingReply, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow,
@@ -10,6 +12,49 @@ use skywire_dataplane::api::{
 use skywire_dataplane::NodeKey;
 
 use super::{ago, bytes, duration, millis, traffic, two_places, Table};
+use crate::protocol::success_line;
+use crate::signal::ListenerState;
+
+/// The `result` of `status`: the dataplane's figures, and the signal server's state, which the
+/// control thread knows.
+#[derive(Debug, Serialize)]
+struct NodeStatus<'a> {
+    #[serde(flatten)]
+    node: &'a StatusReply,
+    signal_server: &'a ListenerState,
+}
+
+/// The reply line of `status`.
+pub(crate) fn status_line(command: &str, node: &StatusReply, signal: &ListenerState) -> Vec<u8> {
+    let text = format!(
+        "{}\n{:<13} {}",
+        status(node),
+        "signal server",
+        signal_server(signal)
+    );
+    success_line(
+        command,
+        &NodeStatus {
+            node,
+            signal_server: signal,
+        },
+        &text,
+    )
+}
+
+fn signal_server(state: &ListenerState) -> String {
+    match state {
+        ListenerState::Listening { address } => format!("listening on {address}"),
+        ListenerState::Retrying {
+            address,
+            error,
+            retry_in_ms,
+        } => format!(
+            "retrying: cannot listen on {address}: {error}; next try in {}",
+            duration(*retry_in_ms as f64 / 1000.0)
+        ),
+    }
+}
 
 pub(super) fn status(status: &StatusReply) -> String {
     let rows = [

@@ -9,6 +9,7 @@ use skywire_dataplane::NodeKey;
 
 use super::*;
 use crate::protocol::Answer;
+use crate::signal::ListenerState;
 
 fn key(text: &str) -> NodeKey {
     text.parse().unwrap()
@@ -289,6 +290,47 @@ fn response_lines_hold_the_data_untagged_or_the_error() {
     assert_eq!(result["mesh_address"], "fd00::1");
     assert!(result.get("status").is_none(), "{result}");
     assert_eq!(reply_text(&Reply::Stopped), "the dataplane has stopped");
+}
+
+#[test]
+fn status_adds_the_signal_servers_state() {
+    let node = StatusReply {
+        key: key(KEY_A),
+        mesh_address: "fd00::1".parse().unwrap(),
+        listen: "[::]:7777".parse().unwrap(),
+        uptime_secs: 5,
+        transports: 1,
+        links_up: 1,
+        routes: 0,
+        rules: 0,
+    };
+    let read =
+        |line: Vec<u8>| Answer::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
+    let listening = ListenerState::Listening {
+        address: "127.0.0.1:7999".parse().unwrap(),
+    };
+    let answer = read(status_line("status", &node, &listening));
+    let result = answer.result.unwrap();
+    assert_eq!(result["key"], KEY_A);
+    assert_eq!(
+        result["signal_server"],
+        serde_json::json!({"state": "listening", "address": "127.0.0.1:7999"})
+    );
+    assert!(answer
+        .text
+        .unwrap()
+        .ends_with("\nrules         0\nsignal server listening on 127.0.0.1:7999"));
+
+    let retrying = ListenerState::Retrying {
+        address: "127.0.0.1:7999".parse().unwrap(),
+        error: "Address already in use (os error 98)".to_owned(),
+        retry_in_ms: 4_200,
+    };
+    let answer = read(status_line("status", &node, &retrying));
+    assert_eq!(answer.result.unwrap()["signal_server"]["state"], "retrying");
+    assert!(answer.text.unwrap().ends_with(
+        "signal server retrying: cannot listen on 127.0.0.1:7999: Address already in use (os error 98); next try in 4.2 s"
+    ));
 }
 
 #[test]

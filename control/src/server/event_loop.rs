@@ -17,6 +17,7 @@ use skywire_dataplane::api::{Reply, Request, RequestId, RequestSender, Response}
 
 use super::apps::{self, Outcome};
 use super::connection::{Action, Attachment, Connection};
+use super::peer::{Credentials, Peer, Policy};
 use super::signals::{Children, Received, Signals};
 use super::{ControlError, Limits, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
 use crate::command::{Command, Parsed};
@@ -90,10 +91,11 @@ struct AppHost {
     attached: HashMap<AttachId, Token>,
 }
 
-/// One client: its socket and its connection's state.
+/// One client: its socket, who it is and its connection's state.
 #[derive(Debug)]
 struct Client {
     stream: UnixStream,
+    peer: Peer,
     connection: Connection,
     /// Stopped reading at the per-wake-up bound with input possibly left.
     unread: bool,
@@ -175,6 +177,7 @@ pub(super) struct Parts {
     pub(super) signals: Signals,
     pub(super) waker: Arc<Waker>,
     pub(super) stop: Arc<AtomicBool>,
+    pub(super) policy: Policy,
     pub(super) limits: Limits,
     pub(super) children: Children,
     pub(super) supervisor: Supervisor,
@@ -188,6 +191,7 @@ pub(super) struct Control {
     signals: Signals,
     _waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    policy: Policy,
     limits: Limits,
     clients: HashMap<Token, Client>,
     next_token: usize,
@@ -205,6 +209,7 @@ impl Control {
             signals: parts.signals,
             _waker: parts.waker,
             stop: parts.stop,
+            policy: parts.policy,
             limits: parts.limits,
             clients: HashMap::new(),
             next_token: FIRST_CLIENT,
@@ -353,6 +358,9 @@ impl Control {
                         let _ = stream.write(&line);
                         continue;
                     }
+                    let Some(peer) = self.identify(&mut stream) else {
+                        continue;
+                    };
                     let token = Token(self.next_token);
                     self.next_token = self.next_token.wrapping_add(1).max(FIRST_CLIENT);
                     if let Err(err) = self.poll.registry().register(
@@ -365,6 +373,7 @@ impl Control {
                     }
                     let client = Client {
                         stream,
+                        peer,
                         connection: Connection::new(self.limits, now),
                         unread: false,
                         broken: false,
@@ -379,6 +388,36 @@ impl Control {
                 }
             }
         }
+    }
+
+    /// Who the client on `stream` is; `None`, after telling it why, when it may not use the
+    /// socket at all.
+    fn identify(&self, stream: &mut UnixStream) -> Option<Peer> {
+        let credentials = match Credentials::of(stream) {
+            Ok(credentials) => credentials,
+            Err(err) => {
+                log::warn!("refusing a control connection: cannot read its credentials: {err}");
+                let line = failure_line(
+                    None,
+                    &format!("skywired cannot read this client's credentials ({err}), so it cannot tell what it may do"),
+                );
+                let _ = stream.write(&line);
+                return None;
+            }
+        };
+        let ancestry = self.apps.supervisor.ancestry(credentials.pid);
+        let peer = self.policy.admit(credentials, ancestry);
+        if let Some(refusal) = self.policy.refusal(&peer) {
+            log::info!(
+                "refused a control connection from {peer}: {}",
+                peer.standing()
+            );
+            // Best effort, as above.
+            let _ = stream.write(&failure_line(None, &refusal.to_string()));
+            return None;
+        }
+        log::debug!("control connection from {peer}: {}", peer.standing());
+        Some(peer)
     }
 
     fn read_signals(&mut self) {
@@ -488,7 +527,15 @@ impl Control {
             log::debug!("dropping the reply to request {id}: its client has gone");
             return;
         };
-        client.answer(&render::response_line(waiting.command, response));
+        let line = match response {
+            Ok(Reply::Status(status)) => render::status_line(
+                waiting.command,
+                status,
+                &self.apps.supervisor.signal().listener_state(Instant::now()),
+            ),
+            _ => render::response_line(waiting.command, response),
+        };
+        client.answer(&line);
         self.drive(waiting.client);
     }
 
@@ -636,12 +683,22 @@ impl Control {
         self.settle(token);
     }
 
-    /// Runs one command where it belongs: the command table, the supervisor or the dataplane.
+    /// Runs one command where it belongs, if the client may: the command table, the
+    /// supervisor or the dataplane.
     fn run_command(&mut self, token: Token, parsed: Parsed) {
         let name = parsed.spec.name;
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
+        if let Err(denied) = self.policy.check(&client.peer, name, parsed.role) {
+            log::info!(
+                "refused `{name}` to {} ({})",
+                client.peer,
+                client.peer.standing()
+            );
+            client.answer(&failure_line(Some(name), &denied.to_string()));
+            return;
+        }
         match parsed.command {
             Command::Local(local) => client.answer(&render::local_line(&local)),
             Command::App(command) => {

@@ -1,10 +1,12 @@
-//! The control thread, in rooms: the socket's file (`socket`), the process's Unix signals
-//! (`signals`), the loop that serves (`event_loop`) and one connection's protocol, without
-//! its socket (`connection`); the app commands run against the supervisor in `apps`.
+//! The control thread, in rooms: the socket's file (`socket`), who is on the other end of a
+//! connection and what it may do (`peer`), the process's Unix signals (`signals`), the loop
+//! that serves (`event_loop`) and one connection's protocol, without its socket
+//! (`connection`); the app commands run against the supervisor in `apps`.
 
 mod apps;
 mod connection;
 mod event_loop;
+mod peer;
 mod signals;
 mod socket;
 
@@ -25,9 +27,10 @@ use skywire_dataplane::api::{RequestId, RequestSender, Response};
 
 use crate::catalog::Catalog;
 use crate::signal::{
-    SignalServer, SignalServerError, SignalServerOptions, TokenRange, DEFAULT_PORT,
+    ListenerState, SignalServer, SignalServerError, SignalServerOptions, TokenRange, DEFAULT_PORT,
 };
 use crate::supervisor::{Supervisor, SupervisorOptions};
+use peer::Policy;
 pub use signals::block_signals;
 use signals::{Children, Signals};
 use socket::SocketFile;
@@ -82,24 +85,35 @@ pub enum ControlError {
         /// What the operating system said.
         source: io::Error,
     },
-    /// The socket's mode or group could not be set.
-    #[error("cannot set the mode or group of the control socket {}: {source}; check who owns its folder, or set control.socket in the config", .path.display())]
+    /// The socket's mode could not be set.
+    #[error("cannot set the mode of the control socket {}: {source}; check who owns its folder, or set control.socket in the config", .path.display())]
     Permissions {
         /// The socket.
         path: PathBuf,
         /// What the operating system said.
         source: io::Error,
     },
-    /// The group the socket should belong to does not exist.
-    #[error("the control socket's group `{group}` does not exist: create it (groupadd {group}) or name another")]
+    /// A group the config names does not exist.
+    #[error("control.{key} names the group `{group}`, which does not exist: create it (groupadd {group}) or name another")]
     UnknownGroup {
         /// The group's name.
         group: String,
+        /// The config key that names it.
+        key: &'static str,
+    },
+    /// The group database could not be read.
+    #[error("cannot look up the group `{group}`: {source}; check /etc/group (or NSS)")]
+    GroupLookup {
+        /// The group's name.
+        group: String,
+        /// What the system said.
+        source: io::Error,
     },
     /// TERM, INT, HUP and CHLD could not be blocked or read through a signalfd.
     #[error("cannot set up the handling of TERM, INT, HUP and CHLD: {0}")]
     Signals(Errno),
-    /// The signal server could not listen (its port is taken, most likely).
+    /// The signal server could not be made (a port that is taken is not this: the server
+    /// tries it again while the node runs).
     #[error("{0}")]
     Signal(SignalServerError),
     /// The event loop could not be made or failed.
@@ -115,8 +129,11 @@ pub enum ControlError {
 pub struct ControlOptions {
     /// The socket's path (`control.socket`).
     pub socket: PathBuf,
-    /// A group that should own the socket, so that its members may connect; `None` keeps the
-    /// process's group.
+    /// A group whose members may run every command (`control.admin_group`), beside root and
+    /// skywired's own user.
+    pub admin_group: Option<String>,
+    /// A group whose members may run the read-only commands (`control.socket_group`), as
+    /// launched apps may.
     pub socket_group: Option<String>,
     /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`); 0 picks a free one.
     pub signal_port: u16,
@@ -127,10 +144,12 @@ pub struct ControlOptions {
 }
 
 impl ControlOptions {
-    /// The socket `socket`, no group, the default signal port, no apps, apps run in `base_dir`.
+    /// The socket `socket`, no groups, the default signal port, no apps, apps run in
+    /// `base_dir`.
     pub fn new(socket: impl Into<PathBuf>, base_dir: impl Into<PathBuf>) -> ControlOptions {
         ControlOptions {
             socket: socket.into(),
+            admin_group: None,
             socket_group: None,
             signal_port: DEFAULT_PORT,
             apps: Catalog::default(),
@@ -194,19 +213,24 @@ pub struct ControlServer {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     socket: SocketFile,
+    policy: Policy,
     limits: Limits,
     children: Children,
     supervisor: Supervisor,
 }
 
 impl ControlServer {
-    /// Binds the socket (mode 0660; refuses with a clear error if another daemon answers on it;
+    /// Looks up the configured groups, binds the socket (mode 0666: each client's credentials
+    /// decide what it may do; refuses with a clear error if another daemon answers on it;
     /// replaces a stale socket file only when connecting to it is refused), creates the
     /// signalfd for TERM, INT, HUP and CHLD, which the caller has blocked with
     /// [`block_signals`] in every thread, and binds the signal server on 127.0.0.1.
     pub fn bind(options: ControlOptions) -> Result<ControlServer, ControlError> {
-        let (mut listener, socket) =
-            socket::bind(&options.socket, options.socket_group.as_deref())?;
+        let policy = Policy::new(
+            options.admin_group.as_deref(),
+            options.socket_group.as_deref(),
+        )?;
+        let (mut listener, socket) = socket::bind(&options.socket)?;
         let poll = Poll::new().map_err(ControlError::EventLoop)?;
         let signals = Signals::new()?;
         let registry = poll.registry();
@@ -222,7 +246,7 @@ impl ControlServer {
             .map_err(ControlError::EventLoop)?;
         let waker = Arc::new(Waker::new(registry, WAKER).map_err(ControlError::EventLoop)?);
         let now = Instant::now();
-        let signal = SignalServer::bind(
+        let signal = SignalServer::new(
             SignalServerOptions {
                 port: options.signal_port,
                 ..SignalServerOptions::default()
@@ -241,10 +265,15 @@ impl ControlServer {
             now,
         )
         .map_err(ControlError::EventLoop)?;
+        let signal_state = match supervisor.signal().listener_state(now) {
+            ListenerState::Listening { address } => format!("signal server on {address}"),
+            ListenerState::Retrying { address, .. } => {
+                format!("signal server not listening on {address} yet (see above)")
+            }
+        };
         log::info!(
-            "control socket {}; signal server on {}; {} app(s) in the catalog",
+            "control socket {}; {signal_state}; {} app(s) in the catalog",
             socket.path().display(),
-            supervisor.signal().local_addr(),
             supervisor.catalog().len()
         );
         Ok(ControlServer {
@@ -254,13 +283,15 @@ impl ControlServer {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             socket,
+            policy,
             limits: Limits::default(),
             children: Children::default(),
             supervisor,
         })
     }
 
-    /// Where launched apps reach the signal server (`SIGNAL_SERVER_ADDRESS`), with the real port.
+    /// Where launched apps reach the signal server (`SIGNAL_SERVER_ADDRESS`): with the real
+    /// port once it listens, the configured one while the port is taken.
     pub fn signal_addr(&self) -> SocketAddr {
         self.supervisor.signal().local_addr()
     }
@@ -316,6 +347,7 @@ impl ControlServer {
             waker,
             stop,
             socket,
+            policy,
             limits,
             children,
             supervisor,
@@ -326,6 +358,7 @@ impl ControlServer {
             signals,
             waker,
             stop,
+            policy,
             limits,
             children,
             supervisor,

@@ -1,6 +1,7 @@
-//! The control socket's file: bound with mode 0660 (and the configured group), never over a
-//! live daemon's socket or over something that is not a socket, a stale one replaced, a missing
-//! folder created; removed when the server stops unless another has taken its place.
+//! The control socket's file: bound with mode 0666 (each client's credentials decide what it may
+//! do), never over a live daemon's socket or over something that is not a socket, a stale one
+//! replaced, a missing folder created (mode 0755); removed when the server stops unless another
+//! has taken its place.
 
 use std::fs;
 use std::io;
@@ -13,16 +14,14 @@ use mio::net::{UnixListener, UnixStream};
 
 use super::ControlError;
 
-/// The socket's mode: owner and group may connect.
-const SOCKET_MODE: u32 = 0o660;
+/// The socket's mode: anyone may connect; who may do what is decided from the peer's
+/// credentials. Its folder decides who can reach it at all.
+const SOCKET_MODE: u32 = 0o666;
 /// The mode of the socket's folder when it has to be created.
 const SOCKET_DIR_MODE: u32 = 0o755;
 
-/// Binds the socket at `path`, owned by `group` when one is given.
-pub(super) fn bind(
-    path: &Path,
-    group: Option<&str>,
-) -> Result<(UnixListener, SocketFile), ControlError> {
+/// Binds the socket at `path`.
+pub(super) fn bind(path: &Path) -> Result<(UnixListener, SocketFile), ControlError> {
     prepare_socket_path(path)?;
     let listener = UnixListener::bind(path).map_err(|source| bind_error(path, source))?;
     let file = SocketFile::new(path.to_path_buf());
@@ -32,9 +31,6 @@ pub(super) fn bind(
             source,
         }
     })?;
-    if let Some(group) = group {
-        set_group(path, group)?;
-    }
     Ok((listener, file))
 }
 
@@ -149,17 +145,4 @@ fn bind_error(path: &Path, source: io::Error) -> ControlError {
             source,
         }
     }
-}
-
-fn set_group(path: &Path, group: &str) -> Result<(), ControlError> {
-    let permissions = |source: io::Error| ControlError::Permissions {
-        path: path.to_path_buf(),
-        source,
-    };
-    let entry = nix::unistd::Group::from_name(group)
-        .map_err(|errno| permissions(io::Error::from(errno)))?
-        .ok_or_else(|| ControlError::UnknownGroup {
-            group: group.to_owned(),
-        })?;
-    std::os::unix::fs::chown(path, None, Some(entry.gid.as_raw())).map_err(permissions)
 }

@@ -76,19 +76,11 @@ pub enum SignalError {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalServerError {
-    /// The port is taken or not allowed.
-    #[error("cannot listen for signal clients on {addr}: {source}; is another skywired using the port? set another port in the config's control.signal_port (0 picks a free one)")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// What the system said.
-        source: io::Error,
-    },
     /// The token range has no room for the listener and a connection.
     #[error("the signal server needs at least 2 mio tokens, got {0}")]
     Tokens(usize),
-    /// mio refused the listener.
-    #[error("cannot register the signal listener with the event loop: {0}")]
+    /// The event loop could not be shared with the server.
+    #[error("cannot share the event loop with the signal server: {0}")]
     Poll(#[from] io::Error),
 }
 

@@ -15,7 +15,7 @@ pub use client::{ClientConfig, ClientError, SignalClient, SignalClientHandle};
 pub use events::{SignalError, SignalEvent, SignalReply, SignalServerError};
 pub use frame::{Decoder, Frame, FrameError, MAX_BODY};
 pub use message::Request;
-pub use server::{RequestHandle, SignalServer, SignalServerOptions};
+pub use server::{ListenerState, RequestHandle, SignalServer, SignalServerOptions};
 
 /// An app's id: given by the supervisor when it is started, sequential, never reused in a
 /// daemon's life, passed to the app in `SIGNAL_CLIENT_ID`.

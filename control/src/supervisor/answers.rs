@@ -179,6 +179,14 @@ pub enum SupervisorError {
         /// What the system said.
         problem: String,
     },
+    /// Arguments were given to an app whose entry allows only its `default_args`.
+    #[error("app {app} runs only with its default arguments ({}): its catalog entry does not say `args: free`; start it without arguments", if .default_args.is_empty() { "none".to_owned() } else { crate::command::join_words(.default_args) })]
+    FixedArgs {
+        /// The app's name.
+        app: String,
+        /// What it runs with.
+        default_args: Vec<String>,
+    },
     /// No app has this id.
     #[error("no app with id {0}: `list_apps` shows the running apps and their ids")]
     NoSuchId(AppId),

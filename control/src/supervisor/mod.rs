@@ -3,6 +3,7 @@
 //! down (signal, then SIGTERM, then SIGKILL), and measures them from /proc and over the signal
 //! protocol. It owns the signal server and no thread: the control thread's mio loop drives it.
 
+mod ancestry;
 mod answers;
 mod backoff;
 mod launch;
@@ -24,7 +25,8 @@ use mio::{Events, Poll, Registry, Token};
 use nix::sys::signal::Signal;
 
 use crate::catalog::{Catalog, ProgramError};
-use crate::signal::{AppId, RequestHandle, SignalServer, TokenRange};
+use crate::signal::{owner, AppId, RequestHandle, SignalServer, TokenRange};
+pub use ancestry::Ancestry;
 pub use answers::{
     AppReply, AppState, AppStatus, AttachEvent, ResourceUsage, Started, StopHow, StopReport,
     SupervisorError,
@@ -261,6 +263,7 @@ impl Supervisor {
     }
 
     /// Starts catalog app `name` with `args` (its `default_args` when `None`) under a new id.
+    /// Other arguments than its `default_args` are refused unless its entry says `args: free`.
     pub fn start(
         &mut self,
         name: &str,
@@ -274,6 +277,15 @@ impl Supervisor {
             .catalog
             .get(name)
             .ok_or_else(|| ProgramError::UnknownApp(name.to_owned()))?;
+        if let Some(args) = args.as_deref().filter(|args| !spec.allows_args(args)) {
+            log::info!(
+                "app {name}: refused to start with other arguments than its default ones: {args:?}"
+            );
+            return Err(SupervisorError::FixedArgs {
+                app: name.to_owned(),
+                default_args: spec.default_args.clone(),
+            });
+        }
         let daemon = spec.daemon;
         let process_spec = launch::ProcessSpec::of(spec);
         let args = args.unwrap_or_else(|| spec.default_args.clone());
@@ -330,6 +342,17 @@ impl Supervisor {
         };
         self.apps.insert(id, app);
         Ok(started)
+    }
+
+    /// Where process `pid` (a control client's, say) stands in the trees of the apps' running
+    /// processes.
+    pub fn ancestry(&self, pid: Option<u32>) -> Ancestry {
+        let running: HashMap<u32, AppId> = self
+            .apps
+            .values()
+            .filter_map(|app| Some((app.process()?.pid, app.id)))
+            .collect();
+        ancestry::trace(pid, |pid| running.get(&pid).copied(), owner::parent_of)
     }
 
     /// Every app this daemon started that it still remembers, by id.

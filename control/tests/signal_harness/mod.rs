@@ -46,7 +46,7 @@ impl Harness {
         let catalog = Catalog::from_yaml_str(catalog_yaml).unwrap();
         let poll = Poll::new().unwrap();
         let now = Instant::now();
-        let signal = SignalServer::bind(
+        let signal = SignalServer::new(
             SignalServerOptions {
                 port: 0,
                 ..SignalServerOptions::default()
