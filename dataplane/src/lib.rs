@@ -15,6 +15,7 @@ pub mod stack;
 pub mod transport;
 pub mod vpn;
 pub mod wire;
+pub mod xeddsa;
 
 pub use identity::{KeyError, NodeKey, SecretKey};
 pub use outbox::{Datagram, Outbox, MAX_DATAGRAM};
