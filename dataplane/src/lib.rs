@@ -12,6 +12,7 @@ pub mod session;
 pub mod sim;
 pub mod socks;
 pub mod stack;
+pub mod topology;
 pub mod transport;
 pub mod vpn;
 pub mod wire;

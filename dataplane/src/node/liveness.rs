@@ -12,12 +12,14 @@ impl Node {
             .is_some_and(|link| link.state == LinkState::Down)
     }
 
-    pub(super) fn mark_alive(&mut self, transport: TransportId, neighbour: NodeKey) {
+    pub(super) fn mark_alive(&mut self, now: Instant, transport: TransportId, neighbour: NodeKey) {
         if let Some(link) = self.links.get_mut(&transport) {
             if link.state != LinkState::Up {
                 link.state = LinkState::Up;
                 log::info!("link to {neighbour} is up");
                 self.events.push_back(Event::LinkUp { neighbour });
+                self.share_adverts(transport);
+                self.schedule_advert(now);
             }
         }
     }
@@ -54,6 +56,7 @@ impl Node {
         for (transport, key) in died {
             log::warn!("link to {key} is dead: silent for {dead_after:?}");
             self.events.push_back(Event::LinkDown { neighbour: key });
+            self.schedule_advert(now);
             self.routes_over_dead_link(now, transport);
         }
         let next = self
