@@ -49,6 +49,8 @@ pub struct LinkModel {
     pub loss_ppm: u32,
     /// A dead link loses everything.
     pub alive: bool,
+    /// This many next datagrams are lost (either way), then the link behaves again.
+    pub lose_next: u32,
 }
 
 impl Default for LinkModel {
@@ -57,6 +59,7 @@ impl Default for LinkModel {
             delay: Duration::from_millis(5),
             loss_ppm: 0,
             alive: true,
+            lose_next: 0,
         }
     }
 }
@@ -94,7 +97,13 @@ pub struct SimNode {
     pub addr: SocketAddr,
     pub events: Vec<Event>,
     pub capture: Option<Arc<Mutex<Capture>>>,
+    /// The options it was made with (a restart makes it anew from them).
+    pub options: NodeOptions,
 }
+
+/// The simulated wall clock at the start, in milliseconds since the Unix epoch: what a node's
+/// first advert sequence number is taken from.
+const WALL_CLOCK_START_MS: u64 = 1_800_000_000_000;
 
 /// The simulated mesh.
 #[derive(Debug)]
@@ -109,6 +118,11 @@ pub struct Sim {
     rng: SplitMix,
     /// Datagrams lost to link models.
     pub lost: u64,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Each node's next deadline as last asked, and the same in a queue (entries that no
+    /// longer match are stale).
+    deadlines: Vec<Option<Instant>>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -151,16 +165,24 @@ impl Sim {
                     keepalive: None,
                 });
             }
+            options.advert_sequence_start = WALL_CLOCK_START_MS;
             tune(i, &mut options);
-            let node = Node::new(options, start, Box::new(SplitMix(rng.next_u64()))).unwrap();
+            let node =
+                Node::new(options.clone(), start, Box::new(SplitMix(rng.next_u64()))).unwrap();
             nodes.push(SimNode {
                 key: secret.public(),
                 node,
                 addr: addr(i),
                 events: Vec::new(),
                 capture: None,
+                options,
             });
         }
+        let by_addr = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (node.addr, i))
+            .collect();
         Sim {
             now: start,
             start,
@@ -174,7 +196,22 @@ impl Sim {
             sequence: 0,
             rng,
             lost: 0,
+            by_addr,
+            deadlines: vec![None; count],
+            timers: BinaryHeap::new(),
         }
+    }
+
+    /// Restarts node `i`: a new node with the same key and options and nothing else (no
+    /// routes, sessions or adverts), whose advert sequence starts from the simulated wall clock.
+    pub fn restart(&mut self, i: usize) {
+        let mut options = self.nodes[i].options.clone();
+        options.advert_sequence_start =
+            WALL_CLOCK_START_MS + u64::try_from(self.elapsed().as_millis()).unwrap();
+        let rng = Box::new(SplitMix(self.rng.next_u64()));
+        self.nodes[i].node = Node::new(options, self.now, rng).unwrap();
+        self.nodes[i].events.clear();
+        self.nodes[i].capture = None;
     }
 
     /// The key of node `i`.
@@ -211,8 +248,16 @@ impl Sim {
     /// Moves every node's outgoing datagrams onto the links and collects events.
     fn collect_outputs(&mut self) {
         for from in 0..self.nodes.len() {
+            self.collect_outputs_of(from);
+        }
+    }
+
+    /// Moves node `from`'s outgoing datagrams onto the links, collects its events and notes
+    /// its next deadline.
+    fn collect_outputs_of(&mut self, from: usize) {
+        {
             while let Some(datagram) = self.nodes[from].node.poll_transmit() {
-                let to = self.nodes.iter().position(|n| n.addr == datagram.to);
+                let to = self.by_addr.get(&datagram.to).copied();
                 if let Some(capture) = &self.nodes[from].capture {
                     capture
                         .lock()
@@ -221,13 +266,18 @@ impl Sim {
                         .push(datagram.bytes().to_vec());
                 }
                 if let Some(to) = to {
-                    let model = self.links.get(&pair(from, to)).copied();
+                    let model = self.links.get_mut(&pair(from, to));
                     let lost = match model {
+                        Some(model) if model.lose_next > 0 => {
+                            model.lose_next -= 1;
+                            true
+                        }
                         Some(model) => {
                             !model.alive || (self.rng.next_u32() % 1_000_000) < model.loss_ppm
                         }
                         None => true,
                     };
+                    let model = self.links.get(&pair(from, to)).copied();
                     if lost {
                         self.lost += 1;
                     } else if let Some(model) = model {
@@ -250,25 +300,47 @@ impl Sim {
                 self.nodes[from].events.push(event);
             }
         }
+        let (at, _) = self.nodes[from].node.poll_timeout();
+        if Some(at) != self.deadlines[from] {
+            self.deadlines[from] = Some(at);
+            self.timers.push(Reverse((at, from)));
+        }
+    }
+
+    /// The earliest node deadline, dropping queue entries that no longer hold.
+    fn next_deadline(&mut self) -> Option<(Instant, usize)> {
+        while let Some(Reverse((at, i))) = self.timers.peek().copied() {
+            if self.deadlines[i] == Some(at) {
+                return Some((at, i));
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     /// Delivers a datagram from outside the mesh (an attacker) to node `to`.
     pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
         let now = self.now;
         self.nodes[to].node.handle_datagram(now, from, bytes);
-        self.collect_outputs();
+        self.collect_outputs_of(to);
     }
 
     /// Runs the mesh until `done` holds or `limit` of virtual time has passed; says which.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let deadline = self.now + limit;
+        // Commands given to nodes between runs leave outputs and deadlines: take every node's.
+        for i in 0..self.nodes.len() {
+            let (at, _) = self.nodes[i].node.poll_timeout();
+            self.deadlines[i] = Some(at);
+            self.timers.push(Reverse((at, i)));
+        }
+        self.collect_outputs();
         loop {
-            self.collect_outputs();
             if done(self) {
                 return true;
             }
             let next_delivery = self.queue.peek().map(|Reverse((at, _))| *at);
-            let next_timer = self.nodes.iter().map(|n| n.node.poll_timeout().0).min();
+            let next_timer = self.next_deadline().map(|(at, _)| at);
             let next = match (next_delivery, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(deadline),
@@ -292,12 +364,17 @@ impl Sim {
                     self.nodes[flight.to]
                         .node
                         .handle_datagram(now, from, &flight.bytes);
+                    self.collect_outputs_of(flight.to);
                 }
             }
-            for sim_node in &mut self.nodes {
-                if sim_node.node.poll_timeout().0 <= now {
-                    sim_node.node.handle_timeout(now);
+            while let Some((at, i)) = self.next_deadline() {
+                if at > now {
+                    break;
                 }
+                self.timers.pop();
+                self.nodes[i].node.handle_timeout(now);
+                self.deadlines[i] = None;
+                self.collect_outputs_of(i);
             }
         }
     }

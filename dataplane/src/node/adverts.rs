@@ -69,9 +69,16 @@ impl Node {
 
     /// Signs and floods an advert of the live links, the fastest first.
     fn advertise(&mut self, now: Instant) {
+        // Only links with a measured round-trip time: the others have no cost to offer yet.
         let mut links: Vec<AdvertLink> = self
-            .live_links()
-            .into_iter()
+            .transports
+            .info()
+            .filter(|info| {
+                self.links
+                    .get(&info.id)
+                    .is_some_and(|link| link.state == LinkState::Up)
+            })
+            .filter_map(|info| Some((info.key, info.rtt?)))
             .map(|(neighbour, rtt)| AdvertLink {
                 neighbour,
                 rtt_micros: u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX),

@@ -42,13 +42,17 @@ impl Node {
             }
             if now >= link.next_probe && info.endpoint.is_some() {
                 link.next_probe = now + interval;
-                due.push((info.id, info.key));
+                due.push((info.id, info.key, info.last_handshake.is_some()));
             }
         }
-        for (transport, key) in due {
+        for (transport, key, timed) in due {
             let nonce = self.rng.next_u64();
             if let Some(link) = self.links.get_mut(&transport) {
-                link.probe = Some((nonce, now));
+                link.probe = Some(Probe {
+                    nonce,
+                    sent: now,
+                    timed,
+                });
             }
             let probe = ControlMessage::Probe { nonce };
             let _ = self.send_control(transport, RouteId::CONTROL, key.mesh_address(), &probe);

@@ -424,8 +424,18 @@ pub struct AdvertCounters {
 #[derive(Debug, Clone, Copy)]
 struct Link {
     state: LinkState,
-    probe: Option<(u64, Instant)>,
+    probe: Option<Probe>,
     next_probe: Instant,
+}
+
+/// A liveness probe waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    nonce: u64,
+    sent: Instant,
+    /// Whether the transport had a session when it left: else it waited for a handshake, and
+    /// its round trip says nothing of the link's.
+    timed: bool,
 }
 
 /// What is known of a link.
@@ -853,6 +863,22 @@ impl Node {
         true
     }
 
+    /// Sends a control message to a neighbour as it is, on `route_id` (0 is the neighbour
+    /// channel). A node sends its own messages through its other commands; this one lets
+    /// tests and tools play a neighbour that misbehaves.
+    pub fn send_control_to(
+        &mut self,
+        neighbour: &NodeKey,
+        route_id: RouteId,
+        message: &ControlMessage,
+    ) -> Result<(), SendError> {
+        let transport = self
+            .transports
+            .id_of(neighbour)
+            .ok_or(SendError::UnknownTransport)?;
+        self.send_control(transport, route_id, neighbour.mesh_address(), message)
+    }
+
     /// Sends an IP packet to `peer` through its route session.
     pub fn send_to(&mut self, peer: &NodeKey, packet: &[u8]) -> Result<(), SendToError> {
         if packet.len() > INNER_MTU {
@@ -966,11 +992,23 @@ impl Node {
                 let Some(link) = self.links.get_mut(&ingress) else {
                     return;
                 };
-                if let Some((expected, sent)) = link.probe {
-                    if expected == nonce {
-                        link.probe = None;
+                if let Some(probe) = link.probe.filter(|probe| probe.nonce == nonce) {
+                    link.probe = None;
+                    if probe.timed {
+                        let first = self
+                            .transports
+                            .info()
+                            .any(|info| info.id == ingress && info.rtt.is_none());
                         self.transports
-                            .record_rtt(ingress, now.saturating_duration_since(sent));
+                            .record_rtt(ingress, now.saturating_duration_since(probe.sent));
+                        if first {
+                            // The link can be advertised now that it has a cost.
+                            self.schedule_advert(now);
+                        }
+                    } else {
+                        // This probe waited for the handshake: measure again at once.
+                        link.next_probe = now;
+                        self.timers.liveness = now;
                     }
                 }
                 self.mark_alive(now, ingress, neighbour);

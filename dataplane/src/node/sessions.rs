@@ -76,6 +76,7 @@ impl Node {
         // Proof: a data message, a keepalive included, that the peer's session authenticated
         // and that came in through this route's Consume rule.
         let proven = matches!(result, SessionResult::Deliver(_) | SessionResult::Keepalive);
+        let keepalive = matches!(result, SessionResult::Keepalive);
         match result {
             SessionResult::Send(len) => {
                 if let Some((transport, out_id)) = reply_path {
@@ -110,7 +111,7 @@ impl Node {
         }
         self.session_buf = buf;
         if proven {
-            self.route_proven(now, peer, id);
+            self.route_proven(now, peer, id, keepalive);
         }
         // Packets queued while the handshake was under way (boringtun hands them out one by
         // one once a session exists).
@@ -131,8 +132,10 @@ impl Node {
     }
 
     /// A message from `peer` proved the route it came in on: a candidate is adopted, and an
-    /// initiator's new route is confirmed.
-    fn route_proven(&mut self, now: Instant, peer: NodeKey, id: RouteId) {
+    /// initiator's new route is confirmed. The far end answers each keepalive of the
+    /// initiator's with one (the initiator proves with keepalives until it hears back; it never
+    /// answers them, so they do not echo).
+    fn route_proven(&mut self, now: Instant, peer: NodeKey, id: RouteId, keepalive: bool) {
         if self.candidates.contains_key(&id) {
             self.adopt(now, id);
             return;
@@ -140,7 +143,16 @@ impl Node {
         let Some(route) = self.routes.get_mut(&peer) else {
             return;
         };
-        if route.in_id != id || route.ready {
+        if route.in_id != id {
+            return;
+        }
+        if !route.initiator {
+            if keepalive {
+                self.session_transmit(&peer, |session, buf| session.encapsulate(&[], buf));
+            }
+            return;
+        }
+        if route.ready {
             return;
         }
         route.ready = true;
