@@ -21,7 +21,7 @@ pub mod xeddsa;
 pub use identity::{KeyError, NodeKey, SecretKey};
 pub use outbox::{Datagram, Outbox, MAX_DATAGRAM};
 pub use transport::{
-    DropCounters, NeighbourConfig, SendError, TransportError, TransportId, TransportInfo,
+    DropCounters, NeighbourConfig, SendError, Sent, TransportError, TransportId, TransportInfo,
     Transports, MAX_MESH_PACKET,
 };
 pub use wire::RouteId;

@@ -119,7 +119,7 @@ const ALLOCATION_ATTEMPTS: usize = 64;
 pub const RESTING_PER_ROUTE: usize = 4;
 /// The share of the id space that neighbours together may hold, live or resting: the rest
 /// keeps the node's own routes' random draws quick (each draw succeeds at least half the time).
-const CHARGED_LIMIT: usize = (RouteId::MAX as usize + 1) / 2;
+const CHARGED_LIMIT: usize = 1 << 19;
 
 impl RoutingTable {
     /// An empty table.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::identity::NodeKey;
 use crate::wire::advert::Advert;
 use crate::wire::control::MAX_PATH_LEN;
+use crate::xeddsa::VerifyingKey;
 
 /// Nodes whose adverts are kept at most: beyond it, adverts from new origins are dropped.
 pub const MAX_NODES: usize = 4096;
@@ -125,6 +126,8 @@ pub struct KnownLink {
 #[derive(Debug, Clone)]
 struct Held {
     advert: Advert,
+    /// The origin's key, converted once for all its adverts.
+    key: VerifyingKey,
     received: Instant,
     expires: Instant,
 }
@@ -220,11 +223,15 @@ impl Topology {
 
     /// Takes this node's own new advert.
     pub fn set_own(&mut self, now: Instant, advert: Advert) {
+        let Some(key) = VerifyingKey::new(&self.own) else {
+            return;
+        };
         let expires = now + micros_secs(advert.lifetime_secs).min(MAX_LIFETIME);
         self.adverts.insert(
             self.own,
             Held {
                 advert,
+                key,
                 received: now,
                 expires,
             },
@@ -240,9 +247,8 @@ impl Topology {
         neighbour: NodeKey,
         advert: &Advert,
     ) -> Result<(), AdvertDrop> {
-        let verdict = self.check(now, neighbour, advert);
-        match verdict {
-            Ok(()) => {
+        match self.check(now, neighbour, advert) {
+            Ok(key) => {
                 self.tombstones.remove(&advert.origin);
                 self.suspects
                     .retain(|(a, b)| *a != advert.origin && *b != advert.origin);
@@ -251,14 +257,31 @@ impl Topology {
                     advert.origin,
                     Held {
                         advert: advert.clone(),
+                        key,
                         received: now,
                         expires,
                     },
                 );
+                Ok(())
             }
-            Err(reason) => self.drops.count(reason),
+            Err(reason) => {
+                self.drops.count(reason);
+                Err(reason)
+            }
         }
-        verdict
+    }
+
+    /// Whether an advert from `origin` with `sequence` is one already held or older, and so
+    /// dropped (counted) without further ado: most adverts a node receives are such echoes.
+    pub fn drop_if_known(&mut self, origin: &NodeKey, sequence: u64) -> bool {
+        let held = self.adverts.get(origin).map(|held| held.advert.sequence);
+        let reason = match held {
+            Some(held) if held == sequence => AdvertDrop::Duplicate,
+            Some(held) if held > sequence => AdvertDrop::Stale,
+            _ => return false,
+        };
+        self.drops.count(reason);
+        true
     }
 
     /// Counts an advert that was dropped before it could be handled (too large, or unparsable).
@@ -398,21 +421,22 @@ impl Topology {
             .map(|link| micros(link.rtt_micros))
     }
 
+    /// The cheap checks, then the rate, then the signature; the origin's key on success.
     fn check(
         &mut self,
         now: Instant,
         neighbour: NodeKey,
         advert: &Advert,
-    ) -> Result<(), AdvertDrop> {
+    ) -> Result<VerifyingKey, AdvertDrop> {
         if advert.origin == self.own {
             return Err(AdvertDrop::Own);
         }
-        match self.adverts.get(&advert.origin) {
+        let known_key = match self.adverts.get(&advert.origin) {
             Some(held) if held.advert.sequence == advert.sequence => {
                 return Err(AdvertDrop::Duplicate)
             }
             Some(held) if held.advert.sequence > advert.sequence => return Err(AdvertDrop::Stale),
-            Some(_) => {}
+            Some(held) => Some(held.key),
             None => {
                 if self
                     .tombstones
@@ -424,13 +448,18 @@ impl Topology {
                 if self.adverts.len() >= MAX_NODES {
                     return Err(AdvertDrop::Full);
                 }
+                None
             }
-        }
+        };
         self.take_token(now, neighbour)?;
-        if !advert.verify() {
+        let key = match known_key {
+            Some(key) => key,
+            None => VerifyingKey::new(&advert.origin).ok_or(AdvertDrop::Forged)?,
+        };
+        if !advert.verify_with(&key) {
             return Err(AdvertDrop::Forged);
         }
-        Ok(())
+        Ok(key)
     }
 
     fn take_token(&mut self, now: Instant, neighbour: NodeKey) -> Result<(), AdvertDrop> {

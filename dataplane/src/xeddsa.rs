@@ -47,10 +47,44 @@ pub fn sign(secret: &SecretKey, message: &[u8], nonce: &[u8; NONCE_LEN]) -> [u8;
 
 /// Whether `signature` is `key`'s signature of `message`.
 pub fn verify(key: &NodeKey, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> bool {
-    let u = key.as_bytes();
-    if !is_below_field_prime(u) {
-        return false;
+    VerifyingKey::new(key).is_some_and(|key| key.verify(message, signature))
+}
+
+/// A node key turned into the Edwards point that checks its signatures, for a caller that
+/// checks many signatures of one key (the conversion costs a third of a verification).
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyingKey {
+    point: EdwardsPoint,
+    compressed: CompressedEdwardsY,
+}
+
+impl VerifyingKey {
+    /// convert_mont(u): the Edwards point with y = (u − 1)/(u + 1) and sign bit 0; `None` for
+    /// a key that no valid signature can come from (u ≥ p, or not on the curve).
+    pub fn new(key: &NodeKey) -> Option<VerifyingKey> {
+        let u = key.as_bytes();
+        if !is_below_field_prime(u) {
+            return None;
+        }
+        let point = MontgomeryPoint(*u).to_edwards(0)?;
+        Some(VerifyingKey {
+            point,
+            compressed: point.compress(),
+        })
     }
+
+    /// Whether `signature` is this key's signature of `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> bool {
+        verify_point(&self.point, &self.compressed, message, signature)
+    }
+}
+
+fn verify_point(
+    public: &EdwardsPoint,
+    compressed: &CompressedEdwardsY,
+    message: &[u8],
+    signature: &[u8; SIGNATURE_LEN],
+) -> bool {
     let (r_bytes, s_bytes) = signature.split_at(32);
     let (Ok(r_bytes), Ok(s_bytes)) = (<[u8; 32]>::try_from(r_bytes), <[u8; 32]>::try_from(s_bytes))
     else {
@@ -59,14 +93,10 @@ pub fn verify(key: &NodeKey, message: &[u8], signature: &[u8; SIGNATURE_LEN]) ->
     let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
         return false;
     };
-    // convert_mont(u): the Edwards point with y = (u − 1)/(u + 1) and sign bit 0.
-    let Some(public) = MontgomeryPoint(*u).to_edwards(0) else {
-        return false;
-    };
     let big_r = CompressedEdwardsY(r_bytes);
-    let h = challenge(&big_r, &public.compress(), message);
+    let h = challenge(&big_r, compressed, message);
     // R_check = sB − hA
-    let check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&-h, &public, &s);
+    let check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&-h, public, &s);
     check.compress().as_bytes() == &r_bytes
 }
 

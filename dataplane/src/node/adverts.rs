@@ -15,7 +15,7 @@ impl Node {
         if advert.origin == self.key {
             // An advert of this node's from before a restart that counted further: count on
             // from it.
-            if advert.sequence >= self.advertising.sequence {
+            if advert.sequence > self.advertising.sequence {
                 self.advertising.sequence = advert.sequence;
                 self.schedule_advert(now);
             }
@@ -133,16 +133,11 @@ impl Node {
     }
 
     fn send_advert(&mut self, transport: TransportId, message: &ControlMessage) {
-        let Some(neighbour) = self.transports.key_of(transport) else {
+        let Some(address) = self.transports.address_of(transport) else {
             return;
         };
         if self
-            .send_control(
-                transport,
-                RouteId::CONTROL,
-                neighbour.mesh_address(),
-                message,
-            )
+            .send_control(transport, RouteId::CONTROL, address, message)
             .is_ok()
         {
             self.advertising.sent += 1;

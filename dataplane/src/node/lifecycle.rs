@@ -200,11 +200,30 @@ impl Node {
         }
         self.maintain_proofs(now);
         self.retire_sessions(now);
-        self.timers.routes = now + Duration::from_millis(100);
+        // Setups, proofs and repairs under way want a fine clock (see `route_work_started`);
+        // refreshes and expiry do not.
+        let busy = !self.pending.is_empty()
+            || !self.relayed.is_empty()
+            || !self.candidates.is_empty()
+            || !self.yielded.is_empty()
+            || !self.awaiting_repair.is_empty()
+            || self.routes.values().any(|route| route.proof.is_some());
+        self.timers.routes = now
+            + if busy {
+                ROUTE_WORK_TICK
+            } else {
+                Duration::from_secs(1)
+            };
     }
 }
 
 impl Node {
+    /// Something started that route maintenance must watch closely: a setup, a proof, a
+    /// candidate or a wait for a repair.
+    pub(super) fn route_work_started(&mut self, now: Instant) {
+        self.timers.routes = self.timers.routes.min(now + ROUTE_WORK_TICK);
+    }
+
     /// Sends again the setup requests that got no answer yet, a few times each.
     fn retry_setups(&mut self, now: Instant) {
         let due: Vec<SetupId> = self
@@ -256,3 +275,6 @@ impl Node {
         }
     }
 }
+
+/// How often route maintenance runs while setups, proofs or repairs are under way.
+const ROUTE_WORK_TICK: Duration = Duration::from_millis(100);

@@ -17,7 +17,7 @@ use crate::outbox::{Datagram, Outbox, MAX_DATAGRAM};
 use crate::routing::{Lookup, RoutingTable, Rule, TableLimits};
 use crate::session::{classify, Destination, RouteSession, SessionResult};
 use crate::topology::{AdvertDrop, AdvertDrops, KnownNode, PathChoice, Topology};
-use crate::transport::{NeighbourConfig, SendError, TransportError, TransportId, Transports};
+use crate::transport::{NeighbourConfig, SendError, Sent, TransportError, TransportId, Transports};
 use crate::wire::advert::{Advert, AdvertLink, MAX_ADVERT_LEN};
 use crate::wire::control::{ADVERT_TYPE, MAX_PATH_LEN};
 use crate::wire::mesh::{relay_in_place, DEFAULT_HOP_LIMIT as HOP_LIMIT, HEADER_LEN};
@@ -40,6 +40,9 @@ pub const MESH_MTU: u16 = 1420;
 /// The largest packet an app sends through a route: the mesh MTU less the outer IPv6 header
 /// (40) and the route session's WireGuard (32).
 pub const INNER_MTU: usize = 1348;
+// The largest advert, behind the control preamble, fits one mesh packet.
+const _: () = assert!(HEADER_LEN + 2 + MAX_ADVERT_LEN <= MESH_MTU as usize);
+
 /// What a route session adds to an inner packet.
 const ROUTE_OVERHEAD: u16 = (HEADER_LEN + 32) as u16;
 /// boringtun wants its timers driven about this often.
@@ -57,7 +60,8 @@ const SESSION_HANDSHAKE_LIMIT: u64 = 100;
 /// How long a destination waits for proof that a new route comes from the node it names
 /// before removing it, whatever its refreshes; the initiator gives up on it as long.
 const PROOF_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often an initiator repeats its proof (a keepalive) until the destination confirms.
+/// How often an initiator repeats its proof (a keepalive) until the destination confirms, at
+/// most: twice the round trip that the setup took, at least 100 ms.
 const PROOF_RETRY: Duration = Duration::from_millis(500);
 /// Keepalives an initiator sends as proof before it starts a new handshake instead (the
 /// destination may have lost the session: a restart).
@@ -339,6 +343,7 @@ pub struct EndRoute {
 struct Proof {
     sent: u8,
     next: Instant,
+    retry: Duration,
     deadline: Instant,
 }
 
@@ -363,6 +368,7 @@ struct PendingSetup {
     request: ControlMessage,
     tries: u8,
     next_try: Instant,
+    started: Instant,
 }
 
 /// A setup passing through this node, waiting on the next hop's answer.
@@ -433,8 +439,8 @@ struct Link {
 struct Probe {
     nonce: u64,
     sent: Instant,
-    /// Whether the transport had a session when it left: else it waited for a handshake, and
-    /// its round trip says nothing of the link's.
+    /// Whether it left at once: else it waited for a handshake, and its round trip says
+    /// nothing of the link's.
     timed: bool,
 }
 
@@ -516,7 +522,10 @@ impl Node {
         let mut links = HashMap::new();
         for neighbour in &options.neighbours {
             let id = transports.add(neighbour.clone(), &mut indexes)?;
-            links.insert(id, Link::new(now));
+            links.insert(
+                id,
+                Link::new(now, &key, &neighbour.key, options.probe_interval),
+            );
         }
         Ok(Node {
             key,
@@ -533,12 +542,13 @@ impl Node {
                 routes: now,
                 adverts: now + ADVERT_DELAY,
             },
+            // The first advert follows the first link that comes up.
             topology: Topology::new(key),
             advertising: Advertising {
                 sequence: options.advert_sequence_start,
                 started: now,
                 next_periodic: now + options.advert_interval,
-                triggered: Some(now + ADVERT_DELAY),
+                triggered: None,
                 last: None,
                 sent: 0,
                 sent_bytes: 0,
@@ -645,6 +655,11 @@ impl Node {
             sent: self.advertising.sent,
             sent_bytes: self.advertising.sent_bytes,
         }
+    }
+
+    /// The sequence number of the advert held for `origin`.
+    pub fn advert_sequence_of(&self, origin: &NodeKey) -> Option<u64> {
+        self.topology.advert(origin).map(|advert| advert.sequence)
     }
 
     /// The sequence number of this node's latest advert (0 before the first).
@@ -772,6 +787,7 @@ impl Node {
                     deadline: now + PROOF_TIMEOUT,
                 },
             );
+            self.route_work_started(now);
             return Ok(setup);
         }
         let choice = self.find_route(peer).ok_or(RouteError::NoPath(*peer))?;
@@ -846,8 +862,10 @@ impl Node {
                 request,
                 tries: 1,
                 next_try,
+                started: now,
             },
         );
+        self.route_work_started(now);
         Ok(setup)
     }
 
@@ -877,6 +895,7 @@ impl Node {
             .id_of(neighbour)
             .ok_or(SendError::UnknownTransport)?;
         self.send_control(transport, route_id, neighbour.mesh_address(), message)
+            .map(|_| ())
     }
 
     /// Sends an IP packet to `peer` through its route session.
@@ -959,12 +978,24 @@ impl Node {
         src: Ipv6Addr,
         payload: &[u8],
     ) {
-        let Some(neighbour) = self.transports.key_of(ingress) else {
+        let (Some(neighbour), Some(address)) = (
+            self.transports.key_of(ingress),
+            self.transports.address_of(ingress),
+        ) else {
             return;
         };
-        if src != neighbour.mesh_address() {
+        if src != address {
             self.drops.bad_control += 1;
             return;
+        }
+        if let Some((origin, sequence)) = payload
+            .get(2..)
+            .filter(|_| payload.get(1) == Some(&ADVERT_TYPE))
+            .and_then(Advert::peek)
+        {
+            if origin != self.key && self.topology.drop_if_known(&origin, sequence) {
+                return;
+            }
         }
         let message = match ControlMessage::parse(payload) {
             Ok(message) => message,
@@ -1057,7 +1088,7 @@ impl Node {
         route_id: RouteId,
         dst: Ipv6Addr,
         message: &ControlMessage,
-    ) -> Result<(), SendError> {
+    ) -> Result<Sent, SendError> {
         let len = HEADER_LEN + message.buffer_len();
         let mut buf = std::mem::take(&mut self.tx_buf);
         let header = MeshHeader {

@@ -15,6 +15,7 @@ impl Node {
         if !route.initiator {
             self.awaiting_repair
                 .insert(peer, (now + REPAIR_WAIT, reason));
+            self.route_work_started(now);
             return;
         }
         if let RouteDownReason::LinkDead { reporter } = reason {

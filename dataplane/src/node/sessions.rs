@@ -192,12 +192,12 @@ impl Node {
     /// Sends the session message at `buf[HEADER_LEN..HEADER_LEN + len]` over the route to
     /// `peer`, writing the mesh header in front of it.
     pub(super) fn transmit_session_message(&mut self, peer: &NodeKey, buf: &mut [u8], len: usize) {
-        let Some(route) = self.routes.get(peer) else {
+        let (Some(route), Some(session)) = (self.routes.get(peer), self.sessions.get(peer)) else {
             self.drops.unsendable += 1;
             return;
         };
-        let (transport, out_id) = (route.transport, route.out_id);
-        self.transmit_session_message_on(transport, out_id, peer.mesh_address(), buf, len);
+        let (transport, out_id, dst) = (route.transport, route.out_id, session.peer_address());
+        self.transmit_session_message_on(transport, out_id, dst, buf, len);
     }
 
     /// Sends the session message at `buf[HEADER_LEN..HEADER_LEN + len]` to `transport` with

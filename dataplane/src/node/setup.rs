@@ -133,6 +133,7 @@ impl Node {
                 next_try,
             },
         );
+        self.route_work_started(now);
     }
 
     /// The last hop: the route becomes a candidate, which only proof from the initiator it
@@ -229,6 +230,7 @@ impl Node {
                 deadline: now + PROOF_TIMEOUT,
             },
         );
+        self.route_work_started(now);
     }
 
     pub(super) fn handle_setup_accept(
@@ -303,11 +305,14 @@ impl Node {
                 proof: Some(Proof {
                     sent: 0,
                     next: now,
+                    retry: (now.saturating_duration_since(pending.started) * 2)
+                        .clamp(Duration::from_millis(100), PROOF_RETRY),
                     deadline: now + PROOF_TIMEOUT,
                 }),
             },
         );
         self.send_proof(now, peer);
+        self.route_work_started(now);
     }
 
     /// Proves to the destination that this node built the route: a keepalive over it (a
@@ -323,7 +328,7 @@ impl Node {
         };
         let keepalive = proof.sent < PROOF_KEEPALIVES;
         proof.sent = proof.sent.saturating_add(1);
-        proof.next = now + PROOF_RETRY;
+        proof.next = now + proof.retry;
         if keepalive {
             self.session_transmit(&peer, |session, buf| session.encapsulate(&[], buf));
         } else {
@@ -389,6 +394,7 @@ impl Node {
                 deadline: pending.deadline.max(now + PROOF_TIMEOUT),
             },
         );
+        self.route_work_started(now);
     }
 
     /// Sends an answer to a setup request and remembers it, to repeat it when the request
