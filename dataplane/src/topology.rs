@@ -498,3 +498,189 @@ fn micros(value: u32) -> Duration {
 fn micros_secs(secs: u16) -> Duration {
     Duration::from_secs(u64::from(secs))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::identity::SecretKey;
+    use crate::wire::advert::AdvertLink;
+
+    fn secret(byte: u8) -> SecretKey {
+        SecretKey::from([byte; 32])
+    }
+
+    fn key(byte: u8) -> NodeKey {
+        secret(byte).public()
+    }
+
+    /// An advert of node `origin` listing `links` (neighbour, round trip in ms).
+    fn advert(origin: u8, sequence: u64, links: &[(u8, u64)]) -> Advert {
+        Advert::signed(
+            &secret(origin),
+            sequence,
+            60,
+            links
+                .iter()
+                .map(|(neighbour, ms)| AdvertLink {
+                    neighbour: key(*neighbour),
+                    rtt_micros: u32::try_from(ms * 1000).unwrap(),
+                })
+                .collect(),
+            Vec::new(),
+            &[origin; 64],
+        )
+        .unwrap()
+    }
+
+    fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    /// Node 1's view; its own links are given to path choice directly.
+    fn view() -> Topology {
+        Topology::new(key(1))
+    }
+
+    #[test]
+    fn a_link_counts_only_when_both_ends_advertise_it_at_the_larger_time() {
+        let now = Instant::now();
+        let mut topology = view();
+        let own = [(key(2), ms(10))];
+        // 2 lists 3 at 5 ms, but 3 does not list 2 yet.
+        topology
+            .handle_advert(now, key(2), &advert(2, 1, &[(1, 10), (3, 5)]))
+            .unwrap();
+        assert_eq!(topology.path_to(&own, &key(3)), None);
+        // 3 lists 2 at 40 ms: the link counts at 40, the larger.
+        topology
+            .handle_advert(now, key(2), &advert(3, 1, &[(2, 40)]))
+            .unwrap();
+        let choice = topology.path_to(&own, &key(3)).unwrap();
+        assert_eq!(choice.path, vec![key(1), key(2), key(3)]);
+        assert_eq!(choice.cost, ms(10 + 40));
+        let nodes = topology.nodes(now);
+        let two = nodes.iter().find(|node| node.key == key(2)).unwrap();
+        let link = two
+            .links
+            .iter()
+            .find(|link| link.neighbour == key(3))
+            .unwrap();
+        assert_eq!((link.rtt, link.cost), (ms(5), Some(ms(40))));
+    }
+
+    #[test]
+    fn the_cheapest_path_wins_and_suspected_links_are_avoided() {
+        let now = Instant::now();
+        let mut topology = view();
+        // 1–2–4 costs 10 + 10; 1–3–4 costs 5 + 30.
+        let own = [(key(2), ms(10)), (key(3), ms(5))];
+        for advert in [
+            advert(2, 1, &[(1, 10), (4, 10)]),
+            advert(3, 1, &[(1, 5), (4, 30)]),
+            advert(4, 1, &[(2, 10), (3, 30)]),
+        ] {
+            topology.handle_advert(now, key(2), &advert).unwrap();
+        }
+        let choice = topology.path_to(&own, &key(4)).unwrap();
+        assert_eq!((choice.path[1], choice.cost), (key(2), ms(20)));
+        topology.suspect_link(key(2), key(4));
+        let choice = topology.path_to(&own, &key(4)).unwrap();
+        assert_eq!((choice.path[1], choice.cost), (key(3), ms(35)));
+        // A new advert from either end lifts the suspicion.
+        topology
+            .handle_advert(now, key(2), &advert(4, 2, &[(2, 10), (3, 30)]))
+            .unwrap();
+        assert_eq!(topology.path_to(&own, &key(4)).unwrap().cost, ms(20));
+        // With no live link of its own, the node has no path at all.
+        assert_eq!(topology.path_to(&[], &key(4)), None);
+    }
+
+    #[test]
+    fn echoes_replays_forgeries_and_own_adverts_are_dropped_and_counted() {
+        let now = Instant::now();
+        let mut topology = view();
+        let newer = advert(2, 5, &[(1, 10)]);
+        topology.handle_advert(now, key(3), &newer).unwrap();
+        assert_eq!(
+            topology.handle_advert(now, key(3), &newer),
+            Err(AdvertDrop::Duplicate)
+        );
+        assert_eq!(
+            topology.handle_advert(now, key(3), &advert(2, 4, &[(1, 1)])),
+            Err(AdvertDrop::Stale)
+        );
+        let mut bent = advert(2, 6, &[(1, 10)]);
+        bent.links[0].rtt_micros = 1;
+        assert_eq!(
+            topology.handle_advert(now, key(3), &bent),
+            Err(AdvertDrop::Forged)
+        );
+        let mut impostor = advert(3, 7, &[(1, 1)]);
+        impostor.origin = key(2);
+        assert_eq!(
+            topology.handle_advert(now, key(3), &impostor),
+            Err(AdvertDrop::Forged)
+        );
+        assert_eq!(
+            topology.handle_advert(now, key(3), &advert(1, 9, &[])),
+            Err(AdvertDrop::Own)
+        );
+        assert_eq!(topology.advert(&key(2)), Some(&newer));
+        let drops = topology.drops();
+        assert_eq!(
+            (drops.duplicate, drops.stale, drops.forged, drops.own),
+            (1, 1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn expired_adverts_go_and_a_replay_after_expiry_is_still_stale() {
+        let now = Instant::now();
+        let mut topology = view();
+        topology
+            .handle_advert(now, key(3), &advert(2, 5, &[(1, 10)]))
+            .unwrap();
+        topology.expire(now + Duration::from_secs(59));
+        assert!(topology.advert(&key(2)).is_some());
+        topology.expire(now + Duration::from_secs(60));
+        assert!(topology.advert(&key(2)).is_none());
+        let later = now + Duration::from_secs(61);
+        assert_eq!(
+            topology.handle_advert(later, key(3), &advert(2, 5, &[(1, 10)])),
+            Err(AdvertDrop::Stale)
+        );
+        assert!(topology
+            .handle_advert(later, key(3), &advert(2, 6, &[(1, 10)]))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_neighbour_passing_on_too_many_adverts_is_held_to_its_rate() {
+        let now = Instant::now();
+        let mut topology = view();
+        let flood = advert(2, 1, &[]);
+        // Each new sequence costs a token (and, here, fails its signature: still counted).
+        let mut limited = 0;
+        for sequence in 0..u64::from(ADVERT_BURST) + 10 {
+            let mut copy = flood.clone();
+            copy.sequence = sequence + 2;
+            if topology.handle_advert(now, key(3), &copy) == Err(AdvertDrop::RateLimited) {
+                limited += 1;
+            }
+        }
+        assert_eq!(limited, 10);
+        // Another neighbour is not held back, and the rate refills with time.
+        let mut copy = flood.clone();
+        copy.sequence = 1_000_000;
+        assert_eq!(
+            topology.handle_advert(now, key(4), &copy),
+            Err(AdvertDrop::Forged)
+        );
+        assert_eq!(
+            topology.handle_advert(now + Duration::from_secs(1), key(3), &copy),
+            Err(AdvertDrop::Forged)
+        );
+    }
+}

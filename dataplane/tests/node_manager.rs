@@ -552,3 +552,26 @@ fn crossing_setups_end_in_one_route_started_by_the_lower_key() {
         .collect();
     assert!(failures.values().all(|n| *n == 0), "{failures:?}");
 }
+
+#[test]
+fn a_replacement_route_brings_nothing_down_while_it_awaits_proof() {
+    let mut sim = Sim::new(30, 5, &FORGERY, |_, _| {});
+    assert!(sim.run_until(LIMIT, converged));
+    let over_r = sim.path(&[X, R, D]);
+    let over_s = sim.path(&[X, S, D]);
+    let now = sim.now;
+    sim.nodes[X].node.build_route(now, &over_r).unwrap();
+    wait_ready(&mut sim, X, D);
+    sim.nodes[X].events.clear();
+    // X builds a route over S in place of the one over R, which it tears down at once.
+    let now = sim.now;
+    sim.nodes[X].node.build_route(now, &over_s).unwrap();
+    wait_ready(&mut sim, X, D);
+    assert!(sim.run_until(LIMIT, |sim| path_of(sim, D, X) == over_s));
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(route_down(&sim, D, X), None);
+    assert_eq!(route_down(&sim, X, D), None);
+    assert!(carries(&mut sim, D, X, b"over the new route"));
+    // R holds nothing of the old route any more.
+    assert!(sim.nodes[R].node.table().is_empty());
+}

@@ -38,7 +38,15 @@ impl Node {
                 self.candidates.remove(&id);
                 if is_current {
                     let confirmed = self.routes.get(&peer).is_some_and(|route| route.ready);
-                    if confirmed {
+                    let replaced = self.candidates.values().any(|c| c.peer == peer);
+                    if confirmed && replaced {
+                        // The initiator built a new route and let the old one go: the new
+                        // one awaits its proof, and only its failure would bring the peer down.
+                        self.routes.remove(&peer);
+                        self.awaiting_repair
+                            .insert(peer, (now + PROOF_TIMEOUT, RouteDownReason::TornDown));
+                        self.route_work_started(now);
+                    } else if confirmed {
                         self.routes.remove(&peer);
                         self.repairs.remove(&peer);
                         self.events.push_back(Event::RouteDown {
