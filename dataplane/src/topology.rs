@@ -292,6 +292,10 @@ impl Topology {
     /// Leaves the link `a`–`b` out of path choice until either end advertises anew (a route
     /// over it was reported down).
     pub fn suspect_link(&mut self, a: NodeKey, b: NodeKey) {
+        if self.suspects.len() >= MAX_NODES {
+            // Reports that no advert has answered yet pile up: start over.
+            self.suspects.clear();
+        }
         self.suspects.insert(ordered(a, b));
     }
 

@@ -77,6 +77,8 @@ const REPAIR_ATTEMPTS: u8 = 3;
 const SETUP_TRIES: u8 = 4;
 /// How long a hop remembers its answer to a setup, to repeat it when the request comes again.
 const ANSWER_MEMORY: Duration = Duration::from_secs(10);
+/// Answers remembered at most.
+const MAX_ANSWERS: usize = 16_384;
 /// How long a node waits after a link change before advertising, so that changes coalesce.
 const ADVERT_DELAY: Duration = Duration::from_millis(250);
 /// The least time between two adverts of one node.

@@ -406,8 +406,12 @@ impl Node {
         setup_id: SetupId,
         message: ControlMessage,
     ) {
-        if let Some(neighbour) = self.transports.key_of(to) {
-            let _ = self.send_control(to, RouteId::CONTROL, neighbour.mesh_address(), &message);
+        if let Some(address) = self.transports.address_of(to) {
+            let _ = self.send_control(to, RouteId::CONTROL, address, &message);
+        }
+        if self.answers.len() >= MAX_ANSWERS {
+            // A flood of requests: a repeated one is handled afresh instead.
+            return;
         }
         self.answers.insert(
             (to, setup_id),
