@@ -544,12 +544,12 @@ impl Node {
                 routes: now,
                 adverts: now + ADVERT_DELAY,
             },
-            // The first advert follows the first link that comes up.
             topology: Topology::new(key),
             advertising: Advertising {
                 sequence: options.advert_sequence_start,
                 started: now,
                 next_periodic: now + options.advert_interval,
+                // The first advert follows the first link that comes up.
                 triggered: None,
                 last: None,
                 sent: 0,
