@@ -575,3 +575,57 @@ fn a_replacement_route_brings_nothing_down_while_it_awaits_proof() {
     // R holds nothing of the old route any more.
     assert!(sim.nodes[R].node.table().is_empty());
 }
+
+/// The proof rule's message-type check: boringtun answers `Done` both for a keepalive and for
+/// a cookie reply, and a cookie reply can be made by anyone who saw the handshake it answers.
+#[test]
+fn a_keepalive_proves_a_route_and_a_cookie_reply_does_not() {
+    use std::sync::Arc;
+
+    use boringtun::noise::rate_limiter::RateLimiter;
+    use boringtun::noise::TunnResult;
+    use skywire_dataplane::session::{RouteSession, SessionResult};
+    use skywire_dataplane::SecretKey;
+
+    let (x, d) = (SecretKey::from([7; 32]), SecretKey::from([8; 32]));
+    let limiter = |key: &SecretKey| Arc::new(RateLimiter::new(&key.public().to_x25519(), 100));
+    let mut at_x = RouteSession::new(&x, d.public(), 1, limiter(&x));
+    let mut at_d = RouteSession::new(&d, x.public(), 2, limiter(&d));
+    let mut buf = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let SessionResult::Send(len) = at_x.initiate(&mut buf) else {
+        panic!("no initiation");
+    };
+    let initiation = buf[..len].to_vec();
+    // A limiter under load answers the initiation with a cookie reply, as a forger could.
+    let overloaded = RateLimiter::new(&d.public().to_x25519(), 0);
+    let address = std::net::IpAddr::V6(d.public().mesh_address());
+    let cookie = match overloaded.verify_packet(Some(address), &initiation, &mut out) {
+        Err(TunnResult::WriteToNetwork(cookie)) => cookie.to_vec(),
+        _ => panic!("no cookie reply"),
+    };
+    assert_eq!(cookie[0], 3);
+    assert!(matches!(
+        at_x.decapsulate(&cookie, &mut out),
+        SessionResult::Nothing
+    ));
+    // The real handshake, then X's keepalive: that one is proof.
+    let SessionResult::Send(len) = at_d.decapsulate(&initiation, &mut out) else {
+        panic!("no response");
+    };
+    let response = out[..len].to_vec();
+    let SessionResult::Send(len) = at_x.decapsulate(&response, &mut out) else {
+        panic!("no keepalive after the response");
+    };
+    let keepalive = out[..len].to_vec();
+    assert_eq!(keepalive[0], 4);
+    assert!(matches!(
+        at_d.decapsulate(&keepalive, &mut buf),
+        SessionResult::Keepalive
+    ));
+    // Replayed, it fails WireGuard's counter.
+    assert!(matches!(
+        at_d.decapsulate(&keepalive, &mut buf),
+        SessionResult::Refused(_)
+    ));
+}

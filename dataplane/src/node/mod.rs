@@ -148,7 +148,9 @@ pub enum Event {
         /// The neighbour.
         neighbour: NodeKey,
     },
-    /// A route to `peer` is set up and its session's handshake is done: data can flow.
+    /// A route to `peer` is set up and proven end to end (the initiator has heard from the
+    /// destination over it, the destination has had the initiator's proof): data can flow.
+    /// A repaired route is not announced again: it never went down.
     RouteReady {
         /// The route's other end.
         peer: NodeKey,
@@ -162,7 +164,8 @@ pub enum Event {
         /// What happened, naming the hop.
         error: RouteError,
     },
-    /// The active route to `peer` is gone.
+    /// The route to `peer` is gone and not coming back by itself: it broke and could not be
+    /// repaired (or was not this node's to repair), or an end tore it down.
     RouteDown {
         /// The route's other end.
         peer: NodeKey,
