@@ -115,7 +115,7 @@ struct Usage {
 /// Attempts at drawing a free random id before giving up.
 const ALLOCATION_ATTEMPTS: usize = 64;
 /// Resting ids a neighbour may hold per route it may hold: how fast it may churn routes
-/// (with the default limits, 4096 ids in 30 s, about 136 new routes a second).
+/// (with the default limits, 4096 ids resting at once: about 136 rules freed a second).
 pub const RESTING_PER_ROUTE: usize = 4;
 /// The share of the id space that neighbours together may hold, live or resting: the rest
 /// keeps the node's own routes' random draws quick (each draw succeeds at least half the time).

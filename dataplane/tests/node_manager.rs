@@ -629,3 +629,48 @@ fn a_keepalive_proves_a_route_and_a_cookie_reply_does_not() {
         SessionResult::Refused(_)
     ));
 }
+
+#[test]
+fn a_relay_charges_routes_to_the_neighbour_that_asked() {
+    // A star around B (1), whose neighbours may hold two rules each: one relayed route.
+    let star = [(0, 1), (1, 2), (1, 3), (1, 4)];
+    let mut sim = Sim::new(31, 5, &star, |i, options| {
+        if i == 1 {
+            options.max_routes_per_neighbour = 2;
+        }
+    });
+    // Three neighbours each route through B to the same node: none is charged for the others,
+    // though all three routes' return rules expect packets from node 2.
+    for from in [0, 3, 4] {
+        let path = sim.path(&[from, 1, 2]);
+        let now = sim.now;
+        sim.nodes[from].node.build_route(now, &path).unwrap();
+        wait_ready(&mut sim, from, 2);
+    }
+    // A second route of node 0's through B is over its own quota, and the error says where.
+    let path = sim.path(&[0, 1, 4]);
+    let now = sim.now;
+    sim.nodes[0].node.build_route(now, &path).unwrap();
+    assert!(sim.run_until(LIMIT, |sim| {
+        sim.has_event(0, |e| matches!(e, Event::RouteFailed { .. }))
+    }));
+    let error = sim.nodes[0]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::RouteFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            error,
+            RouteError::Rejected {
+                hop_index: 1,
+                reason: skywire_dataplane::wire::RejectReason::RouteLimit,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}

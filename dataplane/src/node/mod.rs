@@ -100,7 +100,8 @@ pub struct NodeOptions {
     pub probe_interval: Duration,
     /// Silence after which a link is declared dead.
     pub dead_after: Duration,
-    /// Routes one neighbour may hold through this node.
+    /// Route rules that one neighbour's setups may hold on this node (a route relayed for it
+    /// takes two, one that ends here one).
     pub max_routes_per_neighbour: usize,
     /// How long a rule lives without a refresh.
     pub rule_lifetime: Duration,
