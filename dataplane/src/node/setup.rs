@@ -451,9 +451,13 @@ impl Node {
             ..
         } = &error
         {
+            // The link to the next hop is dead, silent or unknown to the hop: leave it out of
+            // the next path.
             if matches!(
                 reason,
-                RejectReason::NextHopUnreachable | RejectReason::Timeout
+                RejectReason::NextHopUnreachable
+                    | RejectReason::Timeout
+                    | RejectReason::UnknownNextHop
             ) {
                 self.topology.suspect_link(*hop, *next);
             }
