@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "../tests/common/machine.rs"]
+mod machine;
 #[path = "../tests/common/netns.rs"]
 mod netns;
 
@@ -19,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use netns::{ip, is_root};
+use machine::require;
+use netns::{can_make_namespaces, ip};
 use nix::sys::signal::{SigSet, Signal};
 use skywire_dataplane::{NodeKey, SecretKey};
 
@@ -409,7 +412,7 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
     let a_socket = start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
     let deadline = Instant::now() + Duration::from_secs(30);
     while visctl(&a_socket, &["vpn", "status"])
-        .is_none_or(|reply| reply["result"]["vpn"]["client"]["state"] != "up")
+        .is_none_or(|reply| reply["result"]["client"]["state"] != "up")
     {
         assert!(Instant::now() < deadline, "the skywire VPN did not come up");
         std::thread::sleep(Duration::from_millis(100));
@@ -417,10 +420,10 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
     let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
     // What was lost on the way, for a look when a figure is off.
     let sent = visctl(&a_socket, &["vpn", "status"])
-        .and_then(|reply| reply["result"]["vpn"]["client"]["tx"]["packets"].as_u64())
+        .and_then(|reply| reply["result"]["client"]["tx"]["packets"].as_u64())
         .unwrap_or(0);
     let arrived = visctl(&c_socket, &["vpn", "status"])
-        .and_then(|reply| reply["result"]["vpn"]["server"]["clients"][0]["rx"]["packets"].as_u64())
+        .and_then(|reply| reply["result"]["server"]["clients"][0]["rx"]["packets"].as_u64())
         .unwrap_or(0);
     let udp = ns_exec(&topology.c, &["nstat", "-az", "UdpRcvbufErrors"]);
     let buffer_errors = udp
@@ -628,20 +631,15 @@ fn main() {
     {
         return;
     }
-    if !is_root() {
-        println!("SKIP forwarding: needs root (network namespaces, TUN devices)");
+    if !can_make_namespaces("forwarding") {
         return;
     }
-    for tool in ["iperf3", "wireguard-go", "wg", "ip"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |status| !status.success())
-        {
-            println!("SKIP forwarding: {tool} is not installed (apt-get install iperf3 wireguard-go wireguard-tools iproute2)");
-            return;
-        }
+    let missing = ["iperf3", "wireguard-go", "wg"]
+        .into_iter()
+        .filter(|program| !require(program, "forwarding"))
+        .count();
+    if missing > 0 {
+        return;
     }
     let seconds: u64 = std::env::var("SKYWIRE_BENCH_SECS")
         .ok()

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use boringtun::noise::TunnResult;
 use common::http::HttpServer;
-use common::{installed, wait_until, Daemon, Guard, Neighbour, TempDir};
+use common::machine::require;
+use common::{wait_until, Daemon, Guard, Neighbour, TempDir};
 use skywire_dataplane::node::INNER_MTU;
 use skywire_dataplane::{NodeKey, SecretKey, MAX_DATAGRAM};
 
@@ -39,27 +40,12 @@ fn main() {
         println!("socks_throughput: run it with `cargo bench --bench socks_throughput`");
         return;
     }
-    let missing: Vec<_> = [
-        ("curl", "curl"),
-        ("ssh", "openssh-client"),
-        ("ssh-keygen", "openssh-client"),
-        (SSHD, "openssh-server"),
-    ]
-    .into_iter()
-    .filter(|(program, _)| !installed(program))
-    .collect();
-    if !missing.is_empty() {
-        let packages: Vec<_> = missing.iter().map(|(_, package)| *package).collect();
-        eprintln!(
-            "socks_throughput needs {}: `apt-get install {}`",
-            missing
-                .iter()
-                .map(|(program, _)| *program)
-                .collect::<Vec<_>>()
-                .join(", "),
-            packages.join(" ")
-        );
-        std::process::exit(1);
+    let missing = ["curl", "ssh", "ssh-keygen", SSHD]
+        .into_iter()
+        .filter(|program| !require(program, "socks_throughput"))
+        .count();
+    if missing > 0 {
+        return;
     }
     let mib: u64 = env_number("SOCKS_BENCH_MIB", 1024);
     let rounds = env_number("SOCKS_BENCH_ROUNDS", 3).max(1) as usize;
@@ -332,7 +318,7 @@ impl Mesh {
                 &format!("{}'s route to the exit", entry.name),
                 Duration::from_secs(30),
                 || {
-                    let client = &entry.ask(&["socks", "status"])["result"]["socks"]["client"];
+                    let client = &entry.ask(&["socks", "status"])["result"]["client"];
                     listen = client["listen"].as_str().map(str::to_owned);
                     client["route"] == "ready"
                 },

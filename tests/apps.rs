@@ -3,21 +3,25 @@
 //! down; a SIGKILLed daemon app comes back; a second skywired started from the catalog answers
 //! as a signal client; the Python signal client (written from the protocol's description)
 //! answers too; scripts run with `-f`; bad input of every kind gets a clear error while 50
-//! clients keep being answered; and a stopped skywired leaves no app behind.
+//! clients keep being answered; a stopped skywired leaves no app behind, and neither does a
+//! SIGKILLed one; and apps start with no capabilities (or only those their entry names) and a
+//! clean environment.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::control::ControlSocket;
+use common::machine::{is_root, require};
 use common::{json, wait_until, Daemon, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -38,7 +42,7 @@ fn example_app() -> PathBuf {
     path
 }
 
-/// The Python signal client.
+/// The Python signal client (it runs with `python3`: ask `require` first).
 fn python_client() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signal_client.py")
 }
@@ -253,18 +257,18 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     );
 
     let pong = daemon.ask(&["ping", "1"]);
-    let rtt = pong["result"]["pong"]["rtt_ms"].as_f64().unwrap();
+    let rtt = pong["result"]["rtt_ms"].as_f64().unwrap();
     assert!((0.0..5_000.0).contains(&rtt), "{pong}");
 
     wait_until("a tick", WAIT, || {
-        daemon.ask(&["logs", "1"])["result"]["logs"]["lines"]
+        daemon.ask(&["logs", "1"])["result"]["lines"]
             .as_array()
             .unwrap()
             .iter()
             .any(|line| line["line"] == "tick 1")
     });
     let usage = daemon.ask(&["ru", "1"]);
-    let usage = &usage["result"]["resource_usage"];
+    let usage = &usage["result"];
     assert_eq!(usage["pid"], pid);
     assert!(usage["rss_bytes"].as_u64().unwrap() > 0, "{usage}");
     assert!(usage["threads"].as_u64().unwrap() >= 2, "{usage}");
@@ -277,7 +281,7 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     assert!(text.contains("memory") && text.contains("Ticks"), "{text}");
 
     let stopped = daemon.ask(&["sd", "1"]);
-    let report = &stopped["result"]["stopped"];
+    let report = &stopped["result"];
     assert_eq!(report["how"], "signal", "{stopped}");
     assert_eq!(report["pid"], pid);
     wait_until("the app's process to go", WAIT, || is_gone(pid));
@@ -344,7 +348,7 @@ fn attach_streams_output_and_sends_input() {
 
     // Its output stays in the logs.
     let logs = daemon.ask(&["logs", &new_id.to_string(), "1000"]);
-    let lines = logs["result"]["logs"]["lines"].as_array().unwrap();
+    let lines = logs["result"]["lines"].as_array().unwrap();
     assert!(
         lines.iter().any(|line| line["line"] == "shutting down"),
         "{logs}"
@@ -379,12 +383,12 @@ fn a_killed_daemon_app_comes_back_with_a_new_pid() {
     wait_until("the killed process to be reaped", WAIT, || is_gone(first));
     wait_registered(&daemon, id);
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    assert_eq!(usage["result"]["resource_usage"]["pid"], second);
-    assert_eq!(usage["result"]["resource_usage"]["restarts"], 1);
+    assert_eq!(usage["result"]["pid"], second);
+    assert_eq!(usage["result"]["restarts"], 1);
     daemon.ask(&["ping", &id.to_string()]);
     // A shutdown is final: no restart after it.
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    assert_eq!(stopped["result"]["stopped"]["how"], "signal");
+    assert_eq!(stopped["result"]["how"], "signal");
     wait_until("the daemon app to go", WAIT, || is_gone(second));
     assert_eq!(app_row(&daemon, id)["state"], "exited");
 }
@@ -410,12 +414,9 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
     wait_registered(&daemon, id);
 
     let pong = daemon.ask(&["ping", &id.to_string()]);
-    assert!(
-        pong["result"]["pong"]["rtt_ms"].as_f64().is_some(),
-        "{pong}"
-    );
+    assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    let reported = &usage["result"]["resource_usage"]["reported"];
+    let reported = &usage["result"]["reported"];
     assert_eq!(reported["Pid"], pid, "{usage}");
     let node_key = reported["Node"].as_str().unwrap().to_owned();
 
@@ -427,10 +428,10 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
         .output()
         .unwrap();
     assert!(status.status.success());
-    assert_eq!(json(&status)["result"]["status"]["key"], node_key.as_str());
+    assert_eq!(json(&status)["result"]["key"], node_key.as_str());
 
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    let report = &stopped["result"]["stopped"];
+    let report = &stopped["result"];
     assert_eq!(report["how"], "signal", "{stopped}");
     assert_eq!(report["status"], "exit status: 0", "{stopped}");
     wait_until("the second node to go", WAIT, || is_gone(pid));
@@ -446,20 +447,20 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
 
 #[test]
 fn the_python_signal_client_answers_and_strangers_are_refused() {
+    if !require(
+        "python3",
+        "the_python_signal_client_answers_and_strangers_are_refused",
+    ) {
+        return;
+    }
     let dir = TempDir::new("apps");
     let daemon = start_daemon(&dir, "node", "");
     let (id, pid) = start_app(&daemon, &["py"]);
     wait_registered(&daemon, id);
     let pong = daemon.ask(&["ping", &id.to_string()]);
-    assert!(
-        pong["result"]["pong"]["rtt_ms"].as_f64().is_some(),
-        "{pong}"
-    );
+    assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    assert_eq!(
-        usage["result"]["resource_usage"]["reported"]["Client"], "python",
-        "{usage}"
-    );
+    assert_eq!(usage["result"]["reported"]["Client"], "python", "{usage}");
 
     // An id this daemon did not launch is refused, end to end.
     let refused = Command::new(python_client())
@@ -478,8 +479,8 @@ fn the_python_signal_client_answers_and_strangers_are_refused() {
     assert_eq!(refused.status.code(), Some(3), "{refused:?}");
 
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    assert_eq!(stopped["result"]["stopped"]["how"], "signal", "{stopped}");
-    assert_eq!(stopped["result"]["stopped"]["status"], "exit status: 0");
+    assert_eq!(stopped["result"]["how"], "signal", "{stopped}");
+    assert_eq!(stopped["result"]["status"], "exit status: 0");
     wait_until("the Python client to go", WAIT, || is_gone(pid));
     let logs = daemon.ask(&["logs", &id.to_string()]).to_string();
     for event in ["registered", "ping", "resource usage", "shutdown"] {
@@ -538,25 +539,6 @@ fn scripts_run_with_f_and_stop_at_the_first_failing_line() {
     });
 }
 
-/// A raw connection to the control socket.
-fn connect(daemon: &Daemon) -> UnixStream {
-    let stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream
-}
-
-fn read_reply(reader: &mut BufReader<UnixStream>) -> Value {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    serde_json::from_str(line.trim_end()).unwrap_or_else(|err| panic!("{err}: {line:?}"))
-}
-
-fn send_bytes(daemon: &Daemon, bytes: &[u8]) -> Value {
-    let mut stream = connect(daemon);
-    stream.write_all(bytes).unwrap();
-    read_reply(&mut BufReader::new(stream))
-}
-
 #[test]
 fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
     let dir = TempDir::new("apps");
@@ -573,16 +555,12 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
             let socket = socket.clone();
             let done = done.clone();
             thread::spawn(move || {
-                let stream = UnixStream::connect(&socket).unwrap();
-                stream.set_read_timeout(Some(WAIT)).unwrap();
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
+                let mut client = ControlSocket::connect(&socket);
                 let mut answered = 0;
                 let commands = ["la", "apps", "status", "ping 1"];
                 loop {
                     let command = commands[(index + answered) % commands.len()];
-                    writer.write_all(format!("{command}\n").as_bytes()).unwrap();
-                    let reply = read_reply(&mut reader);
+                    let reply = client.command(command);
                     assert_eq!(reply["ok"], true, "{command}: {reply}");
                     answered += 1;
                     let stop = done.lock().unwrap().try_recv();
@@ -596,9 +574,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
 
     // A silent client and one that never ends its line: both are closed with an error, and
     // nobody waits for them meanwhile.
-    let silent = connect(&daemon);
-    let mut partial = connect(&daemon);
-    partial.write_all(b"status").unwrap();
+    let mut silent = ControlSocket::connect(&daemon.socket);
+    let mut partial = ControlSocket::connect(&daemon.socket);
+    partial.send(b"status");
     let hostile_signal = TcpStream::connect(signal_addr(&daemon)).unwrap();
 
     let cases: [(&[u8], Option<&str>, &str); 6] = [
@@ -618,7 +596,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         ),
     ];
     for (bytes, command, message) in cases {
-        let reply = send_bytes(&daemon, bytes);
+        let mut client = ControlSocket::connect(&daemon.socket);
+        client.send(bytes);
+        let reply = client.answer();
         assert_eq!(reply["ok"], false, "{reply}");
         assert_eq!(reply["command"].as_str(), command, "{reply}");
         assert!(
@@ -628,10 +608,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
     }
     let mut long = vec![b'x'; 70 * 1024];
     long.extend_from_slice(b"\nla\n");
-    let mut stream = connect(&daemon);
-    stream.write_all(&long).unwrap();
-    let mut reader = BufReader::new(stream);
-    let reply = read_reply(&mut reader);
+    let mut client = ControlSocket::connect(&daemon.socket);
+    client.send(&long);
+    let reply = client.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -640,7 +619,7 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         "{reply}"
     );
     // The connection goes on after it.
-    assert_eq!(read_reply(&mut reader)["command"], "list_apps");
+    assert_eq!(client.answer()["command"], "list_apps");
 
     // Through visctl too: exit status 1 and the error on standard error, 2 for bad usage.
     let output = daemon.visctl(&["frobnicate"]);
@@ -655,8 +634,7 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
 
-    let mut reader = BufReader::new(silent);
-    let reply = read_reply(&mut reader);
+    let reply = silent.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -664,13 +642,8 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
             .contains("no command within 10 s of connecting"),
         "{reply}"
     );
-    let mut rest = Vec::new();
-    assert_eq!(
-        reader.read_to_end(&mut rest).unwrap(),
-        0,
-        "the connection is closed"
-    );
-    let reply = read_reply(&mut BufReader::new(partial));
+    assert_eq!(silent.lines_until_closed(), 0, "the connection is closed");
+    let reply = partial.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -690,6 +663,7 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
 
 #[test]
 fn a_stopped_skywired_leaves_no_app_behind() {
+    let with_python = require("python3", "a_stopped_skywired_leaves_no_app_behind");
     let dir = TempDir::new("apps");
     let stubborn = "  stubborn:\n    desc: ignores SIGTERM\n    path: /bin/sh\n    \
                     default_args: [\"-c\", \"trap '' TERM; echo ready; while :; do sleep 1; done\"]\n  \
@@ -697,34 +671,183 @@ fn a_stopped_skywired_leaves_no_app_behind() {
                     path: PYTHON\n    default_args: [\"--ignore-shutdown\"]\n";
     let stubborn = stubborn.replace("PYTHON", &python_client().display().to_string());
     let mut daemon = start_daemon(&dir, "node", &stubborn);
-    let mut pids = Vec::new();
-    for app in ["example", "ex-daemon", "py", "stubborn", "deaf"] {
-        pids.push(start_app(&daemon, &[app]).1);
+    // The apps by name: signal clients, then one that is not.
+    let mut signal_clients = vec!["example", "ex-daemon"];
+    if with_python {
+        signal_clients.extend(["py", "deaf"]);
     }
-    for id in [1, 2, 3, 5] {
-        wait_registered(&daemon, id);
+    let mut started = Vec::new();
+    for app in signal_clients.iter().chain(&["stubborn"]) {
+        let (id, pid) = start_app(&daemon, &[*app]);
+        started.push((*app, id, pid));
     }
+    let id_of = |name: &str| started.iter().find(|(app, ..)| *app == name).unwrap().1;
+    for app in &signal_clients {
+        wait_registered(&daemon, id_of(app));
+    }
+    let stubborn_id = id_of("stubborn").to_string();
     wait_until("the stubborn app to start", WAIT, || {
-        daemon.ask(&["logs", "4"]).to_string().contains("ready")
+        daemon
+            .ask(&["logs", &stubborn_id])
+            .to_string()
+            .contains("ready")
     });
 
-    let started = Instant::now();
+    let stopping = Instant::now();
     let status = daemon.terminate();
-    let took = started.elapsed();
+    let took = stopping.elapsed();
     assert!(status.success(), "{status}:\n{}", daemon.log());
     assert!(took < Duration::from_secs(20), "the stop took {took:?}");
-    for pid in &pids {
+    for (app, _, pid) in &started {
         assert!(
             is_gone(*pid),
-            "app process {pid} is still there: {:?}",
+            "{app}'s process {pid} is still there: {:?}",
             proc_state(*pid)
         );
     }
     let log = daemon.log();
-    assert!(log.contains("app 4 (stubborn) stopped (Sigkill)"), "{log}");
-    assert!(log.contains("app 5 (deaf) stopped (Sigterm)"), "{log}");
-    assert!(log.contains("app 1 (example) stopped (Signal)"), "{log}");
+    let mut endings = vec![("stubborn", "Sigkill"), ("example", "Signal")];
+    if with_python {
+        endings.push(("deaf", "Sigterm"));
+    }
+    for (app, how) in endings {
+        let line = format!("app {} ({app}) stopped ({how})", id_of(app));
+        assert!(log.contains(&line), "{line} missing:\n{log}");
+    }
     assert!(!daemon.socket.exists());
+}
+
+#[test]
+fn a_sigkilled_skywired_leaves_no_app_behind() {
+    let dir = TempDir::new("apps");
+    let stubborn = "  stubborn:\n    desc: ignores SIGTERM\n    path: /bin/sh\n    \
+                    default_args: [\"-c\", \"trap '' TERM; echo ready; while :; do sleep 1; done\"]\n";
+    let mut daemon = start_daemon(&dir, "node", stubborn);
+    let mut started = Vec::new();
+    for app in ["example", "ex-daemon", "stubborn"] {
+        let (id, pid) = start_app(&daemon, &[app]);
+        started.push((app, id, pid));
+    }
+    for (app, id, _) in &started {
+        if *app != "stubborn" {
+            wait_registered(&daemon, *id);
+        }
+    }
+
+    daemon.kill();
+    // Gone, or a zombie that only waits for whoever adopted it to reap it.
+    let stopped = |pid: u32| proc_state(pid).is_none_or(|state| state == 'Z');
+    for (app, _, pid) in &started {
+        wait_until(
+            &format!("{app} (pid {pid}) to die with skywired"),
+            Duration::from_secs(30),
+            || stopped(*pid),
+        );
+    }
+}
+
+/// The capability sets of process `pid`, from its status file: `CapInh`, `CapPrm`, `CapEff`,
+/// `CapBnd` and `CapAmb`, by name.
+fn capabilities(pid: u32) -> Vec<(String, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|line| line.starts_with("Cap"))
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (
+                name.to_owned(),
+                u64::from_str_radix(value.trim(), 16).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The environment process `pid` was started with, sorted.
+fn environment(pid: u32) -> Vec<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut vars: Vec<String> = environ
+        .split(|byte| *byte == 0)
+        .filter(|var| !var.is_empty())
+        .map(|var| String::from_utf8_lossy(var).into_owned())
+        .collect();
+    vars.sort();
+    vars
+}
+
+#[test]
+fn apps_start_with_no_capabilities_and_a_clean_environment() {
+    let dir = TempDir::new("apps");
+    let notify_path = dir.path("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let apps = "  plain:\n    path: sleep\n    default_args: [\"600\"]\n  \
+                net-admin:\n    path: sleep\n    default_args: [\"600\"]\n    \
+                capabilities: [CAP_NET_ADMIN]\n    env: {GREETING: hello, PATH: /bin}\n";
+    let daemon = Daemon::start_with_env(
+        &dir,
+        "node",
+        &SecretKey::generate(),
+        &[],
+        &catalog(apps),
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("SKYWIRE_PRIVATE", "not for apps"),
+        ],
+    );
+    // skywired had NOTIFY_SOCKET, and used it.
+    let mut ready = [0; 64];
+    let len = notify.recv(&mut ready).unwrap();
+    assert!(
+        String::from_utf8_lossy(&ready[..len]).contains("READY=1"),
+        "{:?}",
+        &ready[..len]
+    );
+
+    let signal = signal_addr(&daemon);
+    let (id, pid) = start_app(&daemon, &["plain"]);
+    for (name, value) in capabilities(pid) {
+        // Not root, skywired cannot clear the bounding set, and need not: without file
+        // capabilities a program gets nothing from it.
+        if name == "CapBnd" && !is_root() {
+            continue;
+        }
+        assert_eq!(value, 0, "app {id}'s {name} is {value:#x}");
+    }
+    assert_eq!(
+        environment(pid),
+        [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            "SIGNAL_CLIENT=true".to_owned(),
+            format!("SIGNAL_CLIENT_ID={id}"),
+            format!("SIGNAL_SERVER_ADDRESS={signal}"),
+        ]
+    );
+
+    if !is_root() {
+        let (reply, _) = ask_fails(&daemon, &["start", "net-admin"]);
+        let error = reply["error"].as_str().unwrap();
+        assert!(
+            error.contains("it asks for CAP_NET_ADMIN, which skywired does not hold"),
+            "{reply}"
+        );
+        return;
+    }
+    let (id, pid) = start_app(&daemon, &["net-admin"]);
+    let net_admin = 1 << 12;
+    for (name, value) in capabilities(pid) {
+        assert_eq!(value, net_admin, "app {id}'s {name} is {value:#x}");
+    }
+    assert_eq!(
+        environment(pid),
+        [
+            "GREETING=hello".to_owned(),
+            "PATH=/bin".to_owned(),
+            "SIGNAL_CLIENT=true".to_owned(),
+            format!("SIGNAL_CLIENT_ID={id}"),
+            format!("SIGNAL_SERVER_ADDRESS={signal}"),
+        ]
+    );
 }
 
 /// The output of a visctl run, for messages.

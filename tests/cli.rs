@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 mod common;
 
+use common::machine::require;
 use common::{TempDir, SKYWIRED, VISCTL};
 
 /// Runs `program` with `args`, `stdin` on its standard input, in `dir`.
@@ -96,22 +97,10 @@ fn keygen_and_pubkey_agree_with_wg() {
     assert_eq!(public.len(), 45, "{public:?}");
     assert_ne!(public, private);
 
-    match Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Err(_) => println!(
-            "SKIPPED the comparison with `wg pubkey`: `wg` is not installed (install wireguard-tools)"
-        ),
-        Ok(mut wg) => {
-            wg.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
-            let wg = wg.wait_with_output().unwrap();
-            assert!(wg.status.success(), "{}", stderr(&wg));
-            assert_eq!(stdout(&wg), public);
-        }
+    if require("wg", "keygen_and_pubkey_agree_with_wg") {
+        let wg = run("wg", &["pubkey"], &private, dir.root());
+        assert!(wg.status.success(), "{}", stderr(&wg));
+        assert_eq!(stdout(&wg), public);
     }
 }
 

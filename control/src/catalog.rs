@@ -1,6 +1,7 @@
 //! The app catalog: the `apps:` map of `config.yaml` in the seed's format (name → `daemon`,
-//! `desc`, `path`, `default_args`, `help`), and how an entry's `path` becomes a program to run.
-//! It only describes apps; starting and watching them is the supervisor's.
+//! `desc`, `path`, `default_args`, `help`, and skywire's own `capabilities` and `env`), and how
+//! an entry's `path` becomes a program to run. It only describes apps; starting and watching
+//! them is the supervisor's.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -11,8 +12,13 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::capability::{Capability, CapabilitySet};
+use crate::signal::{ENV_CLIENT, ENV_CLIENT_ID, ENV_SERVER_ADDRESS};
+
 /// The longest app name accepted: names appear in commands, logs and replies.
 pub const MAX_NAME_LEN: usize = 128;
+/// The variables the launcher sets itself, which an entry's `env` may not.
+pub const LAUNCHER_ENV: [&str; 3] = [ENV_CLIENT, ENV_CLIENT_ID, ENV_SERVER_ADDRESS];
 
 /// One launchable app, as written under its name in `apps:`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +39,20 @@ pub struct AppSpec {
     /// Longer help text.
     #[serde(default, deserialize_with = "null_as_default")]
     pub help: String,
+    /// The capabilities the app keeps (such as `CAP_NET_ADMIN`); it starts with none otherwise.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub capabilities: Vec<Capability>,
+    /// Variables set in the app's environment, beside the signal variables and `PATH` (which
+    /// this may replace); nothing of skywired's own environment reaches the app.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl AppSpec {
+    /// The capabilities the app keeps, as a set.
+    pub fn capability_set(&self) -> CapabilitySet {
+        self.capabilities.iter().copied().collect()
+    }
 }
 
 /// The `apps:` map: app name → [`AppSpec`], in name order. A name given twice is refused.
@@ -76,7 +96,7 @@ impl<'de> Deserialize<'de> for Catalog {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// The text is not a valid `apps:` map.
-    #[error("bad app catalog: {0}; each app is `NAME:` followed by `path:` and optionally `daemon`, `desc`, `default_args`, `help`")]
+    #[error("bad app catalog: {0}; each app is `NAME:` followed by `path:` and optionally `daemon`, `desc`, `default_args`, `help`, `capabilities`, `env`")]
     Parse(String),
     /// An app name is empty, too long or has characters that commands cannot carry.
     #[error("bad app name {0:?}: use 1 to 128 letters, digits, `-`, `_` or `.`")]
@@ -84,6 +104,30 @@ pub enum CatalogError {
     /// An app's `path` is empty.
     #[error("app {0}: `path` is empty; give the program to run")]
     EmptyPath(String),
+    /// A variable of an app's `env` cannot be set.
+    #[error("app {app}: `env` cannot set {variable:?}: {problem}")]
+    Env {
+        /// The app's name.
+        app: String,
+        /// The variable's name.
+        variable: String,
+        /// What is wrong with it.
+        problem: EnvProblem,
+    },
+}
+
+/// What is wrong with a variable of an app's `env`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvProblem {
+    /// The name is not letters, digits and `_`, or starts with a digit.
+    #[error("a variable name is letters, digits and `_`, not starting with a digit")]
+    Name,
+    /// The value holds a NUL byte, which an environment cannot carry.
+    #[error("its value holds a NUL byte")]
+    Nul,
+    /// The launcher sets it.
+    #[error("skywired sets it for every app (the signal variables)")]
+    Launcher,
 }
 
 /// Why an app's program cannot be run.
@@ -127,6 +171,16 @@ pub fn is_app_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether `name` is a portable environment variable name: letters, digits and `_`, not
+/// starting with a digit.
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn relative_hint(base: Option<&Path>) -> String {
@@ -173,6 +227,24 @@ impl Catalog {
             }
             if spec.path.trim().is_empty() {
                 return Err(CatalogError::EmptyPath(name.clone()));
+            }
+            for (variable, value) in &spec.env {
+                let problem = if !is_variable_name(variable) {
+                    Some(EnvProblem::Name)
+                } else if LAUNCHER_ENV.contains(&variable.as_str()) {
+                    Some(EnvProblem::Launcher)
+                } else if value.contains('\0') {
+                    Some(EnvProblem::Nul)
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(CatalogError::Env {
+                        app: name.clone(),
+                        variable: variable.clone(),
+                        problem,
+                    });
+                }
             }
         }
         Ok(())
@@ -287,6 +359,8 @@ apps:
                 path: "bin/meshnet/meshnet-run-socks-server".into(),
                 default_args: vec![],
                 help: "[1] Text name of app, must be unique\n".into(),
+                capabilities: vec![],
+                env: BTreeMap::new(),
             }
         );
         assert_eq!(config.apps.len(), 1);
@@ -319,6 +393,50 @@ apps:
         assert_eq!(name, CatalogError::Name("a b".into()));
         let empty = Catalog::from_yaml_str("a:\n  path: \"\"\n").unwrap_err();
         assert_eq!(empty, CatalogError::EmptyPath("a".into()));
+    }
+
+    #[test]
+    fn capabilities_and_env_are_read_and_checked() {
+        let catalog = Catalog::from_yaml_str(
+            "vpn:\n  path: /bin/sh\n  capabilities: [CAP_NET_ADMIN]\n  \
+             env: {PATH: /bin, MODE: fast}\n",
+        )
+        .unwrap();
+        let spec = catalog.get("vpn").unwrap();
+        assert_eq!(spec.capabilities, [Capability::NET_ADMIN]);
+        assert!(spec.capability_set().contains(Capability::NET_ADMIN));
+        assert_eq!(spec.env.get("MODE").map(String::as_str), Some("fast"));
+
+        let unknown =
+            Catalog::from_yaml_str("a:\n  path: x\n  capabilities: [NET_ADMIN]\n").unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("\"NET_ADMIN\" is not a Linux capability"),
+            "{unknown}"
+        );
+        for (env, variable, problem) in [
+            ("{\"1X\": y}", "1X", EnvProblem::Name),
+            ("{\"A=B\": y}", "A=B", EnvProblem::Name),
+            (
+                "{SIGNAL_CLIENT_ID: \"9\"}",
+                "SIGNAL_CLIENT_ID",
+                EnvProblem::Launcher,
+            ),
+            ("{A: \"x\\0y\"}", "A", EnvProblem::Nul),
+        ] {
+            let err =
+                Catalog::from_yaml_str(&format!("a:\n  path: x\n  env: {env}\n")).unwrap_err();
+            assert_eq!(
+                err,
+                CatalogError::Env {
+                    app: "a".into(),
+                    variable: variable.into(),
+                    problem
+                },
+                "{env}"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! skywire's control plane: the viscript commands (`command`), their rendering for people
-//! (`render`), the control socket's line format (`protocol`), the control thread that serves the
-//! socket and the Unix signals (`server`), the client that `visctl` uses (`client`), the app
-//! catalog (`catalog`), the launched apps' supervisor (`supervisor`) and Viscript's signal
-//! protocol (`signal`).
+//! skywire's control plane: the viscript commands and their table (`command`), every text and
+//! reply line for people (`render`), the control socket's line format (`protocol`), the control
+//! thread that serves the socket and the Unix signals (`server`), the client that `visctl` uses
+//! (`client`), the app catalog (`catalog`), the launched apps' supervisor (`supervisor`), the
+//! capabilities they are left with (`capability`) and Viscript's signal protocol (`signal`).
 
-mod apps;
+pub mod capability;
 pub mod catalog;
 pub mod client;
 pub mod command;
@@ -15,6 +15,6 @@ pub mod signal;
 pub mod supervisor;
 
 pub use client::{ClientError, ControlClient};
-pub use command::{Command, CommandError, CommandSpec, SyntaxError, COMMANDS};
+pub use command::{Command, CommandError, CommandSpec, Parsed, Role, SyntaxError, COMMANDS};
 pub use protocol::{Answer, MAX_LINE};
 pub use server::{block_signals, ControlError, ControlOptions, ControlServer, Limits, Stopper};

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/machine.rs"]
+mod machine;
 mod signal_harness;
 
 use std::io::{Read as _, Write as _};
@@ -11,8 +13,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use machine::require;
 use serde_json::json;
-use signal_harness::{python3, python_client, zombies_among, Harness, EXAMPLE_APP};
+use signal_harness::{python_client, zombies_among, Harness, EXAMPLE_APP};
 use skywire_control::signal::{Frame, SignalEvent};
 use skywire_control::supervisor::{AppReply, AppState, AttachEvent, StopHow};
 
@@ -22,10 +25,10 @@ fn example_catalog() -> String {
     format!("example:\n  desc: the example app\n  path: {EXAMPLE_APP}\n")
 }
 
+/// The Python client as `py` (it needs `python3`: ask `require` first).
 fn python_catalog() -> String {
     format!(
-        "py:\n  desc: the Python client\n  path: {}\n  default_args: [{:?}]\n",
-        python3(),
+        "py:\n  desc: the Python client\n  path: python3\n  default_args: [{:?}]\n",
         python_client().display().to_string()
     )
 }
@@ -102,6 +105,9 @@ fn example_app_answers_ping_resource_usage_and_shutdown() {
 
 #[test]
 fn python_client_registers_and_answers() {
+    if !require("python3", "python_client_registers_and_answers") {
+        return;
+    }
     let mut h = Harness::new(&python_catalog(), |_| {});
     let id = h.start("py", None);
     h.registered(id);
@@ -149,9 +155,11 @@ fn python_client_registers_and_answers() {
 
 #[test]
 fn reregistration_replaces_the_connection() {
+    if !require("python3", "reregistration_replaces_the_connection") {
+        return;
+    }
     let catalog = format!(
-        "py:\n  path: {}\n  default_args: [{:?}, --reconnect-once]\n",
-        python3(),
+        "py:\n  path: python3\n  default_args: [{:?}, --reconnect-once]\n",
         python_client().display().to_string()
     );
     let mut h = Harness::new(&catalog, |_| {});
@@ -176,7 +184,7 @@ fn reregistration_replaces_the_connection() {
 /// Runs the Python client outside the supervisor with `id` while the harness loop turns;
 /// its exit code and output.
 fn run_outside(h: &mut Harness, id: u64) -> (Option<i32>, String) {
-    let mut child = Command::new(python3())
+    let mut child = Command::new("python3")
         .arg(python_client())
         .args(["--id", &id.to_string()])
         .args(["--address", &h.supervisor.signal().local_addr().to_string()])
@@ -199,6 +207,12 @@ fn run_outside(h: &mut Harness, id: u64) -> (Option<i32>, String) {
 
 #[test]
 fn registration_with_an_id_that_was_not_launched_is_refused() {
+    if !require(
+        "python3",
+        "registration_with_an_id_that_was_not_launched_is_refused",
+    ) {
+        return;
+    }
     let mut h = Harness::new(&python_catalog(), |_| {});
     let (code, out) = run_outside(&mut h, 999);
     assert_eq!(code, Some(3), "{out}");
@@ -219,6 +233,12 @@ fn registration_with_an_id_that_was_not_launched_is_refused() {
 
 #[test]
 fn registration_from_a_process_that_was_not_launched_is_refused() {
+    if !require(
+        "python3",
+        "registration_from_a_process_that_was_not_launched_is_refused",
+    ) {
+        return;
+    }
     let mut h = Harness::new(&example_catalog(), |_| {});
     let id = h.start("example", None);
     h.registered(id);

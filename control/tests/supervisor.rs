@@ -4,13 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/machine.rs"]
+mod machine;
 mod signal_harness;
 
 use std::time::{Duration, Instant};
 
+use machine::require;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use signal_harness::{children_among, python3, python_client, zombies_among, Harness, EXAMPLE_APP};
+use signal_harness::{children_among, python_client, zombies_among, Harness, EXAMPLE_APP};
 use skywire_control::supervisor::{AppReply, AppState, StopHow, SupervisorError};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -38,7 +41,7 @@ fn missing_program_is_a_clear_error() {
         format!(
             "app meshnet-socks-server: cannot start bin/meshnet/meshnet-run-socks-server: \
              no such file (path is relative to the config folder {})",
-            h.dir.0.display()
+            h.dir.root().display()
         )
     );
     let unknown = h
@@ -106,10 +109,10 @@ fn ids_are_sequential_and_never_reused() {
 
 #[test]
 fn shutdown_escalates_to_sigterm_then_sigkill() {
+    let with_python = require("python3", "shutdown_escalates_to_sigterm_then_sigkill");
     let catalog = format!(
         "stubborn:\n  path: sh\n  default_args: [-c, 'trap \"\" TERM; echo ready; while :; do sleep 0.1; done']\n\
-         deaf:\n  path: {}\n  default_args: [{:?}, --ignore-shutdown]\n",
-        python3(),
+         deaf:\n  path: python3\n  default_args: [{:?}, --ignore-shutdown]\n",
         python_client().display().to_string()
     );
     let mut h = Harness::new(&catalog, |options| {
@@ -127,38 +130,42 @@ fn shutdown_escalates_to_sigterm_then_sigkill() {
     assert!(report.status.contains("SIGKILL"), "{}", report.status);
 
     // Answers the signal shutdown but stays: SIGTERM after the grace.
-    let deaf = h.start("deaf", None);
-    h.registered(deaf);
-    let started = Instant::now();
-    let stop = h.supervisor.shutdown(deaf, Instant::now()).unwrap();
-    let AppReply::Stopped(report) = h.result(stop, WAIT).unwrap() else {
-        panic!("not stopped");
-    };
-    assert_eq!(report.how, StopHow::Sigterm);
-    assert!(started.elapsed() >= Duration::from_millis(500));
-    h.output_line(deaf, "shutdown");
+    if with_python {
+        let deaf = h.start("deaf", None);
+        h.registered(deaf);
+        let started = Instant::now();
+        let stop = h.supervisor.shutdown(deaf, Instant::now()).unwrap();
+        let AppReply::Stopped(report) = h.result(stop, WAIT).unwrap() else {
+            panic!("not stopped");
+        };
+        assert_eq!(report.how, StopHow::Sigterm);
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        h.output_line(deaf, "shutdown");
+    }
     assert!(zombies_among(&h.launched).is_empty());
 }
 
 #[test]
 fn shutdown_all_leaves_no_zombies() {
+    let with_python = require("python3", "shutdown_all_leaves_no_zombies");
     let catalog = format!(
         "example:\n  daemon: true\n  path: {EXAMPLE_APP}\n\
-         py:\n  path: {}\n  default_args: [{:?}]\n\
+         py:\n  path: python3\n  default_args: [{:?}]\n\
          shell:\n  path: sh\n  default_args: [-c, 'sleep 60 & sleep 60; wait']\n\
          quick:\n  daemon: true\n  path: sh\n  default_args: [-c, 'exit 3']\n",
-        python3(),
         python_client().display().to_string()
     );
     let mut h = Harness::new(&catalog, |options| {
         options.term_grace = Duration::from_secs(1);
     });
     let example = h.start("example", None);
-    let py = h.start("py", None);
+    let py = with_python.then(|| h.start("py", None));
     h.start("shell", None);
     let quick = h.start("quick", None);
     h.registered(example);
-    h.registered(py);
+    if let Some(py) = py {
+        h.registered(py);
+    }
     // The daemon that exits at once is waiting for its restart.
     h.until("the quick app to wait for a restart", WAIT, |h| {
         (h.status(quick).state == AppState::Restarting).then_some(())

@@ -1,5 +1,7 @@
-//! skywire's mesh core: identity, wire formats, transports, routing and route sessions as
-//! sans-IO state machines (bytes and `now` in; datagrams, events and deadlines out).
+//! skywire's dataplane: identity, wire formats, transports, routing, route sessions, the mesh
+//! stack and the built-in apps as sans-IO state machines (bytes and `now` in; datagrams,
+//! events and deadlines out), tied together by the `service`, and the mio `driver` that does
+//! the service's I/O.
 
 pub mod api;
 pub mod driver;
@@ -8,7 +10,9 @@ pub mod index;
 pub mod node;
 pub mod outbox;
 pub mod routing;
+pub mod service;
 pub mod session;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod socks;
 pub mod stack;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
+use smoltcp::wire::Ipv6Packet;
 
 use crate::identity::{NodeKey, SecretKey};
 
@@ -159,12 +160,12 @@ pub enum Destination {
 pub fn classify(packet: &[u8], peer: Ipv6Addr, own: Ipv6Addr) -> Destination {
     match packet.first().map(|byte| byte >> 4) {
         Some(6) => {
-            let (Some(src), Some(dst)) = (packet.get(8..24), packet.get(24..40)) else {
+            let Ok(header) = Ipv6Packet::new_checked(packet) else {
                 return Destination::Drop;
             };
-            if dst != own.octets() {
+            if header.dst_addr() != own {
                 Destination::Tunnel
-            } else if src == peer.octets() {
+            } else if header.src_addr() == peer {
                 Destination::MeshStack
             } else {
                 Destination::Drop

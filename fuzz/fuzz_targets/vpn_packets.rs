@@ -12,9 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = filter::addresses(data);
     let mut coalescer = Coalescer::default();
     for packet in data.chunks(1348) {
-        coalescer.push(packet, |frame| assert!(frame.len() <= 65_535 + 10));
+        coalescer.push(packet);
     }
-    coalescer.flush(|frame| assert!(frame.len() <= 65_535 + 10));
+    coalescer.finish();
+    while let Some(frame) = coalescer.next_frame() {
+        assert!(frame.len() <= 65_535 + 10);
+    }
     let mut frame = data.to_vec();
     let mut scratch = vec![0u8; 1348];
     let _ = split(&mut frame, &mut scratch, 1348, |packet| assert!(packet.len() <= 1348 || packet.len() == data.len().saturating_sub(10)));

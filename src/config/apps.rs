@@ -1,6 +1,6 @@
-//! The launched apps' part of the configuration: the `apps:` catalog (the seed's format, checked
-//! by `skywire_control::catalog`), and the signal server's port and the control socket's group
-//! in the `control` section.
+//! The launched apps' part of the configuration: the `apps:` catalog (the seed's format and the
+//! launcher's `capabilities` and `env`, checked by `skywire_control::catalog`), and the signal
+//! server's port and the control socket's group in the `control` section.
 
 use std::ops::RangeInclusive;
 
@@ -63,6 +63,14 @@ impl Checker<'_> {
             CatalogError::EmptyPath(name) => self.invalid(
                 &section.key(name).key("path"),
                 "is empty: give the program to run, relative to the config file's folder (with a `/`), absolute, or a bare name looked up in PATH".to_owned(),
+            ),
+            CatalogError::Env {
+                app,
+                variable,
+                problem,
+            } => self.invalid(
+                &section.key(app).key("env").key(variable),
+                format!("cannot be set: {problem}"),
             ),
             CatalogError::Parse(problem) => self.invalid(&section, problem.clone()),
         })?;

@@ -882,6 +882,9 @@ apps:
   second:
     path: target/release/skywired
     default_args: [\"--config\", \"examples/second-node.yaml\"]
+    capabilities: [CAP_NET_ADMIN]
+    env:
+      RUST_LOG: debug
 ";
     let config = parse(text).unwrap();
     assert_eq!(config.apps.len(), 2);
@@ -896,6 +899,15 @@ apps:
         second.default_args,
         ["--config", "examples/second-node.yaml"]
     );
+    assert_eq!(
+        second.capabilities,
+        [skywire_control::capability::Capability::NET_ADMIN]
+    );
+    assert_eq!(
+        second.env.get("RUST_LOG").map(String::as_str),
+        Some("debug")
+    );
+    assert!(seed.capabilities.is_empty() && seed.env.is_empty());
 }
 
 #[test]
@@ -929,6 +941,18 @@ fn bad_apps_and_control_values_are_refused_with_key_and_line() {
         "apps.example.default_args",
         4,
         &["sequence"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    path: x\n    capabilities: [CAP_NET_ADMIN, net_raw]\n",
+        "apps.example.capabilities[1]",
+        4,
+        &["\"net_raw\" is not a Linux capability", "CAP_NET_ADMIN"],
+    );
+    assert_invalid(
+        "apps:\n  example:\n    path: x\n    env:\n      SIGNAL_CLIENT: \"false\"\n",
+        "apps.example.env.SIGNAL_CLIENT",
+        5,
+        &["skywired sets it for every app"],
     );
     assert_invalid(
         "control:\n  signal_port: 65536\n",

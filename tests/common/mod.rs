@@ -1,5 +1,8 @@
-//! What the end-to-end tests share: temporary folders, running `skywired` processes with
-//! configs of their own (port 0), `visctl` against them, and waiting with deadlines.
+//! What the end-to-end tests share: running `skywired` processes with configs of their own
+//! (port 0), `visctl` against them, and waiting with deadlines; and the helpers every crate's
+//! tests include from this folder, each a file of its own: a temporary folder (`temp`), a raw
+//! control-socket client (`control`), the HTTP target (`http`), the SOCKS5 client (`socks`),
+//! network namespaces (`netns`) and what the machine has (`machine`).
 
 #![allow(
     dead_code,
@@ -12,61 +15,23 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
+pub mod control;
 pub mod http;
+pub mod machine;
 pub mod netns;
 pub mod socks;
+pub mod temp;
+
+pub use temp::TempDir;
 
 pub const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
 pub const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
-
-/// A folder of its own under the system's temporary folder, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `text` to `name` in this folder and returns its path.
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path(name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).unwrap();
-        }
-        fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Waits until `condition` holds, failing the test after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
@@ -121,6 +86,19 @@ impl Daemon {
         neighbours: &[Neighbour],
         extra: &str,
     ) -> Daemon {
+        Daemon::start_with_env(dir, name, secret, neighbours, extra, &[])
+    }
+
+    /// As [`Daemon::start_with`], with `env` added to the daemon's environment (which otherwise
+    /// has no `RUST_LOG` and no `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        dir: &TempDir,
+        name: &str,
+        secret: &SecretKey,
+        neighbours: &[Neighbour],
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut yaml = String::from(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
              control:\n  socket: visctl.sock\n  signal_port: 0\nliveness:\n  \
@@ -157,6 +135,7 @@ impl Daemon {
             .arg(&config)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -185,7 +164,7 @@ impl Daemon {
             },
         );
         let status = status.unwrap();
-        let listen: SocketAddr = status["result"]["status"]["listen"]
+        let listen: SocketAddr = status["result"]["listen"]
             .as_str()
             .unwrap()
             .parse()
@@ -375,7 +354,7 @@ pub fn three_nodes_with(
         &extra("a", &keys),
     );
     wait_until("B's links to come up", Duration::from_secs(20), || {
-        node_b.ask(&["status"])["result"]["status"]["links_up"] == 2
+        node_b.ask(&["status"])["result"]["links_up"] == 2
     });
     (node_a, node_b, node_c)
 }
@@ -412,21 +391,4 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Whether `program` can be run from `PATH` (or is a path that exists).
-pub fn installed(program: &str) -> bool {
-    if program.contains('/') {
-        return Path::new(program).exists();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-/// Fails the test at once when `program` is missing, saying how to install it.
-pub fn require(program: &str, package: &str) {
-    assert!(
-        installed(program),
-        "{program} is not installed: `apt-get install {package}` (.ci/run installs it)"
-    );
 }

@@ -1,5 +1,6 @@
 //! Network namespaces for the VPN tests (root only): made uniquely named, joined by veth pairs,
-//! inspected, and removed on drop. The dataplane's own namespace test includes this file too.
+//! inspected, and removed on drop. The dataplane's own namespace test and the forwarding bench
+//! include this file too, beside `machine.rs` as a sibling module.
 
 #![allow(dead_code)]
 
@@ -11,11 +12,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use blake2::{Blake2s256, Digest};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
-/// Whether this process runs as root (tests that make namespaces or TUN devices need it).
-pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .is_ok_and(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
+use super::machine::{installed, package, require, require_root};
+
+/// Whether `test` can make namespaces here (as root, with `ip`); skips it when not.
+pub fn can_make_namespaces(test: &str) -> bool {
+    require_root(test) && require("ip", test)
 }
 
 /// What [`transfer`] sends.
@@ -23,7 +27,10 @@ pub const TRANSFER: usize = 100 << 20;
 
 /// Runs `ip ARGS` and insists that it worked.
 pub fn ip(args: &[&str]) -> String {
-    let output = Command::new("ip").args(args).output().unwrap();
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run ip (apt-get install iproute2): {error}"));
     assert!(
         output.status.success(),
         "ip {}: {}",
@@ -33,8 +40,16 @@ pub fn ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Runs a command in a namespace; returns whether it succeeded.
+/// Runs a command in a namespace; returns whether it succeeded. The program must be installed:
+/// its absence would look like a failure of the network.
 pub fn ns_run(ns: &str, args: &[&str]) -> bool {
+    let program = args.first().copied().unwrap_or_default();
+    assert!(
+        installed(program),
+        "{program} is not installed (apt-get install {}): a test asks \
+         `require(\"{program}\", test)` before it runs it",
+        package(program)
+    );
     Command::new("ip")
         .args(["netns", "exec", ns])
         .args(args)
@@ -46,12 +61,14 @@ pub fn ns_run(ns: &str, args: &[&str]) -> bool {
 }
 
 /// Whether `host` answers a ping from `ns` within about 15 s (a busy machine may lose one).
+/// Needs `ping`: ask `require("ping", test)` first.
 pub fn reaches(ns: &str, host: &str) -> bool {
     let family = if host.contains(':') { "-6" } else { "-4" };
     (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
 }
 
-/// Namespaces made by a test, removed on drop (panics included).
+/// Namespaces made by a test, removed on drop (panics included) with whatever still runs in
+/// them.
 pub struct Namespaces(Vec<String>);
 
 impl Namespaces {
@@ -99,6 +116,13 @@ impl Namespaces {
 impl Drop for Namespaces {
     fn drop(&mut self) {
         for name in &self.0 {
+            if let Ok(output) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }

@@ -1,5 +1,5 @@
 //! Who holds the far end of a loopback TCP connection: the client socket's inode from
-//! `/proc/net/tcp` (or `tcp6`), then whether an app's process or one of its descendants has
+//! `/proc/self/net/tcp` (or `tcp6`), then whether an app's process or one of its descendants has
 //! `socket:[inode]` under `/proc/PID/fd`. Linux only, no privileges needed for our own children.
 
 use std::collections::HashMap;
@@ -22,7 +22,9 @@ pub fn connection_owned_by(root: u32, client: SocketAddr, server: SocketAddr) ->
 
 /// The inode of the socket whose local address is `client` and remote address `server`.
 pub fn client_socket_inode(client: SocketAddr, server: SocketAddr) -> io::Result<Option<u64>> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+    // Through /proc/self: a /proc mounted with subset=pid (the unit's ProcSubset=pid) has no
+    // /proc/net, but each process's own net folder is still there.
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
         match fs::read_to_string(table) {
             Ok(text) => {
                 if let Some(inode) = find_inode(&text, client, server) {

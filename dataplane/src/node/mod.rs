@@ -493,6 +493,9 @@ pub struct Node {
     topology: Topology,
     advertising: Advertising,
     sessions: HashMap<NodeKey, RouteSession>,
+    /// The peers of the sessions, by mesh address (entries whose session went are pruned by
+    /// `retire_sessions`, and ignored until then).
+    session_peers: HashMap<Ipv6Addr, NodeKey>,
     /// Sessions whose peer has no route, and since when.
     lingering: HashMap<NodeKey, Instant>,
     session_limiter: Arc<RateLimiter>,
@@ -573,6 +576,7 @@ impl Node {
             pending: HashMap::new(),
             relayed: HashMap::new(),
             sessions: HashMap::new(),
+            session_peers: HashMap::new(),
             lingering: HashMap::new(),
             outbox: Outbox::default(),
             events: VecDeque::new(),
@@ -609,6 +613,16 @@ impl Node {
     /// The routes this node is an end of, by peer.
     pub fn routes(&self) -> impl Iterator<Item = (&NodeKey, &EndRoute)> {
         self.routes.iter()
+    }
+
+    /// The node whose mesh address is `address`, among those this node holds a route session
+    /// with: who sent a packet that a session delivered, or where the mesh stack's packet to
+    /// `address` goes.
+    pub fn peer_at(&self, address: Ipv6Addr) -> Option<NodeKey> {
+        self.session_peers
+            .get(&address)
+            .filter(|peer| self.sessions.contains_key(peer))
+            .copied()
     }
 
     /// How many route sessions the node holds (with a route, or lingering after one).

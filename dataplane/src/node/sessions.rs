@@ -11,6 +11,8 @@ impl Node {
     pub(super) fn retire_sessions(&mut self, now: Instant) {
         let sessions = &self.sessions;
         self.lingering.retain(|peer, _| sessions.contains_key(peer));
+        self.session_peers
+            .retain(|_, peer| sessions.contains_key(peer));
         let mut wanted: HashSet<NodeKey> = self
             .pending
             .values()
@@ -52,6 +54,7 @@ impl Node {
                 index,
                 self.session_limiter.clone(),
             );
+            self.session_peers.insert(session.peer_address(), peer);
             self.sessions.insert(peer, session);
         }
     }

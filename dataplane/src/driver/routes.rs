@@ -1,6 +1,6 @@
-//! The VPN client's routes. What goes into the tunnel sits in a routing table of its own
-//! ([`TABLE`]), consulted by a policy rule for every packet that does not carry the node's
-//! firewall mark ([`FWMARK`], set on the node's UDP socket), so the transports' own datagrams
+//! The VPN client's routes, installed and removed on the host thread. What goes into the
+//! tunnel sits in a routing table of its own ([`TABLE`]), consulted by a policy rule for every packet that does not carry the node's
+//! firewall mark (`FWMARK`, set on the node's UDP socket), so the transports' own datagrams
 //! keep their underlay routes and the tunnel never swallows itself. A full tunnel (`0.0.0.0/0`,
 //! `::/0`) also makes the main table's non-default routes win, as wg-quick does, so the local
 //! network stays reachable.
@@ -13,12 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::pool::write_atomically;
-use super::prefix::Prefix;
-use super::tun::{ip, TunError, TunName};
+use super::host::{ip, write_atomically};
+use crate::vpn::{Prefix, TunError, TunName, FWMARK};
 
-/// The firewall mark of the node's own datagrams while a VPN client routes through the tunnel.
-pub const FWMARK: u32 = 0x736b;
 /// The routing table that holds the tunnel's routes.
 pub const TABLE: u32 = 0x736b;
 /// Priority of the rule that lets the main table's specific routes win in a full tunnel.

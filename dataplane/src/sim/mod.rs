@@ -1,9 +1,14 @@
 //! An in-memory mesh for tests and benchmarks: several nodes, a virtual clock that drives the
 //! nodes' own timers, and links that drop, delay or die, all from one seed. The WireGuard
 //! sessions are the real ones (boringtun reads the wall clock for its own timers, which short
-//! scenarios never reach). It panics on misuse: it is a test harness, not part of a node.
+//! scenarios never reach). [`Sim`] runs bare nodes; [`AppSim`] runs whole services, apps
+//! included, with their kernel sockets, TUN devices and host in memory. It panics on misuse:
+//! it is a test harness, not part of a node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod apps;
+mod network;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,7 +19,12 @@ use std::time::{Duration, Instant};
 use crate::identity::{NodeKey, SecretKey};
 use crate::node::{Event, Node, NodeOptions};
 use crate::transport::NeighbourConfig;
+use network::Network;
 use rand_core::RngCore;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr};
+
+pub use apps::{AppNode, AppSim, StreamId};
 
 /// A small seeded generator (SplitMix64): the simulator's and the nodes' only randomness.
 #[derive(Debug, Clone)]
@@ -64,14 +74,6 @@ impl Default for LinkModel {
     }
 }
 
-/// A datagram on its way.
-#[derive(Debug)]
-struct InFlight {
-    from: usize,
-    to: usize,
-    bytes: Vec<u8>,
-}
-
 /// Every datagram a node received or sent, and every decrypted mesh packet it saw.
 #[derive(Debug, Default)]
 pub struct Capture {
@@ -111,11 +113,7 @@ pub struct Sim {
     pub now: Instant,
     pub start: Instant,
     pub nodes: Vec<SimNode>,
-    links: HashMap<(usize, usize), LinkModel>,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    in_flight: HashMap<u64, InFlight>,
-    sequence: u64,
-    rng: SplitMix,
+    network: Network,
     /// Datagrams lost to link models.
     pub lost: u64,
     by_addr: HashMap<SocketAddr, usize>,
@@ -125,8 +123,42 @@ pub struct Sim {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
-fn pair(a: usize, b: usize) -> (usize, usize) {
-    (a.min(b), a.max(b))
+/// `count` secret keys drawn from `rng`.
+fn secrets(rng: &mut SplitMix, count: usize) -> Vec<SecretKey> {
+    (0..count)
+        .map(|_| {
+            let mut bytes = [0u8; 32];
+            rng.fill_bytes(&mut bytes);
+            SecretKey::from(bytes)
+        })
+        .collect()
+}
+
+/// The UDP address of node `i`.
+fn node_address(i: usize) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10_000 + i as u16))
+}
+
+/// Node `i`'s options: its key, a transport to each node `links` joins it to, and its first
+/// advert sequence number taken from the simulated wall clock.
+fn node_options(i: usize, secrets: &[SecretKey], links: &[(usize, usize)]) -> NodeOptions {
+    let mut options = NodeOptions::new(secrets[i].clone());
+    options.advert_sequence_start = WALL_CLOCK_START_MS;
+    for (a, b) in links {
+        let other = if *a == i {
+            *b
+        } else if *b == i {
+            *a
+        } else {
+            continue;
+        };
+        options.neighbours.push(NeighbourConfig {
+            key: secrets[other].public(),
+            endpoint: Some(node_address(other)),
+            keepalive: None,
+        });
+    }
+    options
 }
 
 impl Sim {
@@ -139,40 +171,17 @@ impl Sim {
     ) -> Sim {
         let start = Instant::now();
         let mut rng = SplitMix(seed);
-        let secrets: Vec<SecretKey> = (0..count)
-            .map(|_| {
-                let mut bytes = [0u8; 32];
-                rng.fill_bytes(&mut bytes);
-                SecretKey::from(bytes)
-            })
-            .collect();
-        let addr =
-            |i: usize| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10_000 + i as u16));
+        let secrets = secrets(&mut rng, count);
         let mut nodes = Vec::new();
         for (i, secret) in secrets.iter().enumerate() {
-            let mut options = NodeOptions::new(secret.clone());
-            for (a, b) in links {
-                let other = if *a == i {
-                    *b
-                } else if *b == i {
-                    *a
-                } else {
-                    continue;
-                };
-                options.neighbours.push(NeighbourConfig {
-                    key: secrets[other].public(),
-                    endpoint: Some(addr(other)),
-                    keepalive: None,
-                });
-            }
-            options.advert_sequence_start = WALL_CLOCK_START_MS;
+            let mut options = node_options(i, &secrets, links);
             tune(i, &mut options);
             let node =
                 Node::new(options.clone(), start, Box::new(SplitMix(rng.next_u64()))).unwrap();
             nodes.push(SimNode {
                 key: secret.public(),
                 node,
-                addr: addr(i),
+                addr: node_address(i),
                 events: Vec::new(),
                 capture: None,
                 options,
@@ -187,14 +196,7 @@ impl Sim {
             now: start,
             start,
             nodes,
-            links: links
-                .iter()
-                .map(|(a, b)| (pair(*a, *b), LinkModel::default()))
-                .collect(),
-            queue: BinaryHeap::new(),
-            in_flight: HashMap::new(),
-            sequence: 0,
-            rng,
+            network: Network::new(links, rng),
             lost: 0,
             by_addr,
             deadlines: vec![None; count],
@@ -208,7 +210,7 @@ impl Sim {
         let mut options = self.nodes[i].options.clone();
         options.advert_sequence_start =
             WALL_CLOCK_START_MS + u64::try_from(self.elapsed().as_millis()).unwrap();
-        let rng = Box::new(SplitMix(self.rng.next_u64()));
+        let rng = Box::new(SplitMix(self.network.seed()));
         self.nodes[i].node = Node::new(options, self.now, rng).unwrap();
         self.nodes[i].events.clear();
         self.nodes[i].capture = None;
@@ -226,7 +228,7 @@ impl Sim {
 
     /// Changes how the link between `a` and `b` behaves.
     pub fn link(&mut self, a: usize, b: usize) -> &mut LinkModel {
-        self.links.entry(pair(a, b)).or_default()
+        self.network.link(a, b)
     }
 
     /// Records everything node `i` handles from now on.
@@ -255,50 +257,23 @@ impl Sim {
     /// Moves node `from`'s outgoing datagrams onto the links, collects its events and notes
     /// its next deadline.
     fn collect_outputs_of(&mut self, from: usize) {
-        {
-            while let Some(datagram) = self.nodes[from].node.poll_transmit() {
-                let to = self.by_addr.get(&datagram.to).copied();
-                if let Some(capture) = &self.nodes[from].capture {
-                    capture
-                        .lock()
-                        .unwrap()
-                        .datagrams
-                        .push(datagram.bytes().to_vec());
-                }
-                if let Some(to) = to {
-                    let model = self.links.get_mut(&pair(from, to));
-                    let lost = match model {
-                        Some(model) if model.lose_next > 0 => {
-                            model.lose_next -= 1;
-                            true
-                        }
-                        Some(model) => {
-                            !model.alive || (self.rng.next_u32() % 1_000_000) < model.loss_ppm
-                        }
-                        None => true,
-                    };
-                    let model = self.links.get(&pair(from, to)).copied();
-                    if lost {
-                        self.lost += 1;
-                    } else if let Some(model) = model {
-                        self.sequence += 1;
-                        self.in_flight.insert(
-                            self.sequence,
-                            InFlight {
-                                from,
-                                to,
-                                bytes: datagram.bytes().to_vec(),
-                            },
-                        );
-                        self.queue
-                            .push(Reverse((self.now + model.delay, self.sequence)));
-                    }
-                }
-                self.nodes[from].node.recycle(datagram);
+        while let Some(datagram) = self.nodes[from].node.poll_transmit() {
+            let to = self.by_addr.get(&datagram.to).copied();
+            if let Some(capture) = &self.nodes[from].capture {
+                capture
+                    .lock()
+                    .unwrap()
+                    .datagrams
+                    .push(datagram.bytes().to_vec());
             }
-            while let Some(event) = self.nodes[from].node.poll_event() {
-                self.nodes[from].events.push(event);
+            let sent = self.network.send(self.now, from, to, datagram.bytes());
+            if to.is_some() && !sent {
+                self.lost += 1;
             }
+            self.nodes[from].node.recycle(datagram);
+        }
+        while let Some(event) = self.nodes[from].node.poll_event() {
+            self.nodes[from].events.push(event);
         }
         let (at, _) = self.nodes[from].node.poll_timeout();
         if Some(at) != self.deadlines[from] {
@@ -339,7 +314,7 @@ impl Sim {
             if done(self) {
                 return true;
             }
-            let next_delivery = self.queue.peek().map(|Reverse((at, _))| *at);
+            let next_delivery = self.network.next_arrival();
             let next_timer = self.next_deadline().map(|(at, _)| at);
             let next = match (next_delivery, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
@@ -351,21 +326,15 @@ impl Sim {
             }
             self.now = self.now.max(next);
             let now = self.now;
-            while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
-                if at > now {
-                    break;
+            while let Some(flight) = self.network.pop_arrived(now) {
+                let from = self.nodes[flight.from].addr;
+                if let Some(capture) = &self.nodes[flight.to].capture {
+                    capture.lock().unwrap().datagrams.push(flight.bytes.clone());
                 }
-                self.queue.pop();
-                if let Some(flight) = self.in_flight.remove(&seq) {
-                    let from = self.nodes[flight.from].addr;
-                    if let Some(capture) = &self.nodes[flight.to].capture {
-                        capture.lock().unwrap().datagrams.push(flight.bytes.clone());
-                    }
-                    self.nodes[flight.to]
-                        .node
-                        .handle_datagram(now, from, &flight.bytes);
-                    self.collect_outputs_of(flight.to);
-                }
+                self.nodes[flight.to]
+                    .node
+                    .handle_datagram(now, from, &flight.bytes);
+                self.collect_outputs_of(flight.to);
             }
             while let Some((at, i)) = self.next_deadline() {
                 if at > now {
@@ -405,13 +374,32 @@ impl Sim {
 
 /// An IPv6 packet from `src` to `dst` with no next header (59) carrying `payload`.
 pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
-    let mut packet = vec![0u8; 40];
-    packet[0] = 0x60;
-    packet[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
-    packet[6] = 59;
-    packet[7] = 64;
-    packet[8..24].copy_from_slice(&src.octets());
-    packet[24..40].copy_from_slice(&dst.octets());
-    packet.extend_from_slice(payload);
+    let repr = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Ipv6NoNxt,
+        payload_len: payload.len(),
+        hop_limit: 64,
+    };
+    let mut packet = vec![0u8; repr.buffer_len() + payload.len()];
+    let mut view = Ipv6Packet::new_unchecked(&mut packet);
+    repr.emit(&mut view);
+    view.payload_mut().copy_from_slice(payload);
+    packet
+}
+
+/// An IPv4 packet from `src` to `dst` of an experimental protocol (253) carrying `payload`.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let repr = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Unknown(253),
+        payload_len: payload.len(),
+        hop_limit: 64,
+    };
+    let mut packet = vec![0u8; repr.buffer_len() + payload.len()];
+    let mut view = Ipv4Packet::new_unchecked(&mut packet);
+    repr.emit(&mut view, &ChecksumCapabilities::default());
+    view.payload_mut().copy_from_slice(payload);
     packet
 }

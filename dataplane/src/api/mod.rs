@@ -1,17 +1,26 @@
 //! What the control thread asks the dataplane thread and what it answers: typed requests with
 //! ids through a channel and a `mio::Waker`, replies the same way back, whenever they are ready
 //! (a route setup or a ping takes round trips). Neither thread ever blocks on the other.
+//!
+//! These types depend on no app module: the apps depend on them (`vpn`, `socks`), and so does
+//! the control crate. A reply serializes as its data alone, with no tag naming its kind.
 
+pub mod socks;
+pub mod vpn;
+
+use std::error::Error;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::identity::NodeKey;
-use crate::socks::{SocksApp, SocksStatus};
-pub use crate::vpn::{VpnApp, VpnStatus};
+use crate::node::RouteError;
+use socks::{SocksApp, SocksStatus};
+use vpn::{VpnApp, VpnStatus};
 
 /// Pairs a reply with its request.
 pub type RequestId = u64;
@@ -73,14 +82,20 @@ pub enum Request {
     Shutdown,
 }
 
-/// The dataplane's answer to one request.
+/// The dataplane's answer to one request: its data, or why it failed.
+pub type Response = Result<Reply, RequestError>;
+
+/// What a request that succeeded answers. It serializes as the data it holds, untagged:
+/// `Status` as the status's fields. More replies come as the node learns more commands, so
+/// other crates must expect ones they do not know.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(untagged)]
+#[non_exhaustive]
 pub enum Reply {
     /// Answers [`Request::Status`].
     Status(StatusReply),
     /// Answers [`Request::ListTransports`].
-    Transports(Vec<TransportRow>),
+    Transports(TransportsReply),
     /// Answers [`Request::ListRoutes`].
     Routes(RoutesReply),
     /// Answers [`Request::BuildRoute`] once the route is ready.
@@ -88,7 +103,7 @@ pub enum Reply {
     /// Answers [`Request::RemoveRoute`].
     RouteRemoved {
         /// The route's other end.
-        peer: String,
+        peer: NodeKey,
     },
     /// Answers [`Request::PingNode`].
     Ping(PingReply),
@@ -98,15 +113,68 @@ pub enum Reply {
     Socks(SocksStatus),
     /// Answers [`Request::Shutdown`]: the dataplane has stopped.
     Stopped,
-    /// The request failed; the message says why and what to do.
-    Error(String),
+}
+
+/// Why a request failed. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A route could not be set up; the error names the hop.
+    #[error("route to {peer} failed: {error}")]
+    RouteFailed {
+        /// The route's destination.
+        peer: NodeKey,
+        /// What happened.
+        error: RouteError,
+    },
+    /// The route was set up and went down before it could be answered.
+    #[error("the route to {peer} went down at once")]
+    RouteWentDown {
+        /// The route's destination.
+        peer: NodeKey,
+    },
+    /// The route was set up but its end-to-end session did not complete its handshake.
+    #[error("route to {peer} was set up but its session handshake did not complete in {} s", .after.as_secs())]
+    HandshakeTimeout {
+        /// The route's destination.
+        peer: NodeKey,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// There is no route to the node to tear down.
+    #[error("no route to {peer}: `list_routes` shows the routes")]
+    NoRoute {
+        /// The node named.
+        peer: NodeKey,
+    },
+    /// There is no ready route to the node to send over.
+    #[error("no route to {peer}: build one first with `build_route`")]
+    NoReadyRoute {
+        /// The node named.
+        peer: NodeKey,
+    },
+    /// The VPN app asked to stop is not running.
+    #[error("the VPN {0} is not running")]
+    VpnNotRunning(VpnApp),
+    /// The node is stopping and takes no more requests.
+    #[error("the node is stopping")]
+    Stopping,
+    /// A VPN or SOCKS app refused the request; its own error says why.
+    #[error(transparent)]
+    App(Box<dyn Error + Send + Sync>),
+}
+
+impl RequestError {
+    /// An app's error.
+    pub fn app(error: impl Error + Send + Sync + 'static) -> RequestError {
+        RequestError::App(Box::new(error))
+    }
 }
 
 /// The node at a glance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusReply {
     /// The node's public key.
-    pub key: String,
+    pub key: NodeKey,
     /// Its mesh address.
     pub mesh_address: Ipv6Addr,
     /// The UDP socket's address as bound (the real port when the config said 0).
@@ -123,11 +191,18 @@ pub struct StatusReply {
     pub rules: usize,
 }
 
+/// Every transport.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransportsReply {
+    /// One row per configured neighbour.
+    pub transports: Vec<TransportRow>,
+}
+
 /// One transport.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransportRow {
     /// The neighbour's key.
-    pub key: String,
+    pub key: NodeKey,
     /// Where its packets go (and last came from).
     pub endpoint: Option<SocketAddr>,
     /// `up`, `down` or `unknown` (never heard from).
@@ -152,9 +227,9 @@ pub struct TransportRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteRow {
     /// The other end.
-    pub peer: String,
+    pub peer: NodeKey,
     /// Every node on it, initiator first.
-    pub path: Vec<String>,
+    pub path: Vec<NodeKey>,
     /// Whether this node set it up.
     pub initiator: bool,
     /// Whether its session's handshake is done.
@@ -172,10 +247,11 @@ pub struct RuleRow {
     pub id: u32,
     /// `forward` or `consume`.
     pub action: &'static str,
-    /// The neighbour packets must come from.
-    pub from: String,
-    /// Where they go: the next neighbour, or the peer whose session consumes them.
-    pub to: String,
+    /// The neighbour packets must come from (`None`: its transport is gone).
+    pub from: Option<NodeKey>,
+    /// Where they go: the next neighbour, or the peer whose session consumes them (`None`:
+    /// the next neighbour's transport is gone).
+    pub to: Option<NodeKey>,
     /// The id they leave with (forward rules).
     pub next_id: Option<u32>,
     /// Packets that used it.
@@ -199,7 +275,7 @@ pub struct RoutesReply {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PingReply {
     /// The node pinged.
-    pub peer: String,
+    pub peer: NodeKey,
     /// Its mesh address.
     pub address: Ipv6Addr,
     /// Echo requests sent.
@@ -228,7 +304,7 @@ pub struct RequestSender {
 /// Sends replies to the control thread and wakes it.
 #[derive(Debug, Clone)]
 pub struct ReplySender {
-    sender: Sender<(RequestId, Reply)>,
+    sender: Sender<(RequestId, Response)>,
     waker: Arc<mio::Waker>,
 }
 
@@ -244,7 +320,7 @@ impl RequestSender {
 
 impl ReplySender {
     /// Queues a reply; a control thread that has gone is not an error here.
-    pub fn send(&self, id: RequestId, reply: Reply) {
+    pub fn send(&self, id: RequestId, reply: Response) {
         if self.sender.send((id, reply)).is_ok() {
             let _ = self.waker.wake();
         }
@@ -256,7 +332,7 @@ impl ReplySender {
 pub fn channels(
     dataplane_waker: Arc<mio::Waker>,
     control_waker: Arc<mio::Waker>,
-) -> (RequestSender, Receiver<(RequestId, Reply)>, DataplaneEnd) {
+) -> (RequestSender, Receiver<(RequestId, Response)>, DataplaneEnd) {
     let (request_tx, request_rx) = mpsc::channel();
     let (reply_tx, reply_rx) = mpsc::channel();
     (
