@@ -196,7 +196,8 @@ impl Default for Liveness {
 /// Routing-table limits and route rule soft state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Routes {
-    /// Most rules whose packets arrive from one neighbour (`max_per_neighbour`).
+    /// Most rules that one neighbour's route setups may hold here (`max_per_neighbour`): a route
+    /// relayed for it takes two, one that ends here one.
     pub max_per_neighbour: u32,
     /// Idle rules expire after this (`rule_lifetime_ms`).
     pub rule_lifetime: Duration,

@@ -16,14 +16,16 @@ pub mod session;
 pub mod sim;
 pub mod socks;
 pub mod stack;
+pub mod topology;
 pub mod transport;
 pub mod vpn;
 pub mod wire;
+pub mod xeddsa;
 
 pub use identity::{KeyError, NodeKey, SecretKey};
 pub use outbox::{Datagram, Outbox, MAX_DATAGRAM};
 pub use transport::{
-    DropCounters, NeighbourConfig, SendError, TransportError, TransportId, TransportInfo,
+    DropCounters, NeighbourConfig, SendError, Sent, TransportError, TransportId, TransportInfo,
     Transports, MAX_MESH_PACKET,
 };
 pub use wire::RouteId;

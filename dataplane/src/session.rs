@@ -12,6 +12,9 @@ use smoltcp::wire::Ipv6Packet;
 
 use crate::identity::{NodeKey, SecretKey};
 
+/// The type field of a WireGuard data message (4, little endian).
+const DATA_MESSAGE: [u8; 4] = [4, 0, 0, 0];
+
 /// What a session operation produced, at the start of the caller's buffer.
 #[derive(Debug)]
 pub enum SessionResult {
@@ -19,6 +22,8 @@ pub enum SessionResult {
     Send(usize),
     /// A decrypted IP packet of this many bytes, from the peer (see [`classify`]).
     Deliver(usize),
+    /// An authenticated keepalive: a data message (type 4) with nothing in it.
+    Keepalive,
     /// Nothing to do.
     Nothing,
     /// The message was refused.
@@ -88,9 +93,10 @@ impl RouteSession {
         Self::convert(result)
     }
 
-    /// Starts a handshake now (a new route is up).
+    /// Starts a new handshake now, even while one is under way (a new route is up, or the peer
+    /// seems to have lost the session).
     pub fn initiate(&mut self, dst: &mut [u8]) -> SessionResult {
-        let result = self.tunn.format_handshake_initiation(dst, false);
+        let result = self.tunn.format_handshake_initiation(dst, true);
         Self::convert(result)
     }
 
@@ -106,7 +112,12 @@ impl RouteSession {
         let result = self
             .tunn
             .decapsulate(Some(IpAddr::V6(self.peer_address)), message, dst);
-        Self::convert(result)
+        // boringtun answers `Done` both for a keepalive and for a cookie reply (which anyone
+        // can forge): only a data message's `Done` is a keepalive.
+        match result {
+            TunnResult::Done if message.get(..4) == Some(&DATA_MESSAGE) => SessionResult::Keepalive,
+            result => Self::convert(result),
+        }
     }
 
     /// The next packet queued while the handshake was under way.

@@ -1,7 +1,7 @@
 //! The apps in the in-memory mesh, each scenario under a fixed seed: SOCKS streams through a
 //! relay with an in-memory kernel at both ends, VPN frames across a relay with the source
-//! checks, mesh ping, a route rebuilt over another path while a stream runs, and a node that
-//! stops with its VPN up.
+//! checks, mesh ping, a route rebuilt over another path while a stream keeps its bytes, packets
+//! for a node whose route was removed, and a node that stops with its VPN up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -257,11 +257,11 @@ fn a_download_that_outlives_its_mesh_stream_arrives_whole_and_is_no_failure() {
     assert_eq!(client_status.bytes_down, answer.len() as u64);
 }
 
-/// A route rebuilt over another path while a stream runs: the harness step removes the route
-/// and builds it again. The stream itself is not asserted here: a removed route takes its
-/// session with it today.
+/// A route rebuilt over another path while a stream runs, as a repair does: the route session
+/// carries on over the new route, so the stream keeps every byte, those in flight during the
+/// switch included, and the exit never sees the route go down.
 #[test]
-fn a_route_is_rebuilt_over_another_path_while_a_stream_runs() {
+fn a_stream_keeps_its_bytes_while_its_route_is_rebuilt_over_another_path() {
     let links = [(A, B), (B, C), (A, D), (D, C)];
     let mut sim = AppSim::new(14, 4, &links, socks_apps(&[B, C]));
     sim.serve(C, target());
@@ -274,23 +274,46 @@ fn a_route_is_rebuilt_over_another_path_while_a_stream_runs() {
     sim.write(client, b"before");
     assert_eq!(read_exactly(&mut sim, server, 6), b"before");
 
+    // Bytes in flight while the route changes: some cross the old route, some the new.
+    let (up, down) = (pattern(256 * 1024, 3), pattern(192 * 1024, 4));
+    sim.write(client, &up);
+    sim.write(server, &down);
     let reply = sim.rebuild_route(A, &[A, D, C], LIMIT);
     let Ok(Reply::RouteBuilt(row)) = reply else {
         panic!("not built: {reply:?}");
     };
     assert_eq!(row.path, sim.path(&[A, D, C]));
     assert!(row.ready);
-
-    // Whatever became of the first stream, a new one goes through.
-    run_with(&mut sim, "a ready route to the exit", |sim| {
-        route_ready(sim, A, C)
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(&mut sim, "the bytes sent across the switch", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
     });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+    let exit_route = sim.nodes[C]
+        .service
+        .node()
+        .routes()
+        .find(|(peer, _)| **peer == sim.key(A))
+        .map(|(_, route)| route.path.clone());
+    assert_eq!(
+        exit_route,
+        Some(sim.path(&[A, D, C])),
+        "the exit adopted the new route"
+    );
+
+    carry_both_ways(&mut sim, client, server, b"after", b"still here");
+    let (client_status, _) = socks_status(&mut sim, A);
+    assert_eq!(client_status.unwrap().failed, 0);
+    // A new stream goes through the new route as well.
     let (client, code) = socks_connect(&mut sim, &address_target(target()));
     assert_eq!(code, 0);
     let server = sim
         .accept(C, target())
         .expect("the exit dialed the target again");
-    carry_both_ways(&mut sim, client, server, b"after", b"still here");
+    carry_both_ways(&mut sim, client, server, b"again", b"and back");
 }
 
 /// A's VPN client (server C, through B) and C's server (serving A).
@@ -521,6 +544,29 @@ fn mesh_ping_crosses_a_relay() {
     // Two links of 5 ms each way.
     assert!(ping.rtt_ms.iter().all(|rtt| *rtt >= 20.0), "{ping:?}");
     assert_eq!(ping.address, peer.mesh_address());
+}
+
+/// A removed route's session lingers (it belongs to the peer, so that a new route needs no
+/// handshake) but carries nothing by itself: what the mesh stack sends to that node meanwhile
+/// is dropped and counted as unroutable.
+#[test]
+fn packets_for_a_node_whose_route_was_removed_count_as_unroutable() {
+    let mut sim = AppSim::new(16, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    sim.accept(C, target()).unwrap();
+    assert_eq!(sim.nodes[A].service.drops().stack_unroutable, 0);
+    let peer = sim.key(C);
+    let reply = sim.ask(A, Request::RemoveRoute { peer }, LIMIT);
+    assert!(matches!(reply, Ok(Reply::RouteRemoved { .. })), "{reply:?}");
+    assert_eq!(sim.nodes[A].service.node().session_count(), 1);
+    sim.write(client, b"nothing carries these");
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.nodes[A].service.drops().stack_unroutable > 0);
 }
 
 /// A relayed stream with nothing to say for two minutes stays open (the mesh streams' peers

@@ -275,6 +275,12 @@ fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
     node.max_routes_per_neighbour = config.routes.max_per_neighbour as usize;
     node.rule_lifetime = config.routes.rule_lifetime;
     node.refresh_interval = config.routes.refresh_interval;
+    // Adverts count on from the wall clock, so that a restarted node's are the newer.
+    node.advert_sequence_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
     DriverOptions {
         node,
         listen: config.listen,

@@ -18,7 +18,8 @@ use crate::node::{EndRoute, RouteError, SetupId};
 use crate::routing::Rule;
 use crate::stack::MeshStack;
 
-/// How long a route may take from setup request to completed session handshake.
+/// How long a route may take from setup request to being proven end to end (the node gives up
+/// sooner itself: this bounds what the control client waits whatever happens).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A route build waiting for its route to be ready.

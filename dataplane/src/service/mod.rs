@@ -17,7 +17,7 @@ pub use io::{HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, Socket
 use crate::api::vpn::VpnApp;
 use crate::api::{RequestId, Response};
 use crate::identity::NodeKey;
-use crate::node::{Event, Node, NodeOptions};
+use crate::node::{Event, Node, NodeOptions, SendToError};
 use crate::outbox::Datagram;
 use crate::socks::{Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
@@ -43,7 +43,8 @@ pub struct ServiceDrops {
     /// Packets for the mesh stack that it refused: its queue was full, or they were not
     /// whole TCP or ICMPv6 packets.
     pub stack_refused: u64,
-    /// Packets the mesh stack sent to an address with no route session.
+    /// Packets the mesh stack sent to a node with no route: none at all, or one being
+    /// repaired (a lingering route session alone does not carry them).
     pub stack_unroutable: u64,
 }
 
@@ -59,7 +60,7 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// Whether the route to `peer` is up and its session ready.
+    /// Whether the route to `peer` is up and proven end to end: data can flow.
     pub fn route_ready(&self, peer: &NodeKey) -> bool {
         self.node
             .routes()
@@ -274,11 +275,14 @@ impl Service {
         let full = self.stack.poll(now);
         while let Some((dst, packet)) = self.stack.poll_transmit() {
             match self.node.peer_at(dst) {
-                Some(peer) => {
-                    if let Err(error) = self.node.send_to(&peer, packet) {
-                        log::debug!("mesh stack packet to {dst} not sent: {error}");
+                Some(peer) => match self.node.send_to(&peer, packet) {
+                    Ok(()) => {}
+                    Err(error @ (SendToError::NoRoute | SendToError::Repairing)) => {
+                        self.drops.stack_unroutable += 1;
+                        log::debug!("mesh stack packet to {dst}: {error}");
                     }
-                }
+                    Err(error) => log::debug!("mesh stack packet to {dst} not sent: {error}"),
+                },
                 None => {
                     self.drops.stack_unroutable += 1;
                     log::debug!("mesh stack packet to {dst}: no route");

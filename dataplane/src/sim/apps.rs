@@ -409,11 +409,10 @@ impl AppSim {
     }
 
     /// Rebuilds node `from`'s route to the last node of `path` over `path` (node indexes,
-    /// `from` first), as a repair would: the route is removed and built again, whatever runs
-    /// over it. Returns the build's reply once it comes; panics after `limit`.
+    /// `from` first) while the old route still runs, as a repair does: the new route takes
+    /// over once its far end has had the proof, nothing goes down meanwhile, and the route
+    /// session carries on. Returns the build's reply once it comes; panics after `limit`.
     pub fn rebuild_route(&mut self, from: usize, path: &[usize], limit: Duration) -> Response {
-        let peer = self.key(*path.last().unwrap());
-        let _ = self.request(from, Request::RemoveRoute { peer });
         let path = self.path(path);
         self.ask(from, Request::BuildRoute { path }, limit)
     }

@@ -10,6 +10,8 @@
 mod apps;
 mod network;
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +59,8 @@ pub struct LinkModel {
     pub loss_ppm: u32,
     /// A dead link loses everything.
     pub alive: bool,
+    /// This many next datagrams are lost (either way), then the link behaves again.
+    pub lose_next: u32,
 }
 
 impl Default for LinkModel {
@@ -65,6 +69,7 @@ impl Default for LinkModel {
             delay: Duration::from_millis(5),
             loss_ppm: 0,
             alive: true,
+            lose_next: 0,
         }
     }
 }
@@ -94,7 +99,13 @@ pub struct SimNode {
     pub addr: SocketAddr,
     pub events: Vec<Event>,
     pub capture: Option<Arc<Mutex<Capture>>>,
+    /// The options it was made with (a restart makes it anew from them).
+    pub options: NodeOptions,
 }
+
+/// The simulated wall clock at the start, in milliseconds since the Unix epoch: what a node's
+/// first advert sequence number is taken from.
+const WALL_CLOCK_START_MS: u64 = 1_800_000_000_000;
 
 /// The simulated mesh.
 #[derive(Debug)]
@@ -105,6 +116,11 @@ pub struct Sim {
     network: Network,
     /// Datagrams lost to link models.
     pub lost: u64,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Each node's next deadline as last asked, and the same in a queue (entries that no
+    /// longer match are stale).
+    deadlines: Vec<Option<Instant>>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
 /// `count` secret keys drawn from `rng`.
@@ -123,9 +139,11 @@ fn node_address(i: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10_000 + i as u16))
 }
 
-/// Node `i`'s options: its key and a transport to each node `links` joins it to.
+/// Node `i`'s options: its key, a transport to each node `links` joins it to, and its first
+/// advert sequence number taken from the simulated wall clock.
 fn node_options(i: usize, secrets: &[SecretKey], links: &[(usize, usize)]) -> NodeOptions {
     let mut options = NodeOptions::new(secrets[i].clone());
+    options.advert_sequence_start = WALL_CLOCK_START_MS;
     for (a, b) in links {
         let other = if *a == i {
             *b
@@ -158,22 +176,44 @@ impl Sim {
         for (i, secret) in secrets.iter().enumerate() {
             let mut options = node_options(i, &secrets, links);
             tune(i, &mut options);
-            let node = Node::new(options, start, Box::new(SplitMix(rng.next_u64()))).unwrap();
+            let node =
+                Node::new(options.clone(), start, Box::new(SplitMix(rng.next_u64()))).unwrap();
             nodes.push(SimNode {
                 key: secret.public(),
                 node,
                 addr: node_address(i),
                 events: Vec::new(),
                 capture: None,
+                options,
             });
         }
+        let by_addr = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (node.addr, i))
+            .collect();
         Sim {
             now: start,
             start,
             nodes,
             network: Network::new(links, rng),
             lost: 0,
+            by_addr,
+            deadlines: vec![None; count],
+            timers: BinaryHeap::new(),
         }
+    }
+
+    /// Restarts node `i`: a new node with the same key and options and nothing else (no
+    /// routes, sessions or adverts), whose advert sequence starts from the simulated wall clock.
+    pub fn restart(&mut self, i: usize) {
+        let mut options = self.nodes[i].options.clone();
+        options.advert_sequence_start =
+            WALL_CLOCK_START_MS + u64::try_from(self.elapsed().as_millis()).unwrap();
+        let rng = Box::new(SplitMix(self.network.seed()));
+        self.nodes[i].node = Node::new(options, self.now, rng).unwrap();
+        self.nodes[i].events.clear();
+        self.nodes[i].capture = None;
     }
 
     /// The key of node `i`.
@@ -210,44 +250,72 @@ impl Sim {
     /// Moves every node's outgoing datagrams onto the links and collects events.
     fn collect_outputs(&mut self) {
         for from in 0..self.nodes.len() {
-            while let Some(datagram) = self.nodes[from].node.poll_transmit() {
-                let to = self.nodes.iter().position(|n| n.addr == datagram.to);
-                if let Some(capture) = &self.nodes[from].capture {
-                    capture
-                        .lock()
-                        .unwrap()
-                        .datagrams
-                        .push(datagram.bytes().to_vec());
-                }
-                let sent = self.network.send(self.now, from, to, datagram.bytes());
-                if to.is_some() && !sent {
-                    self.lost += 1;
-                }
-                self.nodes[from].node.recycle(datagram);
-            }
-            while let Some(event) = self.nodes[from].node.poll_event() {
-                self.nodes[from].events.push(event);
-            }
+            self.collect_outputs_of(from);
         }
+    }
+
+    /// Moves node `from`'s outgoing datagrams onto the links, collects its events and notes
+    /// its next deadline.
+    fn collect_outputs_of(&mut self, from: usize) {
+        while let Some(datagram) = self.nodes[from].node.poll_transmit() {
+            let to = self.by_addr.get(&datagram.to).copied();
+            if let Some(capture) = &self.nodes[from].capture {
+                capture
+                    .lock()
+                    .unwrap()
+                    .datagrams
+                    .push(datagram.bytes().to_vec());
+            }
+            let sent = self.network.send(self.now, from, to, datagram.bytes());
+            if to.is_some() && !sent {
+                self.lost += 1;
+            }
+            self.nodes[from].node.recycle(datagram);
+        }
+        while let Some(event) = self.nodes[from].node.poll_event() {
+            self.nodes[from].events.push(event);
+        }
+        let (at, _) = self.nodes[from].node.poll_timeout();
+        if Some(at) != self.deadlines[from] {
+            self.deadlines[from] = Some(at);
+            self.timers.push(Reverse((at, from)));
+        }
+    }
+
+    /// The earliest node deadline, dropping queue entries that no longer hold.
+    fn next_deadline(&mut self) -> Option<(Instant, usize)> {
+        while let Some(Reverse((at, i))) = self.timers.peek().copied() {
+            if self.deadlines[i] == Some(at) {
+                return Some((at, i));
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     /// Delivers a datagram from outside the mesh (an attacker) to node `to`.
     pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
         let now = self.now;
         self.nodes[to].node.handle_datagram(now, from, bytes);
-        self.collect_outputs();
+        self.collect_outputs_of(to);
     }
 
     /// Runs the mesh until `done` holds or `limit` of virtual time has passed; says which.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let deadline = self.now + limit;
+        // Commands given to nodes between runs leave outputs and deadlines: take every node's.
+        for i in 0..self.nodes.len() {
+            let (at, _) = self.nodes[i].node.poll_timeout();
+            self.deadlines[i] = Some(at);
+            self.timers.push(Reverse((at, i)));
+        }
+        self.collect_outputs();
         loop {
-            self.collect_outputs();
             if done(self) {
                 return true;
             }
             let next_delivery = self.network.next_arrival();
-            let next_timer = self.nodes.iter().map(|n| n.node.poll_timeout().0).min();
+            let next_timer = self.next_deadline().map(|(at, _)| at);
             let next = match (next_delivery, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(deadline),
@@ -266,11 +334,16 @@ impl Sim {
                 self.nodes[flight.to]
                     .node
                     .handle_datagram(now, from, &flight.bytes);
+                self.collect_outputs_of(flight.to);
             }
-            for sim_node in &mut self.nodes {
-                if sim_node.node.poll_timeout().0 <= now {
-                    sim_node.node.handle_timeout(now);
+            while let Some((at, i)) = self.next_deadline() {
+                if at > now {
+                    break;
                 }
+                self.timers.pop();
+                self.nodes[i].node.handle_timeout(now);
+                self.deadlines[i] = None;
+                self.collect_outputs_of(i);
             }
         }
     }

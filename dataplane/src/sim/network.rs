@@ -63,9 +63,14 @@ impl Network {
         let Some(to) = to else {
             return false;
         };
-        let Some(model) = self.links.get(&pair(from, to)).copied() else {
+        let Some(model) = self.links.get_mut(&pair(from, to)) else {
             return false;
         };
+        if model.lose_next > 0 {
+            model.lose_next -= 1;
+            return false;
+        }
+        let model = *model;
         if !model.alive || (self.rng.next_u32() % 1_000_000) < model.loss_ppm {
             return false;
         }
@@ -80,6 +85,11 @@ impl Network {
         );
         self.queue.push(Reverse((now + model.delay, self.sequence)));
         true
+    }
+
+    /// A seed drawn from the generator that decides losses (a restarted node's randomness).
+    pub(super) fn seed(&mut self) -> u64 {
+        self.rng.next_u64()
     }
 
     /// When the next datagram arrives.
