@@ -25,8 +25,11 @@ use crate::wire::{
 
 mod lifecycle;
 mod liveness;
+mod runtime;
 mod sessions;
 mod setup;
+
+pub use runtime::NodeSettings;
 
 use setup::{check_path, rejection, SetupRequest};
 
