@@ -638,7 +638,7 @@ fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
     run_with(&mut sim, "the connection over the route closed", |sim| {
         sim.is_closed_by_service(client)
     });
-    // C hears of it through B, whose rules went with the teardown.
+    // C hears of it through B, once B's link to A is dead.
     run_with(&mut sim, "the exit's side closed", |sim| {
         sim.is_closed_by_service(server)
     });

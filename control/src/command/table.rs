@@ -294,11 +294,11 @@ pub static COMMANDS: &[CommandSpec] = &[
         usage: "rm_neighbour KEY",
         summary: "remove a neighbour's transport while the node runs",
         help: "Removes the transport to the neighbour with public key KEY, and what ran over \
-               it as when its link dies: the routes this node is an end of through it are torn \
-               down, and the apps that used them rebuild them as after a link failure; the \
-               routes it relayed to it are reported down to their other end. The change is \
-               not written to the config file: the next reload or restart undoes it unless \
-               the file says the same.",
+               it as when its link dies: the routes this node is an end of through it go down \
+               (the apps that used them rebuild them as after a link failure), the routes it \
+               relayed to it are reported down to their other end, and the neighbour finds \
+               out as from a dead link. The change is not written to the config file: the next \
+               reload or restart undoes it unless the file says the same.",
         parse: |spec, args| {
             let key = spec.one_key(args)?;
             Ok(Request::RemoveNeighbour { key }.into())

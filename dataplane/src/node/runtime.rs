@@ -57,22 +57,13 @@ impl Node {
         self.transports.set_keepalive(id, neighbour.keepalive)
     }
 
-    /// Removes the transport to `key` and what ran over it, as when its link dies: the routes
-    /// this node is an end of through it are torn down (their other ends are told) and reported
-    /// down, the routes it relays to it are reported down to their other side, and setups
-    /// through it fail. Returns how many routes this node was an end of went down, or `None`
-    /// if `key` is no neighbour.
+    /// Removes the transport to `key` and what ran over it, exactly as when its link dies: the
+    /// routes this node is an end of through it go down, the routes it relays to it are
+    /// reported down to their other end, and setups through it fail. (The neighbour itself
+    /// finds out as from a dead link: nothing it sends is accepted any more.) Returns how many
+    /// routes this node was an end of went down, or `None` if `key` is no neighbour.
     pub fn remove_neighbour(&mut self, now: Instant, key: &NodeKey) -> Option<usize> {
         let id = self.transports.id_of(key)?;
-        let through: Vec<(NodeKey, RouteId)> = self
-            .routes
-            .iter()
-            .filter(|(_, route)| route.transport == id)
-            .map(|(peer, route)| (*peer, route.out_id))
-            .collect();
-        for (peer, out_id) in &through {
-            self.send_route_control(id, *out_id, peer.mesh_address(), &ControlMessage::Teardown);
-        }
         if self
             .links
             .remove(&id)
