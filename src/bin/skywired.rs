@@ -94,7 +94,8 @@ fn main() -> ExitCode {
 /// Logs to standard error at `level`; RUST_LOG, when set, overrides it, and then says so
 /// (`true`). Without it the level is the `log` crate's maximum, which a reload changes.
 fn init_logging(level: log::LevelFilter) -> bool {
-    let from_env = std::env::var_os(env_logger::DEFAULT_FILTER_ENV).is_some();
+    let from_env = std::env::var_os(env_logger::DEFAULT_FILTER_ENV)
+        .is_some_and(|directives| !directives.is_empty());
     let mut builder = env_logger::Builder::new();
     if from_env {
         builder
@@ -278,11 +279,7 @@ fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
     node.neighbours = config
         .neighbours
         .iter()
-        .map(|neighbour| NeighbourConfig {
-            key: neighbour.key,
-            endpoint: neighbour.endpoint,
-            keepalive: neighbour.keepalive,
-        })
+        .map(NeighbourConfig::from)
         .collect();
     node.probe_interval = config.liveness.probe_interval;
     node.dead_after = config.liveness.dead_after;
