@@ -29,8 +29,11 @@ mod adverts;
 mod lifecycle;
 mod liveness;
 mod repair;
+mod runtime;
 mod sessions;
 mod setup;
+
+pub use runtime::NodeSettings;
 
 use setup::{check_path, rejection, SetupRequest};
 
