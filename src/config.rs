@@ -7,6 +7,7 @@ mod apps;
 mod diff;
 mod keyfile;
 mod locate;
+mod messenger;
 mod socks;
 mod vpn;
 
@@ -153,6 +154,8 @@ pub struct Config {
     pub vpn: Vpn,
     /// The SOCKS apps (`socks`): none unless configured.
     pub socks: skywire_dataplane::socks::SocksOptions,
+    /// The messenger (`messenger`): none unless configured.
+    pub messenger: Option<skywire_dataplane::messenger::Settings>,
     /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`, default 7999); 0 picks
     /// a free one.
     pub signal_port: u16,
@@ -315,6 +318,14 @@ impl Config {
         }
     }
 
+    /// The dataplane's messenger options: its settings, its logs in the state folder.
+    pub fn messenger_options(&self) -> skywire_dataplane::messenger::MessengerOptions {
+        skywire_dataplane::messenger::MessengerOptions {
+            state_dir: self.state_dir.clone(),
+            settings: self.messenger.clone(),
+        }
+    }
+
     /// Checks the configuration against this node's own public key: the node must not list
     /// itself as a neighbour, nor be its own VPN server.
     pub fn check_against(&self, own: &NodeKey) -> Result<(), ConfigError> {
@@ -385,7 +396,7 @@ impl Config {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks, apps)"
+    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks, messenger, apps)"
 )]
 struct RawConfig {
     node: Option<RawNode>,
@@ -397,6 +408,8 @@ struct RawConfig {
     log_level: Option<LogLevel>,
     vpn: Option<vpn::RawVpn>,
     socks: Option<socks::RawSocks>,
+    #[serde(deserialize_with = "messenger::present")]
+    messenger: Option<messenger::RawMessenger>,
     apps: Option<Catalog>,
 }
 
@@ -613,6 +626,7 @@ impl Checker<'_> {
         let routes = self.routes(raw.routes.unwrap_or_default())?;
         let vpn = self.vpn(raw.vpn.unwrap_or_default())?;
         let socks = self.socks(raw.socks.unwrap_or_default())?;
+        let messenger = raw.messenger.map(|raw| self.messenger(raw)).transpose()?;
         let admin_group = self.group("admin_group", control.admin_group)?;
         let socket_group = self.group("socket_group", control.socket_group)?;
         let signal_port = self.signal_port(control.signal_port)?;
@@ -630,6 +644,7 @@ impl Checker<'_> {
             log_level: raw.log_level.unwrap_or_default(),
             vpn,
             socks,
+            messenger,
             signal_port,
             admin_group,
             socket_group,

@@ -7,6 +7,7 @@ pub mod api;
 pub mod driver;
 pub mod identity;
 pub mod index;
+pub mod messenger;
 pub mod node;
 pub mod outbox;
 pub mod routing;

@@ -297,5 +297,6 @@ fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
         listen: config.listen,
         socks: config.socks.clone(),
         vpn: config.vpn_options(),
+        messenger: config.messenger_options(),
     }
 }

@@ -51,6 +51,10 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
             old.vpn.server != new.vpn.server,
             AppConfig::VpnServer(new.vpn.server.clone()),
         ),
+        (
+            old.messenger != new.messenger,
+            AppConfig::Messenger(new.messenger.clone()),
+        ),
     ];
     for (changed, config) in apps {
         if changed {

@@ -89,7 +89,7 @@ impl Checker<'_> {
     }
 
     /// A list of distinct keys.
-    fn key_list(
+    pub(super) fn key_list(
         &self,
         at: &KeyPath,
         texts: Vec<String>,
@@ -111,7 +111,7 @@ impl Checker<'_> {
         Ok(keys)
     }
 
-    fn millis_or(
+    pub(super) fn millis_or(
         &self,
         at: &KeyPath,
         value: Option<Whole>,

@@ -6,6 +6,7 @@
 //! so does the control crate; only a reloaded configuration carries the apps' option types. A
 //! reply serializes as its data alone, with no tag naming its kind.
 
+pub mod messenger;
 pub mod socks;
 pub mod vpn;
 
@@ -21,6 +22,7 @@ use serde::Serialize;
 use crate::identity::NodeKey;
 use crate::node::{NodeSettings, RouteError};
 use crate::transport::{NeighbourConfig, TransportError};
+use messenger::{MessengerReply, MessengerRequest};
 use socks::{SocksApp, SocksStatus};
 use vpn::{VpnApp, VpnStatus};
 
@@ -98,6 +100,8 @@ pub enum Request {
     /// Replaces one built-in app's configuration (a reloaded config); answered with
     /// [`Reply::AppConfigured`] once the app has stopped and started as it must.
     ConfigureApp(Box<AppConfig>),
+    /// A request to the messenger; answered with [`Reply::Messenger`].
+    Messenger(MessengerRequest),
     /// Tears down routes, removes what the dataplane made, and stops its thread.
     Shutdown,
 }
@@ -113,6 +117,8 @@ pub enum AppConfig {
     VpnClient(Option<crate::vpn::ClientOptions>),
     /// `vpn.server`.
     VpnServer(Option<crate::vpn::ServerOptions>),
+    /// `messenger`.
+    Messenger(Option<crate::messenger::Settings>),
 }
 
 impl AppConfig {
@@ -123,6 +129,7 @@ impl AppConfig {
             AppConfig::SocksServer(_) => BuiltinApp::Socks(SocksApp::Server),
             AppConfig::VpnClient(_) => BuiltinApp::Vpn(VpnApp::Client),
             AppConfig::VpnServer(_) => BuiltinApp::Vpn(VpnApp::Server),
+            AppConfig::Messenger(_) => BuiltinApp::Messenger,
         }
     }
 }
@@ -135,6 +142,8 @@ pub enum BuiltinApp {
     Socks(SocksApp),
     /// A VPN app.
     Vpn(VpnApp),
+    /// The messenger.
+    Messenger,
 }
 
 impl std::fmt::Display for BuiltinApp {
@@ -143,6 +152,7 @@ impl std::fmt::Display for BuiltinApp {
             BuiltinApp::Socks(SocksApp::Client) => f.write_str("the SOCKS client"),
             BuiltinApp::Socks(SocksApp::Server) => f.write_str("the SOCKS server"),
             BuiltinApp::Vpn(app) => write!(f, "the VPN {app}"),
+            BuiltinApp::Messenger => f.write_str("the messenger"),
         }
     }
 }
@@ -162,6 +172,9 @@ pub enum AppChange {
     /// Only `enabled` changed, which says what happens at the node's start: a running app
     /// runs on.
     Unchanged,
+    /// Its new options are in force and it ran on: the messenger's limits and allow list
+    /// apply from its next stream on.
+    Updated,
 }
 
 /// The dataplane's answer to one request: its data, or why it failed.
@@ -205,6 +218,8 @@ pub enum Reply {
         /// What became of it.
         change: AppChange,
     },
+    /// Answers [`Request::Messenger`].
+    Messenger(MessengerReply),
     /// Answers [`Request::Shutdown`]: the dataplane has stopped.
     Stopped,
 }

@@ -1,6 +1,7 @@
 //! A built-in app's section of a reloaded configuration: the app whose options changed is
 //! stopped and, when it ran or is enabled now, started again with the new ones; its section
-//! gone, it stops. The other apps, the routes and their streams are left alone.
+//! gone, it stops. The messenger takes new settings while it runs. The other apps, the routes
+//! and their streams are left alone.
 
 use std::time::Instant;
 
@@ -162,6 +163,17 @@ impl Service {
                 self.vpn.set_server_options(options);
                 change
             }
+            AppConfig::Messenger(settings) => {
+                let change = match (self.messenger.settings().is_some(), settings.is_some()) {
+                    (_, false) => AppChange::Removed,
+                    (false, true) => AppChange::Started,
+                    (true, true) => AppChange::Updated,
+                };
+                self.messenger.set_settings(&mut cx, settings);
+                self.control
+                    .reply(id, Ok(Reply::AppConfigured { app, change }));
+                return;
+            }
         };
         log::info!("new configuration of {app}: {change:?}");
         if change.starts() {
@@ -219,7 +231,7 @@ impl Service {
                     None => done,
                 })
             }
-            BuiltinApp::Socks(_) => Some(done),
+            BuiltinApp::Socks(_) | BuiltinApp::Messenger => Some(done),
         }
     }
 

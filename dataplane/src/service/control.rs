@@ -261,6 +261,10 @@ impl Service {
                 self.configure_app(now, id, *config);
                 return;
             }
+            Request::Messenger(request) => {
+                self.messenger.handle_request(&mut cx, id, request);
+                return;
+            }
             Request::Shutdown => {
                 self.shutdown(now);
                 self.control.deferred.push((id, Deferred::Shutdown));

@@ -1,9 +1,10 @@
 //! The dataplane as one sans-IO service: the node, its mesh stack, the built-in apps (VPN,
-//! SOCKS, mesh ping), the route builds waiting on their routes, and the control requests.
-//! Inputs come in with `now` (datagrams, TUN frames, kernel-socket events, name lookups,
-//! answers from the host, requests); outputs are polled (datagrams, TUN frames, socket
-//! operations, lookups, host changes, replies, the next timeout and why). Whoever drives it
-//! (the mio driver, or the simulator) does every piece of I/O.
+//! SOCKS, the messenger, mesh ping), the route builds waiting on their routes, and the control
+//! requests. Inputs come in with `now` (datagrams, TUN frames, kernel-socket events, name
+//! lookups, answers from the host and the message store, requests); outputs are polled
+//! (datagrams, TUN frames, socket operations, lookups, host changes, message-store operations,
+//! replies, the next timeout and why). Whoever drives it (the mio driver, or the simulator)
+//! does every piece of I/O.
 
 mod configure;
 mod control;
@@ -13,11 +14,15 @@ mod ping;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use io::{HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
+pub use io::{
+    HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp, StoreOp, StoreResult,
+};
 
+use crate::api::messenger::WatchEnd;
 use crate::api::vpn::VpnApp;
 use crate::api::{RequestId, Response};
 use crate::identity::NodeKey;
+use crate::messenger::{Messenger, MessengerOptions};
 use crate::node::{Event, Node, NodeOptions, SendToError};
 use crate::outbox::Datagram;
 use crate::socks::{Socks, SocksError, SocksOptions};
@@ -36,6 +41,8 @@ pub struct ServiceOptions {
     pub vpn: VpnOptions,
     /// The SOCKS apps (none by default).
     pub socks: SocksOptions,
+    /// The messenger (none by default).
+    pub messenger: MessengerOptions,
 }
 
 /// Packets the service itself dropped (the node counts its own).
@@ -76,6 +83,7 @@ pub struct Service {
     stack: MeshStack,
     vpn: VpnApps,
     socks: Socks,
+    messenger: Messenger,
     control: Control,
     drops: ServiceDrops,
     /// The mesh stack's send queue filled up at the last poll: more waits to be sent.
@@ -84,14 +92,17 @@ pub struct Service {
 
 impl Service {
     /// The service of a node whose UDP socket is bound to `local`; `rng` draws the node's
-    /// route ids, setup ids and probe nonces. Nothing runs until [`Service::start`].
+    /// route ids, setup ids and probe nonces, and seeds the messenger's message ids. Nothing
+    /// runs until [`Service::start`].
     pub fn new(
         options: ServiceOptions,
         local: SocketAddr,
         now: Instant,
-        rng: Box<dyn rand_core::RngCore + Send>,
+        mut rng: Box<dyn rand_core::RngCore + Send>,
     ) -> Result<Service, TransportError> {
         let key = options.node.secret.public();
+        let mut message_seed = [0u8; 32];
+        rng.fill_bytes(&mut message_seed);
         let node = Node::new(options.node, now, rng)?;
         let ident = u16::from_be_bytes([key.as_bytes()[0], key.as_bytes()[1]]);
         Ok(Service {
@@ -99,6 +110,7 @@ impl Service {
             node,
             vpn: VpnApps::new(options.vpn),
             socks: Socks::new(options.socks, now),
+            messenger: Messenger::new(options.messenger, message_seed),
             control: Control::new(now, local),
             drops: ServiceDrops::default(),
             stack_backlog: false,
@@ -117,9 +129,15 @@ impl Service {
         self.drops
     }
 
+    /// Whether the messenger runs (it is configured and takes messages): for the services
+    /// this node offers.
+    pub fn messenger_running(&self) -> bool {
+        self.messenger.is_running()
+    }
+
     /// Whether a shutdown is complete: every output after it is the last.
     pub fn is_stopped(&self) -> bool {
-        self.control.is_shutting_down() && self.vpn_settled()
+        self.control.is_shutting_down() && self.vpn_settled() && self.messenger.is_settled()
     }
 
     fn vpn_settled(&self) -> bool {
@@ -189,6 +207,16 @@ impl Service {
         self.answer_deferred(now);
     }
 
+    /// The driver's answer to a message-store operation.
+    pub fn handle_store_result(&mut self, now: Instant, result: StoreResult) {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        self.messenger.handle_store_result(&mut cx, result);
+    }
+
     // ----- work -----
 
     /// Starts the apps the configuration starts with the node. A SOCKS server that cannot
@@ -202,6 +230,7 @@ impl Service {
             stack: &mut self.stack,
         };
         self.socks.start_enabled(&mut cx)?;
+        self.messenger.start(&mut cx);
         self.vpn.autostart();
         Ok(())
     }
@@ -230,6 +259,7 @@ impl Service {
             stack: &mut self.stack,
         };
         self.socks.pump(&mut cx);
+        self.messenger.pump(&mut cx);
         self.vpn.poll(&mut cx);
         full |= self.run_stack(now);
         while let Some((from, seq)) = self.stack.poll_pong() {
@@ -257,6 +287,7 @@ impl Service {
         let socks = &self.socks;
         self.vpn.shutdown(&mut cx, |peer| socks.uses_route(peer));
         let _ = self.socks.stop(&mut cx, None);
+        self.messenger.stop(&mut cx, WatchEnd::Stopping);
         self.run_stack(now);
         let peers: Vec<NodeKey> = self
             .node
@@ -301,6 +332,7 @@ impl Service {
         };
         if !matches!(event, Event::Packet { .. } | Event::TunnelPacket { .. }) {
             self.socks.handle_event(&mut cx, &event);
+            self.messenger.handle_event(&mut cx, &event);
         }
         match event {
             Event::Packet { packet, .. } => {
@@ -364,9 +396,16 @@ impl Service {
         self.vpn.poll_host_op()
     }
 
+    /// The next message-store operation.
+    pub fn poll_store_op(&mut self) -> Option<StoreOp> {
+        self.messenger.poll_store_op()
+    }
+
     /// The next reply to a control request.
     pub fn poll_reply(&mut self) -> Option<(RequestId, Response)> {
-        self.control.poll_reply()
+        self.control
+            .poll_reply()
+            .or_else(|| self.messenger.poll_reply())
     }
 
     /// When [`Service::poll`] must run next, and why.
@@ -392,6 +431,7 @@ impl Service {
             "mesh stack",
         );
         consider(self.socks.poll_timeout(), "SOCKS apps");
+        consider(self.messenger.poll_timeout(now), "messenger");
         consider(self.vpn.next_deadline(), "VPN apps");
         consider(self.control.next_deadline(), "pings and route builds");
         next
