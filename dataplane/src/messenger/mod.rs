@@ -149,7 +149,7 @@ pub enum MessengerError {
         answer: wire::Answer,
     },
     /// The recipient's answer did not come in time.
-    #[error("not delivered: no answer from {peer} within {} ms ({why}); it may have stored the message all the same", .after.as_millis())]
+    #[error("not delivered: no answer from {peer} within {} ms ({why}){}", .after.as_millis(), if *.went_out { "; it may have stored the message all the same" } else { "; the message never reached it" })]
     TimedOut {
         /// The recipient.
         peer: NodeKey,
@@ -157,6 +157,8 @@ pub enum MessengerError {
         after: Duration,
         /// What went wrong last.
         why: String,
+        /// The whole message went out on some stream.
+        went_out: bool,
     },
     /// The messenger stopped before the message was delivered.
     #[error("not delivered: the messenger stopped (its section left the config)")]
