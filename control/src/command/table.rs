@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use serde::Serialize;
+use skywire_dataplane::api::messenger::{Mailbox, MessengerRequest};
 use skywire_dataplane::api::socks::SocksApp;
 use skywire_dataplane::api::vpn::VpnApp;
 use skywire_dataplane::api::Request;
@@ -383,6 +384,25 @@ pub static COMMANDS: &[CommandSpec] = &[
         parse: parse_socks,
     },
     CommandSpec {
+        name: "msg",
+        aliases: &[],
+        // Messages are private: reading them is the administrators' as much as sending.
+        role: ADMIN,
+        usage: "msg send KEY TEXT… | msg inbox [KEY] | msg outbox [KEY] | msg watch",
+        summary: "send a message to a node by its key, or read the messages",
+        help: "`msg send KEY TEXT` delivers TEXT (the words after the key, joined by one space; \
+               quote it to keep its spacing or a `#`) to the messenger of the node with public \
+               key KEY, over a route built with an automatic path if none is up, and answers \
+               once that node has stored it on its disk, or says why it could not be delivered \
+               within messenger.send_timeout_ms (no route, refused, no answer). It does not \
+               queue messages for later. `msg inbox` lists the messages received (sender, time, \
+               text), `msg outbox` those sent and stored by their recipient, each the newest \
+               1000, only those from or to KEY when it is given. `msg watch` turns the \
+               connection into a stream of the messages as they arrive, until `.detach` or \
+               the end of input. The messenger runs when the config has a `messenger:` section.",
+        parse: parse_msg,
+    },
+    CommandSpec {
         name: "reload",
         aliases: &[],
         role: ADMIN,
@@ -620,6 +640,43 @@ fn parse_socks(spec: &'static CommandSpec, args: &[String]) -> Result<Command, C
         }
     };
     Ok(request.into())
+}
+
+fn parse_msg(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    let Some((subcommand, rest)) = args.split_first() else {
+        return Err(spec.usage_error("needs send, inbox, outbox or watch"));
+    };
+    let list = |mailbox| -> Result<Command, CommandError> {
+        if rest.len() > 1 {
+            return Err(spec.usage_error(format!(
+                "`msg {mailbox}` takes at most one node key, not {} words",
+                rest.len()
+            )));
+        }
+        let peer = rest.first().map(|word| spec.key(word)).transpose()?;
+        Ok(Request::Messenger(MessengerRequest::List { mailbox, peer }).into())
+    };
+    match subcommand.as_str() {
+        "send" => {
+            let Some((key, words)) = rest.split_first() else {
+                return Err(spec.usage_error("`msg send` needs the recipient's key and the text"));
+            };
+            let peer = spec.key(key)?;
+            if words.is_empty() {
+                return Err(spec.usage_error("`msg send` needs the text after the key"));
+            }
+            let text = words.join(" ");
+            Ok(Request::Messenger(MessengerRequest::Send { peer, text }).into())
+        }
+        "inbox" => list(Mailbox::Inbox),
+        "outbox" => list(Mailbox::Outbox),
+        "watch" if rest.is_empty() => Ok(Request::Messenger(MessengerRequest::Watch).into()),
+        "watch" => Err(spec.usage_error("`msg watch` takes no arguments")),
+        other => Err(spec.usage_error(format!(
+            "`{}` is not send, inbox, outbox or watch",
+            shorten(other)
+        ))),
+    }
 }
 
 fn parse_start(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {

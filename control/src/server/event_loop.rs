@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use skywire_dataplane::api::messenger::{MessengerReply, MessengerRequest};
 use skywire_dataplane::api::{Reply, Request, RequestId, RequestSender, Response};
 
 use super::apps::{self, Outcome};
@@ -23,7 +24,7 @@ use super::{ControlError, Limits, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
 use crate::command::{Command, Parsed};
 use crate::protocol::failure_line;
 use crate::reload::ConfigSource;
-use crate::render::{self, DetachReason};
+use crate::render::{self, DetachReason, WatchDetach};
 use crate::signal::SignalEvent;
 use crate::supervisor::{self, AttachEvent, AttachId, Supervisor};
 use reload::Reloading;
@@ -70,6 +71,9 @@ struct Waiting {
 struct Dataplane {
     requests: RequestSender,
     in_flight: HashMap<RequestId, Waiting>,
+    /// The messenger's watches of the inbox (`msg watch`), by request, and the connection
+    /// each streams to: their replies keep coming.
+    watches: HashMap<RequestId, Token>,
     next_id: RequestId,
     shutdown_id: Option<RequestId>,
     /// False once stopping, or once the dataplane has gone.
@@ -225,6 +229,7 @@ impl Control {
             dataplane: Dataplane {
                 requests: parts.requests,
                 in_flight: HashMap::new(),
+                watches: HashMap::new(),
                 next_id: 1,
                 shutdown_id: None,
                 accepting: true,
@@ -534,10 +539,18 @@ impl Control {
         if self.reload_answered(id, response) {
             return;
         }
+        if let Some(&token) = self.dataplane.watches.get(&id) {
+            self.watch_event(id, token, response);
+            return;
+        }
         let Some(waiting) = self.dataplane.in_flight.remove(&id) else {
             log::debug!("dropping the reply to unknown request {id}");
             return;
         };
+        if let Ok(Reply::Messenger(MessengerReply::Watching { .. })) = response {
+            self.watch_started(id, waiting.client);
+            return;
+        }
         if let (Ok(Reply::Neighbour(change)), Some(config)) = (response, self.config.as_mut()) {
             config.neighbour_changed(change);
         }
@@ -555,6 +568,57 @@ impl Control {
         };
         client.answer(&line);
         self.drive(waiting.client);
+    }
+
+    /// A watch of the inbox has begun for `client`'s `msg watch`: its connection becomes the
+    /// stream. A client gone meanwhile ends it at once.
+    fn watch_started(&mut self, watch: RequestId, client: Token) {
+        let Some(connection) = self.clients.get_mut(&client) else {
+            self.unwatch(watch);
+            return;
+        };
+        self.dataplane.watches.insert(watch, client);
+        connection.make_room();
+        connection
+            .connection
+            .handle_watching(watch, &render::watching_line());
+        self.drive(client);
+    }
+
+    /// A message for a watch's connection, or the watch's end.
+    fn watch_event(&mut self, watch: RequestId, token: Token, response: &Response) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            self.unwatch(watch);
+            return;
+        };
+        match response {
+            Ok(Reply::Messenger(MessengerReply::Arrived { message })) => {
+                client.send(&render::arrived_line(message));
+            }
+            Ok(Reply::Messenger(MessengerReply::WatchEnded { ended })) => {
+                self.dataplane.watches.remove(&watch);
+                client.make_room();
+                client
+                    .connection
+                    .handle_watch_end(&render::watch_detached_line((*ended).into()));
+            }
+            other => log::debug!("dropping the watch {watch}'s reply {other:?}"),
+        }
+        self.drive(token);
+    }
+
+    /// Ends a watch: the messenger streams no more to it.
+    fn unwatch(&mut self, watch: RequestId) {
+        self.dataplane.watches.remove(&watch);
+        if !self.dataplane.accepting {
+            return;
+        }
+        // The messenger does not answer it.
+        let id = self.dataplane.next_id();
+        let request = Request::Messenger(MessengerRequest::Unwatch { watch });
+        if self.dataplane.requests.send(id, request).is_err() {
+            self.dataplane.accepting = false;
+        }
     }
 
     /// Runs the supervisor's timers and hands out what it produced: finished requests to the
@@ -696,6 +760,7 @@ impl Control {
                     self.apps.supervisor.detach(attach);
                     self.apps.attached.remove(&attach);
                 }
+                Action::Unwatch(watch) => self.unwatch(watch),
             }
         }
         self.settle(token);
@@ -788,6 +853,9 @@ impl Control {
                 self.apps.supervisor.detach(attachment.attach);
                 self.apps.attached.remove(&attachment.attach);
             }
+            if let Some(watch) = client.connection.watching() {
+                self.unwatch(watch);
+            }
             let _ = self.poll.registry().deregister(&mut client.stream);
         }
     }
@@ -810,10 +878,17 @@ impl Control {
                     DetachReason::Stopping,
                 ));
             }
+            if client.connection.watching().is_some() {
+                client.make_room();
+                client
+                    .connection
+                    .handle_watch_end(&render::watch_detached_line(WatchDetach::Stopping));
+            }
             client.flush();
             let _ = self.poll.registry().deregister(&mut client.stream);
         }
         self.apps.attached.clear();
+        self.dataplane.watches.clear();
     }
 }
 
