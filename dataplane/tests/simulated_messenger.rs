@@ -294,3 +294,72 @@ fn a_senders_rate_and_the_inbox_size_are_bounded() {
     assert_eq!(sim.message_log(D, Mailbox::Inbox).len(), 3);
     assert_eq!(sim.message_log(A, Mailbox::Outbox).len(), 2);
 }
+
+#[test]
+fn a_reloaded_section_applies_while_the_messenger_runs() {
+    use skywire_dataplane::api::{AppChange, AppConfig, BuiltinApp};
+    let mut sim = mesh(15, &SQUARE, everyone);
+    let d = sim.key(D);
+    let configure = |settings| Request::ConfigureApp(Box::new(AppConfig::Messenger(settings)));
+    let watch = sim.request(D, Request::Messenger(MessengerRequest::Watch));
+
+    // New settings: D takes nothing from A from now on; its watch goes on.
+    let reply = sim.ask(
+        D,
+        configure(Some(Settings {
+            allow: Some(Vec::new()),
+            ..Settings::default()
+        })),
+        LIMIT,
+    );
+    assert!(matches!(
+        reply,
+        Ok(Reply::AppConfigured {
+            app: BuiltinApp::Messenger,
+            change: AppChange::Updated
+        })
+    ));
+    assert!(matches!(
+        error(sim.ask(A, send(d, "refused now"), LIMIT)),
+        MessengerError::Refused {
+            answer: Answer::NotAllowed,
+            ..
+        }
+    ));
+
+    // The section gone: D's messenger stops, its watch ends, nothing answers on its port.
+    let reply = sim.ask(D, configure(None), LIMIT);
+    assert!(matches!(
+        reply,
+        Ok(Reply::AppConfigured {
+            change: AppChange::Removed,
+            ..
+        })
+    ));
+    assert!(!sim.nodes[D].service.messenger_running());
+    let replies: Vec<Response> = std::iter::from_fn(|| sim.take_reply(D, watch)).collect();
+    assert!(
+        matches!(
+            replies.last(),
+            Some(Ok(Reply::Messenger(MessengerReply::WatchEnded { .. })))
+        ),
+        "{replies:?}"
+    );
+    assert!(matches!(
+        error(sim.ask(A, send(d, "nobody home"), LIMIT)),
+        MessengerError::NoMessenger(_)
+    ));
+
+    // Back again: it takes messages, and still has its log.
+    let reply = sim.ask(D, configure(Some(Settings::default())), LIMIT);
+    assert!(matches!(
+        reply,
+        Ok(Reply::AppConfigured {
+            change: AppChange::Started,
+            ..
+        })
+    ));
+    assert!(sim.nodes[D].service.messenger_running());
+    sent(sim.ask(A, send(d, "welcome back"), LIMIT));
+    assert_eq!(inbox(&mut sim, D).len(), 1);
+}
