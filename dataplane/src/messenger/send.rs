@@ -226,6 +226,23 @@ impl Sender {
     }
 }
 
+/// Whether the route to `peer` is ready; when it is not, a build with an automatic path is
+/// asked for unless `building` holds one already. The build's failure comes as an event
+/// (`Sender::route_failed`); one that cannot start is the error.
+fn ready_route(
+    cx: &mut Context<'_>,
+    peer: &NodeKey,
+    building: &mut Option<SetupId>,
+) -> Result<bool, RouteError> {
+    if cx.route_ready(peer) {
+        return Ok(true);
+    }
+    if building.is_none() {
+        *building = Some(cx.node.build_route_to(cx.now, peer)?);
+    }
+    Ok(false)
+}
+
 impl Delivery {
     fn next_backoff(&mut self) -> Duration {
         let wait = self.backoff;
@@ -275,28 +292,23 @@ impl Delivery {
                     }
                     self.phase = Phase::Route { setup: None };
                 }
-                Phase::Route { setup } => {
-                    if cx.route_ready(&self.peer) {
+                Phase::Route { setup } => match ready_route(cx, &self.peer, setup) {
+                    Ok(true) => {
                         self.routed = true;
                         self.open_stream(cx);
                         if matches!(self.phase, Phase::Wait { .. }) {
                             return Step::Keep;
                         }
-                        continue;
                     }
-                    if setup.is_none() {
-                        match cx.node.build_route_to(cx.now, &self.peer) {
-                            Ok(id) => *setup = Some(id),
-                            Err(error) => {
-                                self.problem = error.to_string();
-                                self.phase = Phase::Wait {
-                                    until: cx.now + self.next_backoff(),
-                                };
-                            }
-                        }
+                    Ok(false) => return Step::Keep,
+                    Err(error) => {
+                        self.problem = error.to_string();
+                        self.phase = Phase::Wait {
+                            until: cx.now + self.next_backoff(),
+                        };
+                        return Step::Keep;
                     }
-                    return Step::Keep;
-                }
+                },
                 Phase::Stream { .. } => return self.exchange(cx, stores, ending),
                 Phase::Recording => return Step::Keep,
             }
