@@ -293,6 +293,13 @@ impl Stores {
         self.inbox.load == Load::Loaded && self.outbox.load == Load::Loaded
     }
 
+    fn store(&self, mailbox: Mailbox) -> &Store {
+        match mailbox {
+            Mailbox::Inbox => &self.inbox,
+            Mailbox::Outbox => &self.outbox,
+        }
+    }
+
     fn store_mut(&mut self, mailbox: Mailbox) -> &mut Store {
         match mailbox {
             Mailbox::Inbox => &mut self.inbox,
@@ -572,7 +579,7 @@ impl Messenger {
                 return None;
             }
             MessengerRequest::List { mailbox, peer } => {
-                MessengerReply::Messages(self.stores.store_mut(mailbox).list(peer.as_ref()))
+                MessengerReply::Messages(self.stores.store(mailbox).list(peer.as_ref()))
             }
             MessengerRequest::Watch => {
                 if self.watchers.len() >= MAX_WATCHERS {

@@ -279,11 +279,11 @@ pub enum StoreResult {
     Appended {
         /// Which log.
         mailbox: Mailbox,
-        /// The message as written, with its time; or why it could not be.
-        result: io::Result<MessageRow>,
-        /// The message's sender or recipient and id, to find what waits for it.
+        /// The message's sender (inbox) or recipient (outbox), to find what waits for it.
         peer: NodeKey,
         /// Its id.
         id: MessageId,
+        /// The message as written, with its time; or why it could not be.
+        result: io::Result<MessageRow>,
     },
 }
