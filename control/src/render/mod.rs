@@ -1,5 +1,6 @@
 //! Every text the control socket's replies carry for people, and the reply lines themselves:
-//! the dataplane's replies (`node`, `builtin`), the launched apps' (`launched`, `usage`),
+//! the dataplane's replies (`node`, `builtin`, `services`), the launched apps' (`launched`,
+//! `usage`),
 //! `help` (`help`), and any data without a text of its own (`data`). `visctl` prints these
 //! texts; `--json` shows the data they were made from.
 
@@ -8,6 +9,7 @@ mod data;
 mod help;
 mod launched;
 mod node;
+mod services;
 mod usage;
 
 use std::fmt::Write as _;
@@ -48,6 +50,7 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Socks(status) => builtin::socks(status),
         Reply::Neighbour(change) => node::neighbour(change),
         Reply::Settings(settings) => node::settings(settings),
+        Reply::Services(reply) => services::services(reply),
         Reply::AppConfigured { app, change } => builtin::app_configured(*app, *change),
         Reply::Stopped => "the dataplane has stopped".to_owned(),
         // A reply with no text of its own reads as its data: named values and tables.
