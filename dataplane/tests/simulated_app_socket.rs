@@ -238,9 +238,18 @@ fn every_refusal_says_why_and_the_node_runs_on() {
     for (node, request, start) in refusals {
         let (stream, answer) = ask(&mut sim, node, 7, &request);
         assert!(answer.starts_with(start), "{request}: {answer}");
-        run_with(&mut sim, "the refused connection closed", LIMIT, |sim| {
-            sim.is_closed_by_service(stream)
+        // The refusal is the last line: then the end of the stream, and once the app closes
+        // its end (before the node's linger runs out), the connection.
+        run_with(&mut sim, "the end after the refusal", LIMIT, |sim| {
+            sim.is_finished(stream)
         });
+        sim.close(stream);
+        run_with(
+            &mut sim,
+            "the refused connection closed",
+            Duration::from_secs(1),
+            |sim| sim.is_closed_by_service(stream),
+        );
     }
 
     // A stream that arrived on app 1's listener is not app 2's to take.

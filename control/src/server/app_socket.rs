@@ -113,6 +113,7 @@ impl AppSocket {
                     log::info!("refused an app socket connection: {refused}");
                     // Best effort: a fresh socket's buffer takes one short line.
                     let _ = stream.write_all(format!("error not allowed: {refused}\n").as_bytes());
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
                 }
             }
         }

@@ -35,7 +35,7 @@ const BACKLOG: usize = 4;
 /// A stream that carries nothing either way for this long is closed. A peer that is gone is
 /// found long before, by the mesh stream's keep-alives.
 const STREAM_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// How long a refusal waits to be read before its connection is closed anyway.
+/// How long a refused connection waits for its app to close it before it is closed anyway.
 const LINGER: Duration = Duration::from_secs(2);
 /// Lines waiting for a listener that does not read them, beyond which it is closed.
 const MAX_LISTENER_OUTPUT: usize = 64 * 1024;
@@ -95,8 +95,10 @@ enum Phase {
         handle: TcpHandle,
         relay: Relay,
     },
-    /// Answered for the last time (a refusal): the line goes out, then the connection closes.
-    Closing,
+    /// Answered for the last time (a refusal): the line goes out, then a FIN, then whatever
+    /// the app still sends is read and dropped until it closes (so that it reads the end of
+    /// the stream, not a reset) or the linger time ends.
+    Closing { shut: bool },
 }
 
 #[derive(Debug)]
@@ -212,7 +214,7 @@ impl AppSocket {
                     Phase::Request
                     | Phase::Route { .. }
                     | Phase::Opening { .. }
-                    | Phase::Closing => Some(connection.deadline),
+                    | Phase::Closing { .. } => Some(connection.deadline),
                 });
         let incoming = self.incoming.values().map(|incoming| incoming.deadline);
         connections.chain(incoming).min()
@@ -535,19 +537,20 @@ impl AppSocket {
                     Progress::Open => {}
                     Progress::Done => {
                         cx.stack.release(handle);
-                        connection.phase = Phase::Closing;
+                        connection.phase = Phase::Closing { shut: true };
                         return Step::Close;
                     }
                     Progress::Failed(reason) => {
                         log::debug!("app {}: stream closed: {reason}", connection.app);
                         bury(cx.stack, handle, &mut self.graveyard);
-                        connection.phase = Phase::Closing;
+                        connection.phase = Phase::Closing { shut: true };
                         return Step::Close;
                     }
                 }
             }
-            Phase::Closing => {
-                if connection.output.is_empty() || connection.broken || now >= connection.deadline {
+            Phase::Closing { shut } => {
+                let done = *shut && connection.read_closed;
+                if done || connection.broken || now >= connection.deadline {
                     return Step::Close;
                 }
             }
@@ -680,7 +683,7 @@ impl AppSocket {
                 bury(cx.stack, handle, &mut self.graveyard);
             }
             Phase::Listening { port } => self.stop_listening(cx, port),
-            Phase::Request | Phase::Route { .. } | Phase::Closing => {}
+            Phase::Request | Phase::Route { .. } | Phase::Closing { .. } => {}
         }
         sockets.close(connection.socket);
     }
@@ -756,7 +759,7 @@ impl Connection {
     /// Answers with `refusal`; the connection closes once the line is out.
     fn refuse(&mut self, now: Instant, refusal: &Refusal) {
         self.output.extend_from_slice(&refusal.line());
-        self.phase = Phase::Closing;
+        self.phase = Phase::Closing { shut: false };
         self.deadline = now + LINGER;
     }
 
@@ -778,7 +781,7 @@ impl Connection {
             SocketEvent::Writable => self.writable = true,
             SocketEvent::Read(Ok(0)) => self.read_closed = true,
             SocketEvent::Read(Ok(read)) => {
-                // A listener's input is read only to see it end.
+                // A listener's or a refused connection's input is read only to see it end.
                 if matches!(self.phase, Phase::Request) {
                     self.filled = (self.filled + read).min(MAX_LINE);
                 }
@@ -797,7 +800,12 @@ impl Connection {
                 std::io::ErrorKind::Interrupted => {}
                 _ => self.broken = true,
             },
-            SocketEvent::Shut(_) | SocketEvent::Listening(_) | SocketEvent::Connected(_) => {}
+            SocketEvent::Shut(_) => {
+                if let Phase::Closing { shut } = &mut self.phase {
+                    *shut = true;
+                }
+            }
+            SocketEvent::Listening(_) | SocketEvent::Connected(_) => {}
         }
     }
 
@@ -815,7 +823,10 @@ impl Connection {
         let may_read = self.readable && !self.read_closed;
         match self.phase {
             Phase::Request if may_read && self.filled < MAX_LINE => Some(KernelIo::Read),
-            Phase::Listening { .. } if may_read => Some(KernelIo::Read),
+            Phase::Listening { .. } | Phase::Closing { shut: true } if may_read => {
+                Some(KernelIo::Read)
+            }
+            Phase::Closing { shut: false } if self.output.is_empty() => Some(KernelIo::Shutdown),
             _ => None,
         }
     }
@@ -825,7 +836,9 @@ impl Connection {
             (Phase::Stream { handle, relay, .. }, io) => relay.lend(io, stack.tcp(*handle)),
             (_, KernelIo::Write) => KernelOp::Write(&self.output),
             (_, KernelIo::Shutdown) => KernelOp::Shutdown,
-            (_, KernelIo::Read) => KernelOp::Read(&mut self.input[self.filled..]),
+            (Phase::Request, KernelIo::Read) => KernelOp::Read(&mut self.input[self.filled..]),
+            // Read to be dropped.
+            (_, KernelIo::Read) => KernelOp::Read(&mut self.input[..]),
         }
     }
 }
