@@ -126,7 +126,7 @@ fn service_rows(daemon: &Daemon, name: &str) -> Vec<Value> {
 #[test]
 fn launched_apps_talk_over_the_mesh_through_the_app_socket() {
     let dir = TempDir::new("app-socket");
-    let [a, b, _c, d] = four_nodes(&dir);
+    let [a, b, _c, mut d] = four_nodes(&dir);
     let d_key = d.key.to_string();
     let a_key = a.key.to_string();
 
@@ -243,4 +243,10 @@ fn launched_apps_talk_over_the_mesh_through_the_app_socket() {
     for node in [&a, &b, &d] {
         assert!(!node.log().contains("panicked"), "{}", node.log());
     }
+    // A node that stops takes its app socket along.
+    assert!(d.terminate().success());
+    assert!(
+        !d.dir.join("state/apps.sock").exists(),
+        "D left its app socket"
+    );
 }
