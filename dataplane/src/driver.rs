@@ -1,9 +1,8 @@
 //! The dataplane thread: one mio loop that owns every descriptor (the UDP socket, the TUN
 //! devices, the SOCKS apps' kernel sockets, the launched apps' app socket connections, the
-//! waker) and every blocking step (the host
-//! thread that runs `ip` and writes files, the resolver threads), feeds the service what comes
-//! in with the clock, and does the I/O it asks for. Everything else in this crate is sans-IO;
-//! this is where the syscalls are.
+//! waker) and every blocking step (the host thread that runs `ip` and writes files, the
+//! resolver threads), feeds the service what comes in with the clock, and does the I/O it asks
+//! for. Everything else in this crate is sans-IO; this is where the syscalls are.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV6};
