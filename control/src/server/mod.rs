@@ -158,8 +158,8 @@ pub struct ControlOptions {
     pub signal_port: u16,
     /// The apps `start` launches (`apps:`).
     pub apps: Catalog,
-    /// The app socket, through which launched apps use the mesh (in the state folder); none
-    /// when `None`.
+    /// Where to bind the app socket, through which launched apps use the mesh (skywired puts
+    /// it in the state folder); without it, apps are given none.
     pub app_socket: Option<PathBuf>,
     /// How apps are run; its `base_dir` (the config folder) anchors relative app paths.
     pub supervisor: SupervisorOptions,
