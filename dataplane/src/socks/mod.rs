@@ -3,9 +3,8 @@
 //! route session, to the server app on an exit node, which dials the target. The kernel
 //! sockets on both ends are the driver's: the apps name them by id (in the service's table of
 //! kernel sockets) and ask for their I/O. This module owns both apps' options, status and
-//! connections; `wire` and
-//! `mesh` are their sans-IO message formats and `relay` the byte pump between the two kinds of
-//! stream.
+//! connections; `wire` and `mesh` are their sans-IO message formats and `relay` the byte pump
+//! between the two kinds of stream (which the app socket's streams use too).
 
 mod client;
 pub mod mesh;
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::api::socks::{SocksApp, SocksStatus};
 use crate::identity::NodeKey;
 use crate::node::Event;
-use crate::service::sockets::{self, Owner, Sockets};
+use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
 
