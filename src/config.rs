@@ -309,6 +309,12 @@ impl Config {
         &self.control_socket
     }
 
+    /// The app socket, through which launched apps use the mesh: `apps.sock` in the state
+    /// folder.
+    pub fn app_socket(&self) -> PathBuf {
+        self.state_dir.join("apps.sock")
+    }
+
     /// The dataplane's VPN options: the apps as configured, their state in the state folder.
     pub fn vpn_options(&self) -> VpnOptions {
         VpnOptions {

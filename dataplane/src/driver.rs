@@ -1,8 +1,10 @@
 //! The dataplane thread: one mio loop that owns every descriptor (the UDP socket, the TUN
-//! devices, the SOCKS apps' kernel sockets, the waker) and every blocking step (the host
-//! thread that runs `ip` and writes files, the store thread that keeps the messenger's logs,
-//! the resolver threads), feeds the service what comes in with the clock, and does the I/O it
-//! asks for. Everything else in this crate is sans-IO; this is where the syscalls are.
+//! The dataplane thread: one mio loop that owns every descriptor (the UDP socket, the TUN
+//! devices, the SOCKS apps' kernel sockets, the launched apps' app socket connections, the
+//! waker) and every blocking step (the host thread that runs `ip` and writes files, the store
+//! thread that keeps the messenger's logs, the resolver threads), feeds the service what comes
+//! in with the clock, and does the I/O it asks for. Everything else in this crate is sans-IO;
+//! this is where the syscalls are.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV6};
@@ -15,12 +17,14 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
 
+use crate::api::app_socket::AppConnection;
 use crate::api::vpn::VpnApp;
-use crate::api::{DataplaneEnd, ReplySender};
+use crate::api::{DataplaneEnd, ReplySender, Request};
+use crate::app_socket::AppSocketOptions;
 use crate::messenger::MessengerOptions;
 use crate::node::NodeOptions;
 use crate::outbox::Datagram;
-use crate::service::{HostOp, HostResult, Service, ServiceOptions};
+use crate::service::{HostOp, HostResult, Service, ServiceOptions, SocketEvent};
 use crate::socks::{SocksError, SocksOptions};
 use crate::transport::TransportError;
 use crate::vpn::VpnOptions;
@@ -150,6 +154,7 @@ impl Dataplane {
                 vpn: options.vpn,
                 socks: options.socks,
                 messenger: options.messenger,
+                app_socket: AppSocketOptions::default(),
             },
             local,
             now,
@@ -268,11 +273,14 @@ impl Dataplane {
         }
     }
 
-    /// Hands the control thread's requests to the service; a control thread that has gone
-    /// stops the node.
+    /// Hands the control thread's requests to the service, and takes the app connections it
+    /// hands over; a control thread that has gone stops the node.
     fn take_requests(&mut self, now: Instant, end: &DataplaneEnd) {
         loop {
             match end.requests.try_recv() {
+                Ok((_, Request::AppConnection(connection))) => {
+                    self.adopt_app_connection(now, connection);
+                }
                 Ok((id, request)) => self.service.handle_request(now, id, request),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -280,6 +288,20 @@ impl Dataplane {
                     return;
                 }
             }
+        }
+    }
+
+    /// Holds a launched app's connection to the app socket under the id the service gives it,
+    /// or closes it when the service takes none.
+    fn adopt_app_connection(&mut self, now: Instant, connection: AppConnection) {
+        let AppConnection { app, stream } = connection;
+        let Some(socket) = self.service.handle_app_connection(now, app) else {
+            return;
+        };
+        if let Err(error) = self.sockets.adopt(self.poll.registry(), socket, stream) {
+            log::warn!("app {app}: cannot watch its app socket connection: {error}");
+            self.service
+                .handle_socket(now, socket, SocketEvent::Read(Err(error)));
         }
     }
 

@@ -4,6 +4,7 @@
 //! the service's I/O.
 
 pub mod api;
+pub mod app_socket;
 pub mod driver;
 pub mod identity;
 pub mod index;

@@ -204,6 +204,7 @@ fn control_options(config: &Config) -> ControlOptions {
         socket_group: config.socket_group.clone(),
         signal_port: config.signal_port,
         apps: config.apps.clone(),
+        app_socket: Some(config.app_socket()),
         ..ControlOptions::new(config.control_socket(), config.dir())
     }
 }

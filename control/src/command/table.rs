@@ -9,6 +9,7 @@ use skywire_dataplane::api::messenger::{Mailbox, MessengerRequest};
 use skywire_dataplane::api::socks::SocksApp;
 use skywire_dataplane::api::vpn::VpnApp;
 use skywire_dataplane::api::Request;
+use skywire_dataplane::wire::ServiceName;
 use skywire_dataplane::{NeighbourConfig, NodeKey};
 
 use super::{shorten, AppCommand, Command, CommandError, LocalCommand};
@@ -356,6 +357,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         parse: parse_ping_node,
     },
     CommandSpec {
+        name: "services",
+        aliases: &[],
+        role: READ_ONLY,
+        usage: "services [NAME]",
+        summary: "who offers which service, and what the path there costs",
+        help: "Lists the services that the nodes' adverts offer (only those called NAME, when \
+               given): the built-in apps that run (socks-server, vpn-server, messenger) and the \
+               services that launched apps listen as (`listen PORT SERVICE` on the app \
+               socket). Each row names the node that offers it, its mesh port, and the cost \
+               of the lowest-cost path there (the sum of its links' round-trip times) with its \
+               hops; this node's own services cost nothing. An advert says that a service \
+               exists, not who may use it.",
+        parse: parse_services,
+    },
+    CommandSpec {
         name: "vpn",
         aliases: &[],
         role: APP_SWITCH,
@@ -591,6 +607,22 @@ fn parse_ping_node(spec: &'static CommandSpec, args: &[String]) -> Result<Comman
     let peer = spec.key(&args[0])?;
     let count = spec.count(args.get(1), "COUNT", DEFAULT_PING_COUNT, MAX_PING_COUNT)?;
     Ok(Request::PingNode { peer, count }.into())
+}
+
+fn parse_services(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 0..=1)?;
+    let name = args
+        .first()
+        .map(|word| {
+            word.parse::<ServiceName>().map_err(|error| {
+                spec.usage_error(format!(
+                    "`{}` is not a service name: {error}",
+                    shorten(word)
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(Request::Services { name }.into())
 }
 
 fn parse_vpn(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {

@@ -273,6 +273,8 @@ fn argument_errors_say_what_is_wanted() {
         (&format!("add_neighbour {KEY_A} 0.0.0.0:7777"), "add_neighbour", "`0.0.0.0:7777` is not an endpoint"),
         ("rm_neighbour", "rm_neighbour", "takes 1 argument, not 0; usage: rm_neighbour KEY"),
         ("reload now", "reload", "takes no arguments, not 1; usage: reload"),
+        ("services a b", "services", "takes 0 to 1 arguments, not 2; usage: services [NAME]"),
+        ("services 'a b'", "services", "`a b` is not a service name: a service name has only ASCII letters"),
     ];
     for (line, command, message) in cases {
         let err = error(line);
@@ -378,6 +380,8 @@ fn every_command_needs_the_role_decided_for_it() {
         "list_transports",
         "list_routes",
         &format!("ping_node {KEY_A}"),
+        "services",
+        "services echo",
         "vpn status",
         "socks status",
         "apps",

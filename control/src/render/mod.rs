@@ -1,5 +1,6 @@
 //! Every text the control socket's replies carry for people, and the reply lines themselves:
-//! the dataplane's replies (`node`, `builtin`, `messenger`), the launched apps' (`launched`, `usage`),
+//! the dataplane's replies (`node`, `builtin`, `messenger`, `services`), the launched apps'
+//! (`launched`, `usage`),
 //! `help` (`help`), and any data without a text of its own (`data`). `visctl` prints these
 //! texts; `--json` shows the data they were made from.
 
@@ -9,6 +10,7 @@ mod help;
 mod launched;
 mod messenger;
 mod node;
+mod services;
 mod usage;
 
 use std::fmt::Write as _;
@@ -50,6 +52,7 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Socks(status) => builtin::socks(status),
         Reply::Neighbour(change) => node::neighbour(change),
         Reply::Settings(settings) => node::settings(settings),
+        Reply::Services(reply) => services::services(reply),
         Reply::AppConfigured { app, change } => builtin::app_configured(*app, *change),
         Reply::Messenger(reply) => messenger::text(reply),
         Reply::Stopped => "the dataplane has stopped".to_owned(),

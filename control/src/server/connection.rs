@@ -19,7 +19,7 @@ use crate::signal::AppId;
 use crate::supervisor::AttachId;
 
 /// What the loop is to do for a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Action {
     /// Run the command; its answer comes back through [`Connection::handle_answer`] or
     /// [`Connection::handle_attached`]. The connection's next line waits for it.

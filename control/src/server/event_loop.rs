@@ -1,8 +1,9 @@
-//! The control thread's loop: one mio poll over the control socket and its clients, the
-//! signalfd, the dataplane's replies (through the waker), and the supervisor's pipes and signal
-//! server. It reads and writes the clients' sockets, runs their commands where they belong (the
-//! command table, the supervisor, the dataplane), hands out the answers, and stops in phases:
-//! the dataplane and the apps at once, then the clients.
+//! The control thread's loop: one mio poll over the control socket and its clients, the app
+//! socket, the signalfd, the dataplane's replies (through the waker), and the supervisor's
+//! pipes and signal server. It reads and writes the clients' sockets, runs their commands where
+//! they belong (the command table, the supervisor, the dataplane), hands out the answers, hands
+//! launched apps' app socket connections to the dataplane, and stops in phases: the dataplane
+//! and the apps at once, then the clients.
 
 use std::collections::HashMap;
 use std::io::{self, Read as _, Write as _};
@@ -16,11 +17,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use skywire_dataplane::api::messenger::{MessengerReply, MessengerRequest};
 use skywire_dataplane::api::{Reply, Request, RequestId, RequestSender, Response};
 
+use super::app_socket::AppSocket;
 use super::apps::{self, Outcome};
 use super::connection::{Action, Attachment, Connection};
 use super::peer::{Credentials, Peer, Policy};
 use super::signals::{Children, Received, Signals};
-use super::{ControlError, Limits, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
+use super::{ControlError, Limits, APP_SOCKET, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
 use crate::command::{Command, Parsed};
 use crate::protocol::failure_line;
 use crate::reload::ConfigSource;
@@ -182,6 +184,7 @@ impl Client {
 pub(super) struct Parts {
     pub(super) poll: Poll,
     pub(super) listener: UnixListener,
+    pub(super) app_socket: Option<AppSocket>,
     pub(super) signals: Signals,
     pub(super) waker: Arc<Waker>,
     pub(super) stop: Arc<AtomicBool>,
@@ -197,6 +200,7 @@ pub(super) struct Parts {
 pub(super) struct Control {
     poll: Poll,
     listener: Option<UnixListener>,
+    app_socket: Option<AppSocket>,
     signals: Signals,
     _waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
@@ -219,6 +223,7 @@ impl Control {
         Control {
             poll: parts.poll,
             listener: Some(parts.listener),
+            app_socket: parts.app_socket,
             signals: parts.signals,
             _waker: parts.waker,
             stop: parts.stop,
@@ -272,6 +277,7 @@ impl Control {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
+                    APP_SOCKET => self.accept_apps(),
                     SIGNALS => self.read_signals(),
                     // The stop flag and the replies are looked at below, on every round.
                     WAKER => {}
@@ -406,6 +412,27 @@ impl Control {
         }
     }
 
+    /// Hands the app socket's new connections from launched apps to the dataplane (the others
+    /// were refused).
+    fn accept_apps(&mut self) {
+        let Some(app_socket) = &self.app_socket else {
+            return;
+        };
+        for connection in app_socket.accept(&self.apps.supervisor) {
+            let dataplane = &mut self.dataplane;
+            let id = dataplane.next_id();
+            // Not answered: the dataplane serves the connection itself.
+            if dataplane
+                .requests
+                .send(id, Request::AppConnection(connection))
+                .is_err()
+            {
+                dataplane.accepting = false;
+                log::warn!("an app socket connection dropped: the dataplane has stopped");
+            }
+        }
+    }
+
     /// Who the client on `stream` is; `None`, after telling it why, when it may not use the
     /// socket at all.
     fn identify(&self, stream: &mut UnixStream) -> Option<Peer> {
@@ -462,6 +489,9 @@ impl Control {
         }
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
+        }
+        if let Some(mut app_socket) = self.app_socket.take() {
+            let _ = self.poll.registry().deregister(app_socket.listener());
         }
         let now = Instant::now();
         self.apps.supervisor.shutdown_all(now);

@@ -6,7 +6,9 @@
 //! so does the control crate; only a reloaded configuration carries the apps' option types. A
 //! reply serializes as its data alone, with no tag naming its kind.
 
+pub mod app_socket;
 pub mod messenger;
+pub mod services;
 pub mod socks;
 pub mod vpn;
 
@@ -22,7 +24,10 @@ use serde::Serialize;
 use crate::identity::NodeKey;
 use crate::node::{NodeSettings, RouteError};
 use crate::transport::{NeighbourConfig, TransportError};
+use crate::wire::ServiceName;
+use app_socket::AppConnection;
 use messenger::{MessengerReply, MessengerRequest};
+use services::ServicesReply;
 use socks::{SocksApp, SocksStatus};
 use vpn::{VpnApp, VpnStatus};
 
@@ -30,7 +35,7 @@ use vpn::{VpnApp, VpnStatus};
 pub type RequestId = u64;
 
 /// A request to the dataplane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// The node's identity, bound port, uptime and counts.
     Status,
@@ -102,6 +107,15 @@ pub enum Request {
     ConfigureApp(Box<AppConfig>),
     /// A request to the messenger; answered with [`Reply::Messenger`].
     Messenger(MessengerRequest),
+    /// The services the mesh's adverts list (those named `name`, when given), who offers
+    /// them and what the path there costs; answered with [`Reply::Services`].
+    Services {
+        /// Only this service.
+        name: Option<ServiceName>,
+    },
+    /// A launched app's connection to the app socket, for the dataplane to own and serve
+    /// from now on. Not answered: the app hears on the connection itself.
+    AppConnection(AppConnection),
     /// Tears down routes, removes what the dataplane made, and stops its thread.
     Shutdown,
 }
@@ -211,6 +225,8 @@ pub enum Reply {
     Neighbour(NeighbourReply),
     /// Answers [`Request::SetNodeSettings`]: the settings now in force.
     Settings(SettingsReply),
+    /// Answers [`Request::Services`].
+    Services(ServicesReply),
     /// Answers [`Request::ConfigureApp`].
     AppConfigured {
         /// The app.

@@ -119,7 +119,9 @@ impl Service {
                 let (current, running) = split(self.socks.client());
                 let change = decide(current, running, options.as_ref());
                 if change.stops() {
-                    let _ = self.socks.stop(&mut cx, Some(SocksApp::Client));
+                    let _ = self
+                        .socks
+                        .stop(&mut cx, &mut self.sockets, Some(SocksApp::Client));
                 }
                 self.socks.set_client_options(now, options);
                 change
@@ -128,7 +130,9 @@ impl Service {
                 let (current, running) = split(self.socks.server());
                 let change = decide(current, running, options.as_ref());
                 if change.stops() {
-                    let _ = self.socks.stop(&mut cx, Some(SocksApp::Server));
+                    let _ = self
+                        .socks
+                        .stop(&mut cx, &mut self.sockets, Some(SocksApp::Server));
                 }
                 self.socks.set_server_options(options);
                 change
@@ -178,7 +182,10 @@ impl Service {
         log::info!("new configuration of {app}: {change:?}");
         if change.starts() {
             if let BuiltinApp::Socks(socks_app) = app {
-                if let Err(error) = self.socks.start(&mut cx, Some(socks_app)) {
+                if let Err(error) = self
+                    .socks
+                    .start(&mut cx, &mut self.sockets, Some(socks_app))
+                {
                     self.control.reply(id, Err(RequestError::app(error)));
                     return;
                 }

@@ -1,15 +1,19 @@
 //! The dataplane as one sans-IO service: the node, its mesh stack, the built-in apps (VPN,
-//! SOCKS, the messenger, mesh ping), the route builds waiting on their routes, and the control
-//! requests. Inputs come in with `now` (datagrams, TUN frames, kernel-socket events, name
-//! lookups, answers from the host and the message store, requests); outputs are polled
-//! (datagrams, TUN frames, socket operations, lookups, host changes, message-store operations,
-//! replies, the next timeout and why). Whoever drives it (the mio driver, or the simulator)
-//! does every piece of I/O.
+//! The dataplane as one sans-IO service: the node, its mesh stack, the built-in apps (VPN,
+//! SOCKS, the messenger, mesh ping), the app socket's connections, the services the node
+//! offers, the route builds waiting on their routes, and the control requests. Inputs come in
+//! with `now` (datagrams, TUN frames, kernel-socket events, app connections, name lookups,
+//! answers from the host and the message store, requests); outputs are polled (datagrams, TUN
+//! frames, socket operations, lookups, host changes, message-store operations, replies, the
+//! next timeout and why). Whoever drives it (the mio driver, or the simulator) does every piece
+//! of I/O.
 
 mod configure;
 mod control;
 mod io;
 mod ping;
+mod services;
+pub(crate) mod sockets;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,12 +22,14 @@ pub use io::{
     HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp, StoreOp, StoreResult,
 };
 
+use crate::api::app_socket::AppId;
 use crate::api::messenger::WatchEnd;
 use crate::api::vpn::VpnApp;
 use crate::api::{RequestId, Response};
+use crate::app_socket::{AppSocket, AppSocketOptions};
 use crate::identity::NodeKey;
 use crate::messenger::{Messenger, MessengerOptions};
-use crate::node::{Event, Node, NodeOptions, SendToError};
+use crate::node::{Event, Node, NodeOptions, RouteError, SendToError, SetupId};
 use crate::outbox::Datagram;
 use crate::socks::{Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
@@ -31,6 +37,8 @@ use crate::transport::TransportError;
 use crate::vpn::{VpnApps, VpnOptions};
 
 use control::Control;
+use services::{is_own_port, Offer};
+use sockets::{Owner, Sockets};
 
 /// What the service is made of.
 #[derive(Debug, Clone)]
@@ -43,6 +51,8 @@ pub struct ServiceOptions {
     pub socks: SocksOptions,
     /// The messenger (none by default).
     pub messenger: MessengerOptions,
+    /// The app socket's limits and timeouts.
+    pub app_socket: AppSocketOptions,
 }
 
 /// Packets the service itself dropped (the node counts its own).
@@ -74,6 +84,28 @@ impl Context<'_> {
             .routes()
             .any(|(key, route)| key == peer && route.ready)
     }
+
+    /// A ready route to `peer`, or the setup of one to wait for: a route that exists (built
+    /// by either end) or is being set up serves, else one is built over the lowest-cost path
+    /// the node knows, and rebuilt over another when a link on it dies.
+    pub fn want_route(&mut self, peer: &NodeKey) -> Result<RouteWait, RouteError> {
+        if self.route_ready(peer) {
+            return Ok(RouteWait::Ready);
+        }
+        self.node
+            .build_route_to(self.now, peer)
+            .map(RouteWait::Building)
+    }
+}
+
+/// How the route to a node stands for an app that needs one ([`Context::want_route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteWait {
+    /// It is up and proven end to end: data can flow.
+    Ready,
+    /// It is being set up: [`Event::RouteReady`] follows, or [`Event::RouteFailed`] for this
+    /// setup.
+    Building(SetupId),
 }
 
 /// The dataplane service.
@@ -84,6 +116,11 @@ pub struct Service {
     vpn: VpnApps,
     socks: Socks,
     messenger: Messenger,
+    /// The kernel sockets the apps use, by id.
+    sockets: Sockets,
+    app_socket: AppSocket,
+    /// What the node's advert offers, as last put there.
+    offer: Option<Offer>,
     control: Control,
     drops: ServiceDrops,
     /// The mesh stack's send queue filled up at the last poll: more waits to be sent.
@@ -111,6 +148,9 @@ impl Service {
             vpn: VpnApps::new(options.vpn),
             socks: Socks::new(options.socks, now),
             messenger: Messenger::new(options.messenger, message_seed),
+            sockets: Sockets::default(),
+            app_socket: AppSocket::new(options.app_socket),
+            offer: None,
             control: Control::new(now, local),
             drops: ServiceDrops::default(),
             stack_backlog: false,
@@ -169,21 +209,48 @@ impl Service {
         listener: SocketId,
         from: SocketAddr,
     ) -> Option<SocketId> {
-        self.socks.handle_accepted(now, listener, from)
+        self.socks
+            .handle_accepted(now, &mut self.sockets, listener, from)
     }
 
     /// What happened on a kernel socket: an operation's answer, or readiness.
     pub fn handle_socket(&mut self, now: Instant, socket: SocketId, event: SocketEvent) {
+        let Some(owner) = self.sockets.owner(socket) else {
+            return;
+        };
         let mut cx = Context {
             now,
             node: &mut self.node,
             stack: &mut self.stack,
         };
         let listening = matches!(event, SocketEvent::Listening(_));
-        self.socks.handle_socket(&mut cx, socket, event);
+        match owner {
+            Owner::App(number) => {
+                let (socks, vpn) = (&self.socks, &self.vpn);
+                let own_port = |port| is_own_port(socks, vpn, port);
+                self.app_socket
+                    .handle_socket(&mut cx, &mut self.sockets, number, event, &own_port);
+            }
+            _ => self
+                .socks
+                .handle_socket(&mut cx, &mut self.sockets, socket, owner, event),
+        }
         if listening {
             self.answer_deferred(now);
         }
+    }
+
+    /// A launched app's connection to the app socket (`app`'s, or a process of its tree's),
+    /// which the driver holds from now on: the id it holds it under, or `None` when it is to
+    /// be closed at once (the node is stopping).
+    pub fn handle_app_connection(&mut self, now: Instant, app: AppId) -> Option<SocketId> {
+        if self.control.is_shutting_down() {
+            return None;
+        }
+        Some(
+            self.app_socket
+                .handle_connection(now, &mut self.sockets, app),
+        )
     }
 
     /// The answer to a name lookup: the addresses, none when the name did not resolve.
@@ -193,7 +260,8 @@ impl Service {
             node: &mut self.node,
             stack: &mut self.stack,
         };
-        self.socks.handle_resolved(&mut cx, lookup, addresses);
+        self.socks
+            .handle_resolved(&mut cx, &mut self.sockets, lookup, addresses);
     }
 
     /// The host's answer to a change the service asked for.
@@ -229,7 +297,7 @@ impl Service {
             node: &mut self.node,
             stack: &mut self.stack,
         };
-        self.socks.start_enabled(&mut cx)?;
+        self.socks.start_enabled(&mut cx, &mut self.sockets)?;
         self.messenger.start(&mut cx);
         self.vpn.autostart();
         Ok(())
@@ -258,8 +326,11 @@ impl Service {
             node: &mut self.node,
             stack: &mut self.stack,
         };
-        self.socks.pump(&mut cx);
+        self.socks.pump(&mut cx, &mut self.sockets);
         self.messenger.pump(&mut cx);
+        let (socks, vpn) = (&self.socks, &self.vpn);
+        let own_port = |port| is_own_port(socks, vpn, port);
+        self.app_socket.pump(&mut cx, &mut self.sockets, &own_port);
         self.vpn.poll(&mut cx);
         full |= self.run_stack(now);
         while let Some((from, seq)) = self.stack.poll_pong() {
@@ -267,6 +338,7 @@ impl Service {
         }
         self.finish_pings(now);
         self.vpn.finish_frames();
+        self.update_services(now);
         self.answer_deferred(now);
         self.stack_backlog = full;
     }
@@ -286,8 +358,9 @@ impl Service {
         };
         let socks = &self.socks;
         self.vpn.shutdown(&mut cx, |peer| socks.uses_route(peer));
-        let _ = self.socks.stop(&mut cx, None);
+        let _ = self.socks.stop(&mut cx, &mut self.sockets, None);
         self.messenger.stop(&mut cx, WatchEnd::Stopping);
+        self.app_socket.close_all(&mut cx, &mut self.sockets);
         self.run_stack(now);
         let peers: Vec<NodeKey> = self
             .node
@@ -331,8 +404,10 @@ impl Service {
             stack: &mut self.stack,
         };
         if !matches!(event, Event::Packet { .. } | Event::TunnelPacket { .. }) {
-            self.socks.handle_event(&mut cx, &event);
+            self.socks.handle_event(&mut cx, &mut self.sockets, &event);
             self.messenger.handle_event(&mut cx, &event);
+            self.app_socket
+                .handle_event(&mut cx, &mut self.sockets, &event);
         }
         match event {
             Event::Packet { packet, .. } => {
@@ -383,7 +458,27 @@ impl Service {
     /// The next kernel-socket operation. Answer it (all but a close) with
     /// [`Service::handle_socket`] before asking for the next.
     pub fn poll_socket_op(&mut self) -> Option<SocketOp<'_>> {
-        self.socks.poll_socket_op(&mut self.stack)
+        if let Some(op) = self.sockets.next_queued_op() {
+            return Some(op);
+        }
+        // Find the next socket with I/O due, then lend it its buffer.
+        let (owner, io) = loop {
+            let socket = self.sockets.next_woken()?;
+            let Some(owner) = self.sockets.owner(socket) else {
+                continue;
+            };
+            let io = match owner {
+                Owner::App(number) => self.app_socket.next_io(&mut self.stack, number),
+                _ => self.socks.next_io(&mut self.stack, owner),
+            };
+            if let Some(io) = io {
+                break (owner, io);
+            }
+        };
+        match owner {
+            Owner::App(number) => self.app_socket.lend(&mut self.stack, number, io),
+            _ => self.socks.lend(&mut self.stack, owner, io),
+        }
     }
 
     /// The next name to resolve.
@@ -421,7 +516,7 @@ impl Service {
         if self.stack_backlog {
             consider(Some(now), "mesh stack backlog");
         }
-        if self.socks.has_socket_work() {
+        if self.sockets.has_work() {
             consider(Some(now), "kernel socket work");
         }
         consider(
@@ -432,6 +527,7 @@ impl Service {
         );
         consider(self.socks.poll_timeout(), "SOCKS apps");
         consider(self.messenger.poll_timeout(now), "messenger");
+        consider(self.app_socket.poll_timeout(), "app socket");
         consider(self.vpn.next_deadline(), "VPN apps");
         consider(self.control.next_deadline(), "pings and route builds");
         next

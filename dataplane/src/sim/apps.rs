@@ -1,8 +1,8 @@
 //! Whole services in the simulated mesh: each node runs a [`Service`], apps included, with its
 //! kernel sockets, TUN devices, host and disk in memory and name lookups answered from a table.
 //! The test plays everything outside the service: the local programs (a SOCKS client, the
-//! target it reaches, what goes in and out of a TUN device) and the control client (requests
-//! and replies).
+//! target it reaches, a launched app on the app socket, what goes in and out of a TUN device)
+//! and the control client (requests and replies).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -16,6 +16,7 @@ use rand_core::RngCore;
 
 use super::network::Network;
 use super::{node_address, node_options, secrets, LinkModel, SplitMix, WALL_CLOCK_START_MS};
+use crate::api::app_socket::AppId;
 use crate::api::messenger::{Mailbox, MessageRow};
 use crate::api::vpn::VpnApp;
 use crate::api::{Request, RequestId, Response};
@@ -361,6 +362,7 @@ impl AppSim {
                     state_dir: PathBuf::from(format!("state-{i}")),
                     settings: None,
                 },
+                app_socket: Default::default(),
             };
             configure(i, &keys, &mut options);
             let mut service = Service::new(
@@ -490,6 +492,18 @@ impl AppSim {
             50_000 + node.kernel.streams.len() as u16,
         ));
         let socket = node.service.handle_accepted(now, listener, from)?;
+        let index = node.kernel.streams.len();
+        node.kernel.streams.push(Stream::new(socket));
+        node.kernel.by_socket.insert(socket, index);
+        Some(StreamId { node: i, index })
+    }
+
+    /// Launched app `app` on node `i` connects to the node's app socket (the control thread
+    /// has checked it); `None` when the service closes the connection at once.
+    pub fn app_connect(&mut self, i: usize, app: AppId) -> Option<StreamId> {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let socket = node.service.handle_app_connection(now, app)?;
         let index = node.kernel.streams.len();
         node.kernel.streams.push(Stream::new(socket));
         node.kernel.by_socket.insert(socket, index);
