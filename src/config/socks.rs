@@ -111,6 +111,36 @@ impl Checker<'_> {
         Ok(keys)
     }
 
+    /// A client's `path`: the nodes after this one, `end` (the exit or the server, `role`)
+    /// last or left out. Present, it keeps the route on it; an empty one is refused, since
+    /// leaving the key out is how a path is left to the node.
+    pub(super) fn explicit_path(
+        &self,
+        at: &KeyPath,
+        texts: Vec<String>,
+        end: &NodeKey,
+        role: &str,
+    ) -> Result<Vec<NodeKey>, ConfigError> {
+        if texts.is_empty() {
+            return Err(self.invalid(
+                at,
+                format!("is empty: remove the key for an automatic path (the node chooses it, and repairs the route over another when it breaks), or list the {role} alone for a direct route"),
+            ));
+        }
+        let path = self.key_list(at, texts, "a node's public key")?;
+        if let Some(index) = path.iter().position(|key| key == end) {
+            if index + 1 != path.len() {
+                return Err(self.invalid(
+                    &at.index(index),
+                    format!(
+                        "the {role} must be the last node of the path (or left out: it is added)"
+                    ),
+                ));
+            }
+        }
+        Ok(path)
+    }
+
     fn millis_or(
         &self,
         at: &KeyPath,
@@ -151,22 +181,14 @@ impl Checker<'_> {
             "(TCP ports)",
         )? as u16;
         let path_key = at.key("path");
-        let path = self.key_list(
-            &path_key,
-            raw.path.unwrap_or_default(),
-            "a node's public key",
-        )?;
-        if let Some(index) = path.iter().position(|key| *key == exit) {
-            if index + 1 != path.len() {
-                return Err(self.invalid(
-                    &path_key.index(index),
-                    "the exit must be the last node of the path (or left out: it is added)"
-                        .to_owned(),
-                ));
-            }
-        }
-        options.path = path;
-        if options.route_path().len() > MAX_PATH {
+        options.path = raw
+            .path
+            .map(|texts| self.explicit_path(&path_key, texts, &exit, "exit"))
+            .transpose()?;
+        if options
+            .route_path()
+            .is_some_and(|path| path.len() > MAX_PATH)
+        {
             return Err(self.invalid(
                 &path_key,
                 format!("a route goes through at most {MAX_PATH} nodes after this one, the exit included: shorten the path"),

@@ -1,6 +1,6 @@
 //! The control requests: the one place where the control thread's requests are read and its
-//! replies are written. Most are answered at once; a route build, a ping, and the start or stop
-//! of an app are answered when they are done.
+//! replies are written. Most are answered at once; a route build, a ping (which may build its
+//! route first), and the start or stop of an app are answered when they are done.
 
 use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::ping::{PingOutcome, Pings};
 use super::{Context, Service};
+use crate::api::topology::{AdvertCounts, FoundRoute, LinkRow, NodeRow, NodesReply};
 use crate::api::vpn::VpnApp;
 use crate::api::{
     PingReply, Reply, Request, RequestError, RequestId, Response, RouteRow, RoutesReply, RuleRow,
     StatusReply, TransportRow, TransportsReply,
 };
 use crate::identity::NodeKey;
-use crate::node::{EndRoute, RouteError, SetupId};
+use crate::node::{EndRoute, RouteDownReason, RouteError, SetupId};
 use crate::routing::Rule;
 use crate::stack::MeshStack;
 
@@ -29,6 +30,19 @@ struct PendingBuild {
     setup: SetupId,
     peer: NodeKey,
     deadline: Instant,
+    then: AfterBuild,
+}
+
+/// What a request that waits on a route build does once the route is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterBuild {
+    /// Answers with the route (`build_route`).
+    Answer,
+    /// Pings the peer over it (`ping_node` with no route to the peer yet).
+    Ping {
+        /// How many echo requests.
+        count: u32,
+    },
 }
 
 /// A request answered once an app has done what it asked.
@@ -89,10 +103,6 @@ impl Control {
         self.pings.record(now, from, seq);
     }
 
-    pub fn route_down(&mut self, now: Instant, peer: &NodeKey) {
-        self.pings.route_down(now, peer);
-    }
-
     /// When a ping or a route build has something due.
     pub fn next_deadline(&self) -> Option<Instant> {
         let builds = self.builds.iter().map(|build| build.deadline).min();
@@ -104,6 +114,42 @@ impl Control {
 
     fn reply(&mut self, request: RequestId, reply: Response) {
         self.replies.push_back((request, reply));
+    }
+
+    /// Holds `request` until the route to `peer` that setup `setup` builds is ready, or fails.
+    fn wait_for_route(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        setup: SetupId,
+        peer: NodeKey,
+        then: AfterBuild,
+    ) {
+        self.builds.push(PendingBuild {
+            request,
+            setup,
+            peer,
+            deadline: now + BUILD_TIMEOUT,
+            then,
+        });
+    }
+
+    /// The route to `peer` went down: the pings over it end, and the requests waiting for it
+    /// (a repair that could not find another path) are answered.
+    pub fn route_down(&mut self, now: Instant, peer: &NodeKey, reason: RouteDownReason) {
+        self.pings.route_down(now, peer);
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            self.builds.drain(..).partition(|build| build.peer == *peer);
+        self.builds = waiting;
+        for build in done {
+            self.reply(
+                build.request,
+                Err(RequestError::RouteDown {
+                    peer: *peer,
+                    reason,
+                }),
+            );
+        }
     }
 }
 
@@ -142,17 +188,23 @@ impl Service {
                 let peer = path.last().copied().unwrap_or(own);
                 match cx.node.build_route(now, &path) {
                     Ok(setup) => {
-                        self.control.builds.push(PendingBuild {
-                            request: id,
-                            setup,
-                            peer,
-                            deadline: now + BUILD_TIMEOUT,
-                        });
+                        self.control
+                            .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
                         return;
                     }
                     Err(error) => Err(RequestError::RouteFailed { peer, error }),
                 }
             }
+            Request::BuildRouteTo { peer } => match cx.node.build_route_to(now, &peer) {
+                Ok(setup) => {
+                    self.control
+                        .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
+                    return;
+                }
+                Err(error) => Err(RequestError::RouteFailed { peer, error }),
+            },
+            Request::FindRoute { peer } => self.find_route(peer),
+            Request::ListNodes => Ok(Reply::Nodes(self.nodes_reply(now))),
             Request::RemoveRoute { peer } => {
                 if cx.node.remove_route(now, &peer) {
                     Ok(Reply::RouteRemoved { peer })
@@ -161,11 +213,17 @@ impl Service {
                 }
             }
             Request::PingNode { peer, count } => {
-                if !cx.route_ready(&peer) {
-                    Err(RequestError::NoReadyRoute { peer })
-                } else {
+                if cx.route_ready(&peer) {
                     self.control.pings.start(now, id, peer, count);
                     return;
+                }
+                match cx.node.build_route_to(now, &peer) {
+                    Ok(setup) => {
+                        let then = AfterBuild::Ping { count };
+                        self.control.wait_for_route(now, id, setup, peer, then);
+                        return;
+                    }
+                    Err(error) => Err(RequestError::RouteFailed { peer, error }),
                 }
             }
             Request::VpnStart { app } => match self.vpn.start(app) {
@@ -250,8 +308,9 @@ impl Service {
         }
     }
 
-    /// The route to `peer` is ready: the builds waiting for it are answered.
-    pub(super) fn route_ready(&mut self, peer: NodeKey) {
+    /// The route to `peer` is ready: the builds waiting for it are answered, and the pings
+    /// waiting for it start.
+    pub(super) fn route_ready(&mut self, now: Instant, peer: NodeKey) {
         let row = self
             .node
             .routes()
@@ -264,11 +323,18 @@ impl Service {
             .partition(|build| build.peer == peer);
         self.control.builds = waiting;
         for build in done {
-            let reply = match &row {
-                Some(row) => Ok(Reply::RouteBuilt(row.clone())),
-                None => Err(RequestError::RouteWentDown { peer }),
-            };
-            self.control.reply(build.request, reply);
+            match (&row, build.then) {
+                (Some(row), AfterBuild::Answer) => {
+                    self.control
+                        .reply(build.request, Ok(Reply::RouteBuilt(row.clone())));
+                }
+                (Some(_), AfterBuild::Ping { count }) => {
+                    self.control.pings.start(now, build.request, peer, count);
+                }
+                (None, _) => self
+                    .control
+                    .reply(build.request, Err(RequestError::RouteWentDown { peer })),
+            }
         }
     }
 
@@ -325,6 +391,62 @@ impl Service {
                 rtt_ms,
             }));
             self.control.reply(request, reply);
+        }
+    }
+
+    fn find_route(&self, peer: NodeKey) -> Response {
+        if peer == self.node.key() {
+            let error = RouteError::BadPath("a route needs another node");
+            return Err(RequestError::RouteFailed { peer, error });
+        }
+        let Some(choice) = self.node.find_route(&peer) else {
+            return Err(RequestError::NoPath { peer });
+        };
+        let route_in_use = self
+            .node
+            .routes()
+            .find(|(key, _)| **key == peer)
+            .map(|(_, route)| route.path.clone());
+        Ok(Reply::RouteFound(FoundRoute {
+            peer,
+            path: choice.path,
+            cost_ms: millis(choice.cost),
+            hop_costs_ms: choice.hop_costs.into_iter().map(millis).collect(),
+            route_in_use,
+        }))
+    }
+
+    fn nodes_reply(&self, now: Instant) -> NodesReply {
+        let own = self.node.key();
+        let nodes = self
+            .node
+            .known_nodes(now)
+            .into_iter()
+            .map(|node| NodeRow {
+                key: node.key,
+                this_node: node.key == own,
+                sequence: node.sequence,
+                advert_age_secs: node.age.as_secs_f64(),
+                expires_in_secs: node.expires_in.as_secs_f64(),
+                links: node
+                    .links
+                    .iter()
+                    .map(|link| LinkRow {
+                        neighbour: link.neighbour,
+                        rtt_ms: millis(link.rtt),
+                        cost_ms: link.cost.map(millis),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sent = self.node.advert_counters();
+        NodesReply {
+            nodes,
+            adverts: AdvertCounts {
+                sent: sent.sent,
+                sent_bytes: sent.sent_bytes,
+                dropped: self.node.advert_drops(),
+            },
         }
     }
 
@@ -406,6 +528,10 @@ impl Service {
             .collect();
         RoutesReply { routes, rules }
     }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 fn route_row(peer: &NodeKey, route: &EndRoute) -> RouteRow {
