@@ -142,15 +142,24 @@ fn a_socks_download_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
     assert!(path.len() == 3 && relays.contains(&path[1]), "{path:?}");
     assert!(cost > 0.0, "{cost}");
     let in_use = in_use.expect("find_route shows the route in use");
-    assert!(in_use.len() == 3 && relays.contains(&in_use[1]), "{in_use:?}");
+    assert!(
+        in_use.len() == 3 && relays.contains(&in_use[1]),
+        "{in_use:?}"
+    );
     let relay = (1..3).find(|index| key(*index) == in_use[1]).unwrap();
     let other = 3 - relay;
     let shown = text(a, &["find_route", &key(D)]);
-    assert!(shown.contains(&format!("path to {}: 2 hops", key(D))), "{shown}");
+    assert!(
+        shown.contains(&format!("path to {}: 2 hops", key(D))),
+        "{shown}"
+    );
     assert!(shown.contains("route in use: over "), "{shown}");
     let shown = text(a, &["list_nodes"]);
     assert!(shown.starts_with("nodes: 4\n"), "{shown}");
-    assert!(shown.contains(&format!("{} (this node)", key(A))), "{shown}");
+    assert!(
+        shown.contains(&format!("{} (this node)", key(A))),
+        "{shown}"
+    );
     assert!(shown.contains("\nlinks: 4 "), "{shown}");
     println!("A before the kill:\n{shown}");
 
@@ -164,15 +173,19 @@ fn a_socks_download_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
         .unwrap();
     let out = dir.path("big.bin");
     let curl = download(proxy, &http.url(&format!("/bytes/{size}/7")), &out);
-    wait_until("a quarter of the download", Duration::from_secs(120), || {
-        std::fs::metadata(&out).is_ok_and(|meta| meta.len() >= size / 4)
-    });
+    wait_until(
+        "a quarter of the download",
+        Duration::from_secs(120),
+        || std::fs::metadata(&out).is_ok_and(|meta| meta.len() >= size / 4),
+    );
     let killed = Instant::now();
     nodes[relay].kill();
     let (a, d) = (&nodes[A], &nodes[D]);
-    wait_until("A's route over the other relay", Duration::from_secs(30), || {
-        route_in_use(a, d).is_some_and(|path| path[1] == key(other))
-    });
+    wait_until(
+        "A's route over the other relay",
+        Duration::from_secs(30),
+        || route_in_use(a, d).is_some_and(|path| path[1] == key(other)),
+    );
     println!("route over the other relay after {:?}", killed.elapsed());
     finish(curl, "the 256 MiB download across the kill");
     let (sha, len) = http::file_sha256(&out);

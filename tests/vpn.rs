@@ -542,7 +542,11 @@ fn a_vpn_transfer_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
         sha == expected.join().unwrap(),
         "the 100 MiB differ after the relay died"
     );
-    assert_eq!(route_to_d(), Some(other), "A's route goes over the other relay");
+    assert_eq!(
+        route_to_d(),
+        Some(other),
+        "A's route goes over the other relay"
+    );
     let vpn = a.vpn_client();
     assert_eq!(vpn["state"], "up", "{vpn}");
     assert_eq!(vpn["reconnects"], 0, "the VPN never went down: {vpn}");
