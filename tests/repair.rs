@@ -154,6 +154,7 @@ fn a_socks_download_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
         "{shown}"
     );
     assert!(shown.contains("route in use: over "), "{shown}");
+    println!("A's find_route before the kill:\n{shown}");
     let shown = text(a, &["list_nodes"]);
     assert!(shown.starts_with("nodes: 4\n"), "{shown}");
     assert!(
@@ -214,8 +215,11 @@ fn a_socks_download_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
             .any(|(from, to, _)| *from == key(A) && *to == key(relay)),
         "A no longer advertises its link to the dead relay: {links:?}"
     );
-    let shown = text(a, &["list_nodes"]);
-    println!("A after the kill:\n{shown}");
+    println!(
+        "A's find_route after the kill:\n{}",
+        text(a, &["find_route", &key(D)])
+    );
+    println!("A after the kill:\n{}", text(a, &["list_nodes"]));
     let client = a.ask(&["socks", "status"])["result"]["client"].clone();
     assert_eq!(client["failed"], 0, "{client}");
     assert_eq!(client["route"], "ready", "{client}");
