@@ -6,6 +6,7 @@
 mod apps;
 mod keyfile;
 mod locate;
+mod path;
 mod socks;
 mod vpn;
 

@@ -13,7 +13,7 @@ use skywire_dataplane::api::{
     self, Reply, Request, RequestError, RequestId, RequestSender, Response,
 };
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
-use skywire_dataplane::node::{NodeOptions, RouteError};
+use skywire_dataplane::node::NodeOptions;
 use skywire_dataplane::{NeighbourConfig, SecretKey};
 
 struct Running {
@@ -162,7 +162,7 @@ fn three_dataplanes_build_a_route_and_ping_through_the_relay() {
         count: 1,
     });
     assert!(
-        matches!(reply, Err(RequestError::RouteFailed { error: RouteError::NoPath(peer), .. }) if peer == stranger),
+        matches!(reply, Err(RequestError::NoPath { peer }) if peer == stranger),
         "{reply:?}"
     );
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
 use skywire_dataplane::api::vpn::{VpnApp, VpnStatus};
 use skywire_dataplane::api::{Reply, Request, RequestError};
-use skywire_dataplane::node::RouteError;
 use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
 use skywire_dataplane::socks::{self, SocksOptions};
 use skywire_dataplane::vpn;
@@ -532,7 +531,7 @@ fn mesh_ping_crosses_a_relay_over_a_route_it_builds() {
     // Before any advert has come, no path is known: a clear error at once.
     let reply = sim.ask(A, Request::PingNode { peer, count: 3 }, LIMIT);
     assert!(
-        matches!(reply, Err(RequestError::RouteFailed { error: RouteError::NoPath(named), .. }) if named == peer),
+        matches!(reply, Err(RequestError::NoPath { peer: named }) if named == peer),
         "{reply:?}"
     );
     run_with(&mut sim, "A to know a path to C", |sim| {

@@ -89,7 +89,7 @@ impl Checker<'_> {
     }
 
     /// A list of distinct keys.
-    fn key_list(
+    pub(super) fn key_list(
         &self,
         at: &KeyPath,
         texts: Vec<String>,
@@ -109,36 +109,6 @@ impl Checker<'_> {
             keys.push(key);
         }
         Ok(keys)
-    }
-
-    /// A client's `path`: the nodes after this one, `end` (the exit or the server, `role`)
-    /// last or left out. Present, it keeps the route on it; an empty one is refused, since
-    /// leaving the key out is how a path is left to the node.
-    pub(super) fn explicit_path(
-        &self,
-        at: &KeyPath,
-        texts: Vec<String>,
-        end: &NodeKey,
-        role: &str,
-    ) -> Result<Vec<NodeKey>, ConfigError> {
-        if texts.is_empty() {
-            return Err(self.invalid(
-                at,
-                format!("is empty: remove the key for an automatic path (the node chooses it, and repairs the route over another when it breaks), or list the {role} alone for a direct route"),
-            ));
-        }
-        let path = self.key_list(at, texts, "a node's public key")?;
-        if let Some(index) = path.iter().position(|key| key == end) {
-            if index + 1 != path.len() {
-                return Err(self.invalid(
-                    &at.index(index),
-                    format!(
-                        "the {role} must be the last node of the path (or left out: it is added)"
-                    ),
-                ));
-            }
-        }
-        Ok(path)
     }
 
     fn millis_or(

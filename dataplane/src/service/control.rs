@@ -134,10 +134,20 @@ impl Control {
         });
     }
 
-    /// The route to `peer` went down: the pings over it end, and the requests waiting for it
-    /// (a repair that could not find another path) are answered.
-    pub fn route_down(&mut self, now: Instant, peer: &NodeKey, reason: RouteDownReason) {
+    /// The route to `peer` went down: the pings over it end and, when nothing else is under
+    /// way to `peer` (`settled`: a repair that found no other path), the requests waiting for
+    /// a route there are answered.
+    pub fn route_down(
+        &mut self,
+        now: Instant,
+        peer: &NodeKey,
+        reason: RouteDownReason,
+        settled: bool,
+    ) {
         self.pings.route_down(now, peer);
+        if !settled {
+            return;
+        }
         let (done, waiting): (Vec<_>, Vec<_>) =
             self.builds.drain(..).partition(|build| build.peer == *peer);
         self.builds = waiting;
@@ -192,7 +202,7 @@ impl Service {
                             .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
                         return;
                     }
-                    Err(error) => Err(RequestError::RouteFailed { peer, error }),
+                    Err(error) => Err(build_error(peer, error)),
                 }
             }
             Request::BuildRouteTo { peer } => match cx.node.build_route_to(now, &peer) {
@@ -201,7 +211,7 @@ impl Service {
                         .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
                     return;
                 }
-                Err(error) => Err(RequestError::RouteFailed { peer, error }),
+                Err(error) => Err(build_error(peer, error)),
             },
             Request::FindRoute { peer } => self.find_route(peer),
             Request::ListNodes => Ok(Reply::Nodes(self.nodes_reply(now))),
@@ -223,7 +233,7 @@ impl Service {
                         self.control.wait_for_route(now, id, setup, peer, then);
                         return;
                     }
-                    Err(error) => Err(RequestError::RouteFailed { peer, error }),
+                    Err(error) => Err(build_error(peer, error)),
                 }
             }
             Request::VpnStart { app } => match self.vpn.start(app) {
@@ -527,6 +537,15 @@ impl Service {
             })
             .collect();
         RoutesReply { routes, rules }
+    }
+}
+
+/// A route that could not be set up, as the control client hears of it: no path known is one
+/// error whichever request met it.
+fn build_error(peer: NodeKey, error: RouteError) -> RequestError {
+    match error {
+        RouteError::NoPath(_) => RequestError::NoPath { peer },
+        error => RequestError::RouteFailed { peer, error },
     }
 }
 

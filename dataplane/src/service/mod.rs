@@ -314,13 +314,16 @@ impl Service {
                 self.route_ready(now, peer);
             }
             Event::RouteFailed { setup, peer, error } => {
-                self.vpn.route_failed(&cx, setup, &error);
+                self.vpn.route_failed(now, setup, &error);
                 self.route_failed(setup, peer, &error);
             }
             Event::RouteDown { peer, reason } => {
                 log::info!("route to {peer} is down: {reason}");
                 self.vpn.route_down(&mut cx, &peer, reason);
-                self.control.route_down(now, &peer, reason);
+                // A setup of its own to that peer may still be under way: it answers its
+                // requests itself.
+                let settled = self.node.route_status(&peer) == RouteStatus::Absent;
+                self.control.route_down(now, &peer, reason, settled);
             }
             Event::LinkUp { neighbour } => log::info!("link to {neighbour} is up"),
             Event::LinkDown { neighbour } => log::warn!("link to {neighbour} is down"),

@@ -363,14 +363,11 @@ impl Client {
                 if self.route == RouteState::Building(*setup) =>
             {
                 log::warn!("SOCKS client: route to the exit {exit} failed: {error}");
-                if matches!(error, RouteError::NoPath(_)) {
-                    self.route = RouteState::NoPath(cx.node.graph_version());
-                } else {
-                    self.schedule_rebuild(cx.now);
-                    if self.options.path.is_some() {
-                        // The configured path is what failed: no use waiting for it.
-                        self.fail_waiting(cx, sockets, graveyard, ReplyCode::GeneralFailure, false);
-                    }
+                self.schedule_rebuild(cx.now);
+                if self.options.path.is_some() {
+                    // The configured path is what failed: no use waiting for it. Over a path
+                    // of the node's, the next build avoids the link that failed.
+                    self.fail_waiting(cx, sockets, graveyard, ReplyCode::GeneralFailure, false);
                 }
             }
             Event::RouteDown { peer, reason } if *peer == exit => {

@@ -248,9 +248,9 @@ impl VpnApps {
         Some((VpnApp::Client, frame))
     }
 
-    pub(crate) fn route_failed(&mut self, cx: &Context<'_>, setup: SetupId, error: &RouteError) {
+    pub(crate) fn route_failed(&mut self, now: Instant, setup: SetupId, error: &RouteError) {
         if let Some(client) = self.client.as_mut() {
-            client.route_failed(cx.now, cx.node, setup, error);
+            client.route_failed(now, setup, error);
         }
     }
 

@@ -263,13 +263,9 @@ impl VpnClient {
     }
 
     /// A route setup failed.
-    pub fn route_failed(&mut self, now: Instant, node: &Node, setup: SetupId, error: &RouteError) {
-        if self.phase != (Phase::Building { setup }) {
-            return;
-        }
-        match error {
-            RouteError::NoPath(_) => self.unreachable(node, error),
-            _ => self.fail(now, format!("route to the server failed: {error}")),
+    pub fn route_failed(&mut self, now: Instant, setup: SetupId, error: &RouteError) {
+        if self.phase == (Phase::Building { setup }) {
+            self.fail(now, format!("route to the server failed: {error}"));
         }
     }
 
