@@ -1,9 +1,10 @@
 //! Configuration: the YAML file that `skywired --config` reads, checked into typed sections with
-//! every relative path resolved against the file's folder, and the node's identity on disk (the
-//! state folder and the key file). Every error names what to fix: the key path and line of a bad
+//! every relative path resolved against the file's folder, the node's identity on disk (the
+//! state folder and the key file), and what a changed file asks of a running node (`diff`). Every error names what to fix: the key path and line of a bad
 //! value, or the file or folder that is missing.
 
 mod apps;
+mod diff;
 mod keyfile;
 mod locate;
 mod path;
@@ -23,6 +24,7 @@ use skywire_control::catalog::Catalog;
 use skywire_dataplane::vpn::VpnOptions;
 use skywire_dataplane::{NodeKey, SecretKey};
 
+pub use diff::diff;
 pub use keyfile::{create_state_dir, load_or_create_key, read_key_file};
 use locate::KeyPath;
 pub use vpn::Vpn;

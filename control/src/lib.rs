@@ -1,7 +1,7 @@
 //! skywire's control plane: the viscript commands and their table (`command`), every text and
 //! reply line for people (`render`), the control socket's line format (`protocol`), the control
 //! thread that serves the socket and the Unix signals (`server`), the client that `visctl` uses
-//! (`client`), the app catalog (`catalog`), the launched apps' supervisor (`supervisor`), the
+//! (`client`), a reload of the configuration file (`reload`), the app catalog (`catalog`), the launched apps' supervisor (`supervisor`), the
 //! capabilities they are left with (`capability`) and Viscript's signal protocol (`signal`).
 
 pub mod capability;
@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod client;
 pub mod command;
 pub mod protocol;
+pub mod reload;
 pub mod render;
 pub mod server;
 pub mod signal;

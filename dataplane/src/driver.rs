@@ -131,7 +131,8 @@ impl Dataplane {
         let mut socket = UdpSocket::from_std(std_socket);
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE | Interest::WRITABLE)?;
-        let host = HostThread::start(options.vpn.state_dir.clone(), waker.clone())
+        let client_device = options.vpn.client.as_ref().map(|client| client.tun.clone());
+        let host = HostThread::start(options.vpn.state_dir.clone(), client_device, waker.clone())
             .map_err(DriverError::HostThread)?;
         let service = Service::new(
             ServiceOptions {

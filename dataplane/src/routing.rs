@@ -133,6 +133,12 @@ impl RoutingTable {
         }
     }
 
+    /// Replaces the limits (a changed configuration): rules beyond a lower per-neighbour limit
+    /// stay until they go, and the new lifetime counts from each rule's next refresh.
+    pub fn set_limits(&mut self, limits: TableLimits) {
+        self.limits = limits;
+    }
+
     /// Adds a rule under a fresh random id, non-zero and not recently used, charged to the
     /// neighbour whose request made it (`None`: the node's own).
     pub fn allocate(

@@ -446,6 +446,35 @@ impl Transports {
         }
     }
 
+    /// The persistent keepalive of `id`'s session, in seconds.
+    pub fn keepalive_of(&self, id: TransportId) -> Option<u16> {
+        self.neighbour(id)
+            .and_then(|neighbour| neighbour.tunnel.persistent_keepalive())
+    }
+
+    /// Sets `id`'s persistent keepalive (a changed configuration); returns false if there is
+    /// no such transport. boringtun fixes it when a session is made, so a changed one makes
+    /// the session anew under the same index: the next packet sent starts a handshake, and
+    /// what the neighbour sends until it completes is lost.
+    pub fn set_keepalive(&mut self, id: TransportId, keepalive: Option<u16>) -> bool {
+        let secret = self.secret.clone();
+        let rate_limiter = Arc::clone(&self.rate_limiter);
+        let Some(neighbour) = self.neighbour_mut(id) else {
+            return false;
+        };
+        if neighbour.tunnel.persistent_keepalive() != keepalive {
+            *neighbour.tunnel = Tunn::new(
+                secret,
+                neighbour.key.to_x25519(),
+                None,
+                keepalive,
+                neighbour.index,
+                Some(rate_limiter),
+            );
+        }
+        true
+    }
+
     /// How many transports there are.
     pub fn len(&self) -> usize {
         self.by_key.len()

@@ -1,20 +1,25 @@
 //! The apps in the in-memory mesh, each scenario under a fixed seed: SOCKS streams through a
 //! relay with an in-memory kernel at both ends, VPN frames across a relay with the source
 //! checks, mesh ping, a route rebuilt over another path while a stream keeps its bytes, packets
-//! for a node whose route was removed, and a node that stops with its VPN up.
+//! for a node whose route was removed, a node that stops with its VPN up, and what a reloaded
+//! configuration changes while the node runs (neighbours removed and added, an app's new section).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use skywire_dataplane::api::socks::SocksApp;
 use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
 use skywire_dataplane::api::vpn::{VpnApp, VpnStatus};
-use skywire_dataplane::api::{Reply, Request, RequestError};
+use skywire_dataplane::api::{
+    AppChange, AppConfig, BuiltinApp, NeighbourChange, NeighbourReply, Reply, Request,
+    RequestError, Response,
+};
 use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
 use skywire_dataplane::socks::{self, SocksOptions};
 use skywire_dataplane::vpn;
-use skywire_dataplane::NodeKey;
+use skywire_dataplane::{NeighbourConfig, NodeKey};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -333,17 +338,20 @@ fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service
                 port: vpn::DEFAULT_LEASE_PORT,
             });
         }
-        C => {
-            options.vpn.server = Some(vpn::ServerOptions {
-                start: true,
-                tun: "skysrv".parse().unwrap(),
-                pool4: Some("10.77.0.0/24".parse().unwrap()),
-                pool6: Some("fd77::/64".parse().unwrap()),
-                allow: vec![keys[A]],
-                port: vpn::DEFAULT_LEASE_PORT,
-            });
-        }
+        C => options.vpn.server = Some(vpn_server(keys[A])),
         _ => {}
+    }
+}
+
+/// C's VPN server, serving `client`.
+fn vpn_server(client: NodeKey) -> vpn::ServerOptions {
+    vpn::ServerOptions {
+        start: true,
+        tun: "skysrv".parse().unwrap(),
+        pool4: Some("10.77.0.0/24".parse().unwrap()),
+        pool6: Some("fd77::/64".parse().unwrap()),
+        allow: vec![client],
+        port: vpn::DEFAULT_LEASE_PORT,
     }
 }
 
@@ -738,4 +746,273 @@ fn with_no_path_left_socks_answers_03_at_once_and_the_vpn_says_why_until_a_path_
     assert_eq!(code, 0);
     let server = sim.accept(C, target()).unwrap();
     carry_both_ways(&mut sim, client, server, b"back again", b"yes");
+}
+
+// ----- changes while the node runs -----
+
+fn neighbour_reply(reply: Response) -> NeighbourReply {
+    match reply {
+        Ok(Reply::Neighbour(neighbour)) => neighbour,
+        other => panic!("not a neighbour reply: {other:?}"),
+    }
+}
+
+/// A neighbour's transport removed and added again while a stream runs over another path: the
+/// stream carries on, untouched, and the link comes back.
+#[test]
+fn a_neighbour_removed_and_added_at_runtime_leaves_a_stream_over_another_path_alone() {
+    let mut sim = AppSim::new(41, 3, &[(A, B), (B, C), (A, C)], socks_apps(Some(&[B, C])));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit through B", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    sim.write(client, b"before");
+    assert_eq!(read_exactly(&mut sim, server, 6), b"before");
+    let c = sim.key(C);
+    run_with(&mut sim, "A's direct link to C up", |sim| {
+        sim.nodes[A].service.node().is_link_alive(&c)
+    });
+
+    let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key: c }, LIMIT));
+    assert_eq!(
+        (removed.change, removed.routes_down),
+        (NeighbourChange::Removed, 0),
+        "the route goes through B"
+    );
+    assert!(sim.nodes[A].service.node().transports().id_of(&c).is_none());
+    let again = sim.ask(A, Request::RemoveNeighbour { key: c }, LIMIT);
+    assert!(
+        matches!(again, Err(RequestError::NoNeighbour { key }) if key == c),
+        "{again:?}"
+    );
+    sim.write(client, b"during");
+    assert_eq!(read_exactly(&mut sim, server, 6), b"during");
+
+    let endpoint = sim.nodes[C].addr;
+    let neighbour = NeighbourConfig {
+        key: c,
+        endpoint: Some(endpoint),
+        keepalive: None,
+    };
+    let added = neighbour_reply(sim.ask(A, Request::AddNeighbour(neighbour.clone()), LIMIT));
+    assert_eq!(
+        (added.change, added.endpoint),
+        (NeighbourChange::Added, Some(endpoint))
+    );
+    let twice = sim.ask(A, Request::AddNeighbour(neighbour), LIMIT);
+    assert!(
+        matches!(twice, Err(RequestError::NeighbourExists { key }) if key == c),
+        "{twice:?}"
+    );
+    run_with(&mut sim, "A's link to C up again", |sim| {
+        sim.nodes[A].service.node().is_link_alive(&c)
+    });
+    carry_both_ways(&mut sim, client, server, &pattern(1 << 18, 4), b"after");
+    let (client_status, _) = socks_status(&mut sim, A);
+    assert_eq!(client_status.unwrap().failed, 0, "the stream never broke");
+}
+
+/// Removing the neighbour a route runs through takes the route down as a dead link does: the
+/// SOCKS client's connection fails, and once the neighbour is back, the client rebuilds its
+/// route.
+#[test]
+fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
+    let mut sim = AppSim::new(42, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+
+    let b = sim.key(B);
+    let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key: b }, LIMIT));
+    assert_eq!(removed.routes_down, 1);
+    assert!(!route_ready(&sim, A, C));
+    run_with(&mut sim, "the connection over the route closed", |sim| {
+        sim.is_closed_by_service(client)
+    });
+    // C hears of it through B, once B's link to A is dead.
+    run_with(&mut sim, "the exit's side closed", |sim| {
+        sim.is_closed_by_service(server)
+    });
+    run_with(&mut sim, "B's rules gone", |sim| {
+        sim.nodes[B].service.node().table().is_empty()
+    });
+
+    let endpoint = sim.nodes[B].addr;
+    neighbour_reply(sim.ask(
+        A,
+        Request::AddNeighbour(NeighbourConfig {
+            key: b,
+            endpoint: Some(endpoint),
+            keepalive: Some(25),
+        }),
+        LIMIT,
+    ));
+    run_with(&mut sim, "the SOCKS client's route rebuilt", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    carry_both_ways(&mut sim, client, server, b"up", b"down");
+}
+
+/// A changed endpoint and keepalive keep the transport and the routes over it.
+#[test]
+fn a_neighbour_changed_at_runtime_keeps_its_routes() {
+    let mut sim = AppSim::new(43, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    let b = sim.key(B);
+    let updated = neighbour_reply(sim.ask(
+        A,
+        Request::UpdateNeighbour(NeighbourConfig {
+            key: b,
+            endpoint: Some(sim.nodes[B].addr),
+            keepalive: Some(15),
+        }),
+        LIMIT,
+    ));
+    assert_eq!(
+        (updated.change, updated.keepalive),
+        (NeighbourChange::Updated, Some(15))
+    );
+    carry_both_ways(&mut sim, client, server, &pattern(1 << 16, 5), b"ok");
+    assert!(route_ready(&sim, A, C));
+    let unknown = sim.key(C);
+    let reply = sim.ask(
+        A,
+        Request::UpdateNeighbour(NeighbourConfig {
+            key: unknown,
+            endpoint: None,
+            keepalive: None,
+        }),
+        LIMIT,
+    );
+    assert!(
+        matches!(reply, Err(RequestError::NoNeighbour { .. })),
+        "{reply:?}"
+    );
+}
+
+/// C runs a VPN server, whose client is A, and a SOCKS server. A new SOCKS section restarts
+/// the SOCKS server alone: the VPN server keeps its client, which stays up. A new VPN section
+/// restarts the VPN server with it, and a section that is gone stops its app.
+#[test]
+fn a_new_app_section_restarts_that_app_alone() {
+    let mut sim = AppSim::new(44, 3, &[(A, B), (B, C)], |i, keys, options| {
+        vpn_apps(i, keys, options);
+        if i == C {
+            socks_apps(Some(&[B, C]))(i, keys, options);
+        }
+    });
+    run_with(&mut sim, "A's VPN client up", |sim| {
+        vpn_status(sim, A).client.unwrap().state == "up"
+    });
+    let a = sim.key(A);
+    let socks_server = socks::ServerOptions {
+        allow: vec![a, sim.key(B)],
+        ..socks::ServerOptions::default()
+    };
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::SocksServer(Some(socks_server.clone())))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                app: BuiltinApp::Socks(SocksApp::Server),
+                change: AppChange::Restarted
+            })
+        ),
+        "{reply:?}"
+    );
+    let (_, server) = socks_status(&mut sim, C);
+    let server = server.unwrap();
+    assert_eq!((server.state, server.allowed), ("running", 2));
+    let vpn = vpn_status(&mut sim, C).server.unwrap();
+    assert_eq!(vpn.state, "running");
+    assert_eq!(vpn.clients.len(), 1, "the VPN server kept its client");
+    let client = vpn_status(&mut sim, A).client.unwrap();
+    assert_eq!((client.state.as_str(), client.reconnects), ("up", 0));
+
+    // The same section but for `enabled`: nothing restarts.
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::SocksServer(Some(
+            socks::ServerOptions {
+                enabled: false,
+                ..socks_server
+            },
+        )))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                change: AppChange::Unchanged,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(socks_status(&mut sim, C).1.unwrap().state, "running");
+
+    // A new pool: the VPN server restarts with it, once its old device is gone.
+    let mut options = vpn_server(a);
+    options.pool4 = Some("10.78.0.0/24".parse().unwrap());
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::VpnServer(Some(options)))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                app: BuiltinApp::Vpn(VpnApp::Server),
+                change: AppChange::Restarted
+            })
+        ),
+        "{reply:?}"
+    );
+    let vpn = vpn_status(&mut sim, C).server.unwrap();
+    assert_eq!(
+        (vpn.state.as_str(), vpn.ipv4),
+        ("running", Some("10.78.0.1".parse().unwrap()))
+    );
+    assert_eq!(socks_status(&mut sim, C).1.unwrap().state, "running");
+
+    // C's SOCKS section gone: its server stops and is no longer configured.
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::SocksServer(None))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                change: AppChange::Removed,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    assert!(socks_status(&mut sim, C).1.is_none());
+    assert_eq!(vpn_status(&mut sim, C).server.unwrap().state, "running");
 }

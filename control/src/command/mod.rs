@@ -32,6 +32,8 @@ pub enum Command {
     App(AppCommand),
     /// The dataplane answers it.
     Dataplane(Request),
+    /// The control thread reloads the configuration file, as on SIGHUP.
+    Reload,
 }
 
 /// A command the command table alone answers.

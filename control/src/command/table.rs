@@ -2,11 +2,13 @@
 //! its arguments are read into a [`Command`]. `help` prints it, in this order, from `visctl` without
 //! a daemon as well as from `skywired`.
 
+use std::net::SocketAddr;
+
 use serde::Serialize;
 use skywire_dataplane::api::socks::SocksApp;
 use skywire_dataplane::api::vpn::VpnApp;
 use skywire_dataplane::api::Request;
-use skywire_dataplane::NodeKey;
+use skywire_dataplane::{NeighbourConfig, NodeKey};
 
 use super::{shorten, AppCommand, Command, CommandError, LocalCommand};
 use crate::catalog;
@@ -176,6 +178,18 @@ impl CommandSpec {
         self.key(&args[0])
     }
 
+    /// A neighbour's endpoint: an IP address and port where a node may listen.
+    fn endpoint(&'static self, word: &str) -> Result<SocketAddr, CommandError> {
+        match word.parse::<SocketAddr>() {
+            Ok(endpoint) if endpoint.port() != 0 && !endpoint.ip().is_unspecified() => Ok(endpoint),
+            _ => Err(self.usage_error(format!(
+                "`{}` is not an endpoint: give the neighbour's IP address and port, like \
+                 192.0.2.1:7777 or [2001:db8::1]:7777 (host names are not resolved)",
+                shorten(word)
+            ))),
+        }
+    }
+
     /// An app id: a whole number from 1 on.
     fn app_id(&'static self, word: &str) -> Result<AppId, CommandError> {
         match word.parse::<AppId>() {
@@ -259,6 +273,36 @@ pub static COMMANDS: &[CommandSpec] = &[
                handshake completed and the last authenticated packet arrived, the round-trip \
                time of the last probe, and the bytes and packets sent and received.",
         parse: |spec, args| spec.no_args(args, Request::ListTransports),
+    },
+    CommandSpec {
+        name: "add_neighbour",
+        aliases: &[],
+        role: ADMIN,
+        usage: "add_neighbour KEY [ENDPOINT]",
+        summary: "add a transport to a neighbour while the node runs",
+        help: "Adds a neighbour by public key KEY: the node accepts a WireGuard transport with \
+               it and probes its link at once. ENDPOINT (an IP address and port, like \
+               192.0.2.1:7777 or [2001:db8::1]:7777) says where to reach it; without one, the \
+               node waits for the neighbour to call. The change is not written to the config \
+               file: the next reload or restart undoes it unless the file says the same.",
+        parse: parse_add_neighbour,
+    },
+    CommandSpec {
+        name: "rm_neighbour",
+        aliases: &[],
+        role: ADMIN,
+        usage: "rm_neighbour KEY",
+        summary: "remove a neighbour's transport while the node runs",
+        help: "Removes the transport to the neighbour with public key KEY, and what ran over \
+               it as when its link dies: the routes this node is an end of through it go down \
+               (the apps that used them rebuild them as after a link failure), the routes it \
+               relayed to it are reported down to their other end, and the neighbour finds \
+               out as from a dead link. The change is not written to the config file: the next \
+               reload or restart undoes it unless the file says the same.",
+        parse: |spec, args| {
+            let key = spec.one_key(args)?;
+            Ok(Request::RemoveNeighbour { key }.into())
+        },
     },
     CommandSpec {
         name: "list_routes",
@@ -373,6 +417,22 @@ pub static COMMANDS: &[CommandSpec] = &[
                stopping closes the app's connections. The apps are configured in the \
                config's `socks` section.",
         parse: parse_socks,
+    },
+    CommandSpec {
+        name: "reload",
+        aliases: &[],
+        role: ADMIN,
+        usage: "reload",
+        summary: "make the running node match its config file, as SIGHUP does",
+        help: "Reads the config file again and applies what changed, leaving the rest running: \
+               neighbours added, removed or with a new endpoint or keepalive, the liveness and \
+               route settings, log_level, the groups of the control socket, the SOCKS and VPN \
+               sections (only the app whose section changed restarts) and the apps catalog \
+               (launched apps run on). A file that is not valid changes nothing: the reply \
+               says what is wrong. Keys that only a restart can change (listen, node.*, \
+               control.socket, control.signal_port) are named, and the rest still applies; \
+               then, as when a change fails, the command fails after saying what it did.",
+        parse: |spec, args| spec.no_args(args, Command::Reload),
     },
     CommandSpec {
         name: "apps",
@@ -530,6 +590,21 @@ fn parse_build_route(spec: &'static CommandSpec, args: &[String]) -> Result<Comm
         return Ok(Request::BuildRouteTo { peer }.into());
     }
     Ok(Request::BuildRoute { path }.into())
+}
+
+fn parse_add_neighbour(
+    spec: &'static CommandSpec,
+    args: &[String],
+) -> Result<Command, CommandError> {
+    spec.expect_args(args, 1..=2)?;
+    let key = spec.key(&args[0])?;
+    let endpoint = args.get(1).map(|word| spec.endpoint(word)).transpose()?;
+    Ok(Request::AddNeighbour(NeighbourConfig {
+        key,
+        endpoint,
+        keepalive: None,
+    })
+    .into())
 }
 
 fn parse_ping_node(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {

@@ -2,7 +2,7 @@
 
 use skywire_dataplane::api::socks::SocksApp;
 use skywire_dataplane::api::vpn::VpnApp;
-use skywire_dataplane::NodeKey;
+use skywire_dataplane::{NeighbourConfig, NodeKey};
 
 use super::*;
 
@@ -143,10 +143,34 @@ fn dataplane_commands_are_its_requests() {
                 app: Some(SocksApp::Server),
             },
         ),
+        (
+            &format!("add_neighbour {KEY_A}"),
+            "add_neighbour",
+            Request::AddNeighbour(NeighbourConfig {
+                key: key(KEY_A),
+                endpoint: None,
+                keepalive: None,
+            }),
+        ),
+        (
+            &format!("add_neighbour {KEY_A} [2001:db8::1]:7777"),
+            "add_neighbour",
+            Request::AddNeighbour(NeighbourConfig {
+                key: key(KEY_A),
+                endpoint: Some("[2001:db8::1]:7777".parse().unwrap()),
+                keepalive: None,
+            }),
+        ),
+        (
+            &format!("rm_neighbour {KEY_B}"),
+            "rm_neighbour",
+            Request::RemoveNeighbour { key: key(KEY_B) },
+        ),
     ];
     for (line, name, request) in cases {
         assert_eq!(command(line), (name, Command::Dataplane(request)), "{line}");
     }
+    assert_eq!(command("reload"), ("reload", Command::Reload));
 }
 
 #[test]
@@ -255,6 +279,13 @@ fn argument_errors_say_what_is_wanted() {
         ("socks restart", "socks", "`restart` is not start, stop or status"),
         ("socks start both", "socks", "`both` is not client or server"),
         ("socks stop client now", "socks", "takes 1 to 2 arguments, not 3"),
+        ("add_neighbour", "add_neighbour", "takes 1 to 2 arguments, not 0; usage: add_neighbour KEY [ENDPOINT]"),
+        ("add_neighbour nope", "add_neighbour", "`nope` is not a node key"),
+        (&format!("add_neighbour {KEY_A} example.org:7777"), "add_neighbour", "`example.org:7777` is not an endpoint: give the neighbour's IP address and port"),
+        (&format!("add_neighbour {KEY_A} 192.0.2.1:0"), "add_neighbour", "`192.0.2.1:0` is not an endpoint"),
+        (&format!("add_neighbour {KEY_A} 0.0.0.0:7777"), "add_neighbour", "`0.0.0.0:7777` is not an endpoint"),
+        ("rm_neighbour", "rm_neighbour", "takes 1 argument, not 0; usage: rm_neighbour KEY"),
+        ("reload now", "reload", "takes no arguments, not 1; usage: reload"),
     ];
     for (line, command, message) in cases {
         let err = error(line);
@@ -381,6 +412,9 @@ fn every_command_needs_the_role_decided_for_it() {
         "start -a example --flag",
         "shutdown 1",
         "attach 1",
+        &format!("add_neighbour {KEY_A} 192.0.2.1:7777"),
+        &format!("rm_neighbour {KEY_A}"),
+        "reload",
     ];
     let mut covered = std::collections::BTreeSet::new();
     for (lines, role) in [(&read_only[..], Role::ReadOnly), (&admin[..], Role::Admin)] {

@@ -1,9 +1,11 @@
-//! Text for the built-in apps' replies: the VPN and SOCKS apps' state and counters.
+//! Text for the built-in apps' replies: the VPN and SOCKS apps' state and counters, and what a
+//! reload did to them.
 
 use std::fmt::Write as _;
 
 use skywire_dataplane::api::socks::SocksStatus;
 use skywire_dataplane::api::vpn::VpnStatus;
+use skywire_dataplane::api::{AppChange, BuiltinApp};
 
 use super::{bytes, traffic, Table};
 
@@ -128,4 +130,19 @@ pub(super) fn socks(status: &SocksStatus) -> String {
         None => lines.push("server  not configured (socks.server)".to_owned()),
     }
     lines.join("\n")
+}
+
+/// What a reload did to a built-in app.
+pub(super) fn app_configured(app: BuiltinApp, change: AppChange) -> String {
+    match change {
+        AppChange::Restarted => format!("{app} restarted with its new section"),
+        AppChange::Started => format!("{app} started with its new section"),
+        AppChange::Removed => format!("{app} stopped: its section is gone"),
+        AppChange::Configured => {
+            format!("{app} configured anew; not started (enabled is false)")
+        }
+        AppChange::Unchanged => {
+            format!("{app}: only `enabled` changed, which applies at the next start")
+        }
+    }
 }

@@ -26,6 +26,11 @@ pub(crate) use node::status_line;
 /// The reply line for the dataplane's response to `command`.
 pub fn response_line(command: &str, response: &Response) -> Vec<u8> {
     match response {
+        Ok(reply @ Reply::Neighbour(change)) => success_line(
+            command,
+            reply,
+            &format!("{}\n{}", node::neighbour(change), node::NOT_IN_CONFIG),
+        ),
         Ok(reply) => success_line(command, reply, &reply_text(reply)),
         Err(error) => failure_line(Some(command), &error.to_string()),
     }
@@ -44,6 +49,9 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Ping(ping) => node::ping(ping),
         Reply::Vpn(status) => builtin::vpn(status),
         Reply::Socks(status) => builtin::socks(status),
+        Reply::Neighbour(change) => node::neighbour(change),
+        Reply::Settings(settings) => node::settings(settings),
+        Reply::AppConfigured { app, change } => builtin::app_configured(*app, *change),
         Reply::Stopped => "the dataplane has stopped".to_owned(),
         // A reply with no text of its own reads as its data: named values and tables.
         other => data::text(&serde_json::to_value(other).unwrap_or_default()),

@@ -1,5 +1,6 @@
 //! Text for the node's own replies: its status (with the control thread's signal server),
-//! transports, routes and routing table, a route built, a ping. Tables show full node keys
+//! transports, routes and routing table, a route built, a ping, a neighbour added, changed or
+//! removed, and the settings a reload put in force. Tables show full node keys
 //! where users copy them, short ones inside paths and rules.
 
 use std::fmt::Write as _;
@@ -7,7 +8,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use skywire_dataplane::api::{
-    PingReply, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow,
+    NeighbourChange, NeighbourReply, PingReply, RouteRow, RoutesReply, RuleRow, SettingsReply,
+    StatusReply, TransportRow,
 };
 use skywire_dataplane::NodeKey;
 
@@ -237,4 +239,40 @@ fn short(key: &NodeKey) -> String {
 
 fn path(keys: &[NodeKey]) -> String {
     keys.iter().map(short).collect::<Vec<_>>().join(" → ")
+}
+
+/// What `add_neighbour` and `rm_neighbour` add to their reply's text.
+pub(super) const NOT_IN_CONFIG: &str =
+    "this change is not in the config file: the next reload or restart undoes it";
+
+pub(super) fn neighbour(reply: &NeighbourReply) -> String {
+    let key = reply.key;
+    let endpoint = match reply.endpoint {
+        Some(endpoint) => format!("endpoint {endpoint}"),
+        None => "no endpoint yet: it must call first".to_owned(),
+    };
+    let keepalive = match reply.keepalive {
+        Some(seconds) => format!(", keepalive {seconds} s"),
+        None => String::new(),
+    };
+    match reply.change {
+        NeighbourChange::Added => format!("neighbour {key} added ({endpoint}{keepalive})"),
+        NeighbourChange::Updated => format!("neighbour {key} changed: {endpoint}{keepalive}"),
+        NeighbourChange::Removed => format!(
+            "neighbour {key} removed; {} route(s) through it went down",
+            reply.routes_down
+        ),
+    }
+}
+
+pub(super) fn settings(settings: &SettingsReply) -> String {
+    format!(
+        "liveness and route settings: probe every {} ms, dead after {} ms; at most {} route(s) \
+         per neighbour, rules live {} ms, refreshed every {} ms",
+        settings.probe_interval_ms,
+        settings.dead_after_ms,
+        settings.max_routes_per_neighbour,
+        settings.rule_lifetime_ms,
+        settings.refresh_interval_ms
+    )
 }

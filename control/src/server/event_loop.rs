@@ -22,9 +22,13 @@ use super::signals::{Children, Received, Signals};
 use super::{ControlError, Limits, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
 use crate::command::{Command, Parsed};
 use crate::protocol::failure_line;
+use crate::reload::ConfigSource;
 use crate::render::{self, DetachReason};
 use crate::signal::SignalEvent;
 use crate::supervisor::{self, AttachEvent, AttachId, Supervisor};
+use reload::Reloading;
+
+mod reload;
 
 /// After the apps' shutdown escalation (signal, SIGTERM, SIGKILL), how long a stop still waits
 /// for their exit before it kills and reaps what is left itself.
@@ -182,6 +186,7 @@ pub(super) struct Parts {
     pub(super) children: Children,
     pub(super) supervisor: Supervisor,
     pub(super) requests: RequestSender,
+    pub(super) config: Option<Box<dyn ConfigSource>>,
 }
 
 /// The running loop.
@@ -199,6 +204,10 @@ pub(super) struct Control {
     phase: Phase,
     children: Children,
     apps: AppHost,
+    /// The configuration file that a reload reads.
+    config: Option<Box<dyn ConfigSource>>,
+    /// The reload under way, if one is.
+    reloading: Option<Reloading>,
 }
 
 impl Control {
@@ -228,6 +237,8 @@ impl Control {
                 in_flight: HashMap::new(),
                 attached: HashMap::new(),
             },
+            config: parts.config,
+            reloading: None,
         }
     }
 
@@ -427,9 +438,10 @@ impl Control {
                     log::info!("{signal} received: stopping");
                     self.begin_shutdown();
                 }
-                Received::Reload => log::warn!(
-                    "SIGHUP received: reloading the configuration is not supported yet; restart skywired to apply changes"
-                ),
+                Received::Reload => {
+                    log::info!("SIGHUP received: reloading the configuration");
+                    self.reload(None);
+                }
                 Received::Child => {
                     self.children.reap();
                     self.apps.supervisor.reap(Instant::now());
@@ -519,10 +531,16 @@ impl Control {
             self.dataplane.stopped = true;
             return;
         }
+        if self.reload_answered(id, response) {
+            return;
+        }
         let Some(waiting) = self.dataplane.in_flight.remove(&id) else {
             log::debug!("dropping the reply to unknown request {id}");
             return;
         };
+        if let (Ok(Reply::Neighbour(change)), Some(config)) = (response, self.config.as_mut()) {
+            config.neighbour_changed(change);
+        }
         let Some(client) = self.clients.get_mut(&waiting.client) else {
             log::debug!("dropping the reply to request {id}: its client has gone");
             return;
@@ -723,6 +741,7 @@ impl Control {
                     }
                 }
             }
+            Command::Reload => self.reload(Some(token)),
             Command::Dataplane(request) => {
                 let dataplane = &mut self.dataplane;
                 if !dataplane.accepting {

@@ -26,6 +26,7 @@ use nix::unistd::Pid;
 use skywire_dataplane::api::{RequestId, RequestSender, Response};
 
 use crate::catalog::Catalog;
+use crate::reload::ConfigSource;
 use crate::signal::{
     ListenerState, SignalServer, SignalServerError, SignalServerOptions, TokenRange, DEFAULT_PORT,
 };
@@ -217,6 +218,7 @@ pub struct ControlServer {
     limits: Limits,
     children: Children,
     supervisor: Supervisor,
+    config: Option<Box<dyn ConfigSource>>,
 }
 
 impl ControlServer {
@@ -287,6 +289,7 @@ impl ControlServer {
             limits: Limits::default(),
             children: Children::default(),
             supervisor,
+            config: None,
         })
     }
 
@@ -312,6 +315,12 @@ impl ControlServer {
     /// Replaces the default [`Limits`].
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// The configuration file that SIGHUP and `reload` read again; without one, a reload is
+    /// refused.
+    pub fn set_config_source(&mut self, config: Box<dyn ConfigSource>) {
+        self.config = Some(config);
     }
 
     /// Has the control thread reap the child process `pid` once it exits (on SIGCHLD). Only
@@ -351,6 +360,7 @@ impl ControlServer {
             limits,
             children,
             supervisor,
+            config,
         } = self;
         let control = event_loop::Control::new(event_loop::Parts {
             poll,
@@ -363,6 +373,7 @@ impl ControlServer {
             children,
             supervisor,
             requests,
+            config,
         });
         let outcome = control.run(&replies);
         drop(socket);

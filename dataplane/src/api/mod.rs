@@ -2,8 +2,9 @@
 //! ids through a channel and a `mio::Waker`, replies the same way back, whenever they are ready
 //! (a route setup or a ping takes round trips). Neither thread ever blocks on the other.
 //!
-//! These types depend on no app module: the apps depend on them (`vpn`, `socks`), and so does
-//! the control crate. A reply serializes as its data alone, with no tag naming its kind.
+//! These types depend on no app module's state: the apps depend on them (`vpn`, `socks`), and
+//! so does the control crate; only a reloaded configuration carries the apps' option types. A
+//! reply serializes as its data alone, with no tag naming its kind.
 
 pub mod socks;
 pub mod topology;
@@ -19,7 +20,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::identity::NodeKey;
-use crate::node::{RouteDownReason, RouteError};
+use crate::node::{NodeSettings, RouteDownReason, RouteError};
+use crate::transport::{NeighbourConfig, TransportError};
 use socks::{SocksApp, SocksStatus};
 use topology::{FoundRoute, NodesReply};
 use vpn::{VpnApp, VpnStatus};
@@ -96,8 +98,88 @@ pub enum Request {
     },
     /// The SOCKS apps' state, connections and byte counts.
     SocksStatus,
+    /// Adds a transport to a neighbour (`add_neighbour`, a reloaded config); answered with
+    /// [`Reply::Neighbour`].
+    AddNeighbour(NeighbourConfig),
+    /// Sets a neighbour's endpoint (when one is given) and keepalive (a reloaded config);
+    /// answered with [`Reply::Neighbour`].
+    UpdateNeighbour(NeighbourConfig),
+    /// Removes the transport to a neighbour (`rm_neighbour`, a reloaded config): what ran over
+    /// it goes as when its link dies. Answered with [`Reply::Neighbour`].
+    RemoveNeighbour {
+        /// The neighbour.
+        key: NodeKey,
+    },
+    /// Puts link liveness and route settings in force (a reloaded config); answered with
+    /// [`Reply::Settings`].
+    SetNodeSettings(NodeSettings),
+    /// Replaces one built-in app's configuration (a reloaded config); answered with
+    /// [`Reply::AppConfigured`] once the app has stopped and started as it must.
+    ConfigureApp(Box<AppConfig>),
     /// Tears down routes, removes what the dataplane made, and stops its thread.
     Shutdown,
+}
+
+/// A built-in app's section of a reloaded configuration; `None` when the section is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppConfig {
+    /// `socks.client`.
+    SocksClient(Option<crate::socks::ClientOptions>),
+    /// `socks.server`.
+    SocksServer(Option<crate::socks::ServerOptions>),
+    /// `vpn.client`.
+    VpnClient(Option<crate::vpn::ClientOptions>),
+    /// `vpn.server`.
+    VpnServer(Option<crate::vpn::ServerOptions>),
+}
+
+impl AppConfig {
+    /// The app it configures.
+    pub fn app(&self) -> BuiltinApp {
+        match self {
+            AppConfig::SocksClient(_) => BuiltinApp::Socks(SocksApp::Client),
+            AppConfig::SocksServer(_) => BuiltinApp::Socks(SocksApp::Server),
+            AppConfig::VpnClient(_) => BuiltinApp::Vpn(VpnApp::Client),
+            AppConfig::VpnServer(_) => BuiltinApp::Vpn(VpnApp::Server),
+        }
+    }
+}
+
+/// One of the dataplane's own apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinApp {
+    /// A SOCKS app.
+    Socks(SocksApp),
+    /// A VPN app.
+    Vpn(VpnApp),
+}
+
+impl std::fmt::Display for BuiltinApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuiltinApp::Socks(SocksApp::Client) => f.write_str("the SOCKS client"),
+            BuiltinApp::Socks(SocksApp::Server) => f.write_str("the SOCKS server"),
+            BuiltinApp::Vpn(app) => write!(f, "the VPN {app}"),
+        }
+    }
+}
+
+/// What a new configuration did to a built-in app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppChange {
+    /// It was stopped and started again with the new options.
+    Restarted,
+    /// It did not run and was started (it is enabled now).
+    Started,
+    /// Its section is gone: it was stopped if it ran, and is no longer configured.
+    Removed,
+    /// Its options were replaced; it did not run and is not enabled, so it was not started.
+    Configured,
+    /// Only `enabled` changed, which says what happens at the node's start: a running app
+    /// runs on.
+    Unchanged,
 }
 
 /// The dataplane's answer to one request: its data, or why it failed.
@@ -133,8 +215,74 @@ pub enum Reply {
     Vpn(Box<VpnStatus>),
     /// Answers [`Request::SocksStart`], [`Request::SocksStop`] and [`Request::SocksStatus`].
     Socks(SocksStatus),
+    /// Answers [`Request::AddNeighbour`], [`Request::UpdateNeighbour`] and
+    /// [`Request::RemoveNeighbour`].
+    Neighbour(NeighbourReply),
+    /// Answers [`Request::SetNodeSettings`]: the settings now in force.
+    Settings(SettingsReply),
+    /// Answers [`Request::ConfigureApp`].
+    AppConfigured {
+        /// The app.
+        app: BuiltinApp,
+        /// What became of it.
+        change: AppChange,
+    },
     /// Answers [`Request::Shutdown`]: the dataplane has stopped.
     Stopped,
+}
+
+/// A neighbour added, changed or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NeighbourReply {
+    /// Its key.
+    pub key: NodeKey,
+    /// What became of it.
+    pub change: NeighbourChange,
+    /// Where its packets go now (none known, or removed).
+    pub endpoint: Option<SocketAddr>,
+    /// Its persistent keepalive, in seconds.
+    pub keepalive: Option<u16>,
+    /// Routes this node was an end of that went down with it (removed only).
+    pub routes_down: usize,
+}
+
+/// What became of a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeighbourChange {
+    /// Its transport was added.
+    Added,
+    /// Its endpoint or keepalive changed.
+    Updated,
+    /// Its transport was removed.
+    Removed,
+}
+
+/// Link liveness and route settings, as in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettingsReply {
+    /// Time between probes on each link.
+    pub probe_interval_ms: u128,
+    /// Silence after which a link is dead.
+    pub dead_after_ms: u128,
+    /// Routes one neighbour may hold through this node.
+    pub max_routes_per_neighbour: usize,
+    /// How long a rule lives without a refresh.
+    pub rule_lifetime_ms: u128,
+    /// How often a route's initiator refreshes it.
+    pub refresh_interval_ms: u128,
+}
+
+impl From<NodeSettings> for SettingsReply {
+    fn from(settings: NodeSettings) -> SettingsReply {
+        SettingsReply {
+            probe_interval_ms: settings.probe_interval.as_millis(),
+            dead_after_ms: settings.dead_after.as_millis(),
+            max_routes_per_neighbour: settings.max_routes_per_neighbour,
+            rule_lifetime_ms: settings.rule_lifetime.as_millis(),
+            refresh_interval_ms: settings.refresh_interval.as_millis(),
+        }
+    }
 }
 
 /// Why a request failed. Each message says what to do.
@@ -181,6 +329,26 @@ pub enum RequestError {
     NoRoute {
         /// The node named.
         peer: NodeKey,
+    },
+    /// The key named is not a neighbour.
+    #[error("{key} is not a neighbour of this node: `list_transports` shows them")]
+    NoNeighbour {
+        /// The key named.
+        key: NodeKey,
+    },
+    /// The key named is a neighbour already.
+    #[error("{key} is a neighbour already: `rm_neighbour {key}` first to add it anew, or change its entry in the config file and reload")]
+    NeighbourExists {
+        /// The key named.
+        key: NodeKey,
+    },
+    /// A neighbour could not be added.
+    #[error("cannot add neighbour {key}: {error}")]
+    Neighbour {
+        /// The neighbour.
+        key: NodeKey,
+        /// Why not.
+        error: TransportError,
     },
     /// The VPN app asked to stop is not running.
     #[error("the VPN {0} is not running")]

@@ -1,7 +1,8 @@
 //! The host thread: the VPN apps' slow changes to the host, off the dataplane thread. It runs
 //! iproute2's `ip` (addresses, MTU, link, routes and rules), and reads and writes the lease
 //! file, one change at a time in the order asked, and sends each answer back through a
-//! channel, waking the loop. It starts by removing what a killed daemon's VPN client left.
+//! channel, waking the loop. It starts by removing what a killed daemon's VPN client left, as
+//! far as it is the client's own.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::IpAddr;
@@ -30,13 +31,22 @@ pub(super) struct HostThread {
 }
 
 impl HostThread {
-    /// Starts the thread; `state_dir` holds the undo file of the VPN client's routes.
-    pub(super) fn start(state_dir: PathBuf, waker: Arc<Waker>) -> io::Result<HostThread> {
+    /// Starts the thread; `state_dir` holds the undo file of the VPN client's routes, and
+    /// `client_device` is the client's TUN device, when one is configured: a killed daemon's
+    /// leftovers are removed only when they are the client's own.
+    pub(super) fn start(
+        state_dir: PathBuf,
+        client_device: Option<TunName>,
+        waker: Arc<Waker>,
+    ) -> io::Result<HostThread> {
         let (jobs, job_rx) = mpsc::channel::<HostOp>();
         let (answer_tx, answers) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("skywire-host".to_owned())
-            .spawn(move || run(&state_dir, &job_rx, &answer_tx, &waker))?;
+            .spawn(move || {
+                routes::clear_leftovers(&state_dir, client_device.as_ref());
+                run(&state_dir, &job_rx, &answer_tx, &waker);
+            })?;
         Ok(HostThread {
             jobs: Some(jobs),
             answers,
@@ -81,7 +91,6 @@ impl Drop for HostThread {
 }
 
 fn run(state_dir: &Path, jobs: &Receiver<HostOp>, answers: &Sender<HostResult>, waker: &Waker) {
-    routes::clear_leftovers(state_dir);
     // The client's routes while they are installed; dropping them removes them.
     let mut client_routes: Option<ClientRoutes> = None;
     while let Ok(op) = jobs.recv() {
@@ -255,7 +264,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let mut host = HostThread::start(dir.clone(), waker).unwrap();
+        let mut host = HostThread::start(dir.clone(), None, waker).unwrap();
         let file = dir.join("leases.yaml");
         host.submit(HostOp::LoadLeases { file: file.clone() });
         host.submit(HostOp::SaveLeases {

@@ -29,10 +29,13 @@ mod adverts;
 mod lifecycle;
 mod liveness;
 mod repair;
+mod runtime;
 mod sessions;
 mod setup;
 
 pub use repair::RouteStatus;
+pub use runtime::NodeSettings;
+
 use setup::{check_path, rejection, SetupRequest};
 
 /// The largest mesh packet: a 1500-byte underlay less IPv6 + UDP (48) and the hop's

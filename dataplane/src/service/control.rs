@@ -11,13 +11,15 @@ use super::{Context, Service};
 use crate::api::topology::{AdvertCounts, FoundRoute, LinkRow, NodeRow, NodesReply};
 use crate::api::vpn::VpnApp;
 use crate::api::{
-    PingReply, Reply, Request, RequestError, RequestId, Response, RouteRow, RoutesReply, RuleRow,
-    StatusReply, TransportRow, TransportsReply,
+    AppChange, BuiltinApp, NeighbourChange, NeighbourReply, PingReply, Reply, Request,
+    RequestError, RequestId, Response, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow,
+    TransportsReply,
 };
 use crate::identity::NodeKey;
-use crate::node::{EndRoute, RouteDownReason, RouteError, SetupId};
+use crate::node::{EndRoute, Node, RouteDownReason, RouteError, SetupId};
 use crate::routing::Rule;
 use crate::stack::MeshStack;
+use crate::transport::TransportError;
 
 /// How long a route may take from setup request to being proven end to end (the node gives up
 /// sooner itself: this bounds what the control client waits whatever happens).
@@ -47,13 +49,21 @@ enum AfterBuild {
 
 /// A request answered once an app has done what it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deferred {
+pub(super) enum Deferred {
     /// Answered once the VPN app has started or failed to.
     VpnStart(VpnApp),
     /// Answered once the VPN app's host changes are undone.
     VpnStop(VpnApp),
     /// Answered once the SOCKS client's port is bound, or could not be.
     SocksStart,
+    /// Answered once the app has stopped and started as its new configuration says
+    /// (`Service::app_configured`).
+    AppConfigured {
+        app: BuiltinApp,
+        change: AppChange,
+        /// The VPN app's start is still to be made, once its stop is complete.
+        start_due: bool,
+    },
     /// Answered once the service has stopped.
     Shutdown,
 }
@@ -112,7 +122,7 @@ impl Control {
         }
     }
 
-    fn reply(&mut self, request: RequestId, reply: Response) {
+    pub(super) fn reply(&mut self, request: RequestId, reply: Response) {
         self.replies.push_back((request, reply));
     }
 
@@ -160,6 +170,11 @@ impl Control {
                 }),
             );
         }
+    }
+
+    /// Answers `request` once `wait` is done (`Service::answer_deferred`).
+    pub(super) fn defer(&mut self, request: RequestId, wait: Deferred) {
+        self.deferred.push((request, wait));
     }
 }
 
@@ -267,6 +282,53 @@ impl Service {
                 Err(error) => Err(RequestError::app(error)),
             },
             Request::SocksStatus => Ok(Reply::Socks(self.socks.status(&mut cx))),
+            Request::AddNeighbour(neighbour) => {
+                let key = neighbour.key;
+                match cx.node.add_neighbour(now, neighbour) {
+                    Ok(()) => {
+                        log::info!("neighbour {key} added");
+                        Ok(Reply::Neighbour(neighbour_reply(
+                            cx.node,
+                            key,
+                            NeighbourChange::Added,
+                        )))
+                    }
+                    Err(TransportError::DuplicateNeighbour(_)) => {
+                        Err(RequestError::NeighbourExists { key })
+                    }
+                    Err(error) => Err(RequestError::Neighbour { key, error }),
+                }
+            }
+            Request::UpdateNeighbour(neighbour) => {
+                let key = neighbour.key;
+                if cx.node.update_neighbour(&neighbour) {
+                    Ok(Reply::Neighbour(neighbour_reply(
+                        cx.node,
+                        key,
+                        NeighbourChange::Updated,
+                    )))
+                } else {
+                    Err(RequestError::NoNeighbour { key })
+                }
+            }
+            Request::RemoveNeighbour { key } => match cx.node.remove_neighbour(now, &key) {
+                Some(routes_down) => Ok(Reply::Neighbour(NeighbourReply {
+                    key,
+                    change: NeighbourChange::Removed,
+                    endpoint: None,
+                    keepalive: None,
+                    routes_down,
+                })),
+                None => Err(RequestError::NoNeighbour { key }),
+            },
+            Request::SetNodeSettings(settings) => {
+                cx.node.set_settings(now, settings);
+                Ok(Reply::Settings(cx.node.settings().into()))
+            }
+            Request::ConfigureApp(config) => {
+                self.configure_app(now, id, *config);
+                return;
+            }
             Request::Shutdown => {
                 self.shutdown(now);
                 self.control.deferred.push((id, Deferred::Shutdown));
@@ -283,8 +345,13 @@ impl Service {
             return;
         }
         let deferred = std::mem::take(&mut self.control.deferred);
-        for (id, wait) in deferred {
+        for (id, mut wait) in deferred {
             let reply = match wait {
+                Deferred::AppConfigured {
+                    app,
+                    change,
+                    ref mut start_due,
+                } => self.app_configured(app, change, start_due),
                 Deferred::VpnStart(app) | Deferred::VpnStop(app) if !self.vpn.is_settled(app) => {
                     None
                 }
@@ -551,6 +618,19 @@ fn build_error(peer: NodeKey, error: RouteError) -> RequestError {
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// A neighbour as its transport is now.
+fn neighbour_reply(node: &Node, key: NodeKey, change: NeighbourChange) -> NeighbourReply {
+    let transports = node.transports();
+    let id = transports.id_of(&key);
+    NeighbourReply {
+        key,
+        change,
+        endpoint: id.and_then(|id| transports.endpoint_of(id)),
+        keepalive: id.and_then(|id| transports.keepalive_of(id)),
+        routes_down: 0,
+    }
 }
 
 fn route_row(peer: &NodeKey, route: &EndRoute) -> RouteRow {

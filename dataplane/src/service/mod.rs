@@ -5,6 +5,7 @@
 //! operations, lookups, host changes, replies, the next timeout and why). Whoever drives it
 //! (the mio driver, or the simulator) does every piece of I/O.
 
+mod configure;
 mod control;
 mod io;
 mod ping;

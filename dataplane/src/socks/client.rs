@@ -174,6 +174,16 @@ impl Client {
         &self.options
     }
 
+    /// Whether it runs or is starting.
+    pub fn is_active(&self) -> bool {
+        self.listener != Listener::Stopped
+    }
+
+    /// Sets whether it starts with the node; nothing else of a running app changes.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.options.enabled = enabled;
+    }
+
     /// Asks for the listening socket; the app runs once the driver has bound it.
     pub fn start(&mut self, cx: &mut Context<'_>, sockets: &mut Sockets) {
         if self.listener != Listener::Stopped {

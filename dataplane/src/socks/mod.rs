@@ -243,6 +243,48 @@ impl Socks {
         Ok(())
     }
 
+    /// The client app's options and whether it runs (or is starting), if it is configured.
+    pub fn client(&self) -> Option<(&ClientOptions, bool)> {
+        self.client
+            .as_ref()
+            .map(|client| (client.options(), client.is_active()))
+    }
+
+    /// The server app's options and whether it runs, if it is configured.
+    pub fn server(&self) -> Option<(&ServerOptions, bool)> {
+        self.server
+            .as_ref()
+            .map(|server| (server.options(), server.is_running()))
+    }
+
+    /// Replaces the client app's options (a reloaded config). A running client keeps running
+    /// and takes only `enabled`: stop it first to change the rest.
+    pub fn set_client_options(&mut self, now: Instant, options: Option<ClientOptions>) {
+        match (self.client.as_mut(), options) {
+            (Some(client), Some(options)) if client.is_active() => {
+                client.set_enabled(options.enabled);
+            }
+            (Some(client), None) if client.is_active() => {
+                log::warn!("the SOCKS client runs: stop it before its section goes");
+            }
+            (_, options) => self.client = options.map(|options| Client::new(options, now)),
+        }
+    }
+
+    /// Replaces the server app's options (a reloaded config). A running server keeps running
+    /// and takes only `enabled`: stop it first to change the rest.
+    pub fn set_server_options(&mut self, options: Option<ServerOptions>) {
+        match (self.server.as_mut(), options) {
+            (Some(server), Some(options)) if server.is_running() => {
+                server.set_enabled(options.enabled);
+            }
+            (Some(server), None) if server.is_running() => {
+                log::warn!("the SOCKS server runs: stop it before its section goes");
+            }
+            (_, options) => self.server = options.map(Server::new),
+        }
+    }
+
     /// Whether the client app runs with its exit at `peer`: another app that stops must leave
     /// the route there up.
     pub fn uses_route(&self, peer: &NodeKey) -> bool {

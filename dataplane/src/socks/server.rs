@@ -100,6 +100,16 @@ impl Server {
         &self.options
     }
 
+    /// Whether it runs.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Sets whether it starts with the node; nothing else of a running app changes.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.options.enabled = enabled;
+    }
+
     pub fn start(&mut self, cx: &mut Context<'_>) -> Result<(), super::SocksError> {
         if self.running {
             return Ok(());

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{HostOps, VpnClient, VpnError, VpnOptions, VpnServer};
+use super::{ClientOptions, HostOps, ServerOptions, VpnClient, VpnError, VpnOptions, VpnServer};
 use crate::api::vpn::{ClientStatus, ServerStatus, VpnApp, VpnStatus};
 use crate::identity::NodeKey;
 use crate::node::{RouteDownReason, RouteError, SetupId, INNER_MTU};
@@ -36,6 +36,23 @@ impl VpnApps {
             host: HostOps::default(),
             scratch: Vec::new(),
         }
+    }
+
+    /// The apps' configuration.
+    pub fn options(&self) -> &VpnOptions {
+        &self.options
+    }
+
+    /// Replaces the server app's options (a reloaded config): they are taken at its next
+    /// start.
+    pub fn set_server_options(&mut self, options: Option<ServerOptions>) {
+        self.options.server = options;
+    }
+
+    /// Replaces the client app's options (a reloaded config): they are taken at its next
+    /// start.
+    pub fn set_client_options(&mut self, options: Option<ClientOptions>) {
+        self.options.client = options;
     }
 
     /// Starts the apps the configuration starts with the node; a failure is logged and the

@@ -65,7 +65,7 @@ impl Default for VpnOptions {
 }
 
 /// The VPN server app's configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Whether it starts with the dataplane (else `vpn start server` starts it).
     pub start: bool,
@@ -82,7 +82,7 @@ pub struct ServerOptions {
 }
 
 /// The VPN client app's configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Whether it starts with the dataplane (else `vpn start client` starts it).
     pub start: bool,
