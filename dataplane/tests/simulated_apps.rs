@@ -2,7 +2,8 @@
 //! relay with an in-memory kernel at both ends, VPN frames across a relay with the source
 //! checks, mesh ping, a route rebuilt over another path while a stream keeps its bytes, packets
 //! for a node whose route was removed, a node that stops with its VPN up, and what a reloaded
-//! configuration changes while the node runs (neighbours removed and added, an app's new section).
+//! configuration changes while the node runs (neighbours removed and added, an app's new section,
+//! an automatic route repaired when the neighbour it ran through is removed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -861,6 +862,68 @@ fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
     assert_eq!(code, 0);
     let server = sim.accept(C, target()).unwrap();
     carry_both_ways(&mut sim, client, server, b"up", b"down");
+}
+
+/// Removing the neighbour an automatic route runs through goes as that neighbour's death does:
+/// A's node rebuilds the route over the other relay, and the stream and the VPN over it carry
+/// on, their bytes intact.
+#[test]
+fn removing_the_neighbour_an_automatic_route_runs_through_repairs_the_route_over_another_path() {
+    let links = [(A, B), (B, C), (A, D), (D, C)];
+    let mut sim = AppSim::new(45, 4, &links, automatic_apps);
+    sim.serve(C, target());
+    run_with(
+        &mut sim,
+        "A's VPN client up and the SOCKS route ready",
+        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+    );
+    let before = route_path(&sim, A, C).unwrap();
+    assert_eq!(before.len(), 3, "through one relay: {before:?}");
+    let (relay, other) = if before[1] == sim.key(B) {
+        (B, D)
+    } else {
+        (D, B)
+    };
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+
+    let (up, down) = (pattern(256 * 1024, 7), pattern(192 * 1024, 8));
+    sim.write(client, &up);
+    sim.write(server, &down);
+    sim.run_for(Duration::from_millis(20));
+    let key = sim.key(relay);
+    let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key }, LIMIT));
+    assert_eq!(removed.routes_down, 1, "the route through it broke");
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(&mut sim, "the bytes sent across the repair", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
+    });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+
+    assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, other, C])));
+    run_with(&mut sim, "the exit on the new route", |sim| {
+        route_path(sim, C, A) == Some(sim.path(&[A, other, C]))
+    });
+    let (client_status, _) = socks_status(&mut sim, A);
+    let client_status = client_status.unwrap();
+    assert_eq!((client_status.failed, client_status.route), (0, "ready"));
+    carry_both_ways(&mut sim, client, server, b"after", b"still here");
+
+    let (client_v4, host): (Ipv4Addr, Ipv4Addr) =
+        ("10.77.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap());
+    let frame = ipv4_packet(client_v4, host, b"after the removal");
+    sim.tun_send(A, VpnApp::Client, &frame);
+    let mut at_c = Vec::new();
+    run_with(&mut sim, "the frame at C over the new route", |sim| {
+        at_c.extend(sim.tun_received(C, VpnApp::Server));
+        at_c.contains(&frame)
+    });
+    let vpn = vpn_status(&mut sim, A).client.unwrap();
+    assert_eq!((vpn.state.as_str(), vpn.reconnects), ("up", 0), "{vpn:?}");
 }
 
 /// A changed endpoint and keepalive keep the transport and the routes over it.

@@ -242,7 +242,8 @@ pub struct NeighbourReply {
     pub endpoint: Option<SocketAddr>,
     /// Its persistent keepalive, in seconds.
     pub keepalive: Option<u16>,
-    /// Routes this node was an end of that went down with it (removed only).
+    /// Routes this node was an end of that went down with it (removed only); one over a path of
+    /// the node's is rebuilt over another path when there is one.
     pub routes_down: usize,
 }
 
