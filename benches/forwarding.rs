@@ -470,10 +470,11 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
         let b_neighbours = [(a_key, None), (c_key, Some("10.201.2.2:7777"))];
         start_skywired(&topology.b, &state.join("b"), &b, &b_neighbours, "");
     }
+    // The path is kept as given: through B, or straight to C.
     let path = if two_hops {
         format!("[{b_key}]")
     } else {
-        "[]".to_owned()
+        format!("[{c_key}]")
     };
     let client = format!(
         "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {c_key}\n    path: {path}\n    routes: [\"{HOST}/32\"]\n"

@@ -408,7 +408,7 @@ impl Mesh {
             "a-direct",
             &a2,
             &[node_c.as_neighbour(true)],
-            &client(String::new()),
+            &client(c.public().to_string()),
         );
         let proxy = |entry: &Daemon| {
             let mut listen = None;

@@ -33,6 +33,7 @@ mod runtime;
 mod sessions;
 mod setup;
 
+pub use repair::RouteStatus;
 pub use runtime::NodeSettings;
 
 use setup::{check_path, rejection, SetupRequest};
@@ -127,8 +128,8 @@ impl NodeOptions {
         NodeOptions {
             secret,
             neighbours: Vec::new(),
-            probe_interval: Duration::from_secs(2),
-            dead_after: Duration::from_secs(10),
+            probe_interval: Duration::from_millis(250),
+            dead_after: Duration::from_millis(750),
             max_routes_per_neighbour: 1024,
             rule_lifetime: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(10),
@@ -412,6 +413,10 @@ struct Answer {
 struct Repair {
     attempts: u8,
     reason: RouteDownReason,
+    /// The setup of the attempt under way.
+    setup: Option<SetupId>,
+    /// Whether [`Event::RouteReady`] is due when the repair succeeds (a command waits on it).
+    announce: bool,
 }
 
 /// This node's adverts.
@@ -782,6 +787,10 @@ impl Node {
     pub fn build_route_to(&mut self, now: Instant, peer: &NodeKey) -> Result<SetupId, RouteError> {
         if *peer == self.key {
             return Err(RouteError::BadPath("a route needs another node"));
+        }
+        if let Some(repair) = self.repairs.get_mut(peer) {
+            // Its next attempts announce their success too.
+            repair.announce = true;
         }
         if let Some(route) = self.routes.get_mut(peer) {
             let setup = route.setup;

@@ -462,7 +462,11 @@ impl Node {
                 self.topology.suspect_link(*hop, *next);
             }
         }
-        if !pending.announce && self.repairs.contains_key(&peer) {
+        if self
+            .repairs
+            .get(&peer)
+            .is_some_and(|repair| repair.setup == Some(setup))
+        {
             log::info!("repair of the route to {peer} failed: {error}");
             self.repair(now, peer);
             return;
