@@ -52,12 +52,14 @@ pub enum StackError {
     BadEndpoint,
 }
 
-/// A device that is two queues: what sessions delivered, and what the stack sends. Sent
-/// packets' buffers are reused, and keep the length they grew to (smoltcp writes every byte
-/// of a packet it sends), so a packet costs no allocation and no zeroing.
+/// A device that is two queues: what routes delivered, and what the stack sends. Both reuse
+/// their buffers: a received packet's once smoltcp has read it, a sent packet's once it was
+/// carried (these keep the length they grew to: smoltcp writes every byte of a packet it
+/// sends), so a packet costs no allocation and no zeroing.
 #[derive(Debug, Default)]
 struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
+    rx_free: Vec<Vec<u8>>,
     /// Packets to send: a buffer, and how much of it the packet is.
     tx: VecDeque<(Vec<u8>, usize)>,
     free: Vec<Vec<u8>>,
@@ -65,15 +67,20 @@ struct QueueDevice {
     lent: Option<Vec<u8>>,
 }
 
-struct RxToken(Vec<u8>);
+struct RxToken<'a> {
+    packet: Vec<u8>,
+    free: &'a mut Vec<Vec<u8>>,
+}
 struct TxToken<'a> {
     tx: &'a mut VecDeque<(Vec<u8>, usize)>,
     free: &'a mut Vec<Vec<u8>>,
 }
 
-impl phy::RxToken for RxToken {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let result = f(&self.packet);
+        self.free.push(self.packet);
+        result
     }
 }
 
@@ -94,17 +101,20 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl Device for QueueDevice {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
+    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         // With the send queue full, an answer would be dropped: leave the packet for later.
         if self.tx.len() >= QUEUE_LIMIT {
             return None;
         }
         let packet = self.rx.pop_front()?;
         Some((
-            RxToken(packet),
+            RxToken {
+                packet,
+                free: &mut self.rx_free,
+            },
             TxToken {
                 tx: &mut self.tx,
                 free: &mut self.free,
@@ -368,14 +378,14 @@ impl MeshStack {
         SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
-    /// Takes a packet a session decrypted (already checked to come from the peer to this
-    /// node). Only whole IPv6 packets of TCP and ICMPv6 go in: smoltcp would answer anything
-    /// else with an error. Says whether it took the packet.
-    pub fn receive(&mut self, packet: Vec<u8>) -> bool {
+    /// Takes a copy of a packet a route delivered (already checked to come from the peer to
+    /// this node). Only whole IPv6 packets of TCP and ICMPv6 go in: smoltcp would answer
+    /// anything else with an error. Says whether it took the packet.
+    pub fn receive(&mut self, packet: &[u8]) -> bool {
         if self.device.rx.len() >= QUEUE_LIMIT {
             return false;
         }
-        let Ok(header) = Ipv6Packet::new_checked(packet.as_slice()) else {
+        let Ok(header) = Ipv6Packet::new_checked(packet) else {
             return false;
         };
         if !matches!(header.next_header(), IpProtocol::Tcp | IpProtocol::Icmpv6) {
@@ -384,7 +394,10 @@ impl MeshStack {
         if let Some(port) = syn_port(&header) {
             self.expect_syn(port);
         }
-        self.device.rx.push_back(packet);
+        let mut buffer = self.device.rx_free.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(packet);
+        self.device.rx.push_back(buffer);
         true
     }
 
@@ -506,11 +519,11 @@ pub(crate) mod tests {
         a.poll(now);
         let (dst, request) = a.poll_transmit().unwrap();
         assert_eq!(dst, b_addr);
-        assert!(b.receive(request.to_vec()));
+        assert!(b.receive(request));
         b.poll(now);
         let (dst, reply) = b.poll_transmit().unwrap();
         assert_eq!(dst, a_addr);
-        assert!(a.receive(reply.to_vec()));
+        assert!(a.receive(reply));
         a.poll(now);
         assert_eq!(a.poll_pong(), Some((b_addr, 1)));
         assert_eq!(a.poll_pong(), None);
@@ -523,11 +536,11 @@ pub(crate) mod tests {
             b.poll(now);
             let mut moved = false;
             while let Some((_, packet)) = a.poll_transmit() {
-                b.receive(packet.to_vec());
+                b.receive(packet);
                 moved = true;
             }
             while let Some((_, packet)) = b.poll_transmit() {
-                a.receive(packet.to_vec());
+                a.receive(packet);
                 moved = true;
             }
             if !moved {
@@ -622,7 +635,7 @@ pub(crate) mod tests {
         let mut udp = vec![0u8; 48];
         udp[0] = 0x60;
         udp[6] = 17;
-        assert!(!stack.receive(udp));
-        assert!(!stack.receive(vec![1, 2]));
+        assert!(!stack.receive(&udp));
+        assert!(!stack.receive(&[1, 2]));
     }
 }

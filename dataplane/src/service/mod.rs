@@ -306,11 +306,15 @@ impl Service {
                 if !self.stack.can_receive() {
                     self.run_stack(now);
                 }
-                if !self.stack.receive(packet) {
+                if !self.stack.receive(&packet) {
                     self.drops.stack_refused += 1;
                 }
+                self.node.recycle_packet(packet);
             }
-            Event::TunnelPacket { peer, packet } => self.vpn.handle_tunnel_packet(peer, &packet),
+            Event::TunnelPacket { peer, packet } => {
+                self.vpn.handle_tunnel_packet(peer, &packet);
+                self.node.recycle_packet(packet);
+            }
             Event::RouteReady { peer } => {
                 log::info!("route to {peer} is ready");
                 self.vpn.route_ready(now, &peer);
