@@ -710,3 +710,48 @@ fn relays_never_forward_direct_packets() {
         "nothing reached C's end of the route"
     );
 }
+
+#[test]
+fn relays_drop_packets_beyond_the_mtu_agreed_at_setup() {
+    let mut sim = five_nodes(19);
+    build_and_wait_ready(&mut sim, &[A, B, C]);
+    let route_id = sim.nodes[A]
+        .node
+        .routes()
+        .find(|(peer, _)| **peer == sim.key(C))
+        .map(|(_, route)| route.out_id)
+        .unwrap();
+    let mtu = sim.nodes[B].node.table().get(route_id).unwrap().mtu;
+    assert_eq!(mtu, skywire_dataplane::node::MESH_MTU);
+    let (a_address, c_address) = (sim.nodes[A].node.address(), sim.nodes[C].node.address());
+    let b_key = sim.key(B);
+    let refused_before = sim.nodes[C].node.drops().session;
+    // Session messages that are nothing of the kind: C's session refuses what reaches it.
+    for len in [usize::from(mtu), usize::from(mtu) + 1, 2000] {
+        let header = MeshHeader {
+            route_id,
+            next_header: NextHeader::Session,
+            hop_limit: 64,
+            src: a_address,
+            dst: c_address,
+            payload_len: len - HEADER_LEN,
+        };
+        let mut packet = vec![0x04; len];
+        header.emit(&mut packet).unwrap();
+        sim.nodes[A]
+            .node
+            .send_mesh_packet_to(&b_key, &packet)
+            .unwrap();
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.nodes[B].node.drops().oversized,
+        2,
+        "both oversized ones"
+    );
+    assert_eq!(
+        sim.nodes[C].node.drops().session - refused_before,
+        1,
+        "the one that fits went on"
+    );
+}
