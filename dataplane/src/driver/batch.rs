@@ -134,6 +134,12 @@ impl RecvBatch {
         };
         Some((from_storage(&self.addrs[index])?, bytes.chunks(segment)))
     }
+
+    /// Datagram `number` of the `index`th message (see [`RecvBatch::get`]), and who sent it.
+    pub(super) fn datagram(&self, index: usize, number: usize) -> Option<(SocketAddr, &[u8])> {
+        let (from, mut datagrams) = self.get(index)?;
+        Some((from, datagrams.nth(number)?))
+    }
 }
 
 /// The segment size a `UDP_GRO` control message reports, or 0.
