@@ -53,12 +53,14 @@ pub enum StackError {
 }
 
 /// A device that is two queues: what routes delivered, and what the stack sends. Both reuse
-/// their buffers: a received packet's once smoltcp has read it, a sent packet's once it was
-/// carried (these keep the length they grew to: smoltcp writes every byte of a packet it
-/// sends), so a packet costs no allocation and no zeroing.
+/// their buffers: a received packet's goes, once smoltcp has read it, to whoever hands in the
+/// next packet; a sent packet's is reused once the packet was carried (these keep the length
+/// they grew to: smoltcp writes every byte of a packet it sends). A packet costs no
+/// allocation, no copy on the way in and no zeroing.
 #[derive(Debug, Default)]
 struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
+    /// Buffers of packets smoltcp has read, given in exchange for the next ones.
     rx_free: Vec<Vec<u8>>,
     /// Packets to send: a buffer, and how much of it the packet is.
     tx: VecDeque<(Vec<u8>, usize)>,
@@ -378,14 +380,16 @@ impl MeshStack {
         SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
-    /// Takes a copy of a packet a route delivered (already checked to come from the peer to
-    /// this node). Only whole IPv6 packets of TCP and ICMPv6 go in: smoltcp would answer
-    /// anything else with an error. Says whether it took the packet.
-    pub fn receive(&mut self, packet: &[u8]) -> bool {
+    /// Takes a packet a route delivered (already checked to come from the peer to this node),
+    /// buffer and all, and leaves a spare buffer of its own in its place (empty when it has
+    /// none), so that buffers change hands instead of bytes being copied. Only whole IPv6
+    /// packets of TCP and ICMPv6 go in: smoltcp would answer anything else with an error.
+    /// Says whether it took the packet; when not, `packet` is as it was.
+    pub fn receive(&mut self, packet: &mut Vec<u8>) -> bool {
         if self.device.rx.len() >= QUEUE_LIMIT {
             return false;
         }
-        let Ok(header) = Ipv6Packet::new_checked(packet) else {
+        let Ok(header) = Ipv6Packet::new_checked(packet.as_slice()) else {
             return false;
         };
         if !matches!(header.next_header(), IpProtocol::Tcp | IpProtocol::Icmpv6) {
@@ -394,10 +398,8 @@ impl MeshStack {
         if let Some(port) = syn_port(&header) {
             self.expect_syn(port);
         }
-        let mut buffer = self.device.rx_free.pop().unwrap_or_default();
-        buffer.clear();
-        buffer.extend_from_slice(packet);
-        self.device.rx.push_back(buffer);
+        let spare = self.device.rx_free.pop().unwrap_or_default();
+        self.device.rx.push_back(std::mem::replace(packet, spare));
         true
     }
 
@@ -519,11 +521,11 @@ pub(crate) mod tests {
         a.poll(now);
         let (dst, request) = a.poll_transmit().unwrap();
         assert_eq!(dst, b_addr);
-        assert!(b.receive(request));
+        assert!(b.receive(&mut request.to_vec()));
         b.poll(now);
         let (dst, reply) = b.poll_transmit().unwrap();
         assert_eq!(dst, a_addr);
-        assert!(a.receive(reply));
+        assert!(a.receive(&mut reply.to_vec()));
         a.poll(now);
         assert_eq!(a.poll_pong(), Some((b_addr, 1)));
         assert_eq!(a.poll_pong(), None);
@@ -536,11 +538,11 @@ pub(crate) mod tests {
             b.poll(now);
             let mut moved = false;
             while let Some((_, packet)) = a.poll_transmit() {
-                b.receive(packet);
+                b.receive(&mut packet.to_vec());
                 moved = true;
             }
             while let Some((_, packet)) = b.poll_transmit() {
-                a.receive(packet);
+                a.receive(&mut packet.to_vec());
                 moved = true;
             }
             if !moved {
@@ -635,7 +637,7 @@ pub(crate) mod tests {
         let mut udp = vec![0u8; 48];
         udp[0] = 0x60;
         udp[6] = 17;
-        assert!(!stack.receive(&udp));
-        assert!(!stack.receive(&[1, 2]));
+        assert!(!stack.receive(&mut udp.clone()));
+        assert!(!stack.receive(&mut vec![1, 2]));
     }
 }
