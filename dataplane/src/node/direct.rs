@@ -39,22 +39,21 @@ impl Node {
         }
     }
 
-    /// A packet with next header 252 that came in through the Consume rule `id` for `peer`.
-    /// Taken only when that rule belongs to a direct route to `peer`, the packet arrived on
-    /// `peer`'s transport and its outer source is `peer`'s mesh address; the inner packet's
-    /// source is then checked as a session's would be. Such a packet proves the route it came
-    /// in on, as a session's data message does.
-    #[allow(clippy::too_many_arguments)]
+    /// A mesh packet with next header 252 that came in on `ingress` through the Consume rule
+    /// `id` for `peer`. Taken only when that rule belongs to a direct route to `peer`, the
+    /// packet arrived on `peer`'s transport and its outer source is `peer`'s mesh address; the
+    /// inner packet's source is then checked as a session's would be. Such a packet proves the
+    /// route it came in on, as a session's data message does.
     pub(super) fn handle_direct_packet(
         &mut self,
         now: Instant,
         ingress: TransportId,
-        src: Ipv6Addr,
+        id: RouteId,
         peer: NodeKey,
         direct: bool,
-        id: RouteId,
         packet: &[u8],
     ) {
+        let src = MeshPacket::new_unchecked(packet).src_addr();
         let from_peer = self.transports.key_of(ingress) == Some(peer)
             && self.transports.address_of(ingress) == Some(src);
         if !direct || !from_peer {

@@ -1033,8 +1033,7 @@ impl Node {
                     self.handle_route_control_at_end(now, peer, id, &packet[HEADER_LEN..]);
                 }
                 NextHeader::Direct => {
-                    let src = mesh.src_addr();
-                    self.handle_direct_packet(now, ingress, src, peer, direct, id, packet);
+                    self.handle_direct_packet(now, ingress, id, peer, direct, packet);
                 }
             },
             Lookup::UnknownRoute => self.drops.unknown_route += 1,
