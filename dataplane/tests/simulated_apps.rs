@@ -323,6 +323,113 @@ fn a_stream_keeps_its_bytes_while_its_route_is_rebuilt_over_another_path() {
     carry_both_ways(&mut sim, client, server, b"again", b"and back");
 }
 
+/// How many handshake initiations the route sessions between nodes `a` and `b` have sent,
+/// both ends together.
+fn initiations(sim: &AppSim, a: usize, b: usize) -> u64 {
+    let count = |at: usize, peer: usize| {
+        sim.nodes[at]
+            .service
+            .node()
+            .session_initiations(&sim.key(peer))
+            .unwrap_or(0)
+    };
+    count(a, b) + count(b, a)
+}
+
+/// The path of node `at`'s route to node `to`, if it has one.
+fn route_path(sim: &AppSim, at: usize, to: usize) -> Option<Vec<NodeKey>> {
+    let peer = sim.key(to);
+    sim.nodes[at]
+        .service
+        .node()
+        .routes()
+        .find(|(key, _)| **key == peer)
+        .map(|(_, route)| route.path.clone())
+}
+
+/// Writes `up` and `down` into the stream's two ends, rebuilds A's route to C over `path`
+/// meanwhile, and checks that every byte arrived.
+fn move_route_while_carrying(
+    sim: &mut AppSim,
+    (client, server): (StreamId, StreamId),
+    path: &[usize],
+    (up, down): (&[u8], &[u8]),
+) {
+    sim.write(client, up);
+    sim.write(server, down);
+    let reply = sim.rebuild_route(A, path, LIMIT);
+    assert!(matches!(reply, Ok(Reply::RouteBuilt(_))), "{reply:?}");
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(sim, "the bytes sent across the move", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
+    });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+    assert_eq!(route_path(sim, C, A), Some(sim.path(path)), "C adopted it");
+}
+
+/// A direct route carries no route-session traffic, yet its session stays established: kept
+/// for over ten minutes, the route moves onto a relayed path and back while a stream runs,
+/// with no new handshake, and the stream keeps every byte.
+#[test]
+fn a_direct_route_moves_onto_a_relayed_path_and_back_without_a_handshake() {
+    let mut sim = AppSim::new(15, 3, &[(A, B), (B, C), (A, C)], socks_apps(Some(&[C])));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, C])));
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+
+    // Eleven minutes of a stream that trickles, over the direct route.
+    let handshakes_before = initiations(&sim, A, C);
+    for minute in 0..11u8 {
+        sim.write(client, &[b'u', minute]);
+        sim.write(server, &[b'd', minute]);
+        assert_eq!(read_exactly(&mut sim, server, 2), [b'u', minute]);
+        assert_eq!(read_exactly(&mut sim, client, 2), [b'd', minute]);
+        sim.run_for(Duration::from_secs(60));
+    }
+    assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, C])));
+    // The session made new keys every two minutes, though the route carried nothing in it.
+    let renewed = initiations(&sim, A, C) - handshakes_before;
+    assert!(
+        (4..=6).contains(&renewed),
+        "{renewed} handshakes in 11 minutes"
+    );
+
+    // Right after new keys, so that the timer does not make more during the moves.
+    let last = initiations(&sim, A, C);
+    assert!(
+        sim.run_until(Duration::from_secs(150), |sim| initiations(sim, A, C)
+            > last),
+        "no new keys within 150 s"
+    );
+    let handshakes = initiations(&sim, A, C);
+    move_route_while_carrying(
+        &mut sim,
+        (client, server),
+        &[A, B, C],
+        (&pattern(192 * 1024, 5), &pattern(256 * 1024, 6)),
+    );
+    move_route_while_carrying(
+        &mut sim,
+        (client, server),
+        &[A, C],
+        (&pattern(256 * 1024, 7), &pattern(192 * 1024, 8)),
+    );
+    assert_eq!(
+        initiations(&sim, A, C),
+        handshakes,
+        "the moves needed no handshake"
+    );
+    carry_both_ways(&mut sim, client, server, b"after", b"both moves");
+}
+
 /// A's VPN client (server C, through B) and C's server (serving A).
 fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service::ServiceOptions) {
     match i {
@@ -621,17 +728,6 @@ fn automatic_apps(
     if let Some(client) = options.vpn.client.as_mut() {
         client.path = None;
     }
-}
-
-/// The path of node `from`'s route to node `to`, if it has one.
-fn route_path(sim: &AppSim, from: usize, to: usize) -> Option<Vec<NodeKey>> {
-    let peer = sim.key(to);
-    sim.nodes[from]
-        .service
-        .node()
-        .routes()
-        .find(|(key, _)| **key == peer)
-        .map(|(_, route)| route.path.clone())
 }
 
 /// Kills node `relay` as SIGKILL would: every link to it goes silent.

@@ -586,7 +586,7 @@ impl Service {
                     Rule::Forward { transport, next_id } => {
                         ("forward", name(transport), Some(next_id.get()))
                     }
-                    Rule::Consume { peer } => ("consume", Some(peer), None),
+                    Rule::Consume { peer, .. } => ("consume", Some(peer), None),
                 };
                 RuleRow {
                     id: id.get(),

@@ -301,15 +301,20 @@ impl Service {
             self.socks.handle_event(&mut cx, &event);
         }
         match event {
-            Event::Packet { packet, .. } => {
+            Event::Packet { mut packet, .. } => {
                 if !self.stack.can_receive() {
                     self.run_stack(now);
                 }
-                if !self.stack.receive(packet) {
+                if !self.stack.receive(&mut packet) {
                     self.drops.stack_refused += 1;
                 }
+                // The stack's spare buffer, or the refused packet's.
+                self.node.recycle_packet(packet);
             }
-            Event::TunnelPacket { peer, packet } => self.vpn.handle_tunnel_packet(peer, &packet),
+            Event::TunnelPacket { peer, packet } => {
+                self.vpn.handle_tunnel_packet(peer, &packet);
+                self.node.recycle_packet(packet);
+            }
             Event::RouteReady { peer } => {
                 log::info!("route to {peer} is ready");
                 self.route_ready(now, peer);
