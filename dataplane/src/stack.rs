@@ -380,6 +380,20 @@ impl MeshStack {
         SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
+    /// Whether a connection opened by `syn` is already under way (the SYN was sent again).
+    fn holds(&self, syn: &Syn) -> bool {
+        self.sockets.iter().any(|(_, socket)| match socket {
+            smoltcp::socket::Socket::Tcp(socket) => {
+                socket.remote_endpoint().is_some_and(|remote| {
+                    remote.addr == syn.remote && remote.port == syn.remote_port
+                }) && socket
+                    .local_endpoint()
+                    .is_some_and(|local| local.port == syn.local_port)
+            }
+            _ => false,
+        })
+    }
+
     /// Takes a packet a route delivered (already checked to come from the peer to this node),
     /// buffer and all, and leaves a spare buffer of its own in its place (empty when it has
     /// none), so that buffers change hands instead of bytes being copied. Only whole IPv6
@@ -395,8 +409,14 @@ impl MeshStack {
         if !matches!(header.next_header(), IpProtocol::Tcp | IpProtocol::Icmpv6) {
             return false;
         }
-        if let Some(port) = syn_port(&header) {
-            self.expect_syn(port);
+        if let Some(syn) = Syn::of(&header) {
+            if self.holds(&syn) {
+                // A retransmitted SYN: the connection it opened answers it by retransmitting
+                // its SYN-ACK. Handed in, it could find a listener first and open a second
+                // connection with the same addresses, whose reset would kill the first.
+                return false;
+            }
+            self.expect_syn(syn.local_port);
         }
         let spare = self.device.rx_free.pop().unwrap_or_default();
         self.device.rx.push_back(std::mem::replace(packet, spare));
@@ -496,13 +516,25 @@ impl MeshStack {
     }
 }
 
-/// The destination port of an IPv6 packet that opens a TCP connection (SYN without ACK).
-fn syn_port(packet: &Ipv6Packet<&[u8]>) -> Option<u16> {
-    if packet.next_header() != IpProtocol::Tcp {
-        return None;
+/// A TCP packet that opens a connection (SYN without ACK): who sends it, to which port.
+struct Syn {
+    remote: IpAddress,
+    remote_port: u16,
+    local_port: u16,
+}
+
+impl Syn {
+    fn of(packet: &Ipv6Packet<&[u8]>) -> Option<Syn> {
+        if packet.next_header() != IpProtocol::Tcp {
+            return None;
+        }
+        let tcp = TcpPacket::new_checked(packet.payload()).ok()?;
+        (tcp.syn() && !tcp.ack()).then(|| Syn {
+            remote: IpAddress::Ipv6(packet.src_addr()),
+            remote_port: tcp.src_port(),
+            local_port: tcp.dst_port(),
+        })
     }
-    let tcp = TcpPacket::new_checked(packet.payload()).ok()?;
-    (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
 }
 
 #[cfg(test)]
@@ -603,6 +635,38 @@ pub(crate) mod tests {
         }
         assert_eq!(b.listeners[&1080].len(), 2, "back to the backlog");
         assert_eq!(b.tcp_sockets, 22);
+    }
+
+    #[test]
+    fn a_retransmitted_syn_opens_no_second_connection() {
+        let now = Instant::now();
+        let a_addr: Ipv6Addr = "fd00::a".parse().unwrap();
+        let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
+        let mut a = MeshStack::new(a_addr, 7, now);
+        let mut b = MeshStack::new(b_addr, 8, now);
+        // A socket ahead of the listeners, released later: a listener made then sits ahead
+        // of the connection, where smoltcp would offer it the SYN first.
+        let ahead = b.connect(SocketAddrV6::new(a_addr, 9, 0, 0)).unwrap();
+        b.listen(1080, 1).unwrap();
+        let client = a.connect(SocketAddrV6::new(b_addr, 1080, 0, 0)).unwrap();
+        a.poll(now);
+        let (_, syn) = a.poll_transmit().unwrap();
+        let syn = syn.to_vec();
+        assert!(b.receive(&mut syn.clone()));
+        b.poll(now);
+        let (server, remote) = b.poll_accept_on(1080).unwrap();
+        assert_eq!(*remote.ip(), a_addr);
+        b.release(ahead);
+
+        assert!(
+            !b.receive(&mut syn.clone()),
+            "the SYN sent again is refused"
+        );
+        b.poll(now);
+        assert!(b.poll_accept_on(1080).is_none(), "no second connection");
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.tcp(client).state(), tcp::State::Established);
+        assert_eq!(b.tcp(server).state(), tcp::State::Established);
     }
 
     #[test]
