@@ -52,12 +52,16 @@ pub enum StackError {
     BadEndpoint,
 }
 
-/// A device that is two queues: what sessions delivered, and what the stack sends. Sent
-/// packets' buffers are reused, and keep the length they grew to (smoltcp writes every byte
-/// of a packet it sends), so a packet costs no allocation and no zeroing.
+/// A device that is two queues: what routes delivered, and what the stack sends. Both reuse
+/// their buffers: a received packet's goes, once smoltcp has read it, to whoever hands in the
+/// next packet; a sent packet's is reused once the packet was carried (these keep the length
+/// they grew to: smoltcp writes every byte of a packet it sends). A packet costs no
+/// allocation, no copy on the way in and no zeroing.
 #[derive(Debug, Default)]
 struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
+    /// Buffers of packets smoltcp has read, given in exchange for the next ones.
+    rx_free: Vec<Vec<u8>>,
     /// Packets to send: a buffer, and how much of it the packet is.
     tx: VecDeque<(Vec<u8>, usize)>,
     free: Vec<Vec<u8>>,
@@ -65,15 +69,20 @@ struct QueueDevice {
     lent: Option<Vec<u8>>,
 }
 
-struct RxToken(Vec<u8>);
+struct RxToken<'a> {
+    packet: Vec<u8>,
+    free: &'a mut Vec<Vec<u8>>,
+}
 struct TxToken<'a> {
     tx: &'a mut VecDeque<(Vec<u8>, usize)>,
     free: &'a mut Vec<Vec<u8>>,
 }
 
-impl phy::RxToken for RxToken {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let result = f(&self.packet);
+        self.free.push(self.packet);
+        result
     }
 }
 
@@ -94,17 +103,20 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl Device for QueueDevice {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
+    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         // With the send queue full, an answer would be dropped: leave the packet for later.
         if self.tx.len() >= QUEUE_LIMIT {
             return None;
         }
         let packet = self.rx.pop_front()?;
         Some((
-            RxToken(packet),
+            RxToken {
+                packet,
+                free: &mut self.rx_free,
+            },
             TxToken {
                 tx: &mut self.tx,
                 free: &mut self.free,
@@ -368,10 +380,26 @@ impl MeshStack {
         SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
-    /// Takes a packet a session decrypted (already checked to come from the peer to this
-    /// node). Only whole IPv6 packets of TCP and ICMPv6 go in: smoltcp would answer anything
-    /// else with an error. Says whether it took the packet.
-    pub fn receive(&mut self, packet: Vec<u8>) -> bool {
+    /// Whether a connection opened by `syn` is already under way (the SYN was sent again).
+    fn holds(&self, syn: &Syn) -> bool {
+        self.sockets.iter().any(|(_, socket)| match socket {
+            smoltcp::socket::Socket::Tcp(socket) => {
+                socket.remote_endpoint().is_some_and(|remote| {
+                    remote.addr == syn.remote && remote.port == syn.remote_port
+                }) && socket
+                    .local_endpoint()
+                    .is_some_and(|local| local.port == syn.local_port)
+            }
+            _ => false,
+        })
+    }
+
+    /// Takes a packet a route delivered (already checked to come from the peer to this node),
+    /// buffer and all, and leaves a spare buffer of its own in its place (empty when it has
+    /// none), so that buffers change hands instead of bytes being copied. Only whole IPv6
+    /// packets of TCP and ICMPv6 go in: smoltcp would answer anything else with an error.
+    /// Says whether it took the packet; when not, `packet` is as it was.
+    pub fn receive(&mut self, packet: &mut Vec<u8>) -> bool {
         if self.device.rx.len() >= QUEUE_LIMIT {
             return false;
         }
@@ -381,10 +409,17 @@ impl MeshStack {
         if !matches!(header.next_header(), IpProtocol::Tcp | IpProtocol::Icmpv6) {
             return false;
         }
-        if let Some(port) = syn_port(&header) {
-            self.expect_syn(port);
+        if let Some(syn) = Syn::of(&header) {
+            if self.holds(&syn) {
+                // A retransmitted SYN: the connection it opened answers it by retransmitting
+                // its SYN-ACK. Handed in, it could find a listener first and open a second
+                // connection with the same addresses, whose reset would kill the first.
+                return false;
+            }
+            self.expect_syn(syn.local_port);
         }
-        self.device.rx.push_back(packet);
+        let spare = self.device.rx_free.pop().unwrap_or_default();
+        self.device.rx.push_back(std::mem::replace(packet, spare));
         true
     }
 
@@ -481,13 +516,25 @@ impl MeshStack {
     }
 }
 
-/// The destination port of an IPv6 packet that opens a TCP connection (SYN without ACK).
-fn syn_port(packet: &Ipv6Packet<&[u8]>) -> Option<u16> {
-    if packet.next_header() != IpProtocol::Tcp {
-        return None;
+/// A TCP packet that opens a connection (SYN without ACK): who sends it, to which port.
+struct Syn {
+    remote: IpAddress,
+    remote_port: u16,
+    local_port: u16,
+}
+
+impl Syn {
+    fn of(packet: &Ipv6Packet<&[u8]>) -> Option<Syn> {
+        if packet.next_header() != IpProtocol::Tcp {
+            return None;
+        }
+        let tcp = TcpPacket::new_checked(packet.payload()).ok()?;
+        (tcp.syn() && !tcp.ack()).then(|| Syn {
+            remote: IpAddress::Ipv6(packet.src_addr()),
+            remote_port: tcp.src_port(),
+            local_port: tcp.dst_port(),
+        })
     }
-    let tcp = TcpPacket::new_checked(packet.payload()).ok()?;
-    (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
 }
 
 #[cfg(test)]
@@ -506,11 +553,11 @@ pub(crate) mod tests {
         a.poll(now);
         let (dst, request) = a.poll_transmit().unwrap();
         assert_eq!(dst, b_addr);
-        assert!(b.receive(request.to_vec()));
+        assert!(b.receive(&mut request.to_vec()));
         b.poll(now);
         let (dst, reply) = b.poll_transmit().unwrap();
         assert_eq!(dst, a_addr);
-        assert!(a.receive(reply.to_vec()));
+        assert!(a.receive(&mut reply.to_vec()));
         a.poll(now);
         assert_eq!(a.poll_pong(), Some((b_addr, 1)));
         assert_eq!(a.poll_pong(), None);
@@ -523,11 +570,11 @@ pub(crate) mod tests {
             b.poll(now);
             let mut moved = false;
             while let Some((_, packet)) = a.poll_transmit() {
-                b.receive(packet.to_vec());
+                b.receive(&mut packet.to_vec());
                 moved = true;
             }
             while let Some((_, packet)) = b.poll_transmit() {
-                a.receive(packet.to_vec());
+                a.receive(&mut packet.to_vec());
                 moved = true;
             }
             if !moved {
@@ -591,6 +638,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_retransmitted_syn_opens_no_second_connection() {
+        let now = Instant::now();
+        let a_addr: Ipv6Addr = "fd00::a".parse().unwrap();
+        let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
+        let mut a = MeshStack::new(a_addr, 7, now);
+        let mut b = MeshStack::new(b_addr, 8, now);
+        // A socket ahead of the listeners, released later: a listener made then sits ahead
+        // of the connection, where smoltcp would offer it the SYN first.
+        let ahead = b.connect(SocketAddrV6::new(a_addr, 9, 0, 0)).unwrap();
+        b.listen(1080, 1).unwrap();
+        let client = a.connect(SocketAddrV6::new(b_addr, 1080, 0, 0)).unwrap();
+        a.poll(now);
+        let (_, syn) = a.poll_transmit().unwrap();
+        let syn = syn.to_vec();
+        assert!(b.receive(&mut syn.clone()));
+        b.poll(now);
+        let (server, remote) = b.poll_accept_on(1080).unwrap();
+        assert_eq!(*remote.ip(), a_addr);
+        b.release(ahead);
+
+        assert!(
+            !b.receive(&mut syn.clone()),
+            "the SYN sent again is refused"
+        );
+        b.poll(now);
+        assert!(b.poll_accept_on(1080).is_none(), "no second connection");
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.tcp(client).state(), tcp::State::Established);
+        assert_eq!(b.tcp(server).state(), tcp::State::Established);
+    }
+
+    #[test]
     fn buffers_shrink_as_the_stack_fills_and_stay_within_the_total() {
         let now = Instant::now();
         let mut stack = MeshStack::new("fd00::a".parse().unwrap(), 1, now);
@@ -622,7 +701,7 @@ pub(crate) mod tests {
         let mut udp = vec![0u8; 48];
         udp[0] = 0x60;
         udp[6] = 17;
-        assert!(!stack.receive(udp));
-        assert!(!stack.receive(vec![1, 2]));
+        assert!(!stack.receive(&mut udp.clone()));
+        assert!(!stack.receive(&mut vec![1, 2]));
     }
 }

@@ -126,14 +126,15 @@ struct Mesh {
 fn client_options(exit: NodeKey, relay: NodeKey) -> ClientOptions {
     let mut options = ClientOptions::new(exit);
     options.listen = "127.0.0.1:0".parse().unwrap();
-    options.path = vec![relay, exit];
+    options.path = Some(vec![relay, exit]);
     options.handshake_timeout = Duration::from_millis(800);
     options.connect_timeout = Duration::from_secs(10);
     options
 }
 
 impl Mesh {
-    fn start() -> Mesh {
+    /// A → B → C, C's exit giving up a dial after `dial_timeout`.
+    fn start(dial_timeout: Duration) -> Mesh {
         let _ = env_logger::builder().is_test(true).try_init();
         let secrets = [(); 4].map(|()| SecretKey::generate());
         let keys = [0, 1, 2, 3].map(|i| secrets[i].public());
@@ -146,7 +147,7 @@ impl Mesh {
         };
         let server = ServerOptions {
             allow: vec![a_key],
-            dial_timeout: Duration::from_secs(1),
+            dial_timeout,
             ..ServerOptions::default()
         };
         let (c, c_addr) = Running::start(
@@ -212,7 +213,7 @@ impl Mesh {
 #[test]
 fn downloads_half_close_backpressure_and_200_connections_through_a_relay() {
     let http = HttpServer::start();
-    let mut mesh = Mesh::start();
+    let mut mesh = Mesh::start(ServerOptions::default().dial_timeout);
     let proxy = mesh.a_proxy;
 
     // One large download, the target named by a domain name resolved at the exit.
@@ -310,7 +311,7 @@ fn downloads_half_close_backpressure_and_200_connections_through_a_relay() {
 #[test]
 fn every_failure_gets_its_reply_through_the_real_port() {
     let http = HttpServer::start();
-    let mesh = Mesh::start();
+    let mesh = Mesh::start(Duration::from_secs(1));
     let proxy = mesh.a_proxy;
 
     // No acceptable method.
@@ -394,7 +395,7 @@ fn every_failure_gets_its_reply_through_the_real_port() {
 #[test]
 fn a_route_that_goes_down_mid_handshake_is_answered_promptly() {
     let http = HttpServer::start();
-    let mut mesh = Mesh::start();
+    let mut mesh = Mesh::start(ServerOptions::default().dial_timeout);
     let proxy = mesh.a_proxy;
     let mut stream = greet(proxy);
     // The exit goes away between the greeting and the request.
