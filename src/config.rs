@@ -7,6 +7,7 @@ mod apps;
 mod diff;
 mod keyfile;
 mod locate;
+mod messenger;
 mod path;
 mod socks;
 mod vpn;
@@ -154,6 +155,8 @@ pub struct Config {
     pub vpn: Vpn,
     /// The SOCKS apps (`socks`): none unless configured.
     pub socks: skywire_dataplane::socks::SocksOptions,
+    /// The messenger (`messenger`): none unless configured.
+    pub messenger: Option<skywire_dataplane::messenger::Settings>,
     /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`, default 7999); 0 picks
     /// a free one.
     pub signal_port: u16,
@@ -307,12 +310,26 @@ impl Config {
         &self.control_socket
     }
 
+    /// The app socket, through which launched apps use the mesh: `apps.sock` in the state
+    /// folder.
+    pub fn app_socket(&self) -> PathBuf {
+        self.state_dir.join("apps.sock")
+    }
+
     /// The dataplane's VPN options: the apps as configured, their state in the state folder.
     pub fn vpn_options(&self) -> VpnOptions {
         VpnOptions {
             state_dir: self.state_dir.clone(),
             server: self.vpn.server.clone(),
             client: self.vpn.client.clone(),
+        }
+    }
+
+    /// The dataplane's messenger options: its settings, its logs in the state folder.
+    pub fn messenger_options(&self) -> skywire_dataplane::messenger::MessengerOptions {
+        skywire_dataplane::messenger::MessengerOptions {
+            state_dir: self.state_dir.clone(),
+            settings: self.messenger.clone(),
         }
     }
 
@@ -386,7 +403,7 @@ impl Config {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks, apps)"
+    expecting = "a mapping of sections (node, listen, control, neighbours, liveness, routes, log_level, vpn, socks, messenger, apps)"
 )]
 struct RawConfig {
     node: Option<RawNode>,
@@ -398,6 +415,8 @@ struct RawConfig {
     log_level: Option<LogLevel>,
     vpn: Option<vpn::RawVpn>,
     socks: Option<socks::RawSocks>,
+    #[serde(deserialize_with = "messenger::present")]
+    messenger: Option<messenger::RawMessenger>,
     apps: Option<Catalog>,
 }
 
@@ -614,6 +633,7 @@ impl Checker<'_> {
         let routes = self.routes(raw.routes.unwrap_or_default())?;
         let vpn = self.vpn(raw.vpn.unwrap_or_default())?;
         let socks = self.socks(raw.socks.unwrap_or_default())?;
+        let messenger = raw.messenger.map(|raw| self.messenger(raw)).transpose()?;
         let admin_group = self.group("admin_group", control.admin_group)?;
         let socket_group = self.group("socket_group", control.socket_group)?;
         let signal_port = self.signal_port(control.signal_port)?;
@@ -631,6 +651,7 @@ impl Checker<'_> {
             log_level: raw.log_level.unwrap_or_default(),
             vpn,
             socks,
+            messenger,
             signal_port,
             admin_group,
             socket_group,

@@ -792,7 +792,8 @@ fn apps_start_with_no_capabilities_and_a_clean_environment() {
     notify.set_read_timeout(Some(WAIT)).unwrap();
     let apps = "  plain:\n    path: sleep\n    default_args: [\"600\"]\n  \
                 net-admin:\n    path: sleep\n    default_args: [\"600\"]\n    \
-                capabilities: [CAP_NET_ADMIN]\n    env: {GREETING: hello, PATH: /bin}\n";
+                capabilities: [CAP_NET_ADMIN]\n    \
+                env: {GREETING: hello, PATH: /bin, SKYWIRE_APP_SOCKET: /elsewhere}\n";
     let daemon = Daemon::launch(
         &dir,
         "node",
@@ -817,6 +818,7 @@ fn apps_start_with_no_capabilities_and_a_clean_environment() {
     );
 
     let signal = signal_addr(&daemon);
+    let app_socket = daemon.dir.join("state/apps.sock");
     let (id, pid) = start_app(&daemon, &["plain"]);
     for (name, value) in capabilities(pid) {
         // Not root, skywired cannot clear the bounding set, and need not: without file
@@ -833,6 +835,7 @@ fn apps_start_with_no_capabilities_and_a_clean_environment() {
             "SIGNAL_CLIENT=true".to_owned(),
             format!("SIGNAL_CLIENT_ID={id}"),
             format!("SIGNAL_SERVER_ADDRESS={signal}"),
+            format!("SKYWIRE_APP_SOCKET={}", app_socket.display()),
         ]
     );
 
@@ -858,6 +861,7 @@ fn apps_start_with_no_capabilities_and_a_clean_environment() {
             "SIGNAL_CLIENT=true".to_owned(),
             format!("SIGNAL_CLIENT_ID={id}"),
             format!("SIGNAL_SERVER_ADDRESS={signal}"),
+            format!("SKYWIRE_APP_SOCKET={}", app_socket.display()),
         ]
     );
 }

@@ -1,6 +1,8 @@
 //! The README's walk-through works as written: its shell blocks run in order, as one script, in
 //! a network namespace of their own (so its fixed ports meet nothing else), and their output
-//! shows the route, the pings and the relay's counters. Needs root and `ip` for the namespace.
+//! shows the route, the pings, the relay's counters, C's echo service as A lists it and the
+//! example app's two streams echoed between A and C. Needs root and `ip` for the namespace, and
+//! the example app beside `skywired` (`cargo test --workspace` builds it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -99,6 +101,19 @@ fn the_readme_walkthrough_works_as_written() {
         2,
         "B's two rules:\n{stdout}"
     );
+    let service = stdout
+        .lines()
+        .find(|line| line.starts_with("echo "))
+        .unwrap_or_else(|| panic!("A lists C's echo service:\n{stdout}"));
+    assert!(
+        service.contains(" 5000 ") && service.ends_with(" 2"),
+        "{service}"
+    );
+    assert!(
+        stdout.contains("stream 2: 41 bytes echoed intact"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("echoed at once"), "{stdout}");
     assert!(!logs.contains("panicked"), "{logs}");
     for n in ["a", "b", "c"] {
         assert!(

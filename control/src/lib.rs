@@ -2,8 +2,10 @@
 //! reply line for people (`render`), the control socket's line format (`protocol`), the control
 //! thread that serves the socket and the Unix signals (`server`), the client that `visctl` uses
 //! (`client`), a reload of the configuration file (`reload`), the app catalog (`catalog`), the launched apps' supervisor (`supervisor`), the
-//! capabilities they are left with (`capability`) and Viscript's signal protocol (`signal`).
+//! capabilities they are left with (`capability`), Viscript's signal protocol (`signal`) and
+//! the client of the app socket through which launched apps use the mesh (`app_socket`).
 
+pub mod app_socket;
 pub mod capability;
 pub mod catalog;
 pub mod client;

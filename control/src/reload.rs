@@ -14,7 +14,7 @@ use skywire_dataplane::api::{NeighbourReply, Request};
 use crate::catalog::Catalog;
 
 /// One step of a reload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Operation {
     /// A request to the dataplane: a neighbour added, changed or removed, the liveness and
     /// route settings, or a built-in app's section.
@@ -90,7 +90,7 @@ impl fmt::Display for Refusal {
 }
 
 /// What a changed configuration file asks of the running node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The operations that apply the change, in order.
     pub operations: Vec<Operation>,

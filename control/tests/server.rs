@@ -53,16 +53,16 @@ struct Fake {
 fn fake_dataplane(
     end: DataplaneEnd,
     release: Receiver<()>,
-    observed: Sender<Request>,
+    observed: Sender<String>,
     fake: Fake,
-) -> Vec<Request> {
+) -> Vec<String> {
     let mut seen = Vec::new();
     let mut delayed: Vec<(Option<Instant>, u64, Response)> = Vec::new();
     loop {
         match end.requests.recv_timeout(Duration::from_millis(5)) {
             Ok((id, request)) => {
-                seen.push(request.clone());
-                let _ = observed.send(request.clone());
+                seen.push(format!("{request:?}"));
+                let _ = observed.send(format!("{request:?}"));
                 let now = Instant::now();
                 match request {
                     Request::Status if fake.die_on_status => return seen,
@@ -168,9 +168,11 @@ struct Daemon {
     socket: PathBuf,
     stopper: Stopper,
     release: Sender<()>,
-    observed: Receiver<Request>,
+    /// The requests the dataplane received, as they debug-print.
+    observed: Receiver<String>,
     server: Option<JoinHandle<Result<(), ControlError>>>,
-    dataplane: Option<JoinHandle<Vec<Request>>>,
+    /// The dataplane's thread, which returns the requests it received as they debug-print.
+    dataplane: Option<JoinHandle<Vec<String>>>,
     _poll: mio::Poll,
 }
 
@@ -209,8 +211,8 @@ impl Daemon {
         ControlSocket::connect(&self.socket)
     }
 
-    /// Waits until the dataplane has received a request that `wanted` accepts.
-    fn wait_for_request(&self, wanted: impl Fn(&Request) -> bool) {
+    /// Waits until the dataplane has received a request whose debug form `wanted` accepts.
+    fn wait_for_request(&self, wanted: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -226,12 +228,12 @@ impl Daemon {
 
     /// Stops the server as SIGTERM would; returns what `run` returned and the requests the
     /// dataplane saw.
-    fn stop(mut self) -> (Result<(), ControlError>, Vec<Request>) {
+    fn stop(mut self) -> (Result<(), ControlError>, Vec<String>) {
         self.stopper.stop();
         self.join()
     }
 
-    fn join(&mut self) -> (Result<(), ControlError>, Vec<Request>) {
+    fn join(&mut self) -> (Result<(), ControlError>, Vec<String>) {
         let server = self.server.take().unwrap();
         let deadline = Instant::now() + DEADLINE;
         while !server.is_finished() {
@@ -354,9 +356,7 @@ fn commands_on_one_connection_are_answered_in_order() {
     outcome.unwrap();
     // Argument errors and help never reach the dataplane.
     assert_eq!(
-        seen.iter()
-            .filter(|request| !matches!(request, Request::Shutdown))
-            .count(),
+        seen.iter().filter(|request| *request != "Shutdown").count(),
         6,
         "{seen:?}"
     );
@@ -420,7 +420,7 @@ fn unknown_commands_and_syntax_errors_are_answered_locally() {
     assert_eq!(answer["command"], "ping_node");
     let (outcome, seen) = daemon.stop();
     outcome.unwrap();
-    assert_eq!(seen, [Request::Shutdown]);
+    assert_eq!(seen, ["Shutdown"]);
 }
 
 #[test]
@@ -563,7 +563,7 @@ fn the_socket_is_0666_and_removed_after_run() {
     let socket = daemon.socket.clone();
     let (outcome, seen) = daemon.stop();
     outcome.unwrap();
-    assert_eq!(seen.last(), Some(&Request::Shutdown));
+    assert_eq!(seen.last().map(String::as_str), Some("Shutdown"));
     assert!(!socket.exists());
 }
 
@@ -578,7 +578,7 @@ fn stopping_answers_the_clients_still_waiting() {
     );
     let mut client = daemon.connect();
     client.send(format!("br {}\n", key(3)));
-    daemon.wait_for_request(|request| matches!(request, Request::BuildRouteTo { .. }));
+    daemon.wait_for_request(|request| request.starts_with("BuildRouteTo"));
     let (outcome, _) = daemon.stop();
     outcome.unwrap();
     let answer = client.answer();
@@ -604,7 +604,7 @@ fn a_dataplane_that_goes_away_stops_the_server_with_an_error() {
     let err = outcome.unwrap_err();
     assert!(matches!(err, ControlError::DataplaneStopped), "{err}");
     assert!(err.to_string().contains("restart skywired"), "{err}");
-    assert_eq!(seen, [Request::Status]);
+    assert_eq!(seen, ["Status"]);
     assert!(!daemon.socket.exists());
 }
 

@@ -40,19 +40,18 @@ fn main() {
     let dataplane = thread::spawn(move || {
         let mut seen = Vec::new();
         while let Ok((id, request)) = end.requests.recv() {
-            seen.push(request.clone());
-            match request {
-                Request::Shutdown => {
-                    end.replies.send(id, Ok(Reply::Stopped));
-                    break;
-                }
-                _ => end.replies.send(
-                    id,
-                    Err(RequestError::NoRoute {
-                        peer: [1; 32].into(),
-                    }),
-                ),
+            let shutdown = request == Request::Shutdown;
+            seen.push(request);
+            if shutdown {
+                end.replies.send(id, Ok(Reply::Stopped));
+                break;
             }
+            end.replies.send(
+                id,
+                Err(RequestError::NoRoute {
+                    peer: [1; 32].into(),
+                }),
+            );
         }
         seen
     });

@@ -1,6 +1,8 @@
 //! The dataplane thread: one mio loop that owns every descriptor (the UDP socket, the TUN
-//! devices, the SOCKS apps' kernel sockets, the waker) and every blocking step (the host
-//! thread that runs `ip` and writes files, the resolver threads), feeds the service what comes
+//! The dataplane thread: one mio loop that owns every descriptor (the UDP socket, the TUN
+//! devices, the SOCKS apps' kernel sockets, the launched apps' app socket connections, the
+//! waker) and every blocking step (the host thread that runs `ip` and writes files, the store
+//! thread that keeps the messenger's logs, the resolver threads), feeds the service what comes
 //! in with the clock, and does the I/O it asks for. Everything else in this crate is sans-IO;
 //! this is where the syscalls are.
 
@@ -15,11 +17,14 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
 
+use crate::api::app_socket::AppConnection;
 use crate::api::vpn::VpnApp;
-use crate::api::{DataplaneEnd, ReplySender};
+use crate::api::{DataplaneEnd, ReplySender, Request};
+use crate::app_socket::AppSocketOptions;
+use crate::messenger::MessengerOptions;
 use crate::node::NodeOptions;
 use crate::outbox::Datagram;
-use crate::service::{HostOp, HostResult, Service, ServiceOptions};
+use crate::service::{HostOp, HostResult, Service, ServiceOptions, SocketEvent};
 use crate::socks::{SocksError, SocksOptions};
 use crate::transport::TransportError;
 use crate::vpn::VpnOptions;
@@ -29,6 +34,7 @@ mod host;
 mod resolver;
 mod routes;
 mod sockets;
+mod store;
 mod tun;
 mod wakeups;
 
@@ -36,6 +42,7 @@ use batch::{RecvBatch, SendBatch, BATCH};
 use host::HostThread;
 use resolver::Resolver;
 use sockets::KernelSockets;
+use store::StoreThread;
 use tun::{Tuns, TUN_CLIENT, TUN_SERVER};
 use wakeups::{Wake, Wakeups};
 
@@ -83,6 +90,9 @@ pub enum DriverError {
     /// The host thread (TUN and route changes, the lease file) could not be started.
     #[error("cannot start the host thread: {0} (is the process out of threads?)")]
     HostThread(io::Error),
+    /// The store thread (the messenger's logs) could not be started.
+    #[error("cannot start the store thread: {0} (is the process out of threads?)")]
+    StoreThread(io::Error),
 }
 
 /// What the dataplane needs to start.
@@ -96,6 +106,8 @@ pub struct DriverOptions {
     pub vpn: VpnOptions,
     /// The SOCKS apps (none by default).
     pub socks: SocksOptions,
+    /// The messenger (none by default).
+    pub messenger: MessengerOptions,
 }
 
 /// The dataplane: its descriptors and threads, and the service they serve.
@@ -113,6 +125,7 @@ pub struct Dataplane {
     tuns: Tuns,
     sockets: KernelSockets,
     host: HostThread,
+    store: StoreThread,
     resolver: Resolver,
     /// Where replies go, once the loop runs.
     replies: Option<ReplySender>,
@@ -140,11 +153,14 @@ impl Dataplane {
         let client_device = options.vpn.client.as_ref().map(|client| client.tun.clone());
         let host = HostThread::start(options.vpn.state_dir.clone(), client_device, waker.clone())
             .map_err(DriverError::HostThread)?;
+        let store = StoreThread::start(waker.clone()).map_err(DriverError::StoreThread)?;
         let service = Service::new(
             ServiceOptions {
                 node: options.node,
                 vpn: options.vpn,
                 socks: options.socks,
+                messenger: options.messenger,
+                app_socket: AppSocketOptions::default(),
             },
             local,
             now,
@@ -163,6 +179,7 @@ impl Dataplane {
             tuns: Tuns::default(),
             sockets: KernelSockets::default(),
             host,
+            store,
             replies: None,
             wakeups: Wakeups::default(),
         };
@@ -262,11 +279,14 @@ impl Dataplane {
         }
     }
 
-    /// Hands the control thread's requests to the service; a control thread that has gone
-    /// stops the node.
+    /// Hands the control thread's requests to the service, and takes the app connections it
+    /// hands over; a control thread that has gone stops the node.
     fn take_requests(&mut self, now: Instant, end: &DataplaneEnd) {
         loop {
             match end.requests.try_recv() {
+                Ok((_, Request::AppConnection(connection))) => {
+                    self.adopt_app_connection(now, connection);
+                }
                 Ok((id, request)) => self.service.handle_request(now, id, request),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -277,10 +297,27 @@ impl Dataplane {
         }
     }
 
-    /// Hands the host thread's and the resolver's answers to the service.
+    /// Holds a launched app's connection to the app socket under the id the service gives it,
+    /// or closes it when the service takes none.
+    fn adopt_app_connection(&mut self, now: Instant, connection: AppConnection) {
+        let AppConnection { app, stream } = connection;
+        let Some(socket) = self.service.handle_app_connection(now, app) else {
+            return;
+        };
+        if let Err(error) = self.sockets.adopt(self.poll.registry(), socket, stream) {
+            log::warn!("app {app}: cannot watch its app socket connection: {error}");
+            self.service
+                .handle_socket(now, socket, SocketEvent::Read(Err(error)));
+        }
+    }
+
+    /// Hands the host thread's, the store thread's and the resolver's answers to the service.
     fn take_answers(&mut self, now: Instant) {
         while let Some(answer) = self.host.poll_answer() {
             self.service.handle_host_result(now, answer);
+        }
+        while let Some(answer) = self.store.poll_answer() {
+            self.service.handle_store_result(now, answer);
         }
         while let Some((lookup, addresses)) = self.resolver.poll_answer() {
             self.service.handle_resolved(now, lookup, addresses);
@@ -343,7 +380,7 @@ impl Dataplane {
     }
 
     /// Does everything the service asks for: datagrams, TUN frames, socket operations, name
-    /// lookups, host changes, replies.
+    /// lookups, host changes, message-store operations, replies.
     fn drain(&mut self, now: Instant) {
         self.flush();
         while let Some((app, frame)) = self.service.poll_tun_write() {
@@ -363,6 +400,11 @@ impl Dataplane {
         while let Some(op) = self.service.poll_host_op() {
             if let Some(answer) = self.apply_host_op(op) {
                 self.service.handle_host_result(now, answer);
+            }
+        }
+        while let Some(op) = self.service.poll_store_op() {
+            if let Some(answer) = self.store.submit(op) {
+                self.service.handle_store_result(now, answer);
             }
         }
         if let Some(replies) = &self.replies {
@@ -436,6 +478,7 @@ impl Dataplane {
     /// The service has stopped: the last replies go out once the host thread has finished.
     fn stop(&mut self) {
         self.host.finish();
+        self.store.finish();
         if let Some(replies) = &self.replies {
             while let Some((id, reply)) = self.service.poll_reply() {
                 replies.send(id, reply);

@@ -4,9 +4,11 @@
 //! the service's I/O.
 
 pub mod api;
+pub mod app_socket;
 pub mod driver;
 pub mod identity;
 pub mod index;
+pub mod messenger;
 pub mod node;
 pub mod outbox;
 pub mod routing;

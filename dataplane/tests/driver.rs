@@ -39,6 +39,7 @@ impl Running {
             listen: "127.0.0.1:0".parse().unwrap(),
             vpn: Default::default(),
             socks: Default::default(),
+            messenger: Default::default(),
         })
         .unwrap();
         let local = dataplane.local_addr();

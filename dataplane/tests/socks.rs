@@ -55,6 +55,7 @@ impl Running {
             listen: "127.0.0.1:0".parse().unwrap(),
             socks,
             vpn: Default::default(),
+            messenger: Default::default(),
         })
         .unwrap();
         let local = dataplane.local_addr();

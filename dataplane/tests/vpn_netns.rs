@@ -123,6 +123,7 @@ fn options(secret: SecretKey, neighbours: Vec<NeighbourConfig>, state_dir: &Path
             state_dir: state_dir.to_path_buf(),
             ..VpnOptions::default()
         },
+        messenger: Default::default(),
     }
 }
 

@@ -204,6 +204,7 @@ fn control_options(config: &Config) -> ControlOptions {
         socket_group: config.socket_group.clone(),
         signal_port: config.signal_port,
         apps: config.apps.clone(),
+        app_socket: Some(config.app_socket()),
         ..ControlOptions::new(config.control_socket(), config.dir())
     }
 }
@@ -297,5 +298,6 @@ fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
         listen: config.listen,
         socks: config.socks.clone(),
         vpn: config.vpn_options(),
+        messenger: config.messenger_options(),
     }
 }

@@ -1,7 +1,8 @@
 //! `visctl`: the command-line client of a running `skywired`. It sends one command from its
 //! arguments, the commands of a script (`-f`), or those on standard input (a prompt on a
 //! terminal, each line in turn from a pipe), and prints the replies. A streaming command
-//! (`attach`, `start -a`) prints the app's output and sends it input until detached. `help`
+//! (`attach`, `start -a`, `msg watch`) prints what comes (the app's output, the messages) and
+//! sends its input until detached. `help`
 //! comes from the command table compiled in here, so it needs no daemon.
 
 #![allow(clippy::print_stdout)]
@@ -39,7 +40,8 @@ const EXIT_UNREACHABLE: u8 = 3;
                   from a pipe. `visctl help` lists the commands. `visctl attach ID` and \
                   `visctl start -a APP` print the app's output and send it standard input \
                   until its end (Ctrl-D) or a `.detach` line; in a script or session, the \
-                  lines after `attach` are the app's input, up to `.detach`.",
+                  lines after `attach` are the app's input, up to `.detach`. `visctl msg \
+                  watch` prints the messages as they arrive, until the same.",
     after_help = "The socket is the one given with --socket, else $SKYWIRE_SOCKET, else the \
                   control.socket of the --config file, else /run/skywire/visctl.sock.\n\n\
                   Exit status: 0 done, 1 a command failed, 2 bad usage, 3 no skywired reachable."
@@ -279,9 +281,10 @@ fn ends_stream(answer: &Answer) -> bool {
 }
 
 /// Whether a reply is a stream's note (attached, lines skipped, exited, detached, or an app's
-/// standard error), which goes to standard error.
+/// standard error), which goes to standard error; the messages of `msg watch` are its output.
 fn stream_note(answer: &Answer) -> bool {
-    if answer.command.as_deref() != Some("attach") && !starts_stream(answer) {
+    if answer.command.as_deref() != Some("attach") && !starts_stream(answer) && !ends_stream(answer)
+    {
         return false;
     }
     match result_field(answer, "output") {

@@ -51,6 +51,10 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
             old.vpn.server != new.vpn.server,
             AppConfig::VpnServer(new.vpn.server.clone()),
         ),
+        (
+            old.messenger != new.messenger,
+            AppConfig::Messenger(new.messenger.clone()),
+        ),
     ];
     for (changed, config) in apps {
         if changed {
@@ -383,5 +387,31 @@ mod tests {
             panic!("{client:?}")
         };
         assert_eq!(client.listen, "127.0.0.1:1081".parse().unwrap());
+    }
+
+    #[test]
+    fn a_changed_messenger_section_is_sent_whole() {
+        let old = config(
+            "messenger: {}
+",
+        );
+        let new = config(
+            "messenger:
+  max_inbox: 5
+",
+        );
+        let Operation::Dataplane(Request::ConfigureApp(app)) = &diff(&old, &new).operations[0]
+        else {
+            panic!("no operation")
+        };
+        let AppConfig::Messenger(Some(settings)) = &**app else {
+            panic!("{app:?}")
+        };
+        assert_eq!(settings.max_inbox, 5);
+        assert!(matches!(
+            diff(&new, &config("")).operations.as_slice(),
+            [Operation::Dataplane(Request::ConfigureApp(app))] if **app == AppConfig::Messenger(None)
+        ));
+        assert_eq!(diff(&new, &new), Plan::default());
     }
 }

@@ -111,7 +111,7 @@ impl Checker<'_> {
         Ok(keys)
     }
 
-    fn millis_or(
+    pub(super) fn millis_or(
         &self,
         at: &KeyPath,
         value: Option<Whole>,

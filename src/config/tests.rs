@@ -1022,3 +1022,87 @@ fn bad_apps_and_control_values_are_refused_with_key_and_line() {
         &["is not a group name"],
     );
 }
+
+// The messenger section.
+
+#[test]
+fn the_messenger_runs_only_with_its_section() {
+    assert_eq!(parse("log_level: info\n").unwrap().messenger, None);
+    let defaults = Some(skywire_dataplane::messenger::Settings::default());
+    assert_eq!(parse("messenger: {}\n").unwrap().messenger, defaults);
+    // The heading alone, every key under it commented out.
+    assert_eq!(
+        parse("messenger:\n#  max_inbox: 5\nlog_level: info\n")
+            .unwrap()
+            .messenger,
+        defaults
+    );
+    let options = parse("messenger: {}\n").unwrap().messenger_options();
+    assert_eq!(options.state_dir, Path::new("/etc/skywire/state"));
+}
+
+#[test]
+fn every_messenger_key_is_read() {
+    let (a, b) = (key(1), key(2));
+    let text = format!(
+        "
+messenger:
+  allow: [{a}, {b}]
+  max_text_bytes: 100
+  max_inbox: 50
+  per_sender_per_minute: 6
+  send_timeout_ms: 2500
+  max_streams: 8
+"
+    );
+    let settings = parse(&text).unwrap().messenger.unwrap();
+    assert_eq!(settings.allow, Some(vec![a, b]));
+    assert_eq!(settings.max_text_bytes, 100);
+    assert_eq!(settings.max_inbox, 50);
+    assert_eq!(settings.per_sender_per_minute, 6);
+    assert_eq!(settings.send_timeout, Duration::from_millis(2500));
+    assert_eq!(settings.max_streams, 8);
+    let nobody = parse("messenger:\n  allow: []\n")
+        .unwrap()
+        .messenger
+        .unwrap();
+    assert_eq!(
+        nobody.allow,
+        Some(Vec::new()),
+        "an empty list allows nobody"
+    );
+}
+
+#[test]
+fn bad_messenger_values_are_refused_with_key_and_line() {
+    assert_invalid(
+        "messenger:\n  max_text_bytes: 70000\n",
+        "messenger.max_text_bytes",
+        2,
+        &["1 to 65536"],
+    );
+    assert_invalid(
+        "messenger:\n  send_timeout_ms: 10\n",
+        "messenger.send_timeout_ms",
+        2,
+        &["100 to 600000"],
+    );
+    assert_invalid(
+        "messenger:\n  per_sender_per_minute: 0\n",
+        "messenger.per_sender_per_minute",
+        2,
+        &["1 to 6000"],
+    );
+    assert_invalid(
+        "messenger:\n  allow: [nope]\n",
+        "messenger.allow[0]",
+        2,
+        &["not a key"],
+    );
+    assert_invalid(
+        "messenger:\n  max_inbox: 5\n  inbox: 5\n",
+        "messenger.inbox",
+        3,
+        &["`max_inbox`"],
+    );
+}

@@ -24,7 +24,7 @@ const MAX_SUGGESTED_NAME: usize = 32;
 const MAX_QUOTED_WORD: usize = 60;
 
 /// A command with its arguments read, by who answers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// The control thread answers it by itself (and `visctl` does, without a daemon).
     Local(LocalCommand),
@@ -119,7 +119,7 @@ impl From<Request> for Command {
 }
 
 /// A command and the table entry that read it: its name for the reply, and who may run it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Parsed {
     /// The entry of the command named.
     pub spec: &'static CommandSpec,

@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 
 use serde::Serialize;
+use skywire_dataplane::api::messenger::{Mailbox, MessengerRequest};
 use skywire_dataplane::api::socks::SocksApp;
 use skywire_dataplane::api::vpn::VpnApp;
 use skywire_dataplane::api::Request;
+use skywire_dataplane::wire::ServiceName;
 use skywire_dataplane::{NeighbourConfig, NodeKey};
 
 use super::{shorten, AppCommand, Command, CommandError, LocalCommand};
@@ -391,6 +393,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         parse: parse_ping_node,
     },
     CommandSpec {
+        name: "services",
+        aliases: &[],
+        role: READ_ONLY,
+        usage: "services [NAME]",
+        summary: "who offers which service, and what the path there costs",
+        help: "Lists the services that the nodes' adverts offer (only those called NAME, when \
+               given): the built-in apps that run (socks-server, vpn-server, messenger) and the \
+               services that launched apps listen as (`listen PORT SERVICE` on the app \
+               socket). Each row names the node that offers it, its mesh port, and the cost \
+               of the lowest-cost path there (the sum of its links' round-trip times) with its \
+               hops; this node's own services cost nothing. An advert says that a service \
+               exists, not who may use it.",
+        parse: parse_services,
+    },
+    CommandSpec {
         name: "vpn",
         aliases: &[],
         role: APP_SWITCH,
@@ -417,6 +434,25 @@ pub static COMMANDS: &[CommandSpec] = &[
                stopping closes the app's connections. The apps are configured in the \
                config's `socks` section.",
         parse: parse_socks,
+    },
+    CommandSpec {
+        name: "msg",
+        aliases: &[],
+        // Messages are private: reading them is the administrators' as much as sending.
+        role: ADMIN,
+        usage: "msg send KEY TEXT… | msg inbox [KEY] | msg outbox [KEY] | msg watch",
+        summary: "send a message to a node by its key, or read the messages",
+        help: "`msg send KEY TEXT` delivers TEXT (the words after the key, joined by one space; \
+               quote it to keep its spacing or a `#`) to the messenger of the node with public \
+               key KEY, over a route built with an automatic path if none is up, and answers \
+               once that node has stored it on its disk, or says why it could not be delivered \
+               within messenger.send_timeout_ms (no route, refused, no answer). It does not \
+               queue messages for later. `msg inbox` lists the messages received (sender, time, \
+               text), `msg outbox` those sent and stored by their recipient, each the newest \
+               1000, only those from or to KEY when it is given. `msg watch` turns the \
+               connection into a stream of the messages as they arrive, until `.detach` or \
+               the end of input. The messenger runs when the config has a `messenger:` section.",
+        parse: parse_msg,
     },
     CommandSpec {
         name: "reload",
@@ -614,6 +650,22 @@ fn parse_ping_node(spec: &'static CommandSpec, args: &[String]) -> Result<Comman
     Ok(Request::PingNode { peer, count }.into())
 }
 
+fn parse_services(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    spec.expect_args(args, 0..=1)?;
+    let name = args
+        .first()
+        .map(|word| {
+            word.parse::<ServiceName>().map_err(|error| {
+                spec.usage_error(format!(
+                    "`{}` is not a service name: {error}",
+                    shorten(word)
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(Request::Services { name }.into())
+}
+
 fn parse_vpn(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
     spec.expect_args(args, 1..=2)?;
     let app = match args.get(1).map(String::as_str) {
@@ -661,6 +713,43 @@ fn parse_socks(spec: &'static CommandSpec, args: &[String]) -> Result<Command, C
         }
     };
     Ok(request.into())
+}
+
+fn parse_msg(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
+    let Some((subcommand, rest)) = args.split_first() else {
+        return Err(spec.usage_error("needs send, inbox, outbox or watch"));
+    };
+    let list = |mailbox| -> Result<Command, CommandError> {
+        if rest.len() > 1 {
+            return Err(spec.usage_error(format!(
+                "`msg {mailbox}` takes at most one node key, not {} words",
+                rest.len()
+            )));
+        }
+        let peer = rest.first().map(|word| spec.key(word)).transpose()?;
+        Ok(Request::Messenger(MessengerRequest::List { mailbox, peer }).into())
+    };
+    match subcommand.as_str() {
+        "send" => {
+            let Some((key, words)) = rest.split_first() else {
+                return Err(spec.usage_error("`msg send` needs the recipient's key and the text"));
+            };
+            let peer = spec.key(key)?;
+            if words.is_empty() {
+                return Err(spec.usage_error("`msg send` needs the text after the key"));
+            }
+            let text = words.join(" ");
+            Ok(Request::Messenger(MessengerRequest::Send { peer, text }).into())
+        }
+        "inbox" => list(Mailbox::Inbox),
+        "outbox" => list(Mailbox::Outbox),
+        "watch" if rest.is_empty() => Ok(Request::Messenger(MessengerRequest::Watch).into()),
+        "watch" => Err(spec.usage_error("`msg watch` takes no arguments")),
+        other => Err(spec.usage_error(format!(
+            "`{}` is not send, inbox, outbox or watch",
+            shorten(other)
+        ))),
+    }
 }
 
 fn parse_start(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {

@@ -286,6 +286,8 @@ fn argument_errors_say_what_is_wanted() {
         (&format!("add_neighbour {KEY_A} 0.0.0.0:7777"), "add_neighbour", "`0.0.0.0:7777` is not an endpoint"),
         ("rm_neighbour", "rm_neighbour", "takes 1 argument, not 0; usage: rm_neighbour KEY"),
         ("reload now", "reload", "takes no arguments, not 1; usage: reload"),
+        ("services a b", "services", "takes 0 to 1 arguments, not 2; usage: services [NAME]"),
+        ("services 'a b'", "services", "`a b` is not a service name: a service name has only ASCII letters"),
     ];
     for (line, command, message) in cases {
         let err = error(line);
@@ -393,6 +395,8 @@ fn every_command_needs_the_role_decided_for_it() {
         &format!("find_route {KEY_A}"),
         "list_nodes",
         &format!("ping_node {KEY_A}"),
+        "services",
+        "services echo",
         "vpn status",
         "socks status",
         "apps",
@@ -415,6 +419,10 @@ fn every_command_needs_the_role_decided_for_it() {
         &format!("add_neighbour {KEY_A} 192.0.2.1:7777"),
         &format!("rm_neighbour {KEY_A}"),
         "reload",
+        &format!("msg send {KEY_A} hello"),
+        "msg inbox",
+        &format!("msg outbox {KEY_A}"),
+        "msg watch",
     ];
     let mut covered = std::collections::BTreeSet::new();
     for (lines, role) in [(&read_only[..], Role::ReadOnly), (&admin[..], Role::Admin)] {
@@ -448,4 +456,79 @@ fn a_subcommand_without_a_role_is_refused_to_everyone() {
         serde_json::to_value(CommandRole::Whole(Role::Admin)).unwrap(),
         "admin"
     );
+}
+
+#[test]
+fn msg_commands_are_messenger_requests() {
+    use skywire_dataplane::api::messenger::{Mailbox, MessengerRequest};
+    let send = |text: &str| MessengerRequest::Send {
+        peer: key(KEY_A),
+        text: text.to_owned(),
+    };
+    let cases = [
+        (format!("msg send {KEY_A} hello"), send("hello")),
+        (
+            format!("msg send {KEY_A} hello   mesh   world"),
+            send("hello mesh world"),
+        ),
+        (
+            format!("msg send {KEY_A} \"two  spaces\" and # a hash"),
+            send("two  spaces and"),
+        ),
+        (format!("msg send {KEY_A} 'meet at #5'"), send("meet at #5")),
+        (
+            "msg inbox".to_owned(),
+            MessengerRequest::List {
+                mailbox: Mailbox::Inbox,
+                peer: None,
+            },
+        ),
+        (
+            format!("msg inbox {KEY_A}"),
+            MessengerRequest::List {
+                mailbox: Mailbox::Inbox,
+                peer: Some(key(KEY_A)),
+            },
+        ),
+        (
+            "msg outbox".to_owned(),
+            MessengerRequest::List {
+                mailbox: Mailbox::Outbox,
+                peer: None,
+            },
+        ),
+        ("msg watch".to_owned(), MessengerRequest::Watch),
+    ];
+    for (line, request) in cases {
+        assert_eq!(
+            command(&line),
+            ("msg", Command::Dataplane(Request::Messenger(request))),
+            "{line}"
+        );
+    }
+    for (line, wanted) in [
+        ("msg".to_owned(), "needs send, inbox, outbox or watch"),
+        (
+            "msg read".to_owned(),
+            "`read` is not send, inbox, outbox or watch",
+        ),
+        (
+            "msg send".to_owned(),
+            "needs the recipient's key and the text",
+        ),
+        (format!("msg send {KEY_A}"), "needs the text after the key"),
+        ("msg watch now".to_owned(), "takes no arguments"),
+        (
+            format!("msg inbox {KEY_A} {KEY_B}"),
+            "takes at most one node key",
+        ),
+    ] {
+        let message = error(&line).to_string();
+        assert!(message.contains(wanted), "{line}: {message}");
+        assert!(message.contains("usage: msg send KEY TEXT…"), "{message}");
+    }
+    assert!(matches!(
+        error("msg send nokey hello"),
+        CommandError::BadKey { command: "msg", .. }
+    ));
 }

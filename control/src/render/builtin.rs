@@ -144,5 +144,6 @@ pub(super) fn app_configured(app: BuiltinApp, change: AppChange) -> String {
         AppChange::Unchanged => {
             format!("{app}: only `enabled` changed, which applies at the next start")
         }
+        AppChange::Updated => format!("{app} runs on with its new section"),
     }
 }

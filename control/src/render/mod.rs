@@ -1,13 +1,15 @@
 //! Every text the control socket's replies carry for people, and the reply lines themselves:
-//! the dataplane's replies (`node`, `topology`, `builtin`), the launched apps' (`launched`,
-//! `usage`), `help` (`help`), and any data without a text of its own (`data`). `visctl` prints
-//! these texts; `--json` shows the data they were made from.
+//! the dataplane's replies (`node`, `topology`, `builtin`, `messenger`, `services`), the
+//! launched apps' (`launched`, `usage`), `help` (`help`), and any data without a text of its
+//! own (`data`). `visctl` prints these texts; `--json` shows the data they were made from.
 
 mod builtin;
 mod data;
 mod help;
 mod launched;
+mod messenger;
 mod node;
+mod services;
 mod topology;
 mod usage;
 
@@ -21,6 +23,7 @@ pub(crate) use launched::{
     attached_line, catalog_line, detached_line, help_app_line, list_line, logs_line, result_line,
     started_line, stream_line, DetachReason,
 };
+pub(crate) use messenger::{arrived_line, watch_detached_line, watching_line, WatchDetach};
 pub(crate) use node::status_line;
 
 /// The reply line for the dataplane's response to `command`.
@@ -51,7 +54,9 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Socks(status) => builtin::socks(status),
         Reply::Neighbour(change) => node::neighbour(change),
         Reply::Settings(settings) => node::settings(settings),
+        Reply::Services(reply) => services::services(reply),
         Reply::AppConfigured { app, change } => builtin::app_configured(*app, *change),
+        Reply::Messenger(reply) => messenger::text(reply),
         Reply::Stopped => "the dataplane has stopped".to_owned(),
         // A reply with no text of its own reads as its data: named values and tables.
         other => data::text(&serde_json::to_value(other).unwrap_or_default()),

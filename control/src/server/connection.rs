@@ -1,22 +1,25 @@
 //! One control connection as a state machine without its socket: bytes in, reply lines out.
 //! It cuts the bytes into lines, answers by itself what needs nobody else (blank lines, lines
 //! too long or not UTF-8, commands that do not parse), hands each command to the loop in turn
-//! and waits for its answer before the next, bounds what may wait, and while attached to an app
-//! turns lines into the app's input. The loop owns the socket: it feeds what it reads, runs the
-//! [`Action`]s, and writes [`Connection::output`].
+//! and waits for its answer before the next, bounds what may wait, while attached to an app
+//! turns lines into the app's input, and while watching the messenger's inbox waits for
+//! `.detach`. The loop owns the socket: it feeds what it reads, runs the [`Action`]s, and
+//! writes [`Connection::output`].
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use skywire_dataplane::api::RequestId;
+
 use super::Limits;
 use crate::command::{self, Parsed, DETACH_LINE};
 use crate::protocol::{failure_line, MAX_LINE};
-use crate::render::{self, DetachReason};
+use crate::render::{self, DetachReason, WatchDetach};
 use crate::signal::AppId;
 use crate::supervisor::AttachId;
 
 /// What the loop is to do for a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Action {
     /// Run the command; its answer comes back through [`Connection::handle_answer`] or
     /// [`Connection::handle_attached`]. The connection's next line waits for it.
@@ -30,6 +33,8 @@ pub(super) enum Action {
     },
     /// The client detached: the supervisor stops streaming to it.
     Detach(AttachId),
+    /// The client ended its watch of the inbox: the messenger stops streaming to it.
+    Unwatch(RequestId),
 }
 
 /// The app whose stream a connection receives.
@@ -62,6 +67,8 @@ pub(super) struct Connection {
     /// The command in progress: the next line waits for its answer.
     running: Option<&'static str>,
     attached: Option<Attachment>,
+    /// The messenger's watch (its request) whose messages the connection receives.
+    watching: Option<RequestId>,
     output: Vec<u8>,
     written: usize,
     /// When the connection is closed unless a line arrives (the first, or the end of one begun).
@@ -83,6 +90,7 @@ impl Connection {
             queue: VecDeque::new(),
             running: None,
             attached: None,
+            watching: None,
             output: Vec::new(),
             written: 0,
             line_deadline: Some(now + limits.line_timeout),
@@ -112,6 +120,11 @@ impl Connection {
     /// The app this connection is attached to.
     pub(super) fn attachment(&self) -> Option<Attachment> {
         self.attached
+    }
+
+    /// The watch of the inbox this connection receives.
+    pub(super) fn watching(&self) -> Option<RequestId> {
+        self.watching
     }
 
     /// The command whose answer the connection waits for.
@@ -202,6 +215,20 @@ impl Connection {
         self.send(line);
     }
 
+    /// The command in progress started watching the inbox (request `watch`); `line` is its
+    /// answer.
+    pub(super) fn handle_watching(&mut self, watch: RequestId, line: &[u8]) {
+        self.running = None;
+        self.watching = Some(watch);
+        self.send(line);
+    }
+
+    /// The watch ended without being asked to: the stream ends with `line`.
+    pub(super) fn handle_watch_end(&mut self, line: &[u8]) {
+        self.watching = None;
+        self.send(line);
+    }
+
     /// Queues a reply line. A client that has more than the bound of earlier replies unread is
     /// disconnected instead; one large reply alone never is.
     pub(super) fn send(&mut self, line: &[u8]) {
@@ -244,12 +271,17 @@ impl Connection {
         }
         while !self.closing && !self.overflowed {
             let piece = self.queue.pop_front()?;
-            let in_stream = self.attached.map(|_| "attach");
+            let in_stream = match (self.attached, self.watching) {
+                (Some(_), _) => Some("attach"),
+                (None, Some(_)) => Some("msg"),
+                (None, None) => None,
+            };
             let bytes = match piece {
-                Piece::End => match self.attached.take() {
+                Piece::End => match (self.attached.take(), self.watching) {
                     // The end of input detaches: what was sent before it went in.
-                    Some(attachment) => return Some(self.detach(attachment)),
-                    None => continue,
+                    (Some(attachment), _) => return Some(self.detach(attachment)),
+                    (None, Some(watch)) => return Some(self.unwatch(watch)),
+                    (None, None) => continue,
                 },
                 Piece::TooLong => {
                     self.send(&failure_line(
@@ -268,6 +300,16 @@ impl Connection {
                 continue;
             };
             let line = line.strip_suffix('\r').unwrap_or(&line);
+            if let Some(watch) = self.watching {
+                if line.trim() == DETACH_LINE {
+                    return Some(self.unwatch(watch));
+                }
+                self.send(&failure_line(
+                    in_stream,
+                    &format!("`msg watch` takes no input: send `{DETACH_LINE}` to end the watch"),
+                ));
+                continue;
+            }
             if let Some(attachment) = self.attached {
                 if line.trim() == DETACH_LINE {
                     self.attached = None;
@@ -293,6 +335,12 @@ impl Connection {
     fn detach(&mut self, attachment: Attachment) -> Action {
         self.send(&render::detached_line(attachment.app, DetachReason::Asked));
         Action::Detach(attachment.attach)
+    }
+
+    fn unwatch(&mut self, watch: RequestId) -> Action {
+        self.watching = None;
+        self.send(&render::watch_detached_line(WatchDetach::Asked));
+        Action::Unwatch(watch)
     }
 
     fn enqueue(&mut self, piece: Piece) {

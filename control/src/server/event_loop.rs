@@ -1,8 +1,9 @@
-//! The control thread's loop: one mio poll over the control socket and its clients, the
-//! signalfd, the dataplane's replies (through the waker), and the supervisor's pipes and signal
-//! server. It reads and writes the clients' sockets, runs their commands where they belong (the
-//! command table, the supervisor, the dataplane), hands out the answers, and stops in phases:
-//! the dataplane and the apps at once, then the clients.
+//! The control thread's loop: one mio poll over the control socket and its clients, the app
+//! socket, the signalfd, the dataplane's replies (through the waker), and the supervisor's
+//! pipes and signal server. It reads and writes the clients' sockets, runs their commands where
+//! they belong (the command table, the supervisor, the dataplane), hands out the answers, hands
+//! launched apps' app socket connections to the dataplane, and stops in phases: the dataplane
+//! and the apps at once, then the clients.
 
 use std::collections::HashMap;
 use std::io::{self, Read as _, Write as _};
@@ -13,17 +14,19 @@ use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use skywire_dataplane::api::messenger::{MessengerReply, MessengerRequest};
 use skywire_dataplane::api::{Reply, Request, RequestId, RequestSender, Response};
 
+use super::app_socket::AppSocket;
 use super::apps::{self, Outcome};
 use super::connection::{Action, Attachment, Connection};
 use super::peer::{Credentials, Peer, Policy};
 use super::signals::{Children, Received, Signals};
-use super::{ControlError, Limits, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
+use super::{ControlError, Limits, APP_SOCKET, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
 use crate::command::{Command, Parsed};
 use crate::protocol::failure_line;
 use crate::reload::ConfigSource;
-use crate::render::{self, DetachReason};
+use crate::render::{self, DetachReason, WatchDetach};
 use crate::signal::SignalEvent;
 use crate::supervisor::{self, AttachEvent, AttachId, Supervisor};
 use reload::Reloading;
@@ -70,6 +73,9 @@ struct Waiting {
 struct Dataplane {
     requests: RequestSender,
     in_flight: HashMap<RequestId, Waiting>,
+    /// The messenger's watches of the inbox (`msg watch`), by request, and the connection
+    /// each streams to: their replies keep coming.
+    watches: HashMap<RequestId, Token>,
     next_id: RequestId,
     shutdown_id: Option<RequestId>,
     /// False once stopping, or once the dataplane has gone.
@@ -178,6 +184,7 @@ impl Client {
 pub(super) struct Parts {
     pub(super) poll: Poll,
     pub(super) listener: UnixListener,
+    pub(super) app_socket: Option<AppSocket>,
     pub(super) signals: Signals,
     pub(super) waker: Arc<Waker>,
     pub(super) stop: Arc<AtomicBool>,
@@ -193,6 +200,7 @@ pub(super) struct Parts {
 pub(super) struct Control {
     poll: Poll,
     listener: Option<UnixListener>,
+    app_socket: Option<AppSocket>,
     signals: Signals,
     _waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
@@ -215,6 +223,7 @@ impl Control {
         Control {
             poll: parts.poll,
             listener: Some(parts.listener),
+            app_socket: parts.app_socket,
             signals: parts.signals,
             _waker: parts.waker,
             stop: parts.stop,
@@ -225,6 +234,7 @@ impl Control {
             dataplane: Dataplane {
                 requests: parts.requests,
                 in_flight: HashMap::new(),
+                watches: HashMap::new(),
                 next_id: 1,
                 shutdown_id: None,
                 accepting: true,
@@ -267,6 +277,7 @@ impl Control {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
+                    APP_SOCKET => self.accept_apps(),
                     SIGNALS => self.read_signals(),
                     // The stop flag and the replies are looked at below, on every round.
                     WAKER => {}
@@ -401,6 +412,27 @@ impl Control {
         }
     }
 
+    /// Hands the app socket's new connections from launched apps to the dataplane (the others
+    /// were refused).
+    fn accept_apps(&mut self) {
+        let Some(app_socket) = &self.app_socket else {
+            return;
+        };
+        for connection in app_socket.accept(&self.apps.supervisor) {
+            let dataplane = &mut self.dataplane;
+            let id = dataplane.next_id();
+            // Not answered: the dataplane serves the connection itself.
+            if dataplane
+                .requests
+                .send(id, Request::AppConnection(connection))
+                .is_err()
+            {
+                dataplane.accepting = false;
+                log::warn!("an app socket connection dropped: the dataplane has stopped");
+            }
+        }
+    }
+
     /// Who the client on `stream` is; `None`, after telling it why, when it may not use the
     /// socket at all.
     fn identify(&self, stream: &mut UnixStream) -> Option<Peer> {
@@ -457,6 +489,9 @@ impl Control {
         }
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
+        }
+        if let Some(mut app_socket) = self.app_socket.take() {
+            let _ = self.poll.registry().deregister(app_socket.listener());
         }
         let now = Instant::now();
         self.apps.supervisor.shutdown_all(now);
@@ -534,10 +569,18 @@ impl Control {
         if self.reload_answered(id, response) {
             return;
         }
+        if let Some(&token) = self.dataplane.watches.get(&id) {
+            self.watch_event(id, token, response);
+            return;
+        }
         let Some(waiting) = self.dataplane.in_flight.remove(&id) else {
             log::debug!("dropping the reply to unknown request {id}");
             return;
         };
+        if let Ok(Reply::Messenger(MessengerReply::Watching { .. })) = response {
+            self.watch_started(id, waiting.client);
+            return;
+        }
         if let (Ok(Reply::Neighbour(change)), Some(config)) = (response, self.config.as_mut()) {
             config.neighbour_changed(change);
         }
@@ -555,6 +598,57 @@ impl Control {
         };
         client.answer(&line);
         self.drive(waiting.client);
+    }
+
+    /// A watch of the inbox has begun for `client`'s `msg watch`: its connection becomes the
+    /// stream. A client gone meanwhile ends it at once.
+    fn watch_started(&mut self, watch: RequestId, client: Token) {
+        let Some(connection) = self.clients.get_mut(&client) else {
+            self.unwatch(watch);
+            return;
+        };
+        self.dataplane.watches.insert(watch, client);
+        connection.make_room();
+        connection
+            .connection
+            .handle_watching(watch, &render::watching_line());
+        self.drive(client);
+    }
+
+    /// A message for a watch's connection, or the watch's end.
+    fn watch_event(&mut self, watch: RequestId, token: Token, response: &Response) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            self.unwatch(watch);
+            return;
+        };
+        match response {
+            Ok(Reply::Messenger(MessengerReply::Arrived { message })) => {
+                client.send(&render::arrived_line(message));
+            }
+            Ok(Reply::Messenger(MessengerReply::WatchEnded { ended })) => {
+                self.dataplane.watches.remove(&watch);
+                client.make_room();
+                client
+                    .connection
+                    .handle_watch_end(&render::watch_detached_line((*ended).into()));
+            }
+            other => log::debug!("dropping the watch {watch}'s reply {other:?}"),
+        }
+        self.drive(token);
+    }
+
+    /// Ends a watch: the messenger streams no more to it.
+    fn unwatch(&mut self, watch: RequestId) {
+        self.dataplane.watches.remove(&watch);
+        if !self.dataplane.accepting {
+            return;
+        }
+        // The messenger does not answer it.
+        let id = self.dataplane.next_id();
+        let request = Request::Messenger(MessengerRequest::Unwatch { watch });
+        if self.dataplane.requests.send(id, request).is_err() {
+            self.dataplane.accepting = false;
+        }
     }
 
     /// Runs the supervisor's timers and hands out what it produced: finished requests to the
@@ -696,6 +790,7 @@ impl Control {
                     self.apps.supervisor.detach(attach);
                     self.apps.attached.remove(&attach);
                 }
+                Action::Unwatch(watch) => self.unwatch(watch),
             }
         }
         self.settle(token);
@@ -788,6 +883,9 @@ impl Control {
                 self.apps.supervisor.detach(attachment.attach);
                 self.apps.attached.remove(&attachment.attach);
             }
+            if let Some(watch) = client.connection.watching() {
+                self.unwatch(watch);
+            }
             let _ = self.poll.registry().deregister(&mut client.stream);
         }
     }
@@ -810,10 +908,17 @@ impl Control {
                     DetachReason::Stopping,
                 ));
             }
+            if client.connection.watching().is_some() {
+                client.make_room();
+                client
+                    .connection
+                    .handle_watch_end(&render::watch_detached_line(WatchDetach::Stopping));
+            }
             client.flush();
             let _ = self.poll.registry().deregister(&mut client.stream);
         }
         self.apps.attached.clear();
+        self.dataplane.watches.clear();
     }
 }
 

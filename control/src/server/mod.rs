@@ -1,8 +1,10 @@
 //! The control thread, in rooms: the socket's file (`socket`), who is on the other end of a
 //! connection and what it may do (`peer`), the process's Unix signals (`signals`), the loop
 //! that serves (`event_loop`) and one connection's protocol, without its socket
-//! (`connection`); the app commands run against the supervisor in `apps`.
+//! (`connection`); the app commands run against the supervisor in `apps`; the app socket,
+//! whose connections go to the dataplane, in `app_socket`.
 
+mod app_socket;
 mod apps;
 mod connection;
 mod event_loop;
@@ -31,6 +33,7 @@ use crate::signal::{
     ListenerState, SignalServer, SignalServerError, SignalServerOptions, TokenRange, DEFAULT_PORT,
 };
 use crate::supervisor::{Supervisor, SupervisorOptions};
+use app_socket::AppSocket;
 use peer::Policy;
 pub use signals::block_signals;
 use signals::{Children, Signals};
@@ -39,6 +42,7 @@ use socket::SocketFile;
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
+const APP_SOCKET: Token = Token(3);
 /// The signal server's listener and its connections (64, as many as it serves at once).
 const SIGNAL_TOKENS: TokenRange = TokenRange::new(Token(16), 65);
 /// Apps with a process at once.
@@ -120,6 +124,20 @@ pub enum ControlError {
     /// The event loop could not be made or failed.
     #[error("the control thread's event loop failed: {0}; the process may be out of file descriptors (raise LimitNOFILE or ulimit -n)")]
     EventLoop(io::Error),
+    /// The app socket could not be made.
+    #[error("cannot create the app socket {}: {source}; check that the state folder can be written (node.state_dir; a socket's path has at most 107 bytes)", .path.display())]
+    AppSocket {
+        /// The socket.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A running skywired answers on the app socket: it uses the same state folder.
+    #[error("another skywired answers on the app socket {}: it uses the same state folder; give each node a node.state_dir of its own", .path.display())]
+    AppSocketInUse {
+        /// The socket.
+        path: PathBuf,
+    },
     /// The dataplane thread went away while the control thread was serving.
     #[error("the dataplane thread stopped unexpectedly: the reason is in the log above; restart skywired")]
     DataplaneStopped,
@@ -140,13 +158,16 @@ pub struct ControlOptions {
     pub signal_port: u16,
     /// The apps `start` launches (`apps:`).
     pub apps: Catalog,
+    /// Where to bind the app socket, through which launched apps use the mesh (skywired puts
+    /// it in the state folder); without it, apps are given none.
+    pub app_socket: Option<PathBuf>,
     /// How apps are run; its `base_dir` (the config folder) anchors relative app paths.
     pub supervisor: SupervisorOptions,
 }
 
 impl ControlOptions {
-    /// The socket `socket`, no groups, the default signal port, no apps, apps run in
-    /// `base_dir`.
+    /// The socket `socket`, no groups, the default signal port, no apps and no app socket,
+    /// apps run in `base_dir`.
     pub fn new(socket: impl Into<PathBuf>, base_dir: impl Into<PathBuf>) -> ControlOptions {
         ControlOptions {
             socket: socket.into(),
@@ -154,6 +175,7 @@ impl ControlOptions {
             socket_group: None,
             signal_port: DEFAULT_PORT,
             apps: Catalog::default(),
+            app_socket: None,
             supervisor: SupervisorOptions::new(base_dir),
         }
     }
@@ -210,6 +232,7 @@ impl Stopper {
 pub struct ControlServer {
     poll: Poll,
     listener: UnixListener,
+    app_socket: Option<AppSocket>,
     signals: Signals,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
@@ -226,8 +249,9 @@ impl ControlServer {
     /// decide what it may do; refuses with a clear error if another daemon answers on it;
     /// replaces a stale socket file only when connecting to it is refused), creates the
     /// signalfd for TERM, INT, HUP and CHLD, which the caller has blocked with
-    /// [`block_signals`] in every thread, and binds the signal server on 127.0.0.1.
-    pub fn bind(options: ControlOptions) -> Result<ControlServer, ControlError> {
+    /// [`block_signals`] in every thread, binds the signal server on 127.0.0.1, and binds the
+    /// app socket (mode 0600) when one is configured.
+    pub fn bind(mut options: ControlOptions) -> Result<ControlServer, ControlError> {
         let policy = Policy::new(
             options.admin_group.as_deref(),
             options.socket_group.as_deref(),
@@ -247,6 +271,17 @@ impl ControlServer {
             )
             .map_err(ControlError::EventLoop)?;
         let waker = Arc::new(Waker::new(registry, WAKER).map_err(ControlError::EventLoop)?);
+        let mut app_socket = options
+            .app_socket
+            .as_deref()
+            .map(AppSocket::bind)
+            .transpose()?;
+        if let Some(app_socket) = app_socket.as_mut() {
+            registry
+                .register(app_socket.listener(), APP_SOCKET, Interest::READABLE)
+                .map_err(ControlError::EventLoop)?;
+        }
+        options.supervisor.app_socket = options.app_socket.clone();
         let now = Instant::now();
         let signal = SignalServer::new(
             SignalServerOptions {
@@ -281,6 +316,7 @@ impl ControlServer {
         Ok(ControlServer {
             poll,
             listener,
+            app_socket,
             signals,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
@@ -352,6 +388,7 @@ impl ControlServer {
         let ControlServer {
             poll,
             listener,
+            app_socket,
             signals,
             waker,
             stop,
@@ -365,6 +402,7 @@ impl ControlServer {
         let control = event_loop::Control::new(event_loop::Parts {
             poll,
             listener,
+            app_socket,
             signals,
             waker,
             stop,

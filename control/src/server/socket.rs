@@ -42,7 +42,7 @@ pub(super) struct SocketFile {
 }
 
 impl SocketFile {
-    fn new(path: PathBuf) -> SocketFile {
+    pub(super) fn new(path: PathBuf) -> SocketFile {
         let identity = fs::symlink_metadata(&path)
             .ok()
             .map(|meta| (meta.dev(), meta.ino()));

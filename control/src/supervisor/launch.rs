@@ -1,5 +1,6 @@
 //! Starting one app process: its program and arguments, a clean environment (the
-//! signal-protocol variables, a minimal `PATH` and its entry's `env`), the config folder as
+//! signal-protocol variables, the app socket's path, a minimal `PATH` and its entry's `env`),
+//! the config folder as
 //! working directory, a process group of its own (a terminal's Ctrl-C reaches only skywired,
 //! which then stops its apps in order), the signal mask and SIGPIPE as a fresh process has them,
 //! only the capabilities its entry asks for, death with skywired, and non-blocking pipes for its
@@ -21,6 +22,7 @@ use nix::sys::signal::{kill, killpg, SigHandler, SigSet, Signal};
 use nix::unistd::{getppid, Pid};
 
 use super::{App, Pipes, Process, Supervisor, SupervisorError, TOKENS_PER_APP};
+use crate::app_socket::ENV_APP_SOCKET;
 use crate::capability::{self, CapabilitySet, ChildCapabilities};
 use crate::catalog::AppSpec;
 use crate::signal::{AppId, ENV_CLIENT, ENV_CLIENT_ID, ENV_SERVER_ADDRESS};
@@ -64,14 +66,16 @@ pub struct Spawned {
     pub stderr: Receiver,
 }
 
-/// Starts `program` with `args` as app `id`, a client of the signal server at `server`, as
-/// `process` says. Call it from the thread that reaps the app: the app dies with that thread.
+/// Starts `program` with `args` as app `id`, a client of the signal server at `server` that
+/// finds the app socket at `app_socket` (when there is one), as `process` says. Call it from
+/// the thread that reaps the app: the app dies with that thread.
 pub fn spawn(
     program: &Path,
     args: &[String],
     dir: &Path,
     id: AppId,
     server: SocketAddr,
+    app_socket: Option<&Path>,
     process: &ProcessSpec,
 ) -> io::Result<Spawned> {
     let capabilities = ChildCapabilities::new(process.capabilities).map_err(io::Error::other)?;
@@ -106,7 +110,7 @@ pub fn spawn(
             capabilities.apply()
         });
     }
-    let mut child = command
+    command
         .args(args)
         .current_dir(dir)
         .env_clear()
@@ -114,7 +118,11 @@ pub fn spawn(
         .envs(&process.env)
         .env(ENV_CLIENT, "true")
         .env(ENV_CLIENT_ID, id.to_string())
-        .env(ENV_SERVER_ADDRESS, server.to_string())
+        .env(ENV_SERVER_ADDRESS, server.to_string());
+    if let Some(app_socket) = app_socket {
+        command.env(ENV_APP_SOCKET, app_socket);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -182,6 +190,7 @@ impl Supervisor {
             &self.options.base_dir,
             app.id,
             self.signal.local_addr(),
+            self.options.app_socket.as_deref(),
             &app.process_spec,
         )
         .map_err(|err| spawn_error(err.to_string()))?;

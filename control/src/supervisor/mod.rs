@@ -69,6 +69,8 @@ pub struct SupervisorOptions {
     pub reap_interval: Duration,
     /// Exited apps kept for `list_apps` and `logs`; the oldest are forgotten.
     pub max_exited: usize,
+    /// The app socket named in each app's environment (`SKYWIRE_APP_SOCKET`), if there is one.
+    pub app_socket: Option<PathBuf>,
 }
 
 impl SupervisorOptions {
@@ -86,6 +88,7 @@ impl SupervisorOptions {
             restart_reset_after: Duration::from_secs(60),
             reap_interval: Duration::from_secs(1),
             max_exited: 32,
+            app_socket: None,
         }
     }
 }

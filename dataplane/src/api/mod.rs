@@ -6,6 +6,9 @@
 //! so does the control crate; only a reloaded configuration carries the apps' option types. A
 //! reply serializes as its data alone, with no tag naming its kind.
 
+pub mod app_socket;
+pub mod messenger;
+pub mod services;
 pub mod socks;
 pub mod topology;
 pub mod vpn;
@@ -22,6 +25,10 @@ use serde::Serialize;
 use crate::identity::NodeKey;
 use crate::node::{NodeSettings, RouteDownReason, RouteError};
 use crate::transport::{NeighbourConfig, TransportError};
+use crate::wire::ServiceName;
+use app_socket::AppConnection;
+use messenger::{MessengerReply, MessengerRequest};
+use services::ServicesReply;
 use socks::{SocksApp, SocksStatus};
 use topology::{FoundRoute, NodesReply};
 use vpn::{VpnApp, VpnStatus};
@@ -30,7 +37,7 @@ use vpn::{VpnApp, VpnStatus};
 pub type RequestId = u64;
 
 /// A request to the dataplane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// The node's identity, bound port, uptime and counts.
     Status,
@@ -116,6 +123,17 @@ pub enum Request {
     /// Replaces one built-in app's configuration (a reloaded config); answered with
     /// [`Reply::AppConfigured`] once the app has stopped and started as it must.
     ConfigureApp(Box<AppConfig>),
+    /// A request to the messenger; answered with [`Reply::Messenger`].
+    Messenger(MessengerRequest),
+    /// The services the mesh's adverts list (those named `name`, when given), who offers
+    /// them and what the path there costs; answered with [`Reply::Services`].
+    Services {
+        /// Only this service.
+        name: Option<ServiceName>,
+    },
+    /// A launched app's connection to the app socket, for the dataplane to own and serve
+    /// from now on. Not answered: the app hears on the connection itself.
+    AppConnection(AppConnection),
     /// Tears down routes, removes what the dataplane made, and stops its thread.
     Shutdown,
 }
@@ -131,6 +149,8 @@ pub enum AppConfig {
     VpnClient(Option<crate::vpn::ClientOptions>),
     /// `vpn.server`.
     VpnServer(Option<crate::vpn::ServerOptions>),
+    /// `messenger`.
+    Messenger(Option<crate::messenger::Settings>),
 }
 
 impl AppConfig {
@@ -141,6 +161,7 @@ impl AppConfig {
             AppConfig::SocksServer(_) => BuiltinApp::Socks(SocksApp::Server),
             AppConfig::VpnClient(_) => BuiltinApp::Vpn(VpnApp::Client),
             AppConfig::VpnServer(_) => BuiltinApp::Vpn(VpnApp::Server),
+            AppConfig::Messenger(_) => BuiltinApp::Messenger,
         }
     }
 }
@@ -153,6 +174,8 @@ pub enum BuiltinApp {
     Socks(SocksApp),
     /// A VPN app.
     Vpn(VpnApp),
+    /// The messenger.
+    Messenger,
 }
 
 impl std::fmt::Display for BuiltinApp {
@@ -161,6 +184,7 @@ impl std::fmt::Display for BuiltinApp {
             BuiltinApp::Socks(SocksApp::Client) => f.write_str("the SOCKS client"),
             BuiltinApp::Socks(SocksApp::Server) => f.write_str("the SOCKS server"),
             BuiltinApp::Vpn(app) => write!(f, "the VPN {app}"),
+            BuiltinApp::Messenger => f.write_str("the messenger"),
         }
     }
 }
@@ -180,6 +204,9 @@ pub enum AppChange {
     /// Only `enabled` changed, which says what happens at the node's start: a running app
     /// runs on.
     Unchanged,
+    /// Its new options are in force and it ran on: the messenger's limits and allow list
+    /// apply from its next stream on.
+    Updated,
 }
 
 /// The dataplane's answer to one request: its data, or why it failed.
@@ -220,6 +247,8 @@ pub enum Reply {
     Neighbour(NeighbourReply),
     /// Answers [`Request::SetNodeSettings`]: the settings now in force.
     Settings(SettingsReply),
+    /// Answers [`Request::Services`].
+    Services(ServicesReply),
     /// Answers [`Request::ConfigureApp`].
     AppConfigured {
         /// The app.
@@ -227,6 +256,8 @@ pub enum Reply {
         /// What became of it.
         change: AppChange,
     },
+    /// Answers [`Request::Messenger`].
+    Messenger(MessengerReply),
     /// Answers [`Request::Shutdown`]: the dataplane has stopped.
     Stopped,
 }

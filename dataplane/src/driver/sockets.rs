@@ -1,14 +1,16 @@
-//! The kernel TCP sockets the service asked for (the SOCKS apps' listener, their local
-//! connections and their connections to targets), held under the service's ids, with a mio
-//! token each. This is where their system calls are: the service's operations are done here,
-//! and what happens on the sockets goes back to it as events.
+//! The kernel sockets the service uses, held under its ids with a mio token each: the TCP
+//! sockets it asked for (the SOCKS apps' listener, their local connections and their
+//! connections to targets) and the Unix streams of launched apps' app socket connections, which
+//! the control thread handed over. This is where their system calls are: the service's
+//! operations are done here, and what happens on the sockets goes back to it as events.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::service::{Service, SocketEvent, SocketId, SocketOp};
@@ -24,6 +26,8 @@ enum Socket {
     /// A connection being made: its first writable or error event says how it went.
     Connecting(TcpStream),
     Stream(TcpStream),
+    /// A launched app's connection to the app socket.
+    App(UnixStream),
 }
 
 /// The sockets, by id.
@@ -81,6 +85,7 @@ impl KernelSockets {
             SocketOp::Read { socket, buf } => {
                 let result = match self.get_mut(socket) {
                     Some(Socket::Stream(stream)) => retry(|| stream.read(buf)),
+                    Some(Socket::App(stream)) => retry(|| stream.read(buf)),
                     _ => Err(not_connected()),
                 };
                 Some((socket, SocketEvent::Read(result)))
@@ -88,6 +93,7 @@ impl KernelSockets {
             SocketOp::Write { socket, bytes } => {
                 let result = match self.get_mut(socket) {
                     Some(Socket::Stream(stream)) => retry(|| stream.write(bytes)),
+                    Some(Socket::App(stream)) => retry(|| stream.write(bytes)),
                     _ => Err(not_connected()),
                 };
                 Some((socket, SocketEvent::Written(result)))
@@ -95,6 +101,7 @@ impl KernelSockets {
             SocketOp::Shutdown { socket } => {
                 let result = match self.get_mut(socket) {
                     Some(Socket::Stream(stream)) => stream.shutdown(Shutdown::Write),
+                    Some(Socket::App(stream)) => stream.shutdown(Shutdown::Write),
                     _ => Err(not_connected()),
                 };
                 Some((socket, SocketEvent::Shut(result)))
@@ -135,6 +142,25 @@ impl KernelSockets {
         Ok(())
     }
 
+    /// Holds `stream`, a launched app's connection to the app socket, under `socket`.
+    pub(super) fn adopt(
+        &mut self,
+        registry: &Registry,
+        socket: SocketId,
+        stream: OwnedFd,
+    ) -> io::Result<()> {
+        let stream = std::os::unix::net::UnixStream::from(stream);
+        stream.set_nonblocking(true)?;
+        let mut stream = UnixStream::from_std(stream);
+        registry.register(
+            &mut stream,
+            Self::token(socket),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.insert(socket, Socket::App(stream));
+        Ok(())
+    }
+
     fn close(&mut self, registry: &Registry, socket: SocketId) {
         let Some(entry) = self.sockets.get_mut(socket.index()).and_then(Option::take) else {
             return;
@@ -144,6 +170,7 @@ impl KernelSockets {
             Socket::Connecting(mut stream) | Socket::Stream(mut stream) => {
                 registry.deregister(&mut stream)
             }
+            Socket::App(mut stream) => registry.deregister(&mut stream),
         };
         self.accept_backlog.retain(|listener| *listener != socket);
     }
@@ -181,7 +208,7 @@ impl KernelSockets {
                 }
                 service.handle_socket(now, socket, SocketEvent::Connected(result));
             }
-            Some(Socket::Stream(_)) => {
+            Some(Socket::Stream(_) | Socket::App(_)) => {
                 if readable {
                     service.handle_socket(now, socket, SocketEvent::Readable);
                 }

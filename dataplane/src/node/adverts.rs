@@ -1,10 +1,52 @@
-//! This node's part in the flooding of adverts: it advertises its live links (soon after one
-//! changes, and every interval), checks what neighbours pass on and passes on what is new to
-//! its other neighbours, and hands a neighbour whose link comes up everything it holds.
+//! This node's part in the flooding of adverts: it advertises its live links and the services
+//! it offers (soon after either changes, and every interval), checks what neighbours pass on
+//! and passes on what is new to its other neighbours, and hands a neighbour whose link comes
+//! up everything it holds.
 
 use super::*;
+use crate::wire::advert::MAX_SERVICES;
+use crate::wire::ServiceEntry;
 
 impl Node {
+    /// Sets the services this node advertises (the first [`MAX_SERVICES`]); a change is
+    /// advertised within a second.
+    pub fn set_services(&mut self, now: Instant, services: &[ServiceEntry]) {
+        let services = &services[..services.len().min(MAX_SERVICES)];
+        let unchanged = services.len() == self.offered.len()
+            && services
+                .iter()
+                .zip(&self.offered)
+                .all(|(entry, bytes)| entry.is_encoded_as(bytes));
+        if unchanged {
+            return;
+        }
+        self.offered = services.iter().map(ServiceEntry::to_bytes).collect();
+        self.schedule_advert(now);
+    }
+
+    /// The services this node advertises.
+    pub fn offered_services(&self) -> Vec<ServiceEntry> {
+        self.offered
+            .iter()
+            .filter_map(|bytes| ServiceEntry::parse(bytes))
+            .collect()
+    }
+
+    /// The services that `origin`'s advert lists, as far as they read as services (this
+    /// node's own included).
+    pub fn services_of(&self, origin: &NodeKey) -> Vec<ServiceEntry> {
+        self.topology
+            .advert(origin)
+            .map(|advert| {
+                advert
+                    .services
+                    .iter()
+                    .filter_map(|bytes| ServiceEntry::parse(bytes))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub(super) fn handle_advert(
         &mut self,
         now: Instant,
@@ -28,7 +70,7 @@ impl Node {
         }
     }
 
-    /// Asks for an advert soon: a link came up or went down.
+    /// Asks for an advert soon: a link came up or went down, or the services changed.
     pub(super) fn schedule_advert(&mut self, now: Instant) {
         let earliest = self
             .advertising
@@ -67,7 +109,7 @@ impl Node {
             .min(self.advertising.next_periodic);
     }
 
-    /// Signs and floods an advert of the live links, the fastest first.
+    /// Signs and floods an advert of the live links, the fastest first, and the services.
     fn advertise(&mut self, now: Instant) {
         // Only links with a measured round-trip time: the others have no cost to offer yet.
         let mut links: Vec<AdvertLink> = self
@@ -101,7 +143,7 @@ impl Node {
             sequence,
             lifetime_secs,
             links,
-            Vec::new(),
+            self.offered.clone(),
             &nonce,
         ) {
             Ok(advert) => advert,

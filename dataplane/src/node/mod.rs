@@ -521,6 +521,8 @@ pub struct Node {
     awaiting_repair: HashMap<NodeKey, (Instant, RouteDownReason)>,
     topology: Topology,
     advertising: Advertising,
+    /// The service entries this node advertises, as encoded (`Node::set_services`).
+    offered: Vec<Vec<u8>>,
     sessions: HashMap<NodeKey, RouteSession>,
     /// The peers of the sessions, by mesh address (entries whose session went are pruned by
     /// `retire_sessions`, and ignored until then).
@@ -593,6 +595,7 @@ impl Node {
                 sent: 0,
                 sent_bytes: 0,
             },
+            offered: Vec::new(),
             answers: HashMap::new(),
             candidates: HashMap::new(),
             yielded: HashMap::new(),

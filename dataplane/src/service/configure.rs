@@ -1,6 +1,7 @@
 //! A built-in app's section of a reloaded configuration: the app whose options changed is
 //! stopped and, when it ran or is enabled now, started again with the new ones; its section
-//! gone, it stops. The other apps, the routes and their streams are left alone.
+//! gone, it stops. The messenger takes new settings while it runs. The other apps, the routes
+//! and their streams are left alone.
 
 use std::time::Instant;
 
@@ -118,7 +119,9 @@ impl Service {
                 let (current, running) = split(self.socks.client());
                 let change = decide(current, running, options.as_ref());
                 if change.stops() {
-                    let _ = self.socks.stop(&mut cx, Some(SocksApp::Client));
+                    let _ = self
+                        .socks
+                        .stop(&mut cx, &mut self.sockets, Some(SocksApp::Client));
                 }
                 self.socks.set_client_options(now, options);
                 change
@@ -127,7 +130,9 @@ impl Service {
                 let (current, running) = split(self.socks.server());
                 let change = decide(current, running, options.as_ref());
                 if change.stops() {
-                    let _ = self.socks.stop(&mut cx, Some(SocksApp::Server));
+                    let _ = self
+                        .socks
+                        .stop(&mut cx, &mut self.sockets, Some(SocksApp::Server));
                 }
                 self.socks.set_server_options(options);
                 change
@@ -162,11 +167,25 @@ impl Service {
                 self.vpn.set_server_options(options);
                 change
             }
+            AppConfig::Messenger(settings) => {
+                let change = match (self.messenger.settings().is_some(), settings.is_some()) {
+                    (_, false) => AppChange::Removed,
+                    (false, true) => AppChange::Started,
+                    (true, true) => AppChange::Updated,
+                };
+                self.messenger.set_settings(&mut cx, settings);
+                self.control
+                    .reply(id, Ok(Reply::AppConfigured { app, change }));
+                return;
+            }
         };
         log::info!("new configuration of {app}: {change:?}");
         if change.starts() {
             if let BuiltinApp::Socks(socks_app) = app {
-                if let Err(error) = self.socks.start(&mut cx, Some(socks_app)) {
+                if let Err(error) = self
+                    .socks
+                    .start(&mut cx, &mut self.sockets, Some(socks_app))
+                {
                     self.control.reply(id, Err(RequestError::app(error)));
                     return;
                 }
@@ -219,7 +238,7 @@ impl Service {
                     None => done,
                 })
             }
-            BuiltinApp::Socks(_) => Some(done),
+            BuiltinApp::Socks(_) | BuiltinApp::Messenger => Some(done),
         }
     }
 

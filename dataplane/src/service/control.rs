@@ -269,15 +269,17 @@ impl Service {
                 Err(RequestError::VpnNotRunning(app))
             }
             Request::VpnStatus => Ok(Reply::Vpn(Box::new(self.vpn.status()))),
-            Request::SocksStart { app } => match self.socks.start(&mut cx, app) {
-                Ok(()) => {
-                    self.control.deferred.push((id, Deferred::SocksStart));
-                    self.answer_deferred(now);
-                    return;
+            Request::SocksStart { app } => {
+                match self.socks.start(&mut cx, &mut self.sockets, app) {
+                    Ok(()) => {
+                        self.control.deferred.push((id, Deferred::SocksStart));
+                        self.answer_deferred(now);
+                        return;
+                    }
+                    Err(error) => Err(RequestError::app(error)),
                 }
-                Err(error) => Err(RequestError::app(error)),
-            },
-            Request::SocksStop { app } => match self.socks.stop(&mut cx, app) {
+            }
+            Request::SocksStop { app } => match self.socks.stop(&mut cx, &mut self.sockets, app) {
                 Ok(()) => Ok(Reply::Socks(self.socks.status(&mut cx))),
                 Err(error) => Err(RequestError::app(error)),
             },
@@ -325,8 +327,22 @@ impl Service {
                 cx.node.set_settings(now, settings);
                 Ok(Reply::Settings(cx.node.settings().into()))
             }
+            Request::Services { name } => Ok(Reply::Services(self.services_reply(now, name))),
+            // The driver adopts app connections itself (`Service::handle_app_connection`): a
+            // descriptor is not the service's to hold, so one that arrives here is closed.
+            Request::AppConnection(connection) => {
+                log::warn!(
+                    "app {}: a connection handed to the service is closed",
+                    connection.app
+                );
+                return;
+            }
             Request::ConfigureApp(config) => {
                 self.configure_app(now, id, *config);
+                return;
+            }
+            Request::Messenger(request) => {
+                self.messenger.handle_request(&mut cx, id, request);
                 return;
             }
             Request::Shutdown => {

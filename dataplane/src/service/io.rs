@@ -1,13 +1,15 @@
 //! What the service asks of whoever drives it (the mio driver, or the simulator) and what it
-//! hears back: kernel TCP sockets named by id, name lookups, and changes to the host (TUN
-//! devices, addresses, routes, the lease file). Plain data: the service never holds a
-//! descriptor, runs a program or opens a file.
+//! hears back: kernel TCP sockets named by id, name lookups, changes to the host (TUN
+//! devices, addresses, routes, the lease file), and the messenger's logs. Plain data: the
+//! service never holds a descriptor, runs a program or opens a file.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::api::messenger::{Mailbox, MessageId, MessageRow};
 use crate::api::vpn::VpnApp;
+use crate::identity::NodeKey;
 use crate::vpn::{Prefix, TunError, TunName};
 
 /// A kernel TCP socket (a listener or a stream) that the driver holds for the service. Ids
@@ -235,4 +237,53 @@ impl HostResult {
             HostResult::LeasesLoaded { .. } | HostResult::LeasesSaved { .. } => VpnApp::Server,
         }
     }
+}
+
+/// A write or read of the messenger's logs, for the driver to do off the dataplane thread (it
+/// waits on the disk). Each is answered with a [`StoreResult`], in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Read `mailbox`'s log and cut off a torn tail (`messenger::records::parse` says where);
+    /// no file is an empty log. Answered with [`StoreResult::Loaded`].
+    Load {
+        /// Which log.
+        mailbox: Mailbox,
+        /// Its file.
+        file: PathBuf,
+    },
+    /// Append `message`, stamped with the wall clock, to `mailbox`'s log and wait until it is
+    /// on the disk (fsync): only then is it answered, with [`StoreResult::Appended`]. A write
+    /// that fails leaves the log as it was.
+    Append {
+        /// Which log.
+        mailbox: Mailbox,
+        /// Its file.
+        file: PathBuf,
+        /// The message; its `at_ms` is set when it is written.
+        message: MessageRow,
+    },
+}
+
+/// The answer to a [`StoreOp`].
+#[derive(Debug)]
+pub enum StoreResult {
+    /// Answers [`StoreOp::Load`].
+    Loaded {
+        /// Which log.
+        mailbox: Mailbox,
+        /// Its records, and how many bytes of torn tail were cut off; or why it could not be
+        /// read.
+        result: io::Result<(Vec<MessageRow>, usize)>,
+    },
+    /// Answers [`StoreOp::Append`].
+    Appended {
+        /// Which log.
+        mailbox: Mailbox,
+        /// The message's sender (inbox) or recipient (outbox), to find what waits for it.
+        peer: NodeKey,
+        /// Its id.
+        id: MessageId,
+        /// The message as written, with its time; or why it could not be.
+        result: io::Result<MessageRow>,
+    },
 }

@@ -1,24 +1,35 @@
 //! The dataplane as one sans-IO service: the node, its mesh stack, the built-in apps (VPN,
-//! SOCKS, mesh ping), the route builds waiting on their routes, and the control requests.
-//! Inputs come in with `now` (datagrams, TUN frames, kernel-socket events, name lookups,
-//! answers from the host, requests); outputs are polled (datagrams, TUN frames, socket
-//! operations, lookups, host changes, replies, the next timeout and why). Whoever drives it
-//! (the mio driver, or the simulator) does every piece of I/O.
+//! The dataplane as one sans-IO service: the node, its mesh stack, the built-in apps (VPN,
+//! SOCKS, the messenger, mesh ping), the app socket's connections, the services the node
+//! offers, the route builds waiting on their routes, and the control requests. Inputs come in
+//! with `now` (datagrams, TUN frames, kernel-socket events, app connections, name lookups,
+//! answers from the host and the message store, requests); outputs are polled (datagrams, TUN
+//! frames, socket operations, lookups, host changes, message-store operations, replies, the
+//! next timeout and why). Whoever drives it (the mio driver, or the simulator) does every piece
+//! of I/O.
 
 mod configure;
 mod control;
 mod io;
 mod ping;
+mod services;
+pub(crate) mod sockets;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use io::{HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
+pub use io::{
+    HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp, StoreOp, StoreResult,
+};
 
+use crate::api::app_socket::AppId;
+use crate::api::messenger::WatchEnd;
 use crate::api::vpn::VpnApp;
 use crate::api::{RequestId, Response};
+use crate::app_socket::{AppSocket, AppSocketOptions};
 use crate::identity::NodeKey;
-use crate::node::{Event, Node, NodeOptions, RouteStatus, SendToError};
+use crate::messenger::{Messenger, MessengerOptions};
+use crate::node::{Event, Node, NodeOptions, RouteError, RouteStatus, SendToError, SetupId};
 use crate::outbox::Datagram;
 use crate::socks::{Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
@@ -26,6 +37,8 @@ use crate::transport::TransportError;
 use crate::vpn::{VpnApps, VpnOptions};
 
 use control::Control;
+use services::{is_own_port, Offer};
+use sockets::{Owner, Sockets};
 
 /// What the service is made of.
 #[derive(Debug, Clone)]
@@ -36,6 +49,10 @@ pub struct ServiceOptions {
     pub vpn: VpnOptions,
     /// The SOCKS apps (none by default).
     pub socks: SocksOptions,
+    /// The messenger (none by default).
+    pub messenger: MessengerOptions,
+    /// The app socket's limits and timeouts.
+    pub app_socket: AppSocketOptions,
 }
 
 /// Packets the service itself dropped (the node counts its own).
@@ -65,6 +82,28 @@ impl Context<'_> {
     pub fn route_ready(&self, peer: &NodeKey) -> bool {
         self.node.route_status(peer) == RouteStatus::Ready
     }
+
+    /// A ready route to `peer`, or the setup of one to wait for: a route that exists (built
+    /// by either end) or is being set up serves, else one is built over the lowest-cost path
+    /// the node knows, and rebuilt over another when a link on it dies.
+    pub fn want_route(&mut self, peer: &NodeKey) -> Result<RouteWait, RouteError> {
+        if self.route_ready(peer) {
+            return Ok(RouteWait::Ready);
+        }
+        self.node
+            .build_route_to(self.now, peer)
+            .map(RouteWait::Building)
+    }
+}
+
+/// How the route to a node stands for an app that needs one ([`Context::want_route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteWait {
+    /// It is up and proven end to end: data can flow.
+    Ready,
+    /// It is being set up: [`Event::RouteReady`] follows, or [`Event::RouteFailed`] for this
+    /// setup.
+    Building(SetupId),
 }
 
 /// The dataplane service.
@@ -74,6 +113,12 @@ pub struct Service {
     stack: MeshStack,
     vpn: VpnApps,
     socks: Socks,
+    messenger: Messenger,
+    /// The kernel sockets the apps use, by id.
+    sockets: Sockets,
+    app_socket: AppSocket,
+    /// What the node's advert offers, as last put there.
+    offer: Option<Offer>,
     control: Control,
     drops: ServiceDrops,
     /// The mesh stack's send queue filled up at the last poll: more waits to be sent.
@@ -82,14 +127,17 @@ pub struct Service {
 
 impl Service {
     /// The service of a node whose UDP socket is bound to `local`; `rng` draws the node's
-    /// route ids, setup ids and probe nonces. Nothing runs until [`Service::start`].
+    /// route ids, setup ids and probe nonces, and seeds the messenger's message ids. Nothing
+    /// runs until [`Service::start`].
     pub fn new(
         options: ServiceOptions,
         local: SocketAddr,
         now: Instant,
-        rng: Box<dyn rand_core::RngCore + Send>,
+        mut rng: Box<dyn rand_core::RngCore + Send>,
     ) -> Result<Service, TransportError> {
         let key = options.node.secret.public();
+        let mut message_seed = [0u8; 32];
+        rng.fill_bytes(&mut message_seed);
         let node = Node::new(options.node, now, rng)?;
         let ident = u16::from_be_bytes([key.as_bytes()[0], key.as_bytes()[1]]);
         Ok(Service {
@@ -97,6 +145,10 @@ impl Service {
             node,
             vpn: VpnApps::new(options.vpn),
             socks: Socks::new(options.socks, now),
+            messenger: Messenger::new(options.messenger, message_seed),
+            sockets: Sockets::default(),
+            app_socket: AppSocket::new(options.app_socket),
+            offer: None,
             control: Control::new(now, local),
             drops: ServiceDrops::default(),
             stack_backlog: false,
@@ -115,9 +167,15 @@ impl Service {
         self.drops
     }
 
+    /// Whether the messenger runs (it is configured and takes messages): for the services
+    /// this node offers.
+    pub fn messenger_running(&self) -> bool {
+        self.messenger.is_running()
+    }
+
     /// Whether a shutdown is complete: every output after it is the last.
     pub fn is_stopped(&self) -> bool {
-        self.control.is_shutting_down() && self.vpn_settled()
+        self.control.is_shutting_down() && self.vpn_settled() && self.messenger.is_settled()
     }
 
     fn vpn_settled(&self) -> bool {
@@ -149,21 +207,48 @@ impl Service {
         listener: SocketId,
         from: SocketAddr,
     ) -> Option<SocketId> {
-        self.socks.handle_accepted(now, listener, from)
+        self.socks
+            .handle_accepted(now, &mut self.sockets, listener, from)
     }
 
     /// What happened on a kernel socket: an operation's answer, or readiness.
     pub fn handle_socket(&mut self, now: Instant, socket: SocketId, event: SocketEvent) {
+        let Some(owner) = self.sockets.owner(socket) else {
+            return;
+        };
         let mut cx = Context {
             now,
             node: &mut self.node,
             stack: &mut self.stack,
         };
         let listening = matches!(event, SocketEvent::Listening(_));
-        self.socks.handle_socket(&mut cx, socket, event);
+        match owner {
+            Owner::App(number) => {
+                let (socks, vpn) = (&self.socks, &self.vpn);
+                let own_port = |port| is_own_port(socks, vpn, port);
+                self.app_socket
+                    .handle_socket(&mut cx, &mut self.sockets, number, event, &own_port);
+            }
+            _ => self
+                .socks
+                .handle_socket(&mut cx, &mut self.sockets, socket, owner, event),
+        }
         if listening {
             self.answer_deferred(now);
         }
+    }
+
+    /// A launched app's connection to the app socket (`app`'s, or a process of its tree's),
+    /// which the driver holds from now on: the id it holds it under, or `None` when it is to
+    /// be closed at once (the node is stopping).
+    pub fn handle_app_connection(&mut self, now: Instant, app: AppId) -> Option<SocketId> {
+        if self.control.is_shutting_down() {
+            return None;
+        }
+        Some(
+            self.app_socket
+                .handle_connection(now, &mut self.sockets, app),
+        )
     }
 
     /// The answer to a name lookup: the addresses, none when the name did not resolve.
@@ -173,7 +258,8 @@ impl Service {
             node: &mut self.node,
             stack: &mut self.stack,
         };
-        self.socks.handle_resolved(&mut cx, lookup, addresses);
+        self.socks
+            .handle_resolved(&mut cx, &mut self.sockets, lookup, addresses);
     }
 
     /// The host's answer to a change the service asked for.
@@ -185,6 +271,16 @@ impl Service {
         };
         self.vpn.handle_host_result(&mut cx, result);
         self.answer_deferred(now);
+    }
+
+    /// The driver's answer to a message-store operation.
+    pub fn handle_store_result(&mut self, now: Instant, result: StoreResult) {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        self.messenger.handle_store_result(&mut cx, result);
     }
 
     // ----- work -----
@@ -199,7 +295,8 @@ impl Service {
             node: &mut self.node,
             stack: &mut self.stack,
         };
-        self.socks.start_enabled(&mut cx)?;
+        self.socks.start_enabled(&mut cx, &mut self.sockets)?;
+        self.messenger.start(&mut cx);
         self.vpn.autostart();
         Ok(())
     }
@@ -227,7 +324,11 @@ impl Service {
             node: &mut self.node,
             stack: &mut self.stack,
         };
-        self.socks.pump(&mut cx);
+        self.socks.pump(&mut cx, &mut self.sockets);
+        self.messenger.pump(&mut cx);
+        let (socks, vpn) = (&self.socks, &self.vpn);
+        let own_port = |port| is_own_port(socks, vpn, port);
+        self.app_socket.pump(&mut cx, &mut self.sockets, &own_port);
         self.vpn.poll(&mut cx);
         full |= self.run_stack(now);
         while let Some((from, seq)) = self.stack.poll_pong() {
@@ -235,6 +336,7 @@ impl Service {
         }
         self.finish_pings(now);
         self.vpn.finish_frames();
+        self.update_services(now);
         self.answer_deferred(now);
         self.stack_backlog = full;
     }
@@ -254,7 +356,9 @@ impl Service {
         };
         let socks = &self.socks;
         self.vpn.shutdown(&mut cx, |peer| socks.uses_route(peer));
-        let _ = self.socks.stop(&mut cx, None);
+        let _ = self.socks.stop(&mut cx, &mut self.sockets, None);
+        self.messenger.stop(&mut cx, WatchEnd::Stopping);
+        self.app_socket.close_all(&mut cx, &mut self.sockets);
         self.run_stack(now);
         let peers: Vec<NodeKey> = self
             .node
@@ -298,7 +402,10 @@ impl Service {
             stack: &mut self.stack,
         };
         if !matches!(event, Event::Packet { .. } | Event::TunnelPacket { .. }) {
-            self.socks.handle_event(&mut cx, &event);
+            self.socks.handle_event(&mut cx, &mut self.sockets, &event);
+            self.messenger.handle_event(&mut cx, &event);
+            self.app_socket
+                .handle_event(&mut cx, &mut self.sockets, &event);
         }
         match event {
             Event::Packet { mut packet, .. } => {
@@ -356,7 +463,27 @@ impl Service {
     /// The next kernel-socket operation. Answer it (all but a close) with
     /// [`Service::handle_socket`] before asking for the next.
     pub fn poll_socket_op(&mut self) -> Option<SocketOp<'_>> {
-        self.socks.poll_socket_op(&mut self.stack)
+        if let Some(op) = self.sockets.next_queued_op() {
+            return Some(op);
+        }
+        // Find the next socket with I/O due, then lend it its buffer.
+        let (owner, io) = loop {
+            let socket = self.sockets.next_woken()?;
+            let Some(owner) = self.sockets.owner(socket) else {
+                continue;
+            };
+            let io = match owner {
+                Owner::App(number) => self.app_socket.next_io(&mut self.stack, number),
+                _ => self.socks.next_io(&mut self.stack, owner),
+            };
+            if let Some(io) = io {
+                break (owner, io);
+            }
+        };
+        match owner {
+            Owner::App(number) => self.app_socket.lend(&mut self.stack, number, io),
+            _ => self.socks.lend(&mut self.stack, owner, io),
+        }
     }
 
     /// The next name to resolve.
@@ -369,9 +496,16 @@ impl Service {
         self.vpn.poll_host_op()
     }
 
+    /// The next message-store operation.
+    pub fn poll_store_op(&mut self) -> Option<StoreOp> {
+        self.messenger.poll_store_op()
+    }
+
     /// The next reply to a control request.
     pub fn poll_reply(&mut self) -> Option<(RequestId, Response)> {
-        self.control.poll_reply()
+        self.control
+            .poll_reply()
+            .or_else(|| self.messenger.poll_reply())
     }
 
     /// When [`Service::poll`] must run next, and why.
@@ -387,7 +521,7 @@ impl Service {
         if self.stack_backlog {
             consider(Some(now), "mesh stack backlog");
         }
-        if self.socks.has_socket_work() {
+        if self.sockets.has_work() {
             consider(Some(now), "kernel socket work");
         }
         consider(
@@ -397,6 +531,8 @@ impl Service {
             "mesh stack",
         );
         consider(self.socks.poll_timeout(), "SOCKS apps");
+        consider(self.messenger.poll_timeout(now), "messenger");
+        consider(self.app_socket.poll_timeout(), "app socket");
         consider(self.vpn.next_deadline(), "VPN apps");
         consider(self.control.next_deadline(), "pings and route builds");
         next

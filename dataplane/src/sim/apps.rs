@@ -1,8 +1,8 @@
 //! Whole services in the simulated mesh: each node runs a [`Service`], apps included, with its
-//! kernel sockets, TUN devices and host in memory and name lookups answered from a table. The
-//! test plays everything outside the service: the local programs (a SOCKS client, the target
-//! it reaches, what goes in and out of a TUN device) and the control client (requests and
-//! replies).
+//! kernel sockets, TUN devices, host and disk in memory and name lookups answered from a table.
+//! The test plays everything outside the service: the local programs (a SOCKS client, the
+//! target it reaches, a launched app on the app socket, what goes in and out of a TUN device)
+//! and the control client (requests and replies).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -15,12 +15,16 @@ use nix::errno::Errno;
 use rand_core::RngCore;
 
 use super::network::Network;
-use super::{node_address, node_options, secrets, LinkModel, SplitMix};
+use super::{node_address, node_options, secrets, LinkModel, SplitMix, WALL_CLOCK_START_MS};
+use crate::api::app_socket::AppId;
+use crate::api::messenger::{Mailbox, MessageRow};
 use crate::api::vpn::VpnApp;
 use crate::api::{Request, RequestId, Response};
 use crate::identity::NodeKey;
+use crate::messenger::records;
 use crate::service::{
-    HostOp, HostResult, Service, ServiceOptions, SocketEvent, SocketId, SocketOp,
+    HostOp, HostResult, Service, ServiceOptions, SocketEvent, SocketId, SocketOp, StoreOp,
+    StoreResult,
 };
 use crate::vpn::offload::{self, VNET_HDR_LEN};
 use crate::vpn::{Prefix, VpnOptions};
@@ -256,6 +260,49 @@ impl Host {
     }
 }
 
+/// A node's disk, in memory: the messenger's logs by file.
+#[derive(Debug, Default)]
+struct Disk {
+    files: HashMap<PathBuf, Vec<u8>>,
+    /// Operations held back (a slow disk), in order, while the test holds them.
+    held: Option<VecDeque<StoreOp>>,
+}
+
+impl Disk {
+    /// Does `op` at wall-clock time `wall_ms`, as the driver's store thread does.
+    fn execute(&mut self, op: StoreOp, wall_ms: u64) -> StoreResult {
+        match op {
+            StoreOp::Load { mailbox, file } => {
+                let bytes = self.files.entry(file).or_default();
+                let parsed = records::parse(bytes);
+                let cut = bytes.len() - parsed.valid_len;
+                bytes.truncate(parsed.valid_len);
+                StoreResult::Loaded {
+                    mailbox,
+                    result: Ok((parsed.records, cut)),
+                }
+            }
+            StoreOp::Append {
+                mailbox,
+                file,
+                mut message,
+            } => {
+                message.at_ms = wall_ms;
+                self.files
+                    .entry(file)
+                    .or_default()
+                    .extend_from_slice(&records::encode(&message));
+                StoreResult::Appended {
+                    mailbox,
+                    peer: message.peer,
+                    id: message.id,
+                    result: Ok(message),
+                }
+            }
+        }
+    }
+}
+
 /// One simulated node and what surrounds its service.
 #[derive(Debug)]
 pub struct AppNode {
@@ -269,6 +316,7 @@ pub struct AppNode {
     replies: Vec<(RequestId, Response)>,
     kernel: Kernel,
     host: Host,
+    disk: Disk,
 }
 
 /// The simulated mesh of services.
@@ -310,6 +358,11 @@ impl AppSim {
                     ..VpnOptions::default()
                 },
                 socks: Default::default(),
+                messenger: crate::messenger::MessengerOptions {
+                    state_dir: PathBuf::from(format!("state-{i}")),
+                    settings: None,
+                },
+                app_socket: Default::default(),
             };
             configure(i, &keys, &mut options);
             let mut service = Service::new(
@@ -327,6 +380,7 @@ impl AppSim {
                 replies: Vec::new(),
                 kernel: Kernel::default(),
                 host: Host::default(),
+                disk: Disk::default(),
             });
         }
         let mut sim = AppSim {
@@ -385,6 +439,14 @@ impl AppSim {
         id
     }
 
+    /// Whether the reply to request `id` of node `i` has come.
+    pub fn has_reply(&self, i: usize, id: RequestId) -> bool {
+        self.nodes[i]
+            .replies
+            .iter()
+            .any(|(reply_id, _)| *reply_id == id)
+    }
+
     /// The reply to request `id` of node `i`, once it has come.
     pub fn take_reply(&mut self, i: usize, id: RequestId) -> Option<Response> {
         let replies = &mut self.nodes[i].replies;
@@ -430,6 +492,18 @@ impl AppSim {
             50_000 + node.kernel.streams.len() as u16,
         ));
         let socket = node.service.handle_accepted(now, listener, from)?;
+        let index = node.kernel.streams.len();
+        node.kernel.streams.push(Stream::new(socket));
+        node.kernel.by_socket.insert(socket, index);
+        Some(StreamId { node: i, index })
+    }
+
+    /// Launched app `app` on node `i` connects to the node's app socket (the control thread
+    /// has checked it); `None` when the service closes the connection at once.
+    pub fn app_connect(&mut self, i: usize, app: AppId) -> Option<StreamId> {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let socket = node.service.handle_app_connection(now, app)?;
         let index = node.kernel.streams.len();
         node.kernel.streams.push(Stream::new(socket));
         node.kernel.by_socket.insert(socket, index);
@@ -548,12 +622,52 @@ impl AppSim {
         packets
     }
 
+    // ----- the disk -----
+
+    /// The messages of node `i`'s `mailbox` log, as its disk holds them.
+    pub fn message_log(&self, i: usize, mailbox: Mailbox) -> Vec<MessageRow> {
+        let node = &self.nodes[i];
+        let file = PathBuf::from(format!("state-{i}")).join(format!("messenger-{mailbox}.log"));
+        node.disk
+            .files
+            .get(&file)
+            .map(|bytes| records::parse(bytes).records)
+            .unwrap_or_default()
+    }
+
+    /// Holds back node `i`'s log operations, as a slow disk would, until
+    /// [`AppSim::release_disk`].
+    pub fn hold_disk(&mut self, i: usize) {
+        self.nodes[i].disk.held.get_or_insert_with(VecDeque::new);
+    }
+
+    /// How many of node `i`'s log operations are held back.
+    pub fn held_disk_ops(&self, i: usize) -> usize {
+        self.nodes[i].disk.held.as_ref().map_or(0, VecDeque::len)
+    }
+
+    /// Does node `i`'s held log operations, in order, and holds no more.
+    pub fn release_disk(&mut self, i: usize) {
+        let wall_ms = self.wall_clock_ms();
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        for op in node.disk.held.take().unwrap_or_default() {
+            let answer = node.disk.execute(op, wall_ms);
+            node.service.handle_store_result(now, answer);
+        }
+    }
+
+    fn wall_clock_ms(&self) -> u64 {
+        WALL_CLOCK_START_MS + u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     // ----- running -----
 
     /// Does what every service asks for: datagrams onto the links, TUN frames, socket
     /// operations, lookups, host changes, replies.
     fn drain(&mut self) {
         let now = self.now;
+        let wall_ms = self.wall_clock_ms();
         let addresses: Vec<SocketAddr> = self.nodes.iter().map(|node| node.addr).collect();
         for (i, node) in self.nodes.iter_mut().enumerate() {
             loop {
@@ -590,6 +704,16 @@ impl AppSim {
                     more = true;
                     if let Some(answer) = node.host.execute(op) {
                         node.service.handle_host_result(now, answer);
+                    }
+                }
+                while let Some(op) = node.service.poll_store_op() {
+                    match &mut node.disk.held {
+                        Some(held) => held.push_back(op),
+                        None => {
+                            more = true;
+                            let answer = node.disk.execute(op, wall_ms);
+                            node.service.handle_store_result(now, answer);
+                        }
                     }
                 }
                 while let Some(reply) = node.service.poll_reply() {

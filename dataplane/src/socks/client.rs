@@ -14,11 +14,11 @@ use smoltcp::socket::tcp;
 
 use super::mesh::{self, STATUS_LEN};
 use super::relay::{KernelIo, KernelOp, Progress, Relay};
-use super::sockets::{Owner, Sockets};
 use super::wire::{self, ReplyCode, Target};
 use super::{bury, watch_peer, ClientOptions, Slab, SocksError, Totals, MESH_TIMEOUT};
 use crate::api::socks::ClientStatus;
 use crate::node::{Event, RouteDownReason, RouteError, RouteStatus, SetupId};
+use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
 

@@ -1,16 +1,15 @@
 //! The SOCKS apps, built on the node's mesh stack (smoltcp): the client app on the entry node
 //! offers a local SOCKS5 port and carries each connection as a mesh TCP stream, inside the
 //! route session, to the server app on an exit node, which dials the target. The kernel
-//! sockets on both ends are the driver's: the apps name them by id and ask for their I/O.
-//! This module owns both apps' options, status, connections and kernel sockets; `wire` and
-//! `mesh` are their sans-IO message formats and `relay` the byte pump between the two kinds of
-//! stream.
+//! sockets on both ends are the driver's: the apps name them by id (in the service's table of
+//! kernel sockets) and ask for their I/O. This module owns both apps' options, status and
+//! connections; `wire` and `mesh` are their sans-IO message formats and `relay` the byte pump
+//! between the two kinds of stream (which the app socket's streams use too).
 
 mod client;
 pub mod mesh;
 pub mod relay;
 mod server;
-mod sockets;
 pub mod wire;
 
 use std::io;
@@ -20,12 +19,13 @@ use std::time::{Duration, Instant};
 use crate::api::socks::{SocksApp, SocksStatus};
 use crate::identity::NodeKey;
 use crate::node::Event;
+use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
 
 use client::Client;
+use relay::KernelIo;
 use server::Server;
-use sockets::{Owner, Sockets};
 
 /// The mesh TCP port the server app listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 1080;
@@ -148,12 +148,11 @@ pub enum SocksError {
     },
 }
 
-/// Both apps, and the kernel sockets they use.
+/// Both apps.
 #[derive(Debug)]
 pub struct Socks {
     client: Option<Client>,
     server: Option<Server>,
-    sockets: Sockets,
     /// Mesh sockets aborted or closed during the last pump: released at the next, once the
     /// stack has been polled and has sent their reset.
     graveyard: Vec<TcpHandle>,
@@ -165,26 +164,34 @@ impl Socks {
         Socks {
             client: options.client.map(|options| Client::new(options, now)),
             server: options.server.map(Server::new),
-            sockets: Sockets::default(),
             graveyard: Vec::new(),
         }
     }
 
     /// Starts the apps whose `enabled` is set. The client runs once the driver has bound its
     /// port: [`Socks::take_start_error`] tells whether it could not.
-    pub fn start_enabled(&mut self, cx: &mut Context<'_>) -> Result<(), SocksError> {
+    pub(crate) fn start_enabled(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+    ) -> Result<(), SocksError> {
         if let Some(server) = self.server.as_mut().filter(|s| s.options().enabled) {
             server.start(cx)?;
         }
         if let Some(client) = self.client.as_mut().filter(|c| c.options().enabled) {
-            client.start(cx, &mut self.sockets);
+            client.start(cx, sockets);
         }
         Ok(())
     }
 
     /// Starts `app`, or every configured app; one already running goes on. The client runs
     /// once the driver has bound its port.
-    pub fn start(&mut self, cx: &mut Context<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
+    pub(crate) fn start(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        app: Option<SocksApp>,
+    ) -> Result<(), SocksError> {
         let mut started = false;
         if matches!(app, None | Some(SocksApp::Server)) {
             if let Some(server) = self.server.as_mut() {
@@ -196,7 +203,7 @@ impl Socks {
         }
         if matches!(app, None | Some(SocksApp::Client)) {
             if let Some(client) = self.client.as_mut() {
-                client.start(cx, &mut self.sockets);
+                client.start(cx, sockets);
                 started = true;
             } else if app.is_some() {
                 return Err(SocksError::NotConfigured("client"));
@@ -220,7 +227,12 @@ impl Socks {
     }
 
     /// Stops `app`, or both, closing their connections.
-    pub fn stop(&mut self, cx: &mut Context<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
+    pub(crate) fn stop(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        app: Option<SocksApp>,
+    ) -> Result<(), SocksError> {
         match app {
             Some(SocksApp::Client) if self.client.is_none() => {
                 return Err(SocksError::NotConfigured("client"))
@@ -232,12 +244,12 @@ impl Socks {
         }
         if matches!(app, None | Some(SocksApp::Client)) {
             if let Some(client) = self.client.as_mut() {
-                client.stop(cx, &mut self.sockets, &mut self.graveyard);
+                client.stop(cx, sockets, &mut self.graveyard);
             }
         }
         if matches!(app, None | Some(SocksApp::Server)) {
             if let Some(server) = self.server.as_mut() {
-                server.stop(cx, &mut self.sockets, &mut self.graveyard);
+                server.stop(cx, sockets, &mut self.graveyard);
             }
         }
         Ok(())
@@ -302,26 +314,31 @@ impl Socks {
     }
 
     /// Routes coming and going.
-    pub fn handle_event(&mut self, cx: &mut Context<'_>, event: &Event) {
+    pub(crate) fn handle_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        event: &Event,
+    ) {
         if let Some(client) = self.client.as_mut() {
-            client.handle_event(cx, &mut self.sockets, event, &mut self.graveyard);
+            client.handle_event(cx, sockets, event, &mut self.graveyard);
         }
         if let Some(server) = self.server.as_mut() {
-            server.handle_event(cx, &mut self.sockets, event, &mut self.graveyard);
+            server.handle_event(cx, sockets, event, &mut self.graveyard);
         }
     }
 
     /// Does every app's work: call after the stack was polled, and poll it again afterwards so
     /// that what the apps wrote is sent.
-    pub fn pump(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn pump(&mut self, cx: &mut Context<'_>, sockets: &mut Sockets) {
         for handle in self.graveyard.drain(..) {
             cx.stack.release(handle);
         }
         if let Some(server) = self.server.as_mut() {
-            server.pump(cx, &mut self.sockets, &mut self.graveyard);
+            server.pump(cx, sockets, &mut self.graveyard);
         }
         if let Some(client) = self.client.as_mut() {
-            client.pump(cx, &mut self.sockets, &mut self.graveyard);
+            client.pump(cx, sockets, &mut self.graveyard);
         }
     }
 
@@ -335,80 +352,74 @@ impl Socks {
         }
     }
 
-    /// Whether kernel-socket operations wait to be handed out.
-    pub fn has_socket_work(&self) -> bool {
-        self.sockets.has_work()
-    }
-
     // ----- the kernel side -----
 
     /// A connection arrived on `listener` from `from`: its socket's id, or `None` when it is
     /// to be closed at once.
-    pub fn handle_accepted(
+    pub(crate) fn handle_accepted(
         &mut self,
         now: Instant,
+        sockets: &mut Sockets,
         listener: SocketId,
         from: SocketAddr,
     ) -> Option<SocketId> {
-        match self.sockets.owner(listener)? {
-            Owner::ClientListener => self.client.as_mut()?.accept(now, &mut self.sockets, from),
-            Owner::Client(_) | Owner::Server(_) => None,
+        match sockets.owner(listener)? {
+            Owner::ClientListener => self.client.as_mut()?.accept(now, sockets, from),
+            Owner::Client(_) | Owner::Server(_) | Owner::App(_) => None,
         }
     }
 
-    /// What happened on a kernel socket.
-    pub fn handle_socket(&mut self, cx: &mut Context<'_>, socket: SocketId, event: SocketEvent) {
-        let Some(owner) = self.sockets.owner(socket) else {
-            return;
-        };
+    /// What happened on `socket`, one of the apps' (`owner`).
+    pub(crate) fn handle_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        socket: SocketId,
+        owner: Owner,
+        event: SocketEvent,
+    ) {
         match owner {
             Owner::ClientListener => {
                 if let (Some(client), SocketEvent::Listening(result)) =
                     (self.client.as_mut(), event)
                 {
-                    client.handle_listening(&mut self.sockets, socket, result);
+                    client.handle_listening(sockets, socket, result);
                 }
             }
             Owner::Client(index) => {
                 if let Some(client) = self.client.as_mut() {
-                    client.handle_socket(cx, &mut self.sockets, &mut self.graveyard, index, event);
+                    client.handle_socket(cx, sockets, &mut self.graveyard, index, event);
                 }
             }
             Owner::Server(index) => {
                 if let Some(server) = self.server.as_mut() {
-                    server.handle_socket(cx, &mut self.sockets, &mut self.graveyard, index, event);
+                    server.handle_socket(cx, sockets, &mut self.graveyard, index, event);
                 }
             }
+            Owner::App(_) => {}
         }
     }
 
-    /// The next kernel-socket operation for the driver.
-    pub fn poll_socket_op<'a>(&'a mut self, stack: &'a mut MeshStack) -> Option<SocketOp<'a>> {
-        if let Some(op) = self.sockets.next_queued_op() {
-            return Some(op);
+    /// The kernel operation due next on one of the apps' sockets (`owner`), if any.
+    pub(crate) fn next_io(&mut self, stack: &mut MeshStack, owner: Owner) -> Option<KernelIo> {
+        match owner {
+            Owner::Client(index) => self.client.as_mut()?.next_io(stack, index),
+            Owner::Server(index) => self.server.as_mut()?.next_io(stack, index),
+            Owner::ClientListener | Owner::App(_) => None,
         }
-        // Find the next socket with I/O due, then lend it its buffer.
-        let (owner, io) = loop {
-            let socket = self.sockets.next_woken()?;
-            let io = match self.sockets.owner(socket) {
-                Some(Owner::Client(index)) => self
-                    .client
-                    .as_mut()
-                    .and_then(|client| client.next_io(stack, index)),
-                Some(Owner::Server(index)) => self
-                    .server
-                    .as_mut()
-                    .and_then(|server| server.next_io(stack, index)),
-                _ => None,
-            };
-            if let (Some(owner), Some(io)) = (self.sockets.owner(socket), io) {
-                break (owner, io);
-            }
-        };
+    }
+
+    /// Operation `io` (from [`Socks::next_io`] just before) with its buffer.
+    pub(crate) fn lend<'a>(
+        &'a mut self,
+        stack: &'a mut MeshStack,
+        owner: Owner,
+        io: KernelIo,
+    ) -> Option<SocketOp<'a>> {
         match owner {
             Owner::Client(index) => self.client.as_mut()?.lend(stack, index, io),
             Owner::Server(index) => self.server.as_mut()?.lend(stack, index, io),
-            Owner::ClientListener => None,
+            Owner::ClientListener | Owner::App(_) => None,
         }
     }
 
@@ -418,20 +429,15 @@ impl Socks {
     }
 
     /// A name was resolved (to nothing, when it did not resolve).
-    pub fn handle_resolved(
+    pub(crate) fn handle_resolved(
         &mut self,
         cx: &mut Context<'_>,
+        sockets: &mut Sockets,
         lookup: LookupId,
         addresses: Vec<SocketAddr>,
     ) {
         if let Some(server) = self.server.as_mut() {
-            server.handle_resolved(
-                cx,
-                &mut self.sockets,
-                &mut self.graveyard,
-                lookup,
-                addresses,
-            );
+            server.handle_resolved(cx, sockets, &mut self.graveyard, lookup, addresses);
         }
     }
 }
@@ -512,7 +518,7 @@ struct Totals {
 
 /// What the apps do with a mesh socket whose connection ended: a reset if it was still
 /// open, released after the stack's next poll.
-fn bury(stack: &mut MeshStack, handle: TcpHandle, graveyard: &mut Vec<TcpHandle>) {
+pub(crate) fn bury(stack: &mut MeshStack, handle: TcpHandle, graveyard: &mut Vec<TcpHandle>) {
     let socket = stack.tcp(handle);
     if !matches!(
         socket.state(),
@@ -524,12 +530,12 @@ fn bury(stack: &mut MeshStack, handle: TcpHandle, graveyard: &mut Vec<TcpHandle>
 }
 
 /// How long a mesh stream's peer may stay silent before the stream is aborted.
-const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const MESH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Aborts `handle`'s stream once its peer has been silent for `timeout`. smoltcp counts
 /// silence whether or not anything waits for an answer, so an idle stream sends keep-alives
 /// well within the timeout, which a live peer answers: only a peer that is gone falls silent.
-fn watch_peer(stack: &mut MeshStack, handle: TcpHandle, timeout: Duration) {
+pub(crate) fn watch_peer(stack: &mut MeshStack, handle: TcpHandle, timeout: Duration) {
     let socket = stack.tcp(handle);
     socket.set_timeout(Some(smol_duration(timeout)));
     socket.set_keep_alive(Some(smol_duration(timeout / 3)));

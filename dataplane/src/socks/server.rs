@@ -13,12 +13,12 @@ use smoltcp::socket::tcp;
 
 use super::mesh::{self, MAX_MESH_REQUEST_LEN};
 use super::relay::{KernelIo, KernelOp, Progress, Relay};
-use super::sockets::{Owner, Sockets};
 use super::wire::{ReplyCode, Target};
 use super::{bury, watch_peer, ServerOptions, Slab, Totals, MESH_TIMEOUT};
 use crate::api::socks::ServerStatus;
 use crate::identity::NodeKey;
 use crate::node::Event;
+use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
 

@@ -9,7 +9,7 @@
 //! link count     1   at most MAX_LINKS
 //! links          n × (key 32, round-trip time in microseconds 4)
 //! service count  1   at most MAX_SERVICES
-//! services       n × (length 1, at most MAX_SERVICE_LEN bytes)
+//! services       n × (length 1, at most MAX_SERVICE_LEN bytes: see `wire::service`)
 //! signature     64   XEdDSA by the origin over "skywire advert v1" ‖ every field above
 //! ```
 //!
@@ -59,7 +59,8 @@ pub struct Advert {
     pub lifetime_secs: u16,
     /// The origin's live links, distinct, never the origin itself.
     pub links: Vec<AdvertLink>,
-    /// Service entries: carried and relayed, their meaning left to a later version.
+    /// Service entries, each a name and a port (`wire::service`); carried and relayed as
+    /// they are, so that entries of a later version pass through.
     pub services: Vec<Vec<u8>>,
     /// XEdDSA by `origin` over [`Advert::signed_bytes`].
     pub signature: [u8; SIGNATURE_LEN],

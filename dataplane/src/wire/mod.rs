@@ -4,10 +4,12 @@
 pub mod advert;
 pub mod control;
 pub mod mesh;
+pub mod service;
 
 pub use advert::{Advert, AdvertLink};
 pub use control::{ControlMessage, DownReason, RejectReason};
 pub use mesh::{MeshHeader, MeshPacket, NextHeader};
+pub use service::{BuiltinService, ServiceEntry, ServiceName};
 
 use std::fmt;
 

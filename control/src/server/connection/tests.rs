@@ -331,3 +331,55 @@ fn splitter_skips_long_lines_to_their_end() {
     input.extend_from_slice(b"\nnext\n");
     assert_eq!(split(&mut splitter, &input), [None, Some(b"next".to_vec())]);
 }
+
+#[test]
+fn a_watching_connection_ends_its_watch_on_detach_or_the_end_of_input() {
+    use skywire_dataplane::api::messenger::MessengerRequest;
+    let (mut connection, now) = fresh();
+    connection.handle_bytes(b"msg watch\nhello\n.detach\nstatus\n", now);
+    assert_eq!(
+        run(connection.poll_action()),
+        Command::Dataplane(Request::Messenger(MessengerRequest::Watch))
+    );
+    connection.handle_watching(42, b"{\"ok\":true,\"result\":{\"attached\":{}}}\n");
+    assert_eq!(connection.watching(), Some(42));
+    assert_eq!(connection.running(), None);
+    // A line other than `.detach` is refused and the watch goes on.
+    assert_eq!(connection.poll_action(), Some(Action::Unwatch(42)));
+    assert_eq!(connection.watching(), None);
+    assert_eq!(
+        run(connection.poll_action()),
+        Command::Dataplane(Request::Status)
+    );
+    let lines = replies(&mut connection);
+    assert!(
+        error_of(&lines[1]).contains("takes no input"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[1]["command"], "msg");
+    assert_eq!(lines[2]["result"]["detached"]["reason"], "asked");
+
+    let (mut connection, now) = fresh();
+    connection.handle_bytes(b"msg watch\n", now);
+    run(connection.poll_action());
+    connection.handle_watching(7, b"{}\n");
+    connection.send(b"{\"message\":1}\n");
+    connection.handle_eof();
+    assert_eq!(connection.poll_action(), Some(Action::Unwatch(7)));
+    assert_eq!(connection.poll_action(), None);
+    replies(&mut connection);
+    assert!(connection.is_finished());
+
+    // The messenger may end it too; lines are commands again.
+    let (mut connection, now) = fresh();
+    connection.handle_bytes(b"msg watch\n", now);
+    run(connection.poll_action());
+    connection.handle_watching(8, b"{}\n");
+    connection.handle_watch_end(b"{\"detached\":1}\n");
+    connection.handle_bytes(b"status\n", now);
+    assert_eq!(
+        run(connection.poll_action()),
+        Command::Dataplane(Request::Status)
+    );
+}

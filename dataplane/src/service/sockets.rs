@@ -1,6 +1,7 @@
-//! The kernel sockets the SOCKS apps asked the driver for: who owns each id, the operations
-//! waiting to be handed out (listen, connect, close), and the sockets whose reads, writes or
-//! shutdown may be due, each queued once, in turn.
+//! The kernel sockets the apps asked the driver for or were handed (the SOCKS apps' TCP
+//! sockets, the app socket's connections): who owns each id, the operations waiting to be
+//! handed out (listen, connect, close), and the sockets whose reads, writes or shutdown may be
+//! due, each queued once, in turn.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,13 +10,15 @@ use crate::service::{SocketId, SocketOp};
 
 /// Who a kernel socket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Owner {
+pub(crate) enum Owner {
     /// The client app's listening socket.
     ClientListener,
     /// A client connection, by its index.
     Client(usize),
     /// A server connection's stream to its target, by the connection's index.
     Server(usize),
+    /// A connection of a launched app to the app socket, by its number.
+    App(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +38,7 @@ enum Queued {
 
 /// The apps' kernel sockets.
 #[derive(Debug, Default)]
-pub(super) struct Sockets {
+pub(crate) struct Sockets {
     slots: Vec<Slot>,
     free: Vec<u32>,
     queued_ops: VecDeque<Queued>,
@@ -46,7 +49,7 @@ pub(super) struct Sockets {
 impl Sockets {
     /// A new id for `owner`; the driver learns of it from the operation that follows, or
     /// from the accept it answers.
-    pub(super) fn open(&mut self, owner: Owner) -> SocketId {
+    pub(crate) fn open(&mut self, owner: Owner) -> SocketId {
         match self.free.pop() {
             Some(index) => {
                 self.slots[index as usize] = Slot::Owned(owner);
@@ -61,21 +64,21 @@ impl Sockets {
     }
 
     /// A new listener on `address` for `owner`.
-    pub(super) fn listen(&mut self, owner: Owner, address: SocketAddr) -> SocketId {
+    pub(crate) fn listen(&mut self, owner: Owner, address: SocketAddr) -> SocketId {
         let socket = self.open(owner);
         self.queued_ops.push_back(Queued::Listen(socket, address));
         socket
     }
 
     /// A new stream to `address` for `owner`.
-    pub(super) fn connect(&mut self, owner: Owner, address: SocketAddr) -> SocketId {
+    pub(crate) fn connect(&mut self, owner: Owner, address: SocketAddr) -> SocketId {
         let socket = self.open(owner);
         self.queued_ops.push_back(Queued::Connect(socket, address));
         socket
     }
 
     /// Closes `socket`: the driver is told, and the id is free after that.
-    pub(super) fn close(&mut self, socket: SocketId) {
+    pub(crate) fn close(&mut self, socket: SocketId) {
         if let Some(slot @ Slot::Owned(_)) = self.slots.get_mut(socket.index()) {
             *slot = Slot::Closing;
             self.queued_ops.push_back(Queued::Close(socket));
@@ -83,7 +86,7 @@ impl Sockets {
     }
 
     /// Frees the id of a socket the driver holds nothing for (its listen failed).
-    pub(super) fn forget(&mut self, socket: SocketId) {
+    pub(crate) fn forget(&mut self, socket: SocketId) {
         if let Some(slot @ Slot::Owned(_)) = self.slots.get_mut(socket.index()) {
             *slot = Slot::Free;
             self.free.push(socket.0);
@@ -91,7 +94,7 @@ impl Sockets {
     }
 
     /// Who owns `socket`, while it is open.
-    pub(super) fn owner(&self, socket: SocketId) -> Option<Owner> {
+    pub(crate) fn owner(&self, socket: SocketId) -> Option<Owner> {
         match self.slots.get(socket.index()) {
             Some(Slot::Owned(owner)) => Some(*owner),
             _ => None,
@@ -99,7 +102,7 @@ impl Sockets {
     }
 
     /// Queues `socket` for a look at its reads and writes, unless it is queued already.
-    pub(super) fn wake(&mut self, socket: SocketId) {
+    pub(crate) fn wake(&mut self, socket: SocketId) {
         if let Some(queued @ false) = self.in_io.get_mut(socket.index()) {
             *queued = true;
             self.io.push_back(socket);
@@ -107,7 +110,7 @@ impl Sockets {
     }
 
     /// The next listen, connect or close to hand out.
-    pub(super) fn next_queued_op(&mut self) -> Option<SocketOp<'static>> {
+    pub(crate) fn next_queued_op(&mut self) -> Option<SocketOp<'static>> {
         Some(match self.queued_ops.pop_front()? {
             Queued::Listen(socket, address) => SocketOp::Listen { socket, address },
             Queued::Connect(socket, address) => SocketOp::Connect { socket, address },
@@ -122,7 +125,7 @@ impl Sockets {
     }
 
     /// The next socket whose reads and writes may be due.
-    pub(super) fn next_woken(&mut self) -> Option<SocketId> {
+    pub(crate) fn next_woken(&mut self) -> Option<SocketId> {
         let socket = self.io.pop_front()?;
         if let Some(queued) = self.in_io.get_mut(socket.index()) {
             *queued = false;
@@ -131,7 +134,7 @@ impl Sockets {
     }
 
     /// Whether operations wait to be handed out.
-    pub(super) fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         !self.queued_ops.is_empty() || !self.io.is_empty()
     }
 }
