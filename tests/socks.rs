@@ -47,10 +47,7 @@ fn socks_config(name: &str, keys: &Keys, b_client: bool) -> String {
     match name {
         "a" => client(&keys.c, &keys.b.to_string()),
         "b" if b_client => client(&keys.c, &keys.c.to_string()),
-        "c" => format!(
-            "socks:\n  server:\n    allow: [{}]\n    dial_timeout_ms: 2000\n",
-            keys.a
-        ),
+        "c" => format!("socks:\n  server:\n    allow: [{}]\n", keys.a),
         _ => String::new(),
     }
 }
