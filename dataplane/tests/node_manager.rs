@@ -830,8 +830,8 @@ fn a_route_whose_relay_restarted_is_rebuilt_and_an_explicit_one_reported_down() 
     assert_eq!(sim.nodes[A].node.route_status(&c_key), RouteStatus::Absent);
 }
 
-/// The mesh packets carrying a report of an unknown route that a node received, as its tap
-/// saw them.
+/// The route ids named by the reports of unknown routes that a node received, as its tap saw
+/// them.
 fn tap_reports(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<RouteId>>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let tap_seen = seen.clone();
@@ -901,9 +901,14 @@ fn only_a_routes_next_hop_can_report_it_forgotten_and_reports_are_rate_limited()
     }
     sim.run_for(Duration::from_millis(500));
     assert_eq!(sim.nodes[A].node.drops().unknown_route - drops_before, 1000);
-    let reports = at_m.lock().unwrap().len();
-    assert!((1..=32).contains(&reports), "{reports} reports");
-    // M learns nothing it could use: none of its routes, and A's route is untouched.
+    let reports = at_m.lock().unwrap().clone();
+    assert!(
+        (1..=32).contains(&reports.len()),
+        "{} reports",
+        reports.len()
+    );
+    assert!(reports.iter().all(|id| id.get() >= 0x80000), "{reports:?}");
+    // A's own route is untouched.
     assert_eq!(sim.nodes[A].node.route_status(&c_key), RouteStatus::Ready);
     assert!(carries(&mut sim, A, C, b"unbothered"));
 }
