@@ -3,7 +3,9 @@
 //! at D with no `path` key, so A's node chooses the path; a curl download of 256 MiB runs
 //! through it, the relay on the path in use is killed with SIGKILL in the middle, and the
 //! download completes intact over the other path. `find_route` and `list_nodes` through
-//! `visctl` show the graph before and after.
+//! `visctl` show the graph before and after. And a SOCKS client whose exit restarts (SIGKILL,
+//! then the same config again) gets new connections through once more, with neither a
+//! reconnect nor a reload on the client's side.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 use common::curl::{download, finish};
 use common::http::{self, HttpServer};
 use common::machine::require;
-use common::{wait_until, Daemon, Launch, Neighbour, TempDir};
+use common::socks::{connect_request, greet, target_ip};
+use common::{wait_until, Daemon, Launch, Neighbour, TempDir, TEST_LIVENESS};
 use serde_json::Value;
 use skywire_dataplane::{NodeKey, SecretKey};
 
@@ -228,4 +231,82 @@ fn a_socks_download_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
         "the SOCKS client never saw its route go down:\n{}",
         a.log()
     );
+}
+
+/// Fetches `/bytes/5000/7` through `proxy`: whether the exit connected and the content came
+/// back whole (a reply other than `00` is a failure; a broken stream fails the test).
+fn fetch_through(proxy: std::net::SocketAddr, target: std::net::SocketAddr) -> bool {
+    let mut stream = greet(proxy);
+    if connect_request(&mut stream, &target_ip(target)) != 0 {
+        return false;
+    }
+    http::http_get(&mut stream, "/bytes/5000/7");
+    http::read_head(&mut stream);
+    http::read_content(&mut stream, 7, 5000);
+    true
+}
+
+#[test]
+fn a_socks_client_gets_through_again_once_its_exit_restarted() {
+    let dir = TempDir::new("repair-restart");
+    let http = HttpServer::start();
+    // A–B–C, A's SOCKS client exiting at C with no `path` key. A and C call B; B's links are
+    // slow to die (the tests' liveness: 5 s of silence), so B never finds C gone: the restarted
+    // C itself must tell that it forgot the route.
+    let secrets: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate()).collect();
+    let keys: Vec<NodeKey> = secrets.iter().map(SecretKey::public).collect();
+    let called = |key: NodeKey| Neighbour {
+        key,
+        endpoint: None,
+    };
+    let start = |index: usize, name: &str, neighbours: &[Neighbour], extra: &str| {
+        let launch = Launch {
+            extra,
+            liveness: TEST_LIVENESS,
+            ..Launch::default()
+        };
+        Daemon::launch(&dir, name, &secrets[index], neighbours, &launch)
+    };
+    let b = start(1, "b", &[called(keys[0]), called(keys[2])], "");
+    let server = format!("socks:\n  server:\n    allow: [{}]\n", keys[0]);
+    let mut c = start(2, "c", &[b.as_neighbour(true)], &server);
+    let client = format!(
+        "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n",
+        keys[2]
+    );
+    let a = start(0, "a", &[b.as_neighbour(true)], &client);
+    let client_status = || a.ask(&["socks", "status"])["result"]["client"].clone();
+    wait_until("A's route to the exit", Duration::from_secs(30), || {
+        client_status()["route"] == "ready"
+    });
+    let proxy = client_status()["listen"].as_str().unwrap().parse().unwrap();
+    assert!(
+        fetch_through(proxy, http.address),
+        "no fetch before the restart"
+    );
+
+    let killed = Instant::now();
+    c.restart();
+    println!("C answered again {:?} after the SIGKILL", killed.elapsed());
+    let restarted = Instant::now();
+    wait_until(
+        "a fetch through A's SOCKS port after C restarted",
+        Duration::from_secs(30),
+        || fetch_through(proxy, http.address),
+    );
+    println!(
+        "a new connection got through {:?} after C was back",
+        restarted.elapsed()
+    );
+    // A noticed that C forgot the route and rebuilt it; B never found C silent.
+    let log = a.log();
+    assert!(
+        log.contains("no longer knows the route (it restarted)): repairing"),
+        "{log}"
+    );
+    let log = b.log();
+    assert!(!log.contains("is dead"), "{log}");
+    let status = client_status();
+    assert_eq!(status["route"], "ready", "{status}");
+    assert_eq!(status["listen"], proxy.to_string(), "{status}");
 }

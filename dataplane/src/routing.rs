@@ -317,6 +317,16 @@ impl RoutingTable {
             .collect()
     }
 
+    /// The id of the rule that relays to `transport` with `next_id`, if there is one (a scan:
+    /// for the rare report of a route that the neighbour forgot, not for the packet path).
+    pub fn forwarding_to(&self, transport: TransportId, next_id: RouteId) -> Option<RouteId> {
+        let wanted = Rule::Forward { transport, next_id };
+        self.rules
+            .iter()
+            .find(|(_, entry)| entry.rule == wanted)
+            .map(|(id, _)| *id)
+    }
+
     /// The ids of rules that send to or expect packets from `transport`.
     pub fn ids_touching(&self, transport: TransportId) -> Vec<RouteId> {
         let mut ids: Vec<RouteId> = self

@@ -10,7 +10,7 @@ use std::time::Duration;
 use skywire_dataplane::node::{Event, RouteDownReason, RouteError, RouteStatus};
 use skywire_dataplane::sim::{ipv6_packet, Sim};
 use skywire_dataplane::wire::control::ControlMessage;
-use skywire_dataplane::wire::mesh::{MeshPacket, NextHeader};
+use skywire_dataplane::wire::mesh::{MeshHeader, MeshPacket, NextHeader};
 use skywire_dataplane::wire::{Advert, AdvertLink, RouteId};
 use skywire_dataplane::NodeKey;
 
@@ -697,4 +697,218 @@ fn a_build_asked_during_a_repair_is_answered_when_the_repair_succeeds() {
     assert_eq!(sim.nodes[0].node.route_status(&peer), RouteStatus::Ready);
     assert!(!path_of(&sim, 0, 2).contains(&first_hop));
     assert_eq!(route_down(&sim, 0, 2), None);
+}
+
+/// A line A–B–C, with M, a neighbour of A off the route.
+const LINE: [(usize, usize); 3] = [(0, 1), (1, 2), (3, 0)];
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+
+/// Node `from` sends a numbered packet to `to` every 10 ms while its route is ready, until
+/// `to` delivers one (after a restart, its events start empty) or `limit` passes. Returns how
+/// long that took, and whether `from` saw its route repaired on the way.
+fn send_until_delivered(
+    sim: &mut Sim,
+    from: usize,
+    to: usize,
+    limit: Duration,
+) -> (Option<Duration>, bool) {
+    let started = sim.now;
+    let (from_key, to_key) = (sim.key(from), sim.key(to));
+    let mut repairing = false;
+    let mut sent = 0u32;
+    while sim.now - started < limit {
+        match sim.nodes[from].node.route_status(&to_key) {
+            RouteStatus::Ready => {
+                let packet = ipv6_packet(
+                    sim.nodes[from].node.address(),
+                    sim.nodes[to].node.address(),
+                    format!("packet {sent}").as_bytes(),
+                );
+                sim.nodes[from].node.send_to(&to_key, &packet).unwrap();
+                sent += 1;
+            }
+            RouteStatus::Repairing => repairing = true,
+            RouteStatus::Building | RouteStatus::Absent => {}
+        }
+        let delivered = sim.run_until(Duration::from_millis(10), |sim| {
+            sim.has_event(
+                to,
+                |e| matches!(e, Event::Packet { peer, .. } if *peer == from_key),
+            )
+        });
+        if delivered {
+            return (Some(sim.now - started), repairing);
+        }
+    }
+    (None, repairing)
+}
+
+#[test]
+fn a_route_whose_far_end_restarted_is_rebuilt_within_the_liveness_window() {
+    let mut sim = Sim::new(27, 4, &LINE, |_, _| {});
+    assert!(sim.run_until(LIMIT, converged));
+    build_to(&mut sim, A, C);
+    assert_eq!(path_of(&sim, A, C), sim.path(&[A, B, C]));
+    assert!(carries(&mut sim, A, C, b"before"));
+    // C restarts: same key, nothing else. Its link to B comes back at once (B never finds it
+    // silent), so only C itself can tell that it forgot the route and its session.
+    let c_key = sim.key(C);
+    sim.restart(C);
+    let (flowing, repaired) = send_until_delivered(&mut sim, A, C, LIMIT);
+    let flowing = flowing.expect("A's packets never reached the restarted C");
+    // Within about the liveness window (750 ms by default: what a dead link takes to notice).
+    let window = sim.nodes[A].options.dead_after;
+    assert!(flowing < window, "flowing again after {flowing:?}");
+    eprintln!("A's packets reach the restarted C again {flowing:?} after the restart");
+    assert!(repaired, "A never saw its route under repair");
+    assert!(
+        sim.nodes[B].node.is_link_alive(&c_key),
+        "B's link to C died"
+    );
+    assert!(sim.nodes[C].node.drops().unknown_route > 0);
+    // The repair was silent, and the route carries both ways over the same path.
+    assert_eq!(route_down(&sim, A, C), None);
+    assert_eq!(sim.nodes[A].node.route_status(&c_key), RouteStatus::Ready);
+    assert_eq!(path_of(&sim, A, C), sim.path(&[A, B, C]));
+    assert_eq!(path_of(&sim, C, A), sim.path(&[A, B, C]));
+    assert!(carries(&mut sim, C, A, b"back again"));
+    // B holds the new route's two rules and nothing of the old one.
+    assert_eq!(sim.nodes[B].node.table().len(), 2);
+}
+
+#[test]
+fn a_direct_route_whose_far_end_restarted_is_rebuilt_too() {
+    let mut sim = Sim::new(30, 2, &[(0, 1)], |_, _| {});
+    assert!(sim.run_until(LIMIT, converged));
+    build_to(&mut sim, 0, 1);
+    assert!(sim.nodes[0]
+        .node
+        .routes()
+        .all(|(_, route)| route.is_direct()));
+    sim.restart(1);
+    let (flowing, repaired) = send_until_delivered(&mut sim, 0, 1, LIMIT);
+    let flowing = flowing.expect("0's packets never reached the restarted 1");
+    assert!(flowing < sim.nodes[0].options.dead_after, "{flowing:?}");
+    assert!(repaired);
+    assert!(carries(&mut sim, 1, 0, b"direct again"));
+    assert_eq!(route_down(&sim, 0, 1), None);
+}
+
+#[test]
+fn a_route_whose_relay_restarted_is_rebuilt_and_an_explicit_one_reported_down() {
+    let mut sim = Sim::new(28, 4, &LINE, |_, _| {});
+    assert!(sim.run_until(LIMIT, converged));
+    build_to(&mut sim, A, C);
+    // The relay restarts: both ends' next packets find it has forgotten the route.
+    sim.restart(B);
+    let (flowing, repaired) = send_until_delivered(&mut sim, A, C, LIMIT);
+    let flowing = flowing.expect("A's packets never reached C again");
+    assert!(flowing < sim.nodes[A].options.dead_after, "{flowing:?}");
+    assert!(repaired);
+    assert!(carries(&mut sim, C, A, b"and back"));
+    assert_eq!(route_down(&sim, A, C), None);
+    assert_eq!(route_down(&sim, C, A), None);
+
+    // A route along an explicit path keeps it: it is reported down, naming the hop before the
+    // node that forgot it.
+    let (b_key, c_key) = (sim.key(B), sim.key(C));
+    assert!(sim.nodes[A].node.remove_route(sim.now, &c_key));
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let path = sim.path(&[A, B, C]);
+    sim.nodes[A].events.clear();
+    sim.nodes[A].node.build_route(now, &path).unwrap();
+    wait_ready(&mut sim, A, C);
+    sim.restart(C);
+    let (flowing, _) = send_until_delivered(&mut sim, A, C, Duration::from_secs(1));
+    assert_eq!(flowing, None, "an explicit route was rebuilt");
+    let reason = route_down(&sim, A, C).expect("no route down at A");
+    assert_eq!(reason, RouteDownReason::Forgotten { reporter: b_key });
+    assert!(reason.to_string().contains("restarted"), "{reason}");
+    assert_eq!(sim.nodes[A].node.route_status(&c_key), RouteStatus::Absent);
+}
+
+/// The route ids named by the reports of unknown routes that a node received, as its tap saw
+/// them.
+fn tap_reports(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<RouteId>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tap_seen = seen.clone();
+    sim.nodes[at].node.set_tap(Box::new(move |_, packet| {
+        let Ok(mesh) = MeshPacket::new_checked(packet) else {
+            return;
+        };
+        if let Ok(ControlMessage::UnknownRoute { route_id }) = ControlMessage::parse(mesh.payload())
+        {
+            tap_seen.lock().unwrap().push(route_id);
+        }
+    }));
+    seen
+}
+
+#[test]
+fn only_a_routes_next_hop_can_report_it_forgotten_and_reports_are_rate_limited() {
+    const M: usize = 3;
+    let mut sim = Sim::new(29, 4, &LINE, |_, _| {});
+    let at_m = tap_reports(&mut sim, M);
+    assert!(sim.run_until(LIMIT, converged));
+    build_to(&mut sim, A, C);
+    let c_key = sim.key(C);
+    let (out_id, in_id) = sim.nodes[A]
+        .node
+        .routes()
+        .find(|(peer, _)| **peer == c_key)
+        .map(|(_, route)| (route.out_id, route.in_id))
+        .unwrap();
+    // M, off the route, claims to have forgotten A's route ids: A keeps its route.
+    let a_key = sim.key(A);
+    for route_id in [out_id, in_id] {
+        sim.nodes[M]
+            .node
+            .send_control_to(
+                &a_key,
+                RouteId::CONTROL,
+                &ControlMessage::UnknownRoute { route_id },
+            )
+            .unwrap();
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.nodes[A].node.route_status(&c_key), RouteStatus::Ready);
+    assert!(carries(&mut sim, A, C, b"still here"));
+    assert_eq!(route_down(&sim, A, C), None);
+
+    // M floods A with packets on route ids A does not have: A reports only so many a second,
+    // each to M alone.
+    let (m_address, a_address) = (sim.nodes[M].node.address(), sim.nodes[A].node.address());
+    let drops_before = sim.nodes[A].node.drops().unknown_route;
+    for value in 0..1000u32 {
+        let route_id = RouteId::new(0x80000 + value).unwrap();
+        let header = MeshHeader {
+            route_id,
+            next_header: NextHeader::Session,
+            hop_limit: 64,
+            src: m_address,
+            dst: a_address,
+            payload_len: 32,
+        };
+        let mut packet = vec![0u8; header.buffer_len()];
+        header.emit(&mut packet).unwrap();
+        sim.nodes[M]
+            .node
+            .send_mesh_packet_to(&a_key, &packet)
+            .unwrap();
+    }
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(sim.nodes[A].node.drops().unknown_route - drops_before, 1000);
+    let reports = at_m.lock().unwrap().clone();
+    assert!(
+        (1..=32).contains(&reports.len()),
+        "{} reports",
+        reports.len()
+    );
+    assert!(reports.iter().all(|id| id.get() >= 0x80000), "{reports:?}");
+    // A's own route is untouched.
+    assert_eq!(sim.nodes[A].node.route_status(&c_key), RouteStatus::Ready);
+    assert!(carries(&mut sim, A, C, b"unbothered"));
 }

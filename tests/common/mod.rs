@@ -196,7 +196,6 @@ impl Daemon {
             }
             user.run(&mut command);
         }
-        let child = command.spawn().unwrap();
         let mut daemon = Daemon {
             name: name.to_string(),
             socket: node_dir.join("visctl.sock"),
@@ -204,15 +203,23 @@ impl Daemon {
             key: secret.public(),
             config,
             port: 0,
-            child: Some(child),
+            child: None,
         };
+        daemon.run(command);
+        daemon
+    }
+
+    /// Spawns `command` as this daemon's process and waits until `visctl status` answers; notes
+    /// the UDP port it bound.
+    fn run(&mut self, mut command: Command) {
+        self.child = Some(command.spawn().unwrap());
         let mut status = None;
         wait_until(
-            &format!("{name} to answer"),
+            &format!("{} to answer", self.name),
             Duration::from_secs(20),
             || {
-                daemon.assert_running();
-                let output = daemon.visctl(&["--json", "status"]);
+                self.assert_running();
+                let output = self.visctl(&["--json", "status"]);
                 if output.status.success() {
                     status = Some(json(&output));
                 }
@@ -225,8 +232,30 @@ impl Daemon {
             .unwrap()
             .parse()
             .unwrap();
-        daemon.port = listen.port();
-        daemon
+        self.port = listen.port();
+    }
+
+    /// Kills the process with SIGKILL and starts the built `skywired` again from the same
+    /// config and folder, as this process's user and without extra environment: the same key
+    /// and settings, nothing else kept in memory, and a new UDP port (neighbours that call it
+    /// learn it from its first handshake). Returns once `visctl status` answers; the log goes
+    /// on in the same file.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("skywired.log"))
+            .unwrap();
+        let mut command = Command::new(SKYWIRED);
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.run(command);
     }
 
     /// The node's UDP address on loopback.

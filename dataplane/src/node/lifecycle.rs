@@ -1,5 +1,19 @@
 //! A route's life after setup: refresh, teardown and route down as every hop processes them,
-//! routes over a dead link, expiry of rules and of setups that got no answer.
+//! routes over a dead link, routes that a restarted neighbour forgot, expiry of rules and of
+//! setups that got no answer.
+//!
+//! A node that restarts forgets its routes while its links come back at once, so the routes
+//! through it look alive to everyone else. It answers a packet on a route id it has no rule
+//! for with a report of that id to the neighbour that sent it (route id 0: the neighbour
+//! channel, authenticated by their transport). That neighbour, and only if the id is the one
+//! its own rule stamps on what it sends there, removes the route and reports it down along the
+//! route's other half (reason: forgotten), as it would for a dead link; the initiator rebuilds
+//! it, proving the route with a new handshake once the far end's session turns out forgotten
+//! too. So a route whose relay or far end restarted is noticed with the first packet sent on it
+//! after the restart (at the latest its next refresh), and only the neighbour the route leads to
+//! can break it this way, which it could anyway by dropping the route's packets. A report goes
+//! only to the neighbour whose packet prompted it, over their transport, so no one can aim
+//! reports elsewhere; they are rate-limited each way per neighbour.
 
 use super::*;
 
@@ -65,6 +79,7 @@ impl Node {
                 let reason = match reason {
                     DownReason::LinkDead => RouteDownReason::LinkDead { reporter },
                     DownReason::Expired => RouteDownReason::Expired,
+                    DownReason::Forgotten => RouteDownReason::Forgotten { reporter },
                 };
                 if is_current {
                     self.route_broke(now, peer, reason);
@@ -136,6 +151,77 @@ impl Node {
                 let error = rejection(&pending.path, 0, RejectReason::NextHopUnreachable);
                 self.setup_failed(now, setup, &pending, error);
             }
+        }
+    }
+
+    // ----- routes a restarted neighbour forgot -----
+
+    /// A packet came in on `ingress` with a route id this node has no rule for: tells that
+    /// neighbour, within the window's budget.
+    pub(super) fn report_unknown_route(&mut self, ingress: TransportId, id: RouteId) {
+        let Some(link) = self.links.get_mut(&ingress) else {
+            return;
+        };
+        if link.reports_sent >= UNKNOWN_ROUTE_REPORTS {
+            return;
+        }
+        link.reports_sent += 1;
+        let Some(address) = self.transports.address_of(ingress) else {
+            return;
+        };
+        let report = ControlMessage::UnknownRoute { route_id: id };
+        self.send_route_control(ingress, RouteId::CONTROL, address, &report);
+    }
+
+    /// The neighbour on `ingress` has no rule for `id`: the route that this node sends it with
+    /// that id is broken. A relayed one is removed here and reported down towards its other
+    /// end; one this node is an end of breaks as over a dead link. Anything else (a report of
+    /// a route already gone) changes nothing.
+    pub(super) fn handle_unknown_route(&mut self, now: Instant, ingress: TransportId, id: RouteId) {
+        let Some(link) = self.links.get_mut(&ingress) else {
+            return;
+        };
+        if link.reports_taken >= UNKNOWN_ROUTE_REPORTS_TAKEN {
+            self.drops.bad_control += 1;
+            return;
+        }
+        link.reports_taken += 1;
+        let report = ControlMessage::RouteDown {
+            reporter: self.key,
+            reason: DownReason::Forgotten,
+        };
+        if let Some(forward) = self.table.forwarding_to(ingress, id) {
+            if let Some(next) = self.transports.key_of(ingress) {
+                log::info!("{next} forgot a route relayed here (it restarted): reported down");
+            }
+            if let (_, Some((_, back))) = self.table.remove_with_pair(now, forward) {
+                if let Rule::Forward { transport, next_id } = back.rule {
+                    self.send_route_control(transport, next_id, Ipv6Addr::UNSPECIFIED, &report);
+                }
+            }
+            return;
+        }
+        let is_this_route = |route: &EndRoute| route.transport == ingress && route.out_id == id;
+        let candidate = self
+            .candidates
+            .iter()
+            .find(|(_, candidate)| is_this_route(&candidate.route))
+            .map(|(in_id, _)| *in_id);
+        if let Some(in_id) = candidate {
+            if let Some(candidate) = self.candidates.remove(&in_id) {
+                self.table.remove(now, candidate.route.in_id);
+            }
+            return;
+        }
+        let peer = self
+            .routes
+            .iter()
+            .find(|(_, route)| is_this_route(route))
+            .map(|(peer, _)| *peer);
+        if let Some(peer) = peer {
+            log::info!("route to {peer}: its next hop no longer knows it (it restarted)");
+            let reporter = self.key;
+            self.route_broke(now, peer, RouteDownReason::Forgotten { reporter });
         }
     }
 

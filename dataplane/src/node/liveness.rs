@@ -98,6 +98,8 @@ impl Link {
             } else {
                 now + interval / 4
             },
+            reports_sent: 0,
+            reports_taken: 0,
         }
     }
 }

@@ -92,6 +92,13 @@ const ADVERT_DELAY: Duration = Duration::from_millis(250);
 const ADVERT_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// An advert's lifetime, in advert intervals: three can be lost before it expires.
 const ADVERT_LIFETIME_INTERVALS: u32 = 4;
+/// Reports of unknown route ids a node sends one neighbour per rate-limit window (a second), at
+/// most: enough for the first packets of many forgotten routes, never more than the packets
+/// that neighbour sent.
+const UNKNOWN_ROUTE_REPORTS: u8 = 32;
+/// Reports of unknown route ids a node takes from one neighbour per window: twice what an
+/// honest one sends, since the two nodes' windows do not line up.
+const UNKNOWN_ROUTE_REPORTS_TAKEN: u8 = 2 * UNKNOWN_ROUTE_REPORTS;
 
 /// An identifier of one route setup, chosen at random by its initiator.
 pub type SetupId = u64;
@@ -214,6 +221,12 @@ pub enum RouteDownReason {
     /// The route broke and no other path to the node is known: every path is down, or the
     /// node has stopped advertising.
     NoPath,
+    /// The node after `reporter` on the path no longer knows the route: it restarted.
+    Forgotten {
+        /// The node before the one that forgot on the path (this node, when the one that
+        /// forgot is its neighbour on the route).
+        reporter: NodeKey,
+    },
 }
 
 impl fmt::Display for RouteDownReason {
@@ -226,6 +239,10 @@ impl fmt::Display for RouteDownReason {
             RouteDownReason::TornDown => f.write_str("torn down"),
             RouteDownReason::NoPath => f.write_str(
                 "the route broke and no other path to the node is known (its links are down, or it stopped advertising)",
+            ),
+            RouteDownReason::Forgotten { reporter } => write!(
+                f,
+                "the node after {reporter} on the path no longer knows the route (it restarted)"
             ),
         }
     }
@@ -438,6 +455,9 @@ struct Repair {
     setup: Option<SetupId>,
     /// Whether [`Event::RouteReady`] is due when the repair succeeds (a command waits on it).
     announce: bool,
+    /// Whether the route broke because its far end forgot it (it restarted): its end of the
+    /// route session is gone too, so the new route is proven with a new handshake at once.
+    far_end_restarted: bool,
 }
 
 /// This node's adverts.
@@ -461,12 +481,17 @@ pub struct AdvertCounters {
     pub sent_bytes: u64,
 }
 
-/// A link's liveness.
+/// A link's liveness, and what the neighbour and this node said of unknown route ids this
+/// rate-limit window.
 #[derive(Debug, Clone, Copy)]
 struct Link {
     state: LinkState,
     probe: Option<Probe>,
     next_probe: Instant,
+    /// Reports of unknown route ids sent to the neighbour.
+    reports_sent: u8,
+    /// Reports of unknown route ids taken from the neighbour.
+    reports_taken: u8,
 }
 
 /// A liveness probe waiting for its answer.
@@ -760,6 +785,10 @@ impl Node {
         if now >= self.timers.rate_limit {
             self.timers.rate_limit = now + RATE_LIMIT_WINDOW;
             self.session_limiter.reset_count();
+            for link in self.links.values_mut() {
+                link.reports_sent = 0;
+                link.reports_taken = 0;
+            }
         }
         if now >= self.timers.liveness {
             self.check_links(now);
@@ -1051,7 +1080,10 @@ impl Node {
                     self.handle_direct_packet(now, ingress, id, peer, direct, packet);
                 }
             },
-            Lookup::UnknownRoute => self.drops.unknown_route += 1,
+            Lookup::UnknownRoute => {
+                self.drops.unknown_route += 1;
+                self.report_unknown_route(ingress, id);
+            }
             Lookup::WrongIngress => self.drops.wrong_ingress += 1,
             Lookup::TooLarge => self.drops.oversized += 1,
         }
@@ -1207,6 +1239,9 @@ impl Node {
                 reason,
             } => self.handle_setup_reject(now, ingress, setup_id, hop_index, reason),
             ControlMessage::Advert(advert) => self.handle_advert(now, ingress, neighbour, advert),
+            ControlMessage::UnknownRoute { route_id } => {
+                self.handle_unknown_route(now, ingress, route_id);
+            }
             ControlMessage::Refresh
             | ControlMessage::Teardown
             | ControlMessage::RouteDown { .. } => self.drops.bad_control += 1,

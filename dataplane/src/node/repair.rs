@@ -85,11 +85,17 @@ impl Node {
         }
         if route.automatic {
             log::info!("route to {peer} broke ({reason}): repairing");
+            let far_end_restarted = matches!(
+                reason,
+                RouteDownReason::Forgotten { reporter }
+                    if route.path.iter().rev().nth(1) == Some(&reporter)
+            );
             self.repairs.entry(peer).or_insert(Repair {
                 attempts: 0,
                 reason,
                 setup: None,
                 announce: route.announce,
+                far_end_restarted,
             });
             self.repair(now, peer);
         } else if !route.ready && route.announce {

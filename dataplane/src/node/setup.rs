@@ -299,6 +299,10 @@ impl Node {
             self.tear_down(now, &peer, &old);
         }
         self.ensure_session(peer);
+        let session_lost = self
+            .repairs
+            .get(&peer)
+            .is_some_and(|repair| repair.far_end_restarted);
         self.routes.insert(
             peer,
             EndRoute {
@@ -313,7 +317,7 @@ impl Node {
                 next_refresh: now + self.options.refresh_interval,
                 announce: pending.announce,
                 proof: Some(Proof {
-                    sent: 0,
+                    sent: if session_lost { PROOF_KEEPALIVES } else { 0 },
                     next: now,
                     retry: (now.saturating_duration_since(pending.started) * 2)
                         .clamp(Duration::from_millis(100), PROOF_RETRY),
@@ -327,7 +331,8 @@ impl Node {
 
     /// Proves to the destination that this node built the route: a keepalive over it (a
     /// handshake first when the session needs one), then, if the destination stays silent, a
-    /// new handshake, whose keepalive proves it as well.
+    /// new handshake, whose keepalive proves it as well. A route rebuilt because its far end
+    /// restarted starts with the handshake.
     pub(super) fn send_proof(&mut self, now: Instant, peer: NodeKey) {
         let Some(proof) = self
             .routes

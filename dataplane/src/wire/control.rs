@@ -1,6 +1,7 @@
 //! The nodes' versioned control messages, the payload of next header 253: liveness probes,
-//! route setup and link-state adverts between neighbours (route id 0), and route control that
-//! every hop of a route processes. Owns their byte encoding `[version][type][body]`, big-endian throughout.
+//! route setup, link-state adverts and reports of unknown route ids between neighbours (route
+//! id 0), and route control that every hop of a route processes. Owns their byte encoding
+//! `[version][type][body]`, big-endian throughout.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -28,6 +29,7 @@ mod kind {
     pub const TEARDOWN: u8 = 7;
     pub const ROUTE_DOWN: u8 = 8;
     pub const ADVERT: u8 = 9;
+    pub const UNKNOWN_ROUTE: u8 = 10;
 }
 
 /// The type byte of an advert ([`ControlMessage::Advert`]).
@@ -95,6 +97,12 @@ pub enum ControlMessage {
     },
     /// A node's signed link-state advert, flooded between neighbours (route id 0).
     Advert(Advert),
+    /// The sender has no rule for `route_id`, which the receiver stamped on a packet it sent
+    /// it: the sender restarted, or dropped the route (route id 0).
+    UnknownRoute {
+        /// The route id the packet carried.
+        route_id: RouteId,
+    },
 }
 
 /// Why a hop refused a route setup.
@@ -128,6 +136,8 @@ pub enum DownReason {
     LinkDead = 1,
     /// The route's rules expired at the reporting hop (not refreshed in time).
     Expired = 2,
+    /// The reporting hop's next node on the route no longer knows it (it restarted).
+    Forgotten = 3,
 }
 
 impl RejectReason {
@@ -205,6 +215,7 @@ impl DownReason {
         match code {
             1 => Some(DownReason::LinkDead),
             2 => Some(DownReason::Expired),
+            3 => Some(DownReason::Forgotten),
             _ => None,
         }
     }
@@ -220,6 +231,7 @@ impl fmt::Display for DownReason {
         f.write_str(match self {
             DownReason::LinkDead => "a link on the route died",
             DownReason::Expired => "the route expired at a hop (not refreshed in time)",
+            DownReason::Forgotten => "a node on the route no longer knows it (it restarted)",
         })
     }
 }
@@ -266,6 +278,9 @@ impl ControlMessage {
                 reader.rest = &[];
                 ControlMessage::Advert(advert)
             }
+            kind::UNKNOWN_ROUTE => ControlMessage::UnknownRoute {
+                route_id: route_id_from_wire(reader.u32()?)?,
+            },
             _ => return Err(WireError::UnknownType),
         };
         if !reader.rest.is_empty() {
@@ -286,6 +301,7 @@ impl ControlMessage {
             ControlMessage::Teardown => kind::TEARDOWN,
             ControlMessage::RouteDown { .. } => kind::ROUTE_DOWN,
             ControlMessage::Advert(_) => kind::ADVERT,
+            ControlMessage::UnknownRoute { .. } => kind::UNKNOWN_ROUTE,
         }
     }
 
@@ -311,6 +327,7 @@ impl ControlMessage {
                 ControlMessage::Refresh | ControlMessage::Teardown => 0,
                 ControlMessage::RouteDown { .. } => KEY_LEN + 1,
                 ControlMessage::Advert(advert) => advert.buffer_len(),
+                ControlMessage::UnknownRoute { .. } => 4,
             }
     }
 
@@ -371,6 +388,9 @@ impl ControlMessage {
             ControlMessage::Advert(advert) => {
                 advert.emit(std::mem::take(&mut writer.rest))?;
             }
+            ControlMessage::UnknownRoute { route_id } => {
+                writer.put(&route_id.get().to_be_bytes())?;
+            }
         }
         Ok(len)
     }
@@ -389,7 +409,10 @@ impl ControlMessage {
                 }
                 check_path(*hop_index, path.len())
             }
-            ControlMessage::SetupAccept { forward_id, .. } if forward_id.is_control() => {
+            ControlMessage::SetupAccept { forward_id: id, .. }
+            | ControlMessage::UnknownRoute { route_id: id }
+                if id.is_control() =>
+            {
                 Err(WireError::BadRouteId)
             }
             _ => Ok(()),
@@ -555,6 +578,13 @@ mod tests {
                 reporter: key(0x11),
                 reason: DownReason::Expired,
             },
+            ControlMessage::RouteDown {
+                reporter: key(0x22),
+                reason: DownReason::Forgotten,
+            },
+            ControlMessage::UnknownRoute {
+                route_id: route_id(RouteId::MAX),
+            },
         ];
         let reasons = [
             RejectReason::UnknownNextHop,
@@ -632,6 +662,10 @@ mod tests {
         });
         assert_eq!(down.len(), 35);
         assert_eq!(down[34], 2);
+        let unknown = encode(&ControlMessage::UnknownRoute {
+            route_id: route_id(0x12345),
+        });
+        assert_eq!(unknown, [1, 10, 0, 1, 0x23, 0x45]);
     }
 
     #[test]
@@ -679,7 +713,7 @@ mod tests {
 
     #[test]
     fn unknown_types_are_rejected() {
-        for kind in [0, 10, 200, 255] {
+        for kind in [0, 11, 200, 255] {
             assert_eq!(
                 ControlMessage::parse(&[CONTROL_VERSION, kind]),
                 Err(WireError::UnknownType)
@@ -695,8 +729,12 @@ mod tests {
             forward_id: route_id(5),
             mtu: 1400,
         });
-        // reverse_id at 13..17 in a request, forward_id at 10..14 in an accept.
-        for (bytes, at) in [(request, 13), (accept, 10)] {
+        let unknown = encode(&ControlMessage::UnknownRoute {
+            route_id: route_id(5),
+        });
+        // reverse_id at 13..17 in a request, forward_id at 10..14 in an accept, route_id at
+        // 2..6 in a report of an unknown route.
+        for (bytes, at) in [(request, 13), (accept, 10), (unknown, 2)] {
             for bad in [0u32, 1 << 20, u32::MAX] {
                 let mut bytes = bytes.clone();
                 bytes[at..at + 4].copy_from_slice(&bad.to_be_bytes());
@@ -732,6 +770,10 @@ mod tests {
             mtu: 1,
         };
         assert_eq!(accept.emit(&mut buf), Err(WireError::BadRouteId));
+        let unknown = ControlMessage::UnknownRoute {
+            route_id: RouteId::CONTROL,
+        };
+        assert_eq!(unknown.emit(&mut buf), Err(WireError::BadRouteId));
     }
 
     #[test]
@@ -793,7 +835,7 @@ mod tests {
             reporter: key(1),
             reason: DownReason::LinkDead,
         });
-        for code in [0u8, 3, 255] {
+        for code in [0u8, 4, 255] {
             let mut bytes = down.clone();
             bytes[34] = code;
             assert_eq!(ControlMessage::parse(&bytes), Err(WireError::BadField));
@@ -820,6 +862,7 @@ mod tests {
             Some(RejectReason::UnknownNextHop)
         );
         assert_eq!(DownReason::from_u8(2), Some(DownReason::Expired));
+        assert_eq!(DownReason::from_u8(3), Some(DownReason::Forgotten));
         assert!(RejectReason::MtuTooSmall { mtu: 1300 }
             .to_string()
             .contains("1300"));
@@ -833,6 +876,10 @@ mod tests {
     fn route_control_is_told_apart() {
         assert!(ControlMessage::Refresh.is_route_control());
         assert!(!ControlMessage::Probe { nonce: 1 }.is_route_control());
+        assert!(!ControlMessage::UnknownRoute {
+            route_id: route_id(1)
+        }
+        .is_route_control());
     }
 
     #[test]

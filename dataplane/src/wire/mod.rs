@@ -150,6 +150,13 @@ mod tests {
                 reporter: key(9),
                 reason: DownReason::LinkDead,
             },
+            ControlMessage::RouteDown {
+                reporter: key(10),
+                reason: DownReason::Forgotten,
+            },
+            ControlMessage::UnknownRoute {
+                route_id: id(0x5a5a5),
+            },
             ControlMessage::Advert(
                 Advert::signed(
                     &crate::identity::SecretKey::from([4; 32]),
