@@ -1167,7 +1167,7 @@ fn local_line(command: &Command) -> Vec<u8> {
 
 /// A piece of a client's input: a whole line, or a line that was too long and was skipped.
 #[derive(Debug)]
-enum Piece {
+pub(crate) enum Piece {
     Line(Vec<u8>),
     TooLong,
 }
@@ -1175,7 +1175,7 @@ enum Piece {
 /// Cuts a byte stream into lines of at most [`MAX_LINE`] bytes; a longer line becomes
 /// [`Piece::TooLong`] and is skipped up to its new line.
 #[derive(Debug, Default)]
-struct LineSplitter {
+pub(crate) struct LineSplitter {
     partial: Vec<u8>,
     discarding: bool,
 }
@@ -1186,7 +1186,7 @@ impl LineSplitter {
         self.discarding || !self.partial.is_empty()
     }
 
-    fn feed(&mut self, mut bytes: &[u8], pieces: &mut Vec<Piece>) {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], pieces: &mut Vec<Piece>) {
         while !bytes.is_empty() {
             let (segment, rest) = match bytes.iter().position(|&byte| byte == b'\n') {
                 Some(at) => (&bytes[..at], Some(&bytes[at + 1..])),
