@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod index;
 pub mod node;

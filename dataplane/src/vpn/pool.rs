@@ -110,6 +110,19 @@ impl Pool {
         pool6: Option<Prefix>,
         state_dir: &Path,
     ) -> Result<Pool, PoolError> {
+        let mut pool = Pool::empty(pool4, pool6, state_dir.join(LEASE_FILE))?;
+        if let Some(text) = pool.read_file()? {
+            pool.load(&text)?;
+        }
+        Ok(pool)
+    }
+
+    /// Pools over `pool4` and `pool6` with no leases yet, to be kept in `file`.
+    pub(crate) fn empty(
+        pool4: Option<Prefix>,
+        pool6: Option<Prefix>,
+        file: PathBuf,
+    ) -> Result<Pool, PoolError> {
         if pool4.is_none() && pool6.is_none() {
             return Err(PoolError::NoPool);
         }
@@ -133,14 +146,12 @@ impl Pool {
                 });
             }
         }
-        let mut pool = Pool {
+        Ok(Pool {
             pool4,
             pool6,
             leases: BTreeMap::new(),
-            file: state_dir.join(LEASE_FILE),
-        };
-        pool.load()?;
-        Ok(pool)
+            file,
+        })
     }
 
     /// The server's own addresses: the first of each pool.
@@ -221,26 +232,31 @@ impl Pool {
             .find(|address| !self.leases.values().any(|lease| lease.holds(*address)))
     }
 
-    fn load(&mut self) -> Result<(), PoolError> {
+    /// The lease file's text; `None` when there is no lease file yet.
+    fn read_file(&self) -> Result<Option<String>, PoolError> {
         let file_error = |source| PoolError::File {
             file: self.file.clone(),
             source,
         };
-        let text = match std::fs::File::open(&self.file) {
+        match std::fs::File::open(&self.file) {
             Ok(file) => {
                 let mut text = String::new();
                 io::Read::read_to_string(&mut io::Read::take(file, MAX_LEASE_FILE), &mut text)
                     .map_err(file_error)?;
-                text
+                Ok(Some(text))
             }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(file_error(error)),
-        };
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(file_error(error)),
+        }
+    }
+
+    /// Takes the leases of `text`, the lease file's contents, that still fit the pools.
+    pub(crate) fn load(&mut self, text: &str) -> Result<(), PoolError> {
         let damaged = |problem: String| PoolError::Damaged {
             file: self.file.clone(),
             problem,
         };
-        let parsed: LeaseFile = yaml_serde::from_str(&text).map_err(|e| damaged(e.to_string()))?;
+        let parsed: LeaseFile = yaml_serde::from_str(text).map_err(|e| damaged(e.to_string()))?;
         if parsed.version != LEASE_FILE_VERSION {
             return Err(damaged(format!(
                 "version {} where {LEASE_FILE_VERSION} was expected",

@@ -48,9 +48,9 @@ pub fn clear_leftovers(state_dir: &Path) -> usize {
     let Ok(text) = std::fs::read_to_string(&file) else {
         return 0;
     };
-    let undo: UndoFile = yaml_serde::from_str(&text).unwrap_or_default();
-    let count = undo.undo.len();
-    run_undo(&undo.undo);
+    let undo = parse_undo_file(&text);
+    let count = undo.len();
+    run_undo(&undo);
     if let Err(error) = std::fs::remove_file(&file) {
         log::warn!(
             "cannot remove {}: {error}; remove it by hand",
@@ -63,6 +63,20 @@ pub fn clear_leftovers(state_dir: &Path) -> usize {
         );
     }
     count
+}
+
+/// The text of an undo file that lists the `ip` argument lists `undo`.
+pub(crate) fn format_undo_file(undo: &[Vec<String>]) -> Result<String, yaml_serde::Error> {
+    yaml_serde::to_string(&UndoFile {
+        undo: undo.to_vec(),
+    })
+}
+
+/// The `ip` argument lists of an undo file's text; none when it is damaged.
+pub(crate) fn parse_undo_file(text: &str) -> Vec<Vec<String>> {
+    yaml_serde::from_str::<UndoFile>(text)
+        .map(|file| file.undo)
+        .unwrap_or_default()
 }
 
 fn run_undo(undo: &[Vec<String>]) {
@@ -148,11 +162,9 @@ impl ClientRoutes {
             undo.push(del);
         }
         let file = state_dir.join(UNDO_FILE);
-        let text = yaml_serde::to_string(&UndoFile { undo: undo.clone() }).map_err(|error| {
-            TunError::Command {
-                args: "(none run)".to_owned(),
-                problem: format!("cannot record the VPN routes: {error}"),
-            }
+        let text = format_undo_file(&undo).map_err(|error| TunError::Command {
+            args: "(none run)".to_owned(),
+            problem: format!("cannot record the VPN routes: {error}"),
         })?;
         write_atomically(&file, text.as_bytes()).map_err(|error| TunError::Command {
             args: "(none run)".to_owned(),
