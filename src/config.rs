@@ -24,7 +24,7 @@ use skywire_dataplane::vpn::{
 };
 use skywire_dataplane::{NodeKey, SecretKey};
 
-pub use keyfile::{create_state_dir, load_or_create_key, read_key_file};
+pub use keyfile::{create_state_dir, load_or_create_key, parse_key_file, read_key_file};
 use locate::KeyPath;
 
 /// The UDP address when `listen` is unset: every IPv4 and IPv6 address, port 7777.
