@@ -1,12 +1,15 @@
 //! SOCKS throughput as a user sees it: one large download with curl through the SOCKS5 port of
 //! `skywired` processes on 127.0.0.1 — entry → relay → exit (A → B → C) and entry → exit
-//! (A → C) — against `ssh -D` dynamic forwarding on loopback (a throwaway `sshd`), and a
+//! (A → C) — against OpenSSH's dynamic forwarding on loopback over the same shapes (`ssh -D`
+//! to a throwaway `sshd`, and `ssh -J B -D` through a second one as the jump host), and a
 //! download with no proxy for scale, all in the same run and interleaved. The figures that
 //! matter are the ratios to ssh, printed at the end.
 //!
 //! `cargo bench --bench socks_throughput` (release daemons). `SOCKS_BENCH_MIB` sets the
 //! download's size (default 1024), `SOCKS_BENCH_ROUNDS` the rounds (default 3; medians are
 //! reported, and the median of each round's ratios). Needs curl and OpenSSH's client and server.
+//! What it starts and the folders it makes go at the end, on a panic, and on SIGINT, SIGTERM or
+//! SIGHUP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -14,17 +17,23 @@
 mod bench_common;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/signals.rs"]
+mod signals;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::TunnResult;
 use common::http::HttpServer;
 use common::machine::require;
 use common::{wait_until, Daemon, Guard, Neighbour, TempDir};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use signals::{clean_up_on_signal, with_signals};
 use skywire_dataplane::node::INNER_MTU;
 use skywire_dataplane::{NodeKey, SecretKey, MAX_DATAGRAM};
 
@@ -51,19 +60,31 @@ fn main() {
     let rounds = env_number("SOCKS_BENCH_ROUNDS", 3).max(1) as usize;
     let size = mib << 20;
 
+    clean_up_on_signal(cleanup);
+
     let http = HttpServer::start();
-    let dir = TempDir::new("socks-bench");
-    let mesh = Mesh::start(&dir);
-    let ssh_dir = TempDir::new("socks-bench-ssh");
-    let ssh = SshProxy::start(&ssh_dir);
+    let dir = temp_dir("socks-bench");
+    let mesh = making(|_| Mesh::start(&dir));
+    let ssh_dir = temp_dir("socks-bench-ssh");
+    let ssh = OpenSsh::new(&ssh_dir);
+    let (server_c, server_b) = making(|_| (ssh.server("c"), ssh.server("b")));
+    let (ssh_direct, ssh_jump) = making(|_| {
+        (
+            ssh.proxy(&server_c, None),
+            ssh.proxy(&server_c, Some(&server_b)),
+        )
+    });
 
     let url = http.url(&format!("/bytes/{size}/1"));
-    let ways: [(&str, Option<SocketAddr>); 4] = [
+    let ways: [(&str, Option<SocketAddr>); 5] = [
         ("no proxy", None),
-        ("ssh -D", Some(ssh.proxy)),
+        ("ssh -D", Some(ssh_direct.address)),
+        ("ssh -J B -D", Some(ssh_jump.address)),
         ("skywire A → C", Some(mesh.direct_proxy)),
         ("skywire A → B → C", Some(mesh.relay_proxy)),
     ];
+    // Where each way is in `ways`.
+    let [no_proxy, ssh_d, ssh_j, sky_direct, sky_relayed] = [0, 1, 2, 3, 4];
     let mut speeds = vec![Vec::new(); ways.len()];
     let mut busy_cores = vec![Vec::new(); ways.len()];
     for round in 0..rounds {
@@ -104,7 +125,7 @@ fn main() {
     println!();
     println!(
         "{mib} MiB with curl on loopback, median of {rounds} ({}, {} cores):",
-        ssh.version,
+        OpenSsh::version(),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     for ((name, _), speed) in ways.iter().zip(&medians) {
@@ -112,16 +133,26 @@ fn main() {
     }
     // Each round's ratio compares downloads made moments apart: steadier than a ratio of
     // medians on a machine that is doing other things too.
-    let ratio = |way: usize| {
+    let ratio = |way: usize, anchor: usize| {
         let mut ratios: Vec<f64> = speeds[way]
             .iter()
-            .zip(&speeds[1])
-            .map(|(skywire, ssh)| skywire / ssh)
+            .zip(&speeds[anchor])
+            .map(|(way, anchor)| way / anchor)
             .collect();
         median(&mut ratios)
     };
-    println!("skywire A → C:     {:.2} × ssh -D", ratio(2));
-    println!("skywire A → B → C: {:.2} × ssh -D (target ≥ 1)", ratio(3));
+    println!(
+        "skywire A → C:     {:.2} × ssh -D (target ≥ 1, aim 1.3)",
+        ratio(sky_direct, ssh_d)
+    );
+    println!(
+        "skywire A → B → C: {:.2} × ssh -D",
+        ratio(sky_relayed, ssh_d)
+    );
+    println!(
+        "skywire A → B → C: {:.2} × ssh -J B -D (target ≥ 1.2)",
+        ratio(sky_relayed, ssh_j)
+    );
 
     // What the work that no implementation of this design can skip allows on these cores:
     // every byte goes through ChaCha20-Poly1305 twice at each end (route session and hop) and
@@ -130,7 +161,7 @@ fn main() {
     // top, so real throughput stays below this.
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     let crypto = crypto_seconds_per_byte();
-    let tcp_leg = median(&mut busy_cores[0].clone()) / medians[0];
+    let tcp_leg = median(&mut busy_cores[no_proxy].clone()) / medians[no_proxy];
     println!();
     println!(
         "per byte here: a ChaCha20-Poly1305 pass {:.2} ns (boringtun, one core), a loopback TCP \
@@ -138,17 +169,75 @@ fn main() {
         crypto * 1e9,
         tcp_leg * 1e9
     );
-    for (name, passes) in [("A → C", 4.0), ("A → B → C", 6.0)] {
+    for (name, passes, anchor) in [("A → C", 4.0, ssh_d), ("A → B → C", 6.0, ssh_j)] {
         let ceiling = cores / (passes * crypto + 2.0 * tcp_leg);
         println!(
             "ceiling of skywire {name:<9} on {cores} cores ({passes} passes, 2 TCP legs): \
-             {:>6.1} MB/s = {:.2} × ssh -D",
+             {:>6.1} MB/s = {:.2} × {}",
             ceiling / 1e6,
-            ceiling / medians[1]
+            ceiling / medians[anchor],
+            ways[anchor].0
         );
     }
-    drop(ssh);
+    drop((ssh_direct, ssh_jump));
+    drop((server_c, server_b));
     mesh.stop();
+}
+
+/// The folders the run made, for [`cleanup`], which a signal runs in place of the owners' drops.
+/// Folders are made and processes started while holding this lock (see [`making`]).
+static FOLDERS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Runs `make`, which makes folders or starts processes, holding the lock that [`cleanup`]
+/// keeps to the exit: so nothing is made that the cleanup could miss.
+fn making<T>(make: impl FnOnce(&mut Vec<PathBuf>) -> T) -> T {
+    make(
+        &mut FOLDERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
+}
+
+/// A temporary folder that [`cleanup`] removes too.
+fn temp_dir(label: &str) -> TempDir {
+    making(|folders| {
+        let dir = TempDir::new(label);
+        folders.push(dir.root().to_owned());
+        dir
+    })
+}
+
+/// Kills this process's children and removes the folders that the run made. The lock stays held
+/// until the process exits, so that nothing new is made in between.
+fn cleanup() {
+    let folders = FOLDERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for child in children() {
+        let _ = kill(child, Signal::SIGKILL);
+    }
+    for dir in folders.iter() {
+        let _ = fs::remove_dir_all(dir);
+    }
+    std::mem::forget(folders);
+}
+
+/// This process's children, from `/proc`: the daemons, the ssh programs and curl.
+fn children() -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            // After the parenthesised name: the state, then the parent's id.
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (parent == me).then(|| Pid::from_raw(pid))
+        })
+        .collect()
 }
 
 /// One ChaCha20-Poly1305 pass over a byte, in seconds: boringtun sealing and opening packets of
@@ -226,7 +315,7 @@ impl CpuTimes {
 /// returns bytes per second.
 fn download(proxy: Option<SocketAddr>, url: &str, size: u64) -> f64 {
     let mut command = Command::new("curl");
-    command.args([
+    with_signals(&mut command).args([
         "--silent",
         "--show-error",
         "--fail",
@@ -241,7 +330,16 @@ fn download(proxy: Option<SocketAddr>, url: &str, size: u64) -> f64 {
         command.arg("--socks5-hostname").arg(proxy.to_string());
     }
     let started = Instant::now();
-    let output = command.arg(url).stdin(Stdio::null()).output().unwrap();
+    let curl = making(|_| {
+        command
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
+    let output = curl.wait_with_output().unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     assert!(
         output.status.success(),
@@ -318,7 +416,7 @@ impl Mesh {
                 &format!("{}'s route to the exit", entry.name),
                 Duration::from_secs(30),
                 || {
-                    let client = &entry.ask(&["socks", "status"])["result"]["socks"]["client"];
+                    let client = &entry.ask(&["socks", "status"])["result"]["client"];
                     listen = client["listen"].as_str().map(str::to_owned);
                     client["route"] == "ready"
                 },
@@ -365,17 +463,30 @@ impl Mesh {
     }
 }
 
-/// A throwaway sshd on a loopback port and `ssh -N -D` to it: OpenSSH's SOCKS proxy.
-struct SshProxy {
-    proxy: SocketAddr,
-    version: String,
-    // Dropped in this order: the client first, so the server's session ends with it.
-    _client: Guard,
-    _server: Guard,
+/// OpenSSH on loopback: throwaway `sshd`s that let in a key made for the run, and `ssh -N -D`
+/// SOCKS proxies through them, all with keys and configs in a folder of their own.
+struct OpenSsh<'a> {
+    dir: &'a TempDir,
+    /// The client's config, which `ssh -J` hands on to the `ssh -W` it runs for the jump host.
+    config: PathBuf,
 }
 
-impl SshProxy {
-    fn start(dir: &TempDir) -> SshProxy {
+/// An `sshd` on a loopback port; killed when dropped.
+struct Sshd {
+    port: u16,
+    log: PathBuf,
+    _process: Guard,
+}
+
+/// `ssh -N -D`: a SOCKS proxy on a loopback address; killed when dropped.
+struct SshProxy {
+    address: SocketAddr,
+    _process: Guard,
+}
+
+impl<'a> OpenSsh<'a> {
+    /// Makes a host key, a client key that the servers accept, and the client's config.
+    fn new(dir: &'a TempDir) -> OpenSsh<'a> {
         for key in ["host_key", "client_key"] {
             let status = Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -390,93 +501,129 @@ impl SshProxy {
         if nix::unistd::geteuid().is_root() && !Path::new("/run/sshd").exists() {
             fs::create_dir_all("/run/sshd").unwrap();
         }
-        let port = free_port();
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .expect("the current user has no name")
+            .name;
+        // With its own config, ssh reads nothing of the user's own.
         let config = dir.write(
-            "sshd_config",
+            "ssh_config",
+            &format!(
+                "Host *\n  User {user}\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+                 StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  BatchMode yes\n  \
+                 ExitOnForwardFailure yes\n  LogLevel ERROR\n",
+                dir.path("client_key").display()
+            ),
+        );
+        OpenSsh { dir, config }
+    }
+
+    /// Starts `sshd` `name` on a free loopback port; returns once it listens.
+    fn server(&self, name: &str) -> Sshd {
+        let port = free_port();
+        let config = self.dir.write(
+            &format!("sshd_{name}_config"),
             &format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PidFile {}\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
                  AllowTcpForwarding yes\nLogLevel ERROR\n",
-                dir.path("host_key").display(),
-                dir.path("authorized_keys").display(),
-                dir.path("sshd.pid").display(),
+                self.dir.path("host_key").display(),
+                self.dir.path("authorized_keys").display(),
+                self.dir.path(&format!("sshd_{name}.pid")).display(),
             ),
         );
-        let log = fs::File::create(dir.path("sshd.log")).unwrap();
-        let mut server = Guard(
-            Command::new(SSHD)
+        let log = self.dir.path(&format!("sshd_{name}.log"));
+        let mut process = Guard(
+            with_signals(&mut Command::new(SSHD))
                 .args(["-D", "-e", "-f"])
                 .arg(&config)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(log)
+                .stderr(fs::File::create(&log).unwrap())
                 .spawn()
                 .unwrap(),
         );
-        let sshd_log = || fs::read_to_string(dir.path("sshd.log")).unwrap_or_default();
-        wait_until("sshd to listen", Duration::from_secs(10), || {
-            if let Some(status) = server.0.try_wait().unwrap() {
-                panic!("sshd exited with {status}: {}", sshd_log());
-            }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-            .unwrap()
-            .expect("the current user has no name")
-            .name;
-        let socks_port = free_port();
-        let ssh_log = fs::File::create(dir.path("ssh.log")).unwrap();
-        let mut client = Guard(
-            Command::new("ssh")
-                .args(["-N", "-D"])
-                .arg(format!("127.0.0.1:{socks_port}"))
-                .arg("-p")
-                .arg(port.to_string())
-                .arg("-i")
-                .arg(dir.path("client_key"))
-                .args([
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "ExitOnForwardFailure=yes",
-                    "-o",
-                    "LogLevel=ERROR",
-                ])
-                .arg(format!("{user}@127.0.0.1"))
+        wait_until(
+            &format!("sshd {name} to listen"),
+            Duration::from_secs(10),
+            || {
+                if let Some(status) = process.0.try_wait().unwrap() {
+                    panic!(
+                        "sshd {name} exited with {status}: {}",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            },
+        );
+        Sshd {
+            port,
+            log,
+            _process: process,
+        }
+    }
+
+    /// `ssh -N -D` to `server`, through `jump` (`-J`) when given; returns once its SOCKS port
+    /// listens.
+    fn proxy(&self, server: &Sshd, jump: Option<&Sshd>) -> SshProxy {
+        let port = free_port();
+        let name = format!("ssh_{port}");
+        let log = self.dir.path(&format!("{name}.log"));
+        let mut command = Command::new("ssh");
+        with_signals(&mut command)
+            .arg("-F")
+            .arg(&self.config)
+            .arg("-N")
+            .arg("-D")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-p")
+            .arg(server.port.to_string());
+        if let Some(jump) = jump {
+            command.arg("-J").arg(format!("127.0.0.1:{}", jump.port));
+        }
+        let mut process = Guard(
+            command
+                .arg("127.0.0.1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(ssh_log)
+                .stderr(fs::File::create(&log).unwrap())
                 .spawn()
                 .unwrap(),
         );
-        wait_until("ssh -D to listen", Duration::from_secs(15), || {
-            if let Some(status) = client.0.try_wait().unwrap() {
-                panic!(
-                    "ssh exited with {status}: {}\nsshd: {}",
-                    fs::read_to_string(dir.path("ssh.log")).unwrap_or_default(),
-                    sshd_log()
-                );
-            }
-            TcpStream::connect(("127.0.0.1", socks_port)).is_ok()
-        });
+        wait_until(
+            &format!("{name} to listen"),
+            Duration::from_secs(15),
+            || {
+                if let Some(status) = process.0.try_wait().unwrap() {
+                    let sshd_logs: String = [Some(server), jump]
+                        .into_iter()
+                        .flatten()
+                        .map(|sshd| fs::read_to_string(&sshd.log).unwrap_or_default())
+                        .collect();
+                    panic!(
+                        "ssh exited with {status}: {}\nsshd: {sshd_logs}",
+                        fs::read_to_string(&log).unwrap_or_default(),
+                    );
+                }
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            },
+        );
+        SshProxy {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            _process: process,
+        }
+    }
+
+    /// OpenSSH's version, as `ssh -V` gives it.
+    fn version() -> String {
         let version = Command::new("ssh").arg("-V").output().unwrap();
-        let version = String::from_utf8_lossy(&version.stderr)
+        String::from_utf8_lossy(&version.stderr)
             .split(',')
             .next()
             .unwrap_or("ssh")
             .trim()
-            .to_owned();
-        SshProxy {
-            proxy: SocketAddr::from(([127, 0, 0, 1], socks_port)),
-            version,
-            _client: client,
-            _server: server,
-        }
+            .to_owned()
     }
 }
 

@@ -1,12 +1,14 @@
 //! Configuration: the YAML file that `skywired --config` reads, checked into typed sections with
-//! every relative path resolved against the file's folder, and the node's identity on disk (the
-//! state folder and the key file). Every error names what to fix: the key path and line of a bad
+//! every relative path resolved against the file's folder, the node's identity on disk (the
+//! state folder and the key file), and what a changed file asks of a running node (`diff`). Every error names what to fix: the key path and line of a bad
 //! value, or the file or folder that is missing.
 
 mod apps;
+mod diff;
 mod keyfile;
 mod locate;
 mod socks;
+mod vpn;
 
 use std::fmt;
 use std::io;
@@ -18,14 +20,13 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use skywire_control::catalog::Catalog;
-use skywire_dataplane::vpn::{
-    ClientOptions, Prefix, ServerOptions, TunName, VpnOptions, DEFAULT_CLIENT_TUN,
-    DEFAULT_LEASE_PORT, DEFAULT_POOL4, DEFAULT_POOL6, DEFAULT_SERVER_TUN,
-};
+use skywire_dataplane::vpn::VpnOptions;
 use skywire_dataplane::{NodeKey, SecretKey};
 
+pub use diff::diff;
 pub use keyfile::{create_state_dir, load_or_create_key, parse_key_file, read_key_file};
 use locate::KeyPath;
+pub use vpn::Vpn;
 
 /// The UDP address when `listen` is unset: every IPv4 and IPv6 address, port 7777.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 7777);
@@ -155,20 +156,14 @@ pub struct Config {
     /// The signal server's TCP port on 127.0.0.1 (`control.signal_port`, default 7999); 0 picks
     /// a free one.
     pub signal_port: u16,
-    /// The group the control socket is given (`control.socket_group`); `None` keeps skywired's.
+    /// A group whose members may run every control command (`control.admin_group`), beside
+    /// root and skywired's own user.
+    pub admin_group: Option<String>,
+    /// A group whose members may run the read-only control commands (`control.socket_group`).
     pub socket_group: Option<String>,
     /// The apps `visctl start` launches (`apps`), in the seed's format; none by default.
     pub apps: Catalog,
     source: Source,
-}
-
-/// The VPN apps as configured.
-#[derive(Debug, Clone, Default)]
-pub struct Vpn {
-    /// The server app (`vpn.server`).
-    pub server: Option<ServerOptions>,
-    /// The client app (`vpn.client`).
-    pub client: Option<ClientOptions>,
 }
 
 /// A neighbour: a node this node accepts a transport with.
@@ -203,7 +198,8 @@ impl Default for Liveness {
 /// Routing-table limits and route rule soft state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Routes {
-    /// Most rules whose packets arrive from one neighbour (`max_per_neighbour`).
+    /// Most rules that one neighbour's route setups may hold here (`max_per_neighbour`): a route
+    /// relayed for it takes two, one that ends here one.
     pub max_per_neighbour: u32,
     /// Idle rules expire after this (`rule_lifetime_ms`).
     pub rule_lifetime: Duration,
@@ -399,50 +395,9 @@ struct RawConfig {
     liveness: Option<RawLiveness>,
     routes: Option<RawRoutes>,
     log_level: Option<LogLevel>,
-    vpn: Option<RawVpn>,
+    vpn: Option<vpn::RawVpn>,
     socks: Option<socks::RawSocks>,
     apps: Option<Catalog>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    default,
-    expecting = "a mapping with server and client"
-)]
-struct RawVpn {
-    server: Option<RawVpnServer>,
-    client: Option<RawVpnClient>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    default,
-    expecting = "a mapping with enabled, tun, pool4, pool6, allow and port"
-)]
-struct RawVpnServer {
-    enabled: Option<bool>,
-    tun: Option<String>,
-    pool4: Option<String>,
-    pool6: Option<String>,
-    allow: Option<Vec<String>>,
-    port: Option<Whole>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    default,
-    expecting = "a mapping with enabled, tun, server, path, routes and port"
-)]
-struct RawVpnClient {
-    enabled: Option<bool>,
-    tun: Option<String>,
-    server: Option<String>,
-    path: Option<Vec<String>>,
-    routes: Option<Vec<String>>,
-    port: Option<Whole>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -460,10 +415,11 @@ struct RawNode {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with socket, socket_group and signal_port"
+    expecting = "a mapping with socket, admin_group, socket_group and signal_port"
 )]
 struct RawControl {
     socket: Option<PathBuf>,
+    admin_group: Option<String>,
     socket_group: Option<String>,
     signal_port: Option<Whole>,
 }
@@ -657,7 +613,8 @@ impl Checker<'_> {
         let routes = self.routes(raw.routes.unwrap_or_default())?;
         let vpn = self.vpn(raw.vpn.unwrap_or_default())?;
         let socks = self.socks(raw.socks.unwrap_or_default())?;
-        let socket_group = self.socket_group(control.socket_group)?;
+        let admin_group = self.group("admin_group", control.admin_group)?;
+        let socket_group = self.group("socket_group", control.socket_group)?;
         let signal_port = self.signal_port(control.signal_port)?;
         let apps = self.apps(raw.apps)?;
 
@@ -674,6 +631,7 @@ impl Checker<'_> {
             vpn,
             socks,
             signal_port,
+            admin_group,
             socket_group,
             apps,
             source: Source(self.text.to_owned()),
@@ -863,179 +821,6 @@ impl Checker<'_> {
             rule_lifetime: Duration::from_millis(rule_lifetime_ms),
             refresh_interval: Duration::from_millis(refresh_interval_ms),
         })
-    }
-}
-
-impl Checker<'_> {
-    fn vpn(&self, raw: RawVpn) -> Result<Vpn, ConfigError> {
-        let section = KeyPath::top("vpn");
-        let server = match raw.server {
-            Some(server) => Some(self.vpn_server(&section.key("server"), server)?),
-            None => None,
-        };
-        let client = match raw.client {
-            Some(client) => Some(self.vpn_client(&section.key("client"), client)?),
-            None => None,
-        };
-        if let (Some(server), Some(client)) = (&server, &client) {
-            if server.tun == client.tun {
-                return Err(self.invalid(
-                    &section.key("client").key("tun"),
-                    format!(
-                        "{} is the server's TUN device too: give the client and the server different names",
-                        client.tun
-                    ),
-                ));
-            }
-        }
-        Ok(Vpn { server, client })
-    }
-
-    fn vpn_server(&self, at: &KeyPath, raw: RawVpnServer) -> Result<ServerOptions, ConfigError> {
-        let tun = self.tun(
-            &at.key("tun"),
-            raw.tun.as_deref().unwrap_or(DEFAULT_SERVER_TUN),
-        )?;
-        let pool4 = self.pool(
-            &at.key("pool4"),
-            raw.pool4.as_deref().unwrap_or(DEFAULT_POOL4),
-            true,
-        )?;
-        let pool6 = self.pool(
-            &at.key("pool6"),
-            raw.pool6.as_deref().unwrap_or(DEFAULT_POOL6),
-            false,
-        )?;
-        if pool4.is_none() && pool6.is_none() {
-            return Err(self.invalid(
-                &at.key("pool4"),
-                "both pools are off: the server needs pool4, pool6 or both".to_owned(),
-            ));
-        }
-        let allow = self.keys(&at.key("allow"), raw.allow.unwrap_or_default(), "client")?;
-        Ok(ServerOptions {
-            start: raw.enabled.unwrap_or(false),
-            tun,
-            pool4,
-            pool6,
-            allow,
-            port: self.port(&at.key("port"), raw.port)?,
-        })
-    }
-
-    fn vpn_client(&self, at: &KeyPath, raw: RawVpnClient) -> Result<ClientOptions, ConfigError> {
-        let tun = self.tun(
-            &at.key("tun"),
-            raw.tun.as_deref().unwrap_or(DEFAULT_CLIENT_TUN),
-        )?;
-        let Some(server_text) = raw.server else {
-            return Err(self.invalid(
-                &at.key("server"),
-                "is missing: give the VPN server's public key (its `skywired pubkey` output)"
-                    .to_owned(),
-            ));
-        };
-        let server: NodeKey = server_text.trim().parse().map_err(|err| {
-            self.invalid(
-                &at.key("server"),
-                format!("{err}; give the VPN server's public key (its `skywired pubkey` output)"),
-            )
-        })?;
-        let path = self.keys(&at.key("path"), raw.path.unwrap_or_default(), "relay")?;
-        if let Some(index) = path.iter().position(|key| *key == server) {
-            if index + 1 != path.len() {
-                return Err(self.invalid(
-                    &at.key("path").index(index),
-                    "the server can only be the path's last node".to_owned(),
-                ));
-            }
-        }
-        let mut routes = Vec::new();
-        for (index, text) in raw.routes.unwrap_or_default().iter().enumerate() {
-            let prefix: Prefix = text.parse().map_err(|err| {
-                self.invalid(
-                    &at.key("routes").index(index),
-                    format!("{err}; 0.0.0.0/0 and ::/0 send everything through the tunnel"),
-                )
-            })?;
-            routes.push(prefix);
-        }
-        Ok(ClientOptions {
-            start: raw.enabled.unwrap_or(false),
-            tun,
-            server,
-            path,
-            routes,
-            port: self.port(&at.key("port"), raw.port)?,
-        })
-    }
-
-    fn tun(&self, key: &KeyPath, name: &str) -> Result<TunName, ConfigError> {
-        name.parse()
-            .map_err(|err| self.invalid(key, format!("{err}; choose a name like skyvpn0")))
-    }
-
-    /// A pool prefix; `off` turns the pool off.
-    fn pool(&self, key: &KeyPath, text: &str, v4: bool) -> Result<Option<Prefix>, ConfigError> {
-        if text.trim() == "off" {
-            return Ok(None);
-        }
-        let example = if v4 { "10.77.0.0/24" } else { "fd77::/64" };
-        let prefix: Prefix = text.parse().map_err(|err| {
-            self.invalid(key, format!("{err}; write it like {example}, or `off`"))
-        })?;
-        if prefix.is_ipv4() != v4 {
-            return Err(self.invalid(
-                key,
-                format!(
-                    "{prefix} is not an {} prefix: write it like {example}",
-                    if v4 { "IPv4" } else { "IPv6" }
-                ),
-            ));
-        }
-        if prefix.host_bits() < 2 {
-            return Err(self.invalid(
-                key,
-                format!("{prefix} leaves no address for clients: give it at least 2 host bits"),
-            ));
-        }
-        Ok(Some(prefix))
-    }
-
-    fn keys(
-        &self,
-        at: &KeyPath,
-        raw: Vec<String>,
-        what: &str,
-    ) -> Result<Vec<NodeKey>, ConfigError> {
-        let mut keys: Vec<NodeKey> = Vec::with_capacity(raw.len());
-        for (index, text) in raw.iter().enumerate() {
-            let key: NodeKey = text.trim().parse().map_err(|err| {
-                self.invalid(
-                    &at.index(index),
-                    format!("{err}; give the {what}'s public key (its `skywired pubkey` output)"),
-                )
-            })?;
-            if let Some(first) = keys.iter().position(|other| *other == key) {
-                return Err(self.invalid(
-                    &at.index(index),
-                    format!("the key {key} is listed already, at [{first}]: list each key once"),
-                ));
-            }
-            keys.push(key);
-        }
-        Ok(keys)
-    }
-
-    fn port(&self, key: &KeyPath, raw: Option<Whole>) -> Result<u16, ConfigError> {
-        let port = self.number(
-            key,
-            raw,
-            DEFAULT_LEASE_PORT.into(),
-            1..=65_535,
-            "(a TCP port)",
-        )?;
-        Ok(u16::try_from(port).unwrap_or(DEFAULT_LEASE_PORT))
     }
 }
 

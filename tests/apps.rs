@@ -11,17 +11,18 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::control::ControlSocket;
 use common::machine::{is_root, require};
-use common::{json, wait_until, Daemon, TempDir, SKYWIRED, VISCTL};
+use common::{json, wait_until, Daemon, Launch, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -46,13 +47,13 @@ fn python_client() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signal_client.py")
 }
 
-/// An `apps:` section with the example app as `example` (and as the daemon `ex-daemon`), the
-/// Python client as `py`, and `more` appended.
+/// An `apps:` section with the example app as `example` (whose arguments are free) and as the
+/// daemon `ex-daemon`, the Python client as `py`, and `more` appended.
 fn catalog(more: &str) -> String {
     let example = example_app();
     format!(
         "apps:\n  example:\n    desc: the example signal app\n    path: {example}\n    \
-         help: |\n      Prints a tick every second and echoes its input.\n  \
+         args: free\n    help: |\n      Prints a tick every second and echoes its input.\n  \
          ex-daemon:\n    daemon: true\n    desc: the example app, restarted when it exits\n    \
          path: {example}\n  py:\n    desc: the Python signal client\n    path: {python}\n{more}",
         example = example.display(),
@@ -240,6 +241,15 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     );
     let text = reply["text"].as_str().unwrap();
     assert!(text.starts_with("started app 1 (example), pid "), "{text}");
+    // Other arguments than its default ones only for an entry that says `args: free`.
+    let (reply, _) = ask_fails(&daemon, &["start", "py", "--id", "1"]);
+    assert_eq!(
+        reply["error"],
+        "app py runs only with its default arguments (none): its catalog entry does not say \
+         `args: free`; start it without arguments"
+    );
+    let help = String::from_utf8(daemon.visctl(&["help", "py"]).stdout).unwrap();
+    assert!(help.contains("usage: start [-a] py\n"), "{help}");
     let pid = u32::try_from(started["pid"].as_u64().unwrap()).unwrap();
     wait_registered(&daemon, 1);
 
@@ -256,18 +266,18 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     );
 
     let pong = daemon.ask(&["ping", "1"]);
-    let rtt = pong["result"]["pong"]["rtt_ms"].as_f64().unwrap();
+    let rtt = pong["result"]["rtt_ms"].as_f64().unwrap();
     assert!((0.0..5_000.0).contains(&rtt), "{pong}");
 
     wait_until("a tick", WAIT, || {
-        daemon.ask(&["logs", "1"])["result"]["logs"]["lines"]
+        daemon.ask(&["logs", "1"])["result"]["lines"]
             .as_array()
             .unwrap()
             .iter()
             .any(|line| line["line"] == "tick 1")
     });
     let usage = daemon.ask(&["ru", "1"]);
-    let usage = &usage["result"]["resource_usage"];
+    let usage = &usage["result"];
     assert_eq!(usage["pid"], pid);
     assert!(usage["rss_bytes"].as_u64().unwrap() > 0, "{usage}");
     assert!(usage["threads"].as_u64().unwrap() >= 2, "{usage}");
@@ -280,7 +290,7 @@ fn example_app_starts_lists_pings_measures_and_shuts_down() {
     assert!(text.contains("memory") && text.contains("Ticks"), "{text}");
 
     let stopped = daemon.ask(&["sd", "1"]);
-    let report = &stopped["result"]["stopped"];
+    let report = &stopped["result"];
     assert_eq!(report["how"], "signal", "{stopped}");
     assert_eq!(report["pid"], pid);
     wait_until("the app's process to go", WAIT, || is_gone(pid));
@@ -347,7 +357,7 @@ fn attach_streams_output_and_sends_input() {
 
     // Its output stays in the logs.
     let logs = daemon.ask(&["logs", &new_id.to_string(), "1000"]);
-    let lines = logs["result"]["logs"]["lines"].as_array().unwrap();
+    let lines = logs["result"]["lines"].as_array().unwrap();
     assert!(
         lines.iter().any(|line| line["line"] == "shutting down"),
         "{logs}"
@@ -382,12 +392,12 @@ fn a_killed_daemon_app_comes_back_with_a_new_pid() {
     wait_until("the killed process to be reaped", WAIT, || is_gone(first));
     wait_registered(&daemon, id);
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    assert_eq!(usage["result"]["resource_usage"]["pid"], second);
-    assert_eq!(usage["result"]["resource_usage"]["restarts"], 1);
+    assert_eq!(usage["result"]["pid"], second);
+    assert_eq!(usage["result"]["restarts"], 1);
     daemon.ask(&["ping", &id.to_string()]);
     // A shutdown is final: no restart after it.
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    assert_eq!(stopped["result"]["stopped"]["how"], "signal");
+    assert_eq!(stopped["result"]["how"], "signal");
     wait_until("the daemon app to go", WAIT, || is_gone(second));
     assert_eq!(app_row(&daemon, id)["state"], "exited");
 }
@@ -413,12 +423,9 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
     wait_registered(&daemon, id);
 
     let pong = daemon.ask(&["ping", &id.to_string()]);
-    assert!(
-        pong["result"]["pong"]["rtt_ms"].as_f64().is_some(),
-        "{pong}"
-    );
+    assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    let reported = &usage["result"]["resource_usage"]["reported"];
+    let reported = &usage["result"]["reported"];
     assert_eq!(reported["Pid"], pid, "{usage}");
     let node_key = reported["Node"].as_str().unwrap().to_owned();
 
@@ -430,10 +437,10 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
         .output()
         .unwrap();
     assert!(status.status.success());
-    assert_eq!(json(&status)["result"]["status"]["key"], node_key.as_str());
+    assert_eq!(json(&status)["result"]["key"], node_key.as_str());
 
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    let report = &stopped["result"]["stopped"];
+    let report = &stopped["result"];
     assert_eq!(report["how"], "signal", "{stopped}");
     assert_eq!(report["status"], "exit status: 0", "{stopped}");
     wait_until("the second node to go", WAIT, || is_gone(pid));
@@ -460,15 +467,9 @@ fn the_python_signal_client_answers_and_strangers_are_refused() {
     let (id, pid) = start_app(&daemon, &["py"]);
     wait_registered(&daemon, id);
     let pong = daemon.ask(&["ping", &id.to_string()]);
-    assert!(
-        pong["result"]["pong"]["rtt_ms"].as_f64().is_some(),
-        "{pong}"
-    );
+    assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
     let usage = daemon.ask(&["ru", &id.to_string()]);
-    assert_eq!(
-        usage["result"]["resource_usage"]["reported"]["Client"], "python",
-        "{usage}"
-    );
+    assert_eq!(usage["result"]["reported"]["Client"], "python", "{usage}");
 
     // An id this daemon did not launch is refused, end to end.
     let refused = Command::new(python_client())
@@ -487,8 +488,8 @@ fn the_python_signal_client_answers_and_strangers_are_refused() {
     assert_eq!(refused.status.code(), Some(3), "{refused:?}");
 
     let stopped = daemon.ask(&["sd", &id.to_string()]);
-    assert_eq!(stopped["result"]["stopped"]["how"], "signal", "{stopped}");
-    assert_eq!(stopped["result"]["stopped"]["status"], "exit status: 0");
+    assert_eq!(stopped["result"]["how"], "signal", "{stopped}");
+    assert_eq!(stopped["result"]["status"], "exit status: 0");
     wait_until("the Python client to go", WAIT, || is_gone(pid));
     let logs = daemon.ask(&["logs", &id.to_string()]).to_string();
     for event in ["registered", "ping", "resource usage", "shutdown"] {
@@ -547,25 +548,6 @@ fn scripts_run_with_f_and_stop_at_the_first_failing_line() {
     });
 }
 
-/// A raw connection to the control socket.
-fn connect(daemon: &Daemon) -> UnixStream {
-    let stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream
-}
-
-fn read_reply(reader: &mut BufReader<UnixStream>) -> Value {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    serde_json::from_str(line.trim_end()).unwrap_or_else(|err| panic!("{err}: {line:?}"))
-}
-
-fn send_bytes(daemon: &Daemon, bytes: &[u8]) -> Value {
-    let mut stream = connect(daemon);
-    stream.write_all(bytes).unwrap();
-    read_reply(&mut BufReader::new(stream))
-}
-
 #[test]
 fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
     let dir = TempDir::new("apps");
@@ -582,16 +564,12 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
             let socket = socket.clone();
             let done = done.clone();
             thread::spawn(move || {
-                let stream = UnixStream::connect(&socket).unwrap();
-                stream.set_read_timeout(Some(WAIT)).unwrap();
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
+                let mut client = ControlSocket::connect(&socket);
                 let mut answered = 0;
                 let commands = ["la", "apps", "status", "ping 1"];
                 loop {
                     let command = commands[(index + answered) % commands.len()];
-                    writer.write_all(format!("{command}\n").as_bytes()).unwrap();
-                    let reply = read_reply(&mut reader);
+                    let reply = client.command(command);
                     assert_eq!(reply["ok"], true, "{command}: {reply}");
                     answered += 1;
                     let stop = done.lock().unwrap().try_recv();
@@ -605,9 +583,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
 
     // A silent client and one that never ends its line: both are closed with an error, and
     // nobody waits for them meanwhile.
-    let silent = connect(&daemon);
-    let mut partial = connect(&daemon);
-    partial.write_all(b"status").unwrap();
+    let mut silent = ControlSocket::connect(&daemon.socket);
+    let mut partial = ControlSocket::connect(&daemon.socket);
+    partial.send(b"status");
     let hostile_signal = TcpStream::connect(signal_addr(&daemon)).unwrap();
 
     let cases: [(&[u8], Option<&str>, &str); 6] = [
@@ -627,7 +605,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         ),
     ];
     for (bytes, command, message) in cases {
-        let reply = send_bytes(&daemon, bytes);
+        let mut client = ControlSocket::connect(&daemon.socket);
+        client.send(bytes);
+        let reply = client.answer();
         assert_eq!(reply["ok"], false, "{reply}");
         assert_eq!(reply["command"].as_str(), command, "{reply}");
         assert!(
@@ -637,10 +617,9 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
     }
     let mut long = vec![b'x'; 70 * 1024];
     long.extend_from_slice(b"\nla\n");
-    let mut stream = connect(&daemon);
-    stream.write_all(&long).unwrap();
-    let mut reader = BufReader::new(stream);
-    let reply = read_reply(&mut reader);
+    let mut client = ControlSocket::connect(&daemon.socket);
+    client.send(&long);
+    let reply = client.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -649,7 +628,7 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         "{reply}"
     );
     // The connection goes on after it.
-    assert_eq!(read_reply(&mut reader)["command"], "list_apps");
+    assert_eq!(client.answer()["command"], "list_apps");
 
     // Through visctl too: exit status 1 and the error on standard error, 2 for bad usage.
     let output = daemon.visctl(&["frobnicate"]);
@@ -664,8 +643,7 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
 
-    let mut reader = BufReader::new(silent);
-    let reply = read_reply(&mut reader);
+    let reply = silent.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -673,13 +651,8 @@ fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
             .contains("no command within 10 s of connecting"),
         "{reply}"
     );
-    let mut rest = Vec::new();
-    assert_eq!(
-        reader.read_to_end(&mut rest).unwrap(),
-        0,
-        "the connection is closed"
-    );
-    let reply = read_reply(&mut BufReader::new(partial));
+    assert_eq!(silent.lines_until_closed(), 0, "the connection is closed");
+    let reply = partial.answer();
     assert!(
         reply["error"]
             .as_str()
@@ -820,16 +793,19 @@ fn apps_start_with_no_capabilities_and_a_clean_environment() {
     let apps = "  plain:\n    path: sleep\n    default_args: [\"600\"]\n  \
                 net-admin:\n    path: sleep\n    default_args: [\"600\"]\n    \
                 capabilities: [CAP_NET_ADMIN]\n    env: {GREETING: hello, PATH: /bin}\n";
-    let daemon = Daemon::start_with_env(
+    let daemon = Daemon::launch(
         &dir,
         "node",
         &SecretKey::generate(),
         &[],
-        &catalog(apps),
-        &[
-            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
-            ("SKYWIRE_PRIVATE", "not for apps"),
-        ],
+        &Launch {
+            extra: &catalog(apps),
+            env: &[
+                ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+                ("SKYWIRE_PRIVATE", "not for apps"),
+            ],
+            ..Launch::default()
+        },
     );
     // skywired had NOTIFY_SOCKET, and used it.
     let mut ready = [0; 64];
@@ -894,4 +870,64 @@ fn show(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+#[test]
+fn a_taken_signal_port_is_tried_again_until_it_is_free() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let dir = TempDir::new("apps");
+    let daemon = Daemon::launch(
+        &dir,
+        "node",
+        &SecretKey::generate(),
+        &[],
+        &Launch {
+            control: &format!("  signal_port: {}\n", address.port()),
+            extra: &catalog(""),
+            ..Launch::default()
+        },
+    );
+    // The node runs without its signal server, and says so.
+    let status = daemon.ask(&["status"]);
+    let signal = &status["result"]["signal_server"];
+    assert_eq!(signal["state"], "retrying", "{status}");
+    assert_eq!(signal["address"], address.to_string());
+    assert!(
+        signal["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("in use"),
+        "{status}"
+    );
+    let text = String::from_utf8(daemon.visctl(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "signal server retrying: cannot listen on {address}: "
+        )),
+        "{text}"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains(&format!("cannot listen for signal clients on {address}")),
+        "{}",
+        daemon.log()
+    );
+
+    // Once the port is free, the next try takes it, and an app registers.
+    drop(taken);
+    wait_until("the signal server to listen", WAIT, || {
+        daemon.ask(&["status"])["result"]["signal_server"]
+            == serde_json::json!({"state": "listening", "address": address.to_string()})
+    });
+    let text = String::from_utf8(daemon.visctl(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!("signal server listening on {address}")),
+        "{text}"
+    );
+    let (id, _) = start_app(&daemon, &["example"]);
+    wait_registered(&daemon, id);
+    daemon.ask(&["ping", &id.to_string()]);
 }

@@ -6,26 +6,26 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use boringtun::noise::{Tunn, TunnResult};
-use common::{three_nodes, wait_until, Daemon, TempDir};
+use common::control::ControlSocket;
+use common::{three_nodes, Daemon, TempDir};
 use skywire_dataplane::SecretKey;
 
 fn build_route(a: &Daemon, b: &Daemon, c: &Daemon) {
     let (b_key, c_key) = (b.key.to_string(), c.key.to_string());
     let reply = a.ask(&["build_route", &b_key, &c_key]);
-    let route = &reply["result"]["route_built"];
+    let route = &reply["result"];
     assert_eq!(route["ready"], true, "{reply}");
     assert_eq!(route["path"][2], c_key.as_str());
 }
 
 fn ping(a: &Daemon, c: &Daemon, count: u32) -> usize {
     let reply = a.ask(&["ping_node", &c.key.to_string(), &count.to_string()]);
-    reply["result"]["ping"]["rtt_ms"].as_array().unwrap().len()
+    reply["result"]["rtt_ms"].as_array().unwrap().len()
 }
 
 fn stop_cleanly(mut daemon: Daemon) {
@@ -49,7 +49,7 @@ fn route_across_three_nodes_pings_and_stops_cleanly() {
 
     // B forwarded the pings: both of its rules counted them.
     let routes = b.ask(&["list_routes"]);
-    let rules = routes["result"]["routes"]["rules"].as_array().unwrap();
+    let rules = routes["result"]["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 2, "{routes}");
     for rule in rules {
         assert_eq!(rule["action"], "forward");
@@ -143,21 +143,6 @@ fn stranger_handshake(to: &Daemon) {
     );
 }
 
-/// Sends `bytes` on a fresh control connection and returns the first reply line.
-fn control_exchange(daemon: &Daemon, bytes: &[u8]) -> String {
-    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(bytes).unwrap();
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while stream.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        reply.push(byte[0]);
-    }
-    String::from_utf8(reply).unwrap()
-}
-
 #[test]
 fn bad_input_from_every_side_leaves_the_route_answering() {
     let dir = TempDir::new("badinput");
@@ -186,32 +171,27 @@ fn bad_input_from_every_side_leaves_the_route_answering() {
         (b"ping_node 'unterminated\n", "quote"),
         (b"\xff\xfe\n", "UTF-8"),
     ] {
-        let reply = control_exchange(&b, line);
-        assert!(reply.contains("\"ok\":false"), "{reply}");
-        assert!(reply.contains(expected), "{line:?}: {reply}");
+        let mut client = ControlSocket::connect(&b.socket);
+        client.send(line);
+        let reply = client.answer();
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains(expected),
+            "{line:?}: {reply}"
+        );
     }
     let mut long = vec![b'x'; 70_000];
     long.push(b'\n');
     long.extend_from_slice(b"status\n");
-    let mut stream = UnixStream::connect(&b.socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(&long).unwrap();
-    let mut replies = String::new();
-    let mut chunk = [0u8; 4096];
-    wait_until(
-        "replies to the long line and status",
-        Duration::from_secs(10),
-        || {
-            let n = stream.read(&mut chunk).unwrap();
-            replies.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            replies.lines().count() >= 2
-        },
+    let mut client = ControlSocket::connect(&b.socket);
+    client.send(&long);
+    let reply = client.answer();
+    assert!(
+        reply["error"].as_str().unwrap().contains("too long"),
+        "{reply}"
     );
-    let mut lines = replies.lines();
-    assert!(lines.next().unwrap().contains("too long"), "{replies}");
-    assert!(lines.next().unwrap().contains("\"ok\":true"), "{replies}");
+    let reply = client.answer();
+    assert_eq!(reply["ok"], true, "{reply}");
 
     // Nothing panicked, and the route still answers.
     assert_eq!(ping(&a, &c, 3), 3);

@@ -6,34 +6,27 @@
 
 #[path = "common/machine.rs"]
 mod machine;
+#[path = "common/temp.rs"]
+mod temp;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 
 use machine::Machine;
+use temp::TempDir;
 
-/// An empty folder of its own, removed on drop.
-struct Folder(PathBuf);
+/// An empty folder of its own, removed on drop, to serve as `PATH`.
+struct Folder(TempDir);
 
 impl Folder {
     fn new() -> Folder {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "skywire-machine-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        Folder(path)
+        Folder(TempDir::new("machine"))
     }
 
     /// A file `name` in this folder with permissions `mode`.
     fn file(&self, name: &str, mode: u32) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, "#!/bin/sh\n").unwrap();
+        let path = self.0.write(name, "#!/bin/sh\n");
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
         path
     }
@@ -41,16 +34,10 @@ impl Folder {
     /// A machine whose `PATH` is this folder only, not root.
     fn machine(&self, ci: bool) -> Machine {
         Machine {
-            path: Some(self.0.clone().into_os_string()),
+            path: Some(self.0.root().as_os_str().to_owned()),
             root: false,
             ci,
         }
-    }
-}
-
-impl Drop for Folder {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -150,11 +137,11 @@ fn a_program_in_the_path_runs_without_a_word_even_under_ci() {
 fn a_file_that_cannot_be_executed_and_a_folder_are_not_programs() {
     let folder = Folder::new();
     folder.file("ping", 0o644);
-    fs::create_dir(folder.0.join("curl")).unwrap();
+    fs::create_dir(folder.0.path("curl")).unwrap();
     let machine = folder.machine(false);
     assert!(!machine.installed("ping"));
     assert!(!machine.installed("curl"));
-    assert!(!machine.installed(&Path::new(&folder.0).join("ping").display().to_string()));
+    assert!(!machine.installed(&folder.0.path("ping").display().to_string()));
 }
 
 #[test]

@@ -10,10 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::can_make_namespaces;
+use common::netns::{can_make_namespaces, Namespaces};
 use common::TempDir;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 const SECTION: &str = "## Three nodes on one machine";
 
@@ -46,42 +44,6 @@ fn walkthrough_script() -> String {
     script
 }
 
-/// A network namespace, removed (with whatever still runs in it) on drop.
-struct Namespace(String);
-
-impl Namespace {
-    fn new() -> Namespace {
-        let name = format!("skywire-readme-{}", std::process::id());
-        // A namespace left by a killed earlier run of this test (same pid, rare) goes first.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run("ip", &["netns", "add", &name]);
-        let namespace = Namespace(name);
-        run("ip", &["-n", &namespace.0, "link", "set", "lo", "up"]);
-        namespace
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        if let Ok(output) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse() {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap();
-    assert!(status.success(), "{program} {args:?} failed");
-}
-
 #[test]
 fn the_readme_walkthrough_works_as_written() {
     if !can_make_namespaces("the_readme_walkthrough_works_as_written") {
@@ -96,9 +58,9 @@ fn the_readme_walkthrough_works_as_written() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let namespace = Namespace::new();
+    let namespace = Namespaces::new("skywire-readme", 1);
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &namespace.0, "bash", "-e"])
+        .args(["netns", "exec", &namespace.name(0), "bash", "-e"])
         .arg(&script_path)
         .current_dir(dir.root())
         .env("PATH", path)

@@ -5,8 +5,9 @@
 //! `systemd-analyze security`; and the daemon works with what the unit leaves it — as a user of
 //! its own with CAP_NET_ADMIN alone (ambient), no new privileges, a read-only file system but for
 //! its folder, and a /proc that shows only its own processes and no system files — carrying a
-//! full-tunnel VPN between two namespaces, managing a signal app, and launching apps with no
-//! capabilities but those their entry names.
+//! full-tunnel VPN between two namespaces, managing a signal app, launching apps with no
+//! capabilities but those their entry names, and reloading its config through the unit's
+//! `ExecReload` with the VPN and the apps left running.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -19,14 +20,14 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::machine::{require, require_root};
 use common::netns::{in_netns, ip, snapshot, Namespaces};
+use common::users::TestUser;
 use common::{wait_until, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -283,47 +284,6 @@ fn the_unit_verifies_and_its_exposure_is_at_most_1_5() {
     );
 }
 
-/// A system user of the test's own, removed (with its group) on drop.
-struct ServiceUser {
-    name: String,
-    uid: Uid,
-    gid: Gid,
-}
-
-impl ServiceUser {
-    fn create() -> ServiceUser {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "skyt{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let added = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home"])
-            .args(["--shell", "/usr/sbin/nologin", &name])
-            .output()
-            .unwrap();
-        assert!(added.status.success(), "useradd {name}: {}", show(&added));
-        let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        ServiceUser {
-            name,
-            uid: user.uid,
-            gid: user.gid,
-        }
-    }
-
-    /// Gives `path` to the user.
-    fn own(&self, path: &Path) {
-        nix::unistd::chown(path, Some(self.uid), Some(self.gid)).unwrap();
-    }
-}
-
-impl Drop for ServiceUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
-
 /// What the test's wrapper does before it runs skywired as the unit would: its own /proc with
 /// only the user's processes and no system files (ProtectProc=invisible, ProcSubset=pid), the
 /// TUN device as udev makes it (mode 0666), everything read-only but the node's folder
@@ -351,7 +311,7 @@ struct ServiceNode {
 impl ServiceNode {
     fn start(
         ns: &str,
-        user: &ServiceUser,
+        user: &TestUser,
         secret: &SecretKey,
         neighbour: (NodeKey, Option<&str>),
         extra: &str,
@@ -477,6 +437,25 @@ fn capability_set(status: &BTreeMap<String, String>, key: &str) -> u64 {
 
 const HOST4: &str = "10.99.0.1";
 
+/// Runs the unit's `ExecReload` command line as `user`, as systemd does, with the built
+/// `visctl` and `socket` in place of the installed ones.
+fn exec_reload(user: &TestUser, socket: &Path) -> Output {
+    let unit = fs::read_to_string(Path::new(REPO).join("systemd/skywired.service")).unwrap();
+    let line = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecReload="))
+        .expect("the unit has an ExecReload");
+    let mut words = line.split_whitespace().map(|word| match word {
+        "/usr/local/bin/visctl" => VISCTL.to_owned(),
+        "/run/skywire/visctl.sock" => socket.display().to_string(),
+        other => other.to_owned(),
+    });
+    let mut command = Command::new(words.next().unwrap());
+    command.args(words).stdin(Stdio::null());
+    user.run(&mut command);
+    command.output().unwrap()
+}
+
 #[test]
 fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     const TEST: &str = "skywired_works_as_its_own_user_with_cap_net_admin_alone";
@@ -487,7 +466,7 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     {
         return;
     }
-    let user = ServiceUser::create();
+    let user = TestUser::create("svc", &[]);
     let ns = Namespaces::new("skysvc", 2);
     let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.205.1.1", 1, "10.205.1.2");
@@ -557,7 +536,7 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     // datagrams (SO_MARK), forced socket buffers, the client's undo file in its state folder.
     let mut last = serde_json::Value::Null;
     wait_until("the VPN client to come up", WAIT, || {
-        last = a_node.ask(&["vpn", "status"])["result"]["vpn"]["client"].clone();
+        last = a_node.ask(&["vpn", "status"])["result"]["client"].clone();
         last["state"] == "up"
     });
     let route = ip(&["-n", &a_ns, "route", "get", "192.0.2.1"]);
@@ -636,6 +615,60 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
             "{app}'s CapBnd"
         );
     }
+
+    // `systemctl reload`: the unit's ExecReload, run as the user. A new SOCKS section starts
+    // the SOCKS server alone: the VPN client keeps its device and its lease, and the launched
+    // apps keep their processes.
+    let apps_before = a_node.ask(&["list_apps"])["result"]["apps"].clone();
+    let device_before = ip(&["-n", &a_ns, "-o", "link", "show", "dev", "skycli"]);
+    let config = a_node.dir.path("config.yaml");
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("socks:\n  server:\n    allow: [{}]\n", c.public()));
+    fs::write(&config, text).unwrap();
+    let reloaded = exec_reload(&user, &a_node.dir.path("visctl.sock"));
+    assert!(
+        reloaded.status.success(),
+        "{}\n--- log ---\n{}",
+        show(&reloaded),
+        a_node.log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reloaded.stdout).trim(),
+        format!(
+            "reloaded {}:\n  the SOCKS server started with its new section",
+            config.display()
+        )
+    );
+    assert_eq!(
+        a_node.ask(&["socks", "status"])["result"]["server"]["state"],
+        "running"
+    );
+    let vpn = a_node.ask(&["vpn", "status"])["result"]["client"].clone();
+    assert_eq!(
+        (&vpn["state"], &vpn["reconnects"]),
+        (&last["state"], &last["reconnects"])
+    );
+    assert_eq!(vpn["ipv4"], last["ipv4"]);
+    assert_eq!(
+        ip(&["-n", &a_ns, "-o", "link", "show", "dev", "skycli"]),
+        device_before,
+        "the same TUN device (its index) as before"
+    );
+    assert_eq!(
+        a_node.ask(&["list_apps"])["result"]["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|app| (&app["id"], &app["pid"]))
+            .collect::<Vec<_>>(),
+        apps_before
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|app| (&app["id"], &app["pid"]))
+            .collect::<Vec<_>>(),
+        "the launched apps run on"
+    );
 
     // A clean stop undoes everything, as the user.
     a_node.stop();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::http::{self, HttpServer};
 use common::machine::require;
-use common::socks::{connect_request, greet, target_ip};
+use common::socks::{closed_within, connect_request, greet, socks_connect, target_ip};
 use common::{three_nodes_with, wait_until, Daemon, Guard, Keys, TempDir};
 use skywire_dataplane::stack::{TCP_BUFFER, TCP_MEMORY};
 
@@ -65,11 +65,11 @@ fn socks_nodes(dir: &TempDir, b_client: bool) -> (Daemon, Daemon, Daemon) {
 
 /// The client app's part of `socks status`.
 fn client_status(daemon: &Daemon) -> serde_json::Value {
-    daemon.ask(&["socks", "status"])["result"]["socks"]["client"].clone()
+    daemon.ask(&["socks", "status"])["result"]["client"].clone()
 }
 
 fn server_status(daemon: &Daemon) -> serde_json::Value {
-    daemon.ask(&["socks", "status"])["result"]["socks"]["server"].clone()
+    daemon.ask(&["socks", "status"])["result"]["server"].clone()
 }
 
 /// The client app's SOCKS5 port as bound.
@@ -114,29 +114,6 @@ fn finish(mut curl: Guard, what: &str) {
         let _ = pipe.read_to_string(&mut stderr);
     }
     assert!(status.success(), "{what}: curl {status}: {stderr}");
-}
-
-// ----- a SOCKS5 client written here, for what curl cannot show -----
-
-fn socks_connect(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
-    let mut stream = greet(proxy);
-    assert_eq!(
-        connect_request(&mut stream, &target_ip(target)),
-        0,
-        "CONNECT failed"
-    );
-    stream
-}
-
-/// Whether the proxy closed the connection (EOF or reset) within `limit`.
-fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
-    stream.set_read_timeout(Some(limit)).unwrap();
-    let mut buf = [0u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
-    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -307,7 +284,7 @@ fn failures_and_the_socks_commands_through_real_daemons() {
 
     // `socks stop|start|status` through visctl: the port closes and opens again.
     let stopped = a.ask(&["socks", "stop", "client"]);
-    let client = &stopped["result"]["socks"]["client"];
+    let client = &stopped["result"]["client"];
     assert_eq!(client["state"], "stopped", "{stopped}");
     assert!(client["listen"].is_null(), "{stopped}");
     assert!(TcpStream::connect(proxy).is_err(), "the port stayed open");
@@ -319,14 +296,14 @@ fn failures_and_the_socks_commands_through_real_daemons() {
         + &String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("socks.server"), "{message}");
     let started = a.ask(&["socks", "start", "client"]);
-    assert_eq!(started["result"]["socks"]["client"]["state"], "running");
+    assert_eq!(started["result"]["client"]["state"], "running");
     let proxy = proxy_of(&a);
     wait_until(
         "A's route after the restart",
         Duration::from_secs(20),
         || client_status(&a)["route"] == "ready",
     );
-    let mut stream = socks_connect(proxy, http.address);
+    let mut stream = socks_connect(proxy, &target_ip(http.address));
     write!(stream, "GET /bytes/5000/7 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     http::read_head(&mut stream);
     http::read_content(&mut stream, 7, 5000);
@@ -384,7 +361,7 @@ fn entry_memory_stays_bounded_a_stopped_reader_holds_the_target_and_half_close_w
     let threads: Vec<_> = (0..connections)
         .map(|i| {
             std::thread::spawn(move || {
-                let mut stream = socks_connect(proxy, target);
+                let mut stream = socks_connect(proxy, &target_ip(target));
                 write!(stream, "GET /hold/{each}/{i} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
                 let head = http::read_head(&mut stream);
                 assert!(head.contains(&format!("Content-Length: {each}")), "{head}");
@@ -415,7 +392,7 @@ fn entry_memory_stays_bounded_a_stopped_reader_holds_the_target_and_half_close_w
 
     // A reader that stops while its target goes on writing: the target is held back and A's
     // memory stays flat.
-    let mut stalled = socks_connect(proxy, target);
+    let mut stalled = socks_connect(proxy, &target_ip(target));
     write!(stalled, "GET /endless HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut first = vec![0u8; 1 << 20];
     stalled.read_exact(&mut first).unwrap();
@@ -466,7 +443,7 @@ fn entry_memory_stays_bounded_a_stopped_reader_holds_the_target_and_half_close_w
     drop(stalled);
 
     // A half-close: the client's FIN reaches the target, whose answer still comes back whole.
-    let mut stream = socks_connect(proxy, target);
+    let mut stream = socks_connect(proxy, &target_ip(target));
     write!(stream, "POST /count/3000000 HTTP/1.1\r\n\r\n").unwrap();
     stream.write_all(&vec![1u8; 100_000]).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();

@@ -4,49 +4,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use skywire_control::command::tokenize;
 use skywire_control::{Answer, ControlOptions, ControlServer, Stopper};
-use skywire_dataplane::api::{self, Reply, Request, StatusReply};
+use skywire_dataplane::api::{self, Reply, Request, RequestError, StatusReply};
 use skywire_dataplane::NodeKey;
 
-const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
-
-/// A folder of its own under the system's temporary folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-visctl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use common::{TempDir, VISCTL};
 
 /// A stand-in for skywired's socket: it records each line and answers from the first word.
 /// `status` succeeds with `status from NAME`, `echo` succeeds with its words joined by `|`,
@@ -139,7 +113,7 @@ fn path_str(path: &Path) -> &str {
 
 #[test]
 fn one_command_prints_its_text_and_exits_0() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let server = FakeServer::start(dir.path("a.sock"), "A");
     let output = visctl(&["--socket", path_str(&server.socket), "status"], "", None);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -149,7 +123,7 @@ fn one_command_prints_its_text_and_exits_0() {
 
 #[test]
 fn a_failed_command_exits_1_with_its_error() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let server = FakeServer::start(dir.path("a.sock"), "A");
     let output = visctl(&["--socket", path_str(&server.socket), "fail"], "", None);
     assert_eq!(output.status.code(), Some(1));
@@ -166,7 +140,7 @@ fn a_failed_command_exits_1_with_its_error() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let server = FakeServer::start(dir.path("a.sock"), "A");
     let socket = path_str(&server.socket);
     for args in [
@@ -203,8 +177,56 @@ fn bad_usage_exits_2() {
 }
 
 #[test]
+fn help_needs_no_daemon() {
+    let dir = TempDir::new("visctl");
+    let missing = dir.path("missing.sock");
+    let socket = path_str(&missing);
+
+    let output = visctl(&["--socket", socket, "help"], "", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("commands:\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output).contains("build_route|br"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = visctl(&["--socket", socket, "help", "build_route"], "", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("usage: build_route N0 N1 …\naliases: br\n"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = visctl(&["--socket", socket, "--json", "h", "lr"], "", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let answer = Answer::parse(stdout(&output).trim_end()).unwrap();
+    assert_eq!(answer.command.as_deref(), Some("help"));
+    assert_eq!(answer.result.unwrap()["help"][0]["name"], "list_routes");
+
+    // Help's own usage errors too; in a session, help lines are answered the same way.
+    let output = visctl(&["--socket", socket, "help", "a", "b"], "", None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).starts_with("visctl: help: takes 0 to 1 arguments"));
+    let output = visctl(&["--socket", socket], "help pn\n# a comment\n?\n", None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("usage: ping_node KEY [COUNT]"));
+    assert!(stdout(&output).contains("\ncommands:\n"));
+
+    // An app's help is the daemon's: its catalog is there.
+    let output = visctl(&["--socket", socket, "help", "some-app"], "", None);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("cannot reach skywired"));
+}
+
+#[test]
 fn no_daemon_exits_3_naming_the_path() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let missing = dir.path("missing.sock");
     let output = visctl(&["--socket", path_str(&missing), "status"], "", None);
     assert_eq!(output.status.code(), Some(3));
@@ -237,7 +259,7 @@ fn no_daemon_exits_3_naming_the_path() {
         let output = visctl(&["--socket", path_str(&locked), "status"], "", None);
         assert_eq!(output.status.code(), Some(3));
         assert!(
-            stderr(&output).contains("permission denied: run visctl as root"),
+            stderr(&output).contains("permission denied: this user may not open the socket"),
             "{}",
             stderr(&output)
         );
@@ -246,7 +268,7 @@ fn no_daemon_exits_3_naming_the_path() {
 
 #[test]
 fn json_prints_the_raw_reply_lines() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let server = FakeServer::start(dir.path("a.sock"), "A");
     let socket = path_str(&server.socket);
     let output = visctl(&["--json", "--socket", socket, "status"], "", None);
@@ -265,7 +287,7 @@ fn json_prints_the_raw_reply_lines() {
 
 #[test]
 fn the_socket_flag_beats_the_variable_which_beats_the_config() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let a = FakeServer::start(dir.path("a.sock"), "A");
     let b = FakeServer::start(dir.path("b.sock"), "B");
     let _c = FakeServer::start(dir.path("c.sock"), "C");
@@ -324,7 +346,7 @@ fn the_socket_flag_beats_the_variable_which_beats_the_config() {
 
 #[test]
 fn arguments_reach_the_server_as_the_same_words() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let server = FakeServer::start(dir.path("a.sock"), "A");
     let words = [
         "echo",
@@ -348,7 +370,7 @@ fn arguments_reach_the_server_as_the_same_words() {
 
 #[test]
 fn standard_input_runs_each_line_in_turn() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let server = FakeServer::start(dir.path("a.sock"), "A");
     let input = "status\n\n# a comment\nfail\r\necho 'a b' c\nnope\nexit\nstatus\n";
     let output = visctl(&["--socket", path_str(&server.socket)], input, None);
@@ -382,7 +404,7 @@ fn standard_input_runs_each_line_in_turn() {
 
 #[test]
 fn a_script_stops_at_its_first_failing_line() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("visctl");
     let server = FakeServer::start(dir.path("a.sock"), "A");
     let script = dir.path("setup.vis");
     fs::write(
@@ -436,7 +458,7 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
-        let dir = TempDir::new();
+        let dir = TempDir::new("visctl");
         let socket = dir.path("visctl.sock");
         let server = ControlServer::bind(ControlOptions {
             signal_port: 0,
@@ -449,8 +471,8 @@ impl Daemon {
         thread::spawn(move || {
             while let Ok((id, request)) = end.requests.recv() {
                 let reply = match request {
-                    Request::Status => Reply::Status(StatusReply {
-                        key: NodeKey::from([1; 32]).to_string(),
+                    Request::Status => Ok(Reply::Status(StatusReply {
+                        key: NodeKey::from([1; 32]),
                         mesh_address: NodeKey::from([1; 32]).mesh_address(),
                         listen: "127.0.0.1:40000".parse().unwrap(),
                         uptime_secs: 5,
@@ -458,14 +480,14 @@ impl Daemon {
                         links_up: 0,
                         routes: 0,
                         rules: 0,
-                    }),
+                    })),
                     Request::Shutdown => {
-                        end.replies.send(id, Reply::Stopped);
+                        end.replies.send(id, Ok(Reply::Stopped));
                         return;
                     }
-                    _ => Reply::Error(
-                        "no route to that node: set one up with build_route".to_owned(),
-                    ),
+                    _ => Err(RequestError::NoRoute {
+                        peer: NodeKey::from([2; 32]),
+                    }),
                 };
                 end.replies.send(id, reply);
             }
@@ -529,7 +551,10 @@ fn visctl_talks_to_the_real_control_server() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stderr(&output),
-        "visctl: rm_route: no route to that node: set one up with build_route\n"
+        format!(
+            "visctl: rm_route: no route to {}: `list_routes` shows the routes\n",
+            NodeKey::from([2; 32])
+        )
     );
 
     let output = visctl(&["--socket", socket, "ping_node", "not-a-key"], "", None);

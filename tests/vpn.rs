@@ -2,7 +2,8 @@
 //! else (needs root and `ip`; `ping` for the pings): a client in A reaches a host behind
 //! the server in C through relay B, over IPv4 and IPv6, with a 100 MiB transfer checked end to
 //! end; its addresses survive a restart of its daemon; a full-tunnel client killed with SIGKILL
-//! leaves rules behind that its next start removes; and every namespace ends as it began.
+//! leaves rules behind that its next start removes; a hostile undo file gets only the client's
+//! own entries removed, and none of it run; and every namespace ends as it began.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -40,6 +41,18 @@ impl Node {
         neighbours: &[(NodeKey, Option<&str>)],
         extra: &str,
     ) -> Node {
+        let mut node = Node::new(ns, secret, neighbours, extra);
+        node.spawn();
+        node
+    }
+
+    /// Writes the config (`extra` is YAML appended to it), without starting the daemon.
+    fn new(
+        ns: &str,
+        secret: &SecretKey,
+        neighbours: &[(NodeKey, Option<&str>)],
+        extra: &str,
+    ) -> Node {
         let dir = TempDir::new("vpnd");
         dir.write("node.key", &format!("{}\n", secret.to_base64()));
         let mut config = String::from(
@@ -55,13 +68,11 @@ impl Node {
         }
         config.push_str(extra);
         dir.write("config.yaml", &config);
-        let mut node = Node {
+        Node {
             ns: ns.to_owned(),
             dir,
             child: None,
-        };
-        node.spawn();
-        node
+        }
     }
 
     fn spawn(&mut self) {
@@ -106,7 +117,7 @@ impl Node {
 
     fn vpn_client(&self) -> serde_json::Value {
         let reply = self.visctl(&["vpn", "status"]).unwrap_or_default();
-        reply["result"]["vpn"]["client"].clone()
+        reply["result"]["client"].clone()
     }
 
     /// Waits for the client up; returns its IPv4 and IPv6 addresses.
@@ -287,7 +298,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     // The SOCKS client shares the route to C: stopping the VPN client leaves it as it is.
     let route_to_c = || {
         let reply = a_node.visctl(&["list_routes"]).unwrap_or_default();
-        let routes = reply["result"]["routes"]["routes"].as_array().cloned();
+        let routes = reply["result"]["routes"].as_array().cloned();
         let routes = routes.unwrap_or_default();
         routes
             .into_iter()
@@ -297,7 +308,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     assert!(a_node.visctl(&["vpn", "stop", "client"]).is_some());
     assert_eq!(route_to_c(), Some(route), "the route to C is untouched");
     let socks = a_node.visctl(&["socks", "status"]).unwrap();
-    let proxy: SocketAddr = socks["result"]["socks"]["client"]["listen"]
+    let proxy: SocketAddr = socks["result"]["client"]["listen"]
         .as_str()
         .unwrap()
         .parse()
@@ -385,4 +396,101 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     }
     a_node.stop();
     assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
+}
+
+/// The undo file a killed client leaves is data: at the next start, only the client's own
+/// entries (routes through its device in its table, its two rules) are removed. Entries naming
+/// another device, another table or priority, and strings that look like shell commands are
+/// left alone and never run.
+#[test]
+fn a_hostile_undo_file_gets_only_the_clients_own_entries_removed() {
+    const TEST: &str = "a_hostile_undo_file_gets_only_the_clients_own_entries_removed";
+    if !can_make_namespaces(TEST) {
+        return;
+    }
+    let ns = Namespaces::new("skyundo", 1);
+    let a_ns = ns.name(0);
+    // What the file names that is not the client's: another device, in the client's table and
+    // in another; another table's rule.
+    ip(&[
+        "-n", &a_ns, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+    ]);
+    for device in ["other0", "other1"] {
+        ip(&["-n", &a_ns, "link", "set", device, "up"]);
+    }
+    for table in ["29547", "100"] {
+        ip(&[
+            "-n",
+            &a_ns,
+            "route",
+            "add",
+            "10.55.0.0/16",
+            "dev",
+            "other0",
+            "table",
+            table,
+        ]);
+    }
+    ip(&[
+        "-n", &a_ns, "rule", "add", "priority", "100", "table", "100",
+    ]);
+    // What a killed client leaves: its tunnel rule.
+    ip(&[
+        "-n", &a_ns, "rule", "add", "priority", "29541", "not", "fwmark", "0x736b", "table",
+        "29547",
+    ]);
+    let planted = snapshot(&a_ns);
+    assert!(planted.contains("29541:"), "{planted}");
+
+    let a = SecretKey::generate();
+    let server = SecretKey::generate().public();
+    let mut client = client_section(&server, &[], "[\"10.99.0.0/24\"]");
+    client = client.replace("enabled: true", "enabled: false");
+    let mut node = Node::new(&a_ns, &a, &[], &client);
+    let marker = node.dir.path("pwned");
+    let undo = format!(
+        "version: 2\nroutes:\n\
+         - {{prefix: 10.55.0.0/16, device: other0, table: 29547}}\n\
+         - {{prefix: 10.55.0.0/16, device: other0, table: 100}}\n\
+         - {{prefix: 10.55.0.0/16, device: \"$(touch {m})\", table: 29547}}\n\
+         - {{prefix: \"10.0.0.0/8; touch {m}\", device: skycli, table: 29547}}\n\
+         rules:\n\
+         - {{family: ipv4, priority: 100, table: 100}}\n\
+         - {{family: ipv4, priority: 29541, table: 29547}}\n",
+        m = marker.display()
+    );
+    node.dir.write("state/vpn-client-routes.yaml", &undo);
+    node.spawn();
+    let undo_file = node.state_dir().join("vpn-client-routes.yaml");
+    wait_until(
+        "the undo file read and removed",
+        Duration::from_secs(20),
+        || !undo_file.exists(),
+    );
+    let after = snapshot(&a_ns);
+    assert!(
+        !after.contains("29541:"),
+        "the client's own rule is gone:\n{after}"
+    );
+    assert!(after.contains("100:\tfrom all lookup 100"), "{after}");
+    assert!(
+        after.contains("10.55.0.0/16 dev other0 table 29547"),
+        "{after}"
+    );
+    assert!(
+        after.contains("10.55.0.0/16 dev other0 table 100"),
+        "{after}"
+    );
+    assert_eq!(
+        after,
+        planted.replace("29541:\tnot from all fwmark 0x736b lookup 29547\n", ""),
+        "nothing else changed"
+    );
+    assert!(!marker.exists(), "nothing of the file was run");
+    let log = node.log();
+    assert!(
+        log.contains("left alone: route \"10.55.0.0/16\" dev \"other0\" table 100"),
+        "{log}"
+    );
+    node.stop();
 }

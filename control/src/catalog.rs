@@ -1,5 +1,5 @@
 //! The app catalog: the `apps:` map of `config.yaml` in the seed's format (name → `daemon`,
-//! `desc`, `path`, `default_args`, `help`, and skywire's own `capabilities` and `env`), and how
+//! `desc`, `path`, `default_args`, `help`, and skywire's own `args`, `capabilities` and `env`), and how
 //! an entry's `path` becomes a program to run. It only describes apps; starting and watching
 //! them is the supervisor's.
 
@@ -36,6 +36,9 @@ pub struct AppSpec {
     /// Arguments used when `start` is given none.
     #[serde(default, deserialize_with = "null_as_default")]
     pub default_args: Vec<String>,
+    /// Whether `start` may give other arguments than `default_args`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub args: Args,
     /// Longer help text.
     #[serde(default, deserialize_with = "null_as_default")]
     pub help: String,
@@ -48,7 +51,24 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
 }
 
+/// Which arguments `start` may give an app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Args {
+    /// Only its `default_args`: whoever may start the app cannot make it run anything else.
+    #[default]
+    Fixed,
+    /// Any: whoever may start the app chooses its command line (`args: free`).
+    Free,
+}
+
 impl AppSpec {
+    /// Whether `start` may run the app with `args`: its `default_args`, or any when its entry
+    /// says `args: free`.
+    pub fn allows_args(&self, args: &[String]) -> bool {
+        self.args == Args::Free || args == self.default_args.as_slice()
+    }
+
     /// The capabilities the app keeps, as a set.
     pub fn capability_set(&self) -> CapabilitySet {
         self.capabilities.iter().copied().collect()
@@ -96,7 +116,7 @@ impl<'de> Deserialize<'de> for Catalog {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// The text is not a valid `apps:` map.
-    #[error("bad app catalog: {0}; each app is `NAME:` followed by `path:` and optionally `daemon`, `desc`, `default_args`, `help`, `capabilities`, `env`")]
+    #[error("bad app catalog: {0}; each app is `NAME:` followed by `path:` and optionally `daemon`, `desc`, `default_args`, `args`, `help`, `capabilities`, `env`")]
     Parse(String),
     /// An app name is empty, too long or has characters that commands cannot carry.
     #[error("bad app name {0:?}: use 1 to 128 letters, digits, `-`, `_` or `.`")]
@@ -358,6 +378,7 @@ apps:
                 desc: "DESCRIPTION GOES HERE".into(),
                 path: "bin/meshnet/meshnet-run-socks-server".into(),
                 default_args: vec![],
+                args: Args::Fixed,
                 help: "[1] Text name of app, must be unique\n".into(),
                 capabilities: vec![],
                 env: BTreeMap::new(),
@@ -375,6 +396,25 @@ apps:
         assert!(spec.default_args.is_empty());
         let missing = Catalog::from_yaml_str("echo:\n  desc: no path\n").unwrap_err();
         assert!(missing.to_string().contains("path"), "{missing}");
+    }
+
+    #[test]
+    fn only_default_args_unless_args_are_free() {
+        let catalog = Catalog::from_yaml_str(
+            "fixed:\n  path: x\n  default_args: [a, b]\nfree:\n  path: x\n  args: free\n",
+        )
+        .unwrap();
+        let words = |list: &[&str]| list.iter().map(|word| word.to_string()).collect::<Vec<_>>();
+        let fixed = catalog.get("fixed").unwrap();
+        assert_eq!(fixed.args, Args::Fixed);
+        assert!(fixed.allows_args(&words(&["a", "b"])));
+        assert!(!fixed.allows_args(&words(&["a"])));
+        assert!(!fixed.allows_args(&words(&["a", "b", "--config", "x.yaml"])));
+        let free = catalog.get("free").unwrap();
+        assert!(free.allows_args(&words(&["--config", "x.yaml"])));
+        assert!(free.allows_args(&[]));
+        let unknown = Catalog::from_yaml_str("a:\n  path: x\n  args: any\n").unwrap_err();
+        assert!(unknown.to_string().contains("fixed"), "{unknown}");
     }
 
     #[test]

@@ -128,8 +128,16 @@ impl ControlClient {
 
     /// Sends one line and reads its reply.
     pub fn command(&mut self, line: &str) -> Result<Answer, ClientError> {
-        self.send_line(line)?;
-        self.read_answer()
+        match self.send_line(line) {
+            Ok(()) => self.read_answer(),
+            // A server that refuses a client (it may not use the socket, or too many are
+            // connected) writes why and closes, perhaps before the line arrived: the reason
+            // is still there to read.
+            Err(ClientError::Io(err)) if err.kind() == io::ErrorKind::BrokenPipe => {
+                self.read_answer().map_err(|_| ClientError::Io(err))
+            }
+            Err(err) => Err(err),
+        }
     }
 }
 

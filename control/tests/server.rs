@@ -3,12 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/control.rs"]
+mod control;
+#[path = "../../tests/common/temp.rs"]
+mod temp;
+
 use std::fs;
-use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -16,43 +18,23 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skywire_control::{ControlError, ControlOptions, ControlServer, Limits, Stopper};
 use skywire_dataplane::api::{
-    self, DataplaneEnd, PingReply, Reply, Request, RouteRow, RoutesReply, StatusReply, TransportRow,
+    self, DataplaneEnd, PingReply, Reply, Request, RequestError, Response, RouteRow, RoutesReply,
+    StatusReply, TransportRow, TransportsReply,
 };
 use skywire_dataplane::NodeKey;
+
+use control::ControlSocket;
+use temp::TempDir;
 
 /// How long any one wait in these tests may last.
 const DEADLINE: Duration = Duration::from_secs(20);
 
+fn node(byte: u8) -> NodeKey {
+    NodeKey::from([byte; 32])
+}
+
 fn key(byte: u8) -> String {
-    NodeKey::from([byte; 32]).to_string()
-}
-
-/// A folder of its own under the system's temporary folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-control-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    node(byte).to_string()
 }
 
 /// How the fake dataplane behaves.
@@ -65,8 +47,8 @@ struct Fake {
 }
 
 /// Answers requests as a dataplane would: Status at once, BuildRoute and PingNode after a
-/// delay (or when released), RemoveRoute with an error, Shutdown with Stopped. Returns every
-/// request it saw.
+/// delay (or when released), RemoveRoute with an error, Shutdown with Stopped, anything else
+/// with an error. Returns every request it saw.
 fn fake_dataplane(
     end: DataplaneEnd,
     release: Receiver<()>,
@@ -74,7 +56,7 @@ fn fake_dataplane(
     fake: Fake,
 ) -> Vec<Request> {
     let mut seen = Vec::new();
-    let mut delayed: Vec<(Option<Instant>, u64, Reply)> = Vec::new();
+    let mut delayed: Vec<(Option<Instant>, u64, Response)> = Vec::new();
     loop {
         match end.requests.recv_timeout(Duration::from_millis(5)) {
             Ok((id, request)) => {
@@ -83,73 +65,67 @@ fn fake_dataplane(
                 let now = Instant::now();
                 match request {
                     Request::Status if fake.die_on_status => return seen,
-                    Request::Status => end.replies.send(id, Reply::Status(status())),
+                    Request::Status => end.replies.send(id, Ok(Reply::Status(status()))),
                     Request::ListTransports => end.replies.send(
                         id,
-                        Reply::Transports(vec![TransportRow {
-                            key: key(2),
-                            endpoint: Some("127.0.0.1:7778".parse().unwrap()),
-                            link: "up",
-                            handshake_secs_ago: Some(3.0),
-                            last_seen_secs_ago: Some(0.2),
-                            rtt_ms: Some(0.5),
-                            tx_bytes: 10,
-                            rx_bytes: 20,
-                            tx_packets: 1,
-                            rx_packets: 2,
-                        }]),
+                        Ok(Reply::Transports(TransportsReply {
+                            transports: vec![TransportRow {
+                                key: node(2),
+                                endpoint: Some("127.0.0.1:7778".parse().unwrap()),
+                                link: "up",
+                                handshake_secs_ago: Some(3.0),
+                                last_seen_secs_ago: Some(0.2),
+                                rtt_ms: Some(0.5),
+                                tx_bytes: 10,
+                                rx_bytes: 20,
+                                tx_packets: 1,
+                                rx_packets: 2,
+                            }],
+                        })),
                     ),
                     Request::ListRoutes => end.replies.send(
                         id,
-                        Reply::Routes(RoutesReply {
+                        Ok(Reply::Routes(RoutesReply {
                             routes: vec![],
                             rules: vec![],
-                        }),
+                        })),
                     ),
                     Request::BuildRoute { path } => {
                         let when =
                             (!fake.hold_build_route).then(|| now + Duration::from_millis(100));
-                        let path: Vec<String> = path.iter().map(ToString::to_string).collect();
-                        let reply = Reply::RouteBuilt(RouteRow {
-                            peer: path.last().cloned().unwrap_or_default(),
+                        let reply = Ok(Reply::RouteBuilt(RouteRow {
+                            peer: *path.last().unwrap(),
                             path,
                             initiator: true,
                             ready: true,
                             out_id: 11,
                             in_id: 22,
-                        });
+                        }));
                         delayed.push((when, id, reply));
                     }
-                    Request::VpnStart { .. } | Request::VpnStop { .. } | Request::VpnStatus => end
-                        .replies
-                        .send(id, Reply::Error("the VPN is not configured".to_owned())),
-                    Request::RemoveRoute { peer } => end.replies.send(
-                        id,
-                        Reply::Error(format!("no route to {peer}: set one up with build_route")),
-                    ),
+                    Request::RemoveRoute { peer } => {
+                        end.replies.send(id, Err(RequestError::NoRoute { peer }));
+                    }
                     Request::PingNode { peer, count } => delayed.push((
                         Some(now + Duration::from_millis(150)),
                         id,
-                        Reply::Ping(PingReply {
-                            peer: peer.to_string(),
+                        Ok(Reply::Ping(PingReply {
+                            peer,
                             address: peer.mesh_address(),
                             sent: count,
                             rtt_ms: vec![1.5; count as usize],
-                        }),
+                        })),
                     )),
-                    Request::SocksStart { .. }
-                    | Request::SocksStop { .. }
-                    | Request::SocksStatus => end.replies.send(
-                        id,
-                        Reply::Socks(skywire_dataplane::socks::SocksStatus {
-                            client: None,
-                            server: None,
-                        }),
-                    ),
                     Request::Shutdown => {
-                        end.replies.send(id, Reply::Stopped);
+                        end.replies.send(id, Ok(Reply::Stopped));
                         return seen;
                     }
+                    other => end.replies.send(
+                        id,
+                        Err(RequestError::app(std::io::Error::other(format!(
+                            "this test's dataplane does not answer {other:?}"
+                        )))),
+                    ),
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -169,8 +145,8 @@ fn fake_dataplane(
 
 fn status() -> StatusReply {
     StatusReply {
-        key: key(1),
-        mesh_address: NodeKey::from([1; 32]).mesh_address(),
+        key: node(1),
+        mesh_address: node(1).mesh_address(),
         listen: "127.0.0.1:7777".parse().unwrap(),
         uptime_secs: 42,
         transports: 1,
@@ -198,7 +174,7 @@ impl Daemon {
     }
 
     fn start_with(limits: Limits, fake: Fake) -> Daemon {
-        let dir = TempDir::new();
+        let dir = TempDir::new("control");
         let socket = dir.path("visctl.sock");
         let mut server = ControlServer::bind(options(&socket)).unwrap();
         server.set_limits(limits);
@@ -223,8 +199,8 @@ impl Daemon {
         }
     }
 
-    fn connect(&self) -> Client {
-        Client::connect(&self.socket)
+    fn connect(&self) -> ControlSocket {
+        ControlSocket::connect(&self.socket)
     }
 
     /// Waits until the dataplane has received a request that `wanted` accepts.
@@ -281,50 +257,6 @@ fn options(socket: &Path) -> ControlOptions {
     }
 }
 
-/// A test's connection to the control socket.
-struct Client {
-    reader: BufReader<UnixStream>,
-}
-
-impl Client {
-    fn connect(socket: &Path) -> Client {
-        let stream = UnixStream::connect(socket).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Client {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.reader.get_mut().write_all(bytes.as_ref()).unwrap();
-    }
-
-    /// The next reply line, checked to be one JSON object.
-    fn answer(&mut self) -> Value {
-        let mut line = String::new();
-        let count = self.reader.read_line(&mut line).unwrap();
-        assert!(count > 0, "the server closed the connection");
-        assert!(line.ends_with('\n'), "{line:?}");
-        let value: Value = serde_json::from_str(&line).unwrap();
-        assert!(value.is_object(), "{line}");
-        value
-    }
-
-    fn command(&mut self, line: &str) -> Value {
-        self.send(format!("{line}\n"));
-        self.answer()
-    }
-
-    /// Whether the server closed the connection (after whatever it sent before).
-    fn closed(&mut self) -> bool {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => true,
-            Err(err) => err.kind() == ErrorKind::ConnectionReset,
-        }
-    }
-}
-
 fn assert_ok(answer: &Value, command: &str) {
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["command"], command, "{answer}");
@@ -346,8 +278,8 @@ fn replies_are_json_lines_with_result_and_text() {
     let mut client = daemon.connect();
     let answer = client.command("status");
     assert_ok(&answer, "status");
-    assert_eq!(answer["result"]["status"]["key"], key(1));
-    assert_eq!(answer["result"]["status"]["listen"], "127.0.0.1:7777");
+    assert_eq!(answer["result"]["key"], key(1));
+    assert_eq!(answer["result"]["listen"], "127.0.0.1:7777");
     let text = answer["text"].as_str().unwrap();
     assert!(text.contains(&key(1)), "{text}");
     assert!(text.contains("127.0.0.1:7777"), "{text}");
@@ -373,7 +305,7 @@ fn replies_are_json_lines_with_result_and_text() {
 
     let answer = client.command(&format!("ping_node {} 3", key(5)));
     assert_ok(&answer, "ping_node");
-    assert_eq!(answer["result"]["ping"]["sent"], 3);
+    assert_eq!(answer["result"]["sent"], 3);
     assert!(answer["text"]
         .as_str()
         .unwrap()
@@ -393,7 +325,7 @@ fn commands_on_one_connection_are_answered_in_order() {
     client.send(lines);
     let answer = client.answer();
     assert_ok(&answer, "build_route");
-    assert_eq!(answer["result"]["route_built"]["peer"], key(2));
+    assert_eq!(answer["result"]["peer"], key(2));
     assert_ok(&client.answer(), "status");
     assert_ok(&client.answer(), "help");
     assert_ok(&client.answer(), "list_transports");
@@ -498,7 +430,7 @@ fn a_silent_client_does_not_stall_fifty_others() {
         .map(|_| {
             let socket = socket.clone();
             thread::spawn(move || {
-                let mut client = Client::connect(&socket);
+                let mut client = ControlSocket::connect(&socket);
                 client.command("status")
             })
         })
@@ -521,7 +453,7 @@ fn a_client_that_leaves_before_its_reply_harms_no_one() {
     client.send(format!("pn {} 1\n", key(6)));
     let answer = client.answer();
     assert_ok(&answer, "ping_node");
-    assert_eq!(answer["result"]["ping"]["peer"], key(6));
+    assert_eq!(answer["result"]["peer"], key(6));
 }
 
 #[test]
@@ -529,11 +461,7 @@ fn a_client_that_stops_sending_still_gets_its_replies() {
     let daemon = Daemon::start();
     let mut client = daemon.connect();
     client.send(format!("br {}\nstatus\n", key(3)));
-    client
-        .reader
-        .get_ref()
-        .shutdown(std::net::Shutdown::Write)
-        .unwrap();
+    client.shutdown_write();
     assert_ok(&client.answer(), "build_route");
     assert_ok(&client.answer(), "status");
     assert!(client.closed());
@@ -581,14 +509,11 @@ fn clients_beyond_the_limit_are_refused_with_an_error() {
     // The first one's place is given back once the server has seen it close.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let mut next = daemon.connect();
-        next.send("status\n");
-        let mut line = String::new();
-        next.reader.read_line(&mut line).unwrap();
-        if line.contains("\"ok\":true") {
+        let answer = daemon.connect().command("status");
+        if answer["ok"] == true {
             break;
         }
-        assert!(Instant::now() < deadline, "{line}");
+        assert!(Instant::now() < deadline, "{answer}");
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -606,7 +531,7 @@ fn a_client_that_does_not_read_is_disconnected() {
     let mut flooding = daemon.connect();
     let lines = "help\n".repeat(5_000);
     // The server may hang up before it has read everything.
-    let _ = flooding.reader.get_mut().write_all(lines.as_bytes());
+    let _ = flooding.try_send(lines);
     let deadline = Instant::now() + DEADLINE;
     loop {
         let answer = daemon.connect().command("status");
@@ -620,25 +545,15 @@ fn a_client_that_does_not_read_is_disconnected() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    let mut received = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match flooding.reader.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(_) => received += 1,
-            Err(err) if err.kind() == ErrorKind::ConnectionReset => break,
-            Err(err) => panic!("{err} after {received} lines"),
-        }
-    }
+    let received = flooding.lines_until_closed();
     assert!(received < 5_000, "{received}");
 }
 
 #[test]
-fn the_socket_is_0660_and_removed_after_run() {
+fn the_socket_is_0666_and_removed_after_run() {
     let daemon = Daemon::start();
     let mode = fs::metadata(&daemon.socket).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o660, "{mode:o}");
+    assert_eq!(mode & 0o777, 0o666, "{mode:o}");
     let socket = daemon.socket.clone();
     let (outcome, seen) = daemon.stop();
     outcome.unwrap();
@@ -705,13 +620,13 @@ fn a_second_server_on_a_live_socket_is_refused() {
 
 #[test]
 fn a_stale_socket_file_is_replaced() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let socket = dir.path("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let server = ControlServer::bind(options(&socket)).unwrap();
     assert_eq!(server.socket_path(), socket);
-    let mut client = Client::connect(&socket);
+    let mut client = ControlSocket::connect(&socket);
     // Nobody runs the server: the connection is accepted by the kernel, nothing answers yet.
     client.send("help\n");
     drop(server);
@@ -720,7 +635,7 @@ fn a_stale_socket_file_is_replaced() {
 
 #[test]
 fn a_path_that_is_not_a_socket_is_left_alone() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let path = dir.path("file");
     fs::write(&path, "keep me").unwrap();
     let err = ControlServer::bind(options(&path)).unwrap_err();
@@ -734,7 +649,7 @@ fn a_path_that_is_not_a_socket_is_left_alone() {
 
 #[test]
 fn a_missing_folder_is_created() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let socket = dir.path("run/skywire/visctl.sock");
     let server = ControlServer::bind(options(&socket)).unwrap();
     assert!(socket.exists());
@@ -744,7 +659,7 @@ fn a_missing_folder_is_created() {
 
 #[test]
 fn a_folder_this_user_cannot_write_is_a_clear_error() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("control");
     let folder = dir.path("locked");
     fs::create_dir(&folder).unwrap();
     fs::set_permissions(&folder, fs::Permissions::from_mode(0o500)).unwrap();
@@ -764,51 +679,66 @@ fn a_folder_this_user_cannot_write_is_a_clear_error() {
 }
 
 #[test]
-fn the_socket_group_is_set_when_asked() {
-    let dir = TempDir::new();
+fn a_group_that_does_not_exist_is_a_clear_error() {
+    let dir = TempDir::new("control");
     let socket = dir.path("group.sock");
+    for (key, options) in [
+        (
+            "admin_group",
+            ControlOptions {
+                admin_group: Some("no-such-group-skywire".to_owned()),
+                ..options(&socket)
+            },
+        ),
+        (
+            "socket_group",
+            ControlOptions {
+                socket_group: Some("no-such-group-skywire".to_owned()),
+                ..options(&socket)
+            },
+        ),
+    ] {
+        let err = ControlServer::bind(options).unwrap_err();
+        assert!(matches!(err, ControlError::UnknownGroup { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "control.{key} names the group `no-such-group-skywire`, which does not exist: \
+                 create it (groupadd no-such-group-skywire) or name another"
+            )
+        );
+        assert!(!socket.exists());
+    }
+    // An existing group is looked up and the socket is made.
     let gid = nix::unistd::getegid();
     let Some(group) = nix::unistd::Group::from_gid(gid).unwrap() else {
         return;
     };
     let server = ControlServer::bind(ControlOptions {
+        admin_group: Some(group.name.clone()),
         socket_group: Some(group.name),
         ..options(&socket)
     })
     .unwrap();
-    assert_eq!(fs::metadata(&socket).unwrap().gid(), gid.as_raw());
+    assert!(socket.exists());
     drop(server);
-
-    let err = ControlServer::bind(ControlOptions {
-        socket_group: Some("no-such-group-skywire".to_owned()),
-        ..options(&socket)
-    })
-    .unwrap_err();
-    assert!(matches!(err, ControlError::UnknownGroup { .. }), "{err}");
-    assert!(!socket.exists());
 }
 
 #[test]
-fn a_taken_signal_port_is_a_clear_error() {
-    let dir = TempDir::new();
+fn a_taken_signal_port_does_not_stop_the_server() {
+    let dir = TempDir::new("control");
     let socket = dir.path("signal.sock");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let err = ControlServer::bind(ControlOptions {
+    let server = ControlServer::bind(ControlOptions {
         signal_port: port,
         ..options(&socket)
     })
-    .unwrap_err();
-    assert!(matches!(err, ControlError::Signal(_)), "{err}");
-    let message = err.to_string();
-    assert!(
-        message.contains(&format!(
-            "cannot listen for signal clients on 127.0.0.1:{port}"
-        )),
-        "{message}"
-    );
-    assert!(message.contains("control.signal_port"), "{message}");
-    assert!(!socket.exists(), "the socket file was left behind");
+    .unwrap();
+    // Apps are told the configured address, where the server will be once it can.
+    assert_eq!(server.signal_addr(), ([127, 0, 0, 1], port).into());
+    assert!(socket.exists());
+    drop(server);
 
     let server = ControlServer::bind(options(&socket)).unwrap();
     assert_ne!(server.signal_addr().port(), 0);

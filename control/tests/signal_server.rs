@@ -14,9 +14,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use machine::require;
+use mio::{Events, Poll, Token};
 use serde_json::json;
 use signal_harness::{python_client, zombies_among, Harness, EXAMPLE_APP};
-use skywire_control::signal::{Frame, SignalEvent};
+use skywire_control::signal::{
+    Frame, ListenerState, SignalEvent, SignalServer, SignalServerOptions, TokenRange,
+};
 use skywire_control::supervisor::{AppReply, AppState, AttachEvent, StopHow};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -359,4 +362,64 @@ fn idle_connections_cannot_lock_apps_out() {
         AppReply::Pong { .. }
     ));
     drop(idle);
+}
+
+#[test]
+fn a_taken_port_is_tried_again_until_it_is_free() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let retry = Duration::from_millis(100);
+    let mut poll = Poll::new().unwrap();
+    let start = Instant::now();
+    let mut server = SignalServer::new(
+        SignalServerOptions {
+            port: address.port(),
+            bind_retry: retry,
+            ..SignalServerOptions::default()
+        },
+        poll.registry(),
+        TokenRange::new(Token(100), 3),
+        start,
+    )
+    .unwrap();
+    let ListenerState::Retrying {
+        address: asked,
+        error,
+        retry_in_ms,
+    } = server.listener_state(start)
+    else {
+        panic!("listening on a taken port");
+    };
+    assert_eq!((asked, retry_in_ms), (address, 100));
+    assert!(error.to_lowercase().contains("in use"), "{error}");
+    assert_eq!(server.local_addr(), address);
+    assert_eq!(server.poll_timeout(), Some(start + retry));
+
+    // Still taken at the next try: the one after is scheduled.
+    server.handle_timeout(start + retry);
+    assert!(matches!(
+        server.listener_state(start + retry),
+        ListenerState::Retrying { .. }
+    ));
+    assert_eq!(server.poll_timeout(), Some(start + 2 * retry));
+
+    drop(taken);
+    server.handle_timeout(start + 2 * retry);
+    assert_eq!(
+        server.listener_state(start + 2 * retry),
+        ListenerState::Listening { address }
+    );
+    assert_eq!(server.poll_timeout(), None);
+    // It accepts connections now.
+    let _client = TcpStream::connect(address).unwrap();
+    let mut events = Events::with_capacity(8);
+    let deadline = Instant::now() + WAIT;
+    while server.connection_count() == 0 {
+        assert!(Instant::now() < deadline, "the connection was not accepted");
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .unwrap();
+        for event in events.iter() {
+            server.handle_event(event, Instant::now());
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_control::{block_signals, ControlOptions, ControlServer};
-use skywire_dataplane::api::{self, Reply, Request};
+use skywire_dataplane::api::{self, Reply, Request, RequestError};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -43,12 +43,15 @@ fn main() {
             seen.push(request.clone());
             match request {
                 Request::Shutdown => {
-                    end.replies.send(id, Reply::Stopped);
+                    end.replies.send(id, Ok(Reply::Stopped));
                     break;
                 }
-                _ => end
-                    .replies
-                    .send(id, Reply::Error("not in this test".to_owned())),
+                _ => end.replies.send(
+                    id,
+                    Err(RequestError::NoRoute {
+                        peer: [1; 32].into(),
+                    }),
+                ),
             }
         }
         seen

@@ -41,7 +41,7 @@ fn missing_program_is_a_clear_error() {
         format!(
             "app meshnet-socks-server: cannot start bin/meshnet/meshnet-run-socks-server: \
              no such file (path is relative to the config folder {})",
-            h.dir.0.display()
+            h.dir.root().display()
         )
     );
     let unknown = h

@@ -1,11 +1,13 @@
-//! The dataplane thread: one mio loop that owns the UDP socket, drives the node core and the
-//! mesh stack with the clock, and answers the control thread's requests. Everything else in
-//! this crate is sans-IO; this is where the syscalls are.
+//! The dataplane thread: one mio loop that owns every descriptor (the UDP socket, the TUN
+//! devices, the SOCKS apps' kernel sockets, the waker) and every blocking step (the host
+//! thread that runs `ip` and writes files, the resolver threads), feeds the service what comes
+//! in with the clock, and does the I/O it asks for. Everything else in this crate is sans-IO;
+//! this is where the syscalls are.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::mpsc::TryRecvError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,43 +15,44 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
 
-use crate::api::{
-    DataplaneEnd, PingReply, Reply, Request, RequestId, RouteRow, RoutesReply, RuleRow,
-    StatusReply, TransportRow,
-};
-use crate::identity::NodeKey;
-use crate::node::{Event, Node, NodeOptions, RouteError};
+use crate::api::vpn::VpnApp;
+use crate::api::{DataplaneEnd, ReplySender};
+use crate::node::NodeOptions;
 use crate::outbox::Datagram;
-use crate::routing::Rule;
-use crate::socks::{Io as SocksIo, Socks, SocksError, SocksOptions};
-use crate::stack::MeshStack;
+use crate::service::{HostOp, HostResult, Service, ServiceOptions};
+use crate::socks::{SocksError, SocksOptions};
 use crate::transport::TransportError;
 use crate::vpn::VpnOptions;
 
 mod batch;
-mod tunnel;
+mod host;
+mod resolver;
+pub(crate) mod routes;
+mod sockets;
+mod tun;
+mod wakeups;
 
 use batch::{RecvBatch, SendBatch, BATCH};
-
-use tunnel::{VpnApps, TUN_CLIENT, TUN_SERVER};
+use host::HostThread;
+use resolver::Resolver;
+use sockets::KernelSockets;
+use tun::{Tuns, TUN_CLIENT, TUN_SERVER};
+use wakeups::{Wake, Wakeups};
 
 const UDP: Token = Token(0);
 const WAKER: Token = Token(1);
-// Tokens 8 and 9 are the VPN apps' TUN devices (`tunnel::TUN_SERVER`, `tunnel::TUN_CLIENT`); 2 and
-// from 16 on belong to the SOCKS apps (`socks::CLIENT_LISTENER`, `socks::CONNECTION_TOKENS`).
+// Tokens 8 and 9 are the TUN devices (`tun::TUN_SERVER`, `tun::TUN_CLIENT`); from 16 on they
+// are the kernel sockets (`sockets::KernelSockets`).
 
 /// Datagrams read per wake-up before the loop looks at its other work.
 const RECEIVE_BUDGET: usize = 1024;
 /// Socket buffer size asked for: bursts at line rate fit without loss.
 const SOCKET_BUFFER: usize = 8 << 20;
-/// How long a route may take from setup request to completed session handshake.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(15);
-/// Time between the echo requests of one ping.
-const PING_INTERVAL: Duration = Duration::from_millis(200);
-/// How long the last echo reply may take.
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// Rounds of polling the mesh stack per loop turn when its send queue keeps filling up.
-const STACK_ROUNDS: usize = 64;
+/// Rounds of service polls and output draining per wake-up while the service has work due at
+/// once (its mesh stack's send queue kept filling up, or socket work was left over).
+const STEP_ROUNDS: usize = 16;
+/// Kernel-socket operations done per drain, so that one busy socket cannot starve the rest.
+const SOCKET_OP_BUDGET: usize = 4096;
 
 /// Why the dataplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,9 @@ pub enum DriverError {
     /// A SOCKS app could not start.
     #[error("{0}")]
     Socks(#[from] SocksError),
+    /// The host thread (TUN and route changes, the lease file) could not be started.
+    #[error("cannot start the host thread: {0} (is the process out of threads?)")]
+    HostThread(io::Error),
 }
 
 /// What the dataplane needs to start.
@@ -86,53 +92,30 @@ pub struct DriverOptions {
     pub socks: SocksOptions,
 }
 
-/// A route build waiting for its route to be ready.
-#[derive(Debug)]
-struct PendingBuild {
-    request: RequestId,
-    setup: u64,
-    peer: NodeKey,
-    deadline: Instant,
-}
-
-/// A ping in progress.
-#[derive(Debug)]
-struct Ping {
-    request: RequestId,
-    peer: NodeKey,
-    address: Ipv6Addr,
-    count: u32,
-    first_seq: u16,
-    sent_at: Vec<Instant>,
-    rtt_ms: Vec<f64>,
-    next_send: Instant,
-    deadline: Instant,
-}
-
-/// The dataplane: its socket, its node and its stack.
+/// The dataplane: its descriptors and threads, and the service they serve.
 #[derive(Debug)]
 pub struct Dataplane {
     poll: Poll,
     waker: Arc<Waker>,
     socket: UdpSocket,
     local: SocketAddr,
-    node: Node,
-    stack: MeshStack,
-    started: Instant,
-    builds: Vec<PendingBuild>,
-    pings: Vec<Ping>,
-    next_seq: u16,
-    peers_by_address: HashMap<Ipv6Addr, NodeKey>,
-    /// Datagrams taken from the node and not yet sent (the socket was full).
+    service: Service,
+    /// Datagrams taken from the service and not yet sent (the socket was full).
     pending: Vec<Datagram>,
     recv_batch: RecvBatch,
     send_batch: SendBatch,
-    vpn: VpnApps,
-    socks: Socks,
+    tuns: Tuns,
+    sockets: KernelSockets,
+    host: HostThread,
+    resolver: Resolver,
+    /// Where replies go, once the loop runs.
+    replies: Option<ReplySender>,
+    wakeups: Wakeups,
 }
 
 impl Dataplane {
-    /// Binds the socket and builds the node; nothing runs until [`Dataplane::run`].
+    /// Binds the socket, builds the service and starts the apps the configuration starts;
+    /// the loop runs from [`Dataplane::run`].
     pub fn bind(options: DriverOptions) -> Result<Dataplane, DriverError> {
         let now = Instant::now();
         let poll = Poll::new()?;
@@ -148,36 +131,41 @@ impl Dataplane {
         let mut socket = UdpSocket::from_std(std_socket);
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE | Interest::WRITABLE)?;
-        let key = options.node.secret.public();
-        let node = Node::new(options.node, now, Box::new(rand_core::OsRng))?;
-        let ident = u16::from_be_bytes([key.as_bytes()[0], key.as_bytes()[1]]);
-        let mut stack = MeshStack::new(key.mesh_address(), ident, now);
-        let mut node = node;
-        let mut socks = Socks::new(options.socks, waker.clone());
-        socks.start_enabled(&mut SocksIo {
+        let client_device = options.vpn.client.as_ref().map(|client| client.tun.clone());
+        let host = HostThread::start(options.vpn.state_dir.clone(), client_device, waker.clone())
+            .map_err(DriverError::HostThread)?;
+        let service = Service::new(
+            ServiceOptions {
+                node: options.node,
+                vpn: options.vpn,
+                socks: options.socks,
+            },
+            local,
             now,
-            registry: poll.registry(),
-            stack: &mut stack,
-            node: &mut node,
-        })?;
-        Ok(Dataplane {
+            Box::new(rand_core::OsRng),
+        )?;
+        let mut dataplane = Dataplane {
+            resolver: Resolver::new(waker.clone()),
             poll,
             waker,
             socket,
             local,
-            stack,
-            node,
-            socks,
-            started: now,
-            builds: Vec::new(),
-            pings: Vec::new(),
-            next_seq: 1,
-            peers_by_address: HashMap::new(),
+            service,
             pending: Vec::with_capacity(BATCH),
             recv_batch: RecvBatch::new(),
             send_batch: SendBatch::new(),
-            vpn: VpnApps::new(options.vpn),
-        })
+            tuns: Tuns::default(),
+            sockets: KernelSockets::default(),
+            host,
+            replies: None,
+            wakeups: Wakeups::default(),
+        };
+        dataplane.service.start(now)?;
+        dataplane.drain(now);
+        if let Some(error) = dataplane.service.take_socks_error() {
+            return Err(error.into());
+        }
+        Ok(dataplane)
     }
 
     /// The waker the control thread uses to signal requests.
@@ -190,24 +178,26 @@ impl Dataplane {
         self.local
     }
 
-    /// Runs the loop until a [`Request::Shutdown`] arrives or the control thread goes away.
+    /// Runs the loop until a shutdown request has been carried out or the control thread goes
+    /// away.
     pub fn run(mut self, end: DataplaneEnd) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         log::info!(
             "dataplane up: node {} at {}, UDP {}",
-            self.node.key(),
-            self.node.address(),
+            self.service.node().key(),
+            self.service.node().address(),
             self.local
         );
-        self.vpn_autostart(Instant::now());
-        let mut backlog = false;
-        let mut tun_backlog = (false, false);
+        self.replies = Some(end.replies.clone());
+        let mut udp_backlog = false;
         loop {
             let now = Instant::now();
-            let timeout = if backlog || tun_backlog.0 || tun_backlog.1 {
+            let (deadline, reason) = self.service.poll_timeout(now);
+            let backlog = udp_backlog || self.tuns.has_backlog() || self.sockets.has_backlog();
+            let timeout = if backlog {
                 Duration::ZERO
             } else {
-                self.next_deadline(now).saturating_duration_since(now)
+                deadline.saturating_duration_since(now)
             };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() == io::ErrorKind::Interrupted {
@@ -215,59 +205,85 @@ impl Dataplane {
                 }
                 return Err(error);
             }
-            let mut readable = backlog;
-            let (mut tun_server, mut tun_client) = tun_backlog;
-            let mut shutdown = None;
+            let now = Instant::now();
+            let mut wake = Wake {
+                backlog,
+                ..Wake::default()
+            };
+            let mut udp_readable = udp_backlog;
             for event in events.iter() {
                 match event.token() {
-                    UDP => readable |= event.is_readable(),
-                    TUN_SERVER => tun_server |= event.is_readable(),
-                    TUN_CLIENT => tun_client |= event.is_readable(),
-                    WAKER => loop {
-                        match end.requests.try_recv() {
-                            Ok((id, Request::Shutdown)) => shutdown = Some(id),
-                            Ok((id, request)) => {
-                                let now = Instant::now();
-                                if let Some(reply) = self.handle_request(now, id, request) {
-                                    end.replies.send(id, reply);
-                                }
-                            }
-                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                                shutdown = Some(0);
-                                break;
-                            }
-                        }
-                    },
+                    UDP => {
+                        wake.datagrams = true;
+                        udp_readable |= event.is_readable();
+                    }
+                    TUN_SERVER => {
+                        wake.tun = true;
+                        self.tuns.set_readable(VpnApp::Server);
+                    }
+                    TUN_CLIENT => {
+                        wake.tun = true;
+                        self.tuns.set_readable(VpnApp::Client);
+                    }
+                    WAKER => wake.waker = true,
                     token => {
-                        let readable = event.is_readable() || event.is_read_closed();
-                        let writable = event.is_writable() || event.is_write_closed();
-                        let error = event.is_error();
-                        self.socks
-                            .handle_ready(token, readable || error, writable || error);
+                        if let Some(socket) = KernelSockets::socket_of(token) {
+                            wake.sockets = true;
+                            self.sockets
+                                .handle_event(&mut self.service, now, socket, event);
+                        }
                     }
                 }
             }
-            backlog = readable && self.receive(RECEIVE_BUDGET)?;
-            tun_backlog = (
-                tun_server && self.vpn_read(true, false),
-                tun_client && self.vpn_read(false, true),
-            );
-            if tun_server || tun_client {
-                self.flush()?;
+            if events.is_empty() && !backlog {
+                wake.timer = Some(reason);
             }
-            self.step(Instant::now(), &end);
-            if let Some(id) = shutdown {
-                self.shutdown(Instant::now());
-                end.replies.send(id, Reply::Stopped);
+            self.wakeups.count(&wake);
+            if wake.waker {
+                self.take_requests(now, &end);
+            }
+            self.take_answers(now);
+            self.sockets
+                .accept(self.poll.registry(), &mut self.service, now);
+            udp_backlog = udp_readable && self.receive(RECEIVE_BUDGET);
+            self.tuns.read(now, &mut self.service);
+            self.flush();
+            self.step(Instant::now());
+            if self.service.is_stopped() {
+                self.stop();
                 return Ok(());
             }
         }
     }
 
+    /// Hands the control thread's requests to the service; a control thread that has gone
+    /// stops the node.
+    fn take_requests(&mut self, now: Instant, end: &DataplaneEnd) {
+        loop {
+            match end.requests.try_recv() {
+                Ok((id, request)) => self.service.handle_request(now, id, request),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.service.shutdown(now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands the host thread's and the resolver's answers to the service.
+    fn take_answers(&mut self, now: Instant) {
+        while let Some(answer) = self.host.poll_answer() {
+            self.service.handle_host_result(now, answer);
+        }
+        while let Some((lookup, addresses)) = self.resolver.poll_answer() {
+            self.service.handle_resolved(now, lookup, addresses);
+        }
+    }
+
     /// Reads datagrams, a batch per syscall, until the socket is empty or the budget is
     /// spent; says whether more may be waiting.
-    fn receive(&mut self, budget: usize) -> io::Result<bool> {
+    fn receive(&mut self, budget: usize) -> bool {
         let fd = self.socket.as_raw_fd();
         let mut received = 0;
         while received < budget {
@@ -277,18 +293,18 @@ impl Dataplane {
                     for index in 0..count {
                         if let Some((from, datagrams)) = self.recv_batch.get(index) {
                             for datagram in datagrams {
-                                self.node.handle_datagram(now, from, datagram);
+                                self.service.handle_datagram(now, from, datagram);
                             }
                         }
                     }
-                    self.flush()?;
+                    self.flush();
                     received += count.max(1);
                     // A short batch emptied the socket; anything newer raises a new event.
                     if count < BATCH {
-                        return Ok(false);
+                        return false;
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED): not fatal.
@@ -297,471 +313,120 @@ impl Dataplane {
                 }
             }
         }
-        Ok(true)
+        true
     }
 
-    /// Timers, events, the stack, and everything waiting to be sent.
-    fn step(&mut self, now: Instant, end: &DataplaneEnd) {
-        if self.node.poll_timeout().0 <= now {
-            self.node.handle_timeout(now);
-        }
-        while let Some(event) = self.node.poll_event() {
-            self.handle_event(now, event, end);
-        }
-        self.vpn_flush();
-        self.drive_pings(now);
-        self.expire_builds(now, end);
-        self.service_stack(now);
-        self.socks.pump(&mut SocksIo {
-            now,
-            registry: self.poll.registry(),
-            stack: &mut self.stack,
-            node: &mut self.node,
-        });
-        self.vpn_poll(now);
-        self.service_stack(now);
-        while let Some((from, seq)) = self.stack.poll_pong() {
-            self.record_pong(now, from, seq);
-        }
-        self.finish_pings(now, end);
-        if let Err(error) = self.flush() {
-            log::warn!("UDP send: {error}");
-        }
-    }
-
-    /// Polls the mesh stack and carries what it sends, again while its send queue fills up.
-    fn service_stack(&mut self, now: Instant) {
-        for _ in 0..STACK_ROUNDS {
-            let full = self.stack.poll(now);
-            while let Some((dst, packet)) = self.stack.poll_transmit() {
-                match self.peer_by_address(dst) {
-                    Some(peer) => {
-                        if let Err(error) = self.node.send_to(&peer, &packet) {
-                            log::debug!("mesh stack packet to {dst} not sent: {error}");
-                        }
-                    }
-                    None => log::debug!("mesh stack packet to {dst}: no route"),
-                }
-            }
-            if let Err(error) = self.flush() {
-                log::warn!("UDP send: {error}");
-            }
-            if !full {
+    /// Lets the service work, and does what it asks, again while it has work due at once.
+    fn step(&mut self, now: Instant) {
+        for _ in 0..STEP_ROUNDS {
+            self.service.poll(now);
+            self.drain(now);
+            if self.service.poll_timeout(now).0 > now {
                 return;
             }
         }
     }
 
-    fn next_deadline(&mut self, now: Instant) -> Instant {
-        let mut next = self.node.poll_timeout().0;
-        if let Some(at) = self.socks.poll_timeout() {
-            next = next.min(at);
+    /// Does everything the service asks for: datagrams, TUN frames, socket operations, name
+    /// lookups, host changes, replies.
+    fn drain(&mut self, now: Instant) {
+        self.flush();
+        while let Some((app, frame)) = self.service.poll_tun_write() {
+            self.tuns.write(app, frame);
         }
-        if let Some(delay) = self.stack.poll_delay(now) {
-            next = next.min(now + delay);
-        }
-        for ping in &self.pings {
-            next = next.min(ping.deadline);
-            if ping.sent_at.len() < ping.count as usize {
-                next = next.min(ping.next_send);
+        for _ in 0..SOCKET_OP_BUDGET {
+            let Some(op) = self.service.poll_socket_op() else {
+                break;
+            };
+            if let Some((socket, event)) = self.sockets.execute(self.poll.registry(), op) {
+                self.service.handle_socket(now, socket, event);
             }
         }
-        for build in &self.builds {
-            next = next.min(build.deadline);
+        while let Some(lookup) = self.service.poll_lookup() {
+            self.resolver.submit(lookup);
         }
-        if let Some(vpn) = self.vpn_next_deadline() {
-            next = next.min(vpn);
+        while let Some(op) = self.service.poll_host_op() {
+            if let Some(answer) = self.apply_host_op(op) {
+                self.service.handle_host_result(now, answer);
+            }
         }
-        next
+        if let Some(replies) = &self.replies {
+            while let Some((id, reply)) = self.service.poll_reply() {
+                replies.send(id, reply);
+            }
+        }
+        self.flush();
     }
 
-    /// Sends what the node queued, a batch per syscall, until the socket is full.
-    fn flush(&mut self) -> io::Result<()> {
+    /// Makes a host change: those on descriptors this thread holds at once (the answer comes
+    /// back), the rest on the host thread.
+    fn apply_host_op(&mut self, op: HostOp) -> Option<HostResult> {
+        match op {
+            HostOp::OpenTun { app, name } => Some(HostResult::TunOpened {
+                app,
+                result: self.tuns.open(self.poll.registry(), app, &name),
+            }),
+            HostOp::CloseTun { app } => {
+                self.tuns.close(self.poll.registry(), app);
+                None
+            }
+            HostOp::MarkDatagrams(mark) => {
+                if let Err(error) = socket::setsockopt(&self.socket, sockopt::Mark, &mark) {
+                    log::warn!("cannot mark the node's UDP datagrams ({error}): the tunnel may carry its own transports");
+                }
+                None
+            }
+            op => self.host.submit(op),
+        }
+    }
+
+    /// Sends what the service queued, a batch per syscall, until the socket is full; what the
+    /// socket does not take waits for its writable readiness.
+    fn flush(&mut self) {
         let fd = self.socket.as_raw_fd();
         let local = self.local;
         loop {
             while self.pending.len() < BATCH {
-                match self.node.poll_transmit() {
+                match self.service.poll_transmit() {
                     Some(datagram) => self.pending.push(datagram),
                     None => break,
                 }
             }
             if self.pending.is_empty() {
-                return Ok(());
+                return;
             }
             match self
                 .send_batch
                 .send(fd, &self.pending, |to| socket_address(local, to))
             {
-                Ok(0) => return Ok(()),
+                Ok(0) => return,
                 Ok(sent) => {
                     for datagram in self.pending.drain(..sent.min(self.pending.len())) {
-                        self.node.recycle(datagram);
+                        self.service.recycle(datagram);
                     }
                 }
                 // Writable readiness brings the loop back.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // The first datagram was refused (an unreachable endpoint): drop it.
                     let datagram = self.pending.remove(0);
                     log::debug!("UDP send to {}: {error}", datagram.to);
-                    self.node.recycle(datagram);
+                    self.service.recycle(datagram);
                 }
             }
         }
     }
 
-    fn peer_by_address(&mut self, address: Ipv6Addr) -> Option<NodeKey> {
-        if let Some(peer) = self.peers_by_address.get(&address) {
-            return Some(*peer);
-        }
-        let peer = self
-            .node
-            .routes()
-            .map(|(peer, _)| *peer)
-            .find(|peer| peer.mesh_address() == address)?;
-        self.peers_by_address.insert(address, peer);
-        Some(peer)
-    }
-
-    fn handle_event(&mut self, now: Instant, event: Event, end: &DataplaneEnd) {
-        if !matches!(event, Event::Packet { .. } | Event::TunnelPacket { .. }) {
-            self.socks.handle_event(
-                &mut SocksIo {
-                    now,
-                    registry: self.poll.registry(),
-                    stack: &mut self.stack,
-                    node: &mut self.node,
-                },
-                &event,
-            );
-        }
-        match event {
-            Event::Packet { packet, .. } => {
-                if !self.stack.can_receive() {
-                    self.service_stack(now);
-                }
-                self.stack.receive(packet);
-            }
-            Event::TunnelPacket { peer, packet } => self.vpn_tunnel_packet(peer, &packet),
-            Event::RouteReady { peer } => {
-                log::info!("route to {peer} is ready");
-                self.peers_by_address.insert(peer.mesh_address(), peer);
-                self.vpn_route_ready(&peer);
-                let row = self
-                    .node
-                    .routes()
-                    .find(|(key, _)| **key == peer)
-                    .map(|(key, route)| route_row(key, route));
-                let (done, waiting): (Vec<_>, Vec<_>) =
-                    self.builds.drain(..).partition(|build| build.peer == peer);
-                self.builds = waiting;
-                for build in done {
-                    let reply = match &row {
-                        Some(row) => Reply::RouteBuilt(row.clone()),
-                        None => Reply::Error(format!("the route to {peer} went down at once")),
-                    };
-                    end.replies.send(build.request, reply);
-                }
-            }
-            Event::RouteFailed { setup, peer, error } => {
-                self.vpn_route_failed(now, setup, &error.to_string());
-                let (done, waiting): (Vec<_>, Vec<_>) = self
-                    .builds
-                    .drain(..)
-                    .partition(|build| build.setup == setup);
-                self.builds = waiting;
-                for build in done {
-                    end.replies.send(
-                        build.request,
-                        Reply::Error(format!("route to {peer} failed: {error}")),
-                    );
-                }
-            }
-            Event::RouteDown { peer, reason } => {
-                log::info!("route to {peer} is down: {reason}");
-                self.peers_by_address.remove(&peer.mesh_address());
-                self.vpn_route_down(now, &peer);
-                for ping in self.pings.iter_mut().filter(|ping| ping.peer == peer) {
-                    ping.deadline = now;
-                }
-            }
-            Event::LinkUp { neighbour } => log::info!("link to {neighbour} is up"),
-            Event::LinkDown { neighbour } => log::warn!("link to {neighbour} is down"),
-        }
-    }
-
-    fn handle_request(&mut self, now: Instant, id: RequestId, request: Request) -> Option<Reply> {
-        match request {
-            Request::Status => Some(Reply::Status(self.status(now))),
-            Request::ListTransports => Some(Reply::Transports(self.transport_rows(now))),
-            Request::ListRoutes => Some(Reply::Routes(self.routes_reply(now))),
-            Request::BuildRoute { mut path } => {
-                let own = self.node.key();
-                if path.first() != Some(&own) {
-                    path.insert(0, own);
-                }
-                let peer = *path.last()?;
-                match self.node.build_route(now, &path) {
-                    Ok(setup) => {
-                        self.builds.push(PendingBuild {
-                            request: id,
-                            setup,
-                            peer,
-                            deadline: now + BUILD_TIMEOUT,
-                        });
-                        None
-                    }
-                    Err(error) => Some(Reply::Error(build_error(&peer, &error))),
-                }
-            }
-            Request::RemoveRoute { peer } => Some(if self.node.remove_route(now, &peer) {
-                Reply::RouteRemoved {
-                    peer: peer.to_string(),
-                }
-            } else {
-                Reply::Error(format!(
-                    "no route to {peer}: `list_routes` shows the routes"
-                ))
-            }),
-            Request::PingNode { peer, count } => {
-                if !self
-                    .node
-                    .routes()
-                    .any(|(key, route)| *key == peer && route.ready)
-                {
-                    return Some(Reply::Error(format!(
-                        "no route to {peer}: build one first with `build_route`"
-                    )));
-                }
-                let first_seq = self.next_seq;
-                self.next_seq = self
-                    .next_seq
-                    .wrapping_add(count.min(u32::from(u16::MAX)) as u16);
-                self.pings.push(Ping {
-                    request: id,
-                    peer,
-                    address: peer.mesh_address(),
-                    count,
-                    first_seq,
-                    sent_at: Vec::new(),
-                    rtt_ms: Vec::new(),
-                    next_send: now,
-                    deadline: now + PING_INTERVAL * count + PING_TIMEOUT,
-                });
-                None
-            }
-            Request::VpnStart { app } => Some(match self.vpn_start(now, app) {
-                Ok(()) => Reply::Vpn(Box::new(self.vpn_status())),
-                Err(error) => Reply::Error(error.to_string()),
-            }),
-            Request::VpnStop { app } => Some(if self.vpn_stop(now, app) {
-                Reply::Vpn(Box::new(self.vpn_status()))
-            } else {
-                Reply::Error(format!("the VPN {} is not running", vpn_app_name(app)))
-            }),
-            Request::VpnStatus => Some(Reply::Vpn(Box::new(self.vpn_status()))),
-            Request::SocksStart { app } => Some(self.socks_request(now, Some(app), true)),
-            Request::SocksStop { app } => Some(self.socks_request(now, Some(app), false)),
-            Request::SocksStatus => Some(self.socks_request(now, None, false)),
-            Request::Shutdown => Some(Reply::Stopped),
-        }
-    }
-
-    /// Starts or stops SOCKS apps (`change`: the apps, and whether to start), then tells
-    /// their status.
-    fn socks_request(
-        &mut self,
-        now: Instant,
-        change: Option<Option<crate::socks::SocksApp>>,
-        start: bool,
-    ) -> Reply {
-        let mut io = SocksIo {
-            now,
-            registry: self.poll.registry(),
-            stack: &mut self.stack,
-            node: &mut self.node,
-        };
-        let outcome = match change {
-            Some(app) if start => self.socks.start(&mut io, app),
-            Some(app) => self.socks.stop(&mut io, app),
-            None => Ok(()),
-        };
-        match outcome {
-            Ok(()) => Reply::Socks(self.socks.status(&mut io)),
-            Err(error) => Reply::Error(error.to_string()),
-        }
-    }
-
-    fn drive_pings(&mut self, now: Instant) {
-        for ping in &mut self.pings {
-            if ping.sent_at.len() < ping.count as usize && now >= ping.next_send {
-                let seq = ping.first_seq.wrapping_add(ping.sent_at.len() as u16);
-                if self.stack.send_ping(ping.address, seq) {
-                    ping.sent_at.push(now);
-                    ping.next_send = now + PING_INTERVAL;
-                    if ping.sent_at.len() == ping.count as usize {
-                        ping.deadline = now + PING_TIMEOUT;
-                    }
-                }
+    /// The service has stopped: the last replies go out once the host thread has finished.
+    fn stop(&mut self) {
+        self.host.finish();
+        if let Some(replies) = &self.replies {
+            while let Some((id, reply)) = self.service.poll_reply() {
+                replies.send(id, reply);
             }
         }
-    }
-
-    fn record_pong(&mut self, now: Instant, from: Ipv6Addr, seq: u16) {
-        for ping in self.pings.iter_mut().filter(|ping| ping.address == from) {
-            let index = usize::from(seq.wrapping_sub(ping.first_seq));
-            if let Some(sent) = ping.sent_at.get(index) {
-                ping.rtt_ms
-                    .push(now.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
-            }
-        }
-    }
-
-    fn finish_pings(&mut self, now: Instant, end: &DataplaneEnd) {
-        let (done, running): (Vec<_>, Vec<_>) = self
-            .pings
-            .drain(..)
-            .partition(|ping| now >= ping.deadline || ping.rtt_ms.len() >= ping.count as usize);
-        self.pings = running;
-        for ping in done {
-            end.replies.send(
-                ping.request,
-                Reply::Ping(PingReply {
-                    peer: ping.peer.to_string(),
-                    address: ping.address,
-                    sent: ping.sent_at.len() as u32,
-                    rtt_ms: ping.rtt_ms,
-                }),
-            );
-        }
-    }
-
-    fn expire_builds(&mut self, now: Instant, end: &DataplaneEnd) {
-        let (done, waiting): (Vec<_>, Vec<_>) = self
-            .builds
-            .drain(..)
-            .partition(|build| now >= build.deadline);
-        self.builds = waiting;
-        for build in done {
-            end.replies.send(
-                build.request,
-                Reply::Error(format!(
-                    "route to {} was set up but its session handshake did not complete in {} s",
-                    build.peer,
-                    BUILD_TIMEOUT.as_secs()
-                )),
-            );
-        }
-    }
-
-    /// Tears down every route this node built and sends the teardowns.
-    fn shutdown(&mut self, now: Instant) {
-        self.vpn_shutdown(now);
-        let _ = self.socks.stop(
-            &mut SocksIo {
-                now,
-                registry: self.poll.registry(),
-                stack: &mut self.stack,
-                node: &mut self.node,
-            },
-            None,
-        );
-        self.service_stack(now);
-        let peers: Vec<NodeKey> = self
-            .node
-            .routes()
-            .filter(|(_, route)| route.initiator)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in peers {
-            self.node.remove_route(now, &peer);
-        }
-        if let Err(error) = self.flush() {
-            log::warn!("UDP send during shutdown: {error}");
-        }
-        log::info!("dataplane stopped");
-    }
-
-    fn status(&self, now: Instant) -> StatusReply {
-        let transports = self.node.transports();
-        StatusReply {
-            key: self.node.key().to_string(),
-            mesh_address: self.node.address(),
-            listen: self.local,
-            uptime_secs: now.saturating_duration_since(self.started).as_secs(),
-            transports: transports.len(),
-            links_up: transports
-                .info()
-                .filter(|info| self.node.link_state(info.id) == "up")
-                .count(),
-            routes: self.node.routes().count(),
-            rules: self.node.table().len(),
-        }
-    }
-
-    fn transport_rows(&self, now: Instant) -> Vec<TransportRow> {
-        self.node
-            .transports()
-            .info()
-            .map(|info| TransportRow {
-                key: info.key.to_string(),
-                endpoint: info.endpoint,
-                link: self.node.link_state(info.id),
-                handshake_secs_ago: info.last_handshake.map(|age| age.as_secs_f64()),
-                last_seen_secs_ago: info
-                    .last_received
-                    .map(|at| now.saturating_duration_since(at).as_secs_f64()),
-                rtt_ms: info.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
-                tx_bytes: info.tx_bytes,
-                rx_bytes: info.rx_bytes,
-                tx_packets: info.tx_packets,
-                rx_packets: info.rx_packets,
-            })
-            .collect()
-    }
-
-    fn routes_reply(&self, now: Instant) -> RoutesReply {
-        let transports = self.node.transports();
-        let name = |id| {
-            transports
-                .key_of(id)
-                .map_or_else(|| "?".to_string(), |key| key.to_string())
-        };
-        let mut routes: Vec<RouteRow> = self
-            .node
-            .routes()
-            .map(|(peer, route)| route_row(peer, route))
-            .collect();
-        routes.sort_by(|a, b| a.peer.cmp(&b.peer));
-        let rules = self
-            .node
-            .table()
-            .iter()
-            .map(|(id, entry)| {
-                let (action, to, next_id) = match entry.rule {
-                    Rule::Forward { transport, next_id } => {
-                        ("forward", name(transport), Some(next_id.get()))
-                    }
-                    Rule::Consume { peer } => ("consume", peer.to_string(), None),
-                };
-                RuleRow {
-                    id: id.get(),
-                    action,
-                    from: name(entry.ingress),
-                    to,
-                    next_id,
-                    packets: entry.packets,
-                    bytes: entry.bytes,
-                    expires_in_secs: entry
-                        .expires_at
-                        .saturating_duration_since(now)
-                        .as_secs_f64(),
-                }
-            })
-            .collect();
-        RoutesReply { routes, rules }
+        log::info!("dataplane stopped after {}", self.wakeups.summary());
     }
 }
 
@@ -773,28 +438,6 @@ fn socket_address(local: SocketAddr, to: SocketAddr) -> SocketAddr {
         }
         _ => to,
     }
-}
-
-fn route_row(peer: &NodeKey, route: &crate::node::EndRoute) -> RouteRow {
-    RouteRow {
-        peer: peer.to_string(),
-        path: route.path.iter().map(NodeKey::to_string).collect(),
-        initiator: route.initiator,
-        ready: route.ready,
-        out_id: route.out_id.get(),
-        in_id: route.in_id.get(),
-    }
-}
-
-fn vpn_app_name(app: crate::vpn::VpnApp) -> &'static str {
-    match app {
-        crate::vpn::VpnApp::Server => "server",
-        crate::vpn::VpnApp::Client => "client",
-    }
-}
-
-fn build_error(peer: &NodeKey, error: &RouteError) -> String {
-    format!("route to {peer} failed: {error}")
 }
 
 /// A non-blocking UDP socket on `listen`; an IPv6 wildcard also takes IPv4 (dual stack).

@@ -1,30 +1,50 @@
 //! Entry points for the fuzz targets (`fuzz/`, `fuzzing/`) into what this crate keeps private:
-//! the files the VPN apps read when they start. Not part of the crate's API.
+//! the VPN client's undo file, which the driver reads when it starts. Pure: nothing is run or
+//! written. Not part of the crate's API.
 
-use std::path::PathBuf;
+use crate::driver::routes;
+pub use crate::driver::routes::{SUPPRESS_PRIORITY, TABLE, TUNNEL_PRIORITY};
+use crate::vpn::{Prefix, TunName};
 
-use crate::identity::NodeKey;
-use crate::vpn::pool::{Lease, Pool, PoolError, LEASE_FILE};
-use crate::vpn::{routes, Prefix};
-
-/// The leases a VPN server with pools `pool4` and `pool6` takes from a lease file holding
-/// `text`, as it does when it starts.
-pub fn vpn_lease_file(
-    pool4: Option<Prefix>,
-    pool6: Option<Prefix>,
-    text: &str,
-) -> Result<Vec<(NodeKey, Lease)>, PoolError> {
-    let mut pool = Pool::empty(pool4, pool6, PathBuf::from(LEASE_FILE))?;
-    pool.load(text)?;
-    Ok(pool.leases().map(|(key, lease)| (*key, *lease)).collect())
+/// What a start makes of an undo file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndoFileReading {
+    /// The `ip` argument lists run to remove the client's own entries, in the order run.
+    pub removals: Vec<Vec<String>>,
+    /// The entries left alone, described.
+    pub left_alone: Vec<String>,
+    /// The undo file a client writes for its own entries alone.
+    pub own_text: String,
 }
 
-/// The `ip` argument lists a VPN client's start runs from an undo file holding `text`.
-pub fn vpn_undo_file(text: &str) -> Vec<Vec<String>> {
-    routes::parse_undo_file(text)
+/// What a start of a VPN client whose TUN device is `device` (none when no client is
+/// configured) makes of an undo file holding `text`; the error says why none of it is used.
+pub fn vpn_undo_file(text: &str, device: Option<&TunName>) -> Result<UndoFileReading, String> {
+    let leftovers = routes::parse_undo_file(text, device)?;
+    let own_text = routes::format_undo_file(&leftovers.own).map_err(|error| error.to_string())?;
+    Ok(UndoFileReading {
+        removals: leftovers
+            .own
+            .iter()
+            .rev()
+            .map(|entry| entry.ip_args("del"))
+            .collect(),
+        left_alone: leftovers.ignored,
+        own_text,
+    })
 }
 
-/// The text of an undo file listing `undo`, as a VPN client writes it.
-pub fn vpn_undo_file_text(undo: &[Vec<String>]) -> String {
-    routes::format_undo_file(undo).unwrap_or_default()
+/// The undo file a VPN client whose TUN device is `tun` writes before it sends `routes` through
+/// it (with an IPv4 address when `ipv4`, an IPv6 one when `ipv6`), and the `ip` argument lists
+/// it then runs.
+pub fn vpn_undo_file_text(
+    tun: &TunName,
+    routes: &[Prefix],
+    ipv4: bool,
+    ipv6: bool,
+) -> (String, Vec<Vec<String>>) {
+    let installed = routes::plan(tun, routes, ipv4, ipv6);
+    let text = routes::format_undo_file(&installed).unwrap_or_default();
+    let adds = installed.iter().map(|entry| entry.ip_args("add")).collect();
+    (text, adds)
 }

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use blake2::{Blake2s256, Digest};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use serde::{Serialize, Serializer};
 
 /// Domain separator of the mesh address derivation. A permanent wire fact: never change it.
 const MESH_ADDRESS_CONTEXT: &[u8] = b"skywire mesh address";
@@ -82,6 +83,13 @@ impl fmt::Display for NodeKey {
 impl fmt::Debug for NodeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NodeKey({})", self.short())
+    }
+}
+
+/// A key serializes as its base64 text, as users read and write it.
+impl Serialize for NodeKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

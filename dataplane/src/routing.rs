@@ -1,6 +1,8 @@
 //! The routing table: what this node does with a packet that arrives with one of its own route
 //! ids. A rule forwards (next transport, next id) or consumes (delivers to the route session);
-//! it names the transport it expects the packet on, and expires unless refreshed.
+//! it names the transport it expects the packet on, and expires unless refreshed. Owns the id
+//! space too: each rule, and each freed id while it rests, is charged to the neighbour whose
+//! request made it, so that no neighbour can use up the ids of the others or of the node.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,6 +39,8 @@ pub struct RuleEntry {
     pub ingress: TransportId,
     /// The same route's rule for the other direction on this node, if it has one.
     pub pair: Option<RouteId>,
+    /// The neighbour whose route setup made the rule; `None` for the node's own routes.
+    pub charged_to: Option<TransportId>,
     /// When the rule is dropped unless refreshed first.
     pub expires_at: Instant,
     /// Packets that used the rule.
@@ -69,7 +73,8 @@ pub enum Lookup {
 /// Why no route id could be allocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AllocateError {
-    /// The neighbour already has as many routes through this node as allowed.
+    /// The neighbour already has as many routes through this node as allowed, or has freed
+    /// so many lately that their ids still rest.
     #[error("route limit per neighbour reached")]
     RouteLimit,
     /// No free id was found (the id space is nearly exhausted).
@@ -80,7 +85,8 @@ pub enum AllocateError {
 /// How a table is bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct TableLimits {
-    /// Rules whose packets arrive from one neighbour.
+    /// Rules charged to one neighbour. Ids it freed and that still rest count separately, up
+    /// to [`RESTING_PER_ROUTE`] times as many.
     pub max_per_neighbour: usize,
     /// How long a rule lives without a refresh; also how long a freed id rests before reuse.
     pub rule_lifetime: Duration,
@@ -90,15 +96,30 @@ pub struct TableLimits {
 #[derive(Debug)]
 pub struct RoutingTable {
     rules: HashMap<RouteId, RuleEntry>,
-    /// Freed ids and when they may be used again: a late packet for an old route must not
-    /// land on a new one.
-    resting: HashMap<RouteId, Instant>,
-    per_ingress: HashMap<TransportId, usize>,
+    /// Freed ids, when they may be used again (a late packet for an old route must not land
+    /// on a new one), and whom they are charged to.
+    resting: HashMap<RouteId, (Instant, Option<TransportId>)>,
+    usage: HashMap<TransportId, Usage>,
+    /// Ids, live or resting, charged to neighbours.
+    charged: usize,
     limits: TableLimits,
+}
+
+/// What one neighbour holds of the id space.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    live: usize,
+    resting: usize,
 }
 
 /// Attempts at drawing a free random id before giving up.
 const ALLOCATION_ATTEMPTS: usize = 64;
+/// Resting ids a neighbour may hold per route it may hold: how fast it may churn routes
+/// (with the default limits, 4096 ids resting at once: about 136 rules freed a second).
+pub const RESTING_PER_ROUTE: usize = 4;
+/// The share of the id space that neighbours together may hold, live or resting: the rest
+/// keeps the node's own routes' random draws quick (each draw succeeds at least half the time).
+const CHARGED_LIMIT: usize = 1 << 19;
 
 impl RoutingTable {
     /// An empty table.
@@ -106,22 +127,36 @@ impl RoutingTable {
         RoutingTable {
             rules: HashMap::new(),
             resting: HashMap::new(),
-            per_ingress: HashMap::new(),
+            usage: HashMap::new(),
+            charged: 0,
             limits,
         }
     }
 
-    /// Adds a rule under a fresh random id, non-zero and not recently used.
+    /// Replaces the limits (a changed configuration): rules beyond a lower per-neighbour limit
+    /// stay until they go, and the new lifetime counts from each rule's next refresh.
+    pub fn set_limits(&mut self, limits: TableLimits) {
+        self.limits = limits;
+    }
+
+    /// Adds a rule under a fresh random id, non-zero and not recently used, charged to the
+    /// neighbour whose request made it (`None`: the node's own).
     pub fn allocate(
         &mut self,
         now: Instant,
         rng: &mut dyn RngCore,
         ingress: TransportId,
+        charged_to: Option<TransportId>,
         rule: Rule,
     ) -> Result<RouteId, AllocateError> {
-        let count = self.per_ingress.get(&ingress).copied().unwrap_or(0);
-        if count >= self.limits.max_per_neighbour {
-            return Err(AllocateError::RouteLimit);
+        if let Some(neighbour) = charged_to {
+            let usage = self.usage.get(&neighbour).copied().unwrap_or_default();
+            if usage.live >= self.limits.max_per_neighbour
+                || usage.resting >= self.limits.max_per_neighbour * RESTING_PER_ROUTE
+                || self.charged >= CHARGED_LIMIT
+            {
+                return Err(AllocateError::RouteLimit);
+            }
         }
         for _ in 0..ALLOCATION_ATTEMPTS {
             let Some(id) = RouteId::new(rng.next_u32() & RouteId::MAX) else {
@@ -131,10 +166,8 @@ impl RoutingTable {
                 continue;
             }
             match self.resting.get(&id) {
-                Some(until) if *until > now => continue,
-                Some(_) => {
-                    self.resting.remove(&id);
-                }
+                Some((until, _)) if *until > now => continue,
+                Some(_) => self.forget_resting(id),
                 None => {}
             }
             self.rules.insert(
@@ -143,15 +176,32 @@ impl RoutingTable {
                     rule,
                     ingress,
                     pair: None,
+                    charged_to,
                     expires_at: now + self.limits.rule_lifetime,
                     packets: 0,
                     bytes: 0,
                 },
             );
-            self.per_ingress.insert(ingress, count + 1);
+            if let Some(neighbour) = charged_to {
+                self.usage.entry(neighbour).or_default().live += 1;
+                self.charged += 1;
+            }
             return Ok(id);
         }
         Err(AllocateError::Exhausted)
+    }
+
+    fn forget_resting(&mut self, id: RouteId) {
+        let Some((_, Some(neighbour))) = self.resting.remove(&id) else {
+            return;
+        };
+        self.charged = self.charged.saturating_sub(1);
+        if let Some(usage) = self.usage.get_mut(&neighbour) {
+            usage.resting = usage.resting.saturating_sub(1);
+            if usage.live == 0 && usage.resting == 0 {
+                self.usage.remove(&neighbour);
+            }
+        }
     }
 
     /// Links two rules as the two directions of one route, so that a refresh or teardown of
@@ -203,13 +253,14 @@ impl RoutingTable {
     /// Removes a rule; its id rests for a rule lifetime before reuse.
     pub fn remove(&mut self, now: Instant, id: RouteId) -> Option<RuleEntry> {
         let entry = self.rules.remove(&id)?;
-        if let Some(count) = self.per_ingress.get_mut(&entry.ingress) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_ingress.remove(&entry.ingress);
-            }
+        if let Some(neighbour) = entry.charged_to {
+            // The id stays charged while it rests.
+            let usage = self.usage.entry(neighbour).or_default();
+            usage.live = usage.live.saturating_sub(1);
+            usage.resting += 1;
         }
-        self.resting.insert(id, now + self.limits.rule_lifetime);
+        self.resting
+            .insert(id, (now + self.limits.rule_lifetime, entry.charged_to));
         Some(entry)
     }
 
@@ -235,7 +286,15 @@ impl RoutingTable {
             .filter(|(_, entry)| entry.expires_at <= now)
             .map(|(id, _)| *id)
             .collect();
-        self.resting.retain(|_, until| *until > now);
+        let rested: Vec<RouteId> = self
+            .resting
+            .iter()
+            .filter(|(_, (until, _))| *until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in rested {
+            self.forget_resting(id);
+        }
         expired
             .into_iter()
             .filter_map(|id| self.remove(now, id).map(|entry| (id, entry)))
@@ -324,7 +383,7 @@ mod tests {
         let mut table = table(8);
         let a = TransportId::new(1);
         let id = table
-            .allocate(now, &mut Counter(0), a, forward(2, 77))
+            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 77))
             .unwrap();
         assert_eq!(
             table.lookup(id, a, 100),
@@ -352,7 +411,7 @@ mod tests {
         let peer = SecretKey::from([3; 32]).public();
         let a = TransportId::new(1);
         let id = table
-            .allocate(now, &mut Counter(0), a, Rule::Consume { peer })
+            .allocate(now, &mut Counter(0), a, Some(a), Rule::Consume { peer })
             .unwrap();
         assert_eq!(table.lookup(id, a, 1), Lookup::Consume { peer });
     }
@@ -365,7 +424,11 @@ mod tests {
         let mut rng = Counter(RouteId::MAX);
         let a = TransportId::new(1);
         let ids: Vec<RouteId> = (0..50)
-            .map(|_| table.allocate(now, &mut rng, a, forward(2, 1)).unwrap())
+            .map(|_| {
+                table
+                    .allocate(now, &mut rng, a, Some(a), forward(2, 1))
+                    .unwrap()
+            })
             .collect();
         assert!(ids
             .iter()
@@ -383,15 +446,86 @@ mod tests {
         let mut rng = Counter(0);
         let a = TransportId::new(1);
         let b = TransportId::new(2);
-        let first = table.allocate(now, &mut rng, a, forward(3, 1)).unwrap();
-        table.allocate(now, &mut rng, a, forward(3, 1)).unwrap();
+        let first = table
+            .allocate(now, &mut rng, a, Some(a), forward(3, 1))
+            .unwrap();
+        table
+            .allocate(now, &mut rng, a, Some(a), forward(3, 1))
+            .unwrap();
         assert_eq!(
-            table.allocate(now, &mut rng, a, forward(3, 1)),
+            table.allocate(now, &mut rng, a, Some(a), forward(3, 1)),
             Err(AllocateError::RouteLimit)
         );
-        assert!(table.allocate(now, &mut rng, b, forward(3, 1)).is_ok());
+        assert!(table
+            .allocate(now, &mut rng, b, Some(b), forward(3, 1))
+            .is_ok());
         table.remove(now, first);
-        assert!(table.allocate(now, &mut rng, a, forward(3, 1)).is_ok());
+        assert!(table
+            .allocate(now, &mut rng, a, Some(a), forward(3, 1))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_neighbour_churning_routes_cannot_exhaust_the_id_space() {
+        let now = Instant::now();
+        let mut table = table(16);
+        let mut rng = Counter(0);
+        let churner = TransportId::new(1);
+        let honest = TransportId::new(2);
+        // Setups that come and go as fast as the churner can send them.
+        let mut made = 0;
+        for _ in 0..100_000 {
+            match table.allocate(now, &mut rng, churner, Some(churner), forward(3, 1)) {
+                Ok(id) => {
+                    table.remove(now, id);
+                    made += 1;
+                }
+                Err(error) => {
+                    assert_eq!(error, AllocateError::RouteLimit);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            made,
+            16 * RESTING_PER_ROUTE,
+            "the churner's resting ids are bounded"
+        );
+        // Everyone else is untouched: the node's own routes and another neighbour's.
+        for _ in 0..16 {
+            table
+                .allocate(now, &mut rng, honest, Some(honest), forward(3, 1))
+                .unwrap();
+            table
+                .allocate(now, &mut rng, churner, None, forward(3, 1))
+                .unwrap();
+        }
+        // Once its ids have rested, the churner may set up routes again.
+        let later = now + LIFETIME;
+        table.expire(later);
+        assert!(table
+            .allocate(later, &mut rng, churner, Some(churner), forward(3, 1))
+            .is_ok());
+    }
+
+    #[test]
+    fn rules_are_charged_to_the_requesting_neighbour_not_the_ingress() {
+        let now = Instant::now();
+        let mut table = table(1);
+        let mut rng = Counter(0);
+        let requester = TransportId::new(1);
+        let next_hop = TransportId::new(2);
+        // A relay's reverse rule expects packets from the next hop but is the requester's.
+        table
+            .allocate(now, &mut rng, next_hop, Some(requester), forward(1, 1))
+            .unwrap();
+        assert_eq!(
+            table.allocate(now, &mut rng, requester, Some(requester), forward(2, 1)),
+            Err(AllocateError::RouteLimit)
+        );
+        assert!(table
+            .allocate(now, &mut rng, requester, Some(next_hop), forward(2, 1))
+            .is_ok());
     }
 
     #[test]
@@ -400,19 +534,25 @@ mod tests {
         let mut table = table(8);
         let a = TransportId::new(1);
         let id = table
-            .allocate(now, &mut Counter(0), a, forward(2, 1))
+            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 1))
             .unwrap();
         table.remove(now, id);
         // The same generator would draw the same id again: it must be skipped while resting.
         let again = table
-            .allocate(now, &mut Counter(0), a, forward(2, 1))
+            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 1))
             .unwrap();
         assert_ne!(again, id);
         let later = now + LIFETIME + Duration::from_secs(1);
         table.expire(later);
         table.remove(later, again);
         let reused = table
-            .allocate(later + LIFETIME * 2, &mut Counter(0), a, forward(2, 1))
+            .allocate(
+                later + LIFETIME * 2,
+                &mut Counter(0),
+                a,
+                Some(a),
+                forward(2, 1),
+            )
             .unwrap();
         assert_eq!(reused, id);
     }
@@ -424,9 +564,15 @@ mod tests {
         let mut rng = Counter(0);
         let a = TransportId::new(1);
         let b = TransportId::new(2);
-        let there = table.allocate(now, &mut rng, a, forward(2, 9)).unwrap();
-        let back = table.allocate(now, &mut rng, b, forward(1, 8)).unwrap();
-        let lonely = table.allocate(now, &mut rng, a, forward(2, 7)).unwrap();
+        let there = table
+            .allocate(now, &mut rng, a, Some(a), forward(2, 9))
+            .unwrap();
+        let back = table
+            .allocate(now, &mut rng, b, Some(b), forward(1, 8))
+            .unwrap();
+        let lonely = table
+            .allocate(now, &mut rng, a, Some(a), forward(2, 7))
+            .unwrap();
         table.pair(there, back);
         table.refresh(now + LIFETIME / 2, there);
         let expired = table.expire(now + LIFETIME);
@@ -447,9 +593,15 @@ mod tests {
         let a = TransportId::new(1);
         let b = TransportId::new(2);
         let c = TransportId::new(3);
-        let there = table.allocate(now, &mut rng, a, forward(2, 9)).unwrap();
-        let back = table.allocate(now, &mut rng, b, forward(1, 8)).unwrap();
-        let other = table.allocate(now, &mut rng, c, forward(1, 5)).unwrap();
+        let there = table
+            .allocate(now, &mut rng, a, Some(a), forward(2, 9))
+            .unwrap();
+        let back = table
+            .allocate(now, &mut rng, b, Some(b), forward(1, 8))
+            .unwrap();
+        let other = table
+            .allocate(now, &mut rng, c, Some(c), forward(1, 5))
+            .unwrap();
         table.pair(there, back);
         assert_eq!(table.ids_touching(b), {
             let mut ids = vec![there, back];

@@ -8,8 +8,12 @@ use std::sync::Arc;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
+use smoltcp::wire::Ipv6Packet;
 
 use crate::identity::{NodeKey, SecretKey};
+
+/// The type field of a WireGuard data message (4, little endian).
+const DATA_MESSAGE: [u8; 4] = [4, 0, 0, 0];
 
 /// What a session operation produced, at the start of the caller's buffer.
 #[derive(Debug)]
@@ -18,6 +22,8 @@ pub enum SessionResult {
     Send(usize),
     /// A decrypted IP packet of this many bytes, from the peer (see [`classify`]).
     Deliver(usize),
+    /// An authenticated keepalive: a data message (type 4) with nothing in it.
+    Keepalive,
     /// Nothing to do.
     Nothing,
     /// The message was refused.
@@ -87,9 +93,10 @@ impl RouteSession {
         Self::convert(result)
     }
 
-    /// Starts a handshake now (a new route is up).
+    /// Starts a new handshake now, even while one is under way (a new route is up, or the peer
+    /// seems to have lost the session).
     pub fn initiate(&mut self, dst: &mut [u8]) -> SessionResult {
-        let result = self.tunn.format_handshake_initiation(dst, false);
+        let result = self.tunn.format_handshake_initiation(dst, true);
         Self::convert(result)
     }
 
@@ -105,7 +112,12 @@ impl RouteSession {
         let result = self
             .tunn
             .decapsulate(Some(IpAddr::V6(self.peer_address)), message, dst);
-        Self::convert(result)
+        // boringtun answers `Done` both for a keepalive and for a cookie reply (which anyone
+        // can forge): only a data message's `Done` is a keepalive.
+        match result {
+            TunnResult::Done if message.get(..4) == Some(&DATA_MESSAGE) => SessionResult::Keepalive,
+            result => Self::convert(result),
+        }
     }
 
     /// The next packet queued while the handshake was under way.
@@ -148,12 +160,12 @@ pub enum Destination {
 pub fn classify(packet: &[u8], peer: Ipv6Addr, own: Ipv6Addr) -> Destination {
     match packet.first().map(|byte| byte >> 4) {
         Some(6) => {
-            let (Some(src), Some(dst)) = (packet.get(8..24), packet.get(24..40)) else {
+            let Ok(header) = Ipv6Packet::new_checked(packet) else {
                 return Destination::Drop;
             };
-            if dst != own.octets() {
+            if header.dst_addr() != own {
                 Destination::Tunnel
-            } else if src == peer.octets() {
+            } else if header.src_addr() == peer {
                 Destination::MeshStack
             } else {
                 Destination::Drop

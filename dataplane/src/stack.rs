@@ -10,7 +10,10 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, Ipv6Address};
+use smoltcp::wire::{
+    HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv6Address,
+    Ipv6Packet, TcpPacket,
+};
 
 use crate::node::INNER_MTU;
 
@@ -49,15 +52,24 @@ pub enum StackError {
     BadEndpoint,
 }
 
-/// A device that is two queues: what sessions delivered, and what the stack sends.
+/// A device that is two queues: what sessions delivered, and what the stack sends. Sent
+/// packets' buffers are reused, and keep the length they grew to (smoltcp writes every byte
+/// of a packet it sends), so a packet costs no allocation and no zeroing.
 #[derive(Debug, Default)]
 struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
+    /// Packets to send: a buffer, and how much of it the packet is.
+    tx: VecDeque<(Vec<u8>, usize)>,
+    free: Vec<Vec<u8>>,
+    /// The buffer of the packet [`MeshStack::poll_transmit`] handed out last.
+    lent: Option<Vec<u8>>,
 }
 
 struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+struct TxToken<'a> {
+    tx: &'a mut VecDeque<(Vec<u8>, usize)>,
+    free: &'a mut Vec<Vec<u8>>,
+}
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -67,10 +79,15 @@ impl phy::RxToken for RxToken {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut packet = vec![0; len];
-        let result = f(&mut packet);
-        if self.0.len() < QUEUE_LIMIT {
-            self.0.push_back(packet);
+        let mut buf = self.free.pop().unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let result = f(&mut buf[..len]);
+        if self.tx.len() < QUEUE_LIMIT {
+            self.tx.push_back((buf, len));
+        } else {
+            self.free.push(buf);
         }
         result
     }
@@ -86,12 +103,21 @@ impl Device for QueueDevice {
             return None;
         }
         let packet = self.rx.pop_front()?;
-        Some((RxToken(packet), TxToken(&mut self.tx)))
+        Some((
+            RxToken(packet),
+            TxToken {
+                tx: &mut self.tx,
+                free: &mut self.free,
+            },
+        ))
     }
 
     fn transmit(&mut self, _: SmolInstant) -> Option<TxToken<'_>> {
         // None stops smoltcp sending until the queue is drained, instead of dropping.
-        (self.tx.len() < QUEUE_LIMIT).then_some(TxToken(&mut self.tx))
+        (self.tx.len() < QUEUE_LIMIT).then_some(TxToken {
+            tx: &mut self.tx,
+            free: &mut self.free,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -343,13 +369,19 @@ impl MeshStack {
     }
 
     /// Takes a packet a session decrypted (already checked to come from the peer to this
-    /// node). Only TCP and ICMPv6 go in: smoltcp would answer anything else with an error.
+    /// node). Only whole IPv6 packets of TCP and ICMPv6 go in: smoltcp would answer anything
+    /// else with an error. Says whether it took the packet.
     pub fn receive(&mut self, packet: Vec<u8>) -> bool {
-        let wanted = matches!(packet.get(6), Some(6) | Some(58));
-        if !wanted || self.device.rx.len() >= QUEUE_LIMIT {
+        if self.device.rx.len() >= QUEUE_LIMIT {
             return false;
         }
-        if let Some(port) = syn_port(&packet) {
+        let Ok(header) = Ipv6Packet::new_checked(packet.as_slice()) else {
+            return false;
+        };
+        if !matches!(header.next_header(), IpProtocol::Tcp | IpProtocol::Icmpv6) {
+            return false;
+        }
+        if let Some(port) = syn_port(&header) {
             self.expect_syn(port);
         }
         self.device.rx.push_back(packet);
@@ -382,16 +414,26 @@ impl MeshStack {
             .map(|delay| Duration::from_micros(delay.total_micros()))
     }
 
-    /// The next packet the stack wants carried, and its destination.
-    pub fn poll_transmit(&mut self) -> Option<(Ipv6Addr, Vec<u8>)> {
+    /// The next packet the stack wants carried, and its destination. The packet is lent until
+    /// the next call, which reuses its buffer.
+    pub fn poll_transmit(&mut self) -> Option<(Ipv6Addr, &[u8])> {
+        let device = &mut self.device;
+        if let Some(sent) = device.lent.take() {
+            if device.free.len() < QUEUE_LIMIT {
+                device.free.push(sent);
+            }
+        }
         loop {
-            let packet = self.device.tx.pop_front()?;
-            let Some(dst) = packet.get(24..40) else {
-                continue;
-            };
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(dst);
-            return Some((Ipv6Addr::from(octets), packet));
+            let (buf, len) = device.tx.pop_front()?;
+            // smoltcp emits whole IPv6 packets; anything else is dropped.
+            let dst = buf
+                .get(..len)
+                .and_then(|packet| Ipv6Packet::new_checked(packet).ok())
+                .map(|header| header.dst_addr());
+            if let Some(dst) = dst {
+                let packet = device.lent.insert(buf).get(..len).unwrap_or_default();
+                return Some((dst, packet));
+            }
         }
     }
 
@@ -440,15 +482,12 @@ impl MeshStack {
 }
 
 /// The destination port of an IPv6 packet that opens a TCP connection (SYN without ACK).
-fn syn_port(packet: &[u8]) -> Option<u16> {
-    const TCP: u8 = 6;
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    let tcp = packet.get(40..)?;
-    let flags = *tcp.get(13)?;
-    let opens = *packet.get(6)? == TCP && flags & (SYN | ACK) == SYN;
-    let port = tcp.get(2..4)?;
-    opens.then(|| u16::from_be_bytes([port[0], port[1]]))
+fn syn_port(packet: &Ipv6Packet<&[u8]>) -> Option<u16> {
+    if packet.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(packet.payload()).ok()?;
+    (tcp.syn() && !tcp.ack()).then(|| tcp.dst_port())
 }
 
 #[cfg(test)]
@@ -467,11 +506,11 @@ pub(crate) mod tests {
         a.poll(now);
         let (dst, request) = a.poll_transmit().unwrap();
         assert_eq!(dst, b_addr);
-        assert!(b.receive(request));
+        assert!(b.receive(request.to_vec()));
         b.poll(now);
         let (dst, reply) = b.poll_transmit().unwrap();
         assert_eq!(dst, a_addr);
-        assert!(a.receive(reply));
+        assert!(a.receive(reply.to_vec()));
         a.poll(now);
         assert_eq!(a.poll_pong(), Some((b_addr, 1)));
         assert_eq!(a.poll_pong(), None);
@@ -484,11 +523,11 @@ pub(crate) mod tests {
             b.poll(now);
             let mut moved = false;
             while let Some((_, packet)) = a.poll_transmit() {
-                b.receive(packet);
+                b.receive(packet.to_vec());
                 moved = true;
             }
             while let Some((_, packet)) = b.poll_transmit() {
-                a.receive(packet);
+                a.receive(packet.to_vec());
                 moved = true;
             }
             if !moved {

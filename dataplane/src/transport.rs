@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 /// The first byte of a WireGuard cookie reply (message type 3, little endian).
 const COOKIE_REPLY_TYPE: u8 = 3;
+
+/// The first byte of a WireGuard data message (message type 4, little endian).
+const DATA_MESSAGE_TYPE: u8 = 4;
 
 /// Size of a cookie reply, the rate limiter's answer to an initiation under load.
 const COOKIE_REPLY_LEN: usize = 64;
@@ -188,6 +191,15 @@ pub struct TransportInfo {
     pub rx_packets: u64,
 }
 
+/// What became of a packet given to [`Transports::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// It left at once, in a data message.
+    Now,
+    /// It waits in the session's queue until a handshake completes.
+    Queued,
+}
+
 /// Why a packet could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -228,6 +240,8 @@ struct Traffic {
 /// One configured neighbour and its WireGuard session.
 struct Neighbour {
     key: NodeKey,
+    /// Its mesh address, derived once (a hash per packet would cost).
+    address: Ipv6Addr,
     /// Our boringtun index for this session, from the shared [`IndexAllocator`].
     index: u32,
     // Boxed: a `Tunn` holds a ring of sessions, and the slots vector should stay small.
@@ -369,6 +383,7 @@ impl Transports {
         );
         let entry = Neighbour {
             key: neighbour.key,
+            address: neighbour.key.mesh_address(),
             index,
             tunnel: Box::new(tunnel),
             endpoint: neighbour.endpoint.map(canonical),
@@ -409,6 +424,11 @@ impl Transports {
         self.neighbour(id).map(|neighbour| neighbour.key)
     }
 
+    /// The mesh address of the neighbour at the other end of `id`.
+    pub fn address_of(&self, id: TransportId) -> Option<Ipv6Addr> {
+        self.neighbour(id).map(|neighbour| neighbour.address)
+    }
+
     /// Where `id`'s datagrams go now.
     pub fn endpoint_of(&self, id: TransportId) -> Option<SocketAddr> {
         self.neighbour(id).and_then(|neighbour| neighbour.endpoint)
@@ -424,6 +444,35 @@ impl Transports {
             }
             None => false,
         }
+    }
+
+    /// The persistent keepalive of `id`'s session, in seconds.
+    pub fn keepalive_of(&self, id: TransportId) -> Option<u16> {
+        self.neighbour(id)
+            .and_then(|neighbour| neighbour.tunnel.persistent_keepalive())
+    }
+
+    /// Sets `id`'s persistent keepalive (a changed configuration); returns false if there is
+    /// no such transport. boringtun fixes it when a session is made, so a changed one makes
+    /// the session anew under the same index: the next packet sent starts a handshake, and
+    /// what the neighbour sends until it completes is lost.
+    pub fn set_keepalive(&mut self, id: TransportId, keepalive: Option<u16>) -> bool {
+        let secret = self.secret.clone();
+        let rate_limiter = Arc::clone(&self.rate_limiter);
+        let Some(neighbour) = self.neighbour_mut(id) else {
+            return false;
+        };
+        if neighbour.tunnel.persistent_keepalive() != keepalive {
+            *neighbour.tunnel = Tunn::new(
+                secret,
+                neighbour.key.to_x25519(),
+                None,
+                keepalive,
+                neighbour.index,
+                Some(rate_limiter),
+            );
+        }
+        true
     }
 
     /// How many transports there are.
@@ -562,7 +611,7 @@ impl Transports {
         id: TransportId,
         packet: &[u8],
         outbox: &mut Outbox,
-    ) -> Result<(), SendError> {
+    ) -> Result<Sent, SendError> {
         let neighbour = self.neighbour_mut(id).ok_or(SendError::UnknownTransport)?;
         if packet.len() > MAX_MESH_PACKET {
             return Err(SendError::TooLarge);
@@ -571,19 +620,31 @@ impl Transports {
             return Err(SendError::NoEndpoint);
         }
         let mut buffer = outbox.buffer();
-        match neighbour.tunnel.encapsulate(packet, &mut buffer[..]) {
+        let sent = match neighbour.tunnel.encapsulate(packet, &mut buffer[..]) {
             TunnResult::WriteToNetwork(bytes) => {
                 let len = bytes.len();
+                // A data message carries the packet; anything else is the handshake
+                // initiation that boringtun sends while it queues the packet.
+                let sent = if bytes.first() == Some(&DATA_MESSAGE_TYPE) {
+                    Sent::Now
+                } else {
+                    Sent::Queued
+                };
                 neighbour.transmit(outbox, buffer, len);
+                sent
             }
             // Queued while a handshake is in progress.
-            TunnResult::Done => outbox.recycle_buffer(buffer),
+            TunnResult::Done => {
+                outbox.recycle_buffer(buffer);
+                Sent::Queued
+            }
             other => {
                 log::debug!("transport {id}: encapsulate: {other:?}");
                 outbox.recycle_buffer(buffer);
+                Sent::Queued
             }
-        }
-        Ok(())
+        };
+        Ok(sent)
     }
 
     /// Drives boringtun's timers (call about every 250 ms: [`next_timer`](Transports::next_timer)

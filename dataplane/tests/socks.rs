@@ -1,33 +1,40 @@
 //! The SOCKS apps through real dataplanes on loopback: an entry A, a relay B and an exit C
-//! (and a second entry D that C does not serve), a local HTTP server as the target, and a
-//! SOCKS5 client written here with std. Downloads are checked byte for byte; every failure
-//! reply is checked through the real port.
+//! (and a second entry D that C does not serve), the tests' local HTTP server as the target, and
+//! their SOCKS5 client. Downloads are checked byte for byte; every failure reply is checked
+//! through the real port.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/http.rs"]
+mod http;
+#[path = "../../tests/common/socks.rs"]
+mod socks;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Poll, Token, Waker};
-use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender};
+use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
+use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, Response};
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
 use skywire_dataplane::node::NodeOptions;
-use skywire_dataplane::socks::{
-    ClientOptions, ClientStatus, ServerOptions, ServerStatus, SocksOptions,
-};
+use skywire_dataplane::socks::{ClientOptions, ServerOptions, SocksOptions};
 use skywire_dataplane::stack::TCP_BUFFER;
 use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
+
+use http::{http_get, read_content_to_end, read_head, HttpServer};
+use socks::{closed_within, greet, request, socks_connect, target_ip, target_name, CONNECT};
 
 // ----- the dataplanes -----
 
 struct Running {
     requests: RequestSender,
-    replies: Receiver<(RequestId, Reply)>,
+    replies: Receiver<(RequestId, Response)>,
     thread: Option<JoinHandle<io::Result<()>>>,
     _control_poll: Poll,
     next_id: RequestId,
@@ -65,7 +72,7 @@ impl Running {
         (running, local)
     }
 
-    fn ask(&mut self, request: Request) -> Reply {
+    fn ask(&mut self, request: Request) -> Response {
         let id = self.next_id;
         self.next_id += 1;
         self.requests.send(id, request).unwrap();
@@ -76,20 +83,21 @@ impl Running {
 
     fn client(&mut self) -> ClientStatus {
         match self.ask(Request::SocksStatus) {
-            Reply::Socks(status) => status.client.unwrap(),
+            Ok(Reply::Socks(status)) => status.client.unwrap(),
             other => panic!("not a SOCKS status: {other:?}"),
         }
     }
 
     fn server(&mut self) -> ServerStatus {
         match self.ask(Request::SocksStatus) {
-            Reply::Socks(status) => status.server.unwrap(),
+            Ok(Reply::Socks(status)) => status.server.unwrap(),
             other => panic!("not a SOCKS status: {other:?}"),
         }
     }
 
     fn stop(mut self) {
-        assert_eq!(self.ask(Request::Shutdown), Reply::Stopped);
+        let stopped = self.ask(Request::Shutdown);
+        assert!(matches!(stopped, Ok(Reply::Stopped)), "{stopped:?}");
         self.thread.take().unwrap().join().unwrap().unwrap();
     }
 }
@@ -198,225 +206,6 @@ impl Mesh {
     }
 }
 
-// ----- the target: a tiny HTTP server -----
-
-/// The bytes every download is made of, repeated: an odd length so that misplaced chunks show.
-fn pattern() -> &'static [u8] {
-    static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
-    PATTERN.get_or_init(|| {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        (0..1_048_583)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
-    })
-}
-
-/// Serves `GET /bytes/N` (N pattern bytes), `GET /endless` (pattern bytes until the client
-/// goes, counting them in `endless_sent`) and `POST /count` (reads to the end of the request
-/// stream, then answers how many bytes came and N pattern bytes, N from the path).
-struct HttpServer {
-    address: SocketAddr,
-    endless_sent: Arc<AtomicU64>,
-}
-
-impl HttpServer {
-    fn start() -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let endless_sent = Arc::new(AtomicU64::new(0));
-        let counter = endless_sent.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let counter = counter.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(stream, &counter);
-                });
-            }
-        });
-        HttpServer {
-            address,
-            endless_sent,
-        }
-    }
-}
-
-fn write_pattern(
-    stream: &mut TcpStream,
-    mut len: u64,
-    counter: Option<&AtomicU64>,
-) -> io::Result<()> {
-    let pattern = pattern();
-    while len > 0 {
-        let chunk = &pattern[..pattern
-            .len()
-            .min(usize::try_from(len).unwrap_or(usize::MAX))];
-        stream.write_all(chunk)?;
-        if let Some(counter) = counter {
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        }
-        len -= chunk.len() as u64;
-    }
-    Ok(())
-}
-
-fn serve(mut stream: TcpStream, endless_sent: &AtomicU64) -> io::Result<()> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 || head.len() > 8192 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    if let Some(len) = path.strip_prefix("/bytes/") {
-        let len: u64 = len.parse().unwrap_or(0);
-        write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-        )?;
-        write_pattern(&mut stream, len, None)?;
-    } else if path == "/endless" {
-        stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
-        write_pattern(&mut stream, u64::MAX, Some(endless_sent))?;
-    } else if let Some(len) = path.strip_prefix("/count/") {
-        let len: u64 = len.parse().unwrap_or(0);
-        let mut received = 0u64;
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match stream.read(&mut buf)? {
-                0 => break,
-                n => received += n as u64,
-            }
-        }
-        write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nX-Received: {received}\r\nContent-Length: {len}\r\n\r\n"
-        )?;
-        write_pattern(&mut stream, len, None)?;
-    }
-    stream.shutdown(Shutdown::Write)
-}
-
-/// Reads an HTTP response's head; returns it as text.
-fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).unwrap(),
-            1,
-            "the response ended early"
-        );
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).unwrap()
-}
-
-/// Reads to the end of the stream, checking every byte against the pattern; returns how many.
-fn read_and_check(stream: &mut TcpStream) -> u64 {
-    let pattern = pattern();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut offset = 0usize;
-    let mut total = 0u64;
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        if n == 0 {
-            return total;
-        }
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            let take = chunk.len().min(pattern.len() - offset);
-            assert!(
-                chunk[..take] == pattern[offset..offset + take],
-                "byte mismatch near offset {total}"
-            );
-            chunk = &chunk[take..];
-            offset = (offset + take) % pattern.len();
-            total += take as u64;
-        }
-    }
-}
-
-// ----- a SOCKS5 client -----
-
-fn target_ip(address: SocketAddr) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    match address {
-        SocketAddr::V4(v4) => {
-            bytes.push(1);
-            bytes.extend_from_slice(&v4.ip().octets());
-        }
-        SocketAddr::V6(v6) => {
-            bytes.push(4);
-            bytes.extend_from_slice(&v6.ip().octets());
-        }
-    }
-    bytes.extend_from_slice(&address.port().to_be_bytes());
-    bytes
-}
-
-fn target_name(name: &str, port: u16) -> Vec<u8> {
-    let mut bytes = vec![3, name.len() as u8];
-    bytes.extend_from_slice(name.as_bytes());
-    bytes.extend_from_slice(&port.to_be_bytes());
-    bytes
-}
-
-/// Connects to the proxy and completes the greeting.
-fn greet(proxy: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(proxy).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream.write_all(&[5, 1, 0]).unwrap();
-    let mut answer = [0u8; 2];
-    stream.read_exact(&mut answer).unwrap();
-    assert_eq!(answer, [5, 0]);
-    stream
-}
-
-/// Sends a request with `command` for `target` (RFC 1928's ATYP, address, port) and reads
-/// the reply's code, checking the reply is complete.
-fn request(stream: &mut TcpStream, command: u8, target: &[u8]) -> u8 {
-    let mut bytes = vec![5, command, 0];
-    bytes.extend_from_slice(target);
-    stream.write_all(&bytes).unwrap();
-    let mut reply = [0u8; 10];
-    stream.read_exact(&mut reply).unwrap();
-    assert_eq!((reply[0], reply[2], reply[3]), (5, 0, 1), "{reply:?}");
-    reply[1]
-}
-
-/// Opens a proxied connection to `target`.
-fn socks_connect(proxy: SocketAddr, target: &[u8]) -> TcpStream {
-    let mut stream = greet(proxy);
-    assert_eq!(request(&mut stream, 1, target), 0, "CONNECT failed");
-    stream
-}
-
-fn http_get(stream: &mut TcpStream, path: &str) {
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-}
-
-/// Whether the proxy closed the connection (EOF or reset) within `limit`.
-fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
-    stream.set_read_timeout(Some(limit)).unwrap();
-    let mut buf = [0u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(error) => error.kind() == io::ErrorKind::ConnectionReset,
-    }
-}
-
 // ----- the tests -----
 
 #[test]
@@ -432,7 +221,8 @@ fn downloads_half_close_backpressure_and_200_connections_through_a_relay() {
     http_get(&mut stream, &format!("/bytes/{size}"));
     let head = read_head(&mut stream);
     assert!(head.contains(&format!("Content-Length: {size}")), "{head}");
-    assert_eq!(read_and_check(&mut stream), size);
+    assert_eq!(read_content_to_end(&mut stream, 0), size);
+    drop(stream);
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
         "64 MiB through A → B → C in {elapsed:.2} s ({:.0} Mbit/s)",
@@ -446,7 +236,7 @@ fn downloads_half_close_backpressure_and_200_connections_through_a_relay() {
     stream.shutdown(Shutdown::Write).unwrap();
     let head = read_head(&mut stream);
     assert!(head.contains("X-Received: 100000"), "{head}");
-    assert_eq!(read_and_check(&mut stream), 3_000_000);
+    assert_eq!(read_content_to_end(&mut stream, 0), 3_000_000);
 
     // Backpressure: a client that stops reading holds the target back; A buffers a bounded
     // amount, and the target's sending stops.
@@ -492,7 +282,7 @@ fn downloads_half_close_backpressure_and_200_connections_through_a_relay() {
                 let mut stream = socks_connect(proxy, &target);
                 http_get(&mut stream, &format!("/bytes/{per_connection}"));
                 read_head(&mut stream);
-                read_and_check(&mut stream)
+                read_content_to_end(&mut stream, 0)
             })
         })
         .collect();
@@ -543,7 +333,7 @@ fn every_failure_gets_its_reply_through_the_real_port() {
     }
     // An address type that does not exist.
     let mut stream = greet(proxy);
-    assert_eq!(request(&mut stream, 1, &[9, 1, 2, 3, 4, 0, 80]), 0x08);
+    assert_eq!(request(&mut stream, CONNECT, &[9, 1, 2, 3, 4, 0, 80]), 0x08);
 
     // A target that refuses: a port nobody listens on.
     let closed = TcpListener::bind("127.0.0.1:0")
@@ -551,7 +341,7 @@ fn every_failure_gets_its_reply_through_the_real_port() {
         .local_addr()
         .unwrap();
     let mut stream = greet(proxy);
-    assert_eq!(request(&mut stream, 1, &target_ip(closed)), 0x05);
+    assert_eq!(request(&mut stream, CONNECT, &target_ip(closed)), 0x05);
 
     // A target that never answers: a listener whose accept queue is full drops SYNs.
     let full = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -564,7 +354,10 @@ fn every_failure_gets_its_reply_through_the_real_port() {
     }
     let mut stream = greet(proxy);
     let started = Instant::now();
-    assert_eq!(request(&mut stream, 1, &target_ip(full_address)), 0x04);
+    assert_eq!(
+        request(&mut stream, CONNECT, &target_ip(full_address)),
+        0x04
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // A client that sends half a greeting and stalls is cut off by the handshake timeout.
@@ -580,7 +373,10 @@ fn every_failure_gets_its_reply_through_the_real_port() {
 
     // The exit refuses a node it does not list.
     let mut stream = greet(mesh.d_proxy);
-    assert_eq!(request(&mut stream, 1, &target_ip(http.address)), 0x02);
+    assert_eq!(
+        request(&mut stream, CONNECT, &target_ip(http.address)),
+        0x02
+    );
     let mut c = mesh.c.unwrap();
     let server = c.server();
     assert_eq!(server.refused, 1, "{server:?}");
@@ -589,7 +385,7 @@ fn every_failure_gets_its_reply_through_the_real_port() {
     let mut stream = socks_connect(proxy, &target_ip(http.address));
     http_get(&mut stream, "/bytes/1000");
     read_head(&mut stream);
-    assert_eq!(read_and_check(&mut stream), 1000);
+    assert_eq!(read_content_to_end(&mut stream, 0), 1000);
     drop(fillers);
     Mesh { c: Some(c), ..mesh }.stop();
 }
@@ -603,7 +399,7 @@ fn a_route_that_goes_down_mid_handshake_is_answered_promptly() {
     // The exit goes away between the greeting and the request.
     mesh.c.take().unwrap().stop();
     let started = Instant::now();
-    let code = request(&mut stream, 1, &target_ip(http.address));
+    let code = request(&mut stream, CONNECT, &target_ip(http.address));
     assert!(code == 0x01 || code == 0x04, "reply {code:#04x}");
     assert!(
         started.elapsed() < Duration::from_secs(6),
@@ -616,7 +412,7 @@ fn a_route_that_goes_down_mid_handshake_is_answered_promptly() {
     });
     let mut stream = greet(proxy);
     let started = Instant::now();
-    let code = request(&mut stream, 1, &target_ip(http.address));
+    let code = request(&mut stream, CONNECT, &target_ip(http.address));
     assert!(code == 0x01 || code == 0x04, "reply {code:#04x}");
     assert!(started.elapsed() < Duration::from_secs(12));
     let _ = mesh.keys;

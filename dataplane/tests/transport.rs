@@ -112,7 +112,9 @@ impl Node {
     }
 
     fn send(&mut self, id: TransportId, packet: &[u8]) -> Result<(), SendError> {
-        self.transports.send(id, packet, &mut self.outbox)
+        self.transports
+            .send(id, packet, &mut self.outbox)
+            .map(|_| ())
     }
 
     /// Hands it one datagram; returns whether a packet came out.

@@ -11,12 +11,13 @@
 mod machine;
 #[path = "../../tests/common/netns.rs"]
 mod netns;
+#[path = "../../tests/common/temp.rs"]
+mod temp;
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,18 +29,20 @@ use netns::{
     can_make_namespaces, enter_netns, in_netns, ip, ns_run, reaches, snapshot, transfer,
     Namespaces, TRANSFER,
 };
-use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, VpnApp, VpnStatus};
+use skywire_dataplane::api::vpn::{VpnApp, VpnStatus};
+use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, Response};
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
 use skywire_dataplane::node::NodeOptions;
 use skywire_dataplane::vpn::{ClientOptions, ServerOptions, VpnOptions};
 use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
+use temp::TempDir;
 
 const HOST4: &str = "10.99.0.1";
 const HOST6: &str = "fd99::1";
 /// A dataplane running on a thread in a namespace.
 struct Running {
     requests: RequestSender,
-    replies: Receiver<(RequestId, Reply)>,
+    replies: Receiver<(RequestId, Response)>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     _control_poll: Poll,
     next_id: RequestId,
@@ -75,7 +78,7 @@ impl Running {
         }
     }
 
-    fn ask(&mut self, request: Request) -> Reply {
+    fn ask(&mut self, request: Request) -> Response {
         let id = self.next_id;
         self.next_id += 1;
         self.requests.send(id, request).unwrap();
@@ -86,13 +89,14 @@ impl Running {
 
     fn vpn(&mut self, request: Request) -> VpnStatus {
         match self.ask(request) {
-            Reply::Vpn(status) => *status,
+            Ok(Reply::Vpn(status)) => *status,
             other => panic!("no VPN status: {other:?}"),
         }
     }
 
     fn stop(mut self) {
-        assert_eq!(self.ask(Request::Shutdown), Reply::Stopped);
+        let stopped = self.ask(Request::Shutdown);
+        assert!(matches!(stopped, Ok(Reply::Stopped)), "{stopped:?}");
         self.thread.take().unwrap().join().unwrap().unwrap();
     }
 }
@@ -128,35 +132,6 @@ fn neighbour(key: NodeKey, endpoint: Option<&str>) -> NeighbourConfig {
         endpoint: endpoint.map(|text| text.parse::<SocketAddr>().unwrap()),
         keepalive: None,
     }
-}
-
-/// A state folder, removed on drop.
-struct StateDir(PathBuf);
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl std::ops::Deref for StateDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-fn state_dir(name: &str) -> StateDir {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "skywire-vpn-{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    StateDir(dir)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
@@ -250,35 +225,35 @@ fn vpn_through_a_relay_end_to_end() {
     let (a_key, b_key, c_key) = (a_secret.public(), b_secret.public(), c_secret.public());
     // Another allowed client's lease, which A will try to use.
     let other_key = SecretKey::generate().public();
-    let c_state = state_dir("c");
+    let c_state = TempDir::new("vpn-c");
     std::fs::write(
-        c_state.join("vpn-leases.yaml"),
+        c_state.path("vpn-leases.yaml"),
         format!(
             "version: 1\nleases:\n  - key: {other_key}\n    ipv4: 10.77.0.9\n    ipv6: fd77::9\n"
         ),
     )
     .unwrap();
 
-    let mut c_options = options(c_secret, vec![neighbour(b_key, None)], &c_state);
+    let mut c_options = options(c_secret, vec![neighbour(b_key, None)], c_state.root());
     c_options.vpn.server = Some(server_options(vec![a_key, other_key]));
     let mut c = Running::start(&c_ns, c_options);
-    let b_state = state_dir("b");
+    let b_state = TempDir::new("vpn-b");
     let mut b_options = options(
         b_secret,
         vec![
             neighbour(a_key, None),
             neighbour(c_key, Some("10.201.2.2:7777")),
         ],
-        &b_state,
+        b_state.root(),
     );
     // B is a client too, whose key the server does not allow.
     b_options.vpn.client = Some(client_options(c_key, vec![], &[]));
     let mut b = Running::start(&b_ns, b_options);
-    let a_state = state_dir("a");
+    let a_state = TempDir::new("vpn-a");
     let mut a_options = options(
         a_secret,
         vec![neighbour(b_key, Some("10.201.1.2:7777"))],
-        &a_state,
+        a_state.root(),
     );
     a_options.vpn.client = Some(client_options(
         c_key,
@@ -292,7 +267,7 @@ fn vpn_through_a_relay_end_to_end() {
     let status = c.vpn(Request::VpnStatus).server.unwrap();
     assert_eq!(status.state, "running");
     assert_eq!(status.clients.len(), 1, "{status:?}");
-    let Reply::Routes(routes) = a.ask(Request::ListRoutes) else {
+    let Ok(Reply::Routes(routes)) = a.ask(Request::ListRoutes) else {
         panic!("no routes");
     };
     assert_eq!(routes.routes[0].path.len(), 3, "A→B→C: {routes:?}");
@@ -482,9 +457,9 @@ fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
         return;
     }
     let ns = Namespaces::new("skyvpn", 1);
-    let state = state_dir("nocap");
+    let state = TempDir::new("vpn-nocap");
     let server_key = SecretKey::generate().public();
-    let mut options = options(SecretKey::generate(), vec![], &state);
+    let mut options = options(SecretKey::generate(), vec![], state.root());
     options.vpn.server = Some(server_options(vec![server_key]));
     options.vpn.client = Some(client_options(server_key, vec![], &[]));
     let mut node = Running::start_with(&ns.name(0), options, drop_net_admin);
@@ -499,11 +474,11 @@ fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
     match node.ask(Request::VpnStart {
         app: VpnApp::Client,
     }) {
-        Reply::Error(message) => assert!(message.contains("CAP_NET_ADMIN"), "{message}"),
+        Err(error) => assert!(error.to_string().contains("CAP_NET_ADMIN"), "{error}"),
         other => panic!("expected an error, got {other:?}"),
     }
     assert!(
-        matches!(node.ask(Request::Status), Reply::Status(_)),
+        matches!(node.ask(Request::Status), Ok(Reply::Status(_))),
         "the node runs on"
     );
     node.stop();
@@ -590,15 +565,15 @@ fn full_tunnel_is_cleaned_after_sigkill() {
 
     let (a_secret, c_secret) = (SecretKey::generate(), SecretKey::generate());
     let (a_key, c_key) = (a_secret.public(), c_secret.public());
-    let c_state = state_dir("full-c");
-    let mut c_options = options(c_secret, vec![neighbour(a_key, None)], &c_state);
+    let c_state = TempDir::new("vpn-full-c");
+    let mut c_options = options(c_secret, vec![neighbour(a_key, None)], c_state.root());
     c_options.vpn.server = Some(server_options(vec![a_key]));
     let c = Running::start(&c_ns, c_options);
-    let a_state = state_dir("full-a");
+    let a_state = TempDir::new("vpn-full-a");
     let spec = format!(
         "{a_ns} {} {c_key} 10.202.1.2:7777 {}",
         a_secret.to_base64(),
-        a_state.display()
+        a_state.root().display()
     );
 
     let tunnel_up = || {

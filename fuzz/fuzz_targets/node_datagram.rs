@@ -1,8 +1,9 @@
-//! Datagrams from neighbours through a node's transports, routing table and route setup.
-//! Its body is `skywire_fuzzing::mesh::node_datagram`.
+//! Datagrams from neighbours through a node's transports, liveness, adverts, route setup and
+//! route sessions.
+//! Its body is `skywire_fuzzing::node::node_datagram`.
 
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    skywire_fuzzing::mesh::node_datagram(data);
+    skywire_fuzzing::node::node_datagram(data);
 });

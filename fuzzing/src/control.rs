@@ -1,69 +1,131 @@
-//! What a control-socket client sends: a byte stream cut into lines, and each line read as
-//! viscript (the tokenizer, then the command table).
+//! What a control-socket client sends: a byte stream that a control connection cuts into
+//! lines and runs, and each line read as viscript (the tokenizer, then the command table).
 
-use skywire_control::command::{self, join_words, tokenize};
-use skywire_control::MAX_LINE;
+use skywire_control::command::{self, join_words, tokenize, AppCommand, DETACH_LINE};
+use skywire_control::fuzzing::{control_connection, ConnectionAction};
+use skywire_control::signal::AppId;
+use skywire_control::{Command, Parsed, MAX_LINE};
 
 use crate::Seed;
 
+/// The app a command attaches the connection to, as the harness answers it: `attach ID` and
+/// `start -a` (which attaches to app 1) do.
+fn attaches(parsed: &Parsed) -> Option<AppId> {
+    match parsed.command {
+        Command::App(AppCommand::Attach { id }) => Some(id),
+        Command::App(AppCommand::Start { attach: true, .. }) => Some(1),
+        _ => None,
+    }
+}
+
 /// The input's first byte says how large the pieces are in which the rest arrives (1 to 256
-/// bytes); the server's line splitter cuts them into lines, and each line goes on as the server
-/// takes it (UTF-8, a trailing carriage return dropped) to the viscript parser. Lines stay
-/// within the limit and hold no new line, and the lines are the stream's own bytes. Accepted
-/// when a line parsed as a command.
+/// bytes); a control connection takes them (and then the end of the input) as the server
+/// reads them, each command answered at once, and what it hands the loop and replies must be
+/// what its lines say, however the stream was cut: a command for each line that parses; for
+/// an attached connection each line as the app's input until `.detach` or the end; an error
+/// reply for a line over [`MAX_LINE`], not UTF-8, or not a command. Every reply is one JSON
+/// object a line. Accepted when a line ran as a command.
 pub fn control_lines(data: &[u8]) -> bool {
     let Some((&piece, stream)) = data.split_first() else {
         return false;
     };
-    let lines = skywire_control::fuzzing::control_lines(stream.chunks(usize::from(piece) + 1));
-    // One piece per line ended by a new line, and one for an unfinished line over the limit.
-    let complete = stream.iter().filter(|&&byte| byte == b'\n').count();
-    let unfinished = stream
-        .rsplit(|&byte| byte == b'\n')
-        .next()
-        .unwrap_or_default();
-    assert_eq!(
-        lines.len(),
-        complete + usize::from(unfinished.len() > MAX_LINE)
-    );
-    let mut accepted = false;
-    let mut rest = stream;
-    for line in lines {
-        let end = rest.iter().position(|&byte| byte == b'\n');
-        let (sent, after) = rest.split_at(end.unwrap_or(rest.len()));
-        rest = after.get(1..).unwrap_or_default();
-        let Some(line) = line else {
-            assert!(sent.len() > MAX_LINE, "a line within the limit was skipped");
-            continue;
-        };
-        assert_eq!(line, sent);
-        let Ok(line) = String::from_utf8(line) else {
-            continue;
-        };
-        let line = line.strip_suffix('\r').unwrap_or(&line);
-        accepted |= matches!(command::parse(line), Ok(Some(_)));
+    let run = control_connection(stream.chunks(usize::from(piece) + 1), attaches);
+    let (expected, replies) = what_the_lines_say(stream);
+    assert_eq!(run.actions, expected);
+    let output = std::str::from_utf8(&run.output).expect("replies are UTF-8");
+    let mut count = 0;
+    for line in output.lines() {
+        let reply: serde_json::Value = serde_json::from_str(line).expect("a reply is JSON");
+        assert!(reply.is_object(), "{line}");
+        count += 1;
     }
-    accepted
+    assert_eq!(count, replies, "{output}");
+    assert!(run.output.is_empty() || run.output.ends_with(b"\n"));
+    run.actions
+        .iter()
+        .any(|action| matches!(action, ConnectionAction::Run(_)))
+}
+
+/// What a connection must make of `stream` followed by its end: its actions, and how many
+/// replies it writes.
+fn what_the_lines_say(stream: &[u8]) -> (Vec<ConnectionAction>, usize) {
+    let mut actions = Vec::new();
+    let mut replies = 0;
+    let mut attached = false;
+    let mut lines: Vec<&[u8]> = stream.split(|&byte| byte == b'\n').collect();
+    // What follows the last new line is no line; only when it is over the limit already does
+    // it get its error.
+    let unfinished = lines.pop().unwrap_or_default();
+    for line in lines {
+        if line.len() > MAX_LINE {
+            replies += 1;
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(line) else {
+            replies += 1;
+            continue;
+        };
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if attached {
+            if line.trim() == DETACH_LINE {
+                attached = false;
+                actions.push(ConnectionAction::Detach);
+                replies += 1;
+            } else {
+                actions.push(ConnectionAction::Input(line.to_owned()));
+            }
+            continue;
+        }
+        match command::parse_line(line) {
+            Ok(None) => {}
+            Err(_) => replies += 1,
+            Ok(Some(parsed)) => {
+                attached = attaches(&parsed).is_some();
+                actions.push(ConnectionAction::Run(parsed));
+                replies += 1;
+            }
+        }
+    }
+    if unfinished.len() > MAX_LINE {
+        replies += 1;
+    }
+    if attached {
+        actions.push(ConnectionAction::Detach);
+        replies += 1;
+    }
+    (actions, replies)
 }
 
 /// One line of viscript, as the control socket, `visctl -f` scripts and the prompt take it:
 /// the words it splits into join back into a line that splits into the same words, and the
-/// command table reads it or names what is wrong. Accepted when it is a command.
+/// command table reads it or names what is wrong; an error names a command exactly when the
+/// line's first word is one. Accepted when it is a command.
 pub fn viscript(data: &[u8]) -> bool {
     let Ok(line) = std::str::from_utf8(data) else {
         return false;
     };
-    if let Ok(words) = tokenize(line) {
-        assert_eq!(tokenize(&join_words(&words)), Ok(words));
+    let words = tokenize(line);
+    if let Ok(words) = &words {
+        assert_eq!(tokenize(&join_words(words)).as_ref(), Ok(words));
     }
-    match command::parse(line) {
-        Ok(Some(command)) => {
-            let _ = (command.name(), command.request(), command.is_app_command());
+    let named = words
+        .as_ref()
+        .ok()
+        .and_then(|words| words.first())
+        .and_then(|name| command::find(name));
+    match command::parse_line(line) {
+        Ok(Some(parsed)) => {
+            let spec = named.expect("a command that parsed is named by its first word");
+            assert_eq!(parsed.spec.name, spec.name);
             true
         }
-        Ok(None) => false,
+        Ok(None) => {
+            assert!(words.is_ok_and(|words| words.is_empty()));
+            false
+        }
         Err(error) => {
-            let _ = (error.to_string(), error.command());
+            assert!(!error.to_string().is_empty());
+            assert_eq!(error.command(), named.map(|spec| spec.name), "{error}");
             false
         }
     }
@@ -79,11 +141,22 @@ fn sample_lines() -> Vec<(&'static str, String)> {
         .public()
         .to_string();
     let lines: Vec<(&str, Vec<&str>)> = vec![
+        ("help", vec!["help", "build_route"]),
         ("status", vec!["status"]),
+        ("list_transports", vec!["lt"]),
+        (
+            "add_neighbour",
+            vec!["add_neighbour", &key, "192.0.2.1:7777"],
+        ),
+        ("rm_neighbour", vec!["rm_neighbour", &key]),
+        ("list_routes", vec!["list_routes"]),
         ("build_route", vec!["build_route", &key, &other]),
+        ("rm_route", vec!["rr", &other]),
         ("ping_node", vec!["pn", &other, "4"]),
         ("vpn", vec!["vpn", "start", "server"]),
         ("socks", vec!["socks", "status"]),
+        ("reload", vec!["reload"]),
+        ("apps", vec!["apps"]),
         (
             "start",
             vec![
@@ -95,8 +168,11 @@ fn sample_lines() -> Vec<(&'static str, String)> {
             ],
         ),
         ("list_apps", vec!["la", "-f"]),
+        ("ping", vec!["ping", "1"]),
+        ("res_usage", vec!["ru", "1"]),
+        ("shutdown", vec!["shutdown", "1"]),
+        ("attach", vec!["attach", "3"]),
         ("logs", vec!["logs", "1", "20"]),
-        ("help", vec!["help", "build_route"]),
     ];
     lines
         .into_iter()
@@ -104,15 +180,28 @@ fn sample_lines() -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// A client's session: every sample line, a comment, a blank line and a carriage return, in
-/// pieces of 1, 5 and 256 bytes.
+/// A client's session, in pieces of 1, 5 and 256 bytes: every sample line that does not
+/// attach, an attached stretch that ends with `.detach`, a comment, a blank line, a line that
+/// is no command, a carriage return, and an attached stretch that the end of the input ends.
 pub fn control_lines_seeds() -> Vec<Seed> {
+    let samples = sample_lines();
+    let attaching = |line: &str| {
+        command::parse_line(line)
+            .ok()
+            .flatten()
+            .and_then(|parsed| attaches(&parsed))
+            .is_some()
+    };
     let mut stream = String::new();
-    for (_, line) in sample_lines() {
-        stream.push_str(&line);
+    for (_, line) in samples.iter().filter(|(_, line)| !attaching(line)) {
+        stream.push_str(line);
         stream.push('\n');
     }
-    stream.push_str("# a comment\n\nstatus\r\n");
+    stream.push_str("attach 3\nhello app\n  .detach  \n# a comment\n\nnot_a_command x\nstatus\r\n");
+    for (_, line) in samples.iter().filter(|(_, line)| attaching(line)) {
+        stream.push_str(line);
+        stream.push_str("\na line for the app\n");
+    }
     [0u8, 4, 255]
         .into_iter()
         .map(|piece| {
@@ -129,4 +218,21 @@ pub fn viscript_seeds() -> Vec<Seed> {
         .into_iter()
         .map(|(name, line)| Seed::new(format!("{name}.vis"), line))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_of_the_table_has_a_sample_line() {
+        let samples = sample_lines();
+        for spec in skywire_control::COMMANDS {
+            let sample = samples.iter().find(|(name, _)| *name == spec.name);
+            let (_, line) = sample
+                .unwrap_or_else(|| panic!("`{}` has no sample line in sample_lines()", spec.name));
+            let parsed = command::parse_line(line).unwrap().unwrap();
+            assert_eq!(parsed.spec.name, spec.name, "{line}");
+        }
+    }
 }

@@ -6,12 +6,14 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
+use std::str::FromStr;
 
 use skywire::config::parse_key_file;
 use skywire::Config;
-use skywire_dataplane::vpn::pool::Pool;
-use skywire_dataplane::vpn::{Prefix, DEFAULT_POOL4, DEFAULT_POOL6};
-use skywire_dataplane::{fuzzing, NodeKey, SecretKey};
+use skywire_dataplane::fuzzing::{self, SUPPRESS_PRIORITY, TABLE, TUNNEL_PRIORITY};
+use skywire_dataplane::vpn::pool::{Lease, Pool, LEASE_FILE};
+use skywire_dataplane::vpn::{Prefix, TunName, DEFAULT_CLIENT_TUN, DEFAULT_POOL4, DEFAULT_POOL6};
+use skywire_dataplane::{NodeKey, SecretKey};
 
 use crate::Seed;
 
@@ -58,31 +60,80 @@ pub fn key_file(data: &[u8]) -> bool {
 }
 
 /// The VPN server's lease file, read with the default pools: every lease it keeps lies in the
-/// pools, and no address is leased twice. Accepted when it kept a lease.
+/// pools, no address is leased twice nor is the server's, what the server writes back reads
+/// back the same, and a new client gets addresses of its own. Accepted when it kept a lease.
 pub fn vpn_lease_file(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
         return false;
     };
     let (pool4, pool6) = default_pools();
-    let Ok(leases) = fuzzing::vpn_lease_file(Some(pool4), Some(pool6), text) else {
+    let new_pool = || Pool::new(Some(pool4), Some(pool6)).expect("the default pools");
+    let file = Path::new(LEASE_FILE);
+    let mut pool = new_pool();
+    if pool.load(file, text).is_err() {
         return false;
-    };
+    }
+    let leases: Vec<(NodeKey, Lease)> = pool.leases().map(|(key, lease)| (*key, *lease)).collect();
+    let server = pool.server();
     let mut addresses = HashSet::new();
     for (_, lease) in &leases {
         let ipv4 = lease.ipv4.expect("both pools lease");
         let ipv6 = lease.ipv6.expect("both pools lease");
         assert!(pool4.contains(IpAddr::V4(ipv4)) && pool6.contains(IpAddr::V6(ipv6)));
+        assert!(server.ipv4 != Some(ipv4) && server.ipv6 != Some(ipv6));
         assert!(addresses.insert(IpAddr::V4(ipv4)) && addresses.insert(IpAddr::V6(ipv6)));
+    }
+    let mut again = new_pool();
+    again
+        .load(file, &pool.to_text())
+        .expect("a lease file the server wrote reads back");
+    assert!(again.leases().eq(pool.leases()));
+    let newcomer = SecretKey::from([0xee; 32]).public();
+    if pool.lease_of(&newcomer).is_none() {
+        let (lease, new) = pool.lease(newcomer).expect("the default pools have room");
+        assert!(new);
+        let fresh = [lease.ipv4.map(IpAddr::V4), lease.ipv6.map(IpAddr::V6)];
+        assert!(fresh.into_iter().flatten().all(|a| !addresses.contains(&a)));
     }
     !leases.is_empty()
 }
 
-/// The VPN client's undo file. Accepted when it lists a command.
+/// The VPN client's undo file, read by a start whose client device is `skyvpn0`: what it
+/// removes is the client's own (routes through its device in its table, its two rules), what
+/// it keeps of the file reads back as the same, and without a client configured it removes no
+/// route. Accepted when it removes something.
 pub fn vpn_undo_file(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
         return false;
     };
-    !fuzzing::vpn_undo_file(text).is_empty()
+    let device = TunName::from_str(DEFAULT_CLIENT_TUN).expect("a device name");
+    let Ok(reading) = fuzzing::vpn_undo_file(text, Some(&device)) else {
+        return false;
+    };
+    let table = TABLE.to_string();
+    for args in &reading.removals {
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["-4" | "-6", "route", "del", _, "dev", dev, "table", t] => {
+                assert!(*dev == DEFAULT_CLIENT_TUN && *t == table, "{words:?}");
+            }
+            ["-4" | "-6", "rule", "del", "priority", priority, ..] => {
+                let own = [SUPPRESS_PRIORITY.to_string(), TUNNEL_PRIORITY.to_string()];
+                assert!(own.contains(&priority.to_string()), "{words:?}");
+            }
+            _ => panic!("not one of the client's own: {words:?}"),
+        }
+    }
+    let again = fuzzing::vpn_undo_file(&reading.own_text, Some(&device))
+        .expect("an undo file the client wrote reads back");
+    assert_eq!(again.removals, reading.removals);
+    assert!(again.left_alone.is_empty());
+    let without_client = fuzzing::vpn_undo_file(text, None).expect("it read once");
+    assert!(without_client
+        .removals
+        .iter()
+        .all(|args| args.get(1).map(String::as_str) == Some("rule")));
+    !reading.removals.is_empty()
 }
 
 fn default_pools() -> (Prefix, Prefix) {
@@ -144,32 +195,34 @@ pub fn key_file_seeds() -> Vec<Seed> {
 
 /// A lease file as a VPN server writes it, with two leases.
 pub fn vpn_lease_file_seeds() -> Vec<Seed> {
-    let dir = std::env::temp_dir().join(format!("skywire-lease-seed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary folder");
     let (pool4, pool6) = default_pools();
-    let mut pool = Pool::open(Some(pool4), Some(pool6), &dir).expect("an empty pool");
+    let mut pool = Pool::new(Some(pool4), Some(pool6)).expect("the default pools");
     for byte in [2, 3] {
         pool.lease(SecretKey::from([byte; 32]).public())
             .expect("free addresses");
     }
-    let text =
-        std::fs::read(dir.join(skywire_dataplane::vpn::pool::LEASE_FILE)).expect("the lease file");
-    std::fs::remove_dir_all(&dir).expect("the temporary folder goes");
-    vec![Seed::new("vpn-leases.yaml", text)]
+    vec![Seed::new(LEASE_FILE, pool.to_text())]
 }
 
-/// An undo file as a full-tunnel VPN client writes it.
+/// Undo files as VPN clients write them: a full tunnel over both families, and some routes of
+/// one family.
 pub fn vpn_undo_file_seeds() -> Vec<Seed> {
-    let undo: Vec<Vec<String>> = [
-        "-4 route del 0.0.0.0/0 dev skyvpn0 table 29547",
-        "-4 rule del priority 29540 table main suppress_prefixlength 0",
-        "-4 rule del priority 29541 not fwmark 0x736b table 29547",
+    let device = TunName::from_str(DEFAULT_CLIENT_TUN).expect("a device name");
+    let prefixes = |list: &[&str]| -> Vec<Prefix> {
+        list.iter()
+            .map(|prefix| prefix.parse().expect("a prefix"))
+            .collect()
+    };
+    let full = prefixes(&["0.0.0.0/0", "::/0"]);
+    let some = prefixes(&["10.20.0.0/16", "192.0.2.0/24", "fd99::/64"]);
+    vec![
+        Seed::new(
+            "full_tunnel.yaml",
+            fuzzing::vpn_undo_file_text(&device, &full, true, true).0,
+        ),
+        Seed::new(
+            "some_routes.yaml",
+            fuzzing::vpn_undo_file_text(&device, &some, true, false).0,
+        ),
     ]
-    .iter()
-    .map(|line| line.split(' ').map(str::to_owned).collect())
-    .collect();
-    vec![Seed::new(
-        "vpn-client-routes.yaml",
-        fuzzing::vpn_undo_file_text(&undo),
-    )]
 }

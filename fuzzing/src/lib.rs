@@ -9,14 +9,43 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod advert;
 pub mod control;
 pub mod files;
 pub mod mesh;
+pub mod node;
 pub mod proc;
 pub mod records;
 pub mod signal;
 pub mod socks;
 pub mod vpn;
+
+use std::sync::LazyLock;
+
+use skywire_dataplane::{NodeKey, SecretKey};
+
+/// The private key of the node that the node's targets feed.
+const NODE_SECRET: [u8; 32] = [1; 32];
+/// The private key of that node's first neighbour, the peer.
+const PEER_SECRET: [u8; 32] = [2; 32];
+/// The private key of that node's second neighbour, the next.
+const NEXT_SECRET: [u8; 32] = [3; 32];
+
+/// The public key of a node whose private key is `secret`. Those of the node that the node's
+/// targets feed and of the nodes around it are derived once: a derivation costs as much as a
+/// short run of a target.
+fn key(secret: [u8; 32]) -> NodeKey {
+    static KNOWN: LazyLock<Vec<([u8; 32], NodeKey)>> = LazyLock::new(|| {
+        [NODE_SECRET, PEER_SECRET, NEXT_SECRET, advert::FAR_SECRET]
+            .into_iter()
+            .map(|secret| (secret, SecretKey::from(secret).public()))
+            .collect()
+    });
+    KNOWN
+        .iter()
+        .find(|(known, _)| *known == secret)
+        .map_or_else(|| SecretKey::from(secret).public(), |(_, key)| *key)
+}
 
 /// One fuzz target: its name (the binary in `fuzz/` and the folder in `fuzz/corpus/`), its body,
 /// and its seeds.
@@ -77,8 +106,8 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "node_datagram",
-        run: mesh::node_datagram,
-        seeds: mesh::node_datagram_seeds,
+        run: node::node_datagram,
+        seeds: node::node_datagram_seeds,
     },
     Target {
         name: "session_classify",

@@ -40,7 +40,10 @@ pub fn vpn_packets(data: &[u8]) -> bool {
             // A route carries no larger packet.
             let packet = bytes.get(..MTU).unwrap_or(bytes);
             accepted |= filter::addresses(packet).is_some();
-            coalescer.push(packet, |frame| assert!(frame.len() <= largest_frame));
+            coalescer.push(packet);
+            while let Some(frame) = coalescer.next_frame() {
+                assert!(frame.len() <= largest_frame);
+            }
         } else {
             let mut frame = bytes.to_vec();
             let unsegmented = bytes.len().saturating_sub(VNET_HDR_LEN);
@@ -50,7 +53,10 @@ pub fn vpn_packets(data: &[u8]) -> bool {
             accepted |= split.is_ok();
         }
     }
-    coalescer.flush(|frame| assert!(frame.len() <= largest_frame));
+    coalescer.finish();
+    while let Some(frame) = coalescer.next_frame() {
+        assert!(frame.len() <= largest_frame);
+    }
     accepted
 }
 
@@ -94,9 +100,12 @@ pub fn vpn_packets_seeds() -> Vec<Seed> {
         let mut run = Vec::new();
         for packet in &segments {
             records::push(&mut run, PACKET, packet);
-            coalescer.push(packet, |frame| frames.push(frame.to_vec()));
+            coalescer.push(packet);
         }
-        coalescer.flush(|frame| frames.push(frame.to_vec()));
+        coalescer.finish();
+        while let Some(frame) = coalescer.next_frame() {
+            frames.push(frame.to_vec());
+        }
         seeds.push(Seed::new(format!("tcp{family}.rec"), run));
         for (index, frame) in frames.iter().enumerate() {
             let name = format!("gso_frame{family}_{index}.rec");
@@ -134,6 +143,14 @@ fn udp6_packet(payload: &[u8]) -> Vec<u8> {
         .expect("an address");
     let dst = "fd99::1".parse::<std::net::Ipv6Addr>().expect("an address");
     let builder = etherparse::PacketBuilder::ipv6(src.octets(), dst.octets(), 64).udp(5353, 53);
+    let mut packet = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut packet, payload).expect("a small packet");
+    packet
+}
+
+/// A UDP packet from a VPN client's IPv4 address.
+pub(crate) fn udp4_packet(payload: &[u8]) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ipv4([10, 77, 0, 2], [10, 99, 0, 1], 64).udp(5353, 53);
     let mut packet = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut packet, payload).expect("a small packet");
     packet

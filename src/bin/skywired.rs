@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use skywire::notify::notify;
+use skywire::reload::RunningConfig;
 use skywire::Config;
 use skywire_control::signal::{SignalClient, SignalClientHandle};
 use skywire_control::{block_signals, ControlOptions, ControlServer, Stopper};
@@ -90,13 +91,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to standard error at `level`; RUST_LOG, when set, overrides it.
-fn init_logging(level: log::LevelFilter) {
+/// Logs to standard error at `level`; RUST_LOG, when set, overrides it, and then says so
+/// (`true`). Without it the level is the `log` crate's maximum, which a reload changes.
+fn init_logging(level: log::LevelFilter) -> bool {
+    let from_env = std::env::var_os(env_logger::DEFAULT_FILTER_ENV)
+        .is_some_and(|directives| !directives.is_empty());
+    let mut builder = env_logger::Builder::new();
+    if from_env {
+        builder
+            .filter_level(level)
+            .parse_env(env_logger::Env::default());
+    } else {
+        builder.filter_level(log::LevelFilter::Trace);
+    }
     // A second call (none is made) would fail harmlessly.
-    let _ = env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env(env_logger::Env::default())
-        .try_init();
+    let _ = builder.try_init();
+    if !from_env {
+        log::set_max_level(level);
+    }
+    from_env
 }
 
 fn pubkey() -> Result<(), Box<dyn std::error::Error>> {
@@ -133,7 +146,7 @@ fn check_config(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 /// Loads the configuration and the node's identity, then runs the node.
 fn start(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(path)?;
-    init_logging(config.log_level.into());
+    let log_level_from_env = init_logging(config.log_level.into());
     let key = config.open_identity()?;
     let node = key.public();
     log::info!(
@@ -141,18 +154,19 @@ fn start(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         node.mesh_address(),
         config.file().display()
     );
-    run(config, key)
+    run(RunningConfig::new(config, node, log_level_from_env), key)
 }
 
 /// Runs the node until SIGTERM or SIGINT: the dataplane thread, and the control thread (this
 /// one), which owns the control socket and the process's signals.
-fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>> {
+fn run(running: RunningConfig, key: SecretKey) -> Result<(), Box<dyn std::error::Error>> {
     // Before any thread exists, so that every thread inherits the mask and only the control
     // thread's signalfd sees them.
     block_signals()?;
+    let config = running.config();
     let node = key.public();
-    let dataplane = Dataplane::bind(driver_options(&config, key))?;
-    let control = ControlServer::bind(control_options(&config))?;
+    let dataplane = Dataplane::bind(driver_options(config, key))?;
+    let mut control = ControlServer::bind(control_options(config))?;
     log::info!(
         "listening on UDP {} with {} neighbour(s); control socket {}; signal server {}",
         dataplane.local_addr(),
@@ -160,7 +174,8 @@ fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>>
         config.control_socket().display(),
         control.signal_addr()
     );
-    let launcher = signal_client(&config, node, dataplane.local_addr(), control.stopper());
+    let launcher = signal_client(config, node, dataplane.local_addr(), control.stopper());
+    control.set_config_source(Box::new(running));
     let (requests, replies, end) = api::channels(dataplane.waker(), control.waker());
     let dataplane = std::thread::Builder::new()
         .name("dataplane".into())
@@ -185,6 +200,7 @@ fn run(config: Config, key: SecretKey) -> Result<(), Box<dyn std::error::Error>>
 /// The control thread's options from the configuration.
 fn control_options(config: &Config) -> ControlOptions {
     ControlOptions {
+        admin_group: config.admin_group.clone(),
         socket_group: config.socket_group.clone(),
         signal_port: config.signal_port,
         apps: config.apps.clone(),
@@ -263,17 +279,19 @@ fn driver_options(config: &Config, secret: SecretKey) -> DriverOptions {
     node.neighbours = config
         .neighbours
         .iter()
-        .map(|neighbour| NeighbourConfig {
-            key: neighbour.key,
-            endpoint: neighbour.endpoint,
-            keepalive: neighbour.keepalive,
-        })
+        .map(NeighbourConfig::from)
         .collect();
     node.probe_interval = config.liveness.probe_interval;
     node.dead_after = config.liveness.dead_after;
     node.max_routes_per_neighbour = config.routes.max_per_neighbour as usize;
     node.rule_lifetime = config.routes.rule_lifetime;
     node.refresh_interval = config.routes.refresh_interval;
+    // Adverts count on from the wall clock, so that a restarted node's are the newer.
+    node.advert_sequence_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
     DriverOptions {
         node,
         listen: config.listen,

@@ -1,7 +1,8 @@
 //! `visctl`: the command-line client of a running `skywired`. It sends one command from its
 //! arguments, the commands of a script (`-f`), or those on standard input (a prompt on a
 //! terminal, each line in turn from a pipe), and prints the replies. A streaming command
-//! (`attach`, `start -a`) prints the app's output and sends it input until detached.
+//! (`attach`, `start -a`) prints the app's output and sends it input until detached. `help`
+//! comes from the command table compiled in here, so it needs no daemon.
 
 #![allow(clippy::print_stdout)]
 
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use skywire::config::{Config, DEFAULT_CONTROL_SOCKET};
-use skywire_control::command::{join_words, tokenize, DETACH_LINE};
+use skywire_control::command::{self, join_words, tokenize, Command, Parsed, DETACH_LINE};
+use skywire_control::protocol::failure_line;
+use skywire_control::render::local_line;
 use skywire_control::{Answer, ClientError, ControlClient};
 
 /// The environment variable that names the socket when `--socket` is not given.
@@ -215,7 +218,7 @@ fn unreachable(socket: &Path, origin: &Origin, err: &io::Error) -> String {
             "connection refused: nothing listens there; skywired is not running (or stopped without removing its socket): start it".to_owned()
         }
         io::ErrorKind::PermissionDenied => {
-            "permission denied: run visctl as root, or as a member of the socket's group".to_owned()
+            "permission denied: this user may not open the socket or enter its folder (skywired makes its socket open to all and decides itself what each user may do): run visctl as root or as skywired's user, or put the socket in a folder that all may enter, such as /run/skywire".to_owned()
         }
         _ => format!("{err}: is skywired running, and is this its socket?"),
     };
@@ -287,10 +290,19 @@ fn stream_note(answer: &Answer) -> bool {
     }
 }
 
-/// Whether a line holds a command (not blank, not only a comment). A line the tokenizer
-/// refuses is sent anyway, so that skywired explains the problem.
-fn has_command(line: &str) -> bool {
-    tokenize(line).map_or(true, |words| !words.is_empty())
+/// The answer to a command the command table answers by itself (`help`, `help COMMAND`, and
+/// help's usage errors), made here without a daemon; `None` for the others, `help APP` among
+/// them: the daemon has the catalog.
+fn local_answer(words: &[String]) -> Option<Answer> {
+    let line = match command::parse(words) {
+        Ok(Some(Parsed {
+            command: Command::Local(local),
+            ..
+        })) => local_line(&local),
+        Err(err) if err.command() == Some("help") => failure_line(Some("help"), &err.to_string()),
+        _ => return None,
+    };
+    Answer::parse(String::from_utf8_lossy(&line).trim_end()).ok()
 }
 
 /// A line of input, numbered from 1.
@@ -469,10 +481,15 @@ fn follow_stream(
 /// Sends one command, given as words, and prints its reply (and its stream, if it starts one,
 /// with standard input as the app's input).
 fn run_one(connection: &mut Connection, printer: &Printer, words: &[String]) -> Outcome {
-    let line = join_words(words);
-    if !has_command(&line) {
-        return Outcome::Done;
+    if let Some(answer) = local_answer(words) {
+        printer.show(&answer);
+        return if answer.ok {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        };
     }
+    let line = join_words(words);
     let client = match connection.client() {
         Ok(client) => client,
         Err(outcome) => return outcome,
@@ -537,20 +554,31 @@ fn run_session(
         if matches!(mode, Mode::Stdin { .. }) && matches!(line.trim(), "exit" | "quit") {
             break;
         }
-        if !has_command(&line) {
+        // A line the tokenizer refuses is sent all the same: skywired explains the problem.
+        let words = tokenize(&line).ok();
+        if words.as_ref().is_some_and(Vec::is_empty) {
             continue;
         }
-        let client = match connection.client() {
-            Ok(client) => client,
-            Err(outcome) => return outcome,
-        };
-        let answer = match client.command(&line) {
-            Ok(answer) => answer,
-            Err(err) => return lost(&err),
+        let local = words.as_deref().and_then(local_answer);
+        let answer = match local {
+            Some(answer) => answer,
+            None => {
+                let client = match connection.client() {
+                    Ok(client) => client,
+                    Err(outcome) => return outcome,
+                };
+                match client.command(&line) {
+                    Ok(answer) => answer,
+                    Err(err) => return lost(&err),
+                }
+            }
         };
         if answer.ok {
             printer.show(&answer);
             if starts_stream(&answer) {
+                let Some(client) = connection.client.as_mut() else {
+                    continue;
+                };
                 if let Err(err) = follow_stream(client, printer, input) {
                     return lost(&err);
                 }

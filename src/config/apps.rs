@@ -1,6 +1,6 @@
 //! The launched apps' part of the configuration: the `apps:` catalog (the seed's format and the
 //! launcher's `capabilities` and `env`, checked by `skywire_control::catalog`), and the signal
-//! server's port and the control socket's group in the `control` section.
+//! server's port and the groups that may use the control socket in the `control` section.
 
 use std::ops::RangeInclusive;
 
@@ -26,8 +26,13 @@ impl Checker<'_> {
         Ok(u16::try_from(port).unwrap_or(skywire_control::signal::DEFAULT_PORT))
     }
 
-    /// `control.socket_group`: a group name, whose existence is checked when the socket is made.
-    pub(super) fn socket_group(&self, raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    /// `control.admin_group` or `control.socket_group` (`key`): a group name, whose existence is
+    /// checked when the control thread starts.
+    pub(super) fn group(
+        &self,
+        key: &str,
+        raw: Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
         let Some(group) = raw else {
             return Ok(None);
         };
@@ -39,9 +44,9 @@ impl Checker<'_> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !well_formed {
             return Err(self.invalid(
-                &KeyPath::top("control").key("socket_group"),
+                &KeyPath::top("control").key(key),
                 format!(
-                    "{group:?} is not a group name: give the name of an existing group (1 to {MAX_GROUP_LEN} letters, digits, `_`, `-` or `.`), or leave the key out to keep skywired's own group"
+                    "{group:?} is not a group name: give the name of an existing group (1 to {MAX_GROUP_LEN} letters, digits, `_`, `-` or `.`), or leave the key out"
                 ),
             ));
         }

@@ -240,7 +240,12 @@ fn unknown_keys_are_refused_with_the_allowed_ones() {
         "control:\n  path: s\n",
         "control.path",
         2,
-        &["`socket`", "`socket_group`", "`signal_port`"],
+        &[
+            "`socket`",
+            "`admin_group`",
+            "`socket_group`",
+            "`signal_port`",
+        ],
     );
     assert_invalid(
         "routes:\n  max: 5\n",
@@ -854,7 +859,7 @@ fn a_node_is_not_its_own_vpn_server() {
     assert!(err.to_string().contains("vpn.client.server"), "{err}");
 }
 
-// The launched apps: the catalog, the signal port and the socket's group.
+// The launched apps: the catalog, the signal port and the groups that may use the socket.
 
 #[test]
 fn apps_and_signal_defaults() {
@@ -862,10 +867,14 @@ fn apps_and_signal_defaults() {
     assert!(config.apps.is_empty());
     assert_eq!(config.signal_port, 7999);
     assert_eq!(config.socket_group, None);
-    let config = parse("apps:\ncontrol:\n  signal_port: 0\n  socket_group: skywire\n").unwrap();
+    assert_eq!(config.admin_group, None);
+    let config =
+        parse("apps:\ncontrol:\n  signal_port: 0\n  socket_group: skywire\n  admin_group: wheel\n")
+            .unwrap();
     assert!(config.apps.is_empty());
     assert_eq!(config.signal_port, 0);
     assert_eq!(config.socket_group.as_deref(), Some("skywire"));
+    assert_eq!(config.admin_group.as_deref(), Some("wheel"));
 }
 
 #[test]
@@ -969,6 +978,12 @@ fn bad_apps_and_control_values_are_refused_with_key_and_line() {
     assert_invalid(
         "control:\n  socket_group: \"wheel users\"\n",
         "control.socket_group",
+        2,
+        &["is not a group name"],
+    );
+    assert_invalid(
+        "control:\n  admin_group: -x\n",
+        "control.admin_group",
         2,
         &["is not a group name"],
     );

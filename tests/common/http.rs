@@ -1,6 +1,9 @@
 //! A small HTTP/1.1 server on 127.0.0.1 for the SOCKS tests and the benchmark, serving
 //! deterministic content (so every download can be checked against its SHA-256) without
-//! keeping it in memory or on disk, and the client-side checks that go with it.
+//! keeping it in memory or on disk, and the client-side checks that go with it. Tests of every
+//! crate include this file, so it uses only std and sha2.
+
+#![allow(dead_code)]
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -27,6 +30,11 @@ fn pattern() -> &'static [u8] {
     })
 }
 
+/// Where in the pattern content number `seed` begins.
+fn first_offset(seed: u64) -> usize {
+    (seed.wrapping_mul(104_729) % pattern().len() as u64) as usize
+}
+
 /// Calls `each` with the slices that make up `len` bytes of content number `seed`.
 pub fn for_each_chunk(seed: u64, len: u64, mut each: impl FnMut(&[u8])) {
     let _ = try_each_chunk(seed, len, &mut |chunk| {
@@ -41,7 +49,7 @@ fn try_each_chunk(
     each: &mut impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
     let pattern = pattern();
-    let mut offset = (seed.wrapping_mul(104_729) % pattern.len() as u64) as usize;
+    let mut offset = first_offset(seed);
     while len > 0 {
         let take = (pattern.len() - offset).min(usize::try_from(len).unwrap_or(usize::MAX));
         let take = take.min(64 * 1024);
@@ -87,6 +95,37 @@ pub fn read_content(stream: &mut impl Read, seed: u64, len: u64) {
         assert!(got == expected, "content {seed}: bytes differ near {at}");
         at += expected.len() as u64;
     });
+}
+
+/// Reads content number `seed` to the end of the stream, checking every byte; returns how
+/// many came.
+pub fn read_content_to_end(stream: &mut impl Read, seed: u64) -> u64 {
+    let pattern = pattern();
+    let mut offset = first_offset(seed);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let count = stream.read(&mut buf).unwrap();
+        if count == 0 {
+            return total;
+        }
+        let mut got = &buf[..count];
+        while !got.is_empty() {
+            let take = got.len().min(pattern.len() - offset);
+            assert!(
+                got[..take] == pattern[offset..offset + take],
+                "content {seed}: bytes differ near {total}"
+            );
+            got = &got[take..];
+            offset = (offset + take) % pattern.len();
+            total += take as u64;
+        }
+    }
+}
+
+/// Sends a `GET` of `path`.
+pub fn http_get(stream: &mut impl Write, path: &str) {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
 }
 
 /// Reads an HTTP response's head (up to the blank line) and returns it as text.

@@ -1,5 +1,8 @@
-//! What the end-to-end tests share: temporary folders, running `skywired` processes with
-//! configs of their own (port 0), `visctl` against them, and waiting with deadlines.
+//! What the end-to-end tests share: running `skywired` processes with configs of their own
+//! (port 0), `visctl` against them, and waiting with deadlines; and the helpers every crate's
+//! tests include from this folder, each a file of its own: a temporary folder (`temp`), a raw
+//! control-socket client (`control`), the HTTP target (`http`), the SOCKS5 client (`socks`),
+//! network namespaces (`netns`) and what the machine has (`machine`).
 
 #![allow(
     dead_code,
@@ -10,64 +13,27 @@
 
 use std::fs;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
+pub mod control;
 pub mod http;
 pub mod machine;
 pub mod netns;
 pub mod socks;
+pub mod temp;
+pub mod users;
+
+pub use temp::TempDir;
 
 pub const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
 pub const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
-
-/// A folder of its own under the system's temporary folder, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Writes `text` to `name` in this folder and returns its path.
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path(name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).unwrap();
-        }
-        fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Waits until `condition` holds, failing the test after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
@@ -86,6 +52,34 @@ pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
 pub struct Neighbour {
     pub key: NodeKey,
     pub endpoint: Option<SocketAddr>,
+}
+
+/// How [`Daemon::launch`] runs a node, beyond its key and neighbours.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// The lines of the config's `control:` section after its `socket:`.
+    pub control: &'a str,
+    /// Top-level YAML sections appended to the config (`apps:`, `socks:`, a `log_level:`).
+    pub extra: &'a str,
+    /// Variables added to its environment (which otherwise has no `RUST_LOG` and no
+    /// `NOTIFY_SOCKET`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// The `skywired` to run (the built one unless given).
+    pub program: Option<&'a Path>,
+    /// The user it runs as, who is given its folder (this process's unless given).
+    pub user: Option<&'a users::TestUser>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            control: "  signal_port: 0\n",
+            extra: "",
+            env: &[],
+            program: None,
+            user: None,
+        }
+    }
 }
 
 /// A running `skywired` with a config, key and socket in a folder of its own.
@@ -122,26 +116,39 @@ impl Daemon {
         neighbours: &[Neighbour],
         extra: &str,
     ) -> Daemon {
-        Daemon::start_with_env(dir, name, secret, neighbours, extra, &[])
+        Daemon::launch(
+            dir,
+            name,
+            secret,
+            neighbours,
+            &Launch {
+                extra,
+                ..Launch::default()
+            },
+        )
     }
 
-    /// As [`Daemon::start_with`], with `env` added to the daemon's environment (which otherwise
-    /// has no `RUST_LOG` and no `NOTIFY_SOCKET`).
-    pub fn start_with_env(
+    /// Writes a config for node `name` under `dir` and starts it as `launch` says; returns once
+    /// `visctl status` (run by this process) answers.
+    pub fn launch(
         dir: &TempDir,
         name: &str,
         secret: &SecretKey,
         neighbours: &[Neighbour],
-        extra: &str,
-        env: &[(&str, &str)],
+        launch: &Launch<'_>,
     ) -> Daemon {
-        let mut yaml = String::from(
+        let mut yaml = format!(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
-             control:\n  socket: visctl.sock\n  signal_port: 0\nliveness:\n  \
+             control:\n  socket: visctl.sock\n{}liveness:\n  \
              probe_interval_ms: 200\n  dead_after_ms: 5000\nneighbours:\n",
+            launch.control
         );
         // Debug logs unless `extra` sets its own level.
-        if !extra.lines().any(|line| line.starts_with("log_level:")) {
+        if !launch
+            .extra
+            .lines()
+            .any(|line| line.starts_with("log_level:"))
+        {
             yaml.insert_str(0, "log_level: debug\n");
         }
         for neighbour in neighbours {
@@ -153,30 +160,34 @@ impl Daemon {
         if neighbours.is_empty() {
             yaml.push_str("  []\n");
         }
-        yaml.push_str(extra);
+        yaml.push_str(launch.extra);
         let config = dir.write(&format!("{name}/config.yaml"), &yaml);
-        dir.write(
+        let key_file = dir.write(
             &format!("{name}/node.key"),
             &format!("{}\n", secret.to_base64()),
         );
         let node_dir = dir.path(name);
-        fs::set_permissions(
-            node_dir.join("node.key"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
+        fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).unwrap();
+        // Reachable by every user: the socket is there, and skywired decides who may use it.
+        fs::set_permissions(&node_dir, fs::Permissions::from_mode(0o755)).unwrap();
         let log = fs::File::create(node_dir.join("skywired.log")).unwrap();
-        let child = Command::new(SKYWIRED)
+        let mut command = Command::new(launch.program.unwrap_or(Path::new(SKYWIRED)));
+        command
             .arg("--config")
             .arg(&config)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
-            .envs(env.iter().copied())
+            .envs(launch.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(user) = launch.user {
+            for path in [&node_dir, &config, &key_file] {
+                user.own(path);
+            }
+            user.run(&mut command);
+        }
+        let child = command.spawn().unwrap();
         let mut daemon = Daemon {
             name: name.to_string(),
             socket: node_dir.join("visctl.sock"),
@@ -200,7 +211,7 @@ impl Daemon {
             },
         );
         let status = status.unwrap();
-        let listen: SocketAddr = status["result"]["status"]["listen"]
+        let listen: SocketAddr = status["result"]["listen"]
             .as_str()
             .unwrap()
             .parse()
@@ -390,7 +401,7 @@ pub fn three_nodes_with(
         &extra("a", &keys),
     );
     wait_until("B's links to come up", Duration::from_secs(20), || {
-        node_b.ask(&["status"])["result"]["status"]["links_up"] == 2
+        node_b.ask(&["status"])["result"]["links_up"] == 2
     });
     (node_a, node_b, node_c)
 }

@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use blake2::{Blake2s256, Digest};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::machine::{installed, package, require, require_root};
 
@@ -65,7 +67,8 @@ pub fn reaches(ns: &str, host: &str) -> bool {
     (0..15).any(|_| ns_run(ns, &["ping", family, "-c", "1", "-W", "1", host]))
 }
 
-/// Namespaces made by a test, removed on drop (panics included).
+/// Namespaces made by a test, removed on drop (panics included) with whatever still runs in
+/// them.
 pub struct Namespaces(Vec<String>);
 
 impl Namespaces {
@@ -113,6 +116,13 @@ impl Namespaces {
 impl Drop for Namespaces {
     fn drop(&mut self) {
         for name in &self.0 {
+            if let Ok(output) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }

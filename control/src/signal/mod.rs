@@ -3,6 +3,7 @@
 //! ping, resource usage and shutdown.
 
 pub mod client;
+mod events;
 pub mod frame;
 pub mod message;
 pub mod owner;
@@ -11,12 +12,10 @@ pub mod server;
 use mio::Token;
 
 pub use client::{ClientConfig, ClientError, SignalClient, SignalClientHandle};
+pub use events::{SignalError, SignalEvent, SignalReply, SignalServerError};
 pub use frame::{Decoder, Frame, FrameError, MAX_BODY};
 pub use message::Request;
-pub use server::{
-    RequestHandle, SignalError, SignalEvent, SignalReply, SignalServer, SignalServerError,
-    SignalServerOptions,
-};
+pub use server::{ListenerState, RequestHandle, SignalServer, SignalServerOptions};
 
 /// An app's id: given by the supervisor when it is started, sequential, never reused in a
 /// daemon's life, passed to the app in `SIGNAL_CLIENT_ID`.

@@ -1,7 +1,9 @@
 //! The signal server: a TCP listener on 127.0.0.1 that launched apps connect to, registration
 //! by app id (accepted only from a socket held by that app's process tree), and requests to a
-//! registered app (ping, resource usage, shutdown) answered asynchronously. It owns no thread:
-//! the control thread's mio loop drives it through `handle_event`, `handle_timeout` and `poll_*`.
+//! registered app (ping, resource usage, shutdown) answered asynchronously. A port that is
+//! taken does not stop the node: the server runs without a listener and tries the port again
+//! every few seconds. It owns no thread: the control thread's mio loop drives it through
+//! `handle_event`, `handle_timeout` and `poll_*`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -12,7 +14,9 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
+use serde::Serialize;
 
+use super::events::{SignalError, SignalEvent, SignalReply, SignalServerError};
 use super::frame::{encode_data, Decoder, Frame, MAX_BODY};
 use super::message::{split_body, Register, Request, OP_REGISTER, REPLY};
 use super::{owner, AppId, TokenRange, DEFAULT_PORT};
@@ -26,7 +30,7 @@ const ACCEPT_BUDGET: usize = 32;
 const MAX_UNSENT: usize = 256 * 1024;
 /// Requests of one kind waiting for an answer from one app (timed-out ones included, as
 /// their late answers must still be matched).
-const MAX_OUTSTANDING: usize = 8;
+pub(super) const MAX_OUTSTANDING: usize = 8;
 /// Events kept for [`SignalServer::poll_event`]; older ones are dropped.
 const MAX_EVENTS: usize = 1024;
 /// Full scans of the process table allowed per second for registrations whose socket the
@@ -44,6 +48,8 @@ pub struct SignalServerOptions {
     pub register_timeout: Duration,
     /// Most connections at once (registered or not); at most the token range's size minus one.
     pub max_connections: usize,
+    /// While the port cannot be bound, how long between tries.
+    pub bind_retry: Duration,
 }
 
 impl Default for SignalServerOptions {
@@ -53,8 +59,41 @@ impl Default for SignalServerOptions {
             request_timeout: Duration::from_secs(10),
             register_timeout: Duration::from_secs(10),
             max_connections: 64,
+            bind_retry: Duration::from_secs(5),
         }
     }
+}
+
+/// Whether the server listens, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ListenerState {
+    /// Apps can connect.
+    Listening {
+        /// Where.
+        address: SocketAddr,
+    },
+    /// The port could not be bound; it is tried again.
+    Retrying {
+        /// The address asked for.
+        address: SocketAddr,
+        /// Why the last try failed.
+        error: String,
+        /// When the next try is, from now.
+        retry_in_ms: u64,
+    },
+}
+
+/// The listening socket, or why there is none yet.
+#[derive(Debug)]
+enum Listening {
+    Bound(TcpListener),
+    Retrying {
+        error: io::Error,
+        next_attempt: Instant,
+        /// Tries that failed so far.
+        failures: u32,
+    },
 }
 
 /// Names one request to an app; its result comes out of [`SignalServer::poll_result`].
@@ -65,116 +104,6 @@ impl fmt::Display for RequestHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)
     }
-}
-
-/// An app's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalReply {
-    /// Answers a ping: the time from sending the request to reading the answer.
-    Pong {
-        /// The round trip.
-        rtt: Duration,
-    },
-    /// Answers a resource usage request: what the app reports about itself (a JSON object
-    /// for well-behaved apps, any JSON value accepted).
-    ResourceUsage(serde_json::Value),
-    /// Answers a shutdown request: the app is exiting.
-    ShuttingDown {
-        /// The pid the app gave, if it gave one.
-        pid: Option<u32>,
-    },
-}
-
-/// Why a request to an app failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignalError {
-    /// No app with this id is running under this daemon.
-    #[error("app {0} is not running under this daemon; `list_apps` shows the running ones")]
-    NotLaunched(AppId),
-    /// The app runs but has no signal connection.
-    #[error("app {0} has not registered with the signal server: it is not a signal client or has not connected yet (a Go client retries every 30 s)")]
-    NotRegistered(AppId),
-    /// Too many requests of this kind are unanswered.
-    #[error("app {app} has {MAX_OUTSTANDING} {request} requests unanswered; it is not answering, try `shutdown`")]
-    Busy {
-        /// The app.
-        app: AppId,
-        /// What was asked.
-        request: &'static str,
-    },
-    /// No answer in time.
-    #[error("app {app} did not answer the {request} request within {} s", .after.as_secs_f64())]
-    Timeout {
-        /// The app.
-        app: AppId,
-        /// What was asked.
-        request: &'static str,
-        /// The time allowed.
-        after: Duration,
-    },
-    /// The connection closed first.
-    #[error("app {app} disconnected before answering the {request} request")]
-    Disconnected {
-        /// The app.
-        app: AppId,
-        /// What was asked.
-        request: &'static str,
-    },
-    /// The answer's JSON is not what the protocol says.
-    #[error("app {app} answered the {request} request with bad JSON: {problem}")]
-    BadReply {
-        /// The app.
-        app: AppId,
-        /// What was asked.
-        request: &'static str,
-        /// What is wrong with it.
-        problem: String,
-    },
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SignalServerError {
-    /// The port is taken or not allowed.
-    #[error("cannot listen for signal clients on {addr}: {source}; is another skywired using the port? set another port in the config's control.signal_port (0 picks a free one)")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// What the system said.
-        source: io::Error,
-    },
-    /// The token range has no room for the listener and a connection.
-    #[error("the signal server needs at least 2 mio tokens, got {0}")]
-    Tokens(usize),
-    /// mio refused the listener.
-    #[error("cannot register the signal listener with the event loop: {0}")]
-    Poll(#[from] io::Error),
-}
-
-/// Something that happened on the signal port, for logs and for whoever waits on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignalEvent {
-    /// An app registered.
-    Registered {
-        /// The app.
-        app: AppId,
-        /// Whether it replaced an earlier connection of the same app.
-        replaced: bool,
-    },
-    /// A registered app's connection closed.
-    Disconnected {
-        /// The app.
-        app: AppId,
-    },
-    /// A registration was refused and its connection closed.
-    Refused {
-        /// The id it claimed, if it sent a readable one.
-        claimed: Option<u64>,
-        /// Where it came from.
-        peer: SocketAddr,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// An app this daemon launched: allowed to register.
@@ -220,11 +149,25 @@ struct ScanBudget {
     used: u32,
 }
 
+/// Binds `addr` and registers the listener under `token`.
+fn listen(
+    registry: &Registry,
+    addr: SocketAddr,
+    token: Token,
+) -> io::Result<(TcpListener, SocketAddr)> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let mut listener = TcpListener::from_std(listener);
+    registry.register(&mut listener, token, Interest::READABLE)?;
+    Ok((listener, local_addr))
+}
+
 /// The signal server. See the module docs.
 #[derive(Debug)]
 pub struct SignalServer {
     registry: Registry,
-    listener: TcpListener,
+    listening: Listening,
     local_addr: SocketAddr,
     tokens: TokenRange,
     options: SignalServerOptions,
@@ -240,8 +183,11 @@ pub struct SignalServer {
 
 impl SignalServer {
     /// Listens on 127.0.0.1:`options.port` and registers the listener with `registry` under
-    /// the first token of `tokens`; connections take the others.
-    pub fn bind(
+    /// the first token of `tokens`; connections take the others. When the port cannot be
+    /// bound (another process holds it), the server runs without a listener, says so in the
+    /// log and in [`SignalServer::listener_state`], and tries again every
+    /// `options.bind_retry` from [`SignalServer::handle_timeout`].
+    pub fn new(
         options: SignalServerOptions,
         registry: &Registry,
         tokens: TokenRange,
@@ -250,17 +196,27 @@ impl SignalServer {
         let Some(listener_token) = tokens.get(0).filter(|_| tokens.len() >= 2) else {
             return Err(SignalServerError::Tokens(tokens.len()));
         };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
-        let std_listener = std::net::TcpListener::bind(addr)
-            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-            .map_err(|source| SignalServerError::Bind { addr, source })?;
-        let local_addr = std_listener.local_addr()?;
-        let mut listener = TcpListener::from_std(std_listener);
-        registry.register(&mut listener, listener_token, Interest::READABLE)?;
+        let registry = registry.try_clone()?;
+        let requested = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
+        let (listening, local_addr) = match listen(&registry, requested, listener_token) {
+            Ok((listener, local_addr)) => (Listening::Bound(listener), local_addr),
+            Err(error) => {
+                log::warn!(
+                    "cannot listen for signal clients on {requested}: {error}; running without the signal server, so launched apps cannot register, and trying again every {} s (is another skywired using the port? set control.signal_port to another port, or 0 for any free one)",
+                    options.bind_retry.as_secs_f64()
+                );
+                let retrying = Listening::Retrying {
+                    error,
+                    next_attempt: now + options.bind_retry,
+                    failures: 1,
+                };
+                (retrying, requested)
+            }
+        };
         let slots = (tokens.len() - 1).min(options.max_connections.max(1));
         Ok(SignalServer {
-            registry: registry.try_clone()?,
-            listener,
+            registry,
+            listening,
             local_addr,
             tokens,
             options,
@@ -278,9 +234,67 @@ impl SignalServer {
         })
     }
 
-    /// The address apps connect to (`SIGNAL_SERVER_ADDRESS`), with the real port.
+    /// Tries the port again when a try is due.
+    fn retry_listen(&mut self, now: Instant) {
+        let Listening::Retrying {
+            next_attempt,
+            failures,
+            ..
+        } = self.listening
+        else {
+            return;
+        };
+        if next_attempt > now {
+            return;
+        }
+        let Some(token) = self.tokens.get(0) else {
+            return;
+        };
+        match listen(&self.registry, self.local_addr, token) {
+            Ok((listener, local_addr)) => {
+                log::info!(
+                    "signal server: listening on {local_addr} at last, after {failures} failed tries"
+                );
+                self.local_addr = local_addr;
+                self.listening = Listening::Bound(listener);
+            }
+            Err(error) => {
+                log::debug!(
+                    "signal server: {} still cannot be bound: {error}",
+                    self.local_addr
+                );
+                self.listening = Listening::Retrying {
+                    error,
+                    next_attempt: now + self.options.bind_retry,
+                    failures: failures.saturating_add(1),
+                };
+            }
+        }
+    }
+
+    /// The address apps connect to (`SIGNAL_SERVER_ADDRESS`): with the real port once
+    /// listening, the configured one before.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the server listens, and if not, why and when it tries again.
+    pub fn listener_state(&self, now: Instant) -> ListenerState {
+        match &self.listening {
+            Listening::Bound(_) => ListenerState::Listening {
+                address: self.local_addr,
+            },
+            Listening::Retrying {
+                error,
+                next_attempt,
+                ..
+            } => ListenerState::Retrying {
+                address: self.local_addr,
+                error: error.to_string(),
+                retry_in_ms: u64::try_from(next_attempt.saturating_duration_since(now).as_millis())
+                    .unwrap_or(u64::MAX),
+            },
+        }
     }
 
     /// Whether `token` is one of the server's.
@@ -398,6 +412,7 @@ impl SignalServer {
     /// time, reading that was cut short to let other work run.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
+        self.retry_listen(now);
         if self.accept_pending {
             self.accept(now);
         }
@@ -440,6 +455,9 @@ impl SignalServer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |at: Instant| next = Some(next.map_or(at, |next| next.min(at)));
+        if let Listening::Retrying { next_attempt, .. } = self.listening {
+            consider(next_attempt);
+        }
         if self.accept_pending {
             consider(self.last_now);
         }
@@ -483,7 +501,10 @@ impl SignalServer {
     fn accept(&mut self, now: Instant) {
         self.accept_pending = false;
         for _ in 0..ACCEPT_BUDGET {
-            let (mut stream, peer) = match self.listener.accept() {
+            let Listening::Bound(listener) = &self.listening else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,

@@ -3,7 +3,7 @@
 //! working directory, a process group of its own (a terminal's Ctrl-C reaches only skywired,
 //! which then stops its apps in order), the signal mask and SIGPIPE as a fresh process has them,
 //! only the capabilities its entry asks for, death with skywired, and non-blocking pipes for its
-//! streams.
+//! streams, which the supervisor watches.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -11,13 +11,16 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 use mio::unix::pipe::{Receiver, Sender};
+use mio::Interest;
 use nix::libc;
 use nix::sys::prctl;
 use nix::sys::signal::{kill, killpg, SigHandler, SigSet, Signal};
 use nix::unistd::{getppid, Pid};
 
+use super::{App, Pipes, Process, Supervisor, SupervisorError, TOKENS_PER_APP};
 use crate::capability::{self, CapabilitySet, ChildCapabilities};
 use crate::catalog::AppSpec;
 use crate::signal::{AppId, ENV_CLIENT, ENV_CLIENT_ID, ENV_SERVER_ADDRESS};
@@ -153,5 +156,73 @@ pub fn signal_group(pid: u32, signal: Signal) {
     };
     if killpg(Pid::from_raw(raw), signal).is_err() {
         let _ = kill(Pid::from_raw(raw), signal);
+    }
+}
+
+impl Supervisor {
+    /// Starts `app`'s process in `slot`, with its pipes watched under the slot's tokens.
+    pub(super) fn launch(
+        &mut self,
+        app: &mut App,
+        slot: usize,
+        now: Instant,
+    ) -> Result<Process, SupervisorError> {
+        let spawn_error = |problem: String| SupervisorError::Spawn {
+            app: app.name.clone(),
+            program: app.command_line.first().cloned().unwrap_or_default(),
+            problem,
+        };
+        let (program, args) = app
+            .command_line
+            .split_first()
+            .ok_or_else(|| spawn_error("empty command line".to_owned()))?;
+        let spawned = spawn(
+            program.as_ref(),
+            args,
+            &self.options.base_dir,
+            app.id,
+            self.signal.local_addr(),
+            &app.process_spec,
+        )
+        .map_err(|err| spawn_error(err.to_string()))?;
+        let Spawned {
+            mut child,
+            pid,
+            mut stdin,
+            mut stdout,
+            mut stderr,
+        } = spawned;
+        let token = |kind: usize| self.tokens.get(slot * TOKENS_PER_APP + kind);
+        let registered = match (token(0), token(1), token(2)) {
+            (Some(t0), Some(t1), Some(t2)) => self
+                .registry
+                .register(&mut stdin, t0, Interest::WRITABLE)
+                .and_then(|()| self.registry.register(&mut stdout, t1, Interest::READABLE))
+                .and_then(|()| self.registry.register(&mut stderr, t2, Interest::READABLE)),
+            _ => Err(io::Error::other("no tokens left")),
+        };
+        if let Err(err) = registered {
+            let _ = self.registry.deregister(&mut stdin);
+            let _ = self.registry.deregister(&mut stdout);
+            let _ = self.registry.deregister(&mut stderr);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_error(format!("cannot watch its pipes: {err}")));
+        }
+        app.pipes = Pipes {
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            input: Vec::new(),
+            read_pending: [false; 2],
+        };
+        app.last_pid = Some(pid);
+        self.signal.allow(app.id, pid);
+        Ok(Process {
+            child,
+            pid,
+            started: now,
+            cpu_mark: None,
+        })
     }
 }

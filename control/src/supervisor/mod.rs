@@ -3,28 +3,38 @@
 //! down (signal, then SIGTERM, then SIGKILL), and measures them from /proc and over the signal
 //! protocol. It owns the signal server and no thread: the control thread's mio loop drives it.
 
+mod ancestry;
+mod answers;
 mod backoff;
 mod launch;
+mod lifecycle;
 pub mod output;
+mod signal_requests;
+mod streams;
 pub mod usage;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::io::{self, Read as _, Write as _};
+use std::io;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::unix::pipe::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Poll, Registry, Token};
 use nix::sys::signal::Signal;
-use serde::Serialize;
 
 use crate::catalog::{Catalog, ProgramError};
-use crate::signal::{AppId, RequestHandle, SignalError, SignalReply, SignalServer, TokenRange};
+use crate::signal::{owner, AppId, RequestHandle, SignalServer, TokenRange};
+pub use ancestry::Ancestry;
+pub use answers::{
+    AppReply, AppState, AppStatus, AttachEvent, ResourceUsage, Started, StopHow, StopReport,
+    SupervisorError,
+};
 pub use backoff::Backoff;
+use lifecycle::{Due, Exit, Graces, Lifecycle, StopStep};
 pub use output::{OutputLine, Stream};
+use streams::{Listener, Pipes};
 
 /// Tokens per app: stdin, stdout, stderr.
 const TOKENS_PER_APP: usize = 3;
@@ -32,8 +42,6 @@ const TOKENS_PER_APP: usize = 3;
 const PIPE_READ_BUDGET: usize = 64 * 1024;
 /// Input bytes waiting for an app to read them.
 const MAX_INPUT: usize = 64 * 1024;
-/// After SIGKILL, how often a process that still has not exited is complained about.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How the supervisor runs apps.
 #[derive(Debug, Clone)]
@@ -96,224 +104,17 @@ impl fmt::Display for RequestId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttachId(u64);
 
+impl AttachId {
+    /// The listener numbered `raw`, as tests and the fuzzing harness name one.
+    pub(crate) const fn from_raw(raw: u64) -> AttachId {
+        AttachId(raw)
+    }
+}
+
 impl fmt::Display for AttachId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "attach #{}", self.0)
     }
-}
-
-/// Where an app is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AppState {
-    /// Its process runs.
-    Running,
-    /// It is being shut down.
-    Stopping,
-    /// A daemon app that exited, waiting for its restart.
-    Restarting,
-    /// It has exited and will not come back.
-    Exited,
-}
-
-impl fmt::Display for AppState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AppState::Running => "running",
-            AppState::Stopping => "stopping",
-            AppState::Restarting => "waiting to restart",
-            AppState::Exited => "exited",
-        })
-    }
-}
-
-/// Answers [`Supervisor::start`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Started {
-    /// The new app's id.
-    pub id: AppId,
-    /// Its catalog name.
-    pub name: String,
-    /// Its process.
-    pub pid: u32,
-    /// The program run and its arguments.
-    pub command_line: Vec<String>,
-}
-
-/// One app, as `list_apps` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AppStatus {
-    /// Its id.
-    pub id: AppId,
-    /// Its catalog name.
-    pub name: String,
-    /// Where it is in its life.
-    pub state: AppState,
-    /// Its process, while there is one.
-    pub pid: Option<u32>,
-    /// Whether it is restarted when it exits.
-    pub daemon: bool,
-    /// Whether it has a signal connection.
-    pub registered: bool,
-    /// Times it was restarted.
-    pub restarts: u32,
-    /// Seconds since its process started, while there is one.
-    pub uptime_secs: Option<f64>,
-    /// The program run and its arguments.
-    pub command_line: Vec<String>,
-    /// How its last process ended.
-    pub last_exit: Option<String>,
-    /// Why its last restart failed, if it did.
-    pub last_error: Option<String>,
-}
-
-/// An app's resource usage: what /proc says, and what the app reports over the signal protocol.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ResourceUsage {
-    /// The app's id.
-    pub id: AppId,
-    /// Its catalog name.
-    pub name: String,
-    /// Its process.
-    pub pid: u32,
-    /// CPU use since the previous measurement (or since it started), in percent of one core.
-    pub cpu_percent: f64,
-    /// Resident memory, in bytes.
-    pub rss_bytes: u64,
-    /// Threads.
-    pub threads: u64,
-    /// Open file descriptors.
-    pub open_files: u64,
-    /// Seconds since its process started.
-    pub uptime_secs: f64,
-    /// Times it was restarted.
-    pub restarts: u32,
-    /// What the app reported, if it answered.
-    pub reported: Option<serde_json::Value>,
-    /// Why it did not, if it did not.
-    pub report_error: Option<String>,
-}
-
-/// What finally stopped an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StopHow {
-    /// It exited after the signal shutdown request (or by itself).
-    Signal,
-    /// It exited after SIGTERM.
-    Sigterm,
-    /// It was killed with SIGKILL.
-    Sigkill,
-    /// It was waiting for a restart, which was cancelled.
-    Cancelled,
-}
-
-/// Answers [`Supervisor::shutdown`] once the app's process is reaped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StopReport {
-    /// The app's id.
-    pub id: AppId,
-    /// Its catalog name.
-    pub name: String,
-    /// Its last process.
-    pub pid: Option<u32>,
-    /// What stopped it.
-    pub how: StopHow,
-    /// How the process ended, as the system tells it.
-    pub status: String,
-}
-
-/// The answer to a request to the supervisor.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AppReply {
-    /// Answers [`Supervisor::ping`].
-    Pong {
-        /// The app.
-        id: AppId,
-        /// The signal round trip, in milliseconds.
-        rtt_ms: f64,
-    },
-    /// Answers [`Supervisor::resource_usage`].
-    ResourceUsage(ResourceUsage),
-    /// Answers [`Supervisor::shutdown`].
-    Stopped(StopReport),
-}
-
-/// What an attached listener receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttachEvent {
-    /// A line the app wrote.
-    Output(OutputLine),
-    /// Lines skipped because the listener did not keep up.
-    Missed(u64),
-    /// The app's process ended; unless it is restarting, this is the listener's last event.
-    Exited {
-        /// How it ended.
-        status: String,
-        /// Whether a daemon app will be started again (the listener stays attached).
-        restarting: bool,
-    },
-}
-
-/// Why a supervisor request failed; each says what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SupervisorError {
-    /// The catalog has no such app, or its program cannot be found.
-    #[error(transparent)]
-    Program(#[from] ProgramError),
-    /// The program was found but would not start.
-    #[error("app {app}: cannot start {program}: {problem}")]
-    Spawn {
-        /// The app's name.
-        app: String,
-        /// The program.
-        program: String,
-        /// What the system said.
-        problem: String,
-    },
-    /// No app has this id.
-    #[error("no app with id {0}: `list_apps` shows the running apps and their ids")]
-    NoSuchId(AppId),
-    /// The app has no process now.
-    #[error("app {id} is not running ({state}); start it again with `start`")]
-    NotRunning {
-        /// The app.
-        id: AppId,
-        /// Its state.
-        state: AppState,
-    },
-    /// All tokens are in use.
-    #[error(
-        "{0} apps are running already, the most this daemon runs at once; shut one down first"
-    )]
-    TooManyApps(usize),
-    /// The daemon is stopping.
-    #[error("skywired is stopping; apps cannot be started now")]
-    Stopping,
-    /// The signal server could not ask the app.
-    #[error(transparent)]
-    Signal(#[from] SignalError),
-    /// /proc could not be read.
-    #[error("cannot read /proc/{pid} of app {id}: {problem}")]
-    Proc {
-        /// The app.
-        id: AppId,
-        /// Its process.
-        pid: u32,
-        /// What the system said.
-        problem: String,
-    },
-    /// The app's standard input is closed.
-    #[error("app {0} has closed its standard input")]
-    InputClosed(AppId),
-    /// The app does not read its input.
-    #[error("app {0} is not reading its input (64 KiB are waiting); try again later")]
-    InputFull(AppId),
-    /// The attached listener is gone.
-    #[error("{0} is not attached (any more)")]
-    NotAttached(AttachId),
 }
 
 #[derive(Debug)]
@@ -324,48 +125,19 @@ struct Process {
     cpu_mark: Option<(Instant, u64)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Signal,
-    Term,
-    Kill,
-}
-
-#[derive(Debug)]
-struct Stop {
-    phase: Phase,
-    deadline: Instant,
-    requests: Vec<RequestId>,
-}
-
-#[derive(Debug)]
-enum Life {
-    Running(Process),
-    Stopping(Process, Stop),
-    Restarting { at: Instant },
-    Exited { at: Instant },
-}
-
-#[derive(Debug, Default)]
-struct Pipes {
-    stdin: Option<Sender>,
-    stdout: Option<Receiver>,
-    stderr: Option<Receiver>,
-    input: Vec<u8>,
-    read_pending: [bool; 2],
-}
-
 #[derive(Debug)]
 struct App {
     id: AppId,
     name: String,
     daemon: bool,
     command_line: Vec<String>,
-    process: launch::ProcessSpec,
+    /// What its process starts with beyond its command line.
+    process_spec: launch::ProcessSpec,
     slot: Option<usize>,
-    life: Life,
+    /// Its process, while it runs or stops.
+    process: Option<Process>,
+    life: Lifecycle,
     restarts: u32,
-    backoff: Backoff,
     last_exit: Option<String>,
     last_error: Option<String>,
     last_pid: Option<u32>,
@@ -376,26 +148,15 @@ struct App {
 
 impl App {
     fn state(&self) -> AppState {
-        match self.life {
-            Life::Running(_) => AppState::Running,
-            Life::Stopping(..) => AppState::Stopping,
-            Life::Restarting { .. } => AppState::Restarting,
-            Life::Exited { .. } => AppState::Exited,
-        }
+        self.life.state()
     }
 
     fn process(&self) -> Option<&Process> {
-        match &self.life {
-            Life::Running(process) | Life::Stopping(process, _) => Some(process),
-            _ => None,
-        }
+        self.process.as_ref()
     }
 
     fn process_mut(&mut self) -> Option<&mut Process> {
-        match &mut self.life {
-            Life::Running(process) | Life::Stopping(process, _) => Some(process),
-            _ => None,
-        }
+        self.process.as_mut()
     }
 
     fn not_running(&self) -> SupervisorError {
@@ -403,28 +164,6 @@ impl App {
             id: self.id,
             state: self.state(),
         }
-    }
-}
-
-#[derive(Debug)]
-struct Listener {
-    app: AppId,
-    queue: VecDeque<AttachEvent>,
-    missed: u64,
-    ending: bool,
-}
-
-impl Listener {
-    fn deliver(&mut self, event: AttachEvent, capacity: usize) {
-        if self.queue.len() >= capacity.max(2) {
-            self.missed += 1;
-            return;
-        }
-        if self.missed > 0 {
-            self.queue
-                .push_back(AttachEvent::Missed(std::mem::take(&mut self.missed)));
-        }
-        self.queue.push_back(event);
     }
 }
 
@@ -523,6 +262,7 @@ impl Supervisor {
     }
 
     /// Starts catalog app `name` with `args` (its `default_args` when `None`) under a new id.
+    /// Other arguments than its `default_args` are refused unless its entry says `args: free`.
     pub fn start(
         &mut self,
         name: &str,
@@ -536,8 +276,17 @@ impl Supervisor {
             .catalog
             .get(name)
             .ok_or_else(|| ProgramError::UnknownApp(name.to_owned()))?;
+        if let Some(args) = args.as_deref().filter(|args| !spec.allows_args(args)) {
+            log::info!(
+                "app {name}: refused to start with other arguments than its default ones: {args:?}"
+            );
+            return Err(SupervisorError::FixedArgs {
+                app: name.to_owned(),
+                default_args: spec.default_args.clone(),
+            });
+        }
         let daemon = spec.daemon;
-        let process = launch::ProcessSpec::of(spec);
+        let process_spec = launch::ProcessSpec::of(spec);
         let args = args.unwrap_or_else(|| spec.default_args.clone());
         let program = self.catalog.program(name, &self.options.base_dir)?;
         let slot = self
@@ -553,15 +302,18 @@ impl Supervisor {
             name: name.to_owned(),
             daemon,
             command_line,
-            process,
+            process_spec,
             slot: Some(slot),
-            life: Life::Exited { at: now },
-            restarts: 0,
-            backoff: Backoff::new(
-                self.options.restart_initial,
-                self.options.restart_max,
-                self.options.restart_reset_after,
+            process: None,
+            life: Lifecycle::running(
+                daemon,
+                Backoff::new(
+                    self.options.restart_initial,
+                    self.options.restart_max,
+                    self.options.restart_reset_after,
+                ),
             ),
+            restarts: 0,
             last_exit: None,
             last_error: None,
             last_pid: None,
@@ -574,7 +326,7 @@ impl Supervisor {
         };
         let process = self.launch(&mut app, slot, now)?;
         let pid = process.pid;
-        app.life = Life::Running(process);
+        app.process = Some(process);
         self.next_id += 1;
         self.slots[slot] = Some(id);
         log::info!(
@@ -591,69 +343,15 @@ impl Supervisor {
         Ok(started)
     }
 
-    fn launch(
-        &mut self,
-        app: &mut App,
-        slot: usize,
-        now: Instant,
-    ) -> Result<Process, SupervisorError> {
-        let spawn_error = |problem: String| SupervisorError::Spawn {
-            app: app.name.clone(),
-            program: app.command_line.first().cloned().unwrap_or_default(),
-            problem,
-        };
-        let (program, args) = app
-            .command_line
-            .split_first()
-            .ok_or_else(|| spawn_error("empty command line".to_owned()))?;
-        let spawned = launch::spawn(
-            program.as_ref(),
-            args,
-            &self.options.base_dir,
-            app.id,
-            self.signal.local_addr(),
-            &app.process,
-        )
-        .map_err(|err| spawn_error(err.to_string()))?;
-        let launch::Spawned {
-            mut child,
-            pid,
-            mut stdin,
-            mut stdout,
-            mut stderr,
-        } = spawned;
-        let token = |kind: usize| self.tokens.get(slot * TOKENS_PER_APP + kind);
-        let registered = match (token(0), token(1), token(2)) {
-            (Some(t0), Some(t1), Some(t2)) => self
-                .registry
-                .register(&mut stdin, t0, Interest::WRITABLE)
-                .and_then(|()| self.registry.register(&mut stdout, t1, Interest::READABLE))
-                .and_then(|()| self.registry.register(&mut stderr, t2, Interest::READABLE)),
-            _ => Err(io::Error::other("no tokens left")),
-        };
-        if let Err(err) = registered {
-            let _ = self.registry.deregister(&mut stdin);
-            let _ = self.registry.deregister(&mut stdout);
-            let _ = self.registry.deregister(&mut stderr);
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(spawn_error(format!("cannot watch its pipes: {err}")));
-        }
-        app.pipes = Pipes {
-            stdin: Some(stdin),
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-            input: Vec::new(),
-            read_pending: [false; 2],
-        };
-        app.last_pid = Some(pid);
-        self.signal.allow(app.id, pid);
-        Ok(Process {
-            child,
-            pid,
-            started: now,
-            cpu_mark: None,
-        })
+    /// Where process `pid` (a control client's, say) stands in the trees of the apps' running
+    /// processes.
+    pub fn ancestry(&self, pid: Option<u32>) -> Ancestry {
+        let running: HashMap<u32, AppId> = self
+            .apps
+            .values()
+            .filter_map(|app| Some((app.process()?.pid, app.id)))
+            .collect();
+        ancestry::trace(pid, |pid| running.get(&pid).copied(), owner::parent_of)
     }
 
     /// Every app this daemon started that it still remembers, by id.
@@ -702,94 +400,13 @@ impl Supervisor {
         }
     }
 
-    /// Pings app `id` over the signal protocol; answered with [`AppReply::Pong`]. While a
-    /// ping to the app is on the wire, the request shares its answer.
-    pub fn ping(&mut self, id: AppId, now: Instant) -> Result<RequestId, SupervisorError> {
-        self.last_now = now;
-        self.running_app(id)?;
-        let request = self.next_request();
-        if let Some((requests, _)) = self.pings.values_mut().find(|(_, app)| *app == id) {
-            requests.push(request);
-            return Ok(request);
-        }
-        let handle = self.signal.request_ping(id, now)?;
-        self.pings.insert(handle, (vec![request], id));
-        Ok(request)
-    }
-
-    /// Measures app `id` from /proc now and asks it what it reports; answered with
-    /// [`AppReply::ResourceUsage`] (at once if it is not a signal client). While such a
-    /// question to the app is on the wire, the request shares its answer.
-    pub fn resource_usage(
-        &mut self,
-        id: AppId,
-        now: Instant,
-    ) -> Result<RequestId, SupervisorError> {
-        self.last_now = now;
-        self.running_app(id)?;
-        let ticks_per_second = self.ticks_per_second;
-        let Some(app) = self.apps.get_mut(&id) else {
-            return Err(SupervisorError::NoSuchId(id));
-        };
-        let (name, restarts) = (app.name.clone(), app.restarts);
-        let Some(process) = app.process_mut() else {
-            return Err(SupervisorError::NoSuchId(id));
-        };
-        let pid = process.pid;
-        let sample = usage::sample(pid).map_err(|err| SupervisorError::Proc {
-            id,
-            pid,
-            problem: err.to_string(),
-        })?;
-        let (since, ticks_before) = process.cpu_mark.unwrap_or((process.started, 0));
-        let cpu_percent = usage::cpu_percent(
-            sample.cpu_ticks.saturating_sub(ticks_before),
-            now.saturating_duration_since(since),
-            ticks_per_second,
-        );
-        process.cpu_mark = Some((now, sample.cpu_ticks));
-        let mut usage = ResourceUsage {
-            id,
-            name,
-            pid,
-            cpu_percent,
-            rss_bytes: sample.rss_bytes,
-            threads: sample.threads,
-            open_files: sample.open_files,
-            uptime_secs: now.saturating_duration_since(process.started).as_secs_f64(),
-            restarts,
-            reported: None,
-            report_error: None,
-        };
-        let request = self.next_request();
-        if let Some(waiting) = self
-            .usages
-            .values_mut()
-            .find(|waiting| waiting.first().is_some_and(|(_, usage)| usage.id == id))
-        {
-            waiting.push((request, usage));
-            return Ok(request);
-        }
-        match self.signal.request_resource_usage(id, now) {
-            Ok(handle) => {
-                self.usages.insert(handle, vec![(request, usage)]);
-            }
-            Err(err) => {
-                usage.report_error = Some(err.to_string());
-                self.results
-                    .push_back((request, Ok(AppReply::ResourceUsage(usage))));
-            }
-        }
-        Ok(request)
-    }
-
     /// Shuts app `id` down: a signal shutdown if it registered, SIGTERM after
     /// [`SupervisorOptions::shutdown_grace`] (at once if it did not), SIGKILL after
     /// [`SupervisorOptions::term_grace`]; answered with [`AppReply::Stopped`] once reaped.
     pub fn shutdown(&mut self, id: AppId, now: Instant) -> Result<RequestId, SupervisorError> {
         self.last_now = now;
         let app = self.apps.get(&id).ok_or(SupervisorError::NoSuchId(id))?;
-        if let Life::Exited { .. } = app.life {
+        if app.state() == AppState::Exited {
             return Err(app.not_running());
         }
         let request = self.next_request();
@@ -813,7 +430,7 @@ impl Supervisor {
     pub fn all_stopped(&self) -> bool {
         self.apps
             .values()
-            .all(|app| matches!(app.life, Life::Exited { .. }))
+            .all(|app| app.state() == AppState::Exited)
     }
 
     /// Shuts every app down and drives `poll` until all are reaped or `deadline` passes;
@@ -849,15 +466,34 @@ impl Supervisor {
     }
 
     fn stop(&mut self, id: AppId, request: Option<RequestId>, now: Instant) {
+        let graces = self.graces();
         let registered = self.signal.is_registered(id);
         let Some(app) = self.apps.get_mut(&id) else {
             return;
         };
-        match &mut app.life {
-            Life::Stopping(_, stop) => stop.requests.extend(request),
-            Life::Restarting { .. } => {
+        let (signal, shutdowns) = (&mut self.signal, &mut self.shutdowns);
+        let ask = || {
+            registered
+                .then(|| signal.request_shutdown(id, now).ok())
+                .flatten()
+                .map(|handle| shutdowns.insert(handle, id))
+                .is_some()
+        };
+        match app.life.stop(request, ask, now, graces) {
+            StopStep::Asked => log::info!("app {id}: asked to shut down over the signal protocol"),
+            StopStep::Terminate => {
+                let why = if registered {
+                    "the signal shutdown could not be sent"
+                } else {
+                    "it is not a signal client"
+                };
+                log::info!("app {id}: sending SIGTERM ({why})");
+                if let Some(process) = &app.process {
+                    launch::signal_group(process.pid, Signal::SIGTERM);
+                }
+            }
+            StopStep::Cancelled => {
                 log::info!("app {id} ({}): restart cancelled", app.name);
-                app.life = Life::Exited { at: now };
                 let report = StopReport {
                     id,
                     name: app.name.clone(),
@@ -873,45 +509,14 @@ impl Supervisor {
                 }
                 self.end_listeners(id, "stopped".to_owned(), false);
             }
-            Life::Exited { .. } => {}
-            Life::Running(_) => {
-                let Life::Running(process) =
-                    std::mem::replace(&mut app.life, Life::Exited { at: now })
-                else {
-                    return;
-                };
-                let pid = process.pid;
-                let asked = registered
-                    .then(|| self.signal.request_shutdown(id, now).ok())
-                    .flatten();
-                let (phase, deadline) = match asked {
-                    Some(handle) => {
-                        self.shutdowns.insert(handle, id);
-                        log::info!("app {id}: asked to shut down over the signal protocol");
-                        (Phase::Signal, now + self.options.shutdown_grace)
-                    }
-                    None => {
-                        let why = if registered {
-                            "the signal shutdown could not be sent"
-                        } else {
-                            "it is not a signal client"
-                        };
-                        log::info!("app {id}: sending SIGTERM ({why})");
-                        launch::signal_group(pid, Signal::SIGTERM);
-                        (Phase::Term, now + self.options.term_grace)
-                    }
-                };
-                if let Some(app) = self.apps.get_mut(&id) {
-                    app.life = Life::Stopping(
-                        process,
-                        Stop {
-                            phase,
-                            deadline,
-                            requests: request.into_iter().collect(),
-                        },
-                    );
-                }
-            }
+            StopStep::Joined | StopStep::NotRunning => {}
+        }
+    }
+
+    fn graces(&self) -> Graces {
+        Graces {
+            shutdown: self.options.shutdown_grace,
+            term: self.options.term_grace,
         }
     }
 
@@ -919,193 +524,6 @@ impl Supervisor {
         if let Some(entry) = slot.and_then(|slot| self.slots.get_mut(slot)) {
             *entry = None;
         }
-    }
-
-    /// The last `count` output lines of app `id`, oldest first.
-    pub fn logs(&self, id: AppId, count: usize) -> Result<Vec<OutputLine>, SupervisorError> {
-        let app = self.apps.get(&id).ok_or(SupervisorError::NoSuchId(id))?;
-        Ok(app.output.last(count))
-    }
-
-    /// Attaches a listener to app `id`'s output: what it writes from now on comes out of
-    /// [`Supervisor::poll_attached`] until [`Supervisor::detach`] or the app's end.
-    pub fn attach(&mut self, id: AppId) -> Result<AttachId, SupervisorError> {
-        let app = self.apps.get(&id).ok_or(SupervisorError::NoSuchId(id))?;
-        if let Life::Exited { .. } = app.life {
-            return Err(app.not_running());
-        }
-        let attach = AttachId(self.next_attach);
-        self.next_attach += 1;
-        self.listeners.insert(
-            attach,
-            Listener {
-                app: id,
-                queue: VecDeque::new(),
-                missed: 0,
-                ending: false,
-            },
-        );
-        Ok(attach)
-    }
-
-    /// Ends a listener.
-    pub fn detach(&mut self, attach: AttachId) {
-        self.listeners.remove(&attach);
-    }
-
-    /// The app a listener is attached to.
-    pub fn attached_app(&self, attach: AttachId) -> Result<AppId, SupervisorError> {
-        self.listeners
-            .get(&attach)
-            .map(|listener| listener.app)
-            .ok_or(SupervisorError::NotAttached(attach))
-    }
-
-    /// The next event for an attached listener.
-    pub fn poll_attached(&mut self) -> Option<(AttachId, AttachEvent)> {
-        let (&attach, listener) = self
-            .listeners
-            .iter_mut()
-            .find(|(_, listener)| !listener.queue.is_empty())?;
-        let event = listener.queue.pop_front()?;
-        if listener.ending && listener.queue.is_empty() {
-            self.listeners.remove(&attach);
-        }
-        Some((attach, event))
-    }
-
-    /// Writes `line` and a newline to app `id`'s standard input.
-    pub fn send_input(&mut self, id: AppId, line: &str) -> Result<(), SupervisorError> {
-        let app = self.running_app(id)?;
-        if app.pipes.stdin.is_none() {
-            return Err(SupervisorError::InputClosed(id));
-        }
-        if app.pipes.input.len() + line.len() + 1 > MAX_INPUT {
-            return Err(SupervisorError::InputFull(id));
-        }
-        if let Some(app) = self.apps.get_mut(&id) {
-            app.pipes.input.extend_from_slice(line.as_bytes());
-            app.pipes.input.push(b'\n');
-        }
-        self.flush_input(id);
-        Ok(())
-    }
-
-    fn flush_input(&mut self, id: AppId) {
-        let Some(app) = self.apps.get_mut(&id) else {
-            return;
-        };
-        let Some(stdin) = app.pipes.stdin.as_mut() else {
-            app.pipes.input.clear();
-            return;
-        };
-        let mut written = 0;
-        let mut closed = false;
-        while written < app.pipes.input.len() {
-            match stdin.write(&app.pipes.input[written..]) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    log::info!("app {id}: its standard input is closed: {err}");
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        app.pipes.input.drain(..written);
-        if closed {
-            if let Some(mut stdin) = app.pipes.stdin.take() {
-                let _ = self.registry.deregister(&mut stdin);
-            }
-            app.pipes.input.clear();
-        }
-    }
-
-    fn read_pipe(&mut self, id: AppId, stream: Stream) {
-        let index = match stream {
-            Stream::Stdout => 0,
-            Stream::Stderr => 1,
-        };
-        let capacity = self.options.attach_queue;
-        let Some(app) = self.apps.get_mut(&id) else {
-            return;
-        };
-        app.pipes.read_pending[index] = false;
-        let mut buf = [0u8; 8192];
-        let mut budget = PIPE_READ_BUDGET;
-        let mut lines = Vec::new();
-        loop {
-            let pipe = match stream {
-                Stream::Stdout => app.pipes.stdout.as_mut(),
-                Stream::Stderr => app.pipes.stderr.as_mut(),
-            };
-            let Some(pipe) = pipe else {
-                break;
-            };
-            match pipe.read(&mut buf) {
-                Ok(0) => {
-                    let _ = self.registry.deregister(pipe);
-                    match stream {
-                        Stream::Stdout => app.pipes.stdout = None,
-                        Stream::Stderr => app.pipes.stderr = None,
-                    }
-                    lines.extend(app.splitters[index].finish());
-                    break;
-                }
-                Ok(got) => {
-                    app.splitters[index].push(&buf[..got], |line| lines.push(line));
-                    budget = budget.saturating_sub(got);
-                    if budget == 0 {
-                        app.pipes.read_pending[index] = true;
-                        break;
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    log::warn!("app {id}: cannot read its {stream:?}: {err}");
-                    let _ = self.registry.deregister(pipe);
-                    match stream {
-                        Stream::Stdout => app.pipes.stdout = None,
-                        Stream::Stderr => app.pipes.stderr = None,
-                    }
-                    break;
-                }
-            }
-        }
-        for line in lines {
-            let line = OutputLine { stream, line };
-            for listener in self.listeners.values_mut() {
-                if listener.app == id && !listener.ending {
-                    listener.deliver(AttachEvent::Output(line.clone()), capacity);
-                }
-            }
-            app.output.push(line);
-        }
-    }
-
-    fn end_listeners(&mut self, id: AppId, status: String, restarting: bool) {
-        let capacity = self.options.attach_queue;
-        for listener in self.listeners.values_mut() {
-            if listener.app == id && !listener.ending {
-                // The last event always gets through, whatever the queue holds.
-                listener.deliver(
-                    AttachEvent::Exited {
-                        status: status.clone(),
-                        restarting,
-                    },
-                    capacity + 2,
-                );
-                listener.ending = !restarting;
-            }
-        }
-        self.listeners
-            .retain(|_, listener| !(listener.ending && listener.queue.is_empty()));
     }
 
     /// Reaps every app process that has exited (`waitpid(pid, WNOHANG)` on each): call it when
@@ -1141,6 +559,9 @@ impl Supervisor {
         let Some(app) = self.apps.get_mut(&id) else {
             return;
         };
+        let Some(process) = app.process.take() else {
+            return;
+        };
         for pipe in [app.pipes.stdout.take(), app.pipes.stderr.take()]
             .into_iter()
             .flatten()
@@ -1153,31 +574,23 @@ impl Supervisor {
         }
         app.pipes = Pipes::default();
         app.last_exit = Some(status.clone());
-        let life = std::mem::replace(&mut app.life, Life::Exited { at: now });
-        let restarting = match life {
-            Life::Running(process) if app.daemon && !stopping_all => {
-                let uptime = now.saturating_duration_since(process.started);
-                let delay = app.backoff.delay(uptime);
+        app.last_pid = Some(process.pid);
+        let uptime = now.saturating_duration_since(process.started);
+        let restarting = match app.life.handle_exit(now, uptime, stopping_all) {
+            Some(Exit::Restart { delay }) => {
                 log::warn!(
                     "app {id} ({}) exited ({status}) after {:.1} s; restarting in {} s",
                     app.name,
                     uptime.as_secs_f64(),
                     delay.as_secs_f64()
                 );
-                app.life = Life::Restarting { at: now + delay };
                 true
             }
-            Life::Running(process) => {
+            Some(Exit::Ended) | None => {
                 log::info!("app {id} ({}) exited: {status}", app.name);
-                app.last_pid = Some(process.pid);
                 false
             }
-            Life::Stopping(process, stop) => {
-                let how = match stop.phase {
-                    Phase::Signal => StopHow::Signal,
-                    Phase::Term => StopHow::Sigterm,
-                    Phase::Kill => StopHow::Sigkill,
-                };
+            Some(Exit::Stopped { how, requests }) => {
                 log::info!("app {id} ({}) stopped ({how:?}): {status}", app.name);
                 let report = StopReport {
                     id,
@@ -1186,15 +599,11 @@ impl Supervisor {
                     how,
                     status: status.clone(),
                 };
-                for request in stop.requests {
+                for request in requests {
                     self.results
                         .push_back((request, Ok(AppReply::Stopped(report.clone()))));
                 }
                 false
-            }
-            other => {
-                app.life = other;
-                return;
             }
         };
         if !restarting {
@@ -1209,10 +618,7 @@ impl Supervisor {
         let mut exited: Vec<(Instant, AppId)> = self
             .apps
             .values()
-            .filter_map(|app| match app.life {
-                Life::Exited { at } => Some((at, app.id)),
-                _ => None,
-            })
+            .filter_map(|app| app.life.exited_at().map(|at| (at, app.id)))
             .collect();
         if exited.len() <= self.options.max_exited {
             return;
@@ -1230,7 +636,7 @@ impl Supervisor {
             return;
         };
         let Some(slot) = app.slot else {
-            app.life = Life::Exited { at: now };
+            app.life.killed(now);
             self.apps.insert(id, app);
             return;
         };
@@ -1244,16 +650,16 @@ impl Supervisor {
                     app.restarts,
                     process.pid
                 );
-                app.life = Life::Running(process);
+                app.process = Some(process);
+                app.life.restarted();
             }
             Err(err) => {
-                let delay = app.backoff.failed_start();
+                let delay = app.life.restart_failed(now);
                 log::warn!(
                     "app {id}: restart failed: {err}; trying again in {} s",
                     delay.as_secs_f64()
                 );
                 app.last_error = Some(err.to_string());
-                app.life = Life::Restarting { at: now + delay };
             }
         }
         self.apps.insert(id, app);
@@ -1296,6 +702,7 @@ impl Supervisor {
             self.next_reap = now + self.options.reap_interval;
             self.reap(now);
         }
+        let graces = self.graces();
         let ids: Vec<AppId> = self.apps.keys().copied().collect();
         for id in ids {
             let pending = self
@@ -1310,32 +717,26 @@ impl Supervisor {
             let Some(app) = self.apps.get_mut(&id) else {
                 continue;
             };
-            match &mut app.life {
-                Life::Restarting { at } if *at <= now && !self.stopping_all => {
-                    self.restart(id, now);
-                }
-                Life::Stopping(process, stop) if stop.deadline <= now => {
-                    let pid = process.pid;
-                    match stop.phase {
-                        Phase::Signal => {
-                            log::warn!("app {id}: still running {} s after the signal shutdown; sending SIGTERM", self.options.shutdown_grace.as_secs_f64());
-                            launch::signal_group(pid, Signal::SIGTERM);
-                            stop.phase = Phase::Term;
-                            stop.deadline = now + self.options.term_grace;
-                        }
-                        Phase::Term => {
-                            log::warn!("app {id}: still running after SIGTERM; sending SIGKILL");
-                            launch::signal_group(pid, Signal::SIGKILL);
-                            stop.phase = Phase::Kill;
-                            stop.deadline = now + KILL_WAIT;
-                        }
-                        Phase::Kill => {
-                            log::error!("app {id}: pid {pid} has not exited after SIGKILL (stuck in the kernel?)");
-                            stop.deadline = now + KILL_WAIT;
-                        }
+            let pid = app.process.as_ref().map(|process| process.pid);
+            match app.life.handle_timeout(now, graces, self.stopping_all) {
+                Some(Due::Restart) => self.restart(id, now),
+                Some(Due::Signal(signal)) => {
+                    match signal {
+                        Signal::SIGTERM => log::warn!(
+                            "app {id}: still running {} s after the signal shutdown; sending SIGTERM",
+                            graces.shutdown.as_secs_f64()
+                        ),
+                        _ => log::warn!("app {id}: still running after SIGTERM; sending {signal}"),
+                    }
+                    if let Some(pid) = pid {
+                        launch::signal_group(pid, signal);
                     }
                 }
-                _ => {}
+                Some(Due::Stuck) => log::error!(
+                    "app {id}: pid {} has not exited after SIGKILL (stuck in the kernel?)",
+                    pid.unwrap_or_default()
+                ),
+                None => {}
             }
         }
     }
@@ -1350,10 +751,8 @@ impl Supervisor {
             if app.pipes.read_pending.iter().any(|pending| *pending) {
                 next = next.min(self.last_now);
             }
-            match &app.life {
-                Life::Restarting { at } if !self.stopping_all => next = next.min(*at),
-                Life::Stopping(_, stop) => next = next.min(stop.deadline),
-                _ => {}
+            if let Some(at) = app.life.poll_timeout(self.stopping_all) {
+                next = next.min(at);
             }
         }
         Some(next)
@@ -1365,48 +764,6 @@ impl Supervisor {
         self.results.pop_front()
     }
 
-    fn take_signal_results(&mut self) {
-        while let Some((handle, outcome)) = self.signal.poll_result() {
-            if let Some((requests, id)) = self.pings.remove(&handle) {
-                let reply = outcome
-                    .map_err(SupervisorError::from)
-                    .and_then(|reply| match reply {
-                        SignalReply::Pong { rtt } => Ok(AppReply::Pong {
-                            id,
-                            rtt_ms: rtt.as_secs_f64() * 1000.0,
-                        }),
-                        other => Err(SupervisorError::Signal(SignalError::BadReply {
-                            app: id,
-                            request: "ping",
-                            problem: format!("unexpected answer {other:?}"),
-                        })),
-                    });
-                for request in requests {
-                    self.results.push_back((request, reply.clone()));
-                }
-            } else if let Some(waiting) = self.usages.remove(&handle) {
-                let (report, problem) = match outcome {
-                    Ok(SignalReply::ResourceUsage(report)) => (Some(report), None),
-                    Ok(other) => (None, Some(format!("unexpected answer {other:?}"))),
-                    Err(err) => (None, Some(err.to_string())),
-                };
-                for (request, mut usage) in waiting {
-                    usage.reported.clone_from(&report);
-                    usage.report_error.clone_from(&problem);
-                    self.results
-                        .push_back((request, Ok(AppReply::ResourceUsage(usage))));
-                }
-            } else if let Some(id) = self.shutdowns.remove(&handle) {
-                match outcome {
-                    Ok(reply) => log::info!("app {id} acknowledged the shutdown: {reply:?}"),
-                    Err(err) => log::info!("app {id}: {err}"),
-                }
-            } else {
-                log::debug!("signal: result of request {handle} that the supervisor did not make");
-            }
-        }
-    }
-
     fn kill_remaining(&mut self) {
         let now = Instant::now();
         let ids: Vec<AppId> = self.apps.keys().copied().collect();
@@ -1414,10 +771,8 @@ impl Supervisor {
             let Some(app) = self.apps.get_mut(&id) else {
                 continue;
             };
-            let Some(process) = app.process_mut() else {
-                if let Life::Restarting { .. } = app.life {
-                    app.life = Life::Exited { at: now };
-                }
+            let Some(process) = app.process.as_mut() else {
+                app.life.killed(now);
                 continue;
             };
             let pid = process.pid;
@@ -1430,9 +785,7 @@ impl Supervisor {
                         Ok(status) => status.to_string(),
                         Err(err) => format!("reaped elsewhere ({err})"),
                     };
-                    if let Life::Stopping(_, stop) = &mut app.life {
-                        stop.phase = Phase::Kill;
-                    }
+                    app.life.killed(now);
                     status
                 }
             };

@@ -4,9 +4,11 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../tests/common/temp.rs"]
+mod temp;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
@@ -15,6 +17,7 @@ use skywire_control::signal::{AppId, SignalEvent, SignalServer, SignalServerOpti
 use skywire_control::supervisor::{
     AppReply, AppStatus, RequestId, Supervisor, SupervisorError, SupervisorOptions,
 };
+pub use temp::TempDir;
 
 /// The example app, built as a binary of this package.
 pub const EXAMPLE_APP: &str = env!("CARGO_BIN_EXE_skywire-signal-example");
@@ -22,29 +25,6 @@ pub const EXAMPLE_APP: &str = env!("CARGO_BIN_EXE_skywire-signal-example");
 /// The Python signal client.
 pub fn python_client() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/signal_client.py")
-}
-
-/// A folder of its own under the system's temporary folder, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A supervisor driven by a mio loop that the test turns.
@@ -66,7 +46,7 @@ impl Harness {
         let catalog = Catalog::from_yaml_str(catalog_yaml).unwrap();
         let poll = Poll::new().unwrap();
         let now = Instant::now();
-        let signal = SignalServer::bind(
+        let signal = SignalServer::new(
             SignalServerOptions {
                 port: 0,
                 ..SignalServerOptions::default()
@@ -76,7 +56,7 @@ impl Harness {
             now,
         )
         .unwrap();
-        let mut options = SupervisorOptions::new(&dir.0);
+        let mut options = SupervisorOptions::new(dir.root());
         tune(&mut options);
         let supervisor = Supervisor::new(
             catalog,

@@ -35,32 +35,48 @@ impl Node {
             Ok(ControlMessage::Refresh) => self.table.refresh(now, id),
             Ok(ControlMessage::Teardown) => {
                 self.table.remove(now, id);
+                self.candidates.remove(&id);
                 if is_current {
-                    self.routes.remove(&peer);
-                    self.events.push_back(Event::RouteDown {
-                        peer,
-                        reason: RouteDownReason::TornDown,
-                    });
+                    let confirmed = self.routes.get(&peer).is_some_and(|route| route.ready);
+                    let replaced = self.candidates.values().any(|c| c.peer == peer);
+                    if confirmed && replaced {
+                        // The initiator built a new route and let the old one go: the new
+                        // one awaits its proof, and only its failure would bring the peer down.
+                        self.routes.remove(&peer);
+                        self.awaiting_repair
+                            .insert(peer, (now + PROOF_TIMEOUT, RouteDownReason::TornDown));
+                        self.route_work_started(now);
+                    } else if confirmed {
+                        self.routes.remove(&peer);
+                        self.repairs.remove(&peer);
+                        self.events.push_back(Event::RouteDown {
+                            peer,
+                            reason: RouteDownReason::TornDown,
+                        });
+                    } else {
+                        // The destination gave up waiting for this node's proof.
+                        self.unconfirmed(now, peer);
+                    }
                 }
             }
             Ok(ControlMessage::RouteDown { reporter, reason }) => {
                 self.table.remove(now, id);
+                self.candidates.remove(&id);
                 let reason = match reason {
                     DownReason::LinkDead => RouteDownReason::LinkDead { reporter },
                     DownReason::Expired => RouteDownReason::Expired,
                 };
                 if is_current {
-                    self.routes.remove(&peer);
-                    self.events.push_back(Event::RouteDown { peer, reason });
+                    self.route_broke(now, peer, reason);
                 }
-                self.fail_pending_with_in_id(id, reporter);
+                self.fail_pending_with_in_id(now, id, reporter);
             }
             _ => self.drops.bad_control += 1,
         }
     }
 
     /// A route down that reached a setup still waiting for its answer.
-    pub(super) fn fail_pending_with_in_id(&mut self, id: RouteId, reporter: NodeKey) {
+    pub(super) fn fail_pending_with_in_id(&mut self, now: Instant, id: RouteId, reporter: NodeKey) {
         let Some(setup) = self
             .pending
             .iter()
@@ -77,7 +93,7 @@ impl Node {
                 .and_then(|i| u8::try_from(i).ok())
                 .unwrap_or(0);
             let error = rejection(&pending.path, hop_index, RejectReason::NextHopUnreachable);
-            self.fail_setup(setup, &pending.path, error);
+            self.setup_failed(now, setup, &pending, error);
         }
     }
 
@@ -98,12 +114,10 @@ impl Node {
                 }
                 Rule::Forward { .. } => {}
                 Rule::Consume { peer } => {
+                    self.candidates.remove(&id);
                     if self.routes.get(&peer).is_some_and(|r| r.in_id == id) {
-                        self.routes.remove(&peer);
-                        self.events.push_back(Event::RouteDown {
-                            peer,
-                            reason: RouteDownReason::LinkDead { reporter: self.key },
-                        });
+                        let reporter = self.key;
+                        self.route_broke(now, peer, RouteDownReason::LinkDead { reporter });
                     }
                 }
             }
@@ -118,8 +132,9 @@ impl Node {
             .collect();
         for setup in failed {
             if let Some(pending) = self.pending.remove(&setup) {
+                self.table.remove(now, pending.in_id);
                 let error = rejection(&pending.path, 0, RejectReason::NextHopUnreachable);
-                self.fail_setup(setup, &pending.path, error);
+                self.setup_failed(now, setup, &pending, error);
             }
         }
     }
@@ -150,15 +165,14 @@ impl Node {
 
         for (id, entry) in self.table.expire(now) {
             if let Rule::Consume { peer } = entry.rule {
+                self.candidates.remove(&id);
                 if self.routes.get(&peer).is_some_and(|r| r.in_id == id) {
-                    self.routes.remove(&peer);
-                    self.events.push_back(Event::RouteDown {
-                        peer,
-                        reason: RouteDownReason::Expired,
-                    });
+                    self.route_broke(now, peer, RouteDownReason::Expired);
                 }
             }
         }
+
+        self.retry_setups(now);
 
         let timed_out: Vec<(TransportId, SetupId)> = self
             .relayed
@@ -171,19 +185,12 @@ impl Node {
                 continue;
             };
             self.table.remove(now, relayed.reverse_id);
-            if let Some(previous) = self.transports.key_of(relayed.previous) {
-                let reject = ControlMessage::SetupReject {
-                    setup_id: key.1,
-                    hop_index: relayed.hop_index,
-                    reason: RejectReason::Timeout,
-                };
-                let _ = self.send_control(
-                    relayed.previous,
-                    RouteId::CONTROL,
-                    previous.mesh_address(),
-                    &reject,
-                );
-            }
+            let reject = ControlMessage::SetupReject {
+                setup_id: key.1,
+                hop_index: relayed.hop_index,
+                reason: RejectReason::Timeout,
+            };
+            self.answer(now, relayed.previous, key.1, reject);
         }
 
         let expired: Vec<SetupId> = self
@@ -196,10 +203,86 @@ impl Node {
             if let Some(pending) = self.pending.remove(&setup) {
                 self.table.remove(now, pending.in_id);
                 let error = rejection(&pending.path, 0, RejectReason::Timeout);
-                self.fail_setup(setup, &pending.path, error);
+                self.setup_failed(now, setup, &pending, error);
             }
         }
+        self.maintain_proofs(now);
         self.retire_sessions(now);
-        self.timers.routes = now + Duration::from_millis(100);
+        // Setups, proofs and repairs under way want a fine clock (see `route_work_started`);
+        // refreshes and expiry do not.
+        let busy = !self.pending.is_empty()
+            || !self.relayed.is_empty()
+            || !self.candidates.is_empty()
+            || !self.yielded.is_empty()
+            || !self.awaiting_repair.is_empty()
+            || self.routes.values().any(|route| route.proof.is_some());
+        self.timers.routes = now
+            + if busy {
+                ROUTE_WORK_TICK
+            } else {
+                Duration::from_secs(1)
+            };
     }
 }
+
+impl Node {
+    /// Something started that route maintenance must watch closely: a setup, a proof, a
+    /// candidate or a wait for a repair.
+    pub(super) fn route_work_started(&mut self, now: Instant) {
+        self.timers.routes = self.timers.routes.min(now + ROUTE_WORK_TICK);
+    }
+
+    /// Sends again the setup requests that got no answer yet, a few times each.
+    fn retry_setups(&mut self, now: Instant) {
+        let due: Vec<SetupId> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.tries < SETUP_TRIES && now >= pending.next_try)
+            .map(|(setup, _)| *setup)
+            .collect();
+        for setup in due {
+            let Some(pending) = self.pending.get_mut(&setup) else {
+                continue;
+            };
+            pending.tries += 1;
+            let (transport, request) = (pending.transport, pending.request.clone());
+            let retry = self.setup_retry(transport);
+            if let Some(pending) = self.pending.get_mut(&setup) {
+                pending.next_try = now + retry;
+            }
+            self.resend_request(transport, &request);
+        }
+        let due: Vec<(TransportId, SetupId)> = self
+            .relayed
+            .iter()
+            .filter(|(_, relayed)| relayed.tries < SETUP_TRIES && now >= relayed.next_try)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            let retry = self.setup_retry(key.0);
+            let Some(relayed) = self.relayed.get_mut(&key) else {
+                continue;
+            };
+            relayed.tries += 1;
+            relayed.next_try = now + retry;
+            let request = relayed.request.clone();
+            self.resend_request(key.0, &request);
+        }
+    }
+
+    fn resend_request(&mut self, transport: TransportId, request: &ControlMessage) {
+        let Some(next) = self.transports.key_of(transport) else {
+            return;
+        };
+        log::debug!("route setup request to {next} sent again");
+        if self
+            .send_control(transport, RouteId::CONTROL, next.mesh_address(), request)
+            .is_err()
+        {
+            self.drops.unsendable += 1;
+        }
+    }
+}
+
+/// How often route maintenance runs while setups, proofs or repairs are under way.
+const ROUTE_WORK_TICK: Duration = Duration::from_millis(100);

@@ -12,12 +12,17 @@ impl Node {
             .is_some_and(|link| link.state == LinkState::Down)
     }
 
-    pub(super) fn mark_alive(&mut self, transport: TransportId, neighbour: NodeKey) {
+    pub(super) fn mark_alive(&mut self, now: Instant, transport: TransportId, neighbour: NodeKey) {
         if let Some(link) = self.links.get_mut(&transport) {
             if link.state != LinkState::Up {
                 link.state = LinkState::Up;
+                // Measure it at once, so that the advert that follows can offer it.
+                link.next_probe = now;
+                self.timers.liveness = now;
                 log::info!("link to {neighbour} is up");
                 self.events.push_back(Event::LinkUp { neighbour });
+                self.share_adverts(transport);
+                self.schedule_advert(now);
             }
         }
     }
@@ -45,15 +50,20 @@ impl Node {
         }
         for (transport, key) in due {
             let nonce = self.rng.next_u64();
-            if let Some(link) = self.links.get_mut(&transport) {
-                link.probe = Some((nonce, now));
-            }
             let probe = ControlMessage::Probe { nonce };
-            let _ = self.send_control(transport, RouteId::CONTROL, key.mesh_address(), &probe);
+            let sent = self.send_control(transport, RouteId::CONTROL, key.mesh_address(), &probe);
+            if let Some(link) = self.links.get_mut(&transport) {
+                link.probe = Some(Probe {
+                    nonce,
+                    sent: now,
+                    timed: sent == Ok(Sent::Now),
+                });
+            }
         }
         for (transport, key) in died {
             log::warn!("link to {key} is dead: silent for {dead_after:?}");
             self.events.push_back(Event::LinkDown { neighbour: key });
+            self.schedule_advert(now);
             self.routes_over_dead_link(now, transport);
         }
         let next = self
@@ -69,11 +79,23 @@ impl Node {
 }
 
 impl Link {
-    pub(super) fn new(now: Instant) -> Link {
+    /// A link never heard from. Of its two ends, the one with the lower key probes first and
+    /// the other a quarter interval later: when both start a WireGuard handshake at once, each
+    /// drops the other's answer and the link waits for boringtun's retry, 5 s later.
+    pub(super) fn new(
+        now: Instant,
+        own: &NodeKey,
+        neighbour: &NodeKey,
+        interval: Duration,
+    ) -> Link {
         Link {
             state: LinkState::Unknown,
             probe: None,
-            next_probe: now,
+            next_probe: if own < neighbour {
+                now
+            } else {
+                now + interval / 4
+            },
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The node: transports, the routing table, link liveness, route setup and route sessions tied
-//! into one sans-IO state machine. A driver (the mio loop, or the simulator) feeds it datagrams
-//! and time, and drains datagrams, events and the next deadline.
+//! The node: transports, the routing table, link liveness, the topology, route setup and repair,
+//! and route sessions tied into one sans-IO state machine. A driver (the mio loop, or the
+//! simulator) feeds it datagrams and time, and drains datagrams, events and the next deadline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -16,17 +16,24 @@ use crate::index::IndexAllocator;
 use crate::outbox::{Datagram, Outbox, MAX_DATAGRAM};
 use crate::routing::{Lookup, RoutingTable, Rule, TableLimits};
 use crate::session::{classify, Destination, RouteSession, SessionResult};
-use crate::transport::{NeighbourConfig, SendError, TransportError, TransportId, Transports};
-use crate::wire::control::MAX_PATH_LEN;
+use crate::topology::{AdvertDrop, AdvertDrops, KnownNode, PathChoice, Topology};
+use crate::transport::{NeighbourConfig, SendError, Sent, TransportError, TransportId, Transports};
+use crate::wire::advert::{Advert, AdvertLink, MAX_ADVERT_LEN};
+use crate::wire::control::{ADVERT_TYPE, MAX_PATH_LEN};
 use crate::wire::mesh::{relay_in_place, DEFAULT_HOP_LIMIT as HOP_LIMIT, HEADER_LEN};
 use crate::wire::{
     ControlMessage, DownReason, MeshHeader, MeshPacket, NextHeader, RejectReason, RouteId,
 };
 
+mod adverts;
 mod lifecycle;
 mod liveness;
+mod repair;
+mod runtime;
 mod sessions;
 mod setup;
+
+pub use runtime::NodeSettings;
 
 use setup::{check_path, rejection, SetupRequest};
 
@@ -36,6 +43,9 @@ pub const MESH_MTU: u16 = 1420;
 /// The largest packet an app sends through a route: the mesh MTU less the outer IPv6 header
 /// (40) and the route session's WireGuard (32).
 pub const INNER_MTU: usize = 1348;
+// The largest advert, behind the control preamble, fits one mesh packet.
+const _: () = assert!(HEADER_LEN + 2 + MAX_ADVERT_LEN <= MESH_MTU as usize);
+
 /// What a route session adds to an inner packet.
 const ROUTE_OVERHEAD: u16 = (HEADER_LEN + 32) as u16;
 /// boringtun wants its timers driven about this often.
@@ -50,6 +60,34 @@ const SESSION_LINGER: Duration = Duration::from_secs(180);
 const MAX_LINGERING_SESSIONS: usize = 1024;
 /// Handshakes per second the route sessions accept before asking for cookies.
 const SESSION_HANDSHAKE_LIMIT: u64 = 100;
+/// How long a destination waits for proof that a new route comes from the node it names
+/// before removing it, whatever its refreshes; the initiator gives up on it as long.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often an initiator repeats its proof (a keepalive) until the destination confirms, at
+/// most: twice the round trip that the setup took, at least 100 ms.
+const PROOF_RETRY: Duration = Duration::from_millis(500);
+/// Keepalives an initiator sends as proof before it starts a new handshake instead (the
+/// destination may have lost the session: a restart).
+const PROOF_KEEPALIVES: u8 = 2;
+/// Routes to this node that one peer may have awaiting proof; a newer one replaces the oldest.
+const MAX_CANDIDATES_PER_PEER: usize = 4;
+/// How long the far end of a broken route waits for its initiator to repair it before it
+/// reports the route down.
+const REPAIR_WAIT: Duration = Duration::from_secs(3);
+/// New paths an initiator tries for one broken route before it reports the route down.
+const REPAIR_ATTEMPTS: u8 = 3;
+/// Times a hop sends a route setup request to the next hop before it only waits.
+const SETUP_TRIES: u8 = 4;
+/// How long a hop remembers its answer to a setup, to repeat it when the request comes again.
+const ANSWER_MEMORY: Duration = Duration::from_secs(10);
+/// Answers remembered at most.
+const MAX_ANSWERS: usize = 16_384;
+/// How long a node waits after a link change before advertising, so that changes coalesce.
+const ADVERT_DELAY: Duration = Duration::from_millis(250);
+/// The least time between two adverts of one node.
+const ADVERT_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// An advert's lifetime, in advert intervals: three can be lost before it expires.
+const ADVERT_LIFETIME_INTERVALS: u32 = 4;
 
 /// An identifier of one route setup, chosen at random by its initiator.
 pub type SetupId = u64;
@@ -65,7 +103,8 @@ pub struct NodeOptions {
     pub probe_interval: Duration,
     /// Silence after which a link is declared dead.
     pub dead_after: Duration,
-    /// Routes one neighbour may hold through this node.
+    /// Route rules that one neighbour's setups may hold on this node (a route relayed for it
+    /// takes two, one that ends here one).
     pub max_routes_per_neighbour: usize,
     /// How long a rule lives without a refresh.
     pub rule_lifetime: Duration,
@@ -73,6 +112,13 @@ pub struct NodeOptions {
     pub refresh_interval: Duration,
     /// How long each remaining hop may take to answer a route setup.
     pub setup_hop_timeout: Duration,
+    /// How often the node advertises its links when nothing changes (a change is advertised
+    /// within a second). Adverts live four intervals.
+    pub advert_interval: Duration,
+    /// The first advert sequence number: from the wall clock (milliseconds since the Unix
+    /// epoch), so that a restarted node's adverts are newer than those it sent before. The
+    /// node counts on from it with its own clock.
+    pub advert_sequence_start: u64,
 }
 
 impl NodeOptions {
@@ -87,6 +133,8 @@ impl NodeOptions {
             rule_lifetime: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(10),
             setup_hop_timeout: Duration::from_secs(2),
+            advert_interval: Duration::from_secs(60),
+            advert_sequence_start: 0,
         }
     }
 }
@@ -104,7 +152,9 @@ pub enum Event {
         /// The neighbour.
         neighbour: NodeKey,
     },
-    /// A route to `peer` is set up and its session's handshake is done: data can flow.
+    /// A route to `peer` is set up and proven end to end (the initiator has heard from the
+    /// destination over it, the destination has had the initiator's proof): data can flow.
+    /// A repaired route is not announced again: it never went down.
     RouteReady {
         /// The route's other end.
         peer: NodeKey,
@@ -118,7 +168,8 @@ pub enum Event {
         /// What happened, naming the hop.
         error: RouteError,
     },
-    /// The active route to `peer` is gone.
+    /// The route to `peer` is gone and not coming back by itself: it broke and could not be
+    /// repaired (or was not this node's to repair), or an end tore it down.
     RouteDown {
         /// The route's other end.
         peer: NodeKey,
@@ -155,6 +206,9 @@ pub enum RouteDownReason {
     Expired,
     /// An end tore it down.
     TornDown,
+    /// The route broke and no other path to the node is known: every path is down, or the
+    /// node has stopped advertising.
+    NoPath,
 }
 
 impl fmt::Display for RouteDownReason {
@@ -165,6 +219,9 @@ impl fmt::Display for RouteDownReason {
             }
             RouteDownReason::Expired => f.write_str("the route was not refreshed in time"),
             RouteDownReason::TornDown => f.write_str("torn down"),
+            RouteDownReason::NoPath => f.write_str(
+                "the route broke and no other path to the node is known (its links are down, or it stopped advertising)",
+            ),
         }
     }
 }
@@ -187,6 +244,13 @@ pub enum RouteError {
         /// What happened.
         reason: RejectReason,
     },
+    /// No path to the node is known: it has not advertised, or no live links lead there.
+    #[error("no path to {0} is known: it has not advertised, or none of its links is up")]
+    NoPath(NodeKey),
+    /// The destination took the setup but never confirmed the route: its end of the route
+    /// session did not answer.
+    #[error("{0} did not confirm the route within {secs} s", secs = PROOF_TIMEOUT.as_secs())]
+    Unconfirmed(NodeKey),
 }
 
 fn describe_rejection(
@@ -215,6 +279,9 @@ fn describe_rejection(
         ),
         RejectReason::BadPath => format!("{at} refused the route: the path is inconsistent"),
         RejectReason::Timeout => format!("{at} got no answer from {}", next(next_index)),
+        RejectReason::Crossed => format!(
+            "{at} is setting up a route to this node at the same moment, and its route wins"
+        ),
     }
 }
 
@@ -227,6 +294,9 @@ pub enum SendToError {
     /// The packet is larger than the inner MTU.
     #[error("packet larger than the inner MTU of {INNER_MTU} bytes")]
     TooLarge,
+    /// The route broke and is being rebuilt: the packet is dropped (TCP sends it again).
+    #[error("the route to that node is being repaired")]
+    Repairing,
 }
 
 /// Packets the node itself dropped (the transports count their own).
@@ -265,9 +335,33 @@ pub struct EndRoute {
     pub out_id: RouteId,
     /// The id packets from the peer arrive with.
     pub in_id: RouteId,
-    /// Whether the session's handshake is done.
+    /// Whether data can flow: the initiator has heard from the destination over it, the
+    /// destination has had its proof.
     pub ready: bool,
+    /// Whether this node chose the path and rebuilds the route over another when it breaks.
+    pub automatic: bool,
     next_refresh: Instant,
+    /// Whether [`Event::RouteReady`] is due when the route is confirmed (a command built it).
+    announce: bool,
+    /// The initiator's proof, until the destination confirms.
+    proof: Option<Proof>,
+}
+
+/// An initiator's proof that it built a route: keepalives, then a handshake.
+#[derive(Debug, Clone, Copy)]
+struct Proof {
+    sent: u8,
+    next: Instant,
+    retry: Duration,
+    deadline: Instant,
+}
+
+/// A route to this node awaiting proof that it comes from the node it names.
+#[derive(Debug, Clone)]
+struct Candidate {
+    peer: NodeKey,
+    route: EndRoute,
+    deadline: Instant,
 }
 
 /// A setup this node started and waits on.
@@ -277,23 +371,86 @@ struct PendingSetup {
     transport: TransportId,
     in_id: RouteId,
     deadline: Instant,
+    automatic: bool,
+    /// A command asked for it (else it repairs a route).
+    announce: bool,
+    request: ControlMessage,
+    tries: u8,
+    next_try: Instant,
+    started: Instant,
 }
 
 /// A setup passing through this node, waiting on the next hop's answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct RelayedSetup {
     previous: TransportId,
     hop_index: u8,
     reverse_id: RouteId,
     deadline: Instant,
+    request: ControlMessage,
+    tries: u8,
+    next_try: Instant,
+}
+
+/// A setup this node gave way to the peer's crossing one; it succeeds when the peer's route
+/// is adopted.
+#[derive(Debug, Clone)]
+struct Yielded {
+    path: Vec<NodeKey>,
+    deadline: Instant,
+}
+
+/// The last answer to a setup request, repeated when the request comes again.
+#[derive(Debug, Clone)]
+struct Answer {
+    message: ControlMessage,
+    until: Instant,
+}
+
+/// A broken route that its initiator (this node) is rebuilding.
+#[derive(Debug, Clone, Copy)]
+struct Repair {
+    attempts: u8,
+    reason: RouteDownReason,
+}
+
+/// This node's adverts.
+#[derive(Debug, Clone, Copy)]
+struct Advertising {
+    sequence: u64,
+    started: Instant,
+    next_periodic: Instant,
+    triggered: Option<Instant>,
+    last: Option<Instant>,
+    sent: u64,
+    sent_bytes: u64,
+}
+
+/// Adverts this node sent: its own and those it passed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdvertCounters {
+    /// Adverts sent to neighbours.
+    pub sent: u64,
+    /// Their bytes (control messages, without the mesh header and the transport's WireGuard).
+    pub sent_bytes: u64,
 }
 
 /// A link's liveness.
 #[derive(Debug, Clone, Copy)]
 struct Link {
     state: LinkState,
-    probe: Option<(u64, Instant)>,
+    probe: Option<Probe>,
     next_probe: Instant,
+}
+
+/// A liveness probe waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    nonce: u64,
+    sent: Instant,
+    /// Whether it left at once: else it waited for a handshake, and its round trip says
+    /// nothing of the link's.
+    timed: bool,
 }
 
 /// What is known of a link.
@@ -314,6 +471,7 @@ struct Timers {
     rate_limit: Instant,
     liveness: Instant,
     routes: Instant,
+    adverts: Instant,
 }
 
 /// A mesh node.
@@ -329,7 +487,18 @@ pub struct Node {
     routes: HashMap<NodeKey, EndRoute>,
     pending: HashMap<SetupId, PendingSetup>,
     relayed: HashMap<(TransportId, SetupId), RelayedSetup>,
+    answers: HashMap<(TransportId, SetupId), Answer>,
+    candidates: HashMap<RouteId, Candidate>,
+    yielded: HashMap<SetupId, Yielded>,
+    repairs: HashMap<NodeKey, Repair>,
+    /// Routes to this node that broke, waiting for their initiator's repair until a deadline.
+    awaiting_repair: HashMap<NodeKey, (Instant, RouteDownReason)>,
+    topology: Topology,
+    advertising: Advertising,
     sessions: HashMap<NodeKey, RouteSession>,
+    /// The peers of the sessions, by mesh address (entries whose session went are pruned by
+    /// `retire_sessions`, and ignored until then).
+    session_peers: HashMap<Ipv6Addr, NodeKey>,
     /// Sessions whose peer has no route, and since when.
     lingering: HashMap<NodeKey, Instant>,
     session_limiter: Arc<RateLimiter>,
@@ -365,7 +534,10 @@ impl Node {
         let mut links = HashMap::new();
         for neighbour in &options.neighbours {
             let id = transports.add(neighbour.clone(), &mut indexes)?;
-            links.insert(id, Link::new(now));
+            links.insert(
+                id,
+                Link::new(now, &key, &neighbour.key, options.probe_interval),
+            );
         }
         Ok(Node {
             key,
@@ -380,7 +552,24 @@ impl Node {
                 rate_limit: now + RATE_LIMIT_WINDOW,
                 liveness: now,
                 routes: now,
+                adverts: now + ADVERT_DELAY,
             },
+            topology: Topology::new(key),
+            advertising: Advertising {
+                sequence: options.advert_sequence_start,
+                started: now,
+                next_periodic: now + options.advert_interval,
+                // The first advert follows the first link that comes up.
+                triggered: None,
+                last: None,
+                sent: 0,
+                sent_bytes: 0,
+            },
+            answers: HashMap::new(),
+            candidates: HashMap::new(),
+            yielded: HashMap::new(),
+            repairs: HashMap::new(),
+            awaiting_repair: HashMap::new(),
             options,
             rng,
             indexes,
@@ -390,6 +579,7 @@ impl Node {
             pending: HashMap::new(),
             relayed: HashMap::new(),
             sessions: HashMap::new(),
+            session_peers: HashMap::new(),
             lingering: HashMap::new(),
             outbox: Outbox::default(),
             events: VecDeque::new(),
@@ -428,6 +618,16 @@ impl Node {
         self.routes.iter()
     }
 
+    /// The node whose mesh address is `address`, among those this node holds a route session
+    /// with: who sent a packet that a session delivered, or where the mesh stack's packet to
+    /// `address` goes.
+    pub fn peer_at(&self, address: Ipv6Addr) -> Option<NodeKey> {
+        self.session_peers
+            .get(&address)
+            .filter(|peer| self.sessions.contains_key(peer))
+            .copied()
+    }
+
     /// How many route sessions the node holds (with a route, or lingering after one).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
@@ -453,6 +653,43 @@ impl Node {
     /// Packets the node dropped, by reason.
     pub fn drops(&self) -> NodeDrops {
         self.drops
+    }
+
+    /// The lowest-cost path to `peer` over the links that are alive, and its cost (what
+    /// `find_route` shows), without building it.
+    pub fn find_route(&self, peer: &NodeKey) -> Option<PathChoice> {
+        self.topology.path_to(&self.live_links(), peer)
+    }
+
+    /// The known graph (what `list_nodes` shows): every node that advertises, its links with
+    /// their round-trip times and costs, and its advert's age.
+    pub fn known_nodes(&self, now: Instant) -> Vec<KnownNode> {
+        self.topology.nodes(now)
+    }
+
+    /// Adverts dropped, by reason.
+    pub fn advert_drops(&self) -> AdvertDrops {
+        self.topology.drops()
+    }
+
+    /// Adverts sent.
+    pub fn advert_counters(&self) -> AdvertCounters {
+        AdvertCounters {
+            sent: self.advertising.sent,
+            sent_bytes: self.advertising.sent_bytes,
+        }
+    }
+
+    /// The sequence number of the advert held for `origin`.
+    pub fn advert_sequence_of(&self, origin: &NodeKey) -> Option<u64> {
+        self.topology.advert(origin).map(|advert| advert.sequence)
+    }
+
+    /// The sequence number of this node's latest advert (0 before the first).
+    pub fn advert_sequence(&self) -> u64 {
+        self.topology
+            .advert(&self.key)
+            .map_or(0, |advert| advert.sequence)
     }
 
     /// Installs a tap that sees every decrypted mesh packet (what this node learns of the
@@ -492,6 +729,9 @@ impl Node {
         if now >= self.timers.routes {
             self.maintain_routes(now);
         }
+        if now >= self.timers.adverts {
+            self.maintain_adverts(now);
+        }
     }
 
     // ----- output -----
@@ -518,6 +758,7 @@ impl Node {
             (self.timers.rate_limit, "rate limiter reset"),
             (self.timers.liveness, "link liveness"),
             (self.timers.routes, "route maintenance"),
+            (self.timers.adverts, "adverts"),
         ];
         timers
             .into_iter()
@@ -528,8 +769,62 @@ impl Node {
     // ----- commands -----
 
     /// Starts setting up a route along `path` (this node first, the destination last). The
-    /// outcome arrives as [`Event::RouteReady`] or [`Event::RouteFailed`].
+    /// outcome arrives as [`Event::RouteReady`] or [`Event::RouteFailed`]. The route keeps
+    /// its path: when it breaks it is reported down.
     pub fn build_route(&mut self, now: Instant, path: &[NodeKey]) -> Result<SetupId, RouteError> {
+        self.start_setup(now, path, false, true)
+    }
+
+    /// Starts setting up a route to `peer` over the lowest-cost path known. The outcome arrives
+    /// as [`Event::RouteReady`] or [`Event::RouteFailed`]; a route to `peer` that exists
+    /// already (built by either end) serves at once. When it breaks, the node rebuilds it over
+    /// another path without a new handshake, and reports it down only when no path is left.
+    pub fn build_route_to(&mut self, now: Instant, peer: &NodeKey) -> Result<SetupId, RouteError> {
+        if *peer == self.key {
+            return Err(RouteError::BadPath("a route needs another node"));
+        }
+        if let Some(route) = self.routes.get_mut(peer) {
+            let setup = route.setup;
+            if route.ready {
+                self.events.push_back(Event::RouteReady { peer: *peer });
+            } else {
+                route.announce = true;
+            }
+            return Ok(setup);
+        }
+        if let Some((setup, pending)) = self
+            .pending
+            .iter_mut()
+            .find(|(_, pending)| pending.path.last() == Some(peer))
+        {
+            pending.announce = true;
+            return Ok(*setup);
+        }
+        if self.candidates.values().any(|c| c.peer == *peer) {
+            // The peer is building a route to this node right now: it will serve both.
+            let setup = self.rng.next_u64();
+            self.yielded.insert(
+                setup,
+                Yielded {
+                    path: vec![self.key, *peer],
+                    deadline: now + PROOF_TIMEOUT,
+                },
+            );
+            self.route_work_started(now);
+            return Ok(setup);
+        }
+        let choice = self.find_route(peer).ok_or(RouteError::NoPath(*peer))?;
+        self.start_setup(now, &choice.path, true, true)
+    }
+
+    /// Sends the first request of a route setup along `path`.
+    fn start_setup(
+        &mut self,
+        now: Instant,
+        path: &[NodeKey],
+        automatic: bool,
+        announce: bool,
+    ) -> Result<SetupId, RouteError> {
         check_path(path)?;
         if path.first() != Some(&self.key) {
             return Err(RouteError::BadPath("the path must start with this node"));
@@ -557,6 +852,7 @@ impl Node {
                 now,
                 self.rng.as_mut(),
                 transport,
+                None,
                 Rule::Consume { peer: destination },
             )
             .map_err(|_| reject(RejectReason::RouteLimit))?;
@@ -576,6 +872,7 @@ impl Node {
             return Err(reject(RejectReason::NextHopUnreachable));
         }
         let hops = u32::try_from(path.len() - 1).unwrap_or(1);
+        let next_try = now + self.setup_retry(transport);
         self.pending.insert(
             setup,
             PendingSetup {
@@ -583,27 +880,45 @@ impl Node {
                 transport,
                 in_id,
                 deadline: now + self.options.setup_hop_timeout * hops,
+                automatic,
+                announce,
+                request,
+                tries: 1,
+                next_try,
+                started: now,
             },
         );
+        self.route_work_started(now);
         Ok(setup)
     }
 
-    /// Tears down the route to `peer`, if there is one.
+    /// Tears down the route to `peer`, if there is one. The route session stays for a while
+    /// (it belongs to the peer, not the route), so that a new route needs no new handshake.
     pub fn remove_route(&mut self, now: Instant, peer: &NodeKey) -> bool {
+        self.repairs.remove(peer);
+        self.awaiting_repair.remove(peer);
         let Some(route) = self.routes.remove(peer) else {
             return false;
         };
-        self.send_route_control(
-            route.transport,
-            route.out_id,
-            peer.mesh_address(),
-            &ControlMessage::Teardown,
-        );
-        self.table.remove(now, route.in_id);
-        if let Some(session) = self.sessions.remove(peer) {
-            self.indexes.release(session.index());
-        }
+        self.tear_down(now, peer, &route);
         true
+    }
+
+    /// Sends a control message to a neighbour as it is, on `route_id` (0 is the neighbour
+    /// channel). A node sends its own messages through its other commands; this one lets
+    /// tests and tools play a neighbour that misbehaves.
+    pub fn send_control_to(
+        &mut self,
+        neighbour: &NodeKey,
+        route_id: RouteId,
+        message: &ControlMessage,
+    ) -> Result<(), SendError> {
+        let transport = self
+            .transports
+            .id_of(neighbour)
+            .ok_or(SendError::UnknownTransport)?;
+        self.send_control(transport, route_id, neighbour.mesh_address(), message)
+            .map(|_| ())
     }
 
     /// Sends an IP packet to `peer` through its route session.
@@ -612,6 +927,9 @@ impl Node {
             return Err(SendToError::TooLarge);
         }
         if !self.routes.contains_key(peer) {
+            if self.repairs.contains_key(peer) || self.awaiting_repair.contains_key(peer) {
+                return Err(SendToError::Repairing);
+            }
             return Err(SendToError::NoRoute);
         }
         self.session_transmit(peer, |session, buf| session.encapsulate(packet, buf));
@@ -648,7 +966,7 @@ impl Node {
             }
             Lookup::Consume { peer } => match next_header {
                 NextHeader::Session => {
-                    self.handle_session_message(peer, &packet[HEADER_LEN..]);
+                    self.handle_session_message(now, peer, id, &packet[HEADER_LEN..]);
                 }
                 NextHeader::Control => {
                     self.handle_route_control_at_end(now, peer, id, &packet[HEADER_LEN..]);
@@ -683,20 +1001,44 @@ impl Node {
         src: Ipv6Addr,
         payload: &[u8],
     ) {
-        let Some(neighbour) = self.transports.key_of(ingress) else {
+        let (Some(neighbour), Some(address)) = (
+            self.transports.key_of(ingress),
+            self.transports.address_of(ingress),
+        ) else {
             return;
         };
-        if src != neighbour.mesh_address() {
+        if src != address {
             self.drops.bad_control += 1;
             return;
         }
-        let Ok(message) = ControlMessage::parse(payload) else {
-            self.drops.bad_control += 1;
-            return;
+        if let Some((origin, sequence)) = payload
+            .get(2..)
+            .filter(|_| payload.get(1) == Some(&ADVERT_TYPE))
+            .and_then(Advert::peek)
+        {
+            if origin != self.key && self.topology.drop_if_known(&origin, sequence) {
+                return;
+            }
+        }
+        let message = match ControlMessage::parse(payload) {
+            Ok(message) => message,
+            Err(_) if payload.get(1) == Some(&ADVERT_TYPE) => {
+                let reason = if payload.len() > 2 + MAX_ADVERT_LEN {
+                    AdvertDrop::Oversized
+                } else {
+                    AdvertDrop::Malformed
+                };
+                self.topology.count_drop(reason);
+                return;
+            }
+            Err(_) => {
+                self.drops.bad_control += 1;
+                return;
+            }
         };
         match message {
             ControlMessage::Probe { nonce } => {
-                self.mark_alive(ingress, neighbour);
+                self.mark_alive(now, ingress, neighbour);
                 let reply = ControlMessage::ProbeReply { nonce };
                 let _ = self.send_control(ingress, RouteId::CONTROL, src, &reply);
             }
@@ -704,14 +1046,26 @@ impl Node {
                 let Some(link) = self.links.get_mut(&ingress) else {
                     return;
                 };
-                if let Some((expected, sent)) = link.probe {
-                    if expected == nonce {
-                        link.probe = None;
+                if let Some(probe) = link.probe.filter(|probe| probe.nonce == nonce) {
+                    link.probe = None;
+                    if probe.timed {
+                        let first = self
+                            .transports
+                            .info()
+                            .any(|info| info.id == ingress && info.rtt.is_none());
                         self.transports
-                            .record_rtt(ingress, now.saturating_duration_since(sent));
+                            .record_rtt(ingress, now.saturating_duration_since(probe.sent));
+                        if first {
+                            // The link can be advertised now that it has a cost.
+                            self.schedule_advert(now);
+                        }
+                    } else {
+                        // This probe waited for the handshake: measure again at once.
+                        link.next_probe = now;
+                        self.timers.liveness = now;
                     }
                 }
-                self.mark_alive(ingress, neighbour);
+                self.mark_alive(now, ingress, neighbour);
             }
             ControlMessage::SetupRequest {
                 setup_id,
@@ -741,6 +1095,7 @@ impl Node {
                 hop_index,
                 reason,
             } => self.handle_setup_reject(now, ingress, setup_id, hop_index, reason),
+            ControlMessage::Advert(advert) => self.handle_advert(now, ingress, neighbour, advert),
             ControlMessage::Refresh
             | ControlMessage::Teardown
             | ControlMessage::RouteDown { .. } => self.drops.bad_control += 1,
@@ -756,7 +1111,7 @@ impl Node {
         route_id: RouteId,
         dst: Ipv6Addr,
         message: &ControlMessage,
-    ) -> Result<(), SendError> {
+    ) -> Result<Sent, SendError> {
         let len = HEADER_LEN + message.buffer_len();
         let mut buf = std::mem::take(&mut self.tx_buf);
         let header = MeshHeader {

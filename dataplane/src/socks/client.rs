@@ -2,30 +2,27 @@
 //! authentication) to local programs and carries each CONNECT as a mesh TCP stream to the exit,
 //! over a route it builds and rebuilds. Each connection goes greeting → request → route →
 //! mesh stream → exit's status → relay, and every failure is answered with a complete reply.
+//! The listening socket and the connections are the driver's; the app asks for their I/O.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, SocketAddrV6};
+use std::io;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
 use smoltcp::socket::tcp;
 
 use super::mesh::{self, STATUS_LEN};
-use super::relay::{Progress, Relay};
+use super::relay::{KernelIo, KernelOp, Progress, Relay};
+use super::sockets::{Owner, Sockets};
 use super::wire::{self, ReplyCode, Target};
-use super::{
-    bury, smol_duration, ClientOptions, ClientStatus, Io, Slab, Totals, CLIENT_LISTENER,
-    CONNECTION_TOKENS, MESH_TIMEOUT,
-};
+use super::{bury, watch_peer, ClientOptions, Slab, SocksError, Totals, MESH_TIMEOUT};
+use crate::api::socks::ClientStatus;
 use crate::node::{Event, SetupId};
-use crate::stack::TcpHandle;
+use crate::service::{Context, SocketEvent, SocketId, SocketOp};
+use crate::stack::{MeshStack, TcpHandle};
 
 /// Mesh streams opening at once; more connections wait their turn, so that a burst reaches
 /// the exit as a few SYNs at a time.
 const MAX_OPENING: usize = 32;
-/// Connections accepted per loop turn.
-const ACCEPT_BUDGET: usize = 64;
 /// How long an answered connection waits for the client to close before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
 /// The first and the longest wait before building the route again.
@@ -54,17 +51,52 @@ enum Phase {
     Linger { shut: bool },
 }
 
+/// The handshake bytes read and not yet parsed (after the request: bytes for the exit).
+#[derive(Debug)]
+struct Input {
+    bytes: [u8; HANDSHAKE_BUFFER],
+    len: usize,
+}
+
+impl Input {
+    fn filled(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn spare(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.len..]
+    }
+
+    fn consume(&mut self, count: usize) {
+        let count = count.min(self.len);
+        self.bytes.copy_within(count..self.len, 0);
+        self.len -= count;
+    }
+}
+
 #[derive(Debug)]
 struct Connection {
-    stream: TcpStream,
+    socket: SocketId,
     phase: Phase,
     readable: bool,
     writable: bool,
-    /// Handshake bytes read and not yet parsed; after the request, bytes for the exit.
-    input: Vec<u8>,
+    /// The client closed its side: nothing more will be read.
+    read_closed: bool,
+    /// A read or a write failed: the connection is over.
+    broken: bool,
+    input: Box<Input>,
     /// Bytes for the client not yet written (a method selection or a failure reply).
     output: Vec<u8>,
     deadline: Instant,
+}
+
+/// The client app's listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Stopped,
+    /// The driver was asked to listen and has not answered.
+    Starting(SocketId),
+    Running(SocketId, SocketAddr),
 }
 
 /// The route to the exit, as the app sees it.
@@ -84,11 +116,14 @@ pub(super) struct Client {
     options: ClientOptions,
     /// The exit's mesh address and port (a hash of its key: computed once).
     exit_address: SocketAddrV6,
-    listener: Option<(TcpListener, SocketAddr)>,
-    listener_ready: bool,
+    listener: Listener,
+    /// Why the last start failed, until it is asked for.
+    start_error: Option<SocksError>,
     connections: Slab<Connection>,
     route: RouteState,
     backoff: Duration,
+    /// Connections whose mesh stream is opening.
+    opening: usize,
     totals: Totals,
 }
 
@@ -102,15 +137,16 @@ enum Outcome {
 }
 
 impl Client {
-    pub fn new(options: ClientOptions) -> Client {
+    pub fn new(options: ClientOptions, now: Instant) -> Client {
         Client {
             exit_address: SocketAddrV6::new(options.exit.mesh_address(), options.exit_port, 0, 0),
             options,
-            listener: None,
-            listener_ready: false,
+            listener: Listener::Stopped,
+            start_error: None,
             connections: Slab::default(),
-            route: RouteState::Down(Instant::now()),
+            route: RouteState::Down(now),
             backoff: REBUILD_FIRST,
+            opening: 0,
             totals: Totals::default(),
         }
     }
@@ -119,51 +155,105 @@ impl Client {
         &self.options
     }
 
-    pub fn start(&mut self, io: &mut Io<'_>) -> Result<(), super::SocksError> {
-        if self.listener.is_some() {
-            return Ok(());
+    /// Whether it runs or is starting.
+    pub fn is_active(&self) -> bool {
+        self.listener != Listener::Stopped
+    }
+
+    /// Sets whether it starts with the node; nothing else of a running app changes.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.options.enabled = enabled;
+    }
+
+    /// Asks for the listening socket; the app runs once the driver has bound it.
+    pub fn start(&mut self, cx: &mut Context<'_>, sockets: &mut Sockets) {
+        if self.listener != Listener::Stopped {
+            return;
         }
-        let listen = self.options.listen;
-        let mut listener = TcpListener::bind(listen)
-            .map_err(|source| super::SocksError::Bind { listen, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| super::SocksError::Bind { listen, source })?;
-        io.registry
-            .register(&mut listener, CLIENT_LISTENER, Interest::READABLE)
-            .map_err(super::SocksError::Register)?;
-        log::info!(
-            "SOCKS client on {local}, exit {} port {}",
-            self.options.exit,
-            self.options.exit_port
-        );
-        self.listener = Some((listener, local));
-        self.listener_ready = true;
-        self.route = RouteState::Down(io.now);
+        let socket = sockets.listen(Owner::ClientListener, self.options.listen);
+        self.listener = Listener::Starting(socket);
+        self.start_error = None;
+        self.route = RouteState::Down(cx.now);
         self.backoff = REBUILD_FIRST;
-        Ok(())
+    }
+
+    /// Whether a start waits for the driver.
+    pub fn is_starting(&self) -> bool {
+        matches!(self.listener, Listener::Starting(_))
+    }
+
+    /// Why the last start failed, once.
+    pub fn take_start_error(&mut self) -> Option<SocksError> {
+        self.start_error.take()
+    }
+
+    /// The listening socket is bound, or could not be.
+    pub fn handle_listening(
+        &mut self,
+        sockets: &mut Sockets,
+        socket: SocketId,
+        result: io::Result<SocketAddr>,
+    ) {
+        if self.listener != Listener::Starting(socket) {
+            return;
+        }
+        match result {
+            Ok(local) => {
+                log::info!(
+                    "SOCKS client on {local}, exit {} port {}",
+                    self.options.exit,
+                    self.options.exit_port
+                );
+                self.listener = Listener::Running(socket, local);
+            }
+            Err(source) => {
+                sockets.forget(socket);
+                self.listener = Listener::Stopped;
+                self.start_error = Some(SocksError::Bind {
+                    listen: self.options.listen,
+                    source,
+                });
+            }
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self.listener, Listener::Running(..))
     }
 
     /// Whether the client runs with its exit at `peer`.
     pub fn exits_at(&self, peer: &crate::identity::NodeKey) -> bool {
-        self.listener.is_some() && self.options.exit == *peer
+        self.is_running() && self.options.exit == *peer
     }
 
-    pub fn stop(&mut self, io: &mut Io<'_>, graveyard: &mut Vec<TcpHandle>) {
-        if let Some((mut listener, local)) = self.listener.take() {
-            let _ = io.registry.deregister(&mut listener);
-            log::info!("SOCKS client on {local} stopped");
+    pub fn stop(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+    ) {
+        match std::mem::replace(&mut self.listener, Listener::Stopped) {
+            Listener::Stopped => {}
+            Listener::Starting(socket) => sockets.close(socket),
+            Listener::Running(socket, local) => {
+                sockets.close(socket);
+                log::info!("SOCKS client on {local} stopped");
+            }
         }
         for index in 0..self.connections.slots() {
-            if let Some(handle) = self.connections.get_mut(index).and_then(|c| c.handle()) {
-                bury(io.stack, handle, graveyard);
+            if let Some(handle) = self
+                .connections
+                .get_mut(index)
+                .and_then(|c| c.mesh_handle())
+            {
+                bury(cx.stack, handle, graveyard);
             }
-            self.remove(io, index, true);
+            self.remove(sockets, index, true);
         }
     }
 
-    /// Forgets a connection, counting what it carried.
-    fn remove(&mut self, io: &mut Io<'_>, index: usize, failed: bool) {
+    /// Forgets a connection, counting what it carried, and closes its socket.
+    fn remove(&mut self, sockets: &mut Sockets, index: usize, failed: bool) {
         if let Some(connection) = self.connections.remove(index) {
             if let Phase::Relay { relay, .. } = &connection.phase {
                 self.totals.bytes_up += relay.to_mesh_bytes;
@@ -172,17 +262,16 @@ impl Client {
             if failed {
                 self.totals.failed += 1;
             }
-            let mut stream = connection.stream;
-            let _ = io.registry.deregister(&mut stream);
+            sockets.close(connection.socket);
         }
     }
 
-    pub fn status(&self, io: &mut Io<'_>) -> ClientStatus {
+    pub fn status(&self, cx: &mut Context<'_>) -> ClientStatus {
         let mut totals = self.totals;
         let mut buffered = 0;
         for connection in self.connections.iter() {
-            if let Some(handle) = connection.handle() {
-                let socket = io.stack.tcp(handle);
+            if let Some(handle) = connection.mesh_handle() {
+                let socket = cx.stack.tcp(handle);
                 buffered += socket.recv_queue() + socket.send_queue();
             }
             if let Phase::Relay { relay, .. } = &connection.phase {
@@ -190,12 +279,15 @@ impl Client {
                 totals.bytes_down += relay.to_kernel_bytes;
             }
         }
-        let running = self.listener.is_some();
+        let running = self.is_running();
         ClientStatus {
             state: if running { "running" } else { "stopped" },
-            listen: self.listener.as_ref().map(|(_, local)| *local),
-            exit: self.options.exit.to_string(),
-            route: if io.route_ready(&self.options.exit) {
+            listen: match self.listener {
+                Listener::Running(_, local) => Some(local),
+                _ => None,
+            },
+            exit: self.options.exit,
+            route: if cx.route_ready(&self.options.exit) {
                 "ready"
             } else if matches!(self.route, RouteState::Building(_)) && running {
                 "building"
@@ -211,39 +303,71 @@ impl Client {
         }
     }
 
-    pub fn listener_ready(&mut self) {
-        self.listener_ready = true;
-    }
-
-    pub fn connection_ready(&mut self, index: usize, readable: bool, writable: bool) {
-        if let Some(connection) = self.connections.get_mut(index) {
-            connection.readable |= readable;
-            connection.writable |= writable;
+    /// A local program connected; the connection's socket id, or `None` to close it.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        sockets: &mut Sockets,
+        from: SocketAddr,
+    ) -> Option<SocketId> {
+        if !self.is_running() {
+            return None;
         }
+        if self.connections.len() >= self.options.max_connections {
+            log::warn!(
+                "SOCKS client: connection from {from} closed: {} connections open already",
+                self.options.max_connections
+            );
+            return None;
+        }
+        let socket = sockets.open(Owner::Client(self.connections.vacant()));
+        self.totals.accepted += 1;
+        self.connections.insert(Connection {
+            socket,
+            phase: Phase::Greeting,
+            readable: true,
+            writable: true,
+            read_closed: false,
+            broken: false,
+            input: Box::new(Input {
+                bytes: [0; HANDSHAKE_BUFFER],
+                len: 0,
+            }),
+            output: Vec::new(),
+            deadline: now + self.options.handshake_timeout,
+        });
+        sockets.wake(socket);
+        Some(socket)
     }
 
-    pub fn handle_event(&mut self, io: &mut Io<'_>, event: &Event, graveyard: &mut Vec<TcpHandle>) {
+    pub fn handle_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        event: &Event,
+        graveyard: &mut Vec<TcpHandle>,
+    ) {
         let exit = self.options.exit;
         match event {
             Event::RouteFailed { setup, error, .. }
                 if self.route == RouteState::Building(*setup) =>
             {
                 log::warn!("SOCKS client: route to the exit {exit} failed: {error}");
-                self.schedule_rebuild(io.now);
-                self.fail_waiting(io, graveyard, false);
+                self.schedule_rebuild(cx.now);
+                self.fail_waiting(cx, sockets, graveyard, false);
             }
             Event::RouteDown { peer, reason } if *peer == exit => {
                 log::warn!("SOCKS client: route to the exit {exit} is down: {reason}");
                 if !matches!(self.route, RouteState::Building(_)) {
-                    self.schedule_rebuild(io.now);
+                    self.schedule_rebuild(cx.now);
                 }
-                self.fail_waiting(io, graveyard, true);
+                self.fail_waiting(cx, sockets, graveyard, true);
             }
             Event::LinkUp { .. } => {
                 // A new link may be the path's first hop: try again now.
                 if matches!(self.route, RouteState::Down(_)) {
                     self.backoff = REBUILD_FIRST;
-                    self.route = RouteState::Down(io.now);
+                    self.route = RouteState::Down(cx.now);
                 }
             }
             Event::RouteReady { peer } if *peer == exit => {
@@ -261,7 +385,13 @@ impl Client {
 
     /// Answers the connections waiting on the route (and, when it went down, those on a mesh
     /// stream through it) with a general failure; relayed ones are reset.
-    fn fail_waiting(&mut self, io: &mut Io<'_>, graveyard: &mut Vec<TcpHandle>, streams: bool) {
+    fn fail_waiting(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+        streams: bool,
+    ) {
         for index in 0..self.connections.slots() {
             let Some(connection) = self.connections.get_mut(index) else {
                 continue;
@@ -269,21 +399,24 @@ impl Client {
             match &connection.phase {
                 Phase::WaitRoute(_) => {}
                 Phase::Opening { handle, .. } | Phase::AwaitStatus { handle, .. } if streams => {
-                    bury(io.stack, *handle, graveyard);
+                    bury(cx.stack, *handle, graveyard);
                 }
                 Phase::Relay { handle, .. } if streams => {
-                    // The relay sees the reset at its next pump and ends.
-                    io.stack.tcp(*handle).abort();
+                    // The relay sees the reset at its next step and ends.
+                    cx.stack.tcp(*handle).abort();
                     continue;
                 }
                 _ => continue,
             }
-            connection.phase = connection.answer(io.now, ReplyCode::GeneralFailure);
+            connection.phase = connection.answer(cx.now, ReplyCode::GeneralFailure);
+            sockets.wake(connection.socket);
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.listener.as_ref()?;
+        if !self.is_running() {
+            return None;
+        }
         // Only a due rebuild is a deadline: a route that is up (or being built) reports its
         // changes as events.
         let mut next = match self.route {
@@ -300,34 +433,87 @@ impl Client {
         next
     }
 
-    pub fn pump(&mut self, io: &mut Io<'_>, graveyard: &mut Vec<TcpHandle>) {
-        if self.listener.is_none() {
+    /// Moves every connection on; call after the stack was polled.
+    pub fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+    ) {
+        if !self.is_running() {
             return;
         }
-        self.maintain_route(io);
-        self.accept(io);
-        let ready = io.route_ready(&self.options.exit);
-        let mut opening = self
+        self.maintain_route(cx);
+        self.opening = self
             .connections
             .iter()
             .filter(|c| matches!(c.phase, Phase::Opening { .. }))
             .count();
-        let exit = self.exit_address;
         for index in 0..self.connections.slots() {
-            let Some(connection) = self.connections.get_mut(index) else {
-                continue;
-            };
-            let outcome = connection.step(io, graveyard, &self.options, ready, exit, &mut opening);
-            match outcome {
-                Outcome::Keep => {}
-                Outcome::Finished => self.remove(io, index, false),
-                Outcome::Failed => self.remove(io, index, true),
-            }
+            self.step(cx, sockets, graveyard, index);
         }
     }
 
-    fn maintain_route(&mut self, io: &mut Io<'_>) {
-        let ready = io.route_ready(&self.options.exit);
+    /// Advances connection `index` and queues its socket for the I/O that may be due.
+    fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+        index: usize,
+    ) {
+        let ready = cx.route_ready(&self.options.exit);
+        let exit = self.exit_address;
+        let Some(connection) = self.connections.get_mut(index) else {
+            return;
+        };
+        let opening = &mut self.opening;
+        match connection.step(cx, graveyard, &self.options, ready, exit, opening) {
+            Outcome::Keep => sockets.wake(connection.socket),
+            Outcome::Finished => self.remove(sockets, index, false),
+            Outcome::Failed => self.remove(sockets, index, true),
+        }
+    }
+
+    /// What happened on connection `index`'s socket.
+    pub fn handle_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+        index: usize,
+        event: SocketEvent,
+    ) {
+        let Some(connection) = self.connections.get_mut(index) else {
+            return;
+        };
+        connection.handle(cx, event);
+        self.step(cx, sockets, graveyard, index);
+    }
+
+    /// The kernel operation connection `index` wants next, if any.
+    pub fn next_io(&mut self, stack: &mut MeshStack, index: usize) -> Option<KernelIo> {
+        self.connections.get_mut(index)?.next_io(stack)
+    }
+
+    /// Operation `io` of connection `index` with its buffer.
+    pub fn lend<'a>(
+        &'a mut self,
+        stack: &'a mut MeshStack,
+        index: usize,
+        io: KernelIo,
+    ) -> Option<SocketOp<'a>> {
+        let connection = self.connections.get_mut(index)?;
+        let socket = connection.socket;
+        Some(match connection.lend(stack, io) {
+            KernelOp::Read(buf) => SocketOp::Read { socket, buf },
+            KernelOp::Write(bytes) => SocketOp::Write { socket, bytes },
+            KernelOp::Shutdown => SocketOp::Shutdown { socket },
+        })
+    }
+
+    fn maintain_route(&mut self, cx: &mut Context<'_>) {
+        let ready = cx.route_ready(&self.options.exit);
         match self.route {
             RouteState::Building(_) => return,
             // A route built by hand (`build_route`) serves as well.
@@ -335,77 +521,33 @@ impl Client {
                 self.route = RouteState::Ready;
                 return;
             }
-            RouteState::Down(at) if io.now < at => return,
-            // Down, or gone without an event: build it now.
-            RouteState::Down(_) | RouteState::Ready => {}
+            RouteState::Down(at) if cx.now < at => return,
+            // Gone without an event (removed by hand): build it after the first back-off,
+            // unless one comes up meanwhile, so that a route rebuilt by hand is not raced.
+            RouteState::Ready => {
+                self.schedule_rebuild(cx.now);
+                return;
+            }
+            RouteState::Down(_) => {}
         }
-        let mut path = vec![io.node.key()];
+        let mut path = vec![cx.node.key()];
         path.extend(self.options.route_path());
-        match io.node.build_route(io.now, &path) {
+        match cx.node.build_route(cx.now, &path) {
             Ok(setup) => self.route = RouteState::Building(setup),
             Err(error) => {
                 log::debug!(
                     "SOCKS client: cannot build a route to the exit {}: {error}",
                     self.options.exit
                 );
-                self.schedule_rebuild(io.now);
+                self.schedule_rebuild(cx.now);
             }
-        }
-    }
-
-    fn accept(&mut self, io: &mut Io<'_>) {
-        if !self.listener_ready {
-            return;
-        }
-        let Some((listener, _)) = self.listener.as_ref() else {
-            return;
-        };
-        for _ in 0..ACCEPT_BUDGET {
-            let (mut stream, from) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener_ready = false;
-                    return;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    // Out of descriptors and the like: try again on the next turn.
-                    log::warn!("SOCKS client: accept: {error}");
-                    return;
-                }
-            };
-            if self.connections.len() >= self.options.max_connections {
-                log::warn!(
-                    "SOCKS client: connection from {from} closed: {} connections open already",
-                    self.options.max_connections
-                );
-                continue;
-            }
-            let token = Token(CONNECTION_TOKENS + 2 * self.connections.vacant());
-            if let Err(error) =
-                io.registry
-                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            {
-                log::warn!("SOCKS client: cannot register a connection: {error}");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            self.totals.accepted += 1;
-            self.connections.insert(Connection {
-                stream,
-                phase: Phase::Greeting,
-                readable: true,
-                writable: true,
-                input: Vec::with_capacity(HANDSHAKE_BUFFER),
-                output: Vec::new(),
-                deadline: io.now + self.options.handshake_timeout,
-            });
         }
     }
 }
 
 impl Connection {
-    fn handle(&self) -> Option<TcpHandle> {
+    /// The mesh stream, once there is one.
+    fn mesh_handle(&self) -> Option<TcpHandle> {
         match &self.phase {
             Phase::Opening { handle, .. }
             | Phase::AwaitStatus { handle, .. }
@@ -422,42 +564,88 @@ impl Connection {
         Phase::Linger { shut: false }
     }
 
-    /// Writes pending output; false when the stream failed.
-    fn flush(&mut self) -> bool {
-        while self.writable && !self.output.is_empty() {
-            match self.stream.write(&self.output) {
-                Ok(0) => return false,
-                Ok(written) => {
-                    self.output.drain(..written);
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.writable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        true
+    /// Whether the client may still send handshake bytes.
+    fn open(&self) -> bool {
+        !self.read_closed && !self.broken
     }
 
-    /// Reads handshake bytes; false when the client closed or the stream failed.
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; HANDSHAKE_BUFFER];
-        while self.readable && self.input.len() < HANDSHAKE_BUFFER {
-            let room = HANDSHAKE_BUFFER - self.input.len();
-            match self.stream.read(&mut chunk[..room]) {
-                Ok(0) => return false,
-                Ok(read) => self.input.extend_from_slice(&chunk[..read]),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
+    /// The kernel operation due next.
+    fn next_io(&mut self, stack: &mut MeshStack) -> Option<KernelIo> {
+        if self.broken {
+            return None;
+        }
+        if let Phase::Relay { handle, relay } = &mut self.phase {
+            return relay.next_io(stack.tcp(*handle));
+        }
+        if self.writable && !self.output.is_empty() {
+            return Some(KernelIo::Write);
+        }
+        let may_read = self.readable && !self.read_closed;
+        match self.phase {
+            Phase::Greeting | Phase::Request if may_read && self.input.len < HANDSHAKE_BUFFER => {
+                Some(KernelIo::Read)
+            }
+            Phase::Linger { shut: false } if self.output.is_empty() => Some(KernelIo::Shutdown),
+            Phase::Linger { shut: true } if may_read => Some(KernelIo::Read),
+            _ => None,
+        }
+    }
+
+    fn lend<'a>(&'a mut self, stack: &'a mut MeshStack, io: KernelIo) -> KernelOp<'a> {
+        match (&mut self.phase, io) {
+            (Phase::Relay { handle, relay }, io) => relay.lend(io, stack.tcp(*handle)),
+            (_, KernelIo::Write) => KernelOp::Write(&self.output),
+            (_, KernelIo::Shutdown) => KernelOp::Shutdown,
+            (phase, KernelIo::Read) => {
+                if matches!(phase, Phase::Linger { .. }) {
+                    // Whatever the client still sends is dropped.
+                    self.input.len = 0;
+                }
+                KernelOp::Read(self.input.spare())
             }
         }
-        true
+    }
+
+    /// What happened on the socket.
+    fn handle(&mut self, cx: &mut Context<'_>, event: SocketEvent) {
+        if let Phase::Relay { handle, relay } = &mut self.phase {
+            relay.handle(cx.now, event, cx.stack.tcp(*handle));
+            return;
+        }
+        match event {
+            SocketEvent::Readable => self.readable = true,
+            SocketEvent::Writable => self.writable = true,
+            SocketEvent::Read(Ok(0)) => self.read_closed = true,
+            SocketEvent::Read(Ok(read)) => {
+                self.input.len = (self.input.len + read).min(HANDSHAKE_BUFFER);
+            }
+            SocketEvent::Written(Ok(0)) => self.broken = true,
+            SocketEvent::Written(Ok(written)) => {
+                self.output.drain(..written.min(self.output.len()));
+            }
+            SocketEvent::Read(Err(error)) => match error.kind() {
+                io::ErrorKind::WouldBlock => self.readable = false,
+                io::ErrorKind::Interrupted => {}
+                _ => self.broken = true,
+            },
+            SocketEvent::Written(Err(error)) => match error.kind() {
+                io::ErrorKind::WouldBlock => self.writable = false,
+                io::ErrorKind::Interrupted => {}
+                _ => self.broken = true,
+            },
+            SocketEvent::Shut(_) => {
+                if let Phase::Linger { shut } = &mut self.phase {
+                    *shut = true;
+                }
+            }
+            SocketEvent::Listening(_) | SocketEvent::Connected(_) => {}
+        }
     }
 
     /// Advances the connection as far as it goes now.
     fn step(
         &mut self,
-        io: &mut Io<'_>,
+        cx: &mut Context<'_>,
         graveyard: &mut Vec<TcpHandle>,
         options: &ClientOptions,
         route_ready: bool,
@@ -465,15 +653,15 @@ impl Connection {
         opening: &mut usize,
     ) -> Outcome {
         loop {
-            if !self.flush() {
-                if let Some(handle) = self.handle() {
-                    bury(io.stack, handle, graveyard);
+            if self.broken && !matches!(self.phase, Phase::Relay { .. }) {
+                if let Some(handle) = self.mesh_handle() {
+                    bury(cx.stack, handle, graveyard);
                 }
                 return Outcome::Failed;
             }
             let phase = std::mem::replace(&mut self.phase, Phase::Linger { shut: true });
             let before = std::mem::discriminant(&phase);
-            let next = match self.advance(phase, io, graveyard, options, route_ready, exit, opening)
+            let next = match self.advance(phase, cx, graveyard, options, route_ready, exit, opening)
             {
                 Ok(next) => next,
                 Err(outcome) => return outcome,
@@ -491,64 +679,56 @@ impl Connection {
     fn advance(
         &mut self,
         phase: Phase,
-        io: &mut Io<'_>,
+        cx: &mut Context<'_>,
         graveyard: &mut Vec<TcpHandle>,
         options: &ClientOptions,
         route_ready: bool,
         exit: SocketAddrV6,
         opening: &mut usize,
     ) -> Result<Phase, Outcome> {
-        let now = io.now;
+        let now = cx.now;
         Ok(match phase {
-            Phase::Greeting => {
-                let open = self.fill();
-                match wire::parse_greeting(&self.input) {
-                    Ok(Some((no_auth, len))) => {
-                        self.input.drain(..len);
-                        self.output
-                            .extend_from_slice(&wire::method_selection(no_auth));
-                        if no_auth {
-                            Phase::Request
-                        } else {
-                            log::debug!("SOCKS client: no acceptable method offered");
-                            self.deadline = now + LINGER;
-                            Phase::Linger { shut: false }
-                        }
-                    }
-                    Ok(None) if open && now < self.deadline => Phase::Greeting,
-                    Ok(None) => return Err(Outcome::Failed),
-                    Err(error) => {
-                        log::debug!("SOCKS client: bad greeting: {error}");
-                        return Err(Outcome::Failed);
+            Phase::Greeting => match wire::parse_greeting(self.input.filled()) {
+                Ok(Some((no_auth, len))) => {
+                    self.input.consume(len);
+                    self.output
+                        .extend_from_slice(&wire::method_selection(no_auth));
+                    if no_auth {
+                        Phase::Request
+                    } else {
+                        log::debug!("SOCKS client: no acceptable method offered");
+                        self.deadline = now + LINGER;
+                        Phase::Linger { shut: false }
                     }
                 }
-            }
-            Phase::Request => {
-                let open = self.fill();
-                match wire::parse_request(&self.input) {
-                    Ok(Some((target, len))) => {
-                        self.input.drain(..len);
-                        log::debug!("SOCKS client: CONNECT {target}");
-                        self.deadline = now + options.connect_timeout;
-                        Phase::WaitRoute(target)
-                    }
-                    Ok(None) if open && now < self.deadline => Phase::Request,
-                    Ok(None) => return Err(Outcome::Failed),
-                    Err(error) => {
-                        log::debug!("SOCKS client: bad request: {error}");
-                        self.answer(now, error.reply_code())
-                    }
+                Ok(None) if self.open() && now < self.deadline => Phase::Greeting,
+                Ok(None) => return Err(Outcome::Failed),
+                Err(error) => {
+                    log::debug!("SOCKS client: bad greeting: {error}");
+                    return Err(Outcome::Failed);
                 }
-            }
+            },
+            Phase::Request => match wire::parse_request(self.input.filled()) {
+                Ok(Some((target, len))) => {
+                    self.input.consume(len);
+                    log::debug!("SOCKS client: CONNECT {target}");
+                    self.deadline = now + options.connect_timeout;
+                    Phase::WaitRoute(target)
+                }
+                Ok(None) if self.open() && now < self.deadline => Phase::Request,
+                Ok(None) => return Err(Outcome::Failed),
+                Err(error) => {
+                    log::debug!("SOCKS client: bad request: {error}");
+                    self.answer(now, error.reply_code())
+                }
+            },
             Phase::WaitRoute(target) => {
                 if now >= self.deadline {
                     self.answer(now, ReplyCode::GeneralFailure)
                 } else if route_ready && *opening < MAX_OPENING {
-                    match io.stack.connect(exit) {
+                    match cx.stack.connect(exit) {
                         Ok(handle) => {
-                            io.stack.tcp(handle).set_timeout(Some(smol_duration(
-                                MESH_TIMEOUT.min(options.connect_timeout),
-                            )));
+                            watch_peer(cx.stack, handle, MESH_TIMEOUT.min(options.connect_timeout));
                             *opening += 1;
                             Phase::Opening {
                                 handle,
@@ -565,7 +745,7 @@ impl Connection {
                 }
             }
             Phase::Opening { handle, request } => {
-                let socket = io.stack.tcp(handle);
+                let socket = cx.stack.tcp(handle);
                 if socket.may_send() {
                     *opening = opening.saturating_sub(1);
                     // The send buffer is empty and far larger than a request.
@@ -580,14 +760,14 @@ impl Connection {
                         "SOCKS client: the exit did not take the mesh stream ({})",
                         socket.state()
                     );
-                    bury(io.stack, handle, graveyard);
+                    bury(cx.stack, handle, graveyard);
                     self.answer(now, ReplyCode::GeneralFailure)
                 } else {
                     Phase::Opening { handle, request }
                 }
             }
             Phase::AwaitStatus { handle, mut status } => {
-                let socket = io.stack.tcp(handle);
+                let socket = cx.stack.tcp(handle);
                 let mut buf = [0u8; STATUS_LEN];
                 let want = STATUS_LEN.saturating_sub(status.len());
                 if let Ok(read) = socket.recv_slice(&mut buf[..want]) {
@@ -598,7 +778,8 @@ impl Connection {
                     Ok(Some(ReplyCode::Succeeded)) => {
                         let mut to_kernel = std::mem::take(&mut self.output);
                         to_kernel.extend_from_slice(&wire::reply(ReplyCode::Succeeded));
-                        let to_mesh = std::mem::take(&mut self.input);
+                        let to_mesh = self.input.filled().to_vec();
+                        self.input.len = 0;
                         Phase::Relay {
                             handle,
                             relay: Relay::new(now, to_kernel, to_mesh),
@@ -612,54 +793,36 @@ impl Connection {
                             Ok(Some(code)) => code,
                             _ => ReplyCode::GeneralFailure,
                         };
-                        bury(io.stack, handle, graveyard);
+                        bury(cx.stack, handle, graveyard);
                         self.answer(now, code)
                     }
                 }
             }
             Phase::Relay { handle, mut relay } => {
-                if self.readable {
-                    relay.set_readable();
-                }
-                if self.writable {
-                    relay.set_writable();
-                }
-                self.readable = false;
-                self.writable = false;
-                let progress = relay.pump(
-                    now,
-                    options.idle_timeout,
-                    &mut self.stream,
-                    io.stack.tcp(handle),
-                );
+                let progress = relay.progress(now, options.idle_timeout, cx.stack.tcp(handle));
                 match progress {
                     Progress::Open => Phase::Relay { handle, relay },
                     Progress::Done => {
-                        io.stack.release(handle);
+                        cx.stack.release(handle);
                         self.phase = Phase::Relay { handle, relay };
                         return Err(Outcome::Finished);
                     }
                     Progress::Failed(reason) => {
                         log::debug!("SOCKS client: connection closed: {reason}");
-                        bury(io.stack, handle, graveyard);
+                        bury(cx.stack, handle, graveyard);
                         self.phase = Phase::Relay { handle, relay };
                         return Err(Outcome::Failed);
                     }
                 }
             }
-            Phase::Linger { mut shut } => {
-                if !self.output.is_empty() {
+            Phase::Linger { shut } => {
+                if !self.output.is_empty() || !shut {
                     if now >= self.deadline {
                         return Err(Outcome::Failed);
                     }
                     return Ok(Phase::Linger { shut });
                 }
-                if !shut {
-                    shut = true;
-                    let _ = self.stream.shutdown(Shutdown::Write);
-                }
-                self.input.clear();
-                if !self.fill() || now >= self.deadline {
+                if !self.open() || now >= self.deadline {
                     return Err(Outcome::Failed);
                 }
                 Phase::Linger { shut }

@@ -1,35 +1,32 @@
 //! The SOCKS apps, built on the node's mesh stack (smoltcp): the client app on the entry node
 //! offers a local SOCKS5 port and carries each connection as a mesh TCP stream, inside the
-//! route session, to the server app on an exit node, which dials the target with a kernel
-//! socket. This module owns both apps' options, status and connections; `wire` and `mesh` are
-//! their sans-IO message formats and `relay` the byte pump between the two kinds of stream.
+//! route session, to the server app on an exit node, which dials the target. The kernel
+//! sockets on both ends are the driver's: the apps name them by id and ask for their I/O.
+//! This module owns both apps' options, status, connections and kernel sockets; `wire` and
+//! `mesh` are their sans-IO message formats and `relay` the byte pump between the two kinds of
+//! stream.
 
 mod client;
 pub mod mesh;
 pub mod relay;
-mod resolver;
 mod server;
+mod sockets;
 pub mod wire;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Registry, Token, Waker};
-use serde::Serialize;
-
+use crate::api::socks::{SocksApp, SocksStatus};
 use crate::identity::NodeKey;
-use crate::node::{Event, Node};
+use crate::node::Event;
+use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
 
 use client::Client;
 use server::Server;
+use sockets::{Owner, Sockets};
 
-/// The client app's listening socket.
-pub const CLIENT_LISTENER: Token = Token(2);
-/// Tokens from here on are the apps' connections: client ones even, server ones odd.
-pub const CONNECTION_TOKENS: usize = 16;
 /// The mesh TCP port the server app listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 1080;
 /// The client app's local address unless configured otherwise.
@@ -126,16 +123,6 @@ pub struct SocksOptions {
     pub server: Option<ServerOptions>,
 }
 
-/// One of the two apps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SocksApp {
-    /// The entry's local SOCKS5 port.
-    Client,
-    /// The exit's mesh port.
-    Server,
-}
-
 /// Why a SOCKS app could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SocksError {
@@ -158,108 +145,14 @@ pub enum SocksError {
         /// What the stack said.
         why: crate::stack::StackError,
     },
-    /// The resolver threads could not be started.
-    #[error("cannot start the SOCKS resolver threads: {0} (is the process out of threads?)")]
-    Resolver(io::Error),
-    /// The event loop refused the socket.
-    #[error("cannot register the SOCKS socket with the event loop: {0}")]
-    Register(io::Error),
 }
 
-/// Both apps at a glance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SocksStatus {
-    /// The client app, if configured.
-    pub client: Option<ClientStatus>,
-    /// The server app, if configured.
-    pub server: Option<ServerStatus>,
-}
-
-/// The client app at a glance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClientStatus {
-    /// `running` or `stopped`.
-    pub state: &'static str,
-    /// The local address as bound (the real port when the config said 0).
-    pub listen: Option<SocketAddr>,
-    /// The exit's key.
-    pub exit: String,
-    /// The route to the exit: `ready`, `building` or `down`.
-    pub route: &'static str,
-    /// Connections open now.
-    pub connections: usize,
-    /// Connections accepted since the start of the dataplane.
-    pub accepted: u64,
-    /// Connections answered with a failure or cut off.
-    pub failed: u64,
-    /// Bytes from local clients to the exit.
-    pub bytes_up: u64,
-    /// Bytes from the exit to local clients.
-    pub bytes_down: u64,
-    /// Bytes held in the open connections' mesh buffers (bounded per connection).
-    pub buffered_bytes: usize,
-}
-
-/// The server app at a glance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServerStatus {
-    /// `running` or `stopped`.
-    pub state: &'static str,
-    /// The mesh port.
-    pub port: u16,
-    /// How many client keys may use it.
-    pub allowed: usize,
-    /// Connections open now.
-    pub connections: usize,
-    /// Mesh streams accepted since the start of the dataplane.
-    pub accepted: u64,
-    /// Streams refused because their node is not allowed.
-    pub refused: u64,
-    /// Streams answered with another failure or cut off.
-    pub failed: u64,
-    /// Bytes from clients to targets.
-    pub bytes_up: u64,
-    /// Bytes from targets to clients.
-    pub bytes_down: u64,
-    /// Bytes held in the open connections' mesh buffers (bounded per connection).
-    pub buffered_bytes: usize,
-}
-
-/// What the apps borrow from the dataplane for one call.
-#[derive(Debug)]
-pub struct Io<'a> {
-    /// The time of this loop turn.
-    pub now: Instant,
-    /// Where sockets are registered.
-    pub registry: &'a Registry,
-    /// The mesh stack.
-    pub stack: &'a mut MeshStack,
-    /// The node (its routes).
-    pub node: &'a mut Node,
-}
-
-impl Io<'_> {
-    /// Whether the route to `peer` is up and its session ready.
-    fn route_ready(&self, peer: &NodeKey) -> bool {
-        self.node
-            .routes()
-            .any(|(key, route)| key == peer && route.ready)
-    }
-
-    /// The node whose mesh address is `address`, among those this node has a route to.
-    fn peer_at(&self, address: std::net::Ipv6Addr) -> Option<NodeKey> {
-        self.node
-            .routes()
-            .map(|(key, _)| *key)
-            .find(|key| key.mesh_address() == address)
-    }
-}
-
-/// Both apps.
+/// Both apps, and the kernel sockets they use.
 #[derive(Debug)]
 pub struct Socks {
     client: Option<Client>,
     server: Option<Server>,
+    sockets: Sockets,
     /// Mesh sockets aborted or closed during the last pump: released at the next, once the
     /// stack has been polled and has sent their reset.
     graveyard: Vec<TcpHandle>,
@@ -267,31 +160,34 @@ pub struct Socks {
 
 impl Socks {
     /// The apps as configured; none runs until [`Socks::start`].
-    pub fn new(options: SocksOptions, waker: Arc<Waker>) -> Socks {
+    pub fn new(options: SocksOptions, now: Instant) -> Socks {
         Socks {
-            client: options.client.map(Client::new),
-            server: options.server.map(|options| Server::new(options, waker)),
+            client: options.client.map(|options| Client::new(options, now)),
+            server: options.server.map(Server::new),
+            sockets: Sockets::default(),
             graveyard: Vec::new(),
         }
     }
 
-    /// Starts the apps whose `enabled` is set.
-    pub fn start_enabled(&mut self, io: &mut Io<'_>) -> Result<(), SocksError> {
+    /// Starts the apps whose `enabled` is set. The client runs once the driver has bound its
+    /// port: [`Socks::take_start_error`] tells whether it could not.
+    pub fn start_enabled(&mut self, cx: &mut Context<'_>) -> Result<(), SocksError> {
         if let Some(server) = self.server.as_mut().filter(|s| s.options().enabled) {
-            server.start(io)?;
+            server.start(cx)?;
         }
         if let Some(client) = self.client.as_mut().filter(|c| c.options().enabled) {
-            client.start(io)?;
+            client.start(cx, &mut self.sockets);
         }
         Ok(())
     }
 
-    /// Starts `app`, or every configured app; one already running goes on.
-    pub fn start(&mut self, io: &mut Io<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
+    /// Starts `app`, or every configured app; one already running goes on. The client runs
+    /// once the driver has bound its port.
+    pub fn start(&mut self, cx: &mut Context<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
         let mut started = false;
         if matches!(app, None | Some(SocksApp::Server)) {
             if let Some(server) = self.server.as_mut() {
-                server.start(io)?;
+                server.start(cx)?;
                 started = true;
             } else if app.is_some() {
                 return Err(SocksError::NotConfigured("server"));
@@ -299,7 +195,7 @@ impl Socks {
         }
         if matches!(app, None | Some(SocksApp::Client)) {
             if let Some(client) = self.client.as_mut() {
-                client.start(io)?;
+                client.start(cx, &mut self.sockets);
                 started = true;
             } else if app.is_some() {
                 return Err(SocksError::NotConfigured("client"));
@@ -312,8 +208,18 @@ impl Socks {
         }
     }
 
+    /// Whether no app waits for the driver to start.
+    pub fn is_settled(&self) -> bool {
+        !self.client.as_ref().is_some_and(Client::is_starting)
+    }
+
+    /// Why the client's last start failed, once.
+    pub fn take_start_error(&mut self) -> Option<SocksError> {
+        self.client.as_mut().and_then(Client::take_start_error)
+    }
+
     /// Stops `app`, or both, closing their connections.
-    pub fn stop(&mut self, io: &mut Io<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
+    pub fn stop(&mut self, cx: &mut Context<'_>, app: Option<SocksApp>) -> Result<(), SocksError> {
         match app {
             Some(SocksApp::Client) if self.client.is_none() => {
                 return Err(SocksError::NotConfigured("client"))
@@ -325,15 +231,57 @@ impl Socks {
         }
         if matches!(app, None | Some(SocksApp::Client)) {
             if let Some(client) = self.client.as_mut() {
-                client.stop(io, &mut self.graveyard);
+                client.stop(cx, &mut self.sockets, &mut self.graveyard);
             }
         }
         if matches!(app, None | Some(SocksApp::Server)) {
             if let Some(server) = self.server.as_mut() {
-                server.stop(io, &mut self.graveyard);
+                server.stop(cx, &mut self.sockets, &mut self.graveyard);
             }
         }
         Ok(())
+    }
+
+    /// The client app's options and whether it runs (or is starting), if it is configured.
+    pub fn client(&self) -> Option<(&ClientOptions, bool)> {
+        self.client
+            .as_ref()
+            .map(|client| (client.options(), client.is_active()))
+    }
+
+    /// The server app's options and whether it runs, if it is configured.
+    pub fn server(&self) -> Option<(&ServerOptions, bool)> {
+        self.server
+            .as_ref()
+            .map(|server| (server.options(), server.is_running()))
+    }
+
+    /// Replaces the client app's options (a reloaded config). A running client keeps running
+    /// and takes only `enabled`: stop it first to change the rest.
+    pub fn set_client_options(&mut self, now: Instant, options: Option<ClientOptions>) {
+        match (self.client.as_mut(), options) {
+            (Some(client), Some(options)) if client.is_active() => {
+                client.set_enabled(options.enabled);
+            }
+            (Some(client), None) if client.is_active() => {
+                log::warn!("the SOCKS client runs: stop it before its section goes");
+            }
+            (_, options) => self.client = options.map(|options| Client::new(options, now)),
+        }
+    }
+
+    /// Replaces the server app's options (a reloaded config). A running server keeps running
+    /// and takes only `enabled`: stop it first to change the rest.
+    pub fn set_server_options(&mut self, options: Option<ServerOptions>) {
+        match (self.server.as_mut(), options) {
+            (Some(server), Some(options)) if server.is_running() => {
+                server.set_enabled(options.enabled);
+            }
+            (Some(server), None) if server.is_running() => {
+                log::warn!("the SOCKS server runs: stop it before its section goes");
+            }
+            (_, options) => self.server = options.map(Server::new),
+        }
     }
 
     /// Whether the client app runs with its exit at `peer`: another app that stops must leave
@@ -345,55 +293,34 @@ impl Socks {
     }
 
     /// Both apps' state and counters.
-    pub fn status(&self, io: &mut Io<'_>) -> SocksStatus {
+    pub fn status(&self, cx: &mut Context<'_>) -> SocksStatus {
         SocksStatus {
-            client: self.client.as_ref().map(|client| client.status(io)),
-            server: self.server.as_ref().map(|server| server.status(io)),
+            client: self.client.as_ref().map(|client| client.status(cx)),
+            server: self.server.as_ref().map(|server| server.status(cx)),
         }
-    }
-
-    /// A socket of the apps is ready; says whether `token` was theirs.
-    pub fn handle_ready(&mut self, token: Token, readable: bool, writable: bool) -> bool {
-        if token == CLIENT_LISTENER {
-            if let Some(client) = self.client.as_mut() {
-                client.listener_ready();
-            }
-            return true;
-        }
-        let Some(index) = token.0.checked_sub(CONNECTION_TOKENS) else {
-            return false;
-        };
-        if index % 2 == 0 {
-            if let Some(client) = self.client.as_mut() {
-                client.connection_ready(index / 2, readable, writable);
-            }
-        } else if let Some(server) = self.server.as_mut() {
-            server.connection_ready(index / 2, readable, writable);
-        }
-        true
     }
 
     /// Routes coming and going.
-    pub fn handle_event(&mut self, io: &mut Io<'_>, event: &Event) {
+    pub fn handle_event(&mut self, cx: &mut Context<'_>, event: &Event) {
         if let Some(client) = self.client.as_mut() {
-            client.handle_event(io, event, &mut self.graveyard);
+            client.handle_event(cx, &mut self.sockets, event, &mut self.graveyard);
         }
         if let Some(server) = self.server.as_mut() {
-            server.handle_event(io, event, &mut self.graveyard);
+            server.handle_event(cx, &mut self.sockets, event, &mut self.graveyard);
         }
     }
 
     /// Does every app's work: call after the stack was polled, and poll it again afterwards so
     /// that what the apps wrote is sent.
-    pub fn pump(&mut self, io: &mut Io<'_>) {
+    pub fn pump(&mut self, cx: &mut Context<'_>) {
         for handle in self.graveyard.drain(..) {
-            io.stack.release(handle);
+            cx.stack.release(handle);
         }
         if let Some(server) = self.server.as_mut() {
-            server.pump(io, &mut self.graveyard);
+            server.pump(cx, &mut self.sockets, &mut self.graveyard);
         }
         if let Some(client) = self.client.as_mut() {
-            client.pump(io, &mut self.graveyard);
+            client.pump(cx, &mut self.sockets, &mut self.graveyard);
         }
     }
 
@@ -404,6 +331,106 @@ impl Socks {
         match (client, server) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether kernel-socket operations wait to be handed out.
+    pub fn has_socket_work(&self) -> bool {
+        self.sockets.has_work()
+    }
+
+    // ----- the kernel side -----
+
+    /// A connection arrived on `listener` from `from`: its socket's id, or `None` when it is
+    /// to be closed at once.
+    pub fn handle_accepted(
+        &mut self,
+        now: Instant,
+        listener: SocketId,
+        from: SocketAddr,
+    ) -> Option<SocketId> {
+        match self.sockets.owner(listener)? {
+            Owner::ClientListener => self.client.as_mut()?.accept(now, &mut self.sockets, from),
+            Owner::Client(_) | Owner::Server(_) => None,
+        }
+    }
+
+    /// What happened on a kernel socket.
+    pub fn handle_socket(&mut self, cx: &mut Context<'_>, socket: SocketId, event: SocketEvent) {
+        let Some(owner) = self.sockets.owner(socket) else {
+            return;
+        };
+        match owner {
+            Owner::ClientListener => {
+                if let (Some(client), SocketEvent::Listening(result)) =
+                    (self.client.as_mut(), event)
+                {
+                    client.handle_listening(&mut self.sockets, socket, result);
+                }
+            }
+            Owner::Client(index) => {
+                if let Some(client) = self.client.as_mut() {
+                    client.handle_socket(cx, &mut self.sockets, &mut self.graveyard, index, event);
+                }
+            }
+            Owner::Server(index) => {
+                if let Some(server) = self.server.as_mut() {
+                    server.handle_socket(cx, &mut self.sockets, &mut self.graveyard, index, event);
+                }
+            }
+        }
+    }
+
+    /// The next kernel-socket operation for the driver.
+    pub fn poll_socket_op<'a>(&'a mut self, stack: &'a mut MeshStack) -> Option<SocketOp<'a>> {
+        if let Some(op) = self.sockets.next_queued_op() {
+            return Some(op);
+        }
+        // Find the next socket with I/O due, then lend it its buffer.
+        let (owner, io) = loop {
+            let socket = self.sockets.next_woken()?;
+            let io = match self.sockets.owner(socket) {
+                Some(Owner::Client(index)) => self
+                    .client
+                    .as_mut()
+                    .and_then(|client| client.next_io(stack, index)),
+                Some(Owner::Server(index)) => self
+                    .server
+                    .as_mut()
+                    .and_then(|server| server.next_io(stack, index)),
+                _ => None,
+            };
+            if let (Some(owner), Some(io)) = (self.sockets.owner(socket), io) {
+                break (owner, io);
+            }
+        };
+        match owner {
+            Owner::Client(index) => self.client.as_mut()?.lend(stack, index, io),
+            Owner::Server(index) => self.server.as_mut()?.lend(stack, index, io),
+            Owner::ClientListener => None,
+        }
+    }
+
+    /// The next name the server app needs resolved.
+    pub fn poll_lookup(&mut self) -> Option<Lookup> {
+        self.server.as_mut()?.poll_lookup()
+    }
+
+    /// A name was resolved (to nothing, when it did not resolve).
+    pub fn handle_resolved(
+        &mut self,
+        cx: &mut Context<'_>,
+        lookup: LookupId,
+        addresses: Vec<SocketAddr>,
+    ) {
+        if let Some(server) = self.server.as_mut() {
+            server.handle_resolved(
+                cx,
+                &mut self.sockets,
+                &mut self.graveyard,
+                lookup,
+                addresses,
+            );
         }
     }
 }
@@ -495,8 +522,17 @@ fn bury(stack: &mut MeshStack, handle: TcpHandle, graveyard: &mut Vec<TcpHandle>
     graveyard.push(handle);
 }
 
-/// How long a mesh socket may go without its data being acknowledged.
+/// How long a mesh stream's peer may stay silent before the stream is aborted.
 const MESH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Aborts `handle`'s stream once its peer has been silent for `timeout`. smoltcp counts
+/// silence whether or not anything waits for an answer, so an idle stream sends keep-alives
+/// well within the timeout, which a live peer answers: only a peer that is gone falls silent.
+fn watch_peer(stack: &mut MeshStack, handle: TcpHandle, timeout: Duration) {
+    let socket = stack.tcp(handle);
+    socket.set_timeout(Some(smol_duration(timeout)));
+    socket.set_keep_alive(Some(smol_duration(timeout / 3)));
+}
 
 /// A std duration as smoltcp's.
 fn smol_duration(duration: Duration) -> smoltcp::time::Duration {

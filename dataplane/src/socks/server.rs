@@ -1,35 +1,36 @@
 //! The server app on the exit node: it accepts mesh TCP streams on its port, takes each from a
-//! node it knows by its route (a stream's source mesh address is the key of a route's other
-//! end) and serves only the keys it allows. It reads the target, resolves a name off the event
-//! loop, dials with a non-blocking kernel socket, answers the entry one status byte, and relays.
+//! node it knows by its route session (a stream's source mesh address names the node) and
+//! serves only the keys it allows. It reads the target, has a name resolved, has the driver
+//! dial it, answers the entry one status byte, and relays.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Token, Waker};
 use nix::errno::Errno;
 use smoltcp::socket::tcp;
 
 use super::mesh::{self, MAX_MESH_REQUEST_LEN};
-use super::relay::{Progress, Relay};
-use super::resolver::{Job, Resolver};
+use super::relay::{KernelIo, KernelOp, Progress, Relay};
+use super::sockets::{Owner, Sockets};
 use super::wire::{ReplyCode, Target};
-use super::{
-    bury, smol_duration, Io, ServerOptions, ServerStatus, Slab, Totals, CONNECTION_TOKENS,
-    MESH_TIMEOUT,
-};
+use super::{bury, watch_peer, ServerOptions, Slab, Totals, MESH_TIMEOUT};
+use crate::api::socks::ServerStatus;
 use crate::identity::NodeKey;
 use crate::node::Event;
-use crate::stack::TcpHandle;
+use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
+use crate::stack::{MeshStack, TcpHandle};
 
 /// Listening sockets kept ready on the port (the stack makes one more for each SYN that arrives).
 const BACKLOG: usize = 4;
 /// How long a stream may take to send its request, and to close after a failure status.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Names being resolved at most; more are answered "general failure".
+const MAX_LOOKUPS: usize = 256;
+/// Addresses tried per name, in turn.
+const MAX_ADDRESSES: usize = 4;
 
 /// Where one stream stands.
 #[derive(Debug)]
@@ -38,18 +39,20 @@ enum Phase {
     Request { input: Vec<u8> },
     /// A name is being resolved.
     Resolving { rest: Vec<u8> },
-    /// Dialing the target; `candidates` are the addresses still to try after this one.
+    /// Dialing the target through `socket`; `candidates` are the addresses still to try
+    /// after this one, and `outcome` how the dial went, once the driver has said.
     Dialing {
-        stream: TcpStream,
+        socket: SocketId,
         candidates: Vec<SocketAddr>,
         rest: Vec<u8>,
+        outcome: Option<io::Result<()>>,
     },
     /// A failure status waits for the stream to open before it is sent.
     Answer(ReplyCode),
     /// The status went out and the stream was closed: wait for the close to complete.
     Closing,
     /// Carrying bytes both ways.
-    Relay { stream: TcpStream, relay: Relay },
+    Relay { socket: SocketId, relay: Relay },
 }
 
 #[derive(Debug)]
@@ -58,8 +61,6 @@ struct Connection {
     peer: Option<NodeKey>,
     serial: u64,
     phase: Phase,
-    writable: bool,
-    readable: bool,
     deadline: Instant,
 }
 
@@ -67,10 +68,11 @@ struct Connection {
 #[derive(Debug)]
 pub(super) struct Server {
     options: ServerOptions,
-    waker: Arc<Waker>,
     running: bool,
     connections: Slab<Connection>,
-    resolver: Option<Resolver>,
+    /// The connections whose name is being resolved, by lookup.
+    resolving: HashMap<LookupId, usize>,
+    lookups: VecDeque<Lookup>,
     next_serial: u64,
     totals: Totals,
 }
@@ -82,13 +84,13 @@ enum Outcome {
 }
 
 impl Server {
-    pub fn new(options: ServerOptions, waker: Arc<Waker>) -> Server {
+    pub fn new(options: ServerOptions) -> Server {
         Server {
             options,
-            waker,
             running: false,
             connections: Slab::default(),
-            resolver: None,
+            resolving: HashMap::new(),
+            lookups: VecDeque::new(),
             next_serial: 0,
             totals: Totals::default(),
         }
@@ -98,17 +100,22 @@ impl Server {
         &self.options
     }
 
-    pub fn start(&mut self, io: &mut Io<'_>) -> Result<(), super::SocksError> {
+    /// Whether it runs.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Sets whether it starts with the node; nothing else of a running app changes.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.options.enabled = enabled;
+    }
+
+    pub fn start(&mut self, cx: &mut Context<'_>) -> Result<(), super::SocksError> {
         if self.running {
             return Ok(());
         }
         let port = self.options.port;
-        if self.resolver.is_none() {
-            let resolver =
-                Resolver::new(self.waker.clone()).map_err(super::SocksError::Resolver)?;
-            self.resolver = Some(resolver);
-        }
-        io.stack
+        cx.stack
             .listen(port, BACKLOG)
             .map_err(|why| super::SocksError::Listen { port, why })?;
         self.running = true;
@@ -119,24 +126,30 @@ impl Server {
         Ok(())
     }
 
-    pub fn stop(&mut self, io: &mut Io<'_>, graveyard: &mut Vec<TcpHandle>) {
+    pub fn stop(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+    ) {
         if !self.running {
             return;
         }
         self.running = false;
-        io.stack.unlisten(self.options.port);
+        cx.stack.unlisten(self.options.port);
         for index in 0..self.connections.slots() {
-            self.remove(io, index, graveyard, true);
+            self.remove(cx, sockets, index, graveyard, true);
         }
-        self.resolver = None;
+        self.resolving.clear();
+        self.lookups.clear();
         log::info!("SOCKS server on mesh port {} stopped", self.options.port);
     }
 
-    pub fn status(&self, io: &mut Io<'_>) -> ServerStatus {
+    pub fn status(&self, cx: &mut Context<'_>) -> ServerStatus {
         let mut totals = self.totals;
         let mut buffered = 0;
         for connection in self.connections.iter() {
-            let socket = io.stack.tcp(connection.handle);
+            let socket = cx.stack.tcp(connection.handle);
             buffered += socket.recv_queue() + socket.send_queue();
             if let Phase::Relay { relay, .. } = &connection.phase {
                 totals.bytes_up += relay.to_kernel_bytes;
@@ -157,14 +170,13 @@ impl Server {
         }
     }
 
-    pub fn connection_ready(&mut self, index: usize, readable: bool, writable: bool) {
-        if let Some(connection) = self.connections.get_mut(index) {
-            connection.readable |= readable;
-            connection.writable |= writable;
-        }
-    }
-
-    pub fn handle_event(&mut self, io: &mut Io<'_>, event: &Event, graveyard: &mut Vec<TcpHandle>) {
+    pub fn handle_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        event: &Event,
+        graveyard: &mut Vec<TcpHandle>,
+    ) {
         let Event::RouteDown { peer, .. } = event else {
             return;
         };
@@ -174,7 +186,7 @@ impl Server {
                 .get_mut(index)
                 .is_some_and(|c| c.peer.as_ref() == Some(peer))
             {
-                self.remove(io, index, graveyard, true);
+                self.remove(cx, sockets, index, graveyard, true);
             }
         }
     }
@@ -189,10 +201,17 @@ impl Server {
             .min()
     }
 
-    /// Forgets a connection, resetting its mesh stream unless it ended well.
+    /// The next name to resolve.
+    pub fn poll_lookup(&mut self) -> Option<Lookup> {
+        self.lookups.pop_front()
+    }
+
+    /// Forgets a connection, resetting its mesh stream unless it ended well, and closing its
+    /// kernel socket.
     fn remove(
         &mut self,
-        io: &mut Io<'_>,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
         index: usize,
         graveyard: &mut Vec<TcpHandle>,
         failed: bool,
@@ -200,67 +219,150 @@ impl Server {
         let Some(connection) = self.connections.remove(index) else {
             return;
         };
-        bury(io.stack, connection.handle, graveyard);
+        bury(cx.stack, connection.handle, graveyard);
         if failed {
             self.totals.failed += 1;
         }
         match connection.phase {
-            Phase::Relay { mut stream, relay } => {
+            Phase::Relay { socket, relay } => {
                 self.totals.bytes_up += relay.to_kernel_bytes;
                 self.totals.bytes_down += relay.to_mesh_bytes;
-                let _ = io.registry.deregister(&mut stream);
+                sockets.close(socket);
             }
-            Phase::Dialing { mut stream, .. } => {
-                let _ = io.registry.deregister(&mut stream);
+            Phase::Dialing { socket, .. } => sockets.close(socket),
+            Phase::Resolving { .. } => {
+                self.resolving.remove(&LookupId(connection.serial));
             }
             _ => {}
         }
     }
 
-    pub fn pump(&mut self, io: &mut Io<'_>, graveyard: &mut Vec<TcpHandle>) {
+    pub fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+    ) {
         // Only this app's port: other apps (the VPN server) accept on theirs.
-        while let Some((handle, remote)) = io.stack.poll_accept_on(self.options.port) {
+        while let Some((handle, remote)) = cx.stack.poll_accept_on(self.options.port) {
             if !self.running {
-                io.stack.tcp(handle).abort();
+                cx.stack.tcp(handle).abort();
                 graveyard.push(handle);
                 continue;
             }
-            self.accept(io, handle, remote);
-        }
-        if let Some(resolver) = &self.resolver {
-            let mut answers = Vec::new();
-            while let Some(answer) = resolver.poll_answer() {
-                answers.push(answer);
-            }
-            for answer in answers {
-                let Some(connection) = self.connections.get_mut(answer.conn) else {
-                    continue;
-                };
-                if connection.serial != answer.serial {
-                    continue;
-                }
-                if let Phase::Resolving { rest } = &mut connection.phase {
-                    let rest = std::mem::take(rest);
-                    connection.phase = dial(io, answer.conn, answer.addresses, rest);
-                    connection.deadline = io.now + self.options.dial_timeout;
-                }
-            }
+            self.accept(cx, handle, remote);
         }
         for index in 0..self.connections.slots() {
-            let Some(connection) = self.connections.get_mut(index) else {
-                continue;
-            };
-            let outcome = connection.step(io, index, &self.options, self.resolver.as_ref());
-            match outcome {
-                Outcome::Keep => {}
-                Outcome::Finished => self.remove(io, index, graveyard, false),
-                Outcome::Failed => self.remove(io, index, graveyard, true),
-            }
+            self.step(cx, sockets, graveyard, index);
         }
     }
 
-    fn accept(&mut self, io: &mut Io<'_>, handle: TcpHandle, remote: std::net::SocketAddrV6) {
-        let peer = io.peer_at(*remote.ip());
+    /// Advances connection `index` and queues its kernel socket for the I/O that may be due.
+    fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+        index: usize,
+    ) {
+        let Some(connection) = self.connections.get_mut(index) else {
+            return;
+        };
+        let mut lookups = Lookups {
+            queue: &mut self.lookups,
+            resolving: &mut self.resolving,
+        };
+        match connection.step(cx, sockets, &mut lookups, index, &self.options) {
+            Outcome::Keep => {
+                if let Some(socket) = connection.socket() {
+                    sockets.wake(socket);
+                }
+            }
+            Outcome::Finished => self.remove(cx, sockets, index, graveyard, false),
+            Outcome::Failed => self.remove(cx, sockets, index, graveyard, true),
+        }
+    }
+
+    /// What happened on the kernel socket of connection `index`.
+    pub fn handle_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+        index: usize,
+        event: SocketEvent,
+    ) {
+        let Some(connection) = self.connections.get_mut(index) else {
+            return;
+        };
+        match &mut connection.phase {
+            Phase::Dialing { outcome, .. } => {
+                if let SocketEvent::Connected(result) = event {
+                    *outcome = Some(result);
+                }
+            }
+            Phase::Relay { relay, .. } => {
+                relay.handle(cx.now, event, cx.stack.tcp(connection.handle))
+            }
+            _ => return,
+        }
+        self.step(cx, sockets, graveyard, index);
+    }
+
+    /// A name was resolved (to nothing, when it did not resolve).
+    pub fn handle_resolved(
+        &mut self,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        graveyard: &mut Vec<TcpHandle>,
+        lookup: LookupId,
+        mut addresses: Vec<SocketAddr>,
+    ) {
+        let Some(index) = self.resolving.remove(&lookup) else {
+            return;
+        };
+        let Some(connection) = self.connections.get_mut(index) else {
+            return;
+        };
+        if let Phase::Resolving { rest } = &mut connection.phase {
+            let rest = std::mem::take(rest);
+            addresses.truncate(MAX_ADDRESSES);
+            connection.deadline = cx.now + self.options.dial_timeout;
+            connection.phase = dial(sockets, index, addresses, rest);
+        }
+        self.step(cx, sockets, graveyard, index);
+    }
+
+    /// The kernel operation connection `index` wants next, if any.
+    pub fn next_io(&mut self, stack: &mut MeshStack, index: usize) -> Option<KernelIo> {
+        let connection = self.connections.get_mut(index)?;
+        match &mut connection.phase {
+            Phase::Relay { relay, .. } => relay.next_io(stack.tcp(connection.handle)),
+            _ => None,
+        }
+    }
+
+    /// Operation `io` of connection `index` with its buffer.
+    pub fn lend<'a>(
+        &'a mut self,
+        stack: &'a mut MeshStack,
+        index: usize,
+        io: KernelIo,
+    ) -> Option<SocketOp<'a>> {
+        let connection = self.connections.get_mut(index)?;
+        let Phase::Relay { socket, relay } = &mut connection.phase else {
+            return None;
+        };
+        let socket = *socket;
+        Some(match relay.lend(io, stack.tcp(connection.handle)) {
+            KernelOp::Read(buf) => SocketOp::Read { socket, buf },
+            KernelOp::Write(bytes) => SocketOp::Write { socket, bytes },
+            KernelOp::Shutdown => SocketOp::Shutdown { socket },
+        })
+    }
+
+    fn accept(&mut self, cx: &mut Context<'_>, handle: TcpHandle, remote: SocketAddrV6) {
+        let peer = cx.node.peer_at(*remote.ip());
         self.totals.accepted += 1;
         let phase = match peer {
             _ if remote.ip().is_unspecified() => {
@@ -289,52 +391,41 @@ impl Server {
                 Phase::Answer(ReplyCode::NotAllowed)
             }
         };
-        io.stack
-            .tcp(handle)
-            .set_timeout(Some(smol_duration(MESH_TIMEOUT)));
+        watch_peer(cx.stack, handle, MESH_TIMEOUT);
         self.next_serial += 1;
         self.connections.insert(Connection {
             handle,
             peer,
             serial: self.next_serial,
             phase,
-            writable: true,
-            readable: true,
-            deadline: io.now + REQUEST_TIMEOUT,
+            deadline: cx.now + REQUEST_TIMEOUT,
         });
     }
 }
 
-/// Starts dialing the first of `addresses`; the phase that follows.
-fn dial(io: &mut Io<'_>, index: usize, mut addresses: Vec<SocketAddr>, rest: Vec<u8>) -> Phase {
-    let mut code = ReplyCode::HostUnreachable;
-    addresses.reverse();
-    while let Some(address) = addresses.pop() {
-        match TcpStream::connect(address) {
-            Ok(mut stream) => {
-                let token = Token(CONNECTION_TOKENS + 2 * index + 1);
-                if let Err(error) = io.registry.register(
-                    &mut stream,
-                    token,
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    log::warn!("SOCKS server: cannot register a connection: {error}");
-                    return Phase::Answer(ReplyCode::GeneralFailure);
-                }
-                addresses.reverse();
-                return Phase::Dialing {
-                    stream,
-                    candidates: addresses,
-                    rest,
-                };
-            }
-            Err(error) => {
-                log::debug!("SOCKS server: dialing {address}: {error}");
-                code = dial_error(&error);
-            }
-        }
+/// Where a connection puts the name it needs resolved.
+struct Lookups<'a> {
+    queue: &'a mut VecDeque<Lookup>,
+    resolving: &'a mut HashMap<LookupId, usize>,
+}
+
+/// Asks for a stream to the first of `addresses`; the phase that follows.
+fn dial(
+    sockets: &mut Sockets,
+    index: usize,
+    mut addresses: Vec<SocketAddr>,
+    rest: Vec<u8>,
+) -> Phase {
+    if addresses.is_empty() {
+        return Phase::Answer(ReplyCode::HostUnreachable);
     }
-    Phase::Answer(code)
+    let address = addresses.remove(0);
+    Phase::Dialing {
+        socket: sockets.connect(Owner::Server(index), address),
+        candidates: addresses,
+        rest,
+        outcome: None,
+    }
 }
 
 /// The reply that tells a client why dialing failed.
@@ -349,17 +440,26 @@ fn dial_error(error: &io::Error) -> ReplyCode {
 }
 
 impl Connection {
+    /// The kernel socket the connection holds, if any.
+    fn socket(&self) -> Option<SocketId> {
+        match &self.phase {
+            Phase::Dialing { socket, .. } | Phase::Relay { socket, .. } => Some(*socket),
+            _ => None,
+        }
+    }
+
     fn step(
         &mut self,
-        io: &mut Io<'_>,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        lookups: &mut Lookups<'_>,
         index: usize,
         options: &ServerOptions,
-        resolver: Option<&Resolver>,
     ) -> Outcome {
         loop {
             let phase = std::mem::replace(&mut self.phase, Phase::Closing);
             let before = std::mem::discriminant(&phase);
-            match self.advance(phase, io, index, options, resolver) {
+            match self.advance(phase, cx, sockets, lookups, index, options) {
                 Ok(next) => {
                     let changed = std::mem::discriminant(&next) != before;
                     self.phase = next;
@@ -375,15 +475,16 @@ impl Connection {
     fn advance(
         &mut self,
         phase: Phase,
-        io: &mut Io<'_>,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
+        lookups: &mut Lookups<'_>,
         index: usize,
         options: &ServerOptions,
-        resolver: Option<&Resolver>,
     ) -> Result<Phase, Outcome> {
-        let now = io.now;
+        let now = cx.now;
         Ok(match phase {
             Phase::Request { mut input } => {
-                let socket = io.stack.tcp(self.handle);
+                let socket = cx.stack.tcp(self.handle);
                 let mut buf = [0u8; MAX_MESH_REQUEST_LEN];
                 let room = MAX_MESH_REQUEST_LEN.saturating_sub(input.len());
                 if let Ok(read) = socket.recv_slice(&mut buf[..room]) {
@@ -396,30 +497,18 @@ impl Connection {
                     Ok(Some((target, len))) => {
                         let rest = input.split_off(len);
                         log::debug!("SOCKS server: CONNECT {target} for {:?}", self.peer);
+                        self.deadline = now + options.dial_timeout;
                         match target {
-                            Target::Ip(address) => {
-                                self.deadline = now + options.dial_timeout;
-                                dial(io, index, vec![address], rest)
+                            Target::Ip(address) => dial(sockets, index, vec![address], rest),
+                            Target::Domain(_, _) if lookups.resolving.len() >= MAX_LOOKUPS => {
+                                log::warn!("SOCKS server: the resolver is busy");
+                                Phase::Answer(ReplyCode::GeneralFailure)
                             }
                             Target::Domain(name, port) => {
-                                self.deadline = now + options.dial_timeout;
-                                match resolver {
-                                    Some(resolver) => {
-                                        let job = Job {
-                                            conn: index,
-                                            serial: self.serial,
-                                            name,
-                                            port,
-                                        };
-                                        if resolver.submit(job) {
-                                            Phase::Resolving { rest }
-                                        } else {
-                                            log::warn!("SOCKS server: the resolver is busy");
-                                            Phase::Answer(ReplyCode::GeneralFailure)
-                                        }
-                                    }
-                                    None => Phase::Answer(ReplyCode::GeneralFailure),
-                                }
+                                let id = LookupId(self.serial);
+                                lookups.resolving.insert(id, index);
+                                lookups.queue.push_back(Lookup { id, name, port });
+                                Phase::Resolving { rest }
                             }
                         }
                     }
@@ -433,62 +522,50 @@ impl Connection {
             }
             Phase::Resolving { rest } => {
                 if now >= self.deadline {
+                    lookups.resolving.remove(&LookupId(self.serial));
                     Phase::Answer(ReplyCode::HostUnreachable)
                 } else {
                     Phase::Resolving { rest }
                 }
             }
             Phase::Dialing {
-                mut stream,
+                socket,
                 candidates,
                 rest,
-            } => {
-                let failed = match stream.take_error() {
-                    Ok(Some(error)) | Err(error) => Some(error),
-                    Ok(None) => None,
-                };
-                let timed_out = now >= self.deadline;
-                if failed.is_none() && !timed_out {
-                    match stream.peer_addr() {
-                        Ok(_) => {
-                            let socket = io.stack.tcp(self.handle);
-                            if socket
-                                .send_slice(&mesh::emit_status(ReplyCode::Succeeded))
-                                .is_err()
-                            {
-                                let _ = io.registry.deregister(&mut stream);
-                                return Err(Outcome::Failed);
-                            }
-                            let _ = stream.set_nodelay(true);
-                            return Ok(Phase::Relay {
-                                stream,
-                                relay: Relay::new(now, rest, Vec::new()),
-                            });
-                        }
-                        Err(error) if error.kind() == io::ErrorKind::NotConnected => {
-                            return Ok(Phase::Dialing {
-                                stream,
-                                candidates,
-                                rest,
-                            });
-                        }
-                        Err(error) => {
-                            let _ = io.registry.deregister(&mut stream);
-                            return Ok(self.redial(io, index, candidates, rest, options, &error));
-                        }
+                outcome,
+            } => match outcome {
+                Some(Ok(())) => {
+                    let mesh_socket = cx.stack.tcp(self.handle);
+                    if mesh_socket
+                        .send_slice(&mesh::emit_status(ReplyCode::Succeeded))
+                        .is_err()
+                    {
+                        sockets.close(socket);
+                        return Err(Outcome::Failed);
+                    }
+                    Phase::Relay {
+                        socket,
+                        relay: Relay::new(now, rest, Vec::new()),
                     }
                 }
-                let _ = io.registry.deregister(&mut stream);
-                let error = failed.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut));
-                let error = if timed_out {
-                    io::Error::from_raw_os_error(Errno::ETIMEDOUT as i32)
-                } else {
-                    error
-                };
-                self.redial(io, index, candidates, rest, options, &error)
-            }
+                Some(Err(error)) => {
+                    sockets.close(socket);
+                    self.redial(cx, sockets, index, candidates, rest, options, &error)
+                }
+                None if now >= self.deadline => {
+                    sockets.close(socket);
+                    let error = io::Error::from_raw_os_error(Errno::ETIMEDOUT as i32);
+                    self.redial(cx, sockets, index, candidates, rest, options, &error)
+                }
+                None => Phase::Dialing {
+                    socket,
+                    candidates,
+                    rest,
+                    outcome: None,
+                },
+            },
             Phase::Answer(code) => {
-                let socket = io.stack.tcp(self.handle);
+                let socket = cx.stack.tcp(self.handle);
                 if socket.may_send() {
                     let _ = socket.send_slice(&mesh::emit_status(code));
                     socket.close();
@@ -501,7 +578,7 @@ impl Connection {
                 }
             }
             Phase::Closing => {
-                let socket = io.stack.tcp(self.handle);
+                let socket = cx.stack.tcp(self.handle);
                 // Whatever the entry still sends is dropped.
                 while socket.can_recv() && socket.recv(|buf| (buf.len(), ())).is_ok() {}
                 if matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait)
@@ -511,33 +588,17 @@ impl Connection {
                 }
                 Phase::Closing
             }
-            Phase::Relay {
-                mut stream,
-                mut relay,
-            } => {
-                if self.readable {
-                    relay.set_readable();
-                }
-                if self.writable {
-                    relay.set_writable();
-                }
-                self.readable = false;
-                self.writable = false;
-                let progress = relay.pump(
-                    now,
-                    options.idle_timeout,
-                    &mut stream,
-                    io.stack.tcp(self.handle),
-                );
+            Phase::Relay { socket, mut relay } => {
+                let progress = relay.progress(now, options.idle_timeout, cx.stack.tcp(self.handle));
                 match progress {
-                    Progress::Open => Phase::Relay { stream, relay },
+                    Progress::Open => Phase::Relay { socket, relay },
                     Progress::Done => {
-                        self.phase = Phase::Relay { stream, relay };
+                        self.phase = Phase::Relay { socket, relay };
                         return Err(Outcome::Finished);
                     }
                     Progress::Failed(reason) => {
                         log::debug!("SOCKS server: connection closed: {reason}");
-                        self.phase = Phase::Relay { stream, relay };
+                        self.phase = Phase::Relay { socket, relay };
                         return Err(Outcome::Failed);
                     }
                 }
@@ -546,9 +607,11 @@ impl Connection {
     }
 
     /// Tries the next candidate address after a failed dial, or answers with `error`'s code.
+    #[allow(clippy::too_many_arguments)]
     fn redial(
         &mut self,
-        io: &mut Io<'_>,
+        cx: &mut Context<'_>,
+        sockets: &mut Sockets,
         index: usize,
         candidates: Vec<SocketAddr>,
         rest: Vec<u8>,
@@ -559,7 +622,7 @@ impl Connection {
         if candidates.is_empty() {
             return Phase::Answer(dial_error(error));
         }
-        self.deadline = io.now + options.dial_timeout;
-        dial(io, index, candidates, rest)
+        self.deadline = cx.now + options.dial_timeout;
+        dial(sockets, index, candidates, rest)
     }
 }

@@ -1,21 +1,20 @@
-//! The VPN client app: builds a route to its server, asks it for addresses over the mesh
-//! stack, puts them on its TUN device with the configured routes, and carries packets between
-//! the TUN device and the server's route session; rebuilds the route when it goes down and
-//! keeps its addresses, which the server keeps for its key.
+//! The VPN client app: has its TUN device made, builds a route to its server, asks it for
+//! addresses over the mesh stack, has them put on the device with the configured routes, and
+//! carries packets between the device and the server's route session; rebuilds the route
+//! when it goes down and keeps its addresses, which the server keeps for its key.
 
 use std::net::{IpAddr, SocketAddrV6};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::filter::{self, DropCounts};
+use super::filter;
 use super::lease::{self, Grant, Message, ParseError, Refusal};
-use super::offload::Coalescer;
+use super::offload::{self, Coalescer};
 use super::pool::Lease;
-use super::routes::ClientRoutes;
-use super::tun::{write_frame, TunDevice};
-use super::{ClientOptions, ClientStatus, Traffic, VpnError};
+use super::{ClientOptions, HostOps, VpnError, FWMARK};
+use crate::api::vpn::{ClientStatus, DropCounts, Traffic, VpnApp};
 use crate::identity::NodeKey;
 use crate::node::{Node, SetupId, INNER_MTU};
+use crate::service::{HostOp, HostResult};
 use crate::stack::{MeshStack, TcpHandle};
 
 /// How long one lease exchange may take.
@@ -28,14 +27,18 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Where the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
+    /// The TUN device is being created.
+    Opening,
     /// Waiting before the next try.
     Waiting { until: Instant },
     /// A route setup is under way.
     Building { setup: SetupId },
     /// Waiting, until a deadline, for a route another setup made to become ready.
     AwaitingRoute { until: Instant },
-    /// The lease exchange is under way.
-    Leasing,
+    /// The lease exchange is under way (since then).
+    Leasing { since: Instant },
+    /// The granted addresses and the routes are being put in place.
+    Configuring,
     /// Addresses in place, packets flowing.
     Up,
     /// The server refused; tried again later.
@@ -55,13 +58,15 @@ struct Exchange {
 #[derive(Debug)]
 pub struct VpnClient {
     options: ClientOptions,
-    state_dir: PathBuf,
-    tun: TunDevice,
     phase: Phase,
     exchange: Option<Exchange>,
+    /// The grant the device has.
     grant: Option<Grant>,
+    /// The grant being put in place.
+    configuring: Option<Grant>,
     lease: Option<Lease>,
-    routes: Option<ClientRoutes>,
+    /// Whether routes were asked for and not removed since.
+    routes_installed: bool,
     retry: Duration,
     was_up: bool,
     reconnects: u64,
@@ -73,27 +78,21 @@ pub struct VpnClient {
 }
 
 impl VpnClient {
-    /// Creates the TUN device; the route and the lease follow from [`VpnClient::poll`].
-    pub fn start(
-        options: &ClientOptions,
-        state_dir: &Path,
-        now: Instant,
-    ) -> Result<VpnClient, VpnError> {
-        let tun = TunDevice::create(&options.tun)?;
-        log::info!(
-            "VPN client started on {}, server {}",
-            options.tun,
-            options.server
-        );
-        Ok(VpnClient {
+    /// Asks for the TUN device; the route and the lease follow from [`VpnClient::poll`] once
+    /// it is there.
+    pub fn start(options: &ClientOptions, host: &mut HostOps) -> VpnClient {
+        host.push(HostOp::OpenTun {
+            app: VpnApp::Client,
+            name: options.tun.clone(),
+        });
+        VpnClient {
             options: options.clone(),
-            state_dir: state_dir.to_path_buf(),
-            tun,
-            phase: Phase::Waiting { until: now },
+            phase: Phase::Opening,
             exchange: None,
             grant: None,
+            configuring: None,
             lease: None,
-            routes: None,
+            routes_installed: false,
             retry: FIRST_RETRY,
             was_up: false,
             reconnects: 0,
@@ -102,12 +101,7 @@ impl VpnClient {
             rx: Traffic::default(),
             drops: DropCounts::default(),
             coalescer: Coalescer::default(),
-        })
-    }
-
-    /// The TUN device.
-    pub fn tun(&self) -> &TunDevice {
-        &self.tun
+        }
     }
 
     /// The server's key.
@@ -115,9 +109,105 @@ impl VpnClient {
         self.options.server
     }
 
-    /// Whether the node's datagrams must carry the firewall mark ([`super::routes::FWMARK`]).
-    pub fn wants_mark(&self) -> bool {
+    /// Whether the node's datagrams must carry the firewall mark ([`FWMARK`]).
+    fn wants_mark(&self) -> bool {
         !self.options.routes.is_empty()
+    }
+
+    /// The host's answer to one of the client's changes; an error in creating the device ends
+    /// the start.
+    pub fn handle_host_result(
+        &mut self,
+        now: Instant,
+        result: HostResult,
+        host: &mut HostOps,
+    ) -> Result<(), VpnError> {
+        match result {
+            HostResult::TunOpened { result, .. } => {
+                result?;
+                log::info!(
+                    "VPN client started on {}, server {}",
+                    self.options.tun,
+                    self.options.server
+                );
+                if self.wants_mark() {
+                    host.push(HostOp::MarkDatagrams(FWMARK));
+                }
+                self.phase = Phase::Waiting { until: now };
+            }
+            HostResult::TunConfigured { result, .. } => {
+                let Some(grant) = self.configuring else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(()) => {
+                        self.grant = Some(grant);
+                        if self.options.routes.is_empty() {
+                            self.configured();
+                        } else {
+                            self.routes_installed = true;
+                            host.push(HostOp::InstallRoutes {
+                                name: self.options.tun.clone(),
+                                routes: self.options.routes.clone(),
+                                ipv4: grant.ipv4.is_some(),
+                                ipv6: grant.ipv6.is_some(),
+                            });
+                        }
+                    }
+                    Err(error) => self.configuration_failed(now, error.into()),
+                }
+            }
+            HostResult::RoutesInstalled(result) => match result {
+                Ok(()) => self.configured(),
+                Err(error) => {
+                    self.routes_installed = false;
+                    self.configuration_failed(now, error.into());
+                }
+            },
+            HostResult::RoutesRemoved
+            | HostResult::LeasesLoaded { .. }
+            | HostResult::LeasesSaved { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The granted addresses and the routes are in place.
+    fn configured(&mut self) {
+        let Some(grant) = self.configuring.take() else {
+            return;
+        };
+        let lease = Lease {
+            ipv4: grant.ipv4.map(|(address, _)| address),
+            ipv6: grant.ipv6.map(|(address, _)| address),
+        };
+        self.lease = Some(lease);
+        if self.phase != Phase::Configuring {
+            // The route went down meanwhile: the addresses stay for the next lease.
+            return;
+        }
+        log::info!(
+            "VPN client up on {}: {}",
+            self.options.tun,
+            [lease.ipv4.map(IpAddr::V4), lease.ipv6.map(IpAddr::V6)]
+                .iter()
+                .flatten()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.phase = Phase::Up;
+        self.was_up = true;
+        self.retry = FIRST_RETRY;
+        self.last_error = None;
+    }
+
+    fn configuration_failed(&mut self, now: Instant, error: VpnError) {
+        self.configuring = None;
+        self.grant = None;
+        self.lease = None;
+        if self.phase == Phase::Configuring {
+            self.fail(now, format!("cannot set up the tunnel: {error}"));
+        }
     }
 
     /// A packet the server's route session delivered: to the TUN device if it is for us.
@@ -129,59 +219,52 @@ impl VpnClient {
             return;
         }
         self.rx.count(packet.len());
-        let tun = &self.tun;
-        self.coalescer.push(packet, |frame| write_frame(tun, frame));
+        self.coalescer.push(packet);
     }
 
-    /// Writes what waits to be joined; call once the packets of a wake-up are in.
-    pub fn flush_tun(&mut self) {
-        let tun = &self.tun;
-        self.coalescer.flush(|frame| write_frame(tun, frame));
+    /// Finishes what waits to be joined; call once the packets of a wake-up are in.
+    pub fn finish_frames(&mut self) {
+        self.coalescer.finish();
     }
 
-    /// Reads frames from the TUN device into the server's route session, up to `budget`
-    /// frames; says whether more may be waiting. `scratch` holds the segments of a large
-    /// frame ([`super::offload::split`]).
-    pub fn read_tun(
-        &mut self,
-        node: &mut Node,
-        buf: &mut [u8],
-        scratch: &mut [u8],
-        budget: usize,
-    ) -> bool {
+    /// The next frame for the TUN device, lent until the next call.
+    pub fn next_frame(&mut self) -> Option<&[u8]> {
+        self.coalescer.next_frame()
+    }
+
+    /// A frame the TUN device gave: its packets go to the server's route session. `scratch`
+    /// holds the segments of a large frame ([`offload::split`]).
+    pub fn handle_tun_frame(&mut self, node: &mut Node, frame: &mut [u8], scratch: &mut [u8]) {
         let (server, tx, drops) = (self.options.server, &mut self.tx, &mut self.drops);
-        let (more, not_ip) =
-            self.tun
-                .read_packets("VPN client", buf, scratch, INNER_MTU, budget, |packet| {
-                    // The kernel's own link-local chatter (router solicitations) stays here;
-                    // the server checks sources.
-                    let Some(addresses) = filter::addresses(packet) else {
-                        drops.count(filter::Drop::NotIp);
-                        return;
-                    };
-                    if is_link_local_or_multicast(addresses.dst) {
-                        return;
-                    }
-                    match node.send_to(&server, packet) {
-                        Ok(()) => tx.count(packet.len()),
-                        Err(error) => log::debug!("VPN packet to the server not sent: {error}"),
-                    }
-                });
-        for _ in 0..not_ip {
+        let split = offload::split(frame, scratch, INNER_MTU, |packet| {
+            // The kernel's own link-local chatter (router solicitations) stays here; the
+            // server checks sources.
+            let Some(addresses) = filter::addresses(packet) else {
+                drops.count(filter::Drop::NotIp);
+                return;
+            };
+            if is_link_local_or_multicast(addresses.dst) {
+                return;
+            }
+            match node.send_to(&server, packet) {
+                Ok(()) => tx.count(packet.len()),
+                Err(error) => log::debug!("VPN packet to the server not sent: {error}"),
+            }
+        });
+        if split.is_err() {
             drops.count(filter::Drop::NotIp);
         }
-        more
     }
 
     /// The route to `peer` is ready.
-    pub fn route_ready(&mut self, peer: &NodeKey) {
+    pub fn route_ready(&mut self, now: Instant, peer: &NodeKey) {
         if *peer == self.options.server
             && matches!(
                 self.phase,
                 Phase::Building { .. } | Phase::AwaitingRoute { .. }
             )
         {
-            self.phase = Phase::Leasing;
+            self.phase = Phase::Leasing { since: now };
         }
     }
 
@@ -198,13 +281,17 @@ impl VpnClient {
             return;
         }
         self.drop_exchange(stack);
-        if self.phase == Phase::Up {
-            log::warn!("VPN: the route to the server went down; rebuilding it");
-            self.phase = Phase::Waiting { until: now };
-        } else if !matches!(self.phase, Phase::Refused { .. } | Phase::Waiting { .. }) {
-            self.phase = Phase::Waiting {
-                until: now + self.retry,
-            };
+        match self.phase {
+            Phase::Up | Phase::Configuring => {
+                log::warn!("VPN: the route to the server went down; rebuilding it");
+                self.phase = Phase::Waiting { until: now };
+            }
+            Phase::Refused { .. } | Phase::Waiting { .. } | Phase::Opening => {}
+            _ => {
+                self.phase = Phase::Waiting {
+                    until: now + self.retry,
+                };
+            }
         }
     }
 
@@ -226,12 +313,18 @@ impl VpnClient {
 
     /// Moves the client on: route building, the lease exchange, retries. Call after the stack
     /// has run.
-    pub fn poll(&mut self, now: Instant, node: &mut Node, stack: &mut MeshStack) {
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        node: &mut Node,
+        stack: &mut MeshStack,
+        host: &mut HostOps,
+    ) {
         match self.phase.clone() {
             Phase::Waiting { until } | Phase::Refused { until, .. } if now >= until => {
                 self.connect(now, node);
             }
-            Phase::Leasing => self.poll_exchange(now, stack),
+            Phase::Leasing { .. } => self.poll_exchange(now, stack, host),
             Phase::AwaitingRoute { until } if now >= until => {
                 self.fail(
                     now,
@@ -252,7 +345,7 @@ impl VpnClient {
             .routes()
             .any(|(peer, route)| *peer == server && route.ready)
         {
-            self.phase = Phase::Leasing;
+            self.phase = Phase::Leasing { since: now };
             return;
         }
         if node.routes().any(|(peer, _)| *peer == server) {
@@ -272,7 +365,7 @@ impl VpnClient {
         }
     }
 
-    fn poll_exchange(&mut self, now: Instant, stack: &mut MeshStack) {
+    fn poll_exchange(&mut self, now: Instant, stack: &mut MeshStack, host: &mut HostOps) {
         if self.exchange.is_none() {
             let remote =
                 SocketAddrV6::new(self.options.server.mesh_address(), self.options.port, 0, 0);
@@ -317,11 +410,12 @@ impl VpnClient {
         match outcome {
             Err(ParseError::Incomplete) if !closed => {}
             Ok((Message::Grant(grant), _)) => {
-                self.drop_exchange_gracefully(stack);
-                self.apply(now, grant);
+                // The answer is all that was wanted; the server closes its side.
+                self.drop_exchange(stack);
+                self.apply(grant, host);
             }
             Ok((Message::Refusal(refusal), _)) => {
-                self.drop_exchange_gracefully(stack);
+                self.drop_exchange(stack);
                 log::error!(
                     "VPN server {} refused this node: {refusal}",
                     self.options.server
@@ -339,53 +433,18 @@ impl VpnClient {
         }
     }
 
-    fn drop_exchange_gracefully(&mut self, stack: &mut MeshStack) {
-        if let Some(exchange) = self.exchange.take() {
-            // The answer is all that was wanted; the server closes its side.
-            stack.tcp(exchange.handle).abort();
-            stack.release(exchange.handle);
+    /// Has the granted addresses put on the TUN device and the routes installed; the client is
+    /// up once the host has done it. A grant the device has already needs nothing.
+    fn apply(&mut self, grant: Grant, host: &mut HostOps) {
+        self.phase = Phase::Configuring;
+        self.configuring = Some(grant);
+        if self.grant == Some(grant) && self.lease.is_some() {
+            self.configured();
+            return;
         }
-    }
-
-    /// Puts the granted addresses on the TUN device and installs the routes.
-    fn apply(&mut self, now: Instant, grant: Grant) {
-        if self.grant != Some(grant) {
-            match self.configure(&grant) {
-                Ok(()) => {}
-                Err(error) => {
-                    self.grant = None;
-                    self.lease = None;
-                    self.routes = None;
-                    return self.fail(now, format!("cannot set up the tunnel: {error}"));
-                }
-            }
-        }
-        let lease = Lease {
-            ipv4: grant.ipv4.map(|(address, _)| address),
-            ipv6: grant.ipv6.map(|(address, _)| address),
-        };
-        log::info!(
-            "VPN client up on {}: {}",
-            self.options.tun,
-            [lease.ipv4.map(IpAddr::V4), lease.ipv6.map(IpAddr::V6)]
-                .iter()
-                .flatten()
-                .map(IpAddr::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.grant = Some(grant);
-        self.lease = Some(lease);
-        self.phase = Phase::Up;
-        self.was_up = true;
-        self.retry = FIRST_RETRY;
-        self.last_error = None;
-    }
-
-    fn configure(&mut self, grant: &Grant) -> Result<(), VpnError> {
-        self.routes = None;
-        if self.grant.is_some() {
-            self.tun.flush_addresses()?;
+        if self.routes_installed {
+            self.routes_installed = false;
+            host.push(HostOp::RemoveRoutes);
         }
         let mut addresses = Vec::new();
         if let Some((address, len)) = grant.ipv4 {
@@ -394,18 +453,13 @@ impl VpnClient {
         if let Some((address, len)) = grant.ipv6 {
             addresses.push((IpAddr::V6(address), len));
         }
-        let mtu = grant.mtu.min(super::TUN_MTU);
-        self.tun.configure(&addresses, mtu)?;
-        if !self.options.routes.is_empty() {
-            self.routes = Some(ClientRoutes::install(
-                &self.state_dir,
-                self.tun.name(),
-                &self.options.routes,
-                grant.ipv4.is_some(),
-                grant.ipv6.is_some(),
-            )?);
-        }
-        Ok(())
+        host.push(HostOp::ConfigureTun {
+            app: VpnApp::Client,
+            name: self.options.tun.clone(),
+            addresses,
+            mtu: grant.mtu.min(super::TUN_MTU),
+            replace: self.grant.is_some(),
+        });
     }
 
     /// When [`VpnClient::poll`] must run next.
@@ -414,28 +468,37 @@ impl VpnClient {
             Phase::Waiting { until }
             | Phase::Refused { until, .. }
             | Phase::AwaitingRoute { until } => Some(*until),
-            Phase::Leasing => Some(
+            Phase::Leasing { since } => Some(
                 self.exchange
                     .as_ref()
-                    .map_or(Instant::now(), |exchange| exchange.deadline),
+                    .map_or(*since, |exchange| exchange.deadline),
             ),
             _ => None,
         }
     }
 
-    /// Stops: removes the routes and releases the exchange; the TUN device goes when `self`
-    /// is dropped. The route to the server is the driver's to tear down.
-    pub fn stop(mut self, stack: &mut MeshStack) {
+    /// Stops: releases the exchange, has the routes removed, the device closed and the mark
+    /// taken off. The route to the server is the caller's to tear down.
+    pub fn stop(mut self, stack: &mut MeshStack, host: &mut HostOps) {
         self.drop_exchange(stack);
-        self.routes = None;
+        if self.routes_installed {
+            host.push(HostOp::RemoveRoutes);
+        }
+        host.push(HostOp::CloseTun {
+            app: VpnApp::Client,
+        });
+        if self.wants_mark() && self.phase != Phase::Opening {
+            host.push(HostOp::MarkDatagrams(0));
+        }
         log::info!("VPN client stopped, {} removed", self.options.tun);
     }
 
     /// The app's state.
     pub fn status(&self) -> ClientStatus {
         let state = match &self.phase {
+            Phase::Opening => "starting".to_owned(),
             Phase::Up => "up".to_owned(),
-            Phase::Leasing => "leasing".to_owned(),
+            Phase::Leasing { .. } | Phase::Configuring => "leasing".to_owned(),
             Phase::Building { .. } | Phase::AwaitingRoute { .. } => "connecting".to_owned(),
             Phase::Refused { refusal, .. } => format!("refused: {refusal}"),
             Phase::Waiting { .. } => match &self.last_error {
@@ -445,7 +508,7 @@ impl VpnClient {
         };
         ClientStatus {
             state,
-            server: self.options.server.to_string(),
+            server: self.options.server,
             tun: self.options.tun.to_string(),
             ipv4: self
                 .grant

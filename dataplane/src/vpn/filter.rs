@@ -4,9 +4,12 @@
 //! only from its server, to its own addresses.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+
+use smoltcp::wire::{Ipv4Packet, Ipv6Packet};
 
 use super::pool::Lease;
+use crate::api::vpn::DropCounts;
 use crate::identity::NodeKey;
 
 /// The addresses of an IP packet, read after checking that its header is whole.
@@ -18,35 +21,22 @@ pub struct Addresses {
     pub dst: IpAddr,
 }
 
-/// Reads the source and destination of an IPv4 or IPv6 packet; `None` when it is not one.
+/// Reads the source and destination of an IPv4 or IPv6 packet; `None` when it is not a whole
+/// one (its header, and as many bytes as the header says).
 pub fn addresses(packet: &[u8]) -> Option<Addresses> {
     match packet.first()? >> 4 {
         4 => {
-            let header = packet.get(..20)?;
-            let header_len = usize::from(header[0] & 0x0f) * 4;
-            let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-            if header_len < 20 || total_len < header_len || total_len > packet.len() {
-                return None;
-            }
-            let octets = |at: usize| [header[at], header[at + 1], header[at + 2], header[at + 3]];
+            let header = Ipv4Packet::new_checked(packet).ok()?;
             Some(Addresses {
-                src: IpAddr::V4(Ipv4Addr::from(octets(12))),
-                dst: IpAddr::V4(Ipv4Addr::from(octets(16))),
+                src: IpAddr::V4(header.src_addr()),
+                dst: IpAddr::V4(header.dst_addr()),
             })
         }
         6 => {
-            let header = packet.get(..40)?;
-            let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
-            if 40 + payload_len > packet.len() {
-                return None;
-            }
-            let mut src = [0u8; 16];
-            let mut dst = [0u8; 16];
-            src.copy_from_slice(&header[8..24]);
-            dst.copy_from_slice(&header[24..40]);
+            let header = Ipv6Packet::new_checked(packet).ok()?;
             Some(Addresses {
-                src: IpAddr::V6(Ipv6Addr::from(src)),
-                dst: IpAddr::V6(Ipv6Addr::from(dst)),
+                src: IpAddr::V6(header.src_addr()),
+                dst: IpAddr::V6(header.dst_addr()),
             })
         }
         _ => None,
@@ -68,23 +58,6 @@ pub enum Drop {
     NotServer,
     /// To an address that is not this client's.
     NotForUs,
-}
-
-/// Packets the VPN dropped, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DropCounts {
-    /// Not a whole IPv4 or IPv6 packet.
-    pub not_ip: u64,
-    /// From a peer that holds no lease.
-    pub no_lease: u64,
-    /// With a source that is not the sender's lease.
-    pub forged_source: u64,
-    /// To an address no connected client holds.
-    pub no_client: u64,
-    /// From a node that is not the client's server.
-    pub not_server: u64,
-    /// To an address that is not the client's.
-    pub not_for_us: u64,
 }
 
 impl DropCounts {

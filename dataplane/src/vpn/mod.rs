@@ -1,30 +1,31 @@
 //! The VPN apps: a server that hands each allowed client key stable addresses from its pools
 //! and forwards their packets through its TUN device, and a client that sends its machine's
 //! traffic (some subnets, or everything) through a TUN device to a server over a route
-//! session. This module owns their state; the driver owns the event loop they run in.
+//! session. This module owns their state; the devices, their addresses and routes, and the
+//! lease file are the driver's, changed as the apps ask ([`HostOp`]).
 
+mod apps;
 mod client;
 pub mod filter;
 pub mod lease;
 pub mod offload;
 pub mod pool;
 pub mod prefix;
-pub mod routes;
 mod server;
 pub mod tun;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use serde::Serialize;
-
+pub use apps::VpnApps;
 pub use client::VpnClient;
-pub use filter::DropCounts;
 pub use prefix::{Prefix, PrefixError};
 pub use server::VpnServer;
 pub use tun::{TunError, TunName};
 
+use crate::api::vpn::VpnApp;
 use crate::identity::NodeKey;
+use crate::service::{HostOp, HostResult};
 
 /// The server's TUN device unless configured otherwise.
 pub const DEFAULT_SERVER_TUN: &str = "skyvpn-srv";
@@ -38,6 +39,9 @@ pub use lease::DEFAULT_PORT as DEFAULT_LEASE_PORT;
 
 /// The TUN device's MTU: the inner MTU of a route session (ARCHITECTURE.md's budget).
 pub const TUN_MTU: u16 = crate::node::INNER_MTU as u16;
+/// The firewall mark of the node's own datagrams while a VPN client routes through the tunnel:
+/// policy routing sends everything without it into the tunnel.
+pub const FWMARK: u32 = 0x736b;
 
 /// The VPN apps' configuration.
 #[derive(Debug, Clone)]
@@ -61,7 +65,7 @@ impl Default for VpnOptions {
 }
 
 /// The VPN server app's configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Whether it starts with the dataplane (else `vpn start server` starts it).
     pub start: bool,
@@ -78,7 +82,7 @@ pub struct ServerOptions {
 }
 
 /// The VPN client app's configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Whether it starts with the dataplane (else `vpn start client` starts it).
     pub start: bool,
@@ -92,101 +96,6 @@ pub struct ClientOptions {
     pub routes: Vec<Prefix>,
     /// The server's mesh TCP port of the lease exchange.
     pub port: u16,
-}
-
-/// Which VPN app a request is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VpnApp {
-    /// The server app.
-    Server,
-    /// The client app.
-    Client,
-}
-
-/// Packets and bytes one way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Traffic {
-    /// Packets.
-    pub packets: u64,
-    /// Bytes.
-    pub bytes: u64,
-}
-
-impl Traffic {
-    /// Counts one packet of `len` bytes.
-    pub fn count(&mut self, len: usize) {
-        self.packets += 1;
-        self.bytes += len as u64;
-    }
-}
-
-/// Both VPN apps at a glance (`vpn status`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct VpnStatus {
-    /// The server app, when configured.
-    pub server: Option<ServerStatus>,
-    /// The client app, when configured.
-    pub client: Option<ClientStatus>,
-}
-
-/// The server app.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServerStatus {
-    /// `stopped`, `running`, or `failed: why`.
-    pub state: String,
-    /// Its TUN device.
-    pub tun: String,
-    /// Its own addresses in the tunnel.
-    pub ipv4: Option<Ipv4Addr>,
-    /// Its own IPv6 address in the tunnel.
-    pub ipv6: Option<Ipv6Addr>,
-    /// The clients connected in this run.
-    pub clients: Vec<ServerClientRow>,
-    /// Packets dropped, by reason.
-    pub drops: DropCounts,
-}
-
-/// One client of the server.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServerClientRow {
-    /// Its key.
-    pub key: String,
-    /// Its IPv4 address.
-    pub ipv4: Option<Ipv4Addr>,
-    /// Its IPv6 address.
-    pub ipv6: Option<Ipv6Addr>,
-    /// What it sent through the server.
-    pub rx: Traffic,
-    /// What the server sent it.
-    pub tx: Traffic,
-}
-
-/// The client app.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClientStatus {
-    /// `stopped`, `connecting`, `leasing`, `up`, `refused: why`, or `failed: why`.
-    pub state: String,
-    /// The server's key.
-    pub server: String,
-    /// Its TUN device.
-    pub tun: String,
-    /// The IPv4 address the server gave, with the pool's prefix length.
-    pub ipv4: Option<String>,
-    /// The IPv6 address the server gave, with the pool's prefix length.
-    pub ipv6: Option<String>,
-    /// The tunnel's MTU.
-    pub mtu: Option<u16>,
-    /// What is routed through the tunnel.
-    pub routes: Vec<String>,
-    /// How often the route to the server was rebuilt after it went down.
-    pub reconnects: u64,
-    /// What went into the tunnel.
-    pub tx: Traffic,
-    /// What came out of it.
-    pub rx: Traffic,
-    /// Packets dropped, by reason.
-    pub drops: DropCounts,
 }
 
 /// Why a VPN app could not start, or a request about it failed.
@@ -212,7 +121,49 @@ pub enum VpnError {
         /// What the stack said.
         source: crate::stack::StackError,
     },
-    /// The event loop would not take the TUN device.
-    #[error("cannot watch the TUN device: {0}")]
-    Register(std::io::Error),
+    /// The app's last stop is not complete.
+    #[error("the VPN {0} is still stopping: try again in a moment")]
+    Stopping(&'static str),
+}
+
+/// The host changes the VPN apps asked for and the driver has not taken yet, and how many
+/// answers each app waits for.
+#[derive(Debug, Default)]
+pub struct HostOps {
+    queue: VecDeque<HostOp>,
+    /// Answers awaited: the server's, then the client's.
+    awaited: [usize; 2],
+}
+
+impl HostOps {
+    /// Asks for a change.
+    pub fn push(&mut self, op: HostOp) {
+        if op.is_answered() {
+            self.awaited[slot(op.app())] += 1;
+        }
+        self.queue.push_back(op);
+    }
+
+    /// The next change for the driver.
+    pub fn pop(&mut self) -> Option<HostOp> {
+        self.queue.pop_front()
+    }
+
+    /// Counts an answer.
+    fn answered(&mut self, result: &HostResult) {
+        let awaited = &mut self.awaited[slot(result.app())];
+        *awaited = awaited.saturating_sub(1);
+    }
+
+    /// Whether `app` waits for no answer.
+    fn settled(&self, app: VpnApp) -> bool {
+        self.awaited[slot(app)] == 0
+    }
+}
+
+fn slot(app: VpnApp) -> usize {
+    match app {
+        VpnApp::Server => 0,
+        VpnApp::Client => 1,
+    }
 }

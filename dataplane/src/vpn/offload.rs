@@ -5,6 +5,10 @@
 //! The other way, [`Coalescer`] joins consecutive segments of one TCP flow into one large
 //! segment for the kernel to take in one write (what GRO does for a network card).
 
+use std::collections::VecDeque;
+
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, TcpSeqNumber};
+
 /// The `virtio_net_hdr` in front of every packet read from or written to the device.
 pub const VNET_HDR_LEN: usize = 10;
 
@@ -14,9 +18,8 @@ const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
 
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
+/// Where the checksum sits in a TCP header, for the device's checksum offload.
+const TCP_CHECKSUM_OFFSET: u16 = 16;
 
 /// Why a frame from the device was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,7 @@ pub enum OffloadError {
 struct VnetHeader {
     flags: u8,
     gso_type: u8,
+    header_len: u16,
     gso_size: u16,
     csum_start: u16,
     csum_offset: u16,
@@ -44,10 +48,20 @@ impl VnetHeader {
         Some(VnetHeader {
             flags: bytes[0],
             gso_type: bytes[1],
+            header_len: word(2),
             gso_size: word(4),
             csum_start: word(6),
             csum_offset: word(8),
         })
+    }
+
+    fn emit(&self, bytes: &mut [u8; VNET_HDR_LEN]) {
+        bytes[0] = self.flags;
+        bytes[1] = self.gso_type;
+        bytes[2..4].copy_from_slice(&self.header_len.to_le_bytes());
+        bytes[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        bytes[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        bytes[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
     }
 }
 
@@ -80,7 +94,8 @@ pub fn split(
 }
 
 /// Finishes a partial checksum: the field at `start + offset` holds the pseudo-header sum;
-/// the sum over everything from `start` on, complemented, goes there.
+/// the sum over everything from `start` on, complemented, goes there. (The device names the
+/// field by offsets, whatever the protocol.)
 fn complete_checksum(packet: &mut [u8], start: usize, offset: usize) -> Result<(), OffloadError> {
     let field = start + offset;
     if field + 2 > packet.len() || start > packet.len() {
@@ -96,39 +111,68 @@ fn complete_checksum(packet: &mut [u8], start: usize, offset: usize) -> Result<(
     Ok(())
 }
 
-/// Where the headers of a TCP/IP packet are.
+/// Where the headers of a TCP/IP packet are, read through checked views: after [`layout`],
+/// views over the packet's first `total` bytes cannot panic.
+#[derive(Debug, Clone, Copy)]
 struct Layout {
     v6: bool,
     ip_len: usize,
     tcp_len: usize,
+    /// The packet's length as its IP header gives it.
+    total: usize,
 }
 
 fn layout(packet: &[u8]) -> Result<Layout, OffloadError> {
     let malformed = OffloadError::Malformed;
-    let version = packet.first().ok_or(malformed)? >> 4;
-    let (v6, ip_len, protocol) = match version {
+    let (v6, ip_len, total) = match packet.first().ok_or(malformed)? >> 4 {
         4 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            (false, ihl, *packet.get(9).ok_or(malformed)?)
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| malformed)?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(malformed);
+            }
+            (
+                false,
+                usize::from(ip.header_len()),
+                usize::from(ip.total_len()),
+            )
         }
-        // Extension headers would need walking; the kernel does not segment such packets
-        // for a TUN device in practice, so they are refused.
-        6 => (true, 40, *packet.get(6).ok_or(malformed)?),
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).map_err(|_| malformed)?;
+            // Extension headers would need walking; the kernel does not segment such packets
+            // for a TUN device in practice, so they are refused.
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(malformed);
+            }
+            (true, ip.header_len(), ip.total_len())
+        }
         _ => return Err(malformed),
     };
-    if protocol != 6 || ip_len < 20 {
-        return Err(malformed);
-    }
-    let offset_byte = *packet.get(ip_len + 12).ok_or(malformed)?;
-    let tcp_len = usize::from(offset_byte >> 4) * 4;
-    if tcp_len < 20 || ip_len + tcp_len > packet.len() {
-        return Err(malformed);
-    }
+    let tcp = packet.get(ip_len..total).ok_or(malformed)?;
+    let tcp = TcpPacket::new_checked(tcp).map_err(|_| malformed)?;
     Ok(Layout {
         v6,
         ip_len,
-        tcp_len,
+        tcp_len: usize::from(tcp.header_len()),
+        total,
     })
+}
+
+/// The TCP pseudo-header sum of a packet whose layout is checked, for `tcp_bytes` of TCP.
+fn pseudo_header_sum(packet: &[u8], v6: bool, tcp_bytes: usize) -> u64 {
+    let initial = u64::from(u8::from(IpProtocol::Tcp)) + tcp_bytes as u64;
+    if v6 {
+        let ip = Ipv6Packet::new_unchecked(packet);
+        sum_bytes(
+            &ip.src_addr().octets(),
+            sum_bytes(&ip.dst_addr().octets(), initial),
+        )
+    } else {
+        let ip = Ipv4Packet::new_unchecked(packet);
+        sum_bytes(
+            &ip.src_addr().octets(),
+            sum_bytes(&ip.dst_addr().octets(), initial),
+        )
+    }
 }
 
 fn segment_tcp(
@@ -139,20 +183,17 @@ fn segment_tcp(
     mut deliver: impl FnMut(&[u8]),
 ) -> Result<(), OffloadError> {
     let layout = layout(packet)?;
+    let packet = &packet[..layout.total];
     let headers = layout.ip_len + layout.tcp_len;
     let mss = usize::from(gso_size);
     if mss == 0 || headers + mss > mtu || scratch.len() < headers + mss {
         return Err(OffloadError::Malformed);
     }
     let payload = &packet[headers..];
-    let seq = u32::from_be_bytes([
-        packet[layout.ip_len + 4],
-        packet[layout.ip_len + 5],
-        packet[layout.ip_len + 6],
-        packet[layout.ip_len + 7],
-    ]);
-    let flags = packet[layout.ip_len + 13];
-    let ip_id = u16::from_be_bytes([packet[4], packet[5]]);
+    let first = TcpPacket::new_unchecked(&packet[layout.ip_len..]);
+    let seq = first.seq_number();
+    let (fin, psh) = (first.fin(), first.psh());
+    let ip_id = (!layout.v6).then(|| Ipv4Packet::new_unchecked(packet).ident());
     let count = payload.len().div_ceil(mss).max(1);
     for index in 0..count {
         let start = index * mss;
@@ -161,36 +202,28 @@ fn segment_tcp(
         let segment = &mut scratch[..len];
         segment[..headers].copy_from_slice(&packet[..headers]);
         segment[headers..].copy_from_slice(chunk);
-        if layout.v6 {
-            let payload_len = (len - 40) as u16;
-            segment[4..6].copy_from_slice(&payload_len.to_be_bytes());
-        } else {
-            segment[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            segment[4..6].copy_from_slice(&ip_id.wrapping_add(index as u16).to_be_bytes());
-            segment[10..12].copy_from_slice(&[0, 0]);
-            let checksum = !fold(sum_bytes(&segment[..layout.ip_len], 0));
-            segment[10..12].copy_from_slice(&checksum.to_be_bytes());
+        match ip_id {
+            None => Ipv6Packet::new_unchecked(&mut *segment).set_payload_len((len - 40) as u16),
+            Some(ip_id) => {
+                let mut ip = Ipv4Packet::new_unchecked(&mut *segment);
+                ip.set_total_len(len as u16);
+                ip.set_ident(ip_id.wrapping_add(index as u16));
+                ip.fill_checksum();
+            }
         }
-        let tcp = layout.ip_len;
-        let segment_seq = seq.wrapping_add(start as u32);
-        segment[tcp + 4..tcp + 8].copy_from_slice(&segment_seq.to_be_bytes());
-        let mut segment_flags = flags;
-        if index + 1 < count {
-            segment_flags &= !(TCP_FIN | TCP_PSH);
-        }
+        let last = index + 1 == count;
+        let mut tcp = TcpPacket::new_unchecked(&mut segment[layout.ip_len..]);
+        tcp.set_seq_number(seq + start);
+        tcp.set_fin(fin && last);
+        tcp.set_psh(psh && last);
         if index > 0 {
-            segment_flags &= !TCP_CWR;
+            tcp.set_cwr(false);
         }
-        segment[tcp + 13] = segment_flags;
-        segment[tcp + 16..tcp + 18].copy_from_slice(&[0, 0]);
-        let tcp_bytes = (len - tcp) as u64;
-        let pseudo = if layout.v6 {
-            sum_bytes(&segment[8..40], 6 + tcp_bytes)
-        } else {
-            sum_bytes(&segment[12..20], 6 + tcp_bytes)
-        };
-        let checksum = !fold(sum_bytes(&segment[tcp..], pseudo));
-        segment[tcp + 16..tcp + 18].copy_from_slice(&checksum.to_be_bytes());
+        tcp.set_checksum(0);
+        let tcp_bytes = len - layout.ip_len;
+        let pseudo = pseudo_header_sum(segment, layout.v6, tcp_bytes);
+        let checksum = !fold(sum_bytes(&segment[layout.ip_len..], pseudo));
+        TcpPacket::new_unchecked(&mut segment[layout.ip_len..]).set_checksum(checksum);
         deliver(segment);
     }
     Ok(())
@@ -202,7 +235,8 @@ const MAX_COALESCED: usize = 64;
 const MAX_COALESCED_LEN: usize = 65_535;
 /// Flows kept open for joining at once; more are written out first.
 const MAX_OPEN: usize = 64;
-const TCP_ACK: u8 = 0x10;
+/// Frame buffers kept for reuse at most.
+const MAX_FREE: usize = 2 * MAX_OPEN;
 
 /// One write being built: a packet, perhaps with segments of the same flow joined to it.
 #[derive(Debug)]
@@ -211,89 +245,101 @@ struct Entry {
     buf: Vec<u8>,
     /// Whether more segments may join.
     open: bool,
-    v6: bool,
-    ip_len: usize,
-    tcp_len: usize,
+    /// The layout of the first segment; `None` for a packet that joins nothing.
+    layout: Option<Layout>,
     /// The payload size of each joined segment (the last may be shorter).
     segment: usize,
     count: usize,
-    next_seq: u32,
+    next_seq: TcpSeqNumber,
 }
 
 /// Joins consecutive TCP segments of one flow into large segments, written with a
 /// `virtio_net_hdr` that asks the kernel to take them as one (GSO) packet. Other packets pass
-/// as they are; order within a flow is kept.
+/// as they are; order within a flow is kept. Frames come out of [`Coalescer::next_frame`] in
+/// buffers that are reused.
 #[derive(Debug, Default)]
 pub struct Coalescer {
     entries: Vec<Entry>,
+    /// Finished frames waiting to be written, oldest first.
+    ready: VecDeque<Vec<u8>>,
+    /// The frame [`Coalescer::next_frame`] lent last.
+    lent: Option<Vec<u8>>,
     free: Vec<Vec<u8>>,
 }
 
 impl Coalescer {
-    /// Takes a packet for the device; `write` gets frames (header and packet) when entries
-    /// must make room.
-    pub fn push(&mut self, packet: &[u8], mut write: impl FnMut(&[u8])) {
-        if let Some(segment) = Segment::parse(packet) {
+    /// Takes a packet for the device; entries are finished early when too many flows are
+    /// open.
+    pub fn push(&mut self, packet: &[u8]) {
+        let segment = Segment::parse(packet);
+        if let Some(segment) = &segment {
             let joined = self
                 .entries
                 .iter_mut()
                 .rev()
-                .find(|entry| entry.same_flow(packet, &segment))
-                .is_some_and(|entry| entry.join(packet, &segment));
+                .find(|entry| entry.same_flow(packet, segment))
+                .is_some_and(|entry| entry.join(packet, segment));
             if joined {
                 return;
             }
             // An entry of this flow that could not take it must not take later ones either.
             for entry in self.entries.iter_mut() {
-                if entry.same_flow(packet, &segment) {
+                if entry.same_flow(packet, segment) {
                     entry.open = false;
                 }
             }
         }
         if self.entries.len() >= MAX_OPEN {
-            self.flush(&mut write);
+            self.finish();
         }
         let mut buf = self.free.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(&[0; VNET_HDR_LEN]);
         buf.extend_from_slice(packet);
-        let entry = match Segment::parse(packet) {
+        let entry = match segment {
             Some(segment) => Entry {
                 buf,
-                open: segment.flags & TCP_PSH == 0,
-                v6: segment.v6,
-                ip_len: segment.ip_len,
-                tcp_len: segment.tcp_len,
+                open: !segment.psh,
+                layout: Some(segment.layout),
                 segment: segment.payload_len,
                 count: 1,
-                next_seq: segment.seq.wrapping_add(segment.payload_len as u32),
+                next_seq: segment.seq + segment.payload_len,
             },
             None => Entry {
                 buf,
                 open: false,
-                v6: false,
-                ip_len: 0,
-                tcp_len: 0,
+                layout: None,
                 segment: 0,
                 count: 1,
-                next_seq: 0,
+                next_seq: TcpSeqNumber::default(),
             },
         };
         self.entries.push(entry);
     }
 
-    /// Writes out everything, in the order it came.
-    pub fn flush(&mut self, mut write: impl FnMut(&[u8])) {
+    /// Finishes every entry, in the order they came: their frames wait for
+    /// [`Coalescer::next_frame`].
+    pub fn finish(&mut self) {
         for mut entry in self.entries.drain(..) {
             entry.finish();
-            write(&entry.buf);
-            self.free.push(entry.buf);
+            self.ready.push_back(entry.buf);
         }
     }
 
-    /// Whether nothing waits.
+    /// The next finished frame (a `virtio_net_hdr` and a packet), lent until the next call.
+    pub fn next_frame(&mut self) -> Option<&[u8]> {
+        if let Some(written) = self.lent.take() {
+            if self.free.len() < MAX_FREE {
+                self.free.push(written);
+            }
+        }
+        let frame = self.ready.pop_front()?;
+        Some(self.lent.insert(frame).as_slice())
+    }
+
+    /// Whether nothing waits, finished or not.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.ready.is_empty()
     }
 }
 
@@ -301,12 +347,10 @@ impl Coalescer {
 /// that make it joinable.
 #[derive(Debug)]
 struct Segment {
-    v6: bool,
-    ip_len: usize,
-    tcp_len: usize,
+    layout: Layout,
     payload_len: usize,
-    seq: u32,
-    flags: u8,
+    seq: TcpSeqNumber,
+    psh: bool,
 }
 
 impl Segment {
@@ -314,44 +358,32 @@ impl Segment {
     /// fragments, a whole header and a correct checksum; `None` for anything else.
     fn parse(packet: &[u8]) -> Option<Segment> {
         let layout = layout(packet).ok()?;
-        let total = if layout.v6 {
-            40 + usize::from(u16::from_be_bytes([packet[4], packet[5]]))
-        } else {
-            if layout.ip_len != 20 || u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0 {
+        if layout.total != packet.len() {
+            return None;
+        }
+        if !layout.v6 {
+            let ip = Ipv4Packet::new_unchecked(packet);
+            if layout.ip_len != 20 || ip.more_frags() || ip.frag_offset() != 0 {
                 return None;
             }
-            usize::from(u16::from_be_bytes([packet[2], packet[3]]))
-        };
-        if total != packet.len() {
+        }
+        let tcp = TcpPacket::new_unchecked(&packet[layout.ip_len..]);
+        let only_ack = tcp.ack()
+            && !(tcp.syn() || tcp.fin() || tcp.rst() || tcp.urg() || tcp.ece() || tcp.cwr());
+        let payload_len = packet.len() - layout.ip_len - layout.tcp_len;
+        if !only_ack || payload_len == 0 {
             return None;
         }
-        let tcp = layout.ip_len;
-        let flags = packet[tcp + 13];
-        let payload_len = packet.len() - tcp - layout.tcp_len;
-        if flags & !TCP_PSH != TCP_ACK || payload_len == 0 {
-            return None;
-        }
-        let tcp_bytes = (packet.len() - tcp) as u64;
-        let pseudo = if layout.v6 {
-            sum_bytes(&packet[8..40], 6 + tcp_bytes)
-        } else {
-            sum_bytes(&packet[12..20], 6 + tcp_bytes)
-        };
-        if fold(sum_bytes(&packet[tcp..], pseudo)) != 0xffff {
+        let tcp_bytes = packet.len() - layout.ip_len;
+        let pseudo = pseudo_header_sum(packet, layout.v6, tcp_bytes);
+        if fold(sum_bytes(&packet[layout.ip_len..], pseudo)) != 0xffff {
             return None;
         }
         Some(Segment {
-            v6: layout.v6,
-            ip_len: layout.ip_len,
-            tcp_len: layout.tcp_len,
+            layout,
             payload_len,
-            seq: u32::from_be_bytes([
-                packet[tcp + 4],
-                packet[tcp + 5],
-                packet[tcp + 6],
-                packet[tcp + 7],
-            ]),
-            flags,
+            seq: tcp.seq_number(),
+            psh: tcp.psh(),
         })
     }
 }
@@ -364,45 +396,67 @@ impl Entry {
     /// Whether `packet` belongs to this entry's flow: same addresses, ports, and the IP and
     /// TCP header fields that joining keeps from the first segment.
     fn same_flow(&self, packet: &[u8], segment: &Segment) -> bool {
-        if self.tcp_len == 0 || segment.v6 != self.v6 || segment.tcp_len != self.tcp_len {
+        let Some(layout) = self.layout else {
+            return false;
+        };
+        if segment.layout.v6 != layout.v6 || segment.layout.tcp_len != layout.tcp_len {
             return false;
         }
+        // Both packets passed `Segment::parse`: the views cannot panic.
         let first = self.packet();
-        let (ip, tcp) = (self.ip_len, self.ip_len);
-        let ip_same = if self.v6 {
-            // Version, traffic class, flow label; hop limit; addresses.
-            first[..4] == packet[..4] && first[7] == packet[7] && first[8..40] == packet[8..40]
+        let ip_same = if layout.v6 {
+            let (a, b) = (
+                Ipv6Packet::new_unchecked(first),
+                Ipv6Packet::new_unchecked(packet),
+            );
+            a.traffic_class() == b.traffic_class()
+                && a.flow_label() == b.flow_label()
+                && a.hop_limit() == b.hop_limit()
+                && a.src_addr() == b.src_addr()
+                && a.dst_addr() == b.dst_addr()
         } else {
-            // TOS, TTL and protocol, addresses.
-            first[1] == packet[1]
-                && first[8..10] == packet[8..10]
-                && first[12..20] == packet[12..20]
+            let (a, b) = (
+                Ipv4Packet::new_unchecked(first),
+                Ipv4Packet::new_unchecked(packet),
+            );
+            a.dscp() == b.dscp()
+                && a.ecn() == b.ecn()
+                && a.hop_limit() == b.hop_limit()
+                && a.src_addr() == b.src_addr()
+                && a.dst_addr() == b.dst_addr()
         };
-        // Ports, then the ack number, then the options.
+        let a = TcpPacket::new_unchecked(&first[layout.ip_len..]);
+        let b = TcpPacket::new_unchecked(&packet[layout.ip_len..]);
         ip_same
-            && first[tcp..tcp + 4] == packet[tcp..tcp + 4]
-            && first[tcp + 8..tcp + 12] == packet[tcp + 8..tcp + 12]
-            && first[tcp + 20..ip + self.tcp_len] == packet[tcp + 20..ip + self.tcp_len]
+            && a.src_port() == b.src_port()
+            && a.dst_port() == b.dst_port()
+            && a.ack_number() == b.ack_number()
+            && a.options() == b.options()
     }
 
     /// Appends `segment`'s payload if it continues this entry; says whether it did.
     fn join(&mut self, packet: &[u8], segment: &Segment) -> bool {
+        let Some(layout) = self.layout else {
+            return false;
+        };
         let fits = self.count < MAX_COALESCED
             && self.buf.len() - VNET_HDR_LEN + segment.payload_len <= MAX_COALESCED_LEN;
         if !self.open || !fits || segment.seq != self.next_seq || segment.payload_len > self.segment
         {
             return false;
         }
-        self.buf
-            .extend_from_slice(&packet[segment.ip_len + segment.tcp_len..]);
+        let incoming = TcpPacket::new_unchecked(&packet[segment.layout.ip_len..]);
+        let window = incoming.window_len();
+        self.buf.extend_from_slice(incoming.payload());
         self.count += 1;
-        self.next_seq = self.next_seq.wrapping_add(segment.payload_len as u32);
-        let tcp = VNET_HDR_LEN + self.ip_len;
+        self.next_seq += segment.payload_len;
         // The window and PSH of the latest segment are the ones that count.
-        self.buf[tcp + 13] |= segment.flags & TCP_PSH;
-        self.buf[tcp + 14..tcp + 16]
-            .copy_from_slice(&packet[segment.ip_len + 14..segment.ip_len + 16]);
-        if segment.payload_len < self.segment || segment.flags & TCP_PSH != 0 {
+        let mut tcp = TcpPacket::new_unchecked(&mut self.buf[VNET_HDR_LEN + layout.ip_len..]);
+        if segment.psh {
+            tcp.set_psh(true);
+        }
+        tcp.set_window_len(window);
+        if segment.payload_len < self.segment || segment.psh {
             self.open = false;
         }
         true
@@ -410,35 +464,32 @@ impl Entry {
 
     /// Rewrites the headers of a joined entry and fills in the `virtio_net_hdr`.
     fn finish(&mut self) {
-        if self.count < 2 {
+        let Some(layout) = self.layout.filter(|_| self.count >= 2) else {
             return;
-        }
+        };
         let len = self.buf.len() - VNET_HDR_LEN;
-        let (ip_len, tcp_len, segment, v6) = (self.ip_len, self.tcp_len, self.segment, self.v6);
-        let packet = &mut self.buf[VNET_HDR_LEN..];
-        if v6 {
-            packet[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        let (header, packet) = self.buf.split_at_mut(VNET_HDR_LEN);
+        if layout.v6 {
+            Ipv6Packet::new_unchecked(&mut *packet).set_payload_len((len - 40) as u16);
         } else {
-            packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            packet[10..12].copy_from_slice(&[0, 0]);
-            let checksum = !fold(sum_bytes(&packet[..20], 0));
-            packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+            let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
+            ip.set_total_len(len as u16);
+            ip.fill_checksum();
         }
         // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel does the rest.
-        let tcp_bytes = (len - ip_len) as u64;
-        let pseudo = if v6 {
-            sum_bytes(&packet[8..40], 6 + tcp_bytes)
-        } else {
-            sum_bytes(&packet[12..20], 6 + tcp_bytes)
+        let pseudo = fold(pseudo_header_sum(packet, layout.v6, len - layout.ip_len));
+        TcpPacket::new_unchecked(&mut packet[layout.ip_len..]).set_checksum(pseudo);
+        let vnet = VnetHeader {
+            flags: FLAG_NEEDS_CSUM,
+            gso_type: if layout.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            header_len: (layout.ip_len + layout.tcp_len) as u16,
+            gso_size: self.segment as u16,
+            csum_start: layout.ip_len as u16,
+            csum_offset: TCP_CHECKSUM_OFFSET,
         };
-        packet[ip_len + 16..ip_len + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
-        let header = &mut self.buf[..VNET_HDR_LEN];
-        header[0] = FLAG_NEEDS_CSUM;
-        header[1] = if v6 { GSO_TCPV6 } else { GSO_TCPV4 };
-        header[2..4].copy_from_slice(&((ip_len + tcp_len) as u16).to_le_bytes());
-        header[4..6].copy_from_slice(&(segment as u16).to_le_bytes());
-        header[6..8].copy_from_slice(&(ip_len as u16).to_le_bytes());
-        header[8..10].copy_from_slice(&16u16.to_le_bytes());
+        if let Ok(bytes) = <&mut [u8; VNET_HDR_LEN]>::try_from(header) {
+            vnet.emit(bytes);
+        }
     }
 }
 
@@ -477,6 +528,16 @@ mod tests {
     use etherparse::{
         IpHeaders, Ipv4Header, Ipv6Header, PacketHeaders, TcpHeader, TransportHeader,
     };
+
+    const TCP_FIN: u8 = 0x01;
+    const TCP_PSH: u8 = 0x08;
+    const TCP_CWR: u8 = 0x80;
+
+    /// Everything the coalescer holds, finished, as frames.
+    fn drain(coalescer: &mut Coalescer) -> Vec<Vec<u8>> {
+        coalescer.finish();
+        std::iter::from_fn(|| coalescer.next_frame().map(<[u8]>::to_vec)).collect()
+    }
 
     /// A TCP/IP packet with `payload` bytes (0, 1, 2, … mod 251) and the given flags; the TCP
     /// checksum holds only the pseudo-header sum, as the kernel leaves it.
@@ -642,11 +703,10 @@ mod tests {
             let segments = segments_of(&packet, v6, 1200);
             assert_eq!(segments.len(), 5);
             let mut coalescer = Coalescer::default();
-            let mut frames = Vec::new();
             for segment in &segments {
-                coalescer.push(segment, |f| frames.push(f.to_vec()));
+                coalescer.push(segment);
             }
-            coalescer.flush(|f| frames.push(f.to_vec()));
+            let frames = drain(&mut coalescer);
             assert_eq!(frames.len(), 1, "one write for the whole run");
             let header = VnetHeader::parse(&frames[0]).unwrap();
             assert_eq!(header.gso_size, 1200);
@@ -686,12 +746,12 @@ mod tests {
             &other[1],
         ];
         let mut coalescer = Coalescer::default();
-        let mut frames = Vec::new();
         for packet in input {
-            coalescer.push(packet, |f| frames.push(f.to_vec()));
+            coalescer.push(packet);
         }
         assert!(!coalescer.is_empty());
-        coalescer.flush(|f| frames.push(f.to_vec()));
+        let frames = drain(&mut coalescer);
+        assert!(coalescer.is_empty());
         let counts: Vec<usize> = frames
             .iter()
             .map(|f| {
@@ -748,11 +808,11 @@ mod tests {
             let _ = split(&mut bytes.clone(), &mut scratch, 1348, |p| {
                 assert!(p.len() <= bytes.len());
             });
-            coalescer.push(&bytes, |frame| {
-                assert!(frame.len() <= MAX_COALESCED_LEN + VNET_HDR_LEN)
-            });
+            coalescer.push(&bytes);
             if round % 7 == 0 {
-                coalescer.flush(|frame| assert!(frame.len() <= MAX_COALESCED_LEN + VNET_HDR_LEN));
+                for frame in drain(&mut coalescer) {
+                    assert!(frame.len() <= MAX_COALESCED_LEN + VNET_HDR_LEN);
+                }
             }
         }
     }

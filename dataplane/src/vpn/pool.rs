@@ -1,10 +1,10 @@
 //! The VPN server's address pools: one IPv4 and one IPv6 prefix, the server's own addresses
-//! first, then one lease per client key, kept in the state folder (YAML, written to a
-//! temporary file and renamed) so that a client keeps its addresses across reconnects and
-//! restarts.
+//! first, then one lease per client key, kept in a lease file in the state folder (YAML) so
+//! that a client keeps its addresses across reconnects and restarts. The pool reads and writes
+//! the file's text; the driver reads and writes the file.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ pub const LEASE_FILE: &str = "vpn-leases.yaml";
 const LEASE_FILE_VERSION: u32 = 1;
 /// A lease file larger than this is not read (a file of leases for every allowed key stays
 /// far below).
-const MAX_LEASE_FILE: u64 = 16 << 20;
+pub const MAX_LEASE_FILE: u64 = 16 << 20;
 
 /// The addresses leased to one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,30 +99,11 @@ pub struct Pool {
     pool4: Option<Prefix>,
     pool6: Option<Prefix>,
     leases: BTreeMap<NodeKey, Lease>,
-    file: PathBuf,
 }
 
 impl Pool {
-    /// Pools over `pool4` and `pool6` with the leases kept in `state_dir`; leases that fall
-    /// outside the pools (the pools changed) are forgotten.
-    pub fn open(
-        pool4: Option<Prefix>,
-        pool6: Option<Prefix>,
-        state_dir: &Path,
-    ) -> Result<Pool, PoolError> {
-        let mut pool = Pool::empty(pool4, pool6, state_dir.join(LEASE_FILE))?;
-        if let Some(text) = pool.read_file()? {
-            pool.load(&text)?;
-        }
-        Ok(pool)
-    }
-
-    /// Pools over `pool4` and `pool6` with no leases yet, to be kept in `file`.
-    pub(crate) fn empty(
-        pool4: Option<Prefix>,
-        pool6: Option<Prefix>,
-        file: PathBuf,
-    ) -> Result<Pool, PoolError> {
+    /// Pools over `pool4` and `pool6`, with no lease yet ([`Pool::load`] adds the stored ones).
+    pub fn new(pool4: Option<Prefix>, pool6: Option<Prefix>) -> Result<Pool, PoolError> {
         if pool4.is_none() && pool6.is_none() {
             return Err(PoolError::NoPool);
         }
@@ -150,7 +131,6 @@ impl Pool {
             pool4,
             pool6,
             leases: BTreeMap::new(),
-            file,
         })
     }
 
@@ -182,10 +162,12 @@ impl Pool {
         self.leases.get(key).copied()
     }
 
-    /// The lease of `key`: the one it had, or new addresses, saved before they are returned.
-    pub fn lease(&mut self, key: NodeKey) -> Result<Lease, PoolError> {
+    /// The lease of `key`: the one it had, or new addresses. A new lease (`true`) must be
+    /// saved ([`Pool::to_text`]) before it is given, and forgotten ([`Pool::forget`]) if it
+    /// cannot be.
+    pub fn lease(&mut self, key: NodeKey) -> Result<(Lease, bool), PoolError> {
         if let Some(lease) = self.leases.get(&key) {
-            return Ok(*lease);
+            return Ok((*lease, false));
         }
         let lease = Lease {
             ipv4: match self.pool4 {
@@ -206,11 +188,12 @@ impl Pool {
             },
         };
         self.leases.insert(key, lease);
-        if let Err(error) = self.save() {
-            self.leases.remove(&key);
-            return Err(error);
-        }
-        Ok(lease)
+        Ok((lease, true))
+    }
+
+    /// Drops the lease of `key` (one that could not be saved).
+    pub fn forget(&mut self, key: &NodeKey) {
+        self.leases.remove(key);
     }
 
     /// The first address of `prefix` that is neither the network's, the server's, IPv4's
@@ -232,28 +215,11 @@ impl Pool {
             .find(|address| !self.leases.values().any(|lease| lease.holds(*address)))
     }
 
-    /// The lease file's text; `None` when there is no lease file yet.
-    fn read_file(&self) -> Result<Option<String>, PoolError> {
-        let file_error = |source| PoolError::File {
-            file: self.file.clone(),
-            source,
-        };
-        match std::fs::File::open(&self.file) {
-            Ok(file) => {
-                let mut text = String::new();
-                io::Read::read_to_string(&mut io::Read::take(file, MAX_LEASE_FILE), &mut text)
-                    .map_err(file_error)?;
-                Ok(Some(text))
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(file_error(error)),
-        }
-    }
-
-    /// Takes the leases of `text`, the lease file's contents, that still fit the pools.
-    pub(crate) fn load(&mut self, text: &str) -> Result<(), PoolError> {
+    /// Takes the leases stored in the lease file `file`, whose contents are `text`; leases
+    /// that fall outside the pools (the pools changed) are forgotten.
+    pub fn load(&mut self, file: &Path, text: &str) -> Result<(), PoolError> {
         let damaged = |problem: String| PoolError::Damaged {
-            file: self.file.clone(),
+            file: file.to_path_buf(),
             problem,
         };
         let parsed: LeaseFile = yaml_serde::from_str(text).map_err(|e| damaged(e.to_string()))?;
@@ -299,11 +265,8 @@ impl Pool {
         offset >= 2 && !broadcast
     }
 
-    fn save(&self) -> Result<(), PoolError> {
-        let file_error = |source| PoolError::File {
-            file: self.file.clone(),
-            source,
-        };
+    /// The lease file's contents.
+    pub fn to_text(&self) -> String {
         let contents = LeaseFile {
             version: LEASE_FILE_VERSION,
             leases: self
@@ -316,22 +279,9 @@ impl Pool {
                 })
                 .collect(),
         };
-        let text = yaml_serde::to_string(&contents)
-            .map_err(|e| file_error(io::Error::other(e.to_string())))?;
-        write_atomically(&self.file, text.as_bytes()).map_err(file_error)
+        // Keys, addresses and a number: nothing that YAML cannot write.
+        yaml_serde::to_string(&contents).unwrap_or_default()
     }
-}
-
-/// Writes `file` so that a crash leaves either the old contents or the new, never a mix.
-pub(crate) fn write_atomically(file: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temporary = file.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let mut handle = std::fs::File::create(&temporary)?;
-    handle.write_all(bytes)?;
-    handle.sync_all()?;
-    drop(handle);
-    std::fs::rename(&temporary, file)
 }
 
 fn as_v4(address: IpAddr) -> Option<Ipv4Addr> {
@@ -354,13 +304,6 @@ mod tests {
     use super::*;
     use crate::identity::SecretKey;
 
-    pub(crate) fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("skywire-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn pools() -> (Option<Prefix>, Option<Prefix>) {
         (
             Some("10.77.0.0/24".parse().unwrap()),
@@ -368,84 +311,102 @@ mod tests {
         )
     }
 
+    fn file() -> PathBuf {
+        PathBuf::from("state").join(LEASE_FILE)
+    }
+
     #[test]
     fn server_first_then_clients_stable_across_restarts() {
-        let dir = temp_dir("pool-stable");
         let (pool4, pool6) = pools();
         let (a, b) = (
             SecretKey::generate().public(),
             SecretKey::generate().public(),
         );
-        let mut pool = Pool::open(pool4, pool6, &dir).unwrap();
+        let mut pool = Pool::new(pool4, pool6).unwrap();
         assert_eq!(pool.server().ipv4, Some("10.77.0.1".parse().unwrap()));
         assert_eq!(pool.server().ipv6, Some("fd77::1".parse().unwrap()));
-        let lease_a = pool.lease(a).unwrap();
-        let lease_b = pool.lease(b).unwrap();
+        let (lease_a, new) = pool.lease(a).unwrap();
+        assert!(new);
+        let (lease_b, _) = pool.lease(b).unwrap();
         assert_eq!(lease_a.ipv4, Some("10.77.0.2".parse().unwrap()));
         assert_eq!(lease_b.ipv6, Some("fd77::3".parse().unwrap()));
         assert_eq!(
             pool.lease(a).unwrap(),
-            lease_a,
+            (lease_a, false),
             "a reconnect keeps the lease"
         );
-        drop(pool);
-        let mut pool = Pool::open(pool4, pool6, &dir).unwrap();
+        let text = pool.to_text();
+        let mut pool = Pool::new(pool4, pool6).unwrap();
+        pool.load(&file(), &text).unwrap();
         assert_eq!(
             pool.lease_of(&b),
             Some(lease_b),
             "a restart keeps the lease"
         );
-        assert_eq!(pool.lease(a).unwrap(), lease_a);
-        assert!(!dir.join("vpn-leases.yaml.tmp").exists());
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(pool.lease(a).unwrap(), (lease_a, false));
     }
 
     #[test]
     fn small_pools_run_out_and_say_so() {
-        let dir = temp_dir("pool-small");
-        let mut pool = Pool::open(Some("10.0.0.0/30".parse().unwrap()), None, &dir).unwrap();
-        let lease = pool.lease(SecretKey::generate().public()).unwrap();
+        let mut pool = Pool::new(Some("10.0.0.0/30".parse().unwrap()), None).unwrap();
+        let (lease, _) = pool.lease(SecretKey::generate().public()).unwrap();
         assert_eq!(lease.ipv4, Some("10.0.0.2".parse().unwrap()));
         assert_eq!(lease.ipv6, None);
         let error = pool.lease(SecretKey::generate().public()).unwrap_err();
         assert!(matches!(error, PoolError::Exhausted(_)), "{error}");
-        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_lease_that_could_not_be_saved_is_forgotten() {
+        let mut pool = Pool::new(Some("10.0.0.0/30".parse().unwrap()), None).unwrap();
+        let key = SecretKey::generate().public();
+        pool.lease(key).unwrap();
+        pool.forget(&key);
+        assert_eq!(pool.lease_of(&key), None);
+        assert!(
+            pool.lease(SecretKey::generate().public()).is_ok(),
+            "its address is free"
+        );
     }
 
     #[test]
     fn bad_pools_and_damaged_files_are_refused() {
-        let dir = temp_dir("pool-bad");
-        assert!(matches!(
-            Pool::open(None, None, &dir),
-            Err(PoolError::NoPool)
-        ));
+        assert!(matches!(Pool::new(None, None), Err(PoolError::NoPool)));
         let v6: Prefix = "fd00::/64".parse().unwrap();
         assert!(matches!(
-            Pool::open(Some(v6), None, &dir),
+            Pool::new(Some(v6), None),
             Err(PoolError::BadPrefix { .. })
         ));
         let tiny: Prefix = "10.0.0.0/31".parse().unwrap();
         assert!(matches!(
-            Pool::open(Some(tiny), None, &dir),
+            Pool::new(Some(tiny), None),
             Err(PoolError::BadPrefix { .. })
         ));
-        std::fs::write(dir.join(LEASE_FILE), "version: 1\nleases: [{key: nope}]\n").unwrap();
         let (pool4, pool6) = pools();
-        let error = Pool::open(pool4, pool6, &dir).unwrap_err();
-        assert!(error.to_string().contains("move it away"), "{error}");
-        std::fs::remove_dir_all(dir).unwrap();
+        let mut pool = Pool::new(pool4, pool6).unwrap();
+        let error = pool
+            .load(&file(), "version: 1\nleases: [{key: nope}]\n")
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("move it away") && text.contains(LEASE_FILE),
+            "{text}"
+        );
+        let error = pool.load(&file(), "version: 2\n").unwrap_err();
+        assert!(error.to_string().contains("version 2"), "{error}");
     }
 
     #[test]
     fn leases_outside_changed_pools_are_forgotten() {
-        let dir = temp_dir("pool-changed");
         let key = SecretKey::generate().public();
         let (pool4, pool6) = pools();
-        Pool::open(pool4, pool6, &dir).unwrap().lease(key).unwrap();
-        let mut pool = Pool::open(Some("10.88.0.0/24".parse().unwrap()), pool6, &dir).unwrap();
+        let mut pool = Pool::new(pool4, pool6).unwrap();
+        pool.lease(key).unwrap();
+        let text = pool.to_text();
+        let mut pool = Pool::new(Some("10.88.0.0/24".parse().unwrap()), pool6).unwrap();
+        pool.load(&file(), &text).unwrap();
         assert_eq!(pool.lease_of(&key), None);
-        let lease = pool.lease(key).unwrap();
+        let (lease, _) = pool.lease(key).unwrap();
         assert_eq!(lease.ipv4, Some("10.88.0.2".parse().unwrap()));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

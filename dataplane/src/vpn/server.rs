@@ -1,19 +1,22 @@
-//! The VPN server app: its TUN device, its pools, the lease exchanges in progress, and the
-//! packets between its clients' route sessions and the TUN device.
+//! The VPN server app: its pools, the lease exchanges in progress, and the packets between its
+//! clients' route sessions and its TUN device. It starts in steps, each a host change the
+//! driver makes: the device is created, the lease file read, the device configured; then it
+//! listens for lease requests.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::filter::{self, DropCounts, ServerFilter};
+use super::filter::{self, ServerFilter};
 use super::lease::{self, Grant, Message, ParseError, Refusal};
-use super::offload::Coalescer;
-use super::pool::{Pool, PoolError};
-use super::tun::{write_frame, TunDevice};
-use super::{ServerClientRow, ServerOptions, ServerStatus, Traffic, VpnError, TUN_MTU};
+use super::offload::{self, Coalescer};
+use super::pool::{Pool, PoolError, LEASE_FILE};
+use super::{HostOps, ServerOptions, VpnError, TUN_MTU};
+use crate::api::vpn::{DropCounts, ServerClientRow, ServerStatus, Traffic, VpnApp};
 use crate::identity::NodeKey;
 use crate::node::{Node, INNER_MTU};
+use crate::service::{HostOp, HostResult};
 use crate::stack::{MeshStack, TcpHandle};
 
 /// How long one lease exchange may take.
@@ -23,12 +26,27 @@ const MAX_EXCHANGES: usize = 64;
 /// Listening sockets kept ready on the lease port.
 const BACKLOG: usize = 4;
 
+/// How far the start has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The TUN device is being created.
+    OpeningTun,
+    /// The lease file is being read.
+    LoadingLeases,
+    /// The device is being given its addresses.
+    Configuring,
+    /// Serving.
+    Running,
+}
+
 /// One lease exchange with a client.
 #[derive(Debug)]
 struct Exchange {
     handle: TcpHandle,
     peer: Option<NodeKey>,
     received: Vec<u8>,
+    /// A new lease waits for this save of the lease file before it is granted.
+    awaiting_save: Option<(u64, Grant)>,
     reply: Option<Vec<u8>>,
     sent: usize,
     deadline: Instant,
@@ -38,70 +56,129 @@ struct Exchange {
 #[derive(Debug)]
 pub struct VpnServer {
     options: ServerOptions,
-    tun: TunDevice,
+    lease_file: PathBuf,
+    phase: Phase,
     pool: Pool,
     filter: ServerFilter,
     exchanges: Vec<Exchange>,
     traffic: HashMap<NodeKey, (Traffic, Traffic)>,
     drops: DropCounts,
     coalescer: Coalescer,
+    /// Saves of the lease file asked for, and answered, so far.
+    saves_asked: u64,
+    saves_answered: u64,
 }
 
 impl VpnServer {
-    /// Opens the pools, creates and configures the TUN device, and listens for lease requests.
+    /// Checks the pools and asks for the TUN device; the start goes on as the host answers
+    /// ([`VpnServer::handle_host_result`]).
     pub fn start(
         options: &ServerOptions,
         state_dir: &Path,
-        stack: &mut MeshStack,
+        host: &mut HostOps,
     ) -> Result<VpnServer, VpnError> {
-        let pool = Pool::open(options.pool4, options.pool6, state_dir)?;
-        let tun = TunDevice::create(&options.tun)?;
-        let server = pool.server();
-        let mut addresses = Vec::new();
-        if let (Some(address), Some(prefix)) = (server.ipv4, pool.pool4()) {
-            addresses.push((IpAddr::V4(address), prefix.prefix_len()));
-        }
-        if let (Some(address), Some(prefix)) = (server.ipv6, pool.pool6()) {
-            addresses.push((IpAddr::V6(address), prefix.prefix_len()));
-        }
-        tun.configure(&addresses, TUN_MTU)?;
-        stack
-            .listen(options.port, BACKLOG)
-            .map_err(|source| VpnError::Listen {
-                port: options.port,
-                source,
-            })?;
-        log::info!(
-            "VPN server up on {} ({}), leases on mesh port {}, {} allowed key(s)",
-            options.tun,
-            addresses
-                .iter()
-                .map(|(address, len)| format!("{address}/{len}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            options.port,
-            options.allow.len()
-        );
+        let pool = Pool::new(options.pool4, options.pool6)?;
+        host.push(HostOp::OpenTun {
+            app: VpnApp::Server,
+            name: options.tun.clone(),
+        });
         Ok(VpnServer {
             options: options.clone(),
-            tun,
+            lease_file: state_dir.join(LEASE_FILE),
+            phase: Phase::OpeningTun,
             pool,
             filter: ServerFilter::default(),
             exchanges: Vec::new(),
             traffic: HashMap::new(),
             drops: DropCounts::default(),
             coalescer: Coalescer::default(),
+            saves_asked: 0,
+            saves_answered: 0,
         })
     }
 
-    /// The TUN device.
-    pub fn tun(&self) -> &TunDevice {
-        &self.tun
+    /// Whether the start is complete.
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
     }
 
     /// The mesh TCP port of the lease exchange.
     pub fn port(&self) -> u16 {
         self.options.port
+    }
+
+    /// The host's answer to one of the server's changes; an error ends the start.
+    pub fn handle_host_result(
+        &mut self,
+        stack: &mut MeshStack,
+        result: HostResult,
+        host: &mut HostOps,
+    ) -> Result<(), VpnError> {
+        match (self.phase, result) {
+            (Phase::OpeningTun, HostResult::TunOpened { result, .. }) => {
+                result?;
+                self.phase = Phase::LoadingLeases;
+                host.push(HostOp::LoadLeases {
+                    file: self.lease_file.clone(),
+                });
+            }
+            (Phase::LoadingLeases, HostResult::LeasesLoaded { file, text }) => {
+                match text {
+                    Ok(Some(text)) => self.pool.load(&file, &text)?,
+                    Ok(None) => {}
+                    Err(source) => return Err(PoolError::File { file, source }.into()),
+                }
+                self.phase = Phase::Configuring;
+                host.push(HostOp::ConfigureTun {
+                    app: VpnApp::Server,
+                    name: self.options.tun.clone(),
+                    addresses: self.addresses(),
+                    mtu: TUN_MTU,
+                    replace: false,
+                });
+            }
+            (Phase::Configuring, HostResult::TunConfigured { result, .. }) => {
+                result?;
+                let port = self.options.port;
+                stack
+                    .listen(port, BACKLOG)
+                    .map_err(|source| VpnError::Listen { port, source })?;
+                self.phase = Phase::Running;
+                log::info!(
+                    "VPN server up on {} ({}), leases on mesh port {port}, {} allowed key(s)",
+                    self.options.tun,
+                    self.addresses()
+                        .iter()
+                        .map(|(address, len)| format!("{address}/{len}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.options.allow.len()
+                );
+            }
+            (_, HostResult::LeasesSaved { file, result }) => {
+                self.saves_answered += 1;
+                let saved = result.is_ok();
+                if let Err(source) = result {
+                    log::warn!("VPN lease not given: {}", PoolError::File { file, source });
+                }
+                self.answer_saved(saved);
+            }
+            (phase, result) => log::debug!("VPN server ({phase:?}): unexpected {result:?}"),
+        }
+        Ok(())
+    }
+
+    /// The server's own addresses with their pools' prefix lengths.
+    fn addresses(&self) -> Vec<(IpAddr, u8)> {
+        let server = self.pool.server();
+        let mut addresses = Vec::new();
+        if let (Some(address), Some(prefix)) = (server.ipv4, self.pool.pool4()) {
+            addresses.push((IpAddr::V4(address), prefix.prefix_len()));
+        }
+        if let (Some(address), Some(prefix)) = (server.ipv6, self.pool.pool6()) {
+            addresses.push((IpAddr::V6(address), prefix.prefix_len()));
+        }
+        addresses
     }
 
     /// A packet that `peer`'s route session delivered: to the TUN device if its source is
@@ -114,55 +191,43 @@ impl VpnServer {
         if let Some((rx, _)) = self.traffic.get_mut(peer) {
             rx.count(packet.len());
         }
-        let tun = &self.tun;
-        self.coalescer.push(packet, |frame| write_frame(tun, frame));
+        self.coalescer.push(packet);
     }
 
-    /// Writes what waits to be joined; call once the packets of a wake-up are in.
-    pub fn flush_tun(&mut self) {
-        let tun = &self.tun;
-        self.coalescer.flush(|frame| write_frame(tun, frame));
+    /// Finishes what waits to be joined; call once the packets of a wake-up are in.
+    pub fn finish_frames(&mut self) {
+        self.coalescer.finish();
     }
 
-    /// Reads frames from the TUN device and sends each packet to the client that holds its
-    /// destination, up to `budget` frames; says whether more may be waiting. `scratch` holds
-    /// the segments of a large frame ([`super::offload::split`]).
-    pub fn read_tun(
-        &mut self,
-        node: &mut Node,
-        buf: &mut [u8],
-        scratch: &mut [u8],
-        budget: usize,
-    ) -> bool {
+    /// The next frame for the TUN device, lent until the next call.
+    pub fn next_frame(&mut self) -> Option<&[u8]> {
+        self.coalescer.next_frame()
+    }
+
+    /// A frame the TUN device gave: each packet in it goes to the client that holds its
+    /// destination. `scratch` holds the segments of a large frame ([`offload::split`]).
+    pub fn handle_tun_frame(&mut self, node: &mut Node, frame: &mut [u8], scratch: &mut [u8]) {
         let (filter, traffic, drops) = (&self.filter, &mut self.traffic, &mut self.drops);
-        let (more, not_ip) =
-            self.tun
-                .read_packets(
-                    "VPN server",
-                    buf,
-                    scratch,
-                    INNER_MTU,
-                    budget,
-                    |packet| match filter.client_for(packet) {
-                        Ok(peer) => match node.send_to(&peer, packet) {
-                            Ok(()) => {
-                                if let Some((_, tx)) = traffic.get_mut(&peer) {
-                                    tx.count(packet.len());
-                                }
-                            }
-                            Err(error) => log::debug!("VPN packet to {peer} not sent: {error}"),
-                        },
-                        Err(drop) => drops.count(drop),
-                    },
-                );
-        for _ in 0..not_ip {
+        let split = offload::split(frame, scratch, INNER_MTU, |packet| {
+            match filter.client_for(packet) {
+                Ok(peer) => match node.send_to(&peer, packet) {
+                    Ok(()) => {
+                        if let Some((_, tx)) = traffic.get_mut(&peer) {
+                            tx.count(packet.len());
+                        }
+                    }
+                    Err(error) => log::debug!("VPN packet to {peer} not sent: {error}"),
+                },
+                Err(drop) => drops.count(drop),
+            }
+        });
+        if split.is_err() {
             drops.count(filter::Drop::NotIp);
         }
-        more
     }
 
     /// Takes a connection accepted on the lease port from `peer` (`None`: from an address
-    /// with no route, which cannot happen for an authenticated session).
+    /// with no route session, which cannot happen for an authenticated stream).
     pub fn accept(
         &mut self,
         now: Instant,
@@ -179,6 +244,7 @@ impl VpnServer {
             handle,
             peer,
             received: Vec::new(),
+            awaiting_save: None,
             reply: None,
             sent: 0,
             deadline: now + EXCHANGE_TIMEOUT,
@@ -191,10 +257,10 @@ impl VpnServer {
     }
 
     /// Moves the lease exchanges on; call after the stack has run.
-    pub fn poll_exchanges(&mut self, now: Instant, stack: &mut MeshStack) {
+    pub fn poll_exchanges(&mut self, now: Instant, stack: &mut MeshStack, host: &mut HostOps) {
         let mut index = 0;
         while index < self.exchanges.len() {
-            if self.step_exchange(now, stack, index) {
+            if self.step_exchange(now, stack, host, index) {
                 index += 1;
             } else {
                 let exchange = self.exchanges.swap_remove(index);
@@ -204,14 +270,20 @@ impl VpnServer {
     }
 
     /// One exchange's progress; false when it is over and its socket can go.
-    fn step_exchange(&mut self, now: Instant, stack: &mut MeshStack, index: usize) -> bool {
+    fn step_exchange(
+        &mut self,
+        now: Instant,
+        stack: &mut MeshStack,
+        host: &mut HostOps,
+        index: usize,
+    ) -> bool {
         let exchange = &mut self.exchanges[index];
         let socket = stack.tcp(exchange.handle);
         if now >= exchange.deadline {
             socket.abort();
             return false;
         }
-        if exchange.reply.is_none() {
+        if exchange.reply.is_none() && exchange.awaiting_save.is_none() {
             let mut chunk = [0u8; lease::MAX_MESSAGE];
             let room = lease::MAX_MESSAGE - exchange.received.len();
             if let Ok(read) = socket.recv_slice(&mut chunk[..room]) {
@@ -223,11 +295,24 @@ impl VpnServer {
                     let Some(peer) = exchange.peer else {
                         return false;
                     };
-                    let reply = match self.lease(peer) {
-                        Ok(grant) => Message::Grant(grant),
-                        Err(refusal) => Message::Refusal(refusal),
-                    };
-                    self.exchanges[index].reply = Some(reply.to_bytes());
+                    match self.lease(peer) {
+                        Ok((grant, false)) => {
+                            self.exchanges[index].reply = Some(Message::Grant(grant).to_bytes());
+                        }
+                        Ok((grant, true)) => {
+                            self.saves_asked += 1;
+                            self.exchanges[index].awaiting_save = Some((self.saves_asked, grant));
+                            host.push(HostOp::SaveLeases {
+                                file: self.lease_file.clone(),
+                                text: self.pool.to_text(),
+                            });
+                            return true;
+                        }
+                        Err(refusal) => {
+                            self.exchanges[index].reply =
+                                Some(Message::Refusal(refusal).to_bytes());
+                        }
+                    }
                 }
                 Err(ParseError::Version(_)) => {
                     exchange.reply = Some(Message::Refusal(Refusal::Version).to_bytes());
@@ -251,31 +336,48 @@ impl VpnServer {
                 return true;
             }
         }
+        if exchange.awaiting_save.is_some() {
+            return true;
+        }
         // Done once the client has closed too and what was sent is acknowledged.
         socket.is_open() && socket.state() != smoltcp::socket::tcp::State::TimeWait
     }
 
-    /// Leases addresses to an allowed `peer` and lets its packets through.
-    fn lease(&mut self, peer: NodeKey) -> Result<Grant, Refusal> {
-        let lease = self.pool.lease(peer).map_err(|error| {
+    /// A save of the lease file was answered: the exchange that waited for it grants its new
+    /// lease, or refuses and the lease is forgotten.
+    fn answer_saved(&mut self, saved: bool) {
+        let save = self.saves_answered;
+        for index in 0..self.exchanges.len() {
+            let exchange = &mut self.exchanges[index];
+            let (Some((waited_for, grant)), Some(peer)) = (exchange.awaiting_save, exchange.peer)
+            else {
+                continue;
+            };
+            if waited_for != save {
+                continue;
+            }
+            exchange.awaiting_save = None;
+            let message = if saved {
+                self.admit(peer, grant);
+                Message::Grant(grant)
+            } else {
+                self.pool.forget(&peer);
+                Message::Refusal(Refusal::ServerError)
+            };
+            self.exchanges[index].reply = Some(message.to_bytes());
+        }
+    }
+
+    /// The lease of an allowed `peer`: the grant, and whether it is new (to be saved first).
+    fn lease(&mut self, peer: NodeKey) -> Result<(Grant, bool), Refusal> {
+        let (lease, new) = self.pool.lease(peer).map_err(|error| {
             log::warn!("VPN lease for {peer} failed: {error}");
             match error {
                 PoolError::Exhausted(_) => Refusal::PoolExhausted,
                 _ => Refusal::ServerError,
             }
         })?;
-        self.filter.admit(peer, lease);
-        self.traffic.entry(peer).or_default();
-        log::info!(
-            "VPN client {peer} connected: {}",
-            [lease.ipv4.map(IpAddr::V4), lease.ipv6.map(IpAddr::V6)]
-                .iter()
-                .flatten()
-                .map(IpAddr::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(Grant {
+        let grant = Grant {
             ipv4: lease
                 .ipv4
                 .zip(self.pool.pool4().map(|prefix| prefix.prefix_len())),
@@ -283,7 +385,32 @@ impl VpnServer {
                 .ipv6
                 .zip(self.pool.pool6().map(|prefix| prefix.prefix_len())),
             mtu: TUN_MTU,
-        })
+        };
+        if !new {
+            self.admit(peer, grant);
+        }
+        Ok((grant, new))
+    }
+
+    /// Lets `peer`'s packets through with the addresses of `grant`.
+    fn admit(&mut self, peer: NodeKey, grant: Grant) {
+        let Some(lease) = self.pool.lease_of(&peer) else {
+            return;
+        };
+        self.filter.admit(peer, lease);
+        self.traffic.entry(peer).or_default();
+        log::info!(
+            "VPN client {peer} connected: {}",
+            [
+                grant.ipv4.map(|(a, _)| IpAddr::V4(a)),
+                grant.ipv6.map(|(a, _)| IpAddr::V6(a))
+            ]
+            .iter()
+            .flatten()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+        );
     }
 
     /// The clients admitted in this run.
@@ -304,13 +431,18 @@ impl VpnServer {
             .min()
     }
 
-    /// Stops listening and drops the exchanges; the TUN device goes when `self` is dropped.
-    pub fn stop(mut self, stack: &mut MeshStack) {
-        stack.unlisten(self.options.port);
+    /// Stops listening, drops the exchanges and closes the TUN device.
+    pub fn stop(mut self, stack: &mut MeshStack, host: &mut HostOps) {
+        if self.phase == Phase::Running {
+            stack.unlisten(self.options.port);
+        }
         for exchange in self.exchanges.drain(..) {
             stack.tcp(exchange.handle).abort();
             stack.release(exchange.handle);
         }
+        host.push(HostOp::CloseTun {
+            app: VpnApp::Server,
+        });
         log::info!("VPN server stopped, {} removed", self.options.tun);
     }
 
@@ -323,7 +455,7 @@ impl VpnServer {
             .map(|(key, lease)| {
                 let (rx, tx) = self.traffic.get(key).copied().unwrap_or_default();
                 ServerClientRow {
-                    key: key.to_string(),
+                    key: *key,
                     ipv4: lease.ipv4,
                     ipv6: lease.ipv6,
                     rx,
@@ -331,9 +463,14 @@ impl VpnServer {
                 }
             })
             .collect();
-        clients.sort_by(|a, b| a.key.cmp(&b.key));
+        clients.sort_by_cached_key(|client| client.key.to_string());
         ServerStatus {
-            state: "running".to_owned(),
+            state: if self.is_running() {
+                "running"
+            } else {
+                "starting"
+            }
+            .to_owned(),
             tun: self.options.tun.to_string(),
             ipv4: server.ipv4,
             ipv6: server.ipv6,

@@ -1,10 +1,11 @@
-//! The nodes' versioned control messages, the payload of next header 253: liveness probes and
-//! route setup between neighbours (route id 0), and route control that every hop of a route
-//! processes. Owns their byte encoding `[version][type][body]`, big-endian throughout.
+//! The nodes' versioned control messages, the payload of next header 253: liveness probes,
+//! route setup and link-state adverts between neighbours (route id 0), and route control that
+//! every hop of a route processes. Owns their byte encoding `[version][type][body]`, big-endian throughout.
 
 use std::fmt;
 use std::net::Ipv6Addr;
 
+use super::advert::Advert;
 use super::mesh::{MeshHeader, NextHeader, DEFAULT_HOP_LIMIT, HEADER_LEN};
 use super::{RouteId, WireError};
 use crate::identity::NodeKey;
@@ -26,7 +27,11 @@ mod kind {
     pub const REFRESH: u8 = 6;
     pub const TEARDOWN: u8 = 7;
     pub const ROUTE_DOWN: u8 = 8;
+    pub const ADVERT: u8 = 9;
 }
+
+/// The type byte of an advert ([`ControlMessage::Advert`]).
+pub use kind::ADVERT as ADVERT_TYPE;
 
 /// Version and type bytes.
 const PREAMBLE_LEN: usize = 2;
@@ -88,6 +93,8 @@ pub enum ControlMessage {
         /// What happened.
         reason: DownReason,
     },
+    /// A node's signed link-state advert, flooded between neighbours (route id 0).
+    Advert(Advert),
 }
 
 /// Why a hop refused a route setup.
@@ -108,6 +115,9 @@ pub enum RejectReason {
     BadPath,
     /// The next hop did not answer in time.
     Timeout,
+    /// The destination is setting up a route to the initiator at the same moment, and the
+    /// destination's key is the lower: its route wins and serves both.
+    Crossed,
 }
 
 /// Why a route went down.
@@ -130,6 +140,7 @@ impl RejectReason {
             RejectReason::MtuTooSmall { .. } => 4,
             RejectReason::BadPath => 5,
             RejectReason::Timeout => 6,
+            RejectReason::Crossed => 7,
         }
     }
 
@@ -151,6 +162,7 @@ impl RejectReason {
             4 => return Some(RejectReason::MtuTooSmall { mtu: detail }),
             5 => RejectReason::BadPath,
             6 => RejectReason::Timeout,
+            7 => RejectReason::Crossed,
             _ => return None,
         };
         if detail == 0 {
@@ -180,6 +192,9 @@ impl fmt::Display for RejectReason {
                 "bad path: it visits a node twice, or the hop is not where the path says",
             ),
             RejectReason::Timeout => f.write_str("the next hop did not answer in time"),
+            RejectReason::Crossed => f.write_str(
+                "the destination is setting up a route to this node at the same moment, and its wins",
+            ),
         }
     }
 }
@@ -246,6 +261,11 @@ impl ControlMessage {
                 reporter: NodeKey::from(reader.array::<KEY_LEN>()?),
                 reason: DownReason::from_u8(reader.u8()?).ok_or(WireError::BadField)?,
             },
+            kind::ADVERT => {
+                let advert = Advert::parse(reader.rest)?;
+                reader.rest = &[];
+                ControlMessage::Advert(advert)
+            }
             _ => return Err(WireError::UnknownType),
         };
         if !reader.rest.is_empty() {
@@ -265,6 +285,7 @@ impl ControlMessage {
             ControlMessage::Refresh => kind::REFRESH,
             ControlMessage::Teardown => kind::TEARDOWN,
             ControlMessage::RouteDown { .. } => kind::ROUTE_DOWN,
+            ControlMessage::Advert(_) => kind::ADVERT,
         }
     }
 
@@ -289,6 +310,7 @@ impl ControlMessage {
                 ControlMessage::SetupReject { .. } => 8 + 1 + 1 + 2,
                 ControlMessage::Refresh | ControlMessage::Teardown => 0,
                 ControlMessage::RouteDown { .. } => KEY_LEN + 1,
+                ControlMessage::Advert(advert) => advert.buffer_len(),
             }
     }
 
@@ -345,6 +367,9 @@ impl ControlMessage {
             ControlMessage::RouteDown { reporter, reason } => {
                 writer.put(reporter.as_bytes())?;
                 writer.put(&[reason.as_u8()])?;
+            }
+            ControlMessage::Advert(advert) => {
+                advert.emit(std::mem::take(&mut writer.rest))?;
             }
         }
         Ok(len)
@@ -538,6 +563,7 @@ mod tests {
             RejectReason::MtuTooSmall { mtu: 1200 },
             RejectReason::BadPath,
             RejectReason::Timeout,
+            RejectReason::Crossed,
         ];
         for (index, reason) in reasons.into_iter().enumerate() {
             messages.push(ControlMessage::SetupReject {
@@ -653,7 +679,7 @@ mod tests {
 
     #[test]
     fn unknown_types_are_rejected() {
-        for kind in [0, 9, 200, 255] {
+        for kind in [0, 10, 200, 255] {
             assert_eq!(
                 ControlMessage::parse(&[CONTROL_VERSION, kind]),
                 Err(WireError::UnknownType)
@@ -753,7 +779,7 @@ mod tests {
             hop_index: 1,
             reason: RejectReason::Timeout,
         });
-        for code in [0u8, 7, 255] {
+        for code in [0u8, 8, 255] {
             let mut bytes = reject.clone();
             bytes[11] = code;
             assert_eq!(ControlMessage::parse(&bytes), Err(WireError::BadField));

@@ -1,9 +1,11 @@
 //! Wire formats as zero-copy checked views: mesh packets (IPv6 with the route id in the flow
 //! label) and the nodes' versioned control messages. Nothing an outsider sends can panic them.
 
+pub mod advert;
 pub mod control;
 pub mod mesh;
 
+pub use advert::{Advert, AdvertLink};
 pub use control::{ControlMessage, DownReason, RejectReason};
 pub use mesh::{MeshHeader, MeshPacket, NextHeader};
 
@@ -146,6 +148,20 @@ mod tests {
                 reporter: key(9),
                 reason: DownReason::LinkDead,
             },
+            ControlMessage::Advert(
+                Advert::signed(
+                    &crate::identity::SecretKey::from([4; 32]),
+                    7,
+                    60,
+                    vec![AdvertLink {
+                        neighbour: key(5),
+                        rtt_micros: 900,
+                    }],
+                    vec![b"svc".to_vec()],
+                    &[1; 64],
+                )
+                .unwrap(),
+            ),
         ]
     }
 
@@ -292,7 +308,7 @@ mod tests {
                 _ => {
                     // A valid preamble, so the bodies' checks see random bytes.
                     let len = rng.below(40 + 16 * 32);
-                    let mut bytes = vec![control::CONTROL_VERSION, 1 + rng.below(9) as u8];
+                    let mut bytes = vec![control::CONTROL_VERSION, 1 + rng.below(10) as u8];
                     bytes.extend(rng.bytes(len));
                     check_message(&bytes, &mut messages_accepted);
                 }

@@ -1,39 +1,19 @@
-//! The app commands on the control socket: runs them against the supervisor and writes their
-//! answers (the catalog, a start, the launched apps, ping, resource usage, shutdown, logs, and
-//! the lines of an attached stream) as reply lines, with text for people.
+//! The launched apps' reply lines: the catalog, `help APP`, a start, the launched apps, logs,
+//! ping, resource usage and shutdown results, and the lines of an attached stream.
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::catalog::AppSpec;
-use crate::command::{self, Command};
+use super::{duration, two_places, usage, Table};
+use crate::catalog::{AppSpec, Args, Catalog};
+use crate::command::{join_words, DETACH_LINE};
 use crate::protocol::{failure_line, success_line};
-use crate::render::{bytes, duration, two_places, Table};
 use crate::signal::AppId;
 use crate::supervisor::{
-    AppReply, AppState, AppStatus, AttachEvent, AttachId, OutputLine, RequestId, ResourceUsage,
-    Started, StopHow, StopReport, Stream, Supervisor, SupervisorError,
+    AppReply, AppState, AppStatus, AttachEvent, OutputLine, Started, StopHow, StopReport, Stream,
+    SupervisorError,
 };
-
-/// What running an app command gave.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The reply line.
-    Reply(Vec<u8>),
-    /// The supervisor answers later, through `poll_result`.
-    Later(RequestId),
-    /// The reply line; then the connection streams app `app`'s output as listener `attach`.
-    Attached {
-        /// The first reply line.
-        line: Vec<u8>,
-        /// The supervisor's listener.
-        attach: AttachId,
-        /// The app.
-        app: AppId,
-    },
-}
 
 /// Why an attached stream ended, as its last line says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,71 +27,7 @@ pub(crate) enum DetachReason {
     Stopping,
 }
 
-/// Runs `command`, an app command ([`Command::is_app_command`]).
-pub(crate) fn run(command: &Command, supervisor: &mut Supervisor, now: Instant) -> Outcome {
-    let name = command.name();
-    let failed = |err: SupervisorError| Outcome::Reply(failure_line(Some(name), &err.to_string()));
-    match command {
-        Command::HelpApp { name: app } => Outcome::Reply(help_app(supervisor, app)),
-        Command::Apps => Outcome::Reply(catalog_line(supervisor)),
-        Command::Start { app, args, attach } => match supervisor.start(app, args.clone(), now) {
-            Ok(started) if *attach => attach_started(supervisor, &started),
-            Ok(started) => Outcome::Reply(started_line(&started, None)),
-            Err(err) => failed(err),
-        },
-        Command::ListApps { full } => Outcome::Reply(list_line(&supervisor.list(now), *full)),
-        Command::Ping { id } => supervisor
-            .ping(*id, now)
-            .map_or_else(failed, Outcome::Later),
-        Command::ResUsage { id } => supervisor
-            .resource_usage(*id, now)
-            .map_or_else(failed, Outcome::Later),
-        Command::Shutdown { id } => supervisor
-            .shutdown(*id, now)
-            .map_or_else(failed, Outcome::Later),
-        Command::Attach { id } => match supervisor.attach(*id) {
-            Ok(attach) => {
-                let app_name = supervisor
-                    .status(*id, now)
-                    .map(|status| status.name)
-                    .unwrap_or_default();
-                Outcome::Attached {
-                    line: attached_line("attach", *id, &app_name, None),
-                    attach,
-                    app: *id,
-                }
-            }
-            Err(err) => failed(err),
-        },
-        Command::Logs { id, count } => match supervisor.logs(*id, *count) {
-            Ok(lines) => Outcome::Reply(logs_line(*id, &lines)),
-            Err(err) => failed(err),
-        },
-        other => Outcome::Reply(failure_line(
-            Some(other.name()),
-            "this is not an app command; this is a bug in skywired",
-        )),
-    }
-}
-
-fn attach_started(supervisor: &mut Supervisor, started: &Started) -> Outcome {
-    match supervisor.attach(started.id) {
-        Ok(attach) => Outcome::Attached {
-            line: attached_line("start", started.id, &started.name, Some(started)),
-            attach,
-            app: started.id,
-        },
-        // It exited already; say so after the start.
-        Err(err) => Outcome::Reply(started_line(started, Some(&err.to_string()))),
-    }
-}
-
-/// The `result` of `help APP`.
-#[derive(Debug, Serialize)]
-struct HelpApp<'a> {
-    help_app: NamedSpec<'a>,
-}
-
+/// The `result` of `help APP`: the app's catalog entry, with its name.
 #[derive(Debug, Serialize)]
 struct NamedSpec<'a> {
     name: &'a str,
@@ -119,8 +35,9 @@ struct NamedSpec<'a> {
     spec: &'a AppSpec,
 }
 
-fn help_app(supervisor: &Supervisor, name: &str) -> Vec<u8> {
-    let Some(spec) = supervisor.catalog().get(name) else {
+/// The reply line of `help APP`; `spec` is the app's catalog entry, if there is one.
+pub(crate) fn help_app_line(name: &str, spec: Option<&AppSpec>) -> Vec<u8> {
+    let Some(spec) = spec else {
         return failure_line(
             Some("help"),
             &format!(
@@ -132,30 +49,28 @@ fn help_app(supervisor: &Supervisor, name: &str) -> Vec<u8> {
     if !spec.desc.trim().is_empty() {
         let _ = write!(text, ": {}", spec.desc.trim());
     }
+    let (usage, arguments) = match spec.args {
+        Args::Free => (" [ARGS…]", "default arguments"),
+        Args::Fixed => ("", "arguments (fixed: the entry does not say `args: free`)"),
+    };
     let _ = write!(
         text,
-        "\nusage: start [-a] {name} [ARGS…]\nprogram: {}",
+        "\nusage: start [-a] {name}{usage}\nprogram: {}",
         spec.path
     );
     let defaults = if spec.default_args.is_empty() {
         "none".to_owned()
     } else {
-        command::join_words(&spec.default_args)
+        join_words(&spec.default_args)
     };
-    let _ = write!(text, "\ndefault arguments: {defaults}");
+    let _ = write!(text, "\n{arguments}: {defaults}");
     if spec.daemon {
         text.push_str("\ndaemon: restarted with a growing delay whenever it exits");
     }
     if !spec.help.trim().is_empty() {
         let _ = write!(text, "\n\n{}", spec.help.trim_end());
     }
-    success_line(
-        "help",
-        &HelpApp {
-            help_app: NamedSpec { name, spec },
-        },
-        &text,
-    )
+    success_line("help", &NamedSpec { name, spec }, &text)
 }
 
 /// One app of `apps`.
@@ -171,9 +86,9 @@ struct CatalogResult<'a> {
     catalog: Vec<CatalogRow<'a>>,
 }
 
-fn catalog_line(supervisor: &Supervisor) -> Vec<u8> {
-    let rows: Vec<CatalogRow<'_>> = supervisor
-        .catalog()
+/// The reply line of `apps`.
+pub(crate) fn catalog_line(catalog: &Catalog) -> Vec<u8> {
+    let rows: Vec<CatalogRow<'_>> = catalog
         .iter()
         .map(|(name, spec)| CatalogRow {
             name,
@@ -225,11 +140,12 @@ fn started_text(started: &Started) -> String {
         started.id,
         started.name,
         started.pid,
-        command::join_words(&started.command_line)
+        join_words(&started.command_line)
     )
 }
 
-fn started_line(started: &Started, attach_error: Option<&str>) -> Vec<u8> {
+/// The reply line of `start`; `attach_error` says why `start -a` could not attach.
+pub(crate) fn started_line(started: &Started, attach_error: Option<&str>) -> Vec<u8> {
     let mut text = started_text(started);
     if let Some(problem) = attach_error {
         let _ = write!(text, "\ncannot attach: {problem}");
@@ -245,10 +161,15 @@ fn started_line(started: &Started, attach_error: Option<&str>) -> Vec<u8> {
 }
 
 /// The first line of a stream: `attach`'s reply, or `start -a`'s (which has the start too).
-fn attached_line(command: &str, id: AppId, name: &str, started: Option<&Started>) -> Vec<u8> {
+pub(crate) fn attached_line(
+    command: &str,
+    id: AppId,
+    name: &str,
+    started: Option<&Started>,
+) -> Vec<u8> {
     let how = format!(
         "attached to app {id} ({name}): lines sent go to its standard input; `{}` or the end of input detaches",
-        command::DETACH_LINE
+        DETACH_LINE
     );
     let attached = Attached { id, name };
     match started {
@@ -313,7 +234,8 @@ struct ListResult<'a> {
     apps: Vec<&'a AppStatus>,
 }
 
-fn list_line(apps: &[AppStatus], full: bool) -> Vec<u8> {
+/// The reply line of `list_apps`.
+pub(crate) fn list_line(apps: &[AppStatus], full: bool) -> Vec<u8> {
     let shown: Vec<&AppStatus> = apps
         .iter()
         .filter(|app| full || app.state != AppState::Exited)
@@ -344,7 +266,7 @@ fn list_line(apps: &[AppStatus], full: bool) -> Vec<u8> {
             ];
             if full {
                 row.push(app.last_exit.clone().unwrap_or_else(|| "-".to_owned()));
-                row.push(command::join_words(&app.command_line));
+                row.push(join_words(&app.command_line));
             }
             table.row(row);
         }
@@ -359,18 +281,15 @@ fn list_line(apps: &[AppStatus], full: bool) -> Vec<u8> {
     success_line("list_apps", &ListResult { apps: shown }, &text)
 }
 
-#[derive(Debug, Serialize)]
-struct LogsResult<'a> {
-    logs: Logs<'a>,
-}
-
+/// The `result` of `logs`.
 #[derive(Debug, Serialize)]
 struct Logs<'a> {
     id: AppId,
     lines: &'a [OutputLine],
 }
 
-fn logs_line(id: AppId, lines: &[OutputLine]) -> Vec<u8> {
+/// The reply line of `logs`.
+pub(crate) fn logs_line(id: AppId, lines: &[OutputLine]) -> Vec<u8> {
     let text = if lines.is_empty() {
         format!("app {id} has written nothing yet")
     } else {
@@ -383,13 +302,7 @@ fn logs_line(id: AppId, lines: &[OutputLine]) -> Vec<u8> {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    success_line(
-        "logs",
-        &LogsResult {
-            logs: Logs { id, lines },
-        },
-        &text,
-    )
+    success_line("logs", &Logs { id, lines }, &text)
 }
 
 /// The reply line of a request the supervisor finished; `command` is the one that asked.
@@ -401,37 +314,12 @@ pub(crate) fn result_line(command: &str, result: &Result<AppReply, SupervisorErr
                 AppReply::Pong { id, rtt_ms } => {
                     format!("app {id}: signal round trip {} ms", two_places(*rtt_ms))
                 }
-                AppReply::ResourceUsage(usage) => usage_text(usage),
+                AppReply::ResourceUsage(usage) => usage::text(usage),
                 AppReply::Stopped(report) => stopped_text(report),
             };
             success_line(command, reply, &text)
         }
     }
-}
-
-fn usage_text(usage: &ResourceUsage) -> String {
-    let reported = match (&usage.reported, &usage.report_error) {
-        (Some(report), _) => report.to_string(),
-        (None, Some(error)) => format!("nothing: {error}"),
-        (None, None) => "nothing".to_owned(),
-    };
-    let rows = [
-        (
-            "app",
-            format!("{} ({}), pid {}", usage.id, usage.name, usage.pid),
-        ),
-        ("cpu", format!("{} %", two_places(usage.cpu_percent))),
-        ("memory", bytes(usage.rss_bytes)),
-        ("threads", usage.threads.to_string()),
-        ("open files", usage.open_files.to_string()),
-        ("uptime", duration(usage.uptime_secs)),
-        ("restarts", usage.restarts.to_string()),
-        ("reported", reported),
-    ];
-    rows.iter()
-        .map(|(name, value)| format!("{name:<10}  {value}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn stopped_text(report: &StopReport) -> String {
@@ -532,7 +420,10 @@ mod tests {
             "ping",
             &Ok(AppReply::Pong { id: 4, rtt_ms: 0.5 }),
         ));
-        assert_eq!(pong.result.unwrap()["pong"]["rtt_ms"], 0.5);
+        assert_eq!(
+            pong.result.unwrap(),
+            serde_json::json!({"id": 4, "rtt_ms": 0.5})
+        );
         assert_eq!(pong.text.unwrap(), "app 4: signal round trip 0.50 ms");
         let stopped = answer(&result_line(
             "shutdown",
@@ -545,8 +436,38 @@ mod tests {
             })),
         ));
         assert!(stopped.text.unwrap().contains("killed with SIGKILL"));
+        assert_eq!(stopped.result.unwrap()["how"], "sigkill");
         let failed = answer(&result_line("ping", &Err(SupervisorError::NoSuchId(7))));
         assert_eq!(failed.command.as_deref(), Some("ping"));
         assert!(failed.error_message().contains("no app with id 7"));
+    }
+
+    #[test]
+    fn logs_and_app_help_are_their_data() {
+        let lines = [
+            OutputLine {
+                stream: Stream::Stdout,
+                line: "tick 1".to_owned(),
+            },
+            OutputLine {
+                stream: Stream::Stderr,
+                line: "warning".to_owned(),
+            },
+        ];
+        let logs = answer(&logs_line(5, &lines));
+        assert_eq!(logs.result.as_ref().unwrap()["id"], 5);
+        assert_eq!(logs.result.unwrap()["lines"][1]["stream"], "stderr");
+        assert_eq!(logs.text.unwrap(), "tick 1\n[stderr] warning");
+
+        let catalog =
+            Catalog::from_yaml_str("example:\n  path: /bin/true\n  desc: an example\n").unwrap();
+        let help = answer(&help_app_line("example", catalog.get("example")));
+        assert_eq!(help.result.as_ref().unwrap()["name"], "example");
+        assert_eq!(help.result.unwrap()["path"], "/bin/true");
+        assert!(help.text.unwrap().starts_with("app example: an example\n"));
+        let unknown = answer(&help_app_line("nope", None));
+        assert!(unknown
+            .error_message()
+            .contains("there is no command or app `nope`"));
     }
 }

@@ -1,0 +1,227 @@
+//! What happens when a route breaks, and how a new one takes over: the initiator of an
+//! automatic route rebuilds it over another path (the session carries on, so no handshake);
+//! the far end keeps quiet meanwhile, and adopts a new route only on proof from its initiator.
+
+use super::*;
+
+impl Node {
+    /// The active route to `peer` broke (its rules are gone here). An initiator repairs an
+    /// automatic route and reports any other down; the far end waits for the repair.
+    pub(super) fn route_broke(&mut self, now: Instant, peer: NodeKey, reason: RouteDownReason) {
+        let Some(route) = self.routes.remove(&peer) else {
+            return;
+        };
+        self.table.remove(now, route.in_id);
+        if !route.initiator {
+            self.awaiting_repair
+                .insert(peer, (now + REPAIR_WAIT, reason));
+            self.route_work_started(now);
+            return;
+        }
+        if let RouteDownReason::LinkDead { reporter } = reason {
+            // The report comes from the hop before the dead link, seen from this end.
+            if let Some(at) = route.path.iter().position(|key| *key == reporter) {
+                if let Some(next) = route.path.get(at + 1) {
+                    self.topology.suspect_link(reporter, *next);
+                }
+            }
+        }
+        if route.automatic {
+            log::info!("route to {peer} broke ({reason}): repairing");
+            self.repairs.entry(peer).or_insert(Repair {
+                attempts: 0,
+                reason,
+            });
+            self.repair(now, peer);
+        } else if !route.ready && route.announce {
+            let hop_index = match reason {
+                RouteDownReason::LinkDead { reporter } => route
+                    .path
+                    .iter()
+                    .position(|key| *key == reporter)
+                    .and_then(|at| u8::try_from(at).ok())
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            let error = rejection(&route.path, hop_index, RejectReason::NextHopUnreachable);
+            self.fail_setup(route.setup, &route.path, error);
+        } else {
+            self.events.push_back(Event::RouteDown { peer, reason });
+        }
+    }
+
+    /// Starts the next attempt at rebuilding the route to `peer` over the lowest-cost path
+    /// left, or reports the route down when none is left or the attempts are spent.
+    pub(super) fn repair(&mut self, now: Instant, peer: NodeKey) {
+        let Some(repair) = self.repairs.get_mut(&peer) else {
+            return;
+        };
+        let reason = repair.reason;
+        if repair.attempts >= REPAIR_ATTEMPTS {
+            self.repairs.remove(&peer);
+            log::warn!("route to {peer} is down: {REPAIR_ATTEMPTS} repairs failed");
+            self.events.push_back(Event::RouteDown { peer, reason });
+            return;
+        }
+        repair.attempts += 1;
+        let Some(choice) = self.find_route(&peer) else {
+            self.repairs.remove(&peer);
+            log::warn!("route to {peer} is down: no other path is known");
+            self.events.push_back(Event::RouteDown {
+                peer,
+                reason: RouteDownReason::NoPath,
+            });
+            return;
+        };
+        if let Err(error) = self.start_setup(now, &choice.path, true, false) {
+            log::info!("repair of the route to {peer} could not start: {error}");
+            self.repair(now, peer);
+        }
+    }
+
+    /// A candidate route proved to come from its initiator: it becomes the route to that
+    /// peer, the old one and the other candidates go, and the initiator hears of it (a
+    /// keepalive back over the new route).
+    pub(super) fn adopt(&mut self, now: Instant, id: RouteId) {
+        let Some(candidate) = self.candidates.remove(&id) else {
+            return;
+        };
+        let peer = candidate.peer;
+        let mut route = candidate.route;
+        route.ready = true;
+        log::info!(
+            "route from {peer} over {} hops proven and adopted",
+            route.path.len().saturating_sub(1)
+        );
+        let others: Vec<RouteId> = self
+            .candidates
+            .iter()
+            .filter(|(_, candidate)| candidate.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for other in others {
+            self.drop_candidate(now, other);
+        }
+        let was_awaiting = self.awaiting_repair.remove(&peer).is_some();
+        self.repairs.remove(&peer);
+        let old = self.routes.insert(peer, route);
+        if let Some(old) = &old {
+            self.tear_down(now, &peer, old);
+        }
+        // The peer's setup won over this node's own to it, if there were any.
+        let mut announce = false;
+        if peer < self.key {
+            let own: Vec<SetupId> = self
+                .pending
+                .iter()
+                .filter(|(_, pending)| pending.path.last() == Some(&peer))
+                .map(|(setup, _)| *setup)
+                .collect();
+            for setup in own {
+                if let Some(pending) = self.pending.remove(&setup) {
+                    self.table.remove(now, pending.in_id);
+                    announce |= pending.announce;
+                }
+            }
+        }
+        let before = self.yielded.len();
+        self.yielded
+            .retain(|_, yielded| yielded.path.last() != Some(&peer));
+        announce |= self.yielded.len() != before;
+        if announce || (old.is_none() && !was_awaiting) {
+            self.events.push_back(Event::RouteReady { peer });
+        }
+        self.session_transmit(&peer, |session, buf| session.encapsulate(&[], buf));
+    }
+
+    /// Removes a candidate route and its rules along the way.
+    pub(super) fn drop_candidate(&mut self, now: Instant, id: RouteId) {
+        if let Some(candidate) = self.candidates.remove(&id) {
+            self.tear_down(now, &candidate.peer, &candidate.route);
+        }
+    }
+
+    /// Sends a teardown along a route and removes this end's rule.
+    pub(super) fn tear_down(&mut self, now: Instant, peer: &NodeKey, route: &EndRoute) {
+        self.send_route_control(
+            route.transport,
+            route.out_id,
+            peer.mesh_address(),
+            &ControlMessage::Teardown,
+        );
+        self.table.remove(now, route.in_id);
+    }
+
+    /// The initiator's proofs, the candidates' deadlines, crossed setups and routes that
+    /// wait for a repair.
+    pub(super) fn maintain_proofs(&mut self, now: Instant) {
+        let proving: Vec<(NodeKey, Proof)> = self
+            .routes
+            .iter()
+            .filter_map(|(peer, route)| route.proof.map(|proof| (*peer, proof)))
+            .collect();
+        for (peer, proof) in proving {
+            if now >= proof.deadline {
+                self.unconfirmed(now, peer);
+            } else if now >= proof.next {
+                self.send_proof(now, peer);
+            }
+        }
+        let expired: Vec<RouteId> = self
+            .candidates
+            .iter()
+            .filter(|(_, candidate)| now >= candidate.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            log::debug!("route offered over {id} was never proven: removed");
+            self.drop_candidate(now, id);
+        }
+        let given_up: Vec<SetupId> = self
+            .yielded
+            .iter()
+            .filter(|(_, yielded)| now >= yielded.deadline)
+            .map(|(setup, _)| *setup)
+            .collect();
+        for setup in given_up {
+            if let Some(yielded) = self.yielded.remove(&setup) {
+                let last = u8::try_from(yielded.path.len().saturating_sub(1)).unwrap_or(0);
+                let error = rejection(&yielded.path, last, RejectReason::Crossed);
+                self.fail_setup(setup, &yielded.path, error);
+            }
+        }
+        let down: Vec<(NodeKey, RouteDownReason)> = self
+            .awaiting_repair
+            .iter()
+            .filter(|(_, (deadline, _))| now >= *deadline)
+            .map(|(peer, (_, reason))| (*peer, *reason))
+            .collect();
+        for (peer, reason) in down {
+            self.awaiting_repair.remove(&peer);
+            if !self.routes.contains_key(&peer) {
+                self.events.push_back(Event::RouteDown { peer, reason });
+            }
+        }
+        self.answers.retain(|_, answer| answer.until > now);
+    }
+
+    /// The destination never confirmed the route this node built to `peer`.
+    pub(super) fn unconfirmed(&mut self, now: Instant, peer: NodeKey) {
+        let Some(route) = self.routes.remove(&peer) else {
+            return;
+        };
+        self.tear_down(now, &peer, &route);
+        let error = RouteError::Unconfirmed(peer);
+        if self.repairs.contains_key(&peer) {
+            log::info!("repair of the route to {peer} failed: {error}");
+            self.repair(now, peer);
+        } else if route.announce {
+            self.fail_setup(route.setup, &route.path, error);
+        } else {
+            self.events.push_back(Event::RouteDown {
+                peer,
+                reason: RouteDownReason::TornDown,
+            });
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The dataplane as one sans-IO service: the node, its mesh stack, the built-in apps (VPN,
+//! SOCKS, mesh ping), the route builds waiting on their routes, and the control requests.
+//! Inputs come in with `now` (datagrams, TUN frames, kernel-socket events, name lookups,
+//! answers from the host, requests); outputs are polled (datagrams, TUN frames, socket
+//! operations, lookups, host changes, replies, the next timeout and why). Whoever drives it
+//! (the mio driver, or the simulator) does every piece of I/O.
+
+mod configure;
+mod control;
+mod io;
+mod ping;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use io::{HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
+
+use crate::api::vpn::VpnApp;
+use crate::api::{RequestId, Response};
+use crate::identity::NodeKey;
+use crate::node::{Event, Node, NodeOptions, SendToError};
+use crate::outbox::Datagram;
+use crate::socks::{Socks, SocksError, SocksOptions};
+use crate::stack::MeshStack;
+use crate::transport::TransportError;
+use crate::vpn::{VpnApps, VpnOptions};
+
+use control::Control;
+
+/// What the service is made of.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The node core's options.
+    pub node: NodeOptions,
+    /// The VPN apps (none by default).
+    pub vpn: VpnOptions,
+    /// The SOCKS apps (none by default).
+    pub socks: SocksOptions,
+}
+
+/// Packets the service itself dropped (the node counts its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceDrops {
+    /// Packets for the mesh stack that it refused: its queue was full, or they were not
+    /// whole TCP or ICMPv6 packets.
+    pub stack_refused: u64,
+    /// Packets the mesh stack sent to a node with no route: none at all, or one being
+    /// repaired (a lingering route session alone does not carry them).
+    pub stack_unroutable: u64,
+}
+
+/// What an app borrows from the service for one call.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The time of this call.
+    pub now: Instant,
+    /// The node: its routes and sessions.
+    pub node: &'a mut Node,
+    /// The mesh stack.
+    pub stack: &'a mut MeshStack,
+}
+
+impl Context<'_> {
+    /// Whether the route to `peer` is up and proven end to end: data can flow.
+    pub fn route_ready(&self, peer: &NodeKey) -> bool {
+        self.node
+            .routes()
+            .any(|(key, route)| key == peer && route.ready)
+    }
+}
+
+/// The dataplane service.
+#[derive(Debug)]
+pub struct Service {
+    node: Node,
+    stack: MeshStack,
+    vpn: VpnApps,
+    socks: Socks,
+    control: Control,
+    drops: ServiceDrops,
+    /// The mesh stack's send queue filled up at the last poll: more waits to be sent.
+    stack_backlog: bool,
+}
+
+impl Service {
+    /// The service of a node whose UDP socket is bound to `local`; `rng` draws the node's
+    /// route ids, setup ids and probe nonces. Nothing runs until [`Service::start`].
+    pub fn new(
+        options: ServiceOptions,
+        local: SocketAddr,
+        now: Instant,
+        rng: Box<dyn rand_core::RngCore + Send>,
+    ) -> Result<Service, TransportError> {
+        let key = options.node.secret.public();
+        let node = Node::new(options.node, now, rng)?;
+        let ident = u16::from_be_bytes([key.as_bytes()[0], key.as_bytes()[1]]);
+        Ok(Service {
+            stack: MeshStack::new(key.mesh_address(), ident, now),
+            node,
+            vpn: VpnApps::new(options.vpn),
+            socks: Socks::new(options.socks, now),
+            control: Control::new(now, local),
+            drops: ServiceDrops::default(),
+            stack_backlog: false,
+        })
+    }
+
+    // ----- getters -----
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Packets the service dropped, by reason.
+    pub fn drops(&self) -> ServiceDrops {
+        self.drops
+    }
+
+    /// Whether a shutdown is complete: every output after it is the last.
+    pub fn is_stopped(&self) -> bool {
+        self.control.is_shutting_down() && self.vpn_settled()
+    }
+
+    fn vpn_settled(&self) -> bool {
+        self.vpn.is_settled(VpnApp::Server) && self.vpn.is_settled(VpnApp::Client)
+    }
+
+    // ----- input -----
+
+    /// A datagram from the UDP socket.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.node.handle_datagram(now, from, datagram);
+    }
+
+    /// A frame `app`'s TUN device gave (worked on in place).
+    pub fn handle_tun_frame(&mut self, now: Instant, app: VpnApp, frame: &mut [u8]) {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        self.vpn.handle_tun_frame(&mut cx, app, frame);
+    }
+
+    /// A connection arrived on the listening socket `listener` from `from`: the id the driver
+    /// holds the new stream under, or `None` when it is to be closed at once.
+    pub fn handle_accepted(
+        &mut self,
+        now: Instant,
+        listener: SocketId,
+        from: SocketAddr,
+    ) -> Option<SocketId> {
+        self.socks.handle_accepted(now, listener, from)
+    }
+
+    /// What happened on a kernel socket: an operation's answer, or readiness.
+    pub fn handle_socket(&mut self, now: Instant, socket: SocketId, event: SocketEvent) {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        let listening = matches!(event, SocketEvent::Listening(_));
+        self.socks.handle_socket(&mut cx, socket, event);
+        if listening {
+            self.answer_deferred(now);
+        }
+    }
+
+    /// The answer to a name lookup: the addresses, none when the name did not resolve.
+    pub fn handle_resolved(&mut self, now: Instant, lookup: LookupId, addresses: Vec<SocketAddr>) {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        self.socks.handle_resolved(&mut cx, lookup, addresses);
+    }
+
+    /// The host's answer to a change the service asked for.
+    pub fn handle_host_result(&mut self, now: Instant, result: HostResult) {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        self.vpn.handle_host_result(&mut cx, result);
+        self.answer_deferred(now);
+    }
+
+    // ----- work -----
+
+    /// Starts the apps the configuration starts with the node. A SOCKS server that cannot
+    /// listen fails at once; a SOCKS client's port is bound by the driver:
+    /// [`Service::take_socks_error`] tells whether it could be. VPN failures are logged and
+    /// shown in their status.
+    pub fn start(&mut self, now: Instant) -> Result<(), SocksError> {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        self.socks.start_enabled(&mut cx)?;
+        self.vpn.autostart();
+        Ok(())
+    }
+
+    /// Why the SOCKS client's last start failed, once.
+    pub fn take_socks_error(&mut self) -> Option<SocksError> {
+        self.socks.take_start_error()
+    }
+
+    /// Runs what is due and what the inputs since the last call made necessary: timers, the
+    /// node's events, pings and route builds, the apps, the mesh stack. Call after a batch of
+    /// inputs and whenever [`Service::poll_timeout`] comes, then drain the outputs.
+    pub fn poll(&mut self, now: Instant) {
+        if self.node.poll_timeout().0 <= now {
+            self.node.handle_timeout(now);
+        }
+        while let Some(event) = self.node.poll_event() {
+            self.handle_event(now, event);
+        }
+        self.control.drive_pings(now, &mut self.stack);
+        self.expire_builds(now);
+        let mut full = self.run_stack(now);
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        self.socks.pump(&mut cx);
+        self.vpn.poll(&mut cx);
+        full |= self.run_stack(now);
+        while let Some((from, seq)) = self.stack.poll_pong() {
+            self.control.record_pong(now, from, seq);
+        }
+        self.finish_pings(now);
+        self.vpn.finish_frames();
+        self.answer_deferred(now);
+        self.stack_backlog = full;
+    }
+
+    /// Tears everything down: the apps stop, and the routes this node built are torn down.
+    /// The service is stopped ([`Service::is_stopped`]) once the host has undone the apps'
+    /// changes.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.control.is_shutting_down() {
+            return;
+        }
+        self.control.begin_shutdown();
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        let socks = &self.socks;
+        self.vpn.shutdown(&mut cx, |peer| socks.uses_route(peer));
+        let _ = self.socks.stop(&mut cx, None);
+        self.run_stack(now);
+        let peers: Vec<NodeKey> = self
+            .node
+            .routes()
+            .filter(|(_, route)| route.initiator)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in peers {
+            self.node.remove_route(now, &peer);
+        }
+        log::info!("dataplane stopping");
+    }
+
+    /// Polls the mesh stack and carries what it sends to the route sessions; says whether its
+    /// send queue filled up, so that more waits.
+    fn run_stack(&mut self, now: Instant) -> bool {
+        let full = self.stack.poll(now);
+        while let Some((dst, packet)) = self.stack.poll_transmit() {
+            match self.node.peer_at(dst) {
+                Some(peer) => match self.node.send_to(&peer, packet) {
+                    Ok(()) => {}
+                    Err(error @ (SendToError::NoRoute | SendToError::Repairing)) => {
+                        self.drops.stack_unroutable += 1;
+                        log::debug!("mesh stack packet to {dst}: {error}");
+                    }
+                    Err(error) => log::debug!("mesh stack packet to {dst} not sent: {error}"),
+                },
+                None => {
+                    self.drops.stack_unroutable += 1;
+                    log::debug!("mesh stack packet to {dst}: no route");
+                }
+            }
+        }
+        full
+    }
+
+    fn handle_event(&mut self, now: Instant, event: Event) {
+        let mut cx = Context {
+            now,
+            node: &mut self.node,
+            stack: &mut self.stack,
+        };
+        if !matches!(event, Event::Packet { .. } | Event::TunnelPacket { .. }) {
+            self.socks.handle_event(&mut cx, &event);
+        }
+        match event {
+            Event::Packet { packet, .. } => {
+                if !self.stack.can_receive() {
+                    self.run_stack(now);
+                }
+                if !self.stack.receive(packet) {
+                    self.drops.stack_refused += 1;
+                }
+            }
+            Event::TunnelPacket { peer, packet } => self.vpn.handle_tunnel_packet(peer, &packet),
+            Event::RouteReady { peer } => {
+                log::info!("route to {peer} is ready");
+                self.vpn.route_ready(now, &peer);
+                self.route_ready(peer);
+            }
+            Event::RouteFailed { setup, peer, error } => {
+                self.vpn.route_failed(now, setup, &error.to_string());
+                self.route_failed(setup, peer, &error);
+            }
+            Event::RouteDown { peer, reason } => {
+                log::info!("route to {peer} is down: {reason}");
+                self.vpn.route_down(&mut cx, &peer);
+                self.control.route_down(now, &peer);
+            }
+            Event::LinkUp { neighbour } => log::info!("link to {neighbour} is up"),
+            Event::LinkDown { neighbour } => log::warn!("link to {neighbour} is down"),
+        }
+    }
+
+    // ----- output -----
+
+    /// The next datagram to send. Give it back with [`Service::recycle`] once sent.
+    pub fn poll_transmit(&mut self) -> Option<Datagram> {
+        self.node.poll_transmit()
+    }
+
+    /// Returns a sent datagram's buffer for reuse.
+    pub fn recycle(&mut self, datagram: Datagram) {
+        self.node.recycle(datagram);
+    }
+
+    /// The next frame to write to a TUN device, lent until the next call.
+    pub fn poll_tun_write(&mut self) -> Option<(VpnApp, &[u8])> {
+        self.vpn.poll_tun_write()
+    }
+
+    /// The next kernel-socket operation. Answer it (all but a close) with
+    /// [`Service::handle_socket`] before asking for the next.
+    pub fn poll_socket_op(&mut self) -> Option<SocketOp<'_>> {
+        self.socks.poll_socket_op(&mut self.stack)
+    }
+
+    /// The next name to resolve.
+    pub fn poll_lookup(&mut self) -> Option<Lookup> {
+        self.socks.poll_lookup()
+    }
+
+    /// The next change to make to the host.
+    pub fn poll_host_op(&mut self) -> Option<HostOp> {
+        self.vpn.poll_host_op()
+    }
+
+    /// The next reply to a control request.
+    pub fn poll_reply(&mut self) -> Option<(RequestId, Response)> {
+        self.control.poll_reply()
+    }
+
+    /// When [`Service::poll`] must run next, and why.
+    pub fn poll_timeout(&mut self, now: Instant) -> (Instant, &'static str) {
+        let mut next = self.node.poll_timeout();
+        let mut consider = |at: Option<Instant>, reason: &'static str| {
+            if let Some(at) = at {
+                if at < next.0 {
+                    next = (at, reason);
+                }
+            }
+        };
+        if self.stack_backlog {
+            consider(Some(now), "mesh stack backlog");
+        }
+        if self.socks.has_socket_work() {
+            consider(Some(now), "kernel socket work");
+        }
+        consider(
+            self.stack
+                .poll_delay(now)
+                .map(|delay| now + delay.min(Duration::from_secs(3600))),
+            "mesh stack",
+        );
+        consider(self.socks.poll_timeout(), "SOCKS apps");
+        consider(self.vpn.next_deadline(), "VPN apps");
+        consider(self.control.next_deadline(), "pings and route builds");
+        next
+    }
+}

@@ -1,0 +1,866 @@
+//! The apps in the in-memory mesh, each scenario under a fixed seed: SOCKS streams through a
+//! relay with an in-memory kernel at both ends, VPN frames across a relay with the source
+//! checks, mesh ping, a route rebuilt over another path while a stream keeps its bytes, packets
+//! for a node whose route was removed, a node that stops with its VPN up, and what a reloaded
+//! configuration changes while the node runs (neighbours removed and added, an app's new section).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use skywire_dataplane::api::socks::SocksApp;
+use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
+use skywire_dataplane::api::vpn::{VpnApp, VpnStatus};
+use skywire_dataplane::api::{
+    AppChange, AppConfig, BuiltinApp, NeighbourChange, NeighbourReply, Reply, Request,
+    RequestError, Response,
+};
+use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
+use skywire_dataplane::socks::{self, SocksOptions};
+use skywire_dataplane::vpn;
+use skywire_dataplane::{NeighbourConfig, NodeKey};
+
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+const D: usize = 3;
+
+/// Virtual-time limits: generous, and free when met early.
+const LIMIT: Duration = Duration::from_secs(30);
+/// How often the test's programs look at their streams, in virtual time.
+const SLICE: Duration = Duration::from_millis(5);
+
+fn proxy() -> SocketAddr {
+    "127.0.0.1:1080".parse().unwrap()
+}
+
+fn target() -> SocketAddr {
+    "10.0.0.1:80".parse().unwrap()
+}
+
+/// A's SOCKS client (exit C through `path`) and C's server (serving A).
+fn socks_apps(
+    path: &[usize],
+) -> impl Fn(usize, &[NodeKey], &mut skywire_dataplane::service::ServiceOptions) + '_ {
+    move |i, keys, options| match i {
+        A => {
+            let mut client = socks::ClientOptions::new(keys[C]);
+            client.listen = proxy();
+            client.path = path.iter().map(|node| keys[*node]).collect();
+            options.socks = SocksOptions {
+                client: Some(client),
+                server: None,
+            };
+        }
+        C => {
+            options.socks = SocksOptions {
+                client: None,
+                server: Some(socks::ServerOptions {
+                    allow: vec![keys[A]],
+                    ..socks::ServerOptions::default()
+                }),
+            };
+        }
+        _ => {}
+    }
+}
+
+fn route_ready(sim: &AppSim, from: usize, to: usize) -> bool {
+    let peer = sim.key(to);
+    sim.nodes[from]
+        .service
+        .node()
+        .routes()
+        .any(|(key, route)| *key == peer && route.ready)
+}
+
+/// Runs in slices, giving `step` the mesh between them, until it says done; panics after
+/// `limit` of virtual time.
+fn run_with(sim: &mut AppSim, what: &str, mut step: impl FnMut(&mut AppSim) -> bool) {
+    let deadline = sim.elapsed() + LIMIT;
+    while !step(sim) {
+        assert!(sim.elapsed() < deadline, "timed out: {what}");
+        sim.run_for(SLICE);
+    }
+}
+
+/// Reads from `stream` until `len` bytes have come.
+fn read_exactly(sim: &mut AppSim, stream: StreamId, len: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    run_with(sim, "bytes from the stream", |sim| {
+        got.extend(sim.read(stream));
+        got.len() >= len
+    });
+    got
+}
+
+/// A SOCKS5 CONNECT through A's port to `target` (an address, or a name and port); the
+/// stream and the reply code.
+fn socks_connect(sim: &mut AppSim, target: &[u8]) -> (StreamId, u8) {
+    let stream = sim.connect(A, proxy()).expect("A's SOCKS port accepts");
+    sim.write(stream, &[5, 1, 0]);
+    assert_eq!(read_exactly(sim, stream, 2), [5, 0], "no authentication");
+    let mut request = vec![5, 1, 0];
+    request.extend_from_slice(target);
+    sim.write(stream, &request);
+    let reply = read_exactly(sim, stream, 10);
+    assert_eq!(reply[0], 5);
+    (stream, reply[1])
+}
+
+fn address_target(address: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(v4) = address else {
+        panic!("IPv4 targets only here");
+    };
+    let mut bytes = vec![1];
+    bytes.extend_from_slice(&v4.ip().octets());
+    bytes.extend_from_slice(&v4.port().to_be_bytes());
+    bytes
+}
+
+fn name_target(name: &str, port: u16) -> Vec<u8> {
+    let mut bytes = vec![3, name.len() as u8];
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.extend_from_slice(&port.to_be_bytes());
+    bytes
+}
+
+/// `len` bytes that tell their position apart.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn socks_status(sim: &mut AppSim, node: usize) -> (Option<ClientStatus>, Option<ServerStatus>) {
+    match sim.ask(node, Request::SocksStatus, LIMIT) {
+        Ok(Reply::Socks(status)) => (status.client, status.server),
+        other => panic!("not a SOCKS status: {other:?}"),
+    }
+}
+
+/// Carries `up` from the client to the target and `down` back through an open relay, then
+/// half-closes both ways and waits until both sides are closed.
+fn carry_both_ways(sim: &mut AppSim, client: StreamId, server: StreamId, up: &[u8], down: &[u8]) {
+    sim.write(client, up);
+    sim.write(server, down);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(sim, "both directions", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
+    });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+    sim.shutdown(client);
+    run_with(sim, "the client's FIN at the target", |sim| {
+        sim.read(server).is_empty() && sim.is_finished(server)
+    });
+    sim.shutdown(server);
+    run_with(sim, "the target's FIN at the client", |sim| {
+        sim.read(client).is_empty() && sim.is_finished(client)
+    });
+    run_with(sim, "both connections closed", |sim| {
+        sim.is_closed_by_service(client) && sim.is_closed_by_service(server)
+    });
+}
+
+#[test]
+fn a_socks_stream_through_a_relay_carries_its_bytes_intact_both_ways() {
+    let mut sim = AppSim::new(11, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0, "succeeded");
+    let server = sim.accept(C, target()).expect("the exit dialed the target");
+    let (up, down) = (pattern(1 << 20, 1), pattern(3 << 19, 2));
+    carry_both_ways(&mut sim, client, server, &up, &down);
+
+    let (client_status, _) = socks_status(&mut sim, A);
+    let client_status = client_status.unwrap();
+    assert_eq!(
+        (client_status.accepted, client_status.failed),
+        (1, 0),
+        "{client_status:?}"
+    );
+    assert_eq!(client_status.bytes_up, up.len() as u64);
+    assert_eq!(client_status.bytes_down, down.len() as u64);
+    let (_, server_status) = socks_status(&mut sim, C);
+    let server_status = server_status.unwrap();
+    assert_eq!(
+        (server_status.accepted, server_status.failed),
+        (1, 0),
+        "{server_status:?}"
+    );
+    assert_eq!(client_status.connections + server_status.connections, 0);
+
+    // A target that nobody serves: the exit's dial is refused, and the client hears 05.
+    let closed: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    let (refused, code) = socks_connect(&mut sim, &address_target(closed));
+    assert_eq!(code, 5, "connection refused");
+    run_with(&mut sim, "the refused connection closed", |sim| {
+        sim.is_closed_by_service(refused)
+    });
+}
+
+#[test]
+fn a_name_is_resolved_at_the_exit() {
+    let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    sim.set_name("target.example", &[target().ip()]);
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &name_target("target.example", 80));
+    assert_eq!(code, 0);
+    let server = sim
+        .accept(C, target())
+        .expect("the exit dialed the resolved address");
+    carry_both_ways(&mut sim, client, server, b"GET /", b"HTTP/1.1 200 OK");
+    let (_, code) = socks_connect(&mut sim, &name_target("nowhere.example", 80));
+    assert_eq!(code, 4, "a name that does not resolve: host unreachable");
+}
+
+/// The local program half-closes after its request and reads nothing until the whole answer
+/// and the exit's FIN have reached the entry: the entry's mesh stream closes (LAST-ACK, then
+/// CLOSED) before the relay has written the answer out. The download still arrives whole and
+/// counts as a success.
+#[test]
+fn a_download_that_outlives_its_mesh_stream_arrives_whole_and_is_no_failure() {
+    let mut sim = AppSim::new(13, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    sim.write(client, b"GET /");
+    assert_eq!(read_exactly(&mut sim, server, 5), b"GET /");
+    // More than the program's socket holds, less than that and the entry's mesh buffer.
+    let answer = pattern(1 << 20, 3);
+    sim.write(server, &answer);
+    sim.shutdown(server);
+    sim.run_for(Duration::from_secs(5));
+    sim.shutdown(client);
+    sim.run_for(Duration::from_secs(5));
+    let mut got = Vec::new();
+    run_with(&mut sim, "the whole answer", |sim| {
+        got.extend(sim.read(client));
+        sim.is_finished(client)
+    });
+    assert!(got == answer, "{} of {} bytes", got.len(), answer.len());
+    run_with(&mut sim, "both connections closed", |sim| {
+        sim.is_closed_by_service(client) && sim.is_closed_by_service(server)
+    });
+    let (client_status, _) = socks_status(&mut sim, A);
+    let client_status = client_status.unwrap();
+    assert_eq!(client_status.failed, 0, "{client_status:?}");
+    assert_eq!(client_status.bytes_down, answer.len() as u64);
+}
+
+/// A route rebuilt over another path while a stream runs, as a repair does: the route session
+/// carries on over the new route, so the stream keeps every byte, those in flight during the
+/// switch included, and the exit never sees the route go down.
+#[test]
+fn a_stream_keeps_its_bytes_while_its_route_is_rebuilt_over_another_path() {
+    let links = [(A, B), (B, C), (A, D), (D, C)];
+    let mut sim = AppSim::new(14, 4, &links, socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    sim.write(client, b"before");
+    assert_eq!(read_exactly(&mut sim, server, 6), b"before");
+
+    // Bytes in flight while the route changes: some cross the old route, some the new.
+    let (up, down) = (pattern(256 * 1024, 3), pattern(192 * 1024, 4));
+    sim.write(client, &up);
+    sim.write(server, &down);
+    let reply = sim.rebuild_route(A, &[A, D, C], LIMIT);
+    let Ok(Reply::RouteBuilt(row)) = reply else {
+        panic!("not built: {reply:?}");
+    };
+    assert_eq!(row.path, sim.path(&[A, D, C]));
+    assert!(row.ready);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(&mut sim, "the bytes sent across the switch", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
+    });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+    let exit_route = sim.nodes[C]
+        .service
+        .node()
+        .routes()
+        .find(|(peer, _)| **peer == sim.key(A))
+        .map(|(_, route)| route.path.clone());
+    assert_eq!(
+        exit_route,
+        Some(sim.path(&[A, D, C])),
+        "the exit adopted the new route"
+    );
+
+    carry_both_ways(&mut sim, client, server, b"after", b"still here");
+    let (client_status, _) = socks_status(&mut sim, A);
+    assert_eq!(client_status.unwrap().failed, 0);
+    // A new stream goes through the new route as well.
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim
+        .accept(C, target())
+        .expect("the exit dialed the target again");
+    carry_both_ways(&mut sim, client, server, b"again", b"and back");
+}
+
+/// A's VPN client (server C, through B) and C's server (serving A).
+fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service::ServiceOptions) {
+    match i {
+        A => {
+            options.vpn.client = Some(vpn::ClientOptions {
+                start: true,
+                tun: "skycli".parse().unwrap(),
+                server: keys[C],
+                path: vec![keys[B]],
+                routes: vec![
+                    "10.99.0.0/24".parse().unwrap(),
+                    "fd99::/64".parse().unwrap(),
+                ],
+                port: vpn::DEFAULT_LEASE_PORT,
+            });
+        }
+        C => options.vpn.server = Some(vpn_server(keys[A])),
+        _ => {}
+    }
+}
+
+/// C's VPN server, serving `client`.
+fn vpn_server(client: NodeKey) -> vpn::ServerOptions {
+    vpn::ServerOptions {
+        start: true,
+        tun: "skysrv".parse().unwrap(),
+        pool4: Some("10.77.0.0/24".parse().unwrap()),
+        pool6: Some("fd77::/64".parse().unwrap()),
+        allow: vec![client],
+        port: vpn::DEFAULT_LEASE_PORT,
+    }
+}
+
+fn vpn_status(sim: &mut AppSim, node: usize) -> VpnStatus {
+    match sim.ask(node, Request::VpnStatus, LIMIT) {
+        Ok(Reply::Vpn(status)) => *status,
+        other => panic!("not a VPN status: {other:?}"),
+    }
+}
+
+#[test]
+fn vpn_frames_cross_a_relay_and_sources_are_checked() {
+    let mut sim = AppSim::new(21, 3, &[(A, B), (B, C)], vpn_apps);
+    run_with(&mut sim, "A's VPN client up", |sim| {
+        vpn_status(sim, A).client.unwrap().state == "up"
+    });
+    let client_v4: Ipv4Addr = "10.77.0.2".parse().unwrap();
+    let client_v6: Ipv6Addr = "fd77::2".parse().unwrap();
+    assert_eq!(
+        sim.tun_addresses(A, VpnApp::Client).unwrap(),
+        [(IpAddr::V4(client_v4), 24), (IpAddr::V6(client_v6), 64)]
+    );
+    assert_eq!(
+        sim.tun_routes(A).unwrap().len(),
+        2,
+        "the routes are in place"
+    );
+    assert!(
+        sim.lease_file(C).unwrap().contains(&sim.key(A).to_string()),
+        "the lease was saved"
+    );
+    let host: Ipv4Addr = "10.99.0.1".parse().unwrap();
+
+    // A frame from A's machine reaches C's TUN device through B; the answer comes back.
+    let out = ipv4_packet(client_v4, host, b"ping over the tunnel");
+    sim.tun_send(A, VpnApp::Client, &out);
+    let mut at_c = Vec::new();
+    run_with(&mut sim, "the frame at C", |sim| {
+        at_c.extend(sim.tun_received(C, VpnApp::Server));
+        !at_c.is_empty()
+    });
+    assert_eq!(at_c, [out]);
+    let back = ipv4_packet(host, client_v4, b"pong");
+    sim.tun_send(C, VpnApp::Server, &back);
+    let mut at_a = Vec::new();
+    run_with(&mut sim, "the answer at A", |sim| {
+        at_a.extend(sim.tun_received(A, VpnApp::Client));
+        !at_a.is_empty()
+    });
+    assert_eq!(at_a, [back]);
+    let out6 = ipv6_packet(client_v6, "fd99::1".parse().unwrap(), b"over IPv6");
+    sim.tun_send(A, VpnApp::Client, &out6);
+    let mut at_c = Vec::new();
+    run_with(&mut sim, "the IPv6 frame at C", |sim| {
+        at_c.extend(sim.tun_received(C, VpnApp::Server));
+        !at_c.is_empty()
+    });
+    assert_eq!(at_c, [out6]);
+
+    // A forged source is dropped and counted at C; so is a frame for no client.
+    let forged = ipv4_packet("10.77.0.9".parse().unwrap(), host, b"forged");
+    sim.tun_send(A, VpnApp::Client, &forged);
+    sim.tun_send(
+        C,
+        VpnApp::Server,
+        &ipv4_packet(host, "10.77.0.3".parse().unwrap(), b"x"),
+    );
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.tun_received(C, VpnApp::Server).is_empty(),
+        "nothing forged got out"
+    );
+    let server = vpn_status(&mut sim, C).server.unwrap();
+    assert_eq!(
+        (server.drops.forged_source, server.drops.no_client),
+        (1, 1),
+        "{server:?}"
+    );
+    assert_eq!(server.clients.len(), 1);
+    assert_eq!(server.clients[0].rx.packets, 2, "{server:?}");
+
+    // A packet from A's mesh address to C's that is neither TCP nor ICMPv6 reaches C's mesh
+    // stack, which refuses it: counted.
+    let to_stack = ipv6_packet(
+        sim.key(A).mesh_address(),
+        sim.key(C).mesh_address(),
+        b"not for the stack",
+    );
+    sim.tun_send(A, VpnApp::Client, &to_stack);
+    run_with(&mut sim, "the refused packet counted", |sim| {
+        sim.nodes[C].service.drops().stack_refused == 1
+    });
+
+    // Stopping the client removes its routes and closes its device.
+    let reply = sim.ask(
+        A,
+        Request::VpnStop {
+            app: VpnApp::Client,
+        },
+        LIMIT,
+    );
+    let Ok(Reply::Vpn(status)) = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(status.client.unwrap().state, "stopped");
+    assert!(sim.tun_addresses(A, VpnApp::Client).is_none());
+    assert!(sim.tun_routes(A).is_none());
+}
+
+#[test]
+fn a_vpn_that_cannot_make_its_device_says_so_and_the_node_runs_on() {
+    let mut sim = AppSim::new(22, 3, &[(A, B), (B, C)], vpn_apps);
+    sim.deny_tun(A);
+    let reply = sim.ask(
+        A,
+        Request::VpnStop {
+            app: VpnApp::Client,
+        },
+        LIMIT,
+    );
+    assert!(matches!(reply, Ok(Reply::Vpn(_))), "{reply:?}");
+    let reply = sim.ask(
+        A,
+        Request::VpnStart {
+            app: VpnApp::Client,
+        },
+        LIMIT,
+    );
+    match reply {
+        Err(RequestError::App(error)) => {
+            assert!(error.to_string().contains("CAP_NET_ADMIN"), "{error}")
+        }
+        other => panic!("expected the app's error, got {other:?}"),
+    }
+    let state = vpn_status(&mut sim, A).client.unwrap().state;
+    assert!(
+        state.starts_with("failed: ") && state.contains("CAP_NET_ADMIN"),
+        "{state}"
+    );
+    let reply = sim.ask(
+        A,
+        Request::VpnStop {
+            app: VpnApp::Client,
+        },
+        LIMIT,
+    );
+    assert!(
+        matches!(reply, Err(RequestError::VpnNotRunning(VpnApp::Client))),
+        "{reply:?}"
+    );
+    assert!(matches!(
+        sim.ask(A, Request::Status, LIMIT),
+        Ok(Reply::Status(_))
+    ));
+}
+
+#[test]
+fn a_stopping_node_refuses_requests_and_answers_its_shutdown_once_the_vpn_is_undone() {
+    let mut sim = AppSim::new(23, 3, &[(A, B), (B, C)], vpn_apps);
+    run_with(&mut sim, "A's VPN client up", |sim| {
+        vpn_status(sim, A).client.unwrap().state == "up"
+    });
+    let shutdown = sim.request(A, Request::Shutdown);
+    let status = sim.request(A, Request::Status);
+    let (mut stopped, mut refused) = (None, None);
+    run_with(&mut sim, "both requests answered", |sim| {
+        stopped = stopped.take().or_else(|| sim.take_reply(A, shutdown));
+        refused = refused.take().or_else(|| sim.take_reply(A, status));
+        stopped.is_some() && refused.is_some()
+    });
+    assert!(
+        matches!(refused, Some(Err(RequestError::Stopping))),
+        "{refused:?}"
+    );
+    assert!(matches!(stopped, Some(Ok(Reply::Stopped))), "{stopped:?}");
+    assert!(sim.nodes[A].service.is_stopped());
+    assert!(sim.tun_addresses(A, VpnApp::Client).is_none());
+    assert!(sim.tun_routes(A).is_none());
+}
+
+#[test]
+fn mesh_ping_crosses_a_relay() {
+    let mut sim = AppSim::new(31, 3, &[(A, B), (B, C)], |_, _, _| {});
+    let peer = sim.key(C);
+    let reply = sim.ask(A, Request::PingNode { peer, count: 3 }, LIMIT);
+    assert!(
+        matches!(reply, Err(RequestError::NoReadyRoute { peer: ref named }) if *named == peer),
+        "{reply:?}"
+    );
+    let path = sim.path(&[A, B, C]);
+    let reply = sim.ask(A, Request::BuildRoute { path }, LIMIT);
+    assert!(matches!(reply, Ok(Reply::RouteBuilt(_))), "{reply:?}");
+    let reply = sim.ask(A, Request::PingNode { peer, count: 3 }, LIMIT);
+    let Ok(Reply::Ping(ping)) = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(ping.sent, 3);
+    assert_eq!(ping.rtt_ms.len(), 3, "{ping:?}");
+    // Two links of 5 ms each way.
+    assert!(ping.rtt_ms.iter().all(|rtt| *rtt >= 20.0), "{ping:?}");
+    assert_eq!(ping.address, peer.mesh_address());
+}
+
+/// A removed route's session lingers (it belongs to the peer, so that a new route needs no
+/// handshake) but carries nothing by itself: what the mesh stack sends to that node meanwhile
+/// is dropped and counted as unroutable.
+#[test]
+fn packets_for_a_node_whose_route_was_removed_count_as_unroutable() {
+    let mut sim = AppSim::new(16, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    sim.accept(C, target()).unwrap();
+    assert_eq!(sim.nodes[A].service.drops().stack_unroutable, 0);
+    let peer = sim.key(C);
+    let reply = sim.ask(A, Request::RemoveRoute { peer }, LIMIT);
+    assert!(matches!(reply, Ok(Reply::RouteRemoved { .. })), "{reply:?}");
+    assert_eq!(sim.nodes[A].service.node().session_count(), 1);
+    sim.write(client, b"nothing carries these");
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.nodes[A].service.drops().stack_unroutable > 0);
+}
+
+/// A relayed stream with nothing to say for two minutes stays open (the mesh streams' peers
+/// answer each other's keep-alives), and carries bytes afterwards.
+#[test]
+fn an_idle_stream_stays_open() {
+    let mut sim = AppSim::new(15, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    sim.run_for(Duration::from_secs(120));
+    assert!(!sim.is_closed_by_service(client) && !sim.is_closed_by_service(server));
+    carry_both_ways(&mut sim, client, server, b"still", b"there");
+    let (client_status, _) = socks_status(&mut sim, A);
+    assert_eq!(client_status.unwrap().failed, 0);
+}
+
+// ----- changes while the node runs -----
+
+fn neighbour_reply(reply: Response) -> NeighbourReply {
+    match reply {
+        Ok(Reply::Neighbour(neighbour)) => neighbour,
+        other => panic!("not a neighbour reply: {other:?}"),
+    }
+}
+
+/// A neighbour's transport removed and added again while a stream runs over another path: the
+/// stream carries on, untouched, and the link comes back.
+#[test]
+fn a_neighbour_removed_and_added_at_runtime_leaves_a_stream_over_another_path_alone() {
+    let mut sim = AppSim::new(41, 3, &[(A, B), (B, C), (A, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit through B", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    sim.write(client, b"before");
+    assert_eq!(read_exactly(&mut sim, server, 6), b"before");
+    let c = sim.key(C);
+    run_with(&mut sim, "A's direct link to C up", |sim| {
+        sim.nodes[A].service.node().is_link_alive(&c)
+    });
+
+    let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key: c }, LIMIT));
+    assert_eq!(
+        (removed.change, removed.routes_down),
+        (NeighbourChange::Removed, 0),
+        "the route goes through B"
+    );
+    assert!(sim.nodes[A].service.node().transports().id_of(&c).is_none());
+    let again = sim.ask(A, Request::RemoveNeighbour { key: c }, LIMIT);
+    assert!(
+        matches!(again, Err(RequestError::NoNeighbour { key }) if key == c),
+        "{again:?}"
+    );
+    sim.write(client, b"during");
+    assert_eq!(read_exactly(&mut sim, server, 6), b"during");
+
+    let endpoint = sim.nodes[C].addr;
+    let neighbour = NeighbourConfig {
+        key: c,
+        endpoint: Some(endpoint),
+        keepalive: None,
+    };
+    let added = neighbour_reply(sim.ask(A, Request::AddNeighbour(neighbour.clone()), LIMIT));
+    assert_eq!(
+        (added.change, added.endpoint),
+        (NeighbourChange::Added, Some(endpoint))
+    );
+    let twice = sim.ask(A, Request::AddNeighbour(neighbour), LIMIT);
+    assert!(
+        matches!(twice, Err(RequestError::NeighbourExists { key }) if key == c),
+        "{twice:?}"
+    );
+    run_with(&mut sim, "A's link to C up again", |sim| {
+        sim.nodes[A].service.node().is_link_alive(&c)
+    });
+    carry_both_ways(&mut sim, client, server, &pattern(1 << 18, 4), b"after");
+    let (client_status, _) = socks_status(&mut sim, A);
+    assert_eq!(client_status.unwrap().failed, 0, "the stream never broke");
+}
+
+/// Removing the neighbour a route runs through takes the route down as a dead link does: the
+/// SOCKS client's connection fails, and once the neighbour is back, the client rebuilds its
+/// route.
+#[test]
+fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
+    let mut sim = AppSim::new(42, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+
+    let b = sim.key(B);
+    let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key: b }, LIMIT));
+    assert_eq!(removed.routes_down, 1);
+    assert!(!route_ready(&sim, A, C));
+    run_with(&mut sim, "the connection over the route closed", |sim| {
+        sim.is_closed_by_service(client)
+    });
+    // C hears of it through B, once B's link to A is dead.
+    run_with(&mut sim, "the exit's side closed", |sim| {
+        sim.is_closed_by_service(server)
+    });
+    run_with(&mut sim, "B's rules gone", |sim| {
+        sim.nodes[B].service.node().table().is_empty()
+    });
+
+    let endpoint = sim.nodes[B].addr;
+    neighbour_reply(sim.ask(
+        A,
+        Request::AddNeighbour(NeighbourConfig {
+            key: b,
+            endpoint: Some(endpoint),
+            keepalive: Some(25),
+        }),
+        LIMIT,
+    ));
+    run_with(&mut sim, "the SOCKS client's route rebuilt", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    carry_both_ways(&mut sim, client, server, b"up", b"down");
+}
+
+/// A changed endpoint and keepalive keep the transport and the routes over it.
+#[test]
+fn a_neighbour_changed_at_runtime_keeps_its_routes() {
+    let mut sim = AppSim::new(43, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    let b = sim.key(B);
+    let updated = neighbour_reply(sim.ask(
+        A,
+        Request::UpdateNeighbour(NeighbourConfig {
+            key: b,
+            endpoint: Some(sim.nodes[B].addr),
+            keepalive: Some(15),
+        }),
+        LIMIT,
+    ));
+    assert_eq!(
+        (updated.change, updated.keepalive),
+        (NeighbourChange::Updated, Some(15))
+    );
+    carry_both_ways(&mut sim, client, server, &pattern(1 << 16, 5), b"ok");
+    assert!(route_ready(&sim, A, C));
+    let unknown = sim.key(C);
+    let reply = sim.ask(
+        A,
+        Request::UpdateNeighbour(NeighbourConfig {
+            key: unknown,
+            endpoint: None,
+            keepalive: None,
+        }),
+        LIMIT,
+    );
+    assert!(
+        matches!(reply, Err(RequestError::NoNeighbour { .. })),
+        "{reply:?}"
+    );
+}
+
+/// C runs a VPN server, whose client is A, and a SOCKS server. A new SOCKS section restarts
+/// the SOCKS server alone: the VPN server keeps its client, which stays up. A new VPN section
+/// restarts the VPN server with it, and a section that is gone stops its app.
+#[test]
+fn a_new_app_section_restarts_that_app_alone() {
+    let mut sim = AppSim::new(44, 3, &[(A, B), (B, C)], |i, keys, options| {
+        vpn_apps(i, keys, options);
+        if i == C {
+            socks_apps(&[B, C])(i, keys, options);
+        }
+    });
+    run_with(&mut sim, "A's VPN client up", |sim| {
+        vpn_status(sim, A).client.unwrap().state == "up"
+    });
+    let a = sim.key(A);
+    let socks_server = socks::ServerOptions {
+        allow: vec![a, sim.key(B)],
+        ..socks::ServerOptions::default()
+    };
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::SocksServer(Some(socks_server.clone())))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                app: BuiltinApp::Socks(SocksApp::Server),
+                change: AppChange::Restarted
+            })
+        ),
+        "{reply:?}"
+    );
+    let (_, server) = socks_status(&mut sim, C);
+    let server = server.unwrap();
+    assert_eq!((server.state, server.allowed), ("running", 2));
+    let vpn = vpn_status(&mut sim, C).server.unwrap();
+    assert_eq!(vpn.state, "running");
+    assert_eq!(vpn.clients.len(), 1, "the VPN server kept its client");
+    let client = vpn_status(&mut sim, A).client.unwrap();
+    assert_eq!((client.state.as_str(), client.reconnects), ("up", 0));
+
+    // The same section but for `enabled`: nothing restarts.
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::SocksServer(Some(
+            socks::ServerOptions {
+                enabled: false,
+                ..socks_server
+            },
+        )))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                change: AppChange::Unchanged,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(socks_status(&mut sim, C).1.unwrap().state, "running");
+
+    // A new pool: the VPN server restarts with it, once its old device is gone.
+    let mut options = vpn_server(a);
+    options.pool4 = Some("10.78.0.0/24".parse().unwrap());
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::VpnServer(Some(options)))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                app: BuiltinApp::Vpn(VpnApp::Server),
+                change: AppChange::Restarted
+            })
+        ),
+        "{reply:?}"
+    );
+    let vpn = vpn_status(&mut sim, C).server.unwrap();
+    assert_eq!(
+        (vpn.state.as_str(), vpn.ipv4),
+        ("running", Some("10.78.0.1".parse().unwrap()))
+    );
+    assert_eq!(socks_status(&mut sim, C).1.unwrap().state, "running");
+
+    // C's SOCKS section gone: its server stops and is no longer configured.
+    let reply = sim.ask(
+        C,
+        Request::ConfigureApp(Box::new(AppConfig::SocksServer(None))),
+        LIMIT,
+    );
+    assert!(
+        matches!(
+            reply,
+            Ok(Reply::AppConfigured {
+                change: AppChange::Removed,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    assert!(socks_status(&mut sim, C).1.is_none());
+    assert_eq!(vpn_status(&mut sim, C).server.unwrap().state, "running");
+}
