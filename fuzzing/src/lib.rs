@@ -110,6 +110,11 @@ pub const TARGETS: &[Target] = &[
         seeds: node::node_datagram_seeds,
     },
     Target {
+        name: "advert",
+        run: advert::advert,
+        seeds: advert::advert_seeds,
+    },
+    Target {
         name: "session_classify",
         run: mesh::session_classify,
         seeds: mesh::session_classify_seeds,
