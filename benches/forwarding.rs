@@ -398,14 +398,14 @@ const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
 const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
 
 /// Starts `skywired` in `ns` with its config, key and state in `dir`; returns the control
-/// socket once it answers.
+/// socket once it answers, and the process id.
 fn start_skywired(
     ns: &str,
     dir: &Path,
     secret: &SecretKey,
     neighbours: &[(NodeKey, Option<&str>)],
     vpn: &str,
-) -> PathBuf {
+) -> (PathBuf, u32) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("node.key"), format!("{}\n", secret.to_base64())).unwrap();
     let mut config = String::from(
@@ -422,14 +422,83 @@ fn start_skywired(
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config).unwrap();
     let config_arg = config_path.display().to_string();
-    let _ = ns_spawn(ns, &[SKYWIRED, "--config", &config_arg], &[]);
+    // `ip netns exec` execs the program: the process is the daemon itself.
+    let pid = ns_spawn(ns, &[SKYWIRED, "--config", &config_arg], &[]);
     let socket = dir.join("visctl.sock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while visctl(&socket, &["status"]).is_none() {
         assert!(Instant::now() < deadline, "skywired in {ns} did not answer");
         std::thread::sleep(Duration::from_millis(50));
     }
-    socket
+    (socket, pid)
+}
+
+/// Clock ticks per second of `/proc/PID/stat` and `/proc/stat` (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A process's CPU time so far, in clock ticks (user and system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+    stat.rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|field| field.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The machine's busy and total CPU time so far, in clock ticks, from `/proc/stat` (idle and
+/// iowait are not busy).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Runs iperf3 as [`iperf`] does and says, beside the result, how much of a core each named
+/// daemon used meanwhile and how many of the machine's cores were busy.
+fn iperf_with_cpu(
+    topology: &Topology,
+    streams: u32,
+    seconds: u64,
+    daemons: &[(&str, u32)],
+) -> (f64, String) {
+    let before: Vec<u64> = daemons.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+    let (busy_before, total_before) = machine_ticks();
+    let started = Instant::now();
+    let result = iperf(topology, streams, seconds);
+    let elapsed = started.elapsed().as_secs_f64();
+    let (busy, total) = machine_ticks();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let machine = cores * (busy - busy_before) as f64 / (total - total_before).max(1) as f64;
+    let each: Vec<String> = daemons
+        .iter()
+        .zip(before)
+        .map(|((name, pid), before)| {
+            let used = (cpu_ticks(*pid) - before) as f64 / TICKS_PER_SECOND / elapsed;
+            format!("{name} {used:.2}")
+        })
+        .collect();
+    let figures = format!(
+        "{streams} stream{}: {}, {machine:.2} cores busy",
+        if streams == 1 { "" } else { "s" },
+        each.join(", ")
+    );
+    (result, figures)
 }
 
 /// `visctl --json ARGS` against `socket`: the reply, or `None` when it failed.
@@ -465,20 +534,26 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
     let server = format!(
         "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"off\"\n    allow: [{a_key}]\n"
     );
-    let c_socket = start_skywired(&topology.c, &state.join("c"), &c, &[c_neighbour], &server);
+    let (c_socket, c_pid) =
+        start_skywired(&topology.c, &state.join("c"), &c, &[c_neighbour], &server);
+    let mut daemons = vec![("c", c_pid)];
     if two_hops {
         let b_neighbours = [(a_key, None), (c_key, Some("10.201.2.2:7777"))];
-        start_skywired(&topology.b, &state.join("b"), &b, &b_neighbours, "");
+        let (_, b_pid) = start_skywired(&topology.b, &state.join("b"), &b, &b_neighbours, "");
+        daemons.push(("b", b_pid));
     }
+    // The path is kept as given: through B, or straight to C.
     let path = if two_hops {
         format!("[{b_key}]")
     } else {
-        "[]".to_owned()
+        format!("[{c_key}]")
     };
     let client = format!(
         "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {c_key}\n    path: {path}\n    routes: [\"{HOST}/32\"]\n"
     );
-    let a_socket = start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
+    let (a_socket, a_pid) =
+        start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
+    daemons.insert(0, ("a", a_pid));
     let deadline = Instant::now() + Duration::from_secs(30);
     while visctl(&a_socket, &["vpn", "status"])
         .is_none_or(|reply| reply["result"]["client"]["state"] != "up")
@@ -486,7 +561,10 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
         assert!(Instant::now() < deadline, "the skywire VPN did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let result = [iperf(&topology, 1, seconds), iperf(&topology, 4, seconds)];
+    let (one, one_cpu) = iperf_with_cpu(&topology, 1, seconds, &daemons);
+    let (four, four_cpu) = iperf_with_cpu(&topology, 4, seconds, &daemons);
+    let result = [one, four];
+    println!("    ({name}, cores used by each skywired: {one_cpu}; {four_cpu})");
     // What was lost on the way, for a look when a figure is off.
     let sent = visctl(&a_socket, &["vpn", "status"])
         .and_then(|reply| reply["result"]["client"]["tx"]["packets"].as_u64())

@@ -7,6 +7,7 @@ mod apps;
 mod diff;
 mod keyfile;
 mod locate;
+mod path;
 mod socks;
 mod vpn;
 
@@ -189,8 +190,8 @@ pub struct Liveness {
 impl Default for Liveness {
     fn default() -> Self {
         Liveness {
-            probe_interval: Duration::from_millis(2_000),
-            dead_after: Duration::from_millis(10_000),
+            probe_interval: Duration::from_millis(250),
+            dead_after: Duration::from_millis(750),
         }
     }
 }

@@ -91,6 +91,8 @@ fn the_readme_walkthrough_works_as_written() {
         "the walk-through failed:\n{stdout}\n{stderr}\n--- logs ---\n{logs}"
     );
     assert!(stdout.contains("route to"), "{stdout}");
+    assert!(stdout.contains(": 2 hops, cost "), "find_route: {stdout}");
+    assert!(stdout.contains("nodes: 3\n"), "list_nodes: {stdout}");
     assert!(stdout.contains("4 sent, 4 received, 0% loss"), "{stdout}");
     assert_eq!(
         stdout.matches("forward").count(),

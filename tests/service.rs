@@ -492,7 +492,7 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     let example = Path::new(SKYWIRED).with_file_name("skywire-signal-example");
     let client = format!(
         "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {}\n    \
-         routes: [\"0.0.0.0/0\", \"::/0\"]\n    path: []\n\
+         routes: [\"0.0.0.0/0\", \"::/0\"]\n\
          apps:\n  example:\n    path: {}\n  plain:\n    path: sleep\n    default_args: [\"600\"]\n  \
          net-admin:\n    path: sleep\n    default_args: [\"600\"]\n    \
          capabilities: [CAP_NET_ADMIN]\n",

@@ -10,14 +10,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::curl::{download, finish};
 use common::http::{self, HttpServer};
 use common::machine::require;
 use common::socks::{closed_within, connect_request, greet, socks_connect, target_ip};
-use common::{three_nodes_with, wait_until, Daemon, Guard, Keys, TempDir};
+use common::{three_nodes_with, wait_until, Daemon, Keys, TempDir};
 use skywire_dataplane::stack::{TCP_BUFFER, TCP_MEMORY};
 
 /// A's handshake timeout in these tests (the default is 10 s).
@@ -45,7 +46,7 @@ fn socks_config(name: &str, keys: &Keys, b_client: bool) -> String {
     };
     match name {
         "a" => client(&keys.c, &keys.b.to_string()),
-        "b" if b_client => client(&keys.c, ""),
+        "b" if b_client => client(&keys.c, &keys.c.to_string()),
         "c" => format!(
             "socks:\n  server:\n    allow: [{}]\n    dial_timeout_ms: 2000\n",
             keys.a
@@ -87,35 +88,6 @@ fn number(value: &serde_json::Value) -> u64 {
         .unwrap_or_else(|| panic!("not a number: {value}"))
 }
 
-// ----- curl -----
-
-/// Starts `curl --socks5-hostname PROXY URL -o OUT`.
-fn curl(proxy: SocketAddr, url: &str, out: &std::path::Path) -> Guard {
-    let child = Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--max-time", "240"])
-        .arg("--socks5-hostname")
-        .arg(proxy.to_string())
-        .arg(url)
-        .arg("-o")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Guard(child)
-}
-
-/// Waits for a curl started by [`curl`] and fails with its message unless it succeeded.
-fn finish(mut curl: Guard, what: &str) {
-    let status = curl.wait_for(what, Duration::from_secs(250));
-    let mut stderr = String::new();
-    if let Some(pipe) = curl.0.stderr.as_mut() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    assert!(status.success(), "{what}: curl {status}: {stderr}");
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
@@ -141,7 +113,7 @@ fn curl_downloads_256_mib_and_200_files_at_once_through_a_relay() {
     let out = dir.path("big.bin");
     let started = Instant::now();
     finish(
-        curl(proxy, &http.url(&format!("/bytes/{size}/1")), &out),
+        download(proxy, &http.url(&format!("/bytes/{size}/1")), &out),
         "the 256 MiB download",
     );
     let elapsed = started.elapsed().as_secs_f64();
@@ -162,7 +134,7 @@ fn curl_downloads_256_mib_and_200_files_at_once_through_a_relay() {
     let curls: Vec<_> = (0..200u64)
         .map(|i| {
             let url = http.url(&format!("/bytes/{each}/{}", 100 + i));
-            curl(proxy, &url, &dir.path(&format!("file{i}.bin")))
+            download(proxy, &url, &dir.path(&format!("file{i}.bin")))
         })
         .collect();
     for (i, curl) in curls.into_iter().enumerate() {

@@ -198,7 +198,7 @@ fn help_needs_no_daemon() {
     let output = visctl(&["--socket", socket, "help", "build_route"], "", None);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
-        stdout(&output).starts_with("usage: build_route N0 N1 …\naliases: br\n"),
+        stdout(&output).starts_with("usage: build_route [N0 N1 …] KEY\naliases: br\n"),
         "{}",
         stdout(&output)
     );
@@ -536,6 +536,8 @@ fn visctl_talks_to_the_real_control_server() {
         "list_transports|lt",
         "list_routes|lr",
         "build_route|br",
+        "find_route|fr",
+        "list_nodes|ln",
         "rm_route|rr",
         "ping_node|pn",
         "socks",

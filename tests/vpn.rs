@@ -19,7 +19,7 @@ use common::machine::require;
 use common::netns::{
     can_make_namespaces, in_netns, ip, reaches, snapshot, transfer, Namespaces, TRANSFER,
 };
-use common::{socks, wait_until, TempDir, SKYWIRED, VISCTL};
+use common::{socks, wait_until, TempDir, SKYWIRED, TEST_LIVENESS, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
@@ -34,31 +34,45 @@ struct Node {
 }
 
 impl Node {
-    /// Writes the config (`extra` is YAML appended to it) and starts the daemon.
+    /// Writes the config (`extra` is YAML appended to it) and starts the daemon, with the
+    /// tests' liveness.
     fn start(
         ns: &str,
         secret: &SecretKey,
         neighbours: &[(NodeKey, Option<&str>)],
         extra: &str,
     ) -> Node {
-        let mut node = Node::new(ns, secret, neighbours, extra);
+        Node::launch(ns, secret, neighbours, TEST_LIVENESS, extra)
+    }
+
+    /// As [`Node::start`], with `liveness` as the config's `liveness:` section (empty: the
+    /// daemon's defaults).
+    fn launch(
+        ns: &str,
+        secret: &SecretKey,
+        neighbours: &[(NodeKey, Option<&str>)],
+        liveness: &str,
+        extra: &str,
+    ) -> Node {
+        let mut node = Node::new(ns, secret, neighbours, liveness, extra);
         node.spawn();
         node
     }
 
-    /// Writes the config (`extra` is YAML appended to it), without starting the daemon.
+    /// Writes the config (`liveness` as its `liveness:` section, `extra` as YAML appended to
+    /// it), without starting the daemon.
     fn new(
         ns: &str,
         secret: &SecretKey,
         neighbours: &[(NodeKey, Option<&str>)],
+        liveness: &str,
         extra: &str,
     ) -> Node {
         let dir = TempDir::new("vpnd");
         dir.write("node.key", &format!("{}\n", secret.to_base64()));
-        let mut config = String::from(
+        let mut config = format!(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:7777\"\n\
-             control:\n  socket: visctl.sock\nliveness:\n  probe_interval_ms: 200\n  \
-             dead_after_ms: 5000\nlog_level: debug\nneighbours:\n",
+             control:\n  socket: visctl.sock\n{liveness}log_level: debug\nneighbours:\n",
         );
         for (key, endpoint) in neighbours {
             config.push_str(&format!("  - key: {key}\n"));
@@ -193,13 +207,15 @@ fn socks_fetch(proxy: SocketAddr, target: SocketAddr) -> Result<String, u8> {
     }
 }
 
-fn client_section(server: &NodeKey, path: &[NodeKey], routes: &str) -> String {
-    let mut text = format!("vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {server}\n    routes: {routes}\n    path:\n");
-    for key in path {
-        text.push_str(&format!("      - {key}\n"));
-    }
-    if path.is_empty() {
-        text = text.replace("    path:\n", "    path: []\n");
+/// The VPN client's section: to `server` through the relays of `path`, the server alone when
+/// it has none, or over a path the node chooses when there is no `path`.
+fn client_section(server: &NodeKey, path: Option<&[NodeKey]>, routes: &str) -> String {
+    let mut text = format!("vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {server}\n    routes: {routes}\n");
+    if let Some(relays) = path {
+        text.push_str("    path:\n");
+        for key in relays.iter().chain([server]) {
+            text.push_str(&format!("      - {key}\n"));
+        }
     }
     text
 }
@@ -254,7 +270,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     );
     let client = client_section(
         &c.public(),
-        &[b.public()],
+        Some(&[b.public()]),
         "[\"10.99.0.0/24\", \"fd99::/64\"]",
     ) + &format!(
         "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    path: [{}]\n",
@@ -370,7 +386,7 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     let (a, c) = (SecretKey::generate(), SecretKey::generate());
     let server = format!("{SERVER}      - {}\n", a.public());
     let _c_node = Node::start(&c_ns, &c, &[(a.public(), None)], &server);
-    let client = client_section(&c.public(), &[], "[\"0.0.0.0/0\", \"::/0\"]");
+    let client = client_section(&c.public(), Some(&[]), "[\"0.0.0.0/0\", \"::/0\"]");
     let mut a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.204.1.2:7777"))], &client);
     a_node.client_up();
     if with_ping {
@@ -396,6 +412,157 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     }
     a_node.stop();
     assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
+}
+
+/// Sends `len` bytes of the tests' HTTP content (`seed`) from namespace `from` to `addr` in
+/// namespace `to`, calling `midway` once a quarter of them is sent; returns the SHA-256 of what
+/// arrived and how many bytes did.
+fn transfer_across(
+    from: &str,
+    to: &str,
+    addr: SocketAddr,
+    seed: u64,
+    len: u64,
+    midway: impl FnOnce(),
+) -> ([u8; 32], u64) {
+    use sha2::{Digest, Sha256};
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let receiver = in_netns(to, move || {
+        let listener = TcpListener::bind(addr).unwrap();
+        bound_tx.send(()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let (mut hash, mut buf, mut total) = (Sha256::new(), vec![0u8; 1 << 16], 0u64);
+        loop {
+            let read = stream.read(&mut buf).unwrap();
+            if read == 0 {
+                break;
+            }
+            hash.update(&buf[..read]);
+            total += read as u64;
+        }
+        (hash.finalize().into(), total)
+    });
+    bound_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (quarter_tx, quarter_rx) = std::sync::mpsc::channel();
+    let sender = in_netns(from, move || {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut sent = 0u64;
+        common::http::for_each_chunk(seed, len, |chunk| {
+            stream.write_all(chunk).unwrap();
+            sent += chunk.len() as u64;
+            if sent >= len / 4 {
+                let _ = quarter_tx.send(());
+            }
+        });
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    quarter_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    midway();
+    sender.join().unwrap();
+    receiver.join().unwrap()
+}
+
+#[test]
+fn a_vpn_transfer_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
+    const TEST: &str = "a_vpn_transfer_over_an_automatic_path_survives_the_sigkill_of_its_relay";
+    if !can_make_namespaces(TEST) {
+        return;
+    }
+    // A–B–D and A–C–D: two disjoint paths from the client A to the server D.
+    let ns = Namespaces::new("skyrepair", 4);
+    let names: Vec<String> = (0..4).map(|index| ns.name(index)).collect();
+    ns.link(0, "10.205.1.1", 1, "10.205.1.2");
+    ns.link(1, "10.205.2.1", 3, "10.205.2.2");
+    ns.link(0, "10.205.3.1", 2, "10.205.3.2");
+    ns.link(2, "10.205.4.1", 3, "10.205.4.2");
+    ip(&[
+        "-n",
+        &names[3],
+        "address",
+        "add",
+        &format!("{HOST4}/32"),
+        "dev",
+        "lo",
+    ]);
+    let secrets: Vec<SecretKey> = (0..4).map(|_| SecretKey::generate()).collect();
+    let keys: Vec<NodeKey> = secrets.iter().map(SecretKey::public).collect();
+    // Every node with the daemon's default liveness.
+    let server = format!("{SERVER}      - {}\n", keys[0]);
+    let _d = Node::launch(
+        &names[3],
+        &secrets[3],
+        &[(keys[1], None), (keys[2], None)],
+        "",
+        &server,
+    );
+    let mut relays = [
+        Node::launch(
+            &names[1],
+            &secrets[1],
+            &[(keys[0], None), (keys[3], Some("10.205.2.2:7777"))],
+            "",
+            "",
+        ),
+        Node::launch(
+            &names[2],
+            &secrets[2],
+            &[(keys[0], None), (keys[3], Some("10.205.4.2:7777"))],
+            "",
+            "",
+        ),
+    ];
+    let client = client_section(&keys[3], None, "[\"10.99.0.0/24\"]");
+    let a = Node::launch(
+        &names[0],
+        &secrets[0],
+        &[
+            (keys[1], Some("10.205.1.2:7777")),
+            (keys[2], Some("10.205.3.2:7777")),
+        ],
+        "",
+        &client,
+    );
+    a.client_up();
+    let route_to_d = || {
+        let reply = a.visctl(&["list_routes"]).unwrap_or_default();
+        reply["result"]["routes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|route| route["peer"] == keys[3].to_string() && route["ready"] == true)
+            .map(|route| route["path"][1].as_str().unwrap_or_default().to_owned())
+    };
+    let relay_in_use = route_to_d().expect("A has a route to D");
+    let index = usize::from(relay_in_use != keys[1].to_string());
+    let other = keys[2 - index].to_string();
+
+    let size: u64 = 100 << 20;
+    let expected = std::thread::spawn(move || common::http::content_sha256(11, size));
+    let target: SocketAddr = format!("{HOST4}:5304").parse().unwrap();
+    let (sha, received) = transfer_across(&names[0], &names[3], target, 11, size, || {
+        relays[index].kill();
+    });
+    assert_eq!(received, size);
+    assert!(
+        sha == expected.join().unwrap(),
+        "the 100 MiB differ after the relay died"
+    );
+    assert_eq!(
+        route_to_d(),
+        Some(other),
+        "A's route goes over the other relay"
+    );
+    let vpn = a.vpn_client();
+    assert_eq!(vpn["state"], "up", "{vpn}");
+    assert_eq!(vpn["reconnects"], 0, "the VPN never went down: {vpn}");
 }
 
 /// The undo file a killed client leaves is data: at the next start, only the client's own
@@ -444,9 +611,9 @@ fn a_hostile_undo_file_gets_only_the_clients_own_entries_removed() {
 
     let a = SecretKey::generate();
     let server = SecretKey::generate().public();
-    let mut client = client_section(&server, &[], "[\"10.99.0.0/24\"]");
+    let mut client = client_section(&server, Some(&[]), "[\"10.99.0.0/24\"]");
     client = client.replace("enabled: true", "enabled: false");
-    let mut node = Node::new(&a_ns, &a, &[], &client);
+    let mut node = Node::new(&a_ns, &a, &[], TEST_LIVENESS, &client);
     let marker = node.dir.path("pwned");
     let undo = format!(
         "version: 2\nroutes:\n\

@@ -40,13 +40,14 @@ fn key(byte: u8) -> String {
 /// How the fake dataplane behaves.
 #[derive(Debug, Clone, Copy, Default)]
 struct Fake {
-    /// Answer BuildRoute only when the test says so (through `Daemon::release`).
+    /// Answer BuildRoute and BuildRouteTo only when the test says so (through
+    /// `Daemon::release`).
     hold_build_route: bool,
     /// On Status, stop the thread without answering, as a crashing dataplane would.
     die_on_status: bool,
 }
 
-/// Answers requests as a dataplane would: Status at once, BuildRoute and PingNode after a
+/// Answers requests as a dataplane would: Status at once, the route builds and PingNode after a
 /// delay (or when released), RemoveRoute with an error, Shutdown with Stopped, anything else
 /// with an error. Returns every request it saw.
 fn fake_dataplane(
@@ -90,7 +91,12 @@ fn fake_dataplane(
                             rules: vec![],
                         })),
                     ),
-                    Request::BuildRoute { path } => {
+                    Request::BuildRoute { .. } | Request::BuildRouteTo { .. } => {
+                        let path = match request {
+                            Request::BuildRoute { path } => path,
+                            Request::BuildRouteTo { peer } => vec![node(1), peer],
+                            _ => unreachable!("matched above"),
+                        };
                         let when =
                             (!fake.hold_build_route).then(|| now + Duration::from_millis(100));
                         let reply = Ok(Reply::RouteBuilt(RouteRow {
@@ -572,7 +578,7 @@ fn stopping_answers_the_clients_still_waiting() {
     );
     let mut client = daemon.connect();
     client.send(format!("br {}\n", key(3)));
-    daemon.wait_for_request(|request| matches!(request, Request::BuildRoute { .. }));
+    daemon.wait_for_request(|request| matches!(request, Request::BuildRouteTo { .. }));
     let (outcome, _) = daemon.stop();
     outcome.unwrap();
     let answer = client.answer();

@@ -44,8 +44,14 @@ const WAKER: Token = Token(1);
 // Tokens 8 and 9 are the TUN devices (`tun::TUN_SERVER`, `tun::TUN_CLIENT`); from 16 on they
 // are the kernel sockets (`sockets::KernelSockets`).
 
-/// Datagrams read per wake-up before the loop looks at its other work.
+/// Datagrams handled per wake-up before the loop looks at its other work (a `recvmmsg` with
+/// GRO brings dozens in each of its messages).
 const RECEIVE_BUDGET: usize = 1024;
+/// Datagrams handled before what they set off goes out: relayed datagrams, and the answers
+/// of the mesh stack and the apps (acknowledgements above all). One `recvmmsg` with GRO can
+/// bring a whole TCP window (hundreds of datagrams); handled in one piece, the window would
+/// cross the chain of nodes as one burst, each node idle until the one before has done all.
+const TURN_DATAGRAMS: usize = 32;
 /// Socket buffer size asked for: bursts at line rate fit without loss.
 const SOCKET_BUFFER: usize = 8 << 20;
 /// Rounds of service polls and output draining per wake-up while the service has work due at
@@ -281,8 +287,9 @@ impl Dataplane {
         }
     }
 
-    /// Reads datagrams, a batch per syscall, until the socket is empty or the budget is
-    /// spent; says whether more may be waiting.
+    /// Reads datagrams, a batch per syscall, until the socket is empty or `budget` datagrams
+    /// were handled; says whether more may be waiting. What every [`TURN_DATAGRAMS`] of them
+    /// set off goes out before the next are handled.
     fn receive(&mut self, budget: usize) -> bool {
         let fd = self.socket.as_raw_fd();
         let mut received = 0;
@@ -290,15 +297,23 @@ impl Dataplane {
             match self.recv_batch.recv(fd) {
                 Ok(count) => {
                     let now = Instant::now();
+                    let mut unanswered = 0;
                     for index in 0..count {
-                        if let Some((from, datagrams)) = self.recv_batch.get(index) {
-                            for datagram in datagrams {
-                                self.service.handle_datagram(now, from, datagram);
+                        let mut number = 0;
+                        while let Some((from, datagram)) = self.recv_batch.datagram(index, number) {
+                            self.service.handle_datagram(now, from, datagram);
+                            number += 1;
+                            received += 1;
+                            unanswered += 1;
+                            if unanswered == TURN_DATAGRAMS {
+                                self.step(now);
+                                unanswered = 0;
                             }
                         }
                     }
-                    self.flush();
-                    received += count.max(1);
+                    if unanswered > 0 {
+                        self.step(now);
+                    }
                     // A short batch emptied the socket; anything newer raises a new event.
                     if count < BATCH {
                         return false;

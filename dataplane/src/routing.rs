@@ -1,6 +1,7 @@
 //! The routing table: what this node does with a packet that arrives with one of its own route
-//! ids. A rule forwards (next transport, next id) or consumes (delivers to the route session);
-//! it names the transport it expects the packet on, and expires unless refreshed. Owns the id
+//! ids. A rule forwards (next transport, next id) or consumes (delivers to the route session, or
+//! on a direct route takes the inner packet as it is); it names the transport it expects the
+//! packet on and the largest packet its route agreed on, and expires unless refreshed. Owns the id
 //! space too: each rule, and each freed id while it rests, is charged to the neighbour whose
 //! request made it, so that no neighbour can use up the ids of the others or of the node.
 
@@ -27,6 +28,9 @@ pub enum Rule {
     Consume {
         /// The node at the route's other end.
         peer: NodeKey,
+        /// Whether the route is direct: `peer` is the neighbour the rule expects packets from,
+        /// and may send inner packets without the route session (next header 252).
+        direct: bool,
     },
 }
 
@@ -37,6 +41,8 @@ pub struct RuleEntry {
     pub rule: Rule,
     /// The only transport packets for this id may arrive on.
     pub ingress: TransportId,
+    /// The largest mesh packet the route's setup agreed on; longer ones are dropped.
+    pub mtu: u16,
     /// The same route's rule for the other direction on this node, if it has one.
     pub pair: Option<RouteId>,
     /// The neighbour whose route setup made the rule; `None` for the node's own routes.
@@ -63,11 +69,15 @@ pub enum Lookup {
     Consume {
         /// The route's other end.
         peer: NodeKey,
+        /// Whether the route is direct (see [`Rule::Consume`]).
+        direct: bool,
     },
     /// No rule has this id.
     UnknownRoute,
     /// The rule exists but expects packets from another neighbour.
     WrongIngress,
+    /// Longer than the route agreed on at setup.
+    TooLarge,
 }
 
 /// Why no route id could be allocated.
@@ -140,7 +150,8 @@ impl RoutingTable {
     }
 
     /// Adds a rule under a fresh random id, non-zero and not recently used, charged to the
-    /// neighbour whose request made it (`None`: the node's own).
+    /// neighbour whose request made it (`None`: the node's own), for mesh packets of at most
+    /// `mtu` bytes.
     pub fn allocate(
         &mut self,
         now: Instant,
@@ -148,6 +159,7 @@ impl RoutingTable {
         ingress: TransportId,
         charged_to: Option<TransportId>,
         rule: Rule,
+        mtu: u16,
     ) -> Result<RouteId, AllocateError> {
         if let Some(neighbour) = charged_to {
             let usage = self.usage.get(&neighbour).copied().unwrap_or_default();
@@ -175,6 +187,7 @@ impl RoutingTable {
                 RuleEntry {
                     rule,
                     ingress,
+                    mtu,
                     pair: None,
                     charged_to,
                     expires_at: now + self.limits.rule_lifetime,
@@ -225,11 +238,14 @@ impl RoutingTable {
         if entry.ingress != ingress {
             return Lookup::WrongIngress;
         }
+        if len > usize::from(entry.mtu) {
+            return Lookup::TooLarge;
+        }
         entry.packets += 1;
         entry.bytes += len as u64;
         match entry.rule {
             Rule::Forward { transport, next_id } => Lookup::Forward { transport, next_id },
-            Rule::Consume { peer } => Lookup::Consume { peer },
+            Rule::Consume { peer, direct } => Lookup::Consume { peer, direct },
         }
     }
 
@@ -362,6 +378,7 @@ mod tests {
     }
 
     const LIFETIME: Duration = Duration::from_secs(30);
+    const MTU: u16 = 1420;
 
     fn table(max_per_neighbour: usize) -> RoutingTable {
         RoutingTable::new(TableLimits {
@@ -383,7 +400,7 @@ mod tests {
         let mut table = table(8);
         let a = TransportId::new(1);
         let id = table
-            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 77))
+            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 77), MTU)
             .unwrap();
         assert_eq!(
             table.lookup(id, a, 100),
@@ -400,8 +417,18 @@ mod tests {
             table.lookup(RouteId::new(5).unwrap(), a, 100),
             Lookup::UnknownRoute
         );
+        // The MTU its setup agreed on, and no byte more.
+        assert_eq!(table.lookup(id, a, usize::from(MTU) + 1), Lookup::TooLarge);
+        assert!(matches!(
+            table.lookup(id, a, usize::from(MTU)),
+            Lookup::Forward { .. }
+        ));
         let entry = table.get(id).unwrap();
-        assert_eq!((entry.packets, entry.bytes), (1, 100));
+        assert_eq!(
+            (entry.packets, entry.bytes),
+            (2, 100 + u64::from(MTU)),
+            "a refused packet is not counted against the rule"
+        );
     }
 
     #[test]
@@ -411,9 +438,19 @@ mod tests {
         let peer = SecretKey::from([3; 32]).public();
         let a = TransportId::new(1);
         let id = table
-            .allocate(now, &mut Counter(0), a, Some(a), Rule::Consume { peer })
+            .allocate(
+                now,
+                &mut Counter(0),
+                a,
+                Some(a),
+                Rule::Consume { peer, direct: true },
+                MTU,
+            )
             .unwrap();
-        assert_eq!(table.lookup(id, a, 1), Lookup::Consume { peer });
+        assert_eq!(
+            table.lookup(id, a, 1),
+            Lookup::Consume { peer, direct: true }
+        );
     }
 
     #[test]
@@ -426,7 +463,7 @@ mod tests {
         let ids: Vec<RouteId> = (0..50)
             .map(|_| {
                 table
-                    .allocate(now, &mut rng, a, Some(a), forward(2, 1))
+                    .allocate(now, &mut rng, a, Some(a), forward(2, 1), MTU)
                     .unwrap()
             })
             .collect();
@@ -447,21 +484,21 @@ mod tests {
         let a = TransportId::new(1);
         let b = TransportId::new(2);
         let first = table
-            .allocate(now, &mut rng, a, Some(a), forward(3, 1))
+            .allocate(now, &mut rng, a, Some(a), forward(3, 1), MTU)
             .unwrap();
         table
-            .allocate(now, &mut rng, a, Some(a), forward(3, 1))
+            .allocate(now, &mut rng, a, Some(a), forward(3, 1), MTU)
             .unwrap();
         assert_eq!(
-            table.allocate(now, &mut rng, a, Some(a), forward(3, 1)),
+            table.allocate(now, &mut rng, a, Some(a), forward(3, 1), MTU),
             Err(AllocateError::RouteLimit)
         );
         assert!(table
-            .allocate(now, &mut rng, b, Some(b), forward(3, 1))
+            .allocate(now, &mut rng, b, Some(b), forward(3, 1), MTU)
             .is_ok());
         table.remove(now, first);
         assert!(table
-            .allocate(now, &mut rng, a, Some(a), forward(3, 1))
+            .allocate(now, &mut rng, a, Some(a), forward(3, 1), MTU)
             .is_ok());
     }
 
@@ -475,7 +512,7 @@ mod tests {
         // Setups that come and go as fast as the churner can send them.
         let mut made = 0;
         for _ in 0..100_000 {
-            match table.allocate(now, &mut rng, churner, Some(churner), forward(3, 1)) {
+            match table.allocate(now, &mut rng, churner, Some(churner), forward(3, 1), MTU) {
                 Ok(id) => {
                     table.remove(now, id);
                     made += 1;
@@ -494,17 +531,17 @@ mod tests {
         // Everyone else is untouched: the node's own routes and another neighbour's.
         for _ in 0..16 {
             table
-                .allocate(now, &mut rng, honest, Some(honest), forward(3, 1))
+                .allocate(now, &mut rng, honest, Some(honest), forward(3, 1), MTU)
                 .unwrap();
             table
-                .allocate(now, &mut rng, churner, None, forward(3, 1))
+                .allocate(now, &mut rng, churner, None, forward(3, 1), MTU)
                 .unwrap();
         }
         // Once its ids have rested, the churner may set up routes again.
         let later = now + LIFETIME;
         table.expire(later);
         assert!(table
-            .allocate(later, &mut rng, churner, Some(churner), forward(3, 1))
+            .allocate(later, &mut rng, churner, Some(churner), forward(3, 1), MTU)
             .is_ok());
     }
 
@@ -517,14 +554,21 @@ mod tests {
         let next_hop = TransportId::new(2);
         // A relay's reverse rule expects packets from the next hop but is the requester's.
         table
-            .allocate(now, &mut rng, next_hop, Some(requester), forward(1, 1))
+            .allocate(now, &mut rng, next_hop, Some(requester), forward(1, 1), MTU)
             .unwrap();
         assert_eq!(
-            table.allocate(now, &mut rng, requester, Some(requester), forward(2, 1)),
+            table.allocate(
+                now,
+                &mut rng,
+                requester,
+                Some(requester),
+                forward(2, 1),
+                MTU
+            ),
             Err(AllocateError::RouteLimit)
         );
         assert!(table
-            .allocate(now, &mut rng, requester, Some(next_hop), forward(2, 1))
+            .allocate(now, &mut rng, requester, Some(next_hop), forward(2, 1), MTU)
             .is_ok());
     }
 
@@ -534,12 +578,12 @@ mod tests {
         let mut table = table(8);
         let a = TransportId::new(1);
         let id = table
-            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 1))
+            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 1), MTU)
             .unwrap();
         table.remove(now, id);
         // The same generator would draw the same id again: it must be skipped while resting.
         let again = table
-            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 1))
+            .allocate(now, &mut Counter(0), a, Some(a), forward(2, 1), MTU)
             .unwrap();
         assert_ne!(again, id);
         let later = now + LIFETIME + Duration::from_secs(1);
@@ -552,6 +596,7 @@ mod tests {
                 a,
                 Some(a),
                 forward(2, 1),
+                MTU,
             )
             .unwrap();
         assert_eq!(reused, id);
@@ -565,13 +610,13 @@ mod tests {
         let a = TransportId::new(1);
         let b = TransportId::new(2);
         let there = table
-            .allocate(now, &mut rng, a, Some(a), forward(2, 9))
+            .allocate(now, &mut rng, a, Some(a), forward(2, 9), MTU)
             .unwrap();
         let back = table
-            .allocate(now, &mut rng, b, Some(b), forward(1, 8))
+            .allocate(now, &mut rng, b, Some(b), forward(1, 8), MTU)
             .unwrap();
         let lonely = table
-            .allocate(now, &mut rng, a, Some(a), forward(2, 7))
+            .allocate(now, &mut rng, a, Some(a), forward(2, 7), MTU)
             .unwrap();
         table.pair(there, back);
         table.refresh(now + LIFETIME / 2, there);
@@ -594,13 +639,13 @@ mod tests {
         let b = TransportId::new(2);
         let c = TransportId::new(3);
         let there = table
-            .allocate(now, &mut rng, a, Some(a), forward(2, 9))
+            .allocate(now, &mut rng, a, Some(a), forward(2, 9), MTU)
             .unwrap();
         let back = table
-            .allocate(now, &mut rng, b, Some(b), forward(1, 8))
+            .allocate(now, &mut rng, b, Some(b), forward(1, 8), MTU)
             .unwrap();
         let other = table
-            .allocate(now, &mut rng, c, Some(c), forward(1, 5))
+            .allocate(now, &mut rng, c, Some(c), forward(1, 5), MTU)
             .unwrap();
         table.pair(there, back);
         assert_eq!(table.ids_touching(b), {

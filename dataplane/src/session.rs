@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -14,6 +15,13 @@ use crate::identity::{NodeKey, SecretKey};
 
 /// The type field of a WireGuard data message (4, little endian).
 const DATA_MESSAGE: [u8; 4] = [4, 0, 0, 0];
+/// The first bytes of WireGuard's handshake initiation and response.
+const HANDSHAKE_INITIATION: u8 = 1;
+const HANDSHAKE_RESPONSE: u8 = 2;
+/// How often a session that carries no data of its own (its peer's route is direct) makes new
+/// keys: boringtun lets keys that no data renews expire after 180 s, and a repair onto a
+/// relayed path must find the session established.
+pub const REHANDSHAKE_INTERVAL: Duration = Duration::from_secs(120);
 
 /// What a session operation produced, at the start of the caller's buffer.
 #[derive(Debug)]
@@ -35,6 +43,10 @@ pub struct RouteSession {
     tunn: Tunn,
     index: u32,
     peer_address: Ipv6Addr,
+    /// When a handshake message of this session last went out or came in, by the node's clock.
+    last_handshake: Option<Instant>,
+    /// Handshake initiations this end sent.
+    initiations: u64,
 }
 
 impl std::fmt::Debug for RouteSession {
@@ -68,7 +80,26 @@ impl RouteSession {
             // The rate limiter keys cookies by address; the peer's mesh address stands in
             // for the UDP source a transport would use.
             peer_address: peer.mesh_address(),
+            last_handshake: None,
+            initiations: 0,
         }
+    }
+
+    /// Handshake initiations this end has sent.
+    pub fn initiations(&self) -> u64 {
+        self.initiations
+    }
+
+    /// Whether this end should make new keys now, on behalf of a route that carries nothing
+    /// through the session: no handshake message has passed for [`REHANDSHAKE_INTERVAL`].
+    pub fn rehandshake_due(&self, now: Instant) -> bool {
+        self.last_handshake
+            .is_none_or(|at| now.saturating_duration_since(at) >= REHANDSHAKE_INTERVAL)
+    }
+
+    /// Notes that a handshake message passed at `now` (see [`RouteSession::rehandshake_due`]).
+    pub fn note_handshake(&mut self, now: Instant) {
+        self.last_handshake = Some(now);
     }
 
     /// The peer's mesh address, derived once (a BLAKE2s hash per packet would cost).
@@ -90,14 +121,14 @@ impl RouteSession {
     /// initiation comes out instead.
     pub fn encapsulate(&mut self, packet: &[u8], dst: &mut [u8]) -> SessionResult {
         let result = self.tunn.encapsulate(packet, dst);
-        Self::convert(result)
+        Self::convert(&mut self.initiations, result)
     }
 
     /// Starts a new handshake now, even while one is under way (a new route is up, or the peer
     /// seems to have lost the session).
     pub fn initiate(&mut self, dst: &mut [u8]) -> SessionResult {
         let result = self.tunn.format_handshake_initiation(dst, true);
-        Self::convert(result)
+        Self::convert(&mut self.initiations, result)
     }
 
     /// Authenticates and decrypts a message from the peer. After a `Send`, call [`flush`]
@@ -116,28 +147,42 @@ impl RouteSession {
         // can forge): only a data message's `Done` is a keepalive.
         match result {
             TunnResult::Done if message.get(..4) == Some(&DATA_MESSAGE) => SessionResult::Keepalive,
-            result => Self::convert(result),
+            result => Self::convert(&mut self.initiations, result),
         }
+    }
+
+    /// Whether `message` is a handshake initiation or response (what [`RouteSession::note_handshake`]
+    /// is told of once the session took it).
+    pub fn is_handshake(message: &[u8]) -> bool {
+        matches!(
+            message.first(),
+            Some(&HANDSHAKE_INITIATION | &HANDSHAKE_RESPONSE)
+        )
     }
 
     /// The next packet queued while the handshake was under way.
     pub fn flush(&mut self, dst: &mut [u8]) -> SessionResult {
         let result = self.tunn.decapsulate(None, &[], dst);
-        Self::convert(result)
+        Self::convert(&mut self.initiations, result)
     }
 
     /// Drives boringtun's timers: handshake retries, keepalives, rekeying.
     pub fn update_timers(&mut self, dst: &mut [u8]) -> SessionResult {
         let result = self.tunn.update_timers(dst);
-        Self::convert(result)
+        Self::convert(&mut self.initiations, result)
     }
 
-    fn convert(result: TunnResult<'_>) -> SessionResult {
+    fn convert(initiations: &mut u64, result: TunnResult<'_>) -> SessionResult {
         match result {
             TunnResult::Done => SessionResult::Nothing,
             TunnResult::Err(WireGuardError::ConnectionExpired) => SessionResult::Nothing,
             TunnResult::Err(error) => SessionResult::Refused(error),
-            TunnResult::WriteToNetwork(bytes) => SessionResult::Send(bytes.len()),
+            TunnResult::WriteToNetwork(bytes) => {
+                if bytes.first() == Some(&HANDSHAKE_INITIATION) {
+                    *initiations += 1;
+                }
+                SessionResult::Send(bytes.len())
+            }
             TunnResult::WriteToTunnelV6(bytes, _) | TunnResult::WriteToTunnelV4(bytes, _) => {
                 SessionResult::Deliver(bytes.len())
             }

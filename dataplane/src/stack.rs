@@ -52,12 +52,16 @@ pub enum StackError {
     BadEndpoint,
 }
 
-/// A device that is two queues: what sessions delivered, and what the stack sends. Sent
-/// packets' buffers are reused, and keep the length they grew to (smoltcp writes every byte
-/// of a packet it sends), so a packet costs no allocation and no zeroing.
+/// A device that is two queues: what routes delivered, and what the stack sends. Both reuse
+/// their buffers: a received packet's goes, once smoltcp has read it, to whoever hands in the
+/// next packet; a sent packet's is reused once the packet was carried (these keep the length
+/// they grew to: smoltcp writes every byte of a packet it sends). A packet costs no
+/// allocation, no copy on the way in and no zeroing.
 #[derive(Debug, Default)]
 struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
+    /// Buffers of packets smoltcp has read, given in exchange for the next ones.
+    rx_free: Vec<Vec<u8>>,
     /// Packets to send: a buffer, and how much of it the packet is.
     tx: VecDeque<(Vec<u8>, usize)>,
     free: Vec<Vec<u8>>,
@@ -65,15 +69,20 @@ struct QueueDevice {
     lent: Option<Vec<u8>>,
 }
 
-struct RxToken(Vec<u8>);
+struct RxToken<'a> {
+    packet: Vec<u8>,
+    free: &'a mut Vec<Vec<u8>>,
+}
 struct TxToken<'a> {
     tx: &'a mut VecDeque<(Vec<u8>, usize)>,
     free: &'a mut Vec<Vec<u8>>,
 }
 
-impl phy::RxToken for RxToken {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let result = f(&self.packet);
+        self.free.push(self.packet);
+        result
     }
 }
 
@@ -94,17 +103,20 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl Device for QueueDevice {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
+    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         // With the send queue full, an answer would be dropped: leave the packet for later.
         if self.tx.len() >= QUEUE_LIMIT {
             return None;
         }
         let packet = self.rx.pop_front()?;
         Some((
-            RxToken(packet),
+            RxToken {
+                packet,
+                free: &mut self.rx_free,
+            },
             TxToken {
                 tx: &mut self.tx,
                 free: &mut self.free,
@@ -368,10 +380,12 @@ impl MeshStack {
         SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
-    /// Takes a packet a session decrypted (already checked to come from the peer to this
-    /// node). Only whole IPv6 packets of TCP and ICMPv6 go in: smoltcp would answer anything
-    /// else with an error. Says whether it took the packet.
-    pub fn receive(&mut self, packet: Vec<u8>) -> bool {
+    /// Takes a packet a route delivered (already checked to come from the peer to this node),
+    /// buffer and all, and leaves a spare buffer of its own in its place (empty when it has
+    /// none), so that buffers change hands instead of bytes being copied. Only whole IPv6
+    /// packets of TCP and ICMPv6 go in: smoltcp would answer anything else with an error.
+    /// Says whether it took the packet; when not, `packet` is as it was.
+    pub fn receive(&mut self, packet: &mut Vec<u8>) -> bool {
         if self.device.rx.len() >= QUEUE_LIMIT {
             return false;
         }
@@ -384,7 +398,8 @@ impl MeshStack {
         if let Some(port) = syn_port(&header) {
             self.expect_syn(port);
         }
-        self.device.rx.push_back(packet);
+        let spare = self.device.rx_free.pop().unwrap_or_default();
+        self.device.rx.push_back(std::mem::replace(packet, spare));
         true
     }
 
@@ -506,11 +521,11 @@ pub(crate) mod tests {
         a.poll(now);
         let (dst, request) = a.poll_transmit().unwrap();
         assert_eq!(dst, b_addr);
-        assert!(b.receive(request.to_vec()));
+        assert!(b.receive(&mut request.to_vec()));
         b.poll(now);
         let (dst, reply) = b.poll_transmit().unwrap();
         assert_eq!(dst, a_addr);
-        assert!(a.receive(reply.to_vec()));
+        assert!(a.receive(&mut reply.to_vec()));
         a.poll(now);
         assert_eq!(a.poll_pong(), Some((b_addr, 1)));
         assert_eq!(a.poll_pong(), None);
@@ -523,11 +538,11 @@ pub(crate) mod tests {
             b.poll(now);
             let mut moved = false;
             while let Some((_, packet)) = a.poll_transmit() {
-                b.receive(packet.to_vec());
+                b.receive(&mut packet.to_vec());
                 moved = true;
             }
             while let Some((_, packet)) = b.poll_transmit() {
-                a.receive(packet.to_vec());
+                a.receive(&mut packet.to_vec());
                 moved = true;
             }
             if !moved {
@@ -622,7 +637,7 @@ pub(crate) mod tests {
         let mut udp = vec![0u8; 48];
         udp[0] = 0x60;
         udp[6] = 17;
-        assert!(!stack.receive(udp));
-        assert!(!stack.receive(vec![1, 2]));
+        assert!(!stack.receive(&mut udp.clone()));
+        assert!(!stack.receive(&mut vec![1, 2]));
     }
 }

@@ -47,7 +47,7 @@ pub enum AdvertDrop {
 }
 
 /// Adverts dropped, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AdvertDrops {
     /// Larger than any advert can be.
     pub oversized: u64,
@@ -91,6 +91,9 @@ pub struct PathChoice {
     pub path: Vec<NodeKey>,
     /// The sum of its links' costs.
     pub cost: Duration,
+    /// Each link's cost, in path order: `hop_costs[i]` is the link from `path[i]` to
+    /// `path[i + 1]`.
+    pub hop_costs: Vec<Duration>,
 }
 
 /// One node as the topology knows it.
@@ -150,6 +153,8 @@ pub struct Topology {
     /// advertises anew.
     suspects: HashSet<(NodeKey, NodeKey)>,
     drops: AdvertDrops,
+    /// Counts every change that may open or close a path.
+    version: u64,
 }
 
 impl Topology {
@@ -162,6 +167,7 @@ impl Topology {
             buckets: HashMap::new(),
             suspects: HashSet::new(),
             drops: AdvertDrops::default(),
+            version: 0,
         }
     }
 
@@ -170,6 +176,13 @@ impl Topology {
     /// Adverts dropped, by reason.
     pub fn drops(&self) -> AdvertDrops {
         self.drops
+    }
+
+    /// A number that changes whenever a path may have appeared or gone: an advert taken or
+    /// expired, a link suspected, this node's own links changed. Whoever found no path can
+    /// look again when it changes.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The advert held for `origin`.
@@ -227,6 +240,7 @@ impl Topology {
             return;
         };
         let expires = now + micros_secs(advert.lifetime_secs).min(MAX_LIFETIME);
+        self.version += 1;
         self.adverts.insert(
             self.own,
             Held {
@@ -249,6 +263,7 @@ impl Topology {
     ) -> Result<(), AdvertDrop> {
         match self.check(now, neighbour, advert) {
             Ok(key) => {
+                self.version += 1;
                 self.tombstones.remove(&advert.origin);
                 self.suspects
                     .retain(|(a, b)| *a != advert.origin && *b != advert.origin);
@@ -296,7 +311,14 @@ impl Topology {
             // Reports that no advert has answered yet pile up: start over.
             self.suspects.clear();
         }
+        self.version += 1;
         self.suspects.insert(ordered(a, b));
+    }
+
+    /// This node's live links changed (one came up or died): they count for path choice at
+    /// once, before the node's next advert says so.
+    pub fn own_links_changed(&mut self) {
+        self.version += 1;
     }
 
     /// Drops the adverts whose lifetime is over, and forgets old tombstones and idle buckets.
@@ -311,6 +333,7 @@ impl Topology {
         for key in expired {
             if let Some(held) = self.adverts.remove(&key) {
                 log::debug!("advert of {key} expired");
+                self.version += 1;
                 self.tombstones.insert(key, (held.advert.sequence, now));
             }
         }
@@ -372,7 +395,18 @@ impl Topology {
             }
         }
         path.reverse();
-        Some(PathChoice { path, cost })
+        let hop_costs = path
+            .windows(2)
+            .map(|pair| match (best.get(&pair[0]), best.get(&pair[1])) {
+                (Some((from, _)), Some((to, _))) => to.saturating_sub(*from),
+                _ => Duration::ZERO,
+            })
+            .collect();
+        Some(PathChoice {
+            path,
+            cost,
+            hop_costs,
+        })
     }
 
     /// The usable links out of `node` and their costs.
@@ -564,6 +598,7 @@ mod tests {
         let choice = topology.path_to(&own, &key(3)).unwrap();
         assert_eq!(choice.path, vec![key(1), key(2), key(3)]);
         assert_eq!(choice.cost, ms(10 + 40));
+        assert_eq!(choice.hop_costs, vec![ms(10), ms(40)]);
         let nodes = topology.nodes(now);
         let two = nodes.iter().find(|node| node.key == key(2)).unwrap();
         let link = two
@@ -658,6 +693,31 @@ mod tests {
         assert!(topology
             .handle_advert(later, key(3), &advert(2, 6, &[(1, 10)]))
             .is_ok());
+    }
+
+    #[test]
+    fn the_version_moves_whenever_a_path_may_have_changed() {
+        let now = Instant::now();
+        let mut topology = view();
+        let mut last = topology.version();
+        let mut moved = |topology: &Topology| {
+            let moved = topology.version() != last;
+            last = topology.version();
+            moved
+        };
+        let fresh = advert(2, 1, &[(1, 10), (3, 5)]);
+        topology.handle_advert(now, key(3), &fresh).unwrap();
+        assert!(moved(&topology), "an advert taken");
+        let _ = topology.handle_advert(now, key(3), &fresh);
+        assert!(!moved(&topology), "an echo changes nothing");
+        topology.suspect_link(key(2), key(3));
+        assert!(moved(&topology), "a link suspected");
+        topology.own_links_changed();
+        assert!(moved(&topology), "a link of this node's");
+        topology.expire(now + Duration::from_secs(30));
+        assert!(!moved(&topology), "nothing expired yet");
+        topology.expire(now + Duration::from_secs(60));
+        assert!(moved(&topology), "an advert expired");
     }
 
     #[test]

@@ -135,13 +135,34 @@ fn three_dataplanes_build_a_route_and_ping_through_the_relay() {
         "{routes:?}"
     );
 
-    // Pinging a node without a route is a clear error, not a hang.
+    // Pinging a node without a route has one built first, over the path A's node chooses:
+    // B is its neighbour, so the route is direct.
     let reply = a.ask(Request::PingNode {
         peer: b_key,
         count: 1,
     });
     assert!(
-        matches!(reply, Err(RequestError::NoReadyRoute { peer }) if peer == b_key),
+        matches!(&reply, Ok(Reply::Ping(ping)) if ping.rtt_ms.len() == 1),
+        "{reply:?}"
+    );
+    let Ok(Reply::Routes(routes)) = a.ask(Request::ListRoutes) else {
+        panic!("no routes reply");
+    };
+    assert!(
+        routes
+            .routes
+            .iter()
+            .any(|route| route.peer == b_key && route.path == [a_key, b_key]),
+        "{routes:?}"
+    );
+    // A node nobody advertises is a clear error, not a hang.
+    let stranger = SecretKey::generate().public();
+    let reply = a.ask(Request::PingNode {
+        peer: stranger,
+        count: 1,
+    });
+    assert!(
+        matches!(reply, Err(RequestError::NoPath { peer }) if peer == stranger),
         "{reply:?}"
     );
 

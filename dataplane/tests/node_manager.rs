@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use skywire_dataplane::node::{Event, RouteDownReason, RouteError};
+use skywire_dataplane::node::{Event, RouteDownReason, RouteError, RouteStatus};
 use skywire_dataplane::sim::{ipv6_packet, Sim};
 use skywire_dataplane::wire::control::ControlMessage;
 use skywire_dataplane::wire::mesh::{MeshPacket, NextHeader};
@@ -673,4 +673,28 @@ fn a_relay_charges_routes_to_the_neighbour_that_asked() {
         ),
         "{error}"
     );
+}
+
+#[test]
+fn a_build_asked_during_a_repair_is_answered_when_the_repair_succeeds() {
+    let mut sim = ring(32);
+    assert!(sim.run_until(LIMIT, converged));
+    build_to(&mut sim, 0, 2);
+    let peer = sim.key(2);
+    assert_eq!(sim.nodes[0].node.route_status(&peer), RouteStatus::Ready);
+    let first_hop = path_of(&sim, 0, 2)[1];
+    let hop = (0..6).find(|i| sim.key(*i) == first_hop).unwrap();
+    sim.nodes[0].events.clear();
+    sim.link(0, hop).alive = false;
+    let repairing = sim.run_until(LIMIT, |sim| {
+        sim.nodes[0].node.route_status(&peer) == RouteStatus::Repairing
+    });
+    assert!(repairing, "the break was not noticed");
+    // An app or a command asks for the route meanwhile: it joins the repair, which answers it.
+    let now = sim.now;
+    sim.nodes[0].node.build_route_to(now, &peer).unwrap();
+    wait_ready(&mut sim, 0, 2);
+    assert_eq!(sim.nodes[0].node.route_status(&peer), RouteStatus::Ready);
+    assert!(!path_of(&sim, 0, 2).contains(&first_hop));
+    assert_eq!(route_down(&sim, 0, 2), None);
 }

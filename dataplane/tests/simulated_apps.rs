@@ -2,7 +2,8 @@
 //! relay with an in-memory kernel at both ends, VPN frames across a relay with the source
 //! checks, mesh ping, a route rebuilt over another path while a stream keeps its bytes, packets
 //! for a node whose route was removed, a node that stops with its VPN up, and what a reloaded
-//! configuration changes while the node runs (neighbours removed and added, an app's new section).
+//! configuration changes while the node runs (neighbours removed and added, an app's new section,
+//! an automatic route repaired when the neighbour it ran through is removed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,15 +40,16 @@ fn target() -> SocketAddr {
     "10.0.0.1:80".parse().unwrap()
 }
 
-/// A's SOCKS client (exit C through `path`) and C's server (serving A).
+/// A's SOCKS client (exit C through `path`, or over a path its node chooses) and C's server
+/// (serving A).
 fn socks_apps(
-    path: &[usize],
+    path: Option<&[usize]>,
 ) -> impl Fn(usize, &[NodeKey], &mut skywire_dataplane::service::ServiceOptions) + '_ {
     move |i, keys, options| match i {
         A => {
             let mut client = socks::ClientOptions::new(keys[C]);
             client.listen = proxy();
-            client.path = path.iter().map(|node| keys[*node]).collect();
+            client.path = path.map(|path| path.iter().map(|node| keys[*node]).collect());
             options.socks = SocksOptions {
                 client: Some(client),
                 server: None,
@@ -168,7 +170,7 @@ fn carry_both_ways(sim: &mut AppSim, client: StreamId, server: StreamId, up: &[u
 
 #[test]
 fn a_socks_stream_through_a_relay_carries_its_bytes_intact_both_ways() {
-    let mut sim = AppSim::new(11, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(11, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit", |sim| {
         route_ready(sim, A, C)
@@ -208,7 +210,7 @@ fn a_socks_stream_through_a_relay_carries_its_bytes_intact_both_ways() {
 
 #[test]
 fn a_name_is_resolved_at_the_exit() {
-    let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     sim.set_name("target.example", &[target().ip()]);
     run_with(&mut sim, "A's route to the exit", |sim| {
@@ -230,7 +232,7 @@ fn a_name_is_resolved_at_the_exit() {
 /// counts as a success.
 #[test]
 fn a_download_that_outlives_its_mesh_stream_arrives_whole_and_is_no_failure() {
-    let mut sim = AppSim::new(13, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(13, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit", |sim| {
         route_ready(sim, A, C)
@@ -268,7 +270,7 @@ fn a_download_that_outlives_its_mesh_stream_arrives_whole_and_is_no_failure() {
 #[test]
 fn a_stream_keeps_its_bytes_while_its_route_is_rebuilt_over_another_path() {
     let links = [(A, B), (B, C), (A, D), (D, C)];
-    let mut sim = AppSim::new(14, 4, &links, socks_apps(&[B, C]));
+    let mut sim = AppSim::new(14, 4, &links, socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit", |sim| {
         route_ready(sim, A, C)
@@ -321,6 +323,113 @@ fn a_stream_keeps_its_bytes_while_its_route_is_rebuilt_over_another_path() {
     carry_both_ways(&mut sim, client, server, b"again", b"and back");
 }
 
+/// How many handshake initiations the route sessions between nodes `a` and `b` have sent,
+/// both ends together.
+fn initiations(sim: &AppSim, a: usize, b: usize) -> u64 {
+    let count = |at: usize, peer: usize| {
+        sim.nodes[at]
+            .service
+            .node()
+            .session_initiations(&sim.key(peer))
+            .unwrap_or(0)
+    };
+    count(a, b) + count(b, a)
+}
+
+/// The path of node `at`'s route to node `to`, if it has one.
+fn route_path(sim: &AppSim, at: usize, to: usize) -> Option<Vec<NodeKey>> {
+    let peer = sim.key(to);
+    sim.nodes[at]
+        .service
+        .node()
+        .routes()
+        .find(|(key, _)| **key == peer)
+        .map(|(_, route)| route.path.clone())
+}
+
+/// Writes `up` and `down` into the stream's two ends, rebuilds A's route to C over `path`
+/// meanwhile, and checks that every byte arrived.
+fn move_route_while_carrying(
+    sim: &mut AppSim,
+    (client, server): (StreamId, StreamId),
+    path: &[usize],
+    (up, down): (&[u8], &[u8]),
+) {
+    sim.write(client, up);
+    sim.write(server, down);
+    let reply = sim.rebuild_route(A, path, LIMIT);
+    assert!(matches!(reply, Ok(Reply::RouteBuilt(_))), "{reply:?}");
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(sim, "the bytes sent across the move", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
+    });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+    assert_eq!(route_path(sim, C, A), Some(sim.path(path)), "C adopted it");
+}
+
+/// A direct route carries no route-session traffic, yet its session stays established: kept
+/// for over ten minutes, the route moves onto a relayed path and back while a stream runs,
+/// with no new handshake, and the stream keeps every byte.
+#[test]
+fn a_direct_route_moves_onto_a_relayed_path_and_back_without_a_handshake() {
+    let mut sim = AppSim::new(15, 3, &[(A, B), (B, C), (A, C)], socks_apps(Some(&[C])));
+    sim.serve(C, target());
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, C])));
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+
+    // Eleven minutes of a stream that trickles, over the direct route.
+    let handshakes_before = initiations(&sim, A, C);
+    for minute in 0..11u8 {
+        sim.write(client, &[b'u', minute]);
+        sim.write(server, &[b'd', minute]);
+        assert_eq!(read_exactly(&mut sim, server, 2), [b'u', minute]);
+        assert_eq!(read_exactly(&mut sim, client, 2), [b'd', minute]);
+        sim.run_for(Duration::from_secs(60));
+    }
+    assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, C])));
+    // The session made new keys every two minutes, though the route carried nothing in it.
+    let renewed = initiations(&sim, A, C) - handshakes_before;
+    assert!(
+        (4..=6).contains(&renewed),
+        "{renewed} handshakes in 11 minutes"
+    );
+
+    // Right after new keys, so that the timer does not make more during the moves.
+    let last = initiations(&sim, A, C);
+    assert!(
+        sim.run_until(Duration::from_secs(150), |sim| initiations(sim, A, C)
+            > last),
+        "no new keys within 150 s"
+    );
+    let handshakes = initiations(&sim, A, C);
+    move_route_while_carrying(
+        &mut sim,
+        (client, server),
+        &[A, B, C],
+        (&pattern(192 * 1024, 5), &pattern(256 * 1024, 6)),
+    );
+    move_route_while_carrying(
+        &mut sim,
+        (client, server),
+        &[A, C],
+        (&pattern(256 * 1024, 7), &pattern(192 * 1024, 8)),
+    );
+    assert_eq!(
+        initiations(&sim, A, C),
+        handshakes,
+        "the moves needed no handshake"
+    );
+    carry_both_ways(&mut sim, client, server, b"after", b"both moves");
+}
+
 /// A's VPN client (server C, through B) and C's server (serving A).
 fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service::ServiceOptions) {
     match i {
@@ -329,7 +438,7 @@ fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service
                 start: true,
                 tun: "skycli".parse().unwrap(),
                 server: keys[C],
-                path: vec![keys[B]],
+                path: Some(vec![keys[B]]),
                 routes: vec![
                     "10.99.0.0/24".parse().unwrap(),
                     "fd99::/64".parse().unwrap(),
@@ -532,17 +641,19 @@ fn a_stopping_node_refuses_requests_and_answers_its_shutdown_once_the_vpn_is_und
 }
 
 #[test]
-fn mesh_ping_crosses_a_relay() {
+fn mesh_ping_crosses_a_relay_over_a_route_it_builds() {
     let mut sim = AppSim::new(31, 3, &[(A, B), (B, C)], |_, _, _| {});
     let peer = sim.key(C);
+    // Before any advert has come, no path is known: a clear error at once.
     let reply = sim.ask(A, Request::PingNode { peer, count: 3 }, LIMIT);
     assert!(
-        matches!(reply, Err(RequestError::NoReadyRoute { peer: ref named }) if *named == peer),
+        matches!(reply, Err(RequestError::NoPath { peer: named }) if named == peer),
         "{reply:?}"
     );
-    let path = sim.path(&[A, B, C]);
-    let reply = sim.ask(A, Request::BuildRoute { path }, LIMIT);
-    assert!(matches!(reply, Ok(Reply::RouteBuilt(_))), "{reply:?}");
+    run_with(&mut sim, "A to know a path to C", |sim| {
+        sim.nodes[A].service.node().find_route(&peer).is_some()
+    });
+    // The ping has a route built over the path A's node chooses, then pings over it.
     let reply = sim.ask(A, Request::PingNode { peer, count: 3 }, LIMIT);
     let Ok(Reply::Ping(ping)) = reply else {
         panic!("{reply:?}");
@@ -552,6 +663,13 @@ fn mesh_ping_crosses_a_relay() {
     // Two links of 5 ms each way.
     assert!(ping.rtt_ms.iter().all(|rtt| *rtt >= 20.0), "{ping:?}");
     assert_eq!(ping.address, peer.mesh_address());
+    let route = sim.nodes[A]
+        .service
+        .node()
+        .routes()
+        .find(|(key, _)| **key == peer)
+        .map(|(_, route)| route.path.clone());
+    assert_eq!(route, Some(sim.path(&[A, B, C])), "the route stays");
 }
 
 /// A removed route's session lingers (it belongs to the peer, so that a new route needs no
@@ -559,7 +677,7 @@ fn mesh_ping_crosses_a_relay() {
 /// is dropped and counted as unroutable.
 #[test]
 fn packets_for_a_node_whose_route_was_removed_count_as_unroutable() {
-    let mut sim = AppSim::new(16, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(16, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit", |sim| {
         route_ready(sim, A, C)
@@ -581,7 +699,7 @@ fn packets_for_a_node_whose_route_was_removed_count_as_unroutable() {
 /// answer each other's keep-alives), and carries bytes afterwards.
 #[test]
 fn an_idle_stream_stays_open() {
-    let mut sim = AppSim::new(15, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(15, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit", |sim| {
         route_ready(sim, A, C)
@@ -594,6 +712,137 @@ fn an_idle_stream_stays_open() {
     carry_both_ways(&mut sim, client, server, b"still", b"there");
     let (client_status, _) = socks_status(&mut sim, A);
     assert_eq!(client_status.unwrap().failed, 0);
+}
+
+// ----- apps over paths their node chooses -----
+
+/// A's SOCKS client and VPN client with no path (the node chooses it, and repairs the route),
+/// and C's servers for both, serving A.
+fn automatic_apps(
+    i: usize,
+    keys: &[NodeKey],
+    options: &mut skywire_dataplane::service::ServiceOptions,
+) {
+    socks_apps(None)(i, keys, options);
+    vpn_apps(i, keys, options);
+    if let Some(client) = options.vpn.client.as_mut() {
+        client.path = None;
+    }
+}
+
+/// Kills node `relay` as SIGKILL would: every link to it goes silent.
+fn kill(sim: &mut AppSim, relay: usize, links: &[(usize, usize)]) {
+    for (a, b) in links {
+        if *a == relay || *b == relay {
+            sim.link(*a, *b).alive = false;
+        }
+    }
+}
+
+#[test]
+fn a_stream_and_the_vpn_over_automatic_paths_ride_out_the_death_of_their_relay() {
+    let links = [(A, B), (B, C), (A, D), (D, C)];
+    let mut sim = AppSim::new(41, 4, &links, automatic_apps);
+    sim.serve(C, target());
+    run_with(
+        &mut sim,
+        "A's VPN client up and the SOCKS route ready",
+        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+    );
+    let before = route_path(&sim, A, C).unwrap();
+    assert_eq!(before.len(), 3, "through one relay: {before:?}");
+    let relay = if before[1] == sim.key(B) { B } else { D };
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    sim.write(client, b"before");
+    assert_eq!(read_exactly(&mut sim, server, 6), b"before");
+
+    // Bytes in flight both ways when the relay dies; VPN frames just before and after.
+    let (up, down) = (pattern(256 * 1024, 5), pattern(192 * 1024, 6));
+    sim.write(client, &up);
+    sim.write(server, &down);
+    let (client_v4, host): (Ipv4Addr, Ipv4Addr) =
+        ("10.77.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap());
+    sim.tun_send(A, VpnApp::Client, &ipv4_packet(client_v4, host, b"before"));
+    sim.run_for(Duration::from_millis(20));
+    kill(&mut sim, relay, &links);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(&mut sim, "the bytes sent across the repair", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
+    });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+
+    // A's node rebuilt the route over the other relay, and the exit adopted it.
+    let other = if relay == B { D } else { B };
+    assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, other, C])));
+    assert_eq!(route_path(&sim, C, A), Some(sim.path(&[A, other, C])));
+    let (client_status, _) = socks_status(&mut sim, A);
+    let client_status = client_status.unwrap();
+    assert_eq!((client_status.failed, client_status.route), (0, "ready"));
+    carry_both_ways(&mut sim, client, server, b"after", b"still here");
+
+    // The VPN never went down: no reconnect, and frames cross the new route.
+    let frame = ipv4_packet(client_v4, host, b"after the repair");
+    sim.tun_send(A, VpnApp::Client, &frame);
+    let mut at_c = Vec::new();
+    run_with(&mut sim, "the frame at C over the new route", |sim| {
+        at_c.extend(sim.tun_received(C, VpnApp::Server));
+        at_c.contains(&frame)
+    });
+    let vpn = vpn_status(&mut sim, A).client.unwrap();
+    assert_eq!((vpn.state.as_str(), vpn.reconnects), ("up", 0), "{vpn:?}");
+}
+
+#[test]
+fn with_no_path_left_socks_answers_03_at_once_and_the_vpn_says_why_until_a_path_returns() {
+    let links = [(A, B), (B, C)];
+    let mut sim = AppSim::new(42, 3, &links, automatic_apps);
+    run_with(
+        &mut sim,
+        "A's VPN client up and the SOCKS route ready",
+        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+    );
+    kill(&mut sim, B, &links);
+    run_with(&mut sim, "A to find no path to C", |sim| {
+        let (client, _) = socks_status(sim, A);
+        client.unwrap().route == "unreachable"
+    });
+
+    // A new connection is answered 03 (network unreachable) at once, not after
+    // connect_timeout_ms (20 s here).
+    let asked = sim.elapsed();
+    let (_, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0x03);
+    let waited = sim.elapsed() - asked;
+    assert!(
+        waited < Duration::from_millis(100),
+        "answered after {waited:?}"
+    );
+    let vpn = vpn_status(&mut sim, A).client.unwrap();
+    assert!(
+        vpn.state
+            .starts_with(&format!("unreachable: no path to {} is known", sim.key(C))),
+        "{vpn:?}"
+    );
+
+    // The relay comes back: both apps have their route again, with no command.
+    for (a, b) in links {
+        sim.link(a, b).alive = true;
+    }
+    run_with(
+        &mut sim,
+        "the VPN up and the SOCKS route ready again",
+        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+    );
+    sim.serve(C, target());
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+    carry_both_ways(&mut sim, client, server, b"back again", b"yes");
 }
 
 // ----- changes while the node runs -----
@@ -609,7 +858,7 @@ fn neighbour_reply(reply: Response) -> NeighbourReply {
 /// stream carries on, untouched, and the link comes back.
 #[test]
 fn a_neighbour_removed_and_added_at_runtime_leaves_a_stream_over_another_path_alone() {
-    let mut sim = AppSim::new(41, 3, &[(A, B), (B, C), (A, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(41, 3, &[(A, B), (B, C), (A, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit through B", |sim| {
         route_ready(sim, A, C)
@@ -668,7 +917,7 @@ fn a_neighbour_removed_and_added_at_runtime_leaves_a_stream_over_another_path_al
 /// route.
 #[test]
 fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
-    let mut sim = AppSim::new(42, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(42, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit", |sim| {
         route_ready(sim, A, C)
@@ -711,10 +960,72 @@ fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
     carry_both_ways(&mut sim, client, server, b"up", b"down");
 }
 
+/// Removing the neighbour an automatic route runs through goes as that neighbour's death does:
+/// A's node rebuilds the route over the other relay, and the stream and the VPN over it carry
+/// on, their bytes intact.
+#[test]
+fn removing_the_neighbour_an_automatic_route_runs_through_repairs_the_route_over_another_path() {
+    let links = [(A, B), (B, C), (A, D), (D, C)];
+    let mut sim = AppSim::new(45, 4, &links, automatic_apps);
+    sim.serve(C, target());
+    run_with(
+        &mut sim,
+        "A's VPN client up and the SOCKS route ready",
+        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+    );
+    let before = route_path(&sim, A, C).unwrap();
+    assert_eq!(before.len(), 3, "through one relay: {before:?}");
+    let (relay, other) = if before[1] == sim.key(B) {
+        (B, D)
+    } else {
+        (D, B)
+    };
+    let (client, code) = socks_connect(&mut sim, &address_target(target()));
+    assert_eq!(code, 0);
+    let server = sim.accept(C, target()).unwrap();
+
+    let (up, down) = (pattern(256 * 1024, 7), pattern(192 * 1024, 8));
+    sim.write(client, &up);
+    sim.write(server, &down);
+    sim.run_for(Duration::from_millis(20));
+    let key = sim.key(relay);
+    let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key }, LIMIT));
+    assert_eq!(removed.routes_down, 1, "the route through it broke");
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    run_with(&mut sim, "the bytes sent across the repair", |sim| {
+        got_up.extend(sim.read(server));
+        got_down.extend(sim.read(client));
+        got_up.len() >= up.len() && got_down.len() >= down.len()
+    });
+    assert!(got_up == up, "the bytes to the target arrived intact");
+    assert!(got_down == down, "the bytes to the client arrived intact");
+
+    assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, other, C])));
+    run_with(&mut sim, "the exit on the new route", |sim| {
+        route_path(sim, C, A) == Some(sim.path(&[A, other, C]))
+    });
+    let (client_status, _) = socks_status(&mut sim, A);
+    let client_status = client_status.unwrap();
+    assert_eq!((client_status.failed, client_status.route), (0, "ready"));
+    carry_both_ways(&mut sim, client, server, b"after", b"still here");
+
+    let (client_v4, host): (Ipv4Addr, Ipv4Addr) =
+        ("10.77.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap());
+    let frame = ipv4_packet(client_v4, host, b"after the removal");
+    sim.tun_send(A, VpnApp::Client, &frame);
+    let mut at_c = Vec::new();
+    run_with(&mut sim, "the frame at C over the new route", |sim| {
+        at_c.extend(sim.tun_received(C, VpnApp::Server));
+        at_c.contains(&frame)
+    });
+    let vpn = vpn_status(&mut sim, A).client.unwrap();
+    assert_eq!((vpn.state.as_str(), vpn.reconnects), ("up", 0), "{vpn:?}");
+}
+
 /// A changed endpoint and keepalive keep the transport and the routes over it.
 #[test]
 fn a_neighbour_changed_at_runtime_keeps_its_routes() {
-    let mut sim = AppSim::new(43, 3, &[(A, B), (B, C)], socks_apps(&[B, C]));
+    let mut sim = AppSim::new(43, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     run_with(&mut sim, "A's route to the exit", |sim| {
         route_ready(sim, A, C)
@@ -762,7 +1073,7 @@ fn a_new_app_section_restarts_that_app_alone() {
     let mut sim = AppSim::new(44, 3, &[(A, B), (B, C)], |i, keys, options| {
         vpn_apps(i, keys, options);
         if i == C {
-            socks_apps(&[B, C])(i, keys, options);
+            socks_apps(Some(&[B, C]))(i, keys, options);
         }
     });
     run_with(&mut sim, "A's VPN client up", |sim| {

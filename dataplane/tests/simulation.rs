@@ -1,13 +1,16 @@
 //! Routing, route setup and route repair in the in-memory mesh: five or more nodes, a virtual
-//! clock, links that drop, delay and die, and the real WireGuard sessions.
+//! clock, links that drop, delay and die, and the real WireGuard sessions; and direct routes,
+//! which carry inner packets in the hop transport alone, and the rule that accepts those.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use skywire_dataplane::node::{Event, RouteDownReason, RouteError};
+use skywire_dataplane::routing::Rule;
 use skywire_dataplane::sim::{self, ipv6_packet, Sim};
-use skywire_dataplane::wire::RejectReason;
+use skywire_dataplane::wire::mesh::HEADER_LEN;
+use skywire_dataplane::wire::{MeshHeader, MeshPacket, NextHeader, RejectReason, RouteId};
 
 /// A line A–B–C–D–E plus a shortcut A–E: five nodes, routes of up to four hops.
 const LINE: [(usize, usize); 5] = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)];
@@ -485,4 +488,270 @@ fn sessions_outlive_their_route_for_a_while_then_go() {
     // ...then dropped: boringtun would reject its keys after 180 s anyway.
     sim.run_for(Duration::from_secs(130));
     assert_eq!(sim.nodes[C].node.session_count(), 0);
+}
+
+/// A mesh packet from `src` to `dst` on `route_id` with next header 252: `inner` as it is, as a
+/// direct route carries it.
+fn direct_packet(
+    route_id: RouteId,
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    inner: &[u8],
+) -> Vec<u8> {
+    let header = MeshHeader {
+        route_id,
+        next_header: NextHeader::Direct,
+        hop_limit: 64,
+        src,
+        dst,
+        payload_len: inner.len(),
+    };
+    let mut packet = vec![0u8; header.buffer_len()];
+    header.emit(&mut packet).unwrap();
+    packet[HEADER_LEN..].copy_from_slice(inner);
+    packet
+}
+
+/// The id that node `at` relabels the packets of its route towards `next` with: the id the next
+/// hop chose for that route.
+fn next_hop_id(sim: &Sim, at: usize, next: usize) -> RouteId {
+    let node = &sim.nodes[at].node;
+    let transport = node.transports().id_of(&sim.key(next)).unwrap();
+    node.table()
+        .iter()
+        .find_map(|(_, entry)| match entry.rule {
+            Rule::Forward {
+                transport: to,
+                next_id,
+            } if to == transport => Some(next_id),
+            _ => None,
+        })
+        .expect("a rule forwards to the next hop")
+}
+
+#[test]
+fn a_direct_route_carries_inner_packets_without_the_route_session() {
+    let mut sim = five_nodes(15);
+    let at_b = sim.capture(B);
+    build_and_wait_ready(&mut sim, &[A, B]);
+    let a_key = sim.key(A);
+    let route = sim.nodes[A]
+        .node
+        .routes()
+        .find(|(peer, _)| **peer == sim.key(B))
+        .map(|(_, route)| route.clone())
+        .unwrap();
+    assert!(route.is_direct());
+    at_b.lock().unwrap().datagrams.clear();
+    at_b.lock().unwrap().decrypted.clear();
+
+    let marker = b"MARKER-direct-in-the-hop-transport-alone";
+    let inner = ipv6_packet(
+        sim.nodes[A].node.address(),
+        sim.nodes[B].node.address(),
+        marker,
+    );
+    let b_key = sim.key(B);
+    sim.nodes[A].node.send_to(&b_key, &inner).unwrap();
+    assert!(sim.run_until(SETUP_LIMIT, |sim| {
+        sim.has_event(
+            B,
+            |e| matches!(e, Event::Packet { peer, .. } if *peer == a_key),
+        )
+    }));
+    assert_eq!(payloads_received(&mut sim, B, A), vec![marker.to_vec()]);
+
+    // What B's transport decrypted is the inner packet behind the outer header, next header
+    // 252: no route session's WireGuard in between.
+    let capture = at_b.lock().unwrap();
+    let carried: Vec<&Vec<u8>> = capture
+        .decrypted
+        .iter()
+        .filter(|packet| packet.ends_with(marker))
+        .collect();
+    assert_eq!(carried.len(), 1, "one mesh packet carried the marker");
+    let mesh = MeshPacket::new_checked(&carried[0][..]).unwrap();
+    assert_eq!(mesh.next_header(), NextHeader::Direct);
+    assert_eq!(mesh.route_id(), route.out_id);
+    assert_eq!(mesh.payload(), &inner[..]);
+    // On the wire: the inner packet, the outer header and one WireGuard (32 bytes), once.
+    let sizes: Vec<usize> = capture.datagrams.iter().map(Vec::len).collect();
+    assert!(
+        sizes.contains(&(inner.len() + HEADER_LEN + 32)),
+        "no datagram of one encryption's size among {sizes:?}"
+    );
+    assert!(
+        !sizes.contains(&(inner.len() + 2 * HEADER_LEN + 2 * 32)),
+        "a datagram of two encryptions' size among {sizes:?}"
+    );
+}
+
+#[test]
+fn a_relay_cannot_pass_its_packets_off_as_direct() {
+    // The route A → B → C: B, the relay, knows the id C chose for it and is C's neighbour.
+    let mut sim = five_nodes(16);
+    build_and_wait_ready(&mut sim, &[A, B, C]);
+    let c_consumes = next_hop_id(&sim, B, C);
+    let (a_address, b_address, c_address) = (
+        sim.nodes[A].node.address(),
+        sim.nodes[B].node.address(),
+        sim.nodes[C].node.address(),
+    );
+    let before = sim.nodes[C].node.drops();
+    // With its own outer source, and with A's; the inner packet claims to be A's.
+    let c_key = sim.key(C);
+    for outer_src in [b_address, a_address] {
+        let inner = ipv6_packet(a_address, c_address, b"from B, posing as A");
+        let forged = direct_packet(c_consumes, outer_src, c_address, &inner);
+        sim.nodes[B]
+            .node
+            .send_mesh_packet_to(&c_key, &forged)
+            .unwrap();
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        !sim.has_event(C, |e| matches!(
+            e,
+            Event::Packet { .. } | Event::TunnelPacket { .. }
+        )),
+        "C delivered nothing"
+    );
+    assert_eq!(
+        sim.nodes[C].node.drops().direct_refused - before.direct_refused,
+        2
+    );
+    // The route itself is untouched.
+    send(&mut sim, A, C, b"the real thing");
+    assert!(sim.run_until(SETUP_LIMIT, |sim| {
+        sim.has_event(C, |e| matches!(e, Event::Packet { .. }))
+    }));
+    assert_eq!(
+        payloads_received(&mut sim, C, A),
+        vec![b"the real thing".to_vec()]
+    );
+}
+
+#[test]
+fn a_direct_packet_is_taken_only_from_its_neighbour_and_with_its_inner_source() {
+    let mut sim = five_nodes(17);
+    build_and_wait_ready(&mut sim, &[A, B]);
+    let (a_address, b_address, e_address) = (
+        sim.nodes[A].node.address(),
+        sim.nodes[B].node.address(),
+        sim.nodes[E].node.address(),
+    );
+    // From A over its direct route, but claiming E's mesh address inside.
+    let b_key = sim.key(B);
+    let forged = ipv6_packet(e_address, b_address, b"claims to be E");
+    sim.nodes[A].node.send_to(&b_key, &forged).unwrap();
+    // On A's route id and A's transport, but with another outer source.
+    let route_id = sim.nodes[A]
+        .node
+        .routes()
+        .find(|(peer, _)| **peer == sim.key(B))
+        .map(|(_, route)| route.out_id)
+        .unwrap();
+    let inner = ipv6_packet(a_address, b_address, b"outer source E");
+    let wrong_outer = direct_packet(route_id, e_address, b_address, &inner);
+    sim.nodes[A]
+        .node
+        .send_mesh_packet_to(&b_key, &wrong_outer)
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert!(!sim.has_event(B, |e| matches!(e, Event::Packet { .. })));
+    let drops = sim.nodes[B].node.drops();
+    assert_eq!((drops.source_check, drops.direct_refused), (1, 1));
+    // A packet for B's tunnel apps is handed over as such, its source for them to check.
+    let tunnelled = ipv6_packet(
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+        b"tunnel",
+    );
+    sim.nodes[A].node.send_to(&b_key, &tunnelled).unwrap();
+    let a_key = sim.key(A);
+    assert!(sim.run_until(SETUP_LIMIT, |sim| {
+        sim.has_event(
+            B,
+            |e| matches!(e, Event::TunnelPacket { peer, packet } if *peer == a_key && *packet == tunnelled),
+        )
+    }));
+}
+
+#[test]
+fn relays_never_forward_direct_packets() {
+    let mut sim = five_nodes(18);
+    build_and_wait_ready(&mut sim, &[A, B, C]);
+    let (a_address, c_address) = (sim.nodes[A].node.address(), sim.nodes[C].node.address());
+    let route_id = sim.nodes[A]
+        .node
+        .routes()
+        .find(|(peer, _)| **peer == sim.key(C))
+        .map(|(_, route)| route.out_id)
+        .unwrap();
+    let c_rule = next_hop_id(&sim, B, C);
+    let c_packets = |sim: &Sim| sim.nodes[C].node.table().get(c_rule).unwrap().packets;
+    let c_before = c_packets(&sim);
+    let inner = ipv6_packet(a_address, c_address, b"not for relays");
+    let packet = direct_packet(route_id, a_address, c_address, &inner);
+    let b_key = sim.key(B);
+    sim.nodes[A]
+        .node
+        .send_mesh_packet_to(&b_key, &packet)
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.nodes[B].node.drops().direct_in_transit, 1);
+    assert!(!sim.has_event(C, |e| matches!(
+        e,
+        Event::Packet { .. } | Event::TunnelPacket { .. }
+    )));
+    assert_eq!(
+        c_packets(&sim),
+        c_before,
+        "nothing reached C's end of the route"
+    );
+}
+
+#[test]
+fn relays_drop_packets_beyond_the_mtu_agreed_at_setup() {
+    let mut sim = five_nodes(19);
+    build_and_wait_ready(&mut sim, &[A, B, C]);
+    let route_id = sim.nodes[A]
+        .node
+        .routes()
+        .find(|(peer, _)| **peer == sim.key(C))
+        .map(|(_, route)| route.out_id)
+        .unwrap();
+    let mtu = sim.nodes[B].node.table().get(route_id).unwrap().mtu;
+    assert_eq!(mtu, skywire_dataplane::node::MESH_MTU);
+    let (a_address, c_address) = (sim.nodes[A].node.address(), sim.nodes[C].node.address());
+    let b_key = sim.key(B);
+    let refused_before = sim.nodes[C].node.drops().session;
+    // Session messages that are nothing of the kind: C's session refuses what reaches it.
+    for len in [usize::from(mtu), usize::from(mtu) + 1, 2000] {
+        let header = MeshHeader {
+            route_id,
+            next_header: NextHeader::Session,
+            hop_limit: 64,
+            src: a_address,
+            dst: c_address,
+            payload_len: len - HEADER_LEN,
+        };
+        let mut packet = vec![0x04; len];
+        header.emit(&mut packet).unwrap();
+        sim.nodes[A]
+            .node
+            .send_mesh_packet_to(&b_key, &packet)
+            .unwrap();
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.nodes[B].node.drops().oversized,
+        2,
+        "both oversized ones"
+    );
+    assert_eq!(
+        sim.nodes[C].node.drops().session - refused_before,
+        1,
+        "the one that fits went on"
+    );
 }

@@ -125,7 +125,7 @@ struct Mesh {
 fn client_options(exit: NodeKey, relay: NodeKey) -> ClientOptions {
     let mut options = ClientOptions::new(exit);
     options.listen = "127.0.0.1:0".parse().unwrap();
-    options.path = vec![relay, exit];
+    options.path = Some(vec![relay, exit]);
     options.handshake_timeout = Duration::from_millis(800);
     options.connect_timeout = Duration::from_secs(10);
     options

@@ -178,7 +178,7 @@ fn client_options(server: NodeKey, path: Vec<NodeKey>, routes: &[&str]) -> Clien
         start: true,
         tun: "skycli".parse().unwrap(),
         server,
-        path,
+        path: Some(path),
         routes: routes.iter().map(|route| route.parse().unwrap()).collect(),
         port: 7001,
     }

@@ -317,6 +317,23 @@ mod tests {
                 Operation::Catalog(new.apps.clone()),
             ]
         );
+
+        // A section left out: its defaults again.
+        let plan = diff(&new, &old);
+        assert!(
+            plan.operations
+                .contains(&Operation::Dataplane(Request::SetNodeSettings(
+                    NodeSettings {
+                        probe_interval: Duration::from_millis(250),
+                        dead_after: Duration::from_millis(750),
+                        max_routes_per_neighbour: 1024,
+                        rule_lifetime: Duration::from_secs(30),
+                        refresh_interval: Duration::from_secs(10),
+                    }
+                ))),
+            "{:?}",
+            plan.operations
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Checker<'_> {
     }
 
     /// A list of distinct keys.
-    fn key_list(
+    pub(super) fn key_list(
         &self,
         at: &KeyPath,
         texts: Vec<String>,
@@ -151,22 +151,14 @@ impl Checker<'_> {
             "(TCP ports)",
         )? as u16;
         let path_key = at.key("path");
-        let path = self.key_list(
-            &path_key,
-            raw.path.unwrap_or_default(),
-            "a node's public key",
-        )?;
-        if let Some(index) = path.iter().position(|key| *key == exit) {
-            if index + 1 != path.len() {
-                return Err(self.invalid(
-                    &path_key.index(index),
-                    "the exit must be the last node of the path (or left out: it is added)"
-                        .to_owned(),
-                ));
-            }
-        }
-        options.path = path;
-        if options.route_path().len() > MAX_PATH {
+        options.path = raw
+            .path
+            .map(|texts| self.explicit_path(&path_key, texts, &exit, "exit"))
+            .transpose()?;
+        if options
+            .route_path()
+            .is_some_and(|path| path.len() > MAX_PATH)
+        {
             return Err(self.invalid(
                 &path_key,
                 format!("a route goes through at most {MAX_PATH} nodes after this one, the exit included: shorten the path"),

@@ -95,8 +95,8 @@ fn an_empty_file_gives_the_defaults() {
         assert_eq!(config.listen.to_string(), "[::]:7777");
         assert!(config.neighbours.is_empty());
         assert_eq!(config.liveness, Liveness::default());
-        assert_eq!(config.liveness.probe_interval, Duration::from_millis(2_000));
-        assert_eq!(config.liveness.dead_after, Duration::from_millis(10_000));
+        assert_eq!(config.liveness.probe_interval, Duration::from_millis(250));
+        assert_eq!(config.liveness.dead_after, Duration::from_millis(750));
         assert_eq!(config.routes, Routes::default());
         assert_eq!(config.routes.max_per_neighbour, 1_024);
         assert_eq!(config.routes.rule_lifetime, Duration::from_millis(30_000));
@@ -406,10 +406,10 @@ fn liveness_needs_more_than_two_probe_intervals() {
     );
     // Only the probe interval is written down: it is the key to blame.
     assert_invalid(
-        "log_level: warn\nliveness:\n  probe_interval_ms: 6000\n",
+        "log_level: warn\nliveness:\n  probe_interval_ms: 400\n",
         "liveness.probe_interval_ms",
         3,
-        &["dead_after_ms (10000)", "above 12000"],
+        &["dead_after_ms (750)", "above 800"],
     );
     assert!(parse("liveness:\n  probe_interval_ms: 2000\n  dead_after_ms: 4001\n").is_ok());
 }
@@ -648,7 +648,7 @@ socks:
     assert!(client.enabled, "a present section is enabled by default");
     assert_eq!(client.listen, "127.0.0.1:0".parse().unwrap());
     assert_eq!((client.exit, client.exit_port), (c, 2080));
-    assert_eq!(client.route_path(), vec![b, c]);
+    assert_eq!(client.route_path(), Some(vec![b, c]));
     assert_eq!(client.handshake_timeout, Duration::from_millis(500));
     assert_eq!(client.connect_timeout, Duration::from_secs(7));
     assert_eq!(client.idle_timeout, Duration::from_secs(2));
@@ -662,7 +662,11 @@ fn socks_defaults_follow_the_reference() {
     let client = config.socks.client.unwrap();
     assert_eq!(client.listen, "127.0.0.1:1080".parse().unwrap());
     assert_eq!(client.exit_port, 1080);
-    assert_eq!(client.route_path(), vec![key(3)]);
+    assert_eq!(
+        client.route_path(),
+        None,
+        "no path key: the node chooses the path"
+    );
     let server = config.socks.server.unwrap();
     assert_eq!(server.port, 1080);
     assert!(server.allow.is_empty(), "nobody is served unless listed");
@@ -697,6 +701,15 @@ fn bad_socks_values_are_refused_with_key_and_line() {
         "socks.client.path[0]",
         4,
         &["last node"],
+    );
+    assert_invalid(
+        &format!("socks:\n  client:\n    exit: {exit}\n    path: []\n"),
+        "socks.client.path",
+        4,
+        &[
+            "remove the key for an automatic path",
+            "list the exit alone for a direct route",
+        ],
     );
     assert_invalid(
         &format!("socks:\n  client:\n    exit: {exit}\n    handshake_timeout_ms: 0\n"),
@@ -755,7 +768,7 @@ fn every_vpn_key_is_read() {
     assert!(client.start);
     assert_eq!(client.tun.as_str(), "cli0");
     assert_eq!(client.server, key(3));
-    assert_eq!(client.path, vec![key(4)]);
+    assert_eq!(client.path, Some(vec![key(4)]));
     assert_eq!(client.routes.len(), 3);
     assert!(client.routes[0].is_default() && client.routes[1].is_default());
     assert_eq!(client.port, 7200);
@@ -774,7 +787,8 @@ fn vpn_defaults_fill_what_is_left_out() {
     assert_eq!(server.port, 7001);
     let client = config.vpn.client.unwrap();
     assert_eq!(client.tun.as_str(), "skyvpn0");
-    assert!(client.routes.is_empty() && client.path.is_empty());
+    assert!(client.routes.is_empty());
+    assert_eq!(client.path, None, "no path key: the node chooses the path");
 }
 
 #[test]
@@ -848,6 +862,26 @@ fn bad_vpn_values_are_refused_with_key_and_line() {
         "vpn.client.speed",
         3,
         &["unknown field"],
+    );
+    assert_invalid(
+        &format!("vpn:\n  client:\n    server: {}\n    path: []\n", key(1)),
+        "vpn.client.path",
+        4,
+        &[
+            "remove the key for an automatic path",
+            "list the server alone for a direct route",
+        ],
+    );
+    assert_invalid(
+        &format!(
+            "vpn:\n  client:\n    server: {}\n    path: [{}, {}]\n",
+            key(1),
+            key(1),
+            key(2)
+        ),
+        "vpn.client.path[0]",
+        4,
+        &["the server must be the last node"],
     );
 }
 

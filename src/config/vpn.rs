@@ -138,15 +138,10 @@ impl Checker<'_> {
                 format!("{err}; give the VPN server's public key (its `skywired pubkey` output)"),
             )
         })?;
-        let path = self.keys(&at.key("path"), raw.path.unwrap_or_default(), "relay")?;
-        if let Some(index) = path.iter().position(|key| *key == server) {
-            if index + 1 != path.len() {
-                return Err(self.invalid(
-                    &at.key("path").index(index),
-                    "the server can only be the path's last node".to_owned(),
-                ));
-            }
-        }
+        let path = raw
+            .path
+            .map(|texts| self.explicit_path(&at.key("path"), texts, &server, "server"))
+            .transpose()?;
         let mut routes = Vec::new();
         for (index, text) in raw.routes.unwrap_or_default().iter().enumerate() {
             let prefix: Prefix = text.parse().map_err(|err| {

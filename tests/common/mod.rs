@@ -1,8 +1,9 @@
 //! What the end-to-end tests share: running `skywired` processes with configs of their own
 //! (port 0), `visctl` against them, and waiting with deadlines; and the helpers every crate's
 //! tests include from this folder, each a file of its own: a temporary folder (`temp`), a raw
-//! control-socket client (`control`), the HTTP target (`http`), the SOCKS5 client (`socks`),
-//! network namespaces (`netns`) and what the machine has (`machine`).
+//! control-socket client (`control`), the HTTP target (`http`), curl downloads through a SOCKS
+//! port (`curl`), the SOCKS5 client (`socks`), network namespaces (`netns`) and what the
+//! machine has (`machine`).
 
 #![allow(
     dead_code,
@@ -23,6 +24,7 @@ use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 pub mod control;
+pub mod curl;
 pub mod http;
 pub mod machine;
 pub mod netns;
@@ -33,6 +35,10 @@ pub mod users;
 pub use temp::TempDir;
 
 pub const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
+/// The `liveness:` section of the tests' configs: quick probes, and a long silence before a
+/// link is dead, so that a busy machine running many tests at once does not cut links. Tests
+/// of repair use the daemon's defaults instead.
+pub const TEST_LIVENESS: &str = "liveness:\n  probe_interval_ms: 200\n  dead_after_ms: 5000\n";
 pub const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
 
 /// Waits until `condition` holds, failing the test after `limit`.
@@ -68,6 +74,9 @@ pub struct Launch<'a> {
     pub program: Option<&'a Path>,
     /// The user it runs as, who is given its folder (this process's unless given).
     pub user: Option<&'a users::TestUser>,
+    /// The config's `liveness:` section: [`TEST_LIVENESS`] unless given; empty for the
+    /// daemon's defaults.
+    pub liveness: &'a str,
 }
 
 impl Default for Launch<'_> {
@@ -78,6 +87,7 @@ impl Default for Launch<'_> {
             env: &[],
             program: None,
             user: None,
+            liveness: TEST_LIVENESS,
         }
     }
 }
@@ -139,9 +149,8 @@ impl Daemon {
     ) -> Daemon {
         let mut yaml = format!(
             "node:\n  key_file: node.key\n  state_dir: state\nlisten: \"[::]:0\"\n\
-             control:\n  socket: visctl.sock\n{}liveness:\n  \
-             probe_interval_ms: 200\n  dead_after_ms: 5000\nneighbours:\n",
-            launch.control
+             control:\n  socket: visctl.sock\n{}{}neighbours:\n",
+            launch.control, launch.liveness
         );
         // Debug logs unless `extra` sets its own level.
         if !launch

@@ -321,14 +321,49 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "build_route",
         aliases: &["br"],
         role: ADMIN,
-        usage: "build_route N0 N1 …",
-        summary: "set up a route along a path of node keys",
-        help: "Sets up a route hop by hop along the nodes given by public key (44 characters \
-               of base64, as `skywired pubkey` prints). N0 may be this node or the first hop: \
-               this node is put first when it is missing. The last key is the destination. \
-               Answers once the route's end-to-end session is ready, or names the hop that \
-               refused it.",
+        usage: "build_route [N0 N1 …] KEY",
+        summary: "set up a route to a node, over the path it finds or one given",
+        help: "With one key (44 characters of base64, as `skywired pubkey` prints), sets up a \
+               route to that node over the lowest-cost path this node knows (the one \
+               `find_route KEY` shows); when a link on it dies, the node rebuilds the route \
+               over another path without a new handshake. With more keys, sets up the route \
+               hop by hop along exactly those nodes, the last one the destination, and keeps \
+               it there: when it breaks it is reported down. N0 may be this node or the first \
+               hop: this node is put first when it is missing (`build_route SELF KEY` is a \
+               direct route to a neighbour). Answers once the route's end-to-end session is \
+               ready, or names the hop that refused it.",
         parse: parse_build_route,
+    },
+    CommandSpec {
+        name: "find_route",
+        aliases: &["fr"],
+        role: READ_ONLY,
+        usage: "find_route KEY",
+        summary: "the path a route to a node would take, and its cost",
+        help: "Shows the lowest-cost path from this node to the node with public key KEY over \
+               the links that are alive, as the nodes' adverts tell them, without building \
+               it: each hop and its link's cost (the larger of the round-trip times the \
+               link's two ends measured), the total, and the path of the route in use to that \
+               node, if there is one. A node that no advert names, or that no live link \
+               reaches, has no path.",
+        parse: |spec, args| {
+            let peer = spec.one_key(args)?;
+            Ok(Request::FindRoute { peer }.into())
+        },
+    },
+    CommandSpec {
+        name: "list_nodes",
+        aliases: &["ln"],
+        role: READ_ONLY,
+        usage: "list_nodes",
+        summary: "the known graph: nodes, links, costs, advert ages",
+        help: "Lists every node whose advert this node holds (this node's own included): its \
+               key, how many links it advertises, its advert's age, when the advert expires \
+               unless a newer one comes, and its sequence number; then every advertised \
+               link with the round-trip time each end measured and its cost, `-` while only \
+               one end advertises it (such a link is not used); then the adverts this node \
+               sent and those it dropped, by reason.",
+        parse: |spec, args| spec.no_args(args, Request::ListNodes),
     },
     CommandSpec {
         name: "rm_route",
@@ -351,7 +386,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         summary: "ping a node over its route (ICMPv6 echo)",
         help: "Sends COUNT echo requests (4 unless given, at most 100) to the mesh address of \
                the node with public key KEY, over the route to it, and shows each reply's \
-               round-trip time and a summary. Set up a route first with build_route.",
+               round-trip time and a summary. When there is no route to the node, one is set \
+               up first over the lowest-cost path, as `build_route KEY` does, and stays.",
         parse: parse_ping_node,
     },
     CommandSpec {
@@ -542,12 +578,17 @@ fn parse_help(spec: &'static CommandSpec, args: &[String]) -> Result<Command, Co
 
 fn parse_build_route(spec: &'static CommandSpec, args: &[String]) -> Result<Command, CommandError> {
     if args.is_empty() {
-        return Err(spec.usage_error("needs the path's node keys, at least the destination's"));
+        return Err(spec.usage_error(
+            "needs the destination's key, after the path's other node keys to keep to a path",
+        ));
     }
     let path = args
         .iter()
         .map(|word| spec.key(word))
         .collect::<Result<Vec<_>, _>>()?;
+    if let [peer] = path[..] {
+        return Ok(Request::BuildRouteTo { peer }.into());
+    }
     Ok(Request::BuildRoute { path }.into())
 }
 

@@ -1,13 +1,14 @@
 //! Every text the control socket's replies carry for people, and the reply lines themselves:
-//! the dataplane's replies (`node`, `builtin`), the launched apps' (`launched`, `usage`),
-//! `help` (`help`), and any data without a text of its own (`data`). `visctl` prints these
-//! texts; `--json` shows the data they were made from.
+//! the dataplane's replies (`node`, `topology`, `builtin`), the launched apps' (`launched`,
+//! `usage`), `help` (`help`), and any data without a text of its own (`data`). `visctl` prints
+//! these texts; `--json` shows the data they were made from.
 
 mod builtin;
 mod data;
 mod help;
 mod launched;
 mod node;
+mod topology;
 mod usage;
 
 use std::fmt::Write as _;
@@ -42,6 +43,8 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Transports(reply) => node::transports(&reply.transports),
         Reply::Routes(routes) => node::routes(routes),
         Reply::RouteBuilt(route) => node::route_built(route),
+        Reply::RouteFound(found) => topology::found_route(found),
+        Reply::Nodes(nodes) => topology::nodes(nodes),
         Reply::RouteRemoved { peer } => format!("route to {peer} removed"),
         Reply::Ping(ping) => node::ping(ping),
         Reply::Vpn(status) => builtin::vpn(status),

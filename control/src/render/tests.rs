@@ -345,3 +345,112 @@ fn units_read_well() {
     assert_eq!(duration(2.0 * 86_400.0 + 3_600.0), "2d 01h");
     assert_eq!(duration(f64::NAN), "-");
 }
+
+const KEY_D: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+
+fn found(route_in_use: Option<Vec<NodeKey>>) -> skywire_dataplane::api::topology::FoundRoute {
+    skywire_dataplane::api::topology::FoundRoute {
+        peer: key(KEY_D),
+        path: vec![key(KEY_A), key(KEY_B), key(KEY_D)],
+        cost_ms: 0.84,
+        hop_costs_ms: vec![0.42, 0.42],
+        route_in_use,
+    }
+}
+
+#[test]
+fn a_found_route_lists_its_hops_with_full_keys_and_says_what_is_in_use() {
+    let text = reply_text(&Reply::RouteFound(found(None)));
+    // The node column is as wide as its widest cell, a full key and "(this node)".
+    let this = format!("{KEY_A} (this node)");
+    assert_eq!(
+        text,
+        format!(
+            "path to {KEY_D}: 2 hops, cost 0.84 ms\n\
+             HOP  {:<58}LINK COST\n\
+             0    {this}\n\
+             1    {KEY_B:<58}0.42 ms\n\
+             2    {KEY_D:<58}0.42 ms\n\
+             route in use: none (`build_route KEY` sets one up over this path)",
+            "NODE"
+        )
+    );
+    let same = found(Some(vec![key(KEY_A), key(KEY_B), key(KEY_D)]));
+    let text = reply_text(&Reply::RouteFound(same));
+    assert!(text.ends_with("route in use: over this path"), "{text}");
+    let other = found(Some(vec![key(KEY_A), key(KEY_C), key(KEY_D)]));
+    let text = reply_text(&Reply::RouteFound(other));
+    assert!(
+        text.ends_with(
+            "route in use: over AAAAAAAA… → AgICAgIC… → AwMDAwMD… (a route keeps its path until it breaks)"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_known_graph_lists_nodes_then_each_link_once_then_the_adverts() {
+    use skywire_dataplane::api::topology::{AdvertCounts, LinkRow, NodeRow, NodesReply};
+    use skywire_dataplane::topology::AdvertDrops;
+    let link = |neighbour: &str, rtt_ms: f64, cost_ms: Option<f64>| LinkRow {
+        neighbour: key(neighbour),
+        rtt_ms,
+        cost_ms,
+    };
+    let node = |own: &str, this_node: bool, links: Vec<LinkRow>| NodeRow {
+        key: key(own),
+        this_node,
+        sequence: 1_765_000_000_123,
+        advert_age_secs: 1.25,
+        expires_in_secs: 238.0,
+        links,
+    };
+    let reply = NodesReply {
+        nodes: vec![
+            node(KEY_A, true, vec![link(KEY_B, 0.2, Some(0.25))]),
+            node(
+                KEY_B,
+                false,
+                vec![link(KEY_A, 0.25, Some(0.25)), link(KEY_C, 0.3, None)],
+            ),
+        ],
+        adverts: AdvertCounts {
+            sent: 12,
+            sent_bytes: 1700,
+            dropped: AdvertDrops {
+                duplicate: 3,
+                own: 1,
+                ..AdvertDrops::default()
+            },
+        },
+    };
+    let text = reply_text(&Reply::Nodes(reply));
+    let this = format!("{KEY_A} (this node)");
+    assert_eq!(
+        text,
+        format!(
+            "nodes: 2\n\
+             {:<58}LINKS  ADVERT AGE  EXPIRES IN  SEQUENCE\n\
+             {this}  1      1.2 s       3m 58s      1765000000123\n\
+             {KEY_B:<58}2      1.2 s       3m 58s      1765000000123\n\
+             \n\
+             links: 2 (cost: the larger round trip of the two ends; `-`: only one end advertises it, so it is not used)\n\
+             NODE       NEIGHBOUR  RTT      RTT BACK  COST\n\
+             AAAAAAAA…  AQEBAQEB…  0.20 ms  0.25 ms   0.25 ms\n\
+             AQEBAQEB…  AgICAgIC…  0.30 ms  -         -\n\
+             \n\
+             adverts: 12 sent (1.7 KiB); dropped: 3 duplicate, 1 own coming back",
+            "NODE"
+        )
+    );
+    let empty = reply_text(&Reply::Nodes(NodesReply {
+        nodes: vec![],
+        adverts: AdvertCounts {
+            sent: 0,
+            sent_bytes: 0,
+            dropped: AdvertDrops::default(),
+        },
+    }));
+    assert!(empty.starts_with("nodes: none yet"), "{empty}");
+    assert!(empty.ends_with("dropped: none"), "{empty}");
+}

@@ -7,6 +7,7 @@
 //! reply serializes as its data alone, with no tag naming its kind.
 
 pub mod socks;
+pub mod topology;
 pub mod vpn;
 
 use std::error::Error;
@@ -19,9 +20,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::identity::NodeKey;
-use crate::node::{NodeSettings, RouteError};
+use crate::node::{NodeSettings, RouteDownReason, RouteError};
 use crate::transport::{NeighbourConfig, TransportError};
 use socks::{SocksApp, SocksStatus};
+use topology::{FoundRoute, NodesReply};
 use vpn::{VpnApp, VpnStatus};
 
 /// Pairs a reply with its request.
@@ -42,13 +44,29 @@ pub enum Request {
         /// The nodes, by key.
         path: Vec<NodeKey>,
     },
+    /// Sets up a route to `peer` over the lowest-cost path known, which the node rebuilds
+    /// over another path when it breaks. Answered once the route is ready or has failed; a
+    /// route to `peer` that exists already answers at once.
+    BuildRouteTo {
+        /// The route's destination.
+        peer: NodeKey,
+    },
+    /// The path a route to `peer` would take now, and its cost, without building it.
+    FindRoute {
+        /// The node to find a path to.
+        peer: NodeKey,
+    },
+    /// The known graph: every node that advertises, its links and their costs, and the
+    /// adverts sent and dropped.
+    ListNodes,
     /// Tears down the route to `peer`.
     RemoveRoute {
         /// The route's other end.
         peer: NodeKey,
     },
-    /// Sends `count` ICMPv6 echo requests to `peer` over its route; answered when all came
-    /// back or the last one timed out.
+    /// Sends `count` ICMPv6 echo requests to `peer` over its route (built first over the
+    /// lowest-cost path when there is none, as [`Request::BuildRouteTo`] does); answered when
+    /// all came back or the last one timed out.
     PingNode {
         /// The node to ping.
         peer: NodeKey,
@@ -182,6 +200,10 @@ pub enum Reply {
     Routes(RoutesReply),
     /// Answers [`Request::BuildRoute`] once the route is ready.
     RouteBuilt(RouteRow),
+    /// Answers [`Request::FindRoute`].
+    RouteFound(FoundRoute),
+    /// Answers [`Request::ListNodes`].
+    Nodes(NodesReply),
     /// Answers [`Request::RemoveRoute`].
     RouteRemoved {
         /// The route's other end.
@@ -220,7 +242,8 @@ pub struct NeighbourReply {
     pub endpoint: Option<SocketAddr>,
     /// Its persistent keepalive, in seconds.
     pub keepalive: Option<u16>,
-    /// Routes this node was an end of that went down with it (removed only).
+    /// Routes this node was an end of that went down with it (removed only); one over a path of
+    /// the node's is rebuilt over another path when there is one.
     pub routes_down: usize,
 }
 
@@ -280,6 +303,20 @@ pub enum RequestError {
         /// The route's destination.
         peer: NodeKey,
     },
+    /// The route broke before it was ready, and could not be rebuilt.
+    #[error("the route to {peer} went down before it was ready: {reason}")]
+    RouteDown {
+        /// The route's destination.
+        peer: NodeKey,
+        /// Why.
+        reason: RouteDownReason,
+    },
+    /// No path to the node is known.
+    #[error("no path to {peer} is known: it has not advertised, or none of its links is up (`list_nodes` shows the known graph)")]
+    NoPath {
+        /// The node named.
+        peer: NodeKey,
+    },
     /// The route was set up but its end-to-end session did not complete its handshake.
     #[error("route to {peer} was set up but its session handshake did not complete in {} s", .after.as_secs())]
     HandshakeTimeout {
@@ -291,12 +328,6 @@ pub enum RequestError {
     /// There is no route to the node to tear down.
     #[error("no route to {peer}: `list_routes` shows the routes")]
     NoRoute {
-        /// The node named.
-        peer: NodeKey,
-    },
-    /// There is no ready route to the node to send over.
-    #[error("no route to {peer}: build one first with `build_route`")]
-    NoReadyRoute {
         /// The node named.
         peer: NodeKey,
     },

@@ -15,6 +15,10 @@ use crate::outbox::Datagram;
 
 /// Datagrams moved per syscall at most.
 pub(super) const BATCH: usize = 32;
+/// Sends made one datagram per message after the kernel refused a GSO message, before GSO is
+/// tried again: one refused message (an oversized datagram, a route whose MTU shrank) must not
+/// cost GSO for good, and a kernel without it costs one refused call in this many.
+const GSO_PAUSE: u32 = 1024;
 /// Room per received message: a whole coalesced (GRO) run, or any one datagram (the
 /// transports drop those longer than [`crate::outbox::MAX_DATAGRAM`]).
 const SLOT: usize = 65_536;
@@ -130,6 +134,12 @@ impl RecvBatch {
         };
         Some((from_storage(&self.addrs[index])?, bytes.chunks(segment)))
     }
+
+    /// Datagram `number` of the `index`th message (see [`RecvBatch::get`]), and who sent it.
+    pub(super) fn datagram(&self, index: usize, number: usize) -> Option<(SocketAddr, &[u8])> {
+        let (from, mut datagrams) = self.get(index)?;
+        Some((from, datagrams.nth(number)?))
+    }
 }
 
 /// The segment size a `UDP_GRO` control message reports, or 0.
@@ -160,8 +170,10 @@ pub(super) struct SendBatch {
     controls: Vec<Control>,
     /// How many datagrams each message of the last call carried.
     group_sizes: Vec<usize>,
-    /// Whether UDP GSO is used (off after the kernel refused it once).
-    gso: bool,
+    /// Sends left without UDP GSO since the kernel last refused it (0: GSO is used).
+    gso_pause: u32,
+    /// GSO messages the kernel refused.
+    gso_refusals: u64,
 }
 
 // SAFETY: as for RecvBatch; the pointers to the datagrams are set and used within one call.
@@ -182,7 +194,8 @@ impl SendBatch {
             headers: vec![unsafe { mem::zeroed() }; BATCH],
             controls: vec![[0; 4]; BATCH],
             group_sizes: vec![0; BATCH],
-            gso: true,
+            gso_pause: 0,
+            gso_refusals: 0,
         }
     }
 
@@ -205,15 +218,23 @@ impl SendBatch {
                 libc::MSG_DONTWAIT,
             )
         };
+        self.gso_pause = self.gso_pause.saturating_sub(1);
         if sent < 0 {
             let error = io::Error::last_os_error();
             let refused_gso = matches!(
                 error.raw_os_error(),
                 Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
             );
-            if refused_gso && self.gso && self.group_sizes[0] > 1 {
-                log::info!("UDP GSO refused ({error}): sending datagrams one by one");
-                self.gso = false;
+            // Only the first message can have failed: the kernel reports a later one's failure
+            // as a shorter count, and the caller starts again from it.
+            if refused_gso && self.group_sizes[0] > 1 {
+                self.gso_refusals += 1;
+                if self.gso_refusals == 1 {
+                    log::info!("UDP GSO refused ({error}): the next {GSO_PAUSE} sends go one datagram per message");
+                } else {
+                    log::debug!("UDP GSO refused again ({error})");
+                }
+                self.gso_pause = GSO_PAUSE;
                 return self.send(fd, datagrams, to);
             }
             return Err(error);
@@ -231,7 +252,7 @@ impl SendBatch {
             let first = &datagrams[start];
             let size = first.bytes().len();
             let mut count = 1;
-            if self.gso && size > 0 {
+            if self.gso_pause == 0 && size > 0 {
                 while let Some(next) = datagrams.get(start + count) {
                     let len = next.bytes().len();
                     if next.to != first.to || len > size || len == 0 {
@@ -421,7 +442,7 @@ mod tests {
         let mut send = SendBatch::new();
         assert_eq!(send.prepare(&datagrams, &|a| a), 4, "[1 2 3] [4] [5] [6]");
         assert_eq!(send.send(sender.as_raw_fd(), &datagrams, |a| a).unwrap(), 6);
-        assert!(send.gso, "the kernel took the GSO messages");
+        assert_eq!(send.gso_refusals, 0, "the kernel took the GSO messages");
         let mut recv = RecvBatch::new();
         for (socket, expected) in [
             (&a, vec![(1400, 1), (1400, 2), (600, 3), (1400, 4)]),
@@ -442,5 +463,79 @@ mod tests {
             }
             assert_eq!(got, expected);
         }
+    }
+
+    /// Receives what arrives on `socket` until `count` datagrams came or 5 s passed.
+    fn receive(socket: &std::net::UdpSocket, count: usize) -> Vec<Vec<u8>> {
+        let mut recv = RecvBatch::new();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < count && std::time::Instant::now() < deadline {
+            if let Ok(received) = recv.recv(socket.as_raw_fd()) {
+                for index in 0..received {
+                    let (_, datagrams) = recv.get(index).unwrap();
+                    got.extend(datagrams.map(<[u8]>::to_vec));
+                }
+            }
+        }
+        got
+    }
+
+    fn set_no_check(socket: &std::net::UdpSocket, on: bool) {
+        let value = libc::c_int::from(on);
+        // SAFETY: SO_NO_CHECK takes an int, passed by pointer with its size.
+        let result = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                std::ptr::from_ref(&value).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(result, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+    }
+
+    /// The kernel refuses GSO on a socket that sends without UDP checksums (SO_NO_CHECK): the
+    /// refused batch goes one datagram per message, and GSO comes back after a while.
+    #[test]
+    fn a_refused_gso_message_is_split_and_gso_comes_back() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let batch = |to: SocketAddr, fill: u8| {
+            let mut outbox = crate::outbox::Outbox::default();
+            for index in 0..4u8 {
+                outbox.push_copy(to, &[fill + index; 1200]);
+            }
+            std::iter::from_fn(|| outbox.pop()).collect::<Vec<Datagram>>()
+        };
+        let mut send = SendBatch::new();
+
+        set_no_check(&sender, true);
+        let refused = batch(to, 10);
+        assert_eq!(send.send(sender.as_raw_fd(), &refused, |a| a).unwrap(), 4);
+        assert_eq!(send.gso_refusals, 1, "the kernel refused the GSO message");
+        let expected: Vec<Vec<u8>> = (10..14u8).map(|fill| vec![fill; 1200]).collect();
+        assert_eq!(receive(&receiver, 4), expected, "sent one by one instead");
+
+        // A while later (the sends in between go elsewhere), GSO is used again.
+        set_no_check(&sender, false);
+        let single = batch(sink.local_addr().unwrap(), 0);
+        for _ in 0..GSO_PAUSE {
+            if send.gso_pause == 0 {
+                break;
+            }
+            send.send(sender.as_raw_fd(), &single[..1], |a| a).unwrap();
+        }
+        assert_eq!(send.gso_pause, 0, "GSO is tried again");
+        let grouped = batch(to, 20);
+        assert_eq!(send.prepare(&grouped, &|a| a), 1, "one GSO message");
+        assert_eq!(send.send(sender.as_raw_fd(), &grouped, |a| a).unwrap(), 4);
+        assert_eq!(send.gso_refusals, 1, "and the kernel took it");
+        let expected: Vec<Vec<u8>> = (20..24u8).map(|fill| vec![fill; 1200]).collect();
+        assert_eq!(receive(&receiver, 4), expected);
     }
 }

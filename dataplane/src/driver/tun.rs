@@ -35,8 +35,9 @@ const TUN_F_TSO6: libc::c_uint = 0x04;
 pub(super) const TUN_SERVER: Token = Token(8);
 /// The client's TUN device.
 pub(super) const TUN_CLIENT: Token = Token(9);
-/// Frames read from one TUN device per wake-up before the loop looks at its other work.
-const TUN_BUDGET: usize = 256;
+/// Frames read from one TUN device per wake-up before the loop looks at its other work and
+/// sends what they became: a frame can be a 64 KiB segment, dozens of datagrams.
+const TUN_BUDGET: usize = 8;
 /// Room for the largest frame a TUN device hands out: a 64 KiB segment and its header.
 const TUN_BUFFER: usize = 65_536 + VNET_HDR_LEN;
 

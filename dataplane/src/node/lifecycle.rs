@@ -113,7 +113,7 @@ impl Node {
                     self.send_route_control(transport, next_id, Ipv6Addr::UNSPECIFIED, &report);
                 }
                 Rule::Forward { .. } => {}
-                Rule::Consume { peer } => {
+                Rule::Consume { peer, .. } => {
                     self.candidates.remove(&id);
                     if self.routes.get(&peer).is_some_and(|r| r.in_id == id) {
                         let reporter = self.key;
@@ -164,7 +164,7 @@ impl Node {
         }
 
         for (id, entry) in self.table.expire(now) {
-            if let Rule::Consume { peer } = entry.rule {
+            if let Rule::Consume { peer, .. } = entry.rule {
                 self.candidates.remove(&id);
                 if self.routes.get(&peer).is_some_and(|r| r.in_id == id) {
                     self.route_broke(now, peer, RouteDownReason::Expired);
@@ -207,6 +207,7 @@ impl Node {
             }
         }
         self.maintain_proofs(now);
+        self.rehandshake_direct_sessions(now);
         self.retire_sessions(now);
         // Setups, proofs and repairs under way want a fine clock (see `route_work_started`);
         // refreshes and expiry do not.

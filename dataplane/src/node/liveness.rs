@@ -20,6 +20,7 @@ impl Node {
                 link.next_probe = now;
                 self.timers.liveness = now;
                 log::info!("link to {neighbour} is up");
+                self.topology.own_links_changed();
                 self.events.push_back(Event::LinkUp { neighbour });
                 self.share_adverts(transport);
                 self.schedule_advert(now);
@@ -62,6 +63,7 @@ impl Node {
         }
         for (transport, key) in died {
             log::warn!("link to {key} is dead: silent for {dead_after:?}");
+            self.topology.own_links_changed();
             self.events.push_back(Event::LinkDown { neighbour: key });
             self.schedule_advert(now);
             self.routes_over_dead_link(now, transport);

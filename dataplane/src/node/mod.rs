@@ -26,6 +26,7 @@ use crate::wire::{
 };
 
 mod adverts;
+mod direct;
 mod lifecycle;
 mod liveness;
 mod repair;
@@ -33,6 +34,7 @@ mod runtime;
 mod sessions;
 mod setup;
 
+pub use repair::RouteStatus;
 pub use runtime::NodeSettings;
 
 use setup::{check_path, rejection, SetupRequest};
@@ -48,6 +50,8 @@ const _: () = assert!(HEADER_LEN + 2 + MAX_ADVERT_LEN <= MESH_MTU as usize);
 
 /// What a route session adds to an inner packet.
 const ROUTE_OVERHEAD: u16 = (HEADER_LEN + 32) as u16;
+/// Buffers of delivered packets kept for reuse: a wake-up's worth.
+const MAX_POOLED_PACKETS: usize = 1024;
 /// boringtun wants its timers driven about this often.
 const WIREGUARD_TICK: Duration = Duration::from_millis(250);
 /// How often the shared session rate limiter forgets its counts.
@@ -127,8 +131,8 @@ impl NodeOptions {
         NodeOptions {
             secret,
             neighbours: Vec::new(),
-            probe_interval: Duration::from_secs(2),
-            dead_after: Duration::from_secs(10),
+            probe_interval: Duration::from_millis(250),
+            dead_after: Duration::from_millis(750),
             max_routes_per_neighbour: 1024,
             rule_lifetime: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(10),
@@ -176,16 +180,17 @@ pub enum Event {
         /// Why.
         reason: RouteDownReason,
     },
-    /// An IPv6 packet arrived from `peer`'s mesh address over its route session, addressed to
-    /// this node's: for the mesh stack.
+    /// An IPv6 packet arrived from `peer`'s mesh address over its route, addressed to this
+    /// node's: for the mesh stack. Give the buffer back with [`Node::recycle_packet`].
     Packet {
         /// The sender.
         peer: NodeKey,
         /// The packet.
         packet: Vec<u8>,
     },
-    /// An IP packet arrived from `peer` over its route session, not addressed to this node's
-    /// mesh address: for a tunnel app, which checks its source.
+    /// An IP packet arrived from `peer` over its route, not addressed to this node's mesh
+    /// address: for a tunnel app, which checks its source. Give the buffer back with
+    /// [`Node::recycle_packet`].
     TunnelPacket {
         /// The sender.
         peer: NodeKey,
@@ -318,6 +323,15 @@ pub struct NodeDrops {
     pub source_check: u64,
     /// Could not be passed to the next neighbour.
     pub unsendable: u64,
+    /// Longer than the route agreed on at setup.
+    pub oversized: u64,
+    /// An inner packet without a route session (next header 252) that did not come from the
+    /// neighbour at the other end of a direct route: on a relayed route's rule, or with
+    /// another outer source.
+    pub direct_refused: u64,
+    /// An inner packet without a route session on a rule that forwards: relays never pass
+    /// those on.
+    pub direct_in_transit: u64,
 }
 
 /// A route this node is an end of.
@@ -345,6 +359,14 @@ pub struct EndRoute {
     announce: bool,
     /// The initiator's proof, until the destination confirms.
     proof: Option<Proof>,
+}
+
+impl EndRoute {
+    /// Whether the route has no relays: its two ends are neighbours, and what it carries goes in
+    /// their transport alone, without the route session.
+    pub fn is_direct(&self) -> bool {
+        self.path.len() == 2
+    }
 }
 
 /// An initiator's proof that it built a route: keepalives, then a handshake.
@@ -412,6 +434,10 @@ struct Answer {
 struct Repair {
     attempts: u8,
     reason: RouteDownReason,
+    /// The setup of the attempt under way.
+    setup: Option<SetupId>,
+    /// Whether [`Event::RouteReady`] is due when the repair succeeds (a command waits on it).
+    announce: bool,
 }
 
 /// This node's adverts.
@@ -509,6 +535,8 @@ pub struct Node {
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     session_buf: Vec<u8>,
+    /// Buffers of delivered packets, given back by whoever took them.
+    packet_pool: Vec<Vec<u8>>,
     tap: Option<Tap>,
 }
 
@@ -587,6 +615,7 @@ impl Node {
             rx_buf: vec![0; MAX_DATAGRAM],
             tx_buf: vec![0; MAX_DATAGRAM],
             session_buf: vec![0; MAX_DATAGRAM],
+            packet_pool: Vec::new(),
             tap: None,
         })
     }
@@ -631,6 +660,12 @@ impl Node {
     /// How many route sessions the node holds (with a route, or lingering after one).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// How many handshake initiations this node's route session with `peer` has sent, while
+    /// it has one.
+    pub fn session_initiations(&self, peer: &NodeKey) -> Option<u64> {
+        self.sessions.get(peer).map(RouteSession::initiations)
     }
 
     /// Whether the link to `neighbour` is alive.
@@ -746,6 +781,14 @@ impl Node {
         self.outbox.recycle(datagram);
     }
 
+    /// Returns the buffer of a packet delivered in [`Event::Packet`] or
+    /// [`Event::TunnelPacket`] for reuse, so that delivering packets allocates nothing.
+    pub fn recycle_packet(&mut self, packet: Vec<u8>) {
+        if self.packet_pool.len() < MAX_POOLED_PACKETS {
+            self.packet_pool.push(packet);
+        }
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -782,6 +825,10 @@ impl Node {
     pub fn build_route_to(&mut self, now: Instant, peer: &NodeKey) -> Result<SetupId, RouteError> {
         if *peer == self.key {
             return Err(RouteError::BadPath("a route needs another node"));
+        }
+        if let Some(repair) = self.repairs.get_mut(peer) {
+            // Its next attempts announce their success too.
+            repair.announce = true;
         }
         if let Some(route) = self.routes.get_mut(peer) {
             let setup = route.setup;
@@ -853,7 +900,11 @@ impl Node {
                 self.rng.as_mut(),
                 transport,
                 None,
-                Rule::Consume { peer: destination },
+                Rule::Consume {
+                    peer: destination,
+                    direct: path.len() == 2,
+                },
+                MESH_MTU,
             )
             .map_err(|_| reject(RejectReason::RouteLimit))?;
         let setup = self.rng.next_u64();
@@ -921,18 +972,38 @@ impl Node {
             .map(|_| ())
     }
 
-    /// Sends an IP packet to `peer` through its route session.
+    /// Sends a mesh packet to a neighbour as it is. A node sends its own packets through its
+    /// other commands; this one lets tests and tools play a neighbour that misbehaves.
+    pub fn send_mesh_packet_to(
+        &mut self,
+        neighbour: &NodeKey,
+        packet: &[u8],
+    ) -> Result<Sent, SendError> {
+        let transport = self
+            .transports
+            .id_of(neighbour)
+            .ok_or(SendError::UnknownTransport)?;
+        self.transports.send(transport, packet, &mut self.outbox)
+    }
+
+    /// Sends an IP packet to `peer`: over a relayed route through the route session, over a
+    /// direct route as it is (the transport to `peer` encrypts it).
     pub fn send_to(&mut self, peer: &NodeKey, packet: &[u8]) -> Result<(), SendToError> {
         if packet.len() > INNER_MTU {
             return Err(SendToError::TooLarge);
         }
-        if !self.routes.contains_key(peer) {
+        let Some(route) = self.routes.get(peer) else {
             if self.repairs.contains_key(peer) || self.awaiting_repair.contains_key(peer) {
                 return Err(SendToError::Repairing);
             }
             return Err(SendToError::NoRoute);
+        };
+        if route.is_direct() {
+            let (transport, out_id) = (route.transport, route.out_id);
+            self.send_direct(transport, out_id, packet);
+        } else {
+            self.session_transmit(peer, |session, buf| session.encapsulate(packet, buf));
         }
-        self.session_transmit(peer, |session, buf| session.encapsulate(packet, buf));
         Ok(())
     }
 
@@ -958,23 +1029,60 @@ impl Node {
             return;
         }
         match self.table.lookup(id, ingress, packet.len()) {
-            Lookup::Forward { transport, next_id } => {
-                if next_header == NextHeader::Control {
+            Lookup::Forward { transport, next_id } => match next_header {
+                NextHeader::Direct => self.drops.direct_in_transit += 1,
+                NextHeader::Control => {
                     self.handle_route_control_in_transit(now, id, &packet[HEADER_LEN..]);
+                    self.relay(transport, next_id, packet);
                 }
-                self.relay(transport, next_id, packet);
-            }
-            Lookup::Consume { peer } => match next_header {
+                NextHeader::Session => self.relay(transport, next_id, packet),
+            },
+            Lookup::Consume { peer, direct } => match next_header {
                 NextHeader::Session => {
                     self.handle_session_message(now, peer, id, &packet[HEADER_LEN..]);
                 }
                 NextHeader::Control => {
                     self.handle_route_control_at_end(now, peer, id, &packet[HEADER_LEN..]);
                 }
+                NextHeader::Direct => {
+                    self.handle_direct_packet(now, ingress, id, peer, direct, packet);
+                }
             },
             Lookup::UnknownRoute => self.drops.unknown_route += 1,
             Lookup::WrongIngress => self.drops.wrong_ingress += 1,
+            Lookup::TooLarge => self.drops.oversized += 1,
         }
+    }
+
+    /// Hands an inner packet from `peer` (whose mesh address is `peer_address`) to whoever
+    /// takes it, after the source check that boringtun and the transports leave to the end, in
+    /// a buffer from the pool (nothing is allocated once the pool has grown).
+    fn deliver(&mut self, peer: NodeKey, peer_address: Ipv6Addr, packet: &[u8]) {
+        let tunnel = match classify(packet, peer_address, self.address) {
+            Destination::MeshStack => false,
+            Destination::Tunnel => true,
+            Destination::Drop => {
+                self.drops.source_check += 1;
+                return;
+            }
+        };
+        let mut buffer = self
+            .packet_pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(MAX_DATAGRAM));
+        buffer.clear();
+        buffer.extend_from_slice(packet);
+        self.events.push_back(if tunnel {
+            Event::TunnelPacket {
+                peer,
+                packet: buffer,
+            }
+        } else {
+            Event::Packet {
+                peer,
+                packet: buffer,
+            }
+        });
     }
 
     /// The relay hop: relabel in place and send on. Allocates nothing.

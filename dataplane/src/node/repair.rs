@@ -1,10 +1,67 @@
 //! What happens when a route breaks, and how a new one takes over: the initiator of an
 //! automatic route rebuilds it over another path (the session carries on, so no handshake);
 //! the far end keeps quiet meanwhile, and adopts a new route only on proof from its initiator.
+//! Apps follow a route through [`Node::route_status`], so that they wait out a repair instead
+//! of building routes of their own.
 
 use super::*;
 
+/// Where the route to a peer stands, as an app that uses it sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteStatus {
+    /// Up and proven end to end: data flows.
+    Ready,
+    /// Being set up, or awaiting its proof: its outcome comes as [`Event::RouteReady`] (for
+    /// a command that asked), [`Event::RouteFailed`] or [`Event::RouteDown`].
+    Building,
+    /// Broken and being rebuilt over another path, by this node or by the route's initiator:
+    /// data flows again once it is ready, and [`Event::RouteDown`] says when it cannot be.
+    Repairing,
+    /// No route, and none under way.
+    Absent,
+}
+
 impl Node {
+    /// Where the route to `peer` stands.
+    pub fn route_status(&self, peer: &NodeKey) -> RouteStatus {
+        if let Some(route) = self.routes.get(peer) {
+            return if route.ready {
+                RouteStatus::Ready
+            } else if self.repairs.contains_key(peer) {
+                RouteStatus::Repairing
+            } else {
+                RouteStatus::Building
+            };
+        }
+        if self.repairs.contains_key(peer) || self.awaiting_repair.contains_key(peer) {
+            return RouteStatus::Repairing;
+        }
+        let building = self
+            .pending
+            .values()
+            .any(|pending| pending.path.last() == Some(peer))
+            || self
+                .yielded
+                .values()
+                .any(|yielded| yielded.path.last() == Some(peer))
+            || self
+                .candidates
+                .values()
+                .any(|candidate| candidate.peer == *peer);
+        if building {
+            RouteStatus::Building
+        } else {
+            RouteStatus::Absent
+        }
+    }
+
+    /// A number that changes whenever a path may have appeared or gone (an advert, a link of
+    /// this node's that came up or died): an app that found no path looks again when it
+    /// changes.
+    pub fn graph_version(&self) -> u64 {
+        self.topology.version()
+    }
+
     /// The active route to `peer` broke (its rules are gone here). An initiator repairs an
     /// automatic route and reports any other down; the far end waits for the repair.
     pub(super) fn route_broke(&mut self, now: Instant, peer: NodeKey, reason: RouteDownReason) {
@@ -31,6 +88,8 @@ impl Node {
             self.repairs.entry(peer).or_insert(Repair {
                 attempts: 0,
                 reason,
+                setup: None,
+                announce: route.announce,
             });
             self.repair(now, peer);
         } else if !route.ready && route.announce {
@@ -56,7 +115,7 @@ impl Node {
         let Some(repair) = self.repairs.get_mut(&peer) else {
             return;
         };
-        let reason = repair.reason;
+        let (reason, announce) = (repair.reason, repair.announce);
         if repair.attempts >= REPAIR_ATTEMPTS {
             self.repairs.remove(&peer);
             log::warn!("route to {peer} is down: {REPAIR_ATTEMPTS} repairs failed");
@@ -73,9 +132,16 @@ impl Node {
             });
             return;
         };
-        if let Err(error) = self.start_setup(now, &choice.path, true, false) {
-            log::info!("repair of the route to {peer} could not start: {error}");
-            self.repair(now, peer);
+        match self.start_setup(now, &choice.path, true, announce) {
+            Ok(setup) => {
+                if let Some(repair) = self.repairs.get_mut(&peer) {
+                    repair.setup = Some(setup);
+                }
+            }
+            Err(error) => {
+                log::info!("repair of the route to {peer} could not start: {error}");
+                self.repair(now, peer);
+            }
         }
     }
 

@@ -62,10 +62,11 @@ impl Node {
     }
 
     /// Removes the transport to `key` and what ran over it, exactly as when its link dies: the
-    /// routes this node is an end of through it go down, the routes it relays to it are
-    /// reported down to their other end, and setups through it fail. (The neighbour itself
-    /// finds out as from a dead link: nothing it sends is accepted any more.) Returns how many
-    /// routes this node was an end of went down, or `None` if `key` is no neighbour.
+    /// routes this node is an end of through it go down (an automatic one is rebuilt over another
+    /// path when there is one), the routes it relays to it are reported down to their other end,
+    /// and setups through it fail. (The neighbour itself finds out as from a dead link: nothing
+    /// it sends is accepted any more.) Returns how many routes this node was an end of went down,
+    /// or `None` if `key` is no neighbour.
     pub fn remove_neighbour(&mut self, now: Instant, key: &NodeKey) -> Option<usize> {
         let id = self.transports.id_of(key)?;
         if self
@@ -73,6 +74,7 @@ impl Node {
             .remove(&id)
             .is_some_and(|link| link.state == LinkState::Up)
         {
+            self.topology.own_links_changed();
             self.events.push_back(Event::LinkDown { neighbour: *key });
             self.schedule_advert(now);
         }

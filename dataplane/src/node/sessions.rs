@@ -75,6 +75,9 @@ impl Node {
         let peer_address = session.peer_address();
         let mut buf = std::mem::take(&mut self.session_buf);
         let result = session.decapsulate(message, &mut buf[HEADER_LEN..]);
+        if RouteSession::is_handshake(message) && !matches!(result, SessionResult::Refused(_)) {
+            session.note_handshake(now);
+        }
         let reply_path = self.path_of(&peer, id);
         // Proof: a data message, a keepalive included, that the peer's session authenticated
         // and that came in through this route's Consume rule.
@@ -93,18 +96,7 @@ impl Node {
                 }
             }
             SessionResult::Deliver(len) => {
-                let packet = &buf[HEADER_LEN..HEADER_LEN + len];
-                match classify(packet, peer_address, self.address) {
-                    Destination::MeshStack => self.events.push_back(Event::Packet {
-                        peer,
-                        packet: packet.to_vec(),
-                    }),
-                    Destination::Tunnel => self.events.push_back(Event::TunnelPacket {
-                        peer,
-                        packet: packet.to_vec(),
-                    }),
-                    Destination::Drop => self.drops.source_check += 1,
-                }
+                self.deliver(peer, peer_address, &buf[HEADER_LEN..HEADER_LEN + len]);
             }
             SessionResult::Keepalive | SessionResult::Nothing => {}
             SessionResult::Refused(error) => {
@@ -138,7 +130,13 @@ impl Node {
     /// initiator's new route is confirmed. The far end answers each keepalive of the
     /// initiator's with one (the initiator proves with keepalives until it hears back; it never
     /// answers them, so they do not echo).
-    fn route_proven(&mut self, now: Instant, peer: NodeKey, id: RouteId, keepalive: bool) {
+    pub(super) fn route_proven(
+        &mut self,
+        now: Instant,
+        peer: NodeKey,
+        id: RouteId,
+        keepalive: bool,
+    ) {
         if self.candidates.contains_key(&id) {
             self.adopt(now, id);
             return;

@@ -88,17 +88,20 @@ impl Node {
         };
         // The rule expects packets from the next hop, but the request came from `ingress`:
         // it is that neighbour's quota that pays.
-        let own_reverse_id =
-            match self
-                .table
-                .allocate(now, self.rng.as_mut(), next_transport, Some(ingress), back)
-            {
-                Ok(id) => id,
-                Err(_) => {
-                    reject(self, RejectReason::RouteLimit);
-                    return;
-                }
-            };
+        let own_reverse_id = match self.table.allocate(
+            now,
+            self.rng.as_mut(),
+            next_transport,
+            Some(ingress),
+            back,
+            mtu,
+        ) {
+            Ok(id) => id,
+            Err(_) => {
+                reject(self, RejectReason::RouteLimit);
+                return;
+            }
+        };
         let remaining = u32::try_from(path.len() - 1 - index).unwrap_or(1);
         let onward = ControlMessage::SetupRequest {
             setup_id,
@@ -175,12 +178,18 @@ impl Node {
             reject(self, RejectReason::Crossed);
             return;
         }
+        // A route of one hop is direct: its initiator is the neighbour the request came from.
+        let direct = path.len() == 2;
         let in_id = match self.table.allocate(
             now,
             self.rng.as_mut(),
             ingress,
             Some(ingress),
-            Rule::Consume { peer: initiator },
+            Rule::Consume {
+                peer: initiator,
+                direct,
+            },
+            mtu,
         ) {
             Ok(id) => id,
             Err(_) => {
@@ -252,6 +261,7 @@ impl Node {
                 relayed.previous,
                 Some(relayed.previous),
                 onward,
+                mtu.min(MESH_MTU),
             ) {
                 Ok(own_forward_id) => {
                     self.table.pair(own_forward_id, relayed.reverse_id);
@@ -462,7 +472,11 @@ impl Node {
                 self.topology.suspect_link(*hop, *next);
             }
         }
-        if !pending.announce && self.repairs.contains_key(&peer) {
+        if self
+            .repairs
+            .get(&peer)
+            .is_some_and(|repair| repair.setup == Some(setup))
+        {
             log::info!("repair of the route to {peer} failed: {error}");
             self.repair(now, peer);
             return;

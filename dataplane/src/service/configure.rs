@@ -298,7 +298,7 @@ mod tests {
             start: true,
             tun: "skyvpn0".parse().unwrap(),
             server: key,
-            path: Vec::new(),
+            path: None,
             routes: Vec::new(),
             port: 1,
         };

@@ -1,6 +1,6 @@
 //! The control requests: the one place where the control thread's requests are read and its
-//! replies are written. Most are answered at once; a route build, a ping, and the start or stop
-//! of an app are answered when they are done.
+//! replies are written. Most are answered at once; a route build, a ping (which may build its
+//! route first), and the start or stop of an app are answered when they are done.
 
 use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::ping::{PingOutcome, Pings};
 use super::{Context, Service};
+use crate::api::topology::{AdvertCounts, FoundRoute, LinkRow, NodeRow, NodesReply};
 use crate::api::vpn::VpnApp;
 use crate::api::{
     AppChange, BuiltinApp, NeighbourChange, NeighbourReply, PingReply, Reply, Request,
@@ -15,7 +16,7 @@ use crate::api::{
     TransportsReply,
 };
 use crate::identity::NodeKey;
-use crate::node::{EndRoute, Node, RouteError, SetupId};
+use crate::node::{EndRoute, Node, RouteDownReason, RouteError, SetupId};
 use crate::routing::Rule;
 use crate::stack::MeshStack;
 use crate::transport::TransportError;
@@ -31,6 +32,19 @@ struct PendingBuild {
     setup: SetupId,
     peer: NodeKey,
     deadline: Instant,
+    then: AfterBuild,
+}
+
+/// What a request that waits on a route build does once the route is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterBuild {
+    /// Answers with the route (`build_route`).
+    Answer,
+    /// Pings the peer over it (`ping_node` with no route to the peer yet).
+    Ping {
+        /// How many echo requests.
+        count: u32,
+    },
 }
 
 /// A request answered once an app has done what it asked.
@@ -99,10 +113,6 @@ impl Control {
         self.pings.record(now, from, seq);
     }
 
-    pub fn route_down(&mut self, now: Instant, peer: &NodeKey) {
-        self.pings.route_down(now, peer);
-    }
-
     /// When a ping or a route build has something due.
     pub fn next_deadline(&self) -> Option<Instant> {
         let builds = self.builds.iter().map(|build| build.deadline).min();
@@ -114,6 +124,52 @@ impl Control {
 
     pub(super) fn reply(&mut self, request: RequestId, reply: Response) {
         self.replies.push_back((request, reply));
+    }
+
+    /// Holds `request` until the route to `peer` that setup `setup` builds is ready, or fails.
+    fn wait_for_route(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        setup: SetupId,
+        peer: NodeKey,
+        then: AfterBuild,
+    ) {
+        self.builds.push(PendingBuild {
+            request,
+            setup,
+            peer,
+            deadline: now + BUILD_TIMEOUT,
+            then,
+        });
+    }
+
+    /// The route to `peer` went down: the pings over it end and, when nothing else is under
+    /// way to `peer` (`settled`: a repair that found no other path), the requests waiting for
+    /// a route there are answered.
+    pub fn route_down(
+        &mut self,
+        now: Instant,
+        peer: &NodeKey,
+        reason: RouteDownReason,
+        settled: bool,
+    ) {
+        self.pings.route_down(now, peer);
+        if !settled {
+            return;
+        }
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            self.builds.drain(..).partition(|build| build.peer == *peer);
+        self.builds = waiting;
+        for build in done {
+            self.reply(
+                build.request,
+                Err(RequestError::RouteDown {
+                    peer: *peer,
+                    reason,
+                }),
+            );
+        }
     }
 
     /// Answers `request` once `wait` is done (`Service::answer_deferred`).
@@ -157,17 +213,23 @@ impl Service {
                 let peer = path.last().copied().unwrap_or(own);
                 match cx.node.build_route(now, &path) {
                     Ok(setup) => {
-                        self.control.builds.push(PendingBuild {
-                            request: id,
-                            setup,
-                            peer,
-                            deadline: now + BUILD_TIMEOUT,
-                        });
+                        self.control
+                            .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
                         return;
                     }
-                    Err(error) => Err(RequestError::RouteFailed { peer, error }),
+                    Err(error) => Err(build_error(peer, error)),
                 }
             }
+            Request::BuildRouteTo { peer } => match cx.node.build_route_to(now, &peer) {
+                Ok(setup) => {
+                    self.control
+                        .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
+                    return;
+                }
+                Err(error) => Err(build_error(peer, error)),
+            },
+            Request::FindRoute { peer } => self.find_route(peer),
+            Request::ListNodes => Ok(Reply::Nodes(self.nodes_reply(now))),
             Request::RemoveRoute { peer } => {
                 if cx.node.remove_route(now, &peer) {
                     Ok(Reply::RouteRemoved { peer })
@@ -176,11 +238,17 @@ impl Service {
                 }
             }
             Request::PingNode { peer, count } => {
-                if !cx.route_ready(&peer) {
-                    Err(RequestError::NoReadyRoute { peer })
-                } else {
+                if cx.route_ready(&peer) {
                     self.control.pings.start(now, id, peer, count);
                     return;
+                }
+                match cx.node.build_route_to(now, &peer) {
+                    Ok(setup) => {
+                        let then = AfterBuild::Ping { count };
+                        self.control.wait_for_route(now, id, setup, peer, then);
+                        return;
+                    }
+                    Err(error) => Err(build_error(peer, error)),
                 }
             }
             Request::VpnStart { app } => match self.vpn.start(app) {
@@ -317,8 +385,9 @@ impl Service {
         }
     }
 
-    /// The route to `peer` is ready: the builds waiting for it are answered.
-    pub(super) fn route_ready(&mut self, peer: NodeKey) {
+    /// The route to `peer` is ready: the builds waiting for it are answered, and the pings
+    /// waiting for it start.
+    pub(super) fn route_ready(&mut self, now: Instant, peer: NodeKey) {
         let row = self
             .node
             .routes()
@@ -331,11 +400,18 @@ impl Service {
             .partition(|build| build.peer == peer);
         self.control.builds = waiting;
         for build in done {
-            let reply = match &row {
-                Some(row) => Ok(Reply::RouteBuilt(row.clone())),
-                None => Err(RequestError::RouteWentDown { peer }),
-            };
-            self.control.reply(build.request, reply);
+            match (&row, build.then) {
+                (Some(row), AfterBuild::Answer) => {
+                    self.control
+                        .reply(build.request, Ok(Reply::RouteBuilt(row.clone())));
+                }
+                (Some(_), AfterBuild::Ping { count }) => {
+                    self.control.pings.start(now, build.request, peer, count);
+                }
+                (None, _) => self
+                    .control
+                    .reply(build.request, Err(RequestError::RouteWentDown { peer })),
+            }
         }
     }
 
@@ -392,6 +468,62 @@ impl Service {
                 rtt_ms,
             }));
             self.control.reply(request, reply);
+        }
+    }
+
+    fn find_route(&self, peer: NodeKey) -> Response {
+        if peer == self.node.key() {
+            let error = RouteError::BadPath("a route needs another node");
+            return Err(RequestError::RouteFailed { peer, error });
+        }
+        let Some(choice) = self.node.find_route(&peer) else {
+            return Err(RequestError::NoPath { peer });
+        };
+        let route_in_use = self
+            .node
+            .routes()
+            .find(|(key, _)| **key == peer)
+            .map(|(_, route)| route.path.clone());
+        Ok(Reply::RouteFound(FoundRoute {
+            peer,
+            path: choice.path,
+            cost_ms: millis(choice.cost),
+            hop_costs_ms: choice.hop_costs.into_iter().map(millis).collect(),
+            route_in_use,
+        }))
+    }
+
+    fn nodes_reply(&self, now: Instant) -> NodesReply {
+        let own = self.node.key();
+        let nodes = self
+            .node
+            .known_nodes(now)
+            .into_iter()
+            .map(|node| NodeRow {
+                key: node.key,
+                this_node: node.key == own,
+                sequence: node.sequence,
+                advert_age_secs: node.age.as_secs_f64(),
+                expires_in_secs: node.expires_in.as_secs_f64(),
+                links: node
+                    .links
+                    .iter()
+                    .map(|link| LinkRow {
+                        neighbour: link.neighbour,
+                        rtt_ms: millis(link.rtt),
+                        cost_ms: link.cost.map(millis),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sent = self.node.advert_counters();
+        NodesReply {
+            nodes,
+            adverts: AdvertCounts {
+                sent: sent.sent,
+                sent_bytes: sent.sent_bytes,
+                dropped: self.node.advert_drops(),
+            },
         }
     }
 
@@ -454,7 +586,7 @@ impl Service {
                     Rule::Forward { transport, next_id } => {
                         ("forward", name(transport), Some(next_id.get()))
                     }
-                    Rule::Consume { peer } => ("consume", Some(peer), None),
+                    Rule::Consume { peer, .. } => ("consume", Some(peer), None),
                 };
                 RuleRow {
                     id: id.get(),
@@ -473,6 +605,19 @@ impl Service {
             .collect();
         RoutesReply { routes, rules }
     }
+}
+
+/// A route that could not be set up, as the control client hears of it: no path known is one
+/// error whichever request met it.
+fn build_error(peer: NodeKey, error: RouteError) -> RequestError {
+    match error {
+        RouteError::NoPath(_) => RequestError::NoPath { peer },
+        error => RequestError::RouteFailed { peer, error },
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// A neighbour as its transport is now.

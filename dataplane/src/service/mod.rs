@@ -18,7 +18,7 @@ pub use io::{HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, Socket
 use crate::api::vpn::VpnApp;
 use crate::api::{RequestId, Response};
 use crate::identity::NodeKey;
-use crate::node::{Event, Node, NodeOptions, SendToError};
+use crate::node::{Event, Node, NodeOptions, RouteStatus, SendToError};
 use crate::outbox::Datagram;
 use crate::socks::{Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
@@ -63,9 +63,7 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// Whether the route to `peer` is up and proven end to end: data can flow.
     pub fn route_ready(&self, peer: &NodeKey) -> bool {
-        self.node
-            .routes()
-            .any(|(key, route)| key == peer && route.ready)
+        self.node.route_status(peer) == RouteStatus::Ready
     }
 }
 
@@ -303,28 +301,35 @@ impl Service {
             self.socks.handle_event(&mut cx, &event);
         }
         match event {
-            Event::Packet { packet, .. } => {
+            Event::Packet { mut packet, .. } => {
                 if !self.stack.can_receive() {
                     self.run_stack(now);
                 }
-                if !self.stack.receive(packet) {
+                if !self.stack.receive(&mut packet) {
                     self.drops.stack_refused += 1;
                 }
+                // The stack's spare buffer, or the refused packet's.
+                self.node.recycle_packet(packet);
             }
-            Event::TunnelPacket { peer, packet } => self.vpn.handle_tunnel_packet(peer, &packet),
+            Event::TunnelPacket { peer, packet } => {
+                self.vpn.handle_tunnel_packet(peer, &packet);
+                self.node.recycle_packet(packet);
+            }
             Event::RouteReady { peer } => {
                 log::info!("route to {peer} is ready");
-                self.vpn.route_ready(now, &peer);
-                self.route_ready(peer);
+                self.route_ready(now, peer);
             }
             Event::RouteFailed { setup, peer, error } => {
-                self.vpn.route_failed(now, setup, &error.to_string());
+                self.vpn.route_failed(now, setup, &error);
                 self.route_failed(setup, peer, &error);
             }
             Event::RouteDown { peer, reason } => {
                 log::info!("route to {peer} is down: {reason}");
-                self.vpn.route_down(&mut cx, &peer);
-                self.control.route_down(now, &peer);
+                self.vpn.route_down(&mut cx, &peer, reason);
+                // A setup of its own to that peer may still be under way: it answers its
+                // requests itself.
+                let settled = self.node.route_status(&peer) == RouteStatus::Absent;
+                self.control.route_down(now, &peer, reason, settled);
             }
             Event::LinkUp { neighbour } => log::info!("link to {neighbour} is up"),
             Event::LinkDown { neighbour } => log::warn!("link to {neighbour} is down"),

@@ -1,8 +1,10 @@
 //! The client app on the entry node: a local TCP port that speaks SOCKS5 (RFC 1928, no
 //! authentication) to local programs and carries each CONNECT as a mesh TCP stream to the exit,
-//! over a route it builds and rebuilds. Each connection goes greeting → request → route →
-//! mesh stream → exit's status → relay, and every failure is answered with a complete reply.
-//! The listening socket and the connections are the driver's; the app asks for their I/O.
+//! over a route it has the node build (over a path the node chooses and repairs, or along the
+//! configured one) and follows through the node's route status, so that it waits out a
+//! repair. Each connection goes greeting → request → route → mesh stream → exit's status →
+//! relay, and every failure is answered with a complete reply. The listening socket and the
+//! connections are the driver's; the app asks for their I/O.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV6};
@@ -16,7 +18,7 @@ use super::sockets::{Owner, Sockets};
 use super::wire::{self, ReplyCode, Target};
 use super::{bury, watch_peer, ClientOptions, Slab, SocksError, Totals, MESH_TIMEOUT};
 use crate::api::socks::ClientStatus;
-use crate::node::{Event, SetupId};
+use crate::node::{Event, RouteDownReason, RouteError, RouteStatus, SetupId};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
 
@@ -99,15 +101,32 @@ enum Listener {
     Running(SocketId, SocketAddr),
 }
 
-/// The route to the exit, as the app sees it.
+/// What the app has done about the route to the exit. Whether the route is there, being set
+/// up or repaired is the node's to say ([`Node::route_status`](crate::node::Node::route_status)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RouteState {
-    /// A setup is under way.
+    /// A setup this app asked for is under way.
     Building(SetupId),
     /// No route; the next build is due at this time.
     Down(Instant),
-    /// The route is up: nothing is due until it goes down.
+    /// No path to the exit is known, as of this version of the node's graph
+    /// ([`Node::graph_version`](crate::node::Node::graph_version)): connections are answered
+    /// at once, and a build is tried again when the graph changes.
+    NoPath(u64),
+    /// The node holds a route to the exit (whoever asked for it), ready or not: nothing is due
+    /// until it goes.
+    Held,
+}
+
+/// Whether a connection can use the route to the exit now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteView {
+    /// It is ready.
     Ready,
+    /// It is being built or repaired.
+    Wait,
+    /// No path to the exit is known.
+    Unreachable,
 }
 
 /// The client app.
@@ -287,12 +306,13 @@ impl Client {
                 _ => None,
             },
             exit: self.options.exit,
-            route: if cx.route_ready(&self.options.exit) {
-                "ready"
-            } else if matches!(self.route, RouteState::Building(_)) && running {
-                "building"
-            } else {
-                "down"
+            route: match (cx.node.route_status(&self.options.exit), self.route) {
+                (RouteStatus::Ready, _) => "ready",
+                (RouteStatus::Repairing, _) => "repairing",
+                (RouteStatus::Building, _) => "building",
+                (RouteStatus::Absent, RouteState::NoPath(_)) if running => "unreachable",
+                (RouteStatus::Absent, RouteState::Building(_)) if running => "building",
+                (RouteStatus::Absent, _) => "down",
             },
             connections: self.connections.len(),
             accepted: totals.accepted,
@@ -354,14 +374,24 @@ impl Client {
             {
                 log::warn!("SOCKS client: route to the exit {exit} failed: {error}");
                 self.schedule_rebuild(cx.now);
-                self.fail_waiting(cx, sockets, graveyard, false);
+                if self.options.path.is_some() {
+                    // The configured path is what failed: no use waiting for it. Over a path
+                    // of the node's, the next build avoids the link that failed.
+                    self.fail_waiting(cx, sockets, graveyard, ReplyCode::GeneralFailure, false);
+                }
             }
             Event::RouteDown { peer, reason } if *peer == exit => {
                 log::warn!("SOCKS client: route to the exit {exit} is down: {reason}");
-                if !matches!(self.route, RouteState::Building(_)) {
-                    self.schedule_rebuild(cx.now);
-                }
-                self.fail_waiting(cx, sockets, graveyard, true);
+                let code = if *reason == RouteDownReason::NoPath {
+                    self.route = RouteState::NoPath(cx.node.graph_version());
+                    ReplyCode::NetworkUnreachable
+                } else {
+                    if !matches!(self.route, RouteState::Building(_)) {
+                        self.schedule_rebuild(cx.now);
+                    }
+                    ReplyCode::GeneralFailure
+                };
+                self.fail_waiting(cx, sockets, graveyard, code, true);
             }
             Event::LinkUp { .. } => {
                 // A new link may be the path's first hop: try again now.
@@ -372,7 +402,7 @@ impl Client {
             }
             Event::RouteReady { peer } if *peer == exit => {
                 self.backoff = REBUILD_FIRST;
-                self.route = RouteState::Ready;
+                self.route = RouteState::Held;
             }
             _ => {}
         }
@@ -384,12 +414,13 @@ impl Client {
     }
 
     /// Answers the connections waiting on the route (and, when it went down, those on a mesh
-    /// stream through it) with a general failure; relayed ones are reset.
+    /// stream through it) with `code`; relayed ones are reset.
     fn fail_waiting(
         &mut self,
         cx: &mut Context<'_>,
         sockets: &mut Sockets,
         graveyard: &mut Vec<TcpHandle>,
+        code: ReplyCode,
         streams: bool,
     ) {
         for index in 0..self.connections.slots() {
@@ -408,7 +439,7 @@ impl Client {
                 }
                 _ => continue,
             }
-            connection.phase = connection.answer(cx.now, ReplyCode::GeneralFailure);
+            connection.phase = connection.answer(cx.now, code);
             sockets.wake(connection.socket);
         }
     }
@@ -418,10 +449,10 @@ impl Client {
             return None;
         }
         // Only a due rebuild is a deadline: a route that is up (or being built) reports its
-        // changes as events.
+        // changes as events, and a path that appears comes with the advert that tells of it.
         let mut next = match self.route {
             RouteState::Down(at) => Some(at),
-            RouteState::Building(_) | RouteState::Ready => None,
+            RouteState::Building(_) | RouteState::NoPath(_) | RouteState::Held => None,
         };
         for connection in self.connections.iter() {
             let at = match &connection.phase {
@@ -462,13 +493,13 @@ impl Client {
         graveyard: &mut Vec<TcpHandle>,
         index: usize,
     ) {
-        let ready = cx.route_ready(&self.options.exit);
+        let view = self.route_view(cx);
         let exit = self.exit_address;
         let Some(connection) = self.connections.get_mut(index) else {
             return;
         };
         let opening = &mut self.opening;
-        match connection.step(cx, graveyard, &self.options, ready, exit, opening) {
+        match connection.step(cx, graveyard, &self.options, view, exit, opening) {
             Outcome::Keep => sockets.wake(connection.socket),
             Outcome::Finished => self.remove(sockets, index, false),
             Outcome::Failed => self.remove(sockets, index, true),
@@ -512,33 +543,55 @@ impl Client {
         })
     }
 
+    /// Whether connections can use the route to the exit now.
+    fn route_view(&self, cx: &Context<'_>) -> RouteView {
+        match (cx.node.route_status(&self.options.exit), self.route) {
+            (RouteStatus::Ready, _) => RouteView::Ready,
+            (RouteStatus::Absent, RouteState::NoPath(_)) => RouteView::Unreachable,
+            _ => RouteView::Wait,
+        }
+    }
+
+    /// Follows the node's route to the exit, and has one built when there is none: after a
+    /// back-off when the last one failed or went down, as soon as the node's graph changes
+    /// when no path was known.
     fn maintain_route(&mut self, cx: &mut Context<'_>) {
-        let ready = cx.route_ready(&self.options.exit);
-        match self.route {
-            RouteState::Building(_) => return,
-            // A route built by hand (`build_route`) serves as well.
-            _ if ready => {
-                self.route = RouteState::Ready;
-                return;
+        if cx.node.route_status(&self.options.exit) != RouteStatus::Absent {
+            // Ready, or being built or repaired (a repair is the node's: no rebuild races it).
+            if !matches!(self.route, RouteState::Building(_)) {
+                self.route = RouteState::Held;
             }
+            return;
+        }
+        match self.route {
             RouteState::Down(at) if cx.now < at => return,
-            // Gone without an event (removed by hand): build it after the first back-off,
-            // unless one comes up meanwhile, so that a route rebuilt by hand is not raced.
-            RouteState::Ready => {
+            RouteState::NoPath(graph) if cx.node.graph_version() == graph => return,
+            // Gone without an event (removed by hand; a setup whose outcome went astray):
+            // build it after the first back-off, unless one comes up meanwhile, so that a route
+            // rebuilt by hand is not raced.
+            RouteState::Held | RouteState::Building(_) => {
                 self.schedule_rebuild(cx.now);
                 return;
             }
-            RouteState::Down(_) => {}
+            RouteState::Down(_) | RouteState::NoPath(_) => {}
         }
-        let mut path = vec![cx.node.key()];
-        path.extend(self.options.route_path());
-        match cx.node.build_route(cx.now, &path) {
+        let exit = self.options.exit;
+        let built = match self.options.route_path() {
+            Some(path) => {
+                let mut full = vec![cx.node.key()];
+                full.extend(path);
+                cx.node.build_route(cx.now, &full)
+            }
+            None => cx.node.build_route_to(cx.now, &exit),
+        };
+        match built {
             Ok(setup) => self.route = RouteState::Building(setup),
+            Err(RouteError::NoPath(_)) => {
+                log::debug!("SOCKS client: no path to the exit {exit} is known");
+                self.route = RouteState::NoPath(cx.node.graph_version());
+            }
             Err(error) => {
-                log::debug!(
-                    "SOCKS client: cannot build a route to the exit {}: {error}",
-                    self.options.exit
-                );
+                log::debug!("SOCKS client: cannot build a route to the exit {exit}: {error}");
                 self.schedule_rebuild(cx.now);
             }
         }
@@ -648,7 +701,7 @@ impl Connection {
         cx: &mut Context<'_>,
         graveyard: &mut Vec<TcpHandle>,
         options: &ClientOptions,
-        route_ready: bool,
+        route: RouteView,
         exit: SocketAddrV6,
         opening: &mut usize,
     ) -> Outcome {
@@ -661,8 +714,7 @@ impl Connection {
             }
             let phase = std::mem::replace(&mut self.phase, Phase::Linger { shut: true });
             let before = std::mem::discriminant(&phase);
-            let next = match self.advance(phase, cx, graveyard, options, route_ready, exit, opening)
-            {
+            let next = match self.advance(phase, cx, graveyard, options, route, exit, opening) {
                 Ok(next) => next,
                 Err(outcome) => return outcome,
             };
@@ -682,7 +734,7 @@ impl Connection {
         cx: &mut Context<'_>,
         graveyard: &mut Vec<TcpHandle>,
         options: &ClientOptions,
-        route_ready: bool,
+        route: RouteView,
         exit: SocketAddrV6,
         opening: &mut usize,
     ) -> Result<Phase, Outcome> {
@@ -723,9 +775,11 @@ impl Connection {
                 }
             },
             Phase::WaitRoute(target) => {
-                if now >= self.deadline {
+                if route == RouteView::Unreachable {
+                    self.answer(now, ReplyCode::NetworkUnreachable)
+                } else if now >= self.deadline {
                     self.answer(now, ReplyCode::GeneralFailure)
-                } else if route_ready && *opening < MAX_OPENING {
+                } else if route == RouteView::Ready && *opening < MAX_OPENING {
                     match cx.stack.connect(exit) {
                         Ok(handle) => {
                             watch_peer(cx.stack, handle, MESH_TIMEOUT.min(options.connect_timeout));

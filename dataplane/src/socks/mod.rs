@@ -44,10 +44,10 @@ pub struct ClientOptions {
     pub exit: NodeKey,
     /// The mesh TCP port of the exit's server app.
     pub exit_port: u16,
-    /// The nodes the route to the exit goes through after this one, the exit last; empty for
-    /// a direct route. Until the node manager chooses paths, a route built with `build_route`
-    /// serves as well.
-    pub path: Vec<NodeKey>,
+    /// The nodes the route to the exit goes through after this one, the exit last or left
+    /// out; `None` for a path the node chooses itself and rebuilds over another when it
+    /// breaks. A route to the exit built by other means (`build_route`) serves as well.
+    pub path: Option<Vec<NodeKey>>,
     /// How long a local client may take to send its greeting and request.
     pub handshake_timeout: Duration,
     /// How long the route, the mesh stream and the exit's dial may take together.
@@ -66,7 +66,7 @@ impl ClientOptions {
             listen: DEFAULT_LISTEN,
             exit,
             exit_port: DEFAULT_PORT,
-            path: Vec::new(),
+            path: None,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(600),
@@ -74,13 +74,14 @@ impl ClientOptions {
         }
     }
 
-    /// The route's path after this node: `path` ending with the exit, or just the exit.
-    pub fn route_path(&self) -> Vec<NodeKey> {
-        let mut path = self.path.clone();
+    /// The configured path after this node, ending with the exit; `None` when the node
+    /// chooses it.
+    pub fn route_path(&self) -> Option<Vec<NodeKey>> {
+        let mut path = self.path.clone()?;
         if path.last() != Some(&self.exit) {
             path.push(self.exit);
         }
-        path
+        Some(path)
     }
 }
 

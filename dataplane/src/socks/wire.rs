@@ -32,7 +32,8 @@ pub enum ReplyCode {
     GeneralFailure = 0x01,
     /// Connection not allowed by ruleset: the exit does not take this node's key.
     NotAllowed = 0x02,
-    /// Network unreachable.
+    /// Network unreachable: no path to the exit is known, or the exit has no route to the
+    /// target's network.
     NetworkUnreachable = 0x03,
     /// Host unreachable: the name did not resolve, or the target did not answer.
     HostUnreachable = 0x04,

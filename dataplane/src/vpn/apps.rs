@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{ClientOptions, HostOps, ServerOptions, VpnClient, VpnError, VpnOptions, VpnServer};
 use crate::api::vpn::{ClientStatus, ServerStatus, VpnApp, VpnStatus};
 use crate::identity::NodeKey;
-use crate::node::{SetupId, INNER_MTU};
+use crate::node::{RouteDownReason, RouteError, SetupId, INNER_MTU};
 use crate::service::{Context, HostOp, HostResult};
 
 /// The VPN apps.
@@ -265,24 +265,23 @@ impl VpnApps {
         Some((VpnApp::Client, frame))
     }
 
-    pub(crate) fn route_ready(&mut self, now: Instant, peer: &NodeKey) {
-        if let Some(client) = self.client.as_mut() {
-            client.route_ready(now, peer);
-        }
-    }
-
-    pub(crate) fn route_failed(&mut self, now: Instant, setup: SetupId, error: &str) {
+    pub(crate) fn route_failed(&mut self, now: Instant, setup: SetupId, error: &RouteError) {
         if let Some(client) = self.client.as_mut() {
             client.route_failed(now, setup, error);
         }
     }
 
-    pub(crate) fn route_down(&mut self, cx: &mut Context<'_>, peer: &NodeKey) {
+    pub(crate) fn route_down(
+        &mut self,
+        cx: &mut Context<'_>,
+        peer: &NodeKey,
+        reason: RouteDownReason,
+    ) {
         if let Some(server) = self.server.as_mut() {
             server.route_down(peer);
         }
         if let Some(client) = self.client.as_mut() {
-            client.route_down(cx.now, peer, cx.stack);
+            client.route_down(cx.now, peer, reason, cx.stack);
         }
     }
 

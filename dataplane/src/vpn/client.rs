@@ -1,7 +1,9 @@
-//! The VPN client app: has its TUN device made, builds a route to its server, asks it for
+//! The VPN client app: has its TUN device made, has the node build a route to its server (over
+//! a path the node chooses and repairs, or along the configured one), asks the server for
 //! addresses over the mesh stack, has them put on the device with the configured routes, and
-//! carries packets between the device and the server's route session; rebuilds the route
-//! when it goes down and keeps its addresses, which the server keeps for its key.
+//! carries packets between the device and the server's route session. It follows the node's
+//! route status: a repair goes on under its flows, and a route that goes down is built again,
+//! with the addresses kept (the server keeps them for its key).
 
 use std::net::{IpAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use super::pool::Lease;
 use super::{ClientOptions, HostOps, VpnError, FWMARK};
 use crate::api::vpn::{ClientStatus, DropCounts, Traffic, VpnApp};
 use crate::identity::NodeKey;
-use crate::node::{Node, SetupId, INNER_MTU};
+use crate::node::{Node, RouteDownReason, RouteError, RouteStatus, SetupId, INNER_MTU};
 use crate::service::{HostOp, HostResult};
 use crate::stack::{MeshStack, TcpHandle};
 
@@ -31,10 +33,14 @@ enum Phase {
     Opening,
     /// Waiting before the next try.
     Waiting { until: Instant },
-    /// A route setup is under way.
+    /// A route setup this app asked for is under way.
     Building { setup: SetupId },
-    /// Waiting, until a deadline, for a route another setup made to become ready.
+    /// Waiting, until a deadline, for a route the node is setting up or repairing to become
+    /// ready.
     AwaitingRoute { until: Instant },
+    /// No path to the server is known, as of this version of the node's graph: tried again
+    /// when the graph changes.
+    Unreachable { graph: u64, why: String },
     /// The lease exchange is under way (since then).
     Leasing { since: Instant },
     /// The granted addresses and the routes are being put in place.
@@ -256,43 +262,52 @@ impl VpnClient {
         }
     }
 
-    /// The route to `peer` is ready.
-    pub fn route_ready(&mut self, now: Instant, peer: &NodeKey) {
-        if *peer == self.options.server
-            && matches!(
-                self.phase,
-                Phase::Building { .. } | Phase::AwaitingRoute { .. }
-            )
-        {
-            self.phase = Phase::Leasing { since: now };
-        }
-    }
-
     /// A route setup failed.
-    pub fn route_failed(&mut self, now: Instant, setup: SetupId, error: &str) {
+    pub fn route_failed(&mut self, now: Instant, setup: SetupId, error: &RouteError) {
         if self.phase == (Phase::Building { setup }) {
             self.fail(now, format!("route to the server failed: {error}"));
         }
     }
 
-    /// The route to `peer` went down.
-    pub fn route_down(&mut self, now: Instant, peer: &NodeKey, stack: &mut MeshStack) {
+    /// The route to `peer` went down, and the node could not repair it.
+    pub fn route_down(
+        &mut self,
+        now: Instant,
+        peer: &NodeKey,
+        reason: RouteDownReason,
+        stack: &mut MeshStack,
+    ) {
         if *peer != self.options.server {
             return;
         }
         self.drop_exchange(stack);
         match self.phase {
             Phase::Up | Phase::Configuring => {
-                log::warn!("VPN: the route to the server went down; rebuilding it");
+                log::warn!("VPN: the route to the server went down ({reason}); rebuilding it");
                 self.phase = Phase::Waiting { until: now };
             }
-            Phase::Refused { .. } | Phase::Waiting { .. } | Phase::Opening => {}
+            Phase::Refused { .. }
+            | Phase::Waiting { .. }
+            | Phase::Opening
+            | Phase::Unreachable { .. } => {}
             _ => {
                 self.phase = Phase::Waiting {
                     until: now + self.retry,
                 };
             }
         }
+    }
+
+    /// No path to the server is known: the status says so until the node's graph changes.
+    fn unreachable(&mut self, node: &Node, error: &RouteError) {
+        if !matches!(self.phase, Phase::Unreachable { .. }) {
+            log::warn!("VPN client: {error}; trying again when the mesh changes");
+        }
+        self.last_error = Some(error.to_string());
+        self.phase = Phase::Unreachable {
+            graph: node.graph_version(),
+            why: error.to_string(),
+        };
     }
 
     fn fail(&mut self, now: Instant, why: String) {
@@ -320,9 +335,19 @@ impl VpnClient {
         stack: &mut MeshStack,
         host: &mut HostOps,
     ) {
+        let server = self.options.server;
         match self.phase.clone() {
             Phase::Waiting { until } | Phase::Refused { until, .. } if now >= until => {
                 self.connect(now, node);
+            }
+            Phase::Unreachable { graph, .. } if node.graph_version() != graph => {
+                self.connect(now, node);
+            }
+            Phase::Building { .. } | Phase::AwaitingRoute { .. }
+                if node.route_status(&server) == RouteStatus::Ready =>
+            {
+                self.phase = Phase::Leasing { since: now };
+                self.poll_exchange(now, stack, host);
             }
             Phase::Leasing { .. } => self.poll_exchange(now, stack, host),
             Phase::AwaitingRoute { until } if now >= until => {
@@ -341,26 +366,33 @@ impl VpnClient {
             self.was_up = false;
         }
         let server = self.options.server;
-        if node
-            .routes()
-            .any(|(peer, route)| *peer == server && route.ready)
-        {
-            self.phase = Phase::Leasing { since: now };
-            return;
+        match node.route_status(&server) {
+            RouteStatus::Ready => {
+                self.phase = Phase::Leasing { since: now };
+                return;
+            }
+            RouteStatus::Building | RouteStatus::Repairing => {
+                self.phase = Phase::AwaitingRoute {
+                    until: now + EXCHANGE_TIMEOUT,
+                };
+                return;
+            }
+            RouteStatus::Absent => {}
         }
-        if node.routes().any(|(peer, _)| *peer == server) {
-            self.phase = Phase::AwaitingRoute {
-                until: now + EXCHANGE_TIMEOUT,
-            };
-            return;
-        }
-        let mut path = vec![node.key()];
-        path.extend(self.options.path.iter().copied());
-        if path.last() != Some(&server) {
-            path.push(server);
-        }
-        match node.build_route(now, &path) {
+        let built = match &self.options.path {
+            Some(relays) => {
+                let mut path = vec![node.key()];
+                path.extend(relays.iter().copied());
+                if path.last() != Some(&server) {
+                    path.push(server);
+                }
+                node.build_route(now, &path)
+            }
+            None => node.build_route_to(now, &server),
+        };
+        match built {
             Ok(setup) => self.phase = Phase::Building { setup },
+            Err(error @ RouteError::NoPath(_)) => self.unreachable(node, &error),
             Err(error) => self.fail(now, format!("cannot build a route to the server: {error}")),
         }
     }
@@ -500,6 +532,7 @@ impl VpnClient {
             Phase::Up => "up".to_owned(),
             Phase::Leasing { .. } | Phase::Configuring => "leasing".to_owned(),
             Phase::Building { .. } | Phase::AwaitingRoute { .. } => "connecting".to_owned(),
+            Phase::Unreachable { why, .. } => format!("unreachable: {why}"),
             Phase::Refused { refusal, .. } => format!("refused: {refusal}"),
             Phase::Waiting { .. } => match &self.last_error {
                 Some(error) => format!("connecting (last try: {error})"),

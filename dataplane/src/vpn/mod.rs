@@ -90,8 +90,9 @@ pub struct ClientOptions {
     pub tun: TunName,
     /// The server's key.
     pub server: NodeKey,
-    /// The nodes between this one and the server, in order (empty: a direct neighbour).
-    pub path: Vec<NodeKey>,
+    /// The nodes between this one and the server, in order (the server last or left out);
+    /// `None` for a path the node chooses itself and rebuilds over another when it breaks.
+    pub path: Option<Vec<NodeKey>>,
     /// What to send through the tunnel; `0.0.0.0/0` and `::/0` mean everything.
     pub routes: Vec<Prefix>,
     /// The server's mesh TCP port of the lease exchange.

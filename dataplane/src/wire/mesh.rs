@@ -1,6 +1,7 @@
 //! The mesh packet: a plain IPv6 header whose flow label carries the route id of the current hop,
-//! followed by a control message (next header 253) or a route session message (254). Owns the
-//! checked view, its `MeshHeader` representation and the relay's in-place label rewrite.
+//! followed by a control message (next header 253), a route session message (254) or, on a direct
+//! route, the inner packet itself (252). Owns the checked view, its `MeshHeader` representation
+//! and the relay's in-place label rewrite.
 
 use std::net::Ipv6Addr;
 
@@ -12,10 +13,13 @@ pub const HEADER_LEN: usize = 40;
 /// The hop limit an origin puts on the packets it sends.
 pub const DEFAULT_HOP_LIMIT: u8 = 64;
 
-/// What a mesh packet carries: the only two next headers that travel between nodes.
+/// What a mesh packet carries: the only next headers that travel between nodes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[repr(u8)]
 pub enum NextHeader {
+    /// An inner packet on a direct route, not encrypted again: the hop's transport between the
+    /// route's two ends already does that. Relays never forward it.
+    Direct = 252,
     /// The nodes' own versioned control messages (RFC 3692 experimental value).
     Control = 253,
     /// An end-to-end route session message, which relays forward without looking inside.
@@ -26,6 +30,7 @@ impl NextHeader {
     /// The next header for an IPv6 next-header value, if nodes exchange it.
     pub const fn from_u8(value: u8) -> Option<NextHeader> {
         match value {
+            252 => Some(NextHeader::Direct),
             253 => Some(NextHeader::Control),
             254 => Some(NextHeader::Session),
             _ => None,
@@ -145,7 +150,7 @@ impl<T: AsRef<[u8]>> MeshPacket<T> {
         self.header()[field::NEXT_HEADER]
     }
 
-    /// What the packet carries. On an unchecked packet a value other than 253 reads as
+    /// What the packet carries. On an unchecked packet a value other than 252 and 253 reads as
     /// `Session`: the opaque kind, which nothing but a route session ever interprets.
     pub fn next_header(&self) -> NextHeader {
         NextHeader::from_u8(self.next_header_raw()).unwrap_or(NextHeader::Session)
@@ -391,7 +396,8 @@ mod tests {
     fn next_header_values() {
         assert_eq!(NextHeader::from_u8(253), Some(NextHeader::Control));
         assert_eq!(NextHeader::from_u8(254), Some(NextHeader::Session));
-        for value in [0, 6, 17, 58, 252, 255] {
+        assert_eq!(NextHeader::from_u8(252), Some(NextHeader::Direct));
+        for value in [0, 6, 17, 58, 251, 255] {
             assert_eq!(NextHeader::from_u8(value), None);
         }
         assert_eq!(NextHeader::Control.as_u8(), 253);
@@ -464,7 +470,7 @@ mod tests {
 
     #[test]
     fn other_next_headers_are_rejected() {
-        for value in [6, 17, 58, 252, 255] {
+        for value in [6, 17, 58, 251, 255] {
             let mut bytes = sample_packet(b"abcd");
             bytes[6] = value;
             assert_eq!(
