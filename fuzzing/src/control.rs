@@ -151,6 +151,8 @@ fn sample_lines() -> Vec<(&'static str, String)> {
         ("rm_neighbour", vec!["rm_neighbour", &key]),
         ("list_routes", vec!["list_routes"]),
         ("build_route", vec!["build_route", &key, &other]),
+        ("find_route", vec!["fr", &other]),
+        ("list_nodes", vec!["list_nodes"]),
         ("rm_route", vec!["rr", &other]),
         ("ping_node", vec!["pn", &other, "4"]),
         ("vpn", vec!["vpn", "start", "server"]),

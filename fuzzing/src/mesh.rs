@@ -103,7 +103,8 @@ pub fn control_message_seeds() -> Vec<Seed> {
         .collect()
 }
 
-/// Mesh packets carrying control messages, and a session message.
+/// Mesh packets carrying control messages, a session message, and an inner packet on a
+/// direct route.
 pub fn mesh_packet_seeds() -> Vec<Seed> {
     let (peer, node) = (key(PEER_SECRET), key(NODE_SECRET));
     let mut seeds: Vec<Seed> = sample_messages()
@@ -115,7 +116,22 @@ pub fn mesh_packet_seeds() -> Vec<Seed> {
         .collect();
     seeds.push(Seed::new(
         "session.bin",
-        session_packet(route(0x1234), peer, node, b"a route session's message"),
+        carrying(
+            NextHeader::Session,
+            route(0x1234),
+            peer,
+            node,
+            b"a route session's message",
+        ),
+    ));
+    let inner = skywire_dataplane::sim::ipv6_packet(
+        peer.mesh_address(),
+        node.mesh_address(),
+        b"over a direct route",
+    );
+    seeds.push(Seed::new(
+        "direct.bin",
+        carrying(NextHeader::Direct, route(0x1234), peer, node, &inner),
     ));
     seeds
 }
@@ -167,18 +183,27 @@ pub(crate) fn control_packet(
     buf
 }
 
-pub(crate) fn session_packet(id: RouteId, from: NodeKey, to: NodeKey, message: &[u8]) -> Vec<u8> {
+/// A mesh packet from `from` to `to` on route id `id` that carries `payload`: a route
+/// session's message ([`NextHeader::Session`]) or an inner packet on a direct route
+/// ([`NextHeader::Direct`]).
+pub(crate) fn carrying(
+    next_header: NextHeader,
+    id: RouteId,
+    from: NodeKey,
+    to: NodeKey,
+    payload: &[u8],
+) -> Vec<u8> {
     let header = MeshHeader {
         route_id: id,
-        next_header: NextHeader::Session,
+        next_header,
         hop_limit: 64,
         src: from.mesh_address(),
         dst: to.mesh_address(),
-        payload_len: message.len(),
+        payload_len: payload.len(),
     };
     let mut packet = vec![0u8; header.buffer_len()];
     header.emit(&mut packet).expect("a short payload");
-    packet[HEADER_LEN..].copy_from_slice(message);
+    packet[HEADER_LEN..].copy_from_slice(payload);
     packet
 }
 

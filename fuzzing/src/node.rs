@@ -1,7 +1,8 @@
 //! A node's datagram path, end to end: what its two neighbours send it through their
 //! transports, into liveness, the adverts and the topology, route setup (with its
 //! retransmissions and remembered answers), relaying, route control, and route sessions whose
-//! proof adopts a route. The harness plays the neighbours as real ones behave where the input
+//! proof adopts a route, and direct routes whose inner packets travel in the transport alone
+//! (next header 252). The harness plays the neighbours as real ones behave where the input
 //! cannot (answering probes, holding their end of a route session); the rest is the input's.
 
 use std::collections::HashMap;
@@ -21,14 +22,15 @@ use skywire_dataplane::{
     NeighbourConfig, NodeKey, RouteId, SecretKey, TransportId, Transports, MAX_DATAGRAM,
 };
 
-use crate::mesh::{control_packet, route, session_packet, setup_request};
+use crate::mesh::{carrying, control_packet, route, setup_request};
 use crate::{advert, key, records, Seed, NEXT_SECRET, NODE_SECRET, PEER_SECRET};
 
 /// Neighbour 0 (the peer) or 1 (the next) seals the record as a mesh packet in its transport.
 const SEAL: u8 = 0;
 /// A raw datagram from the peer's address.
 const RAW: u8 = 2;
-/// A wait of as many milliseconds as the record's first two bytes say; then the node's timers.
+/// As many milliseconds as the record's first two bytes say pass with the neighbours
+/// answering as they do: the clock steps from one of the node's deadlines to the next.
 const WAIT: u8 = 3;
 /// Neighbour 0 or 1 sends the record as an IP packet through its route session with the node,
 /// over the newest route between them.
@@ -37,8 +39,22 @@ const SESSION: u8 = 4;
 /// (`byte & 3`: 0, 1, else 2), along the path of it alone, or, when `byte & 4`, over the path
 /// it chooses itself.
 const BUILD: u8 = 6;
+/// The neighbours fall silent for as many milliseconds as the record's first two bytes say:
+/// the clock jumps, the node's timers run (its links die when the silence is long enough), and
+/// the neighbours answer what the node then sends.
+const SILENCE: u8 = 7;
+/// Neighbour 0 or 1 sends the record as the inner packet of a direct route (next header 252)
+/// over the newest route between them.
+const DIRECT: u8 = 8;
 /// Record kinds are read modulo this.
-const KINDS: u8 = 7;
+const KINDS: u8 = 10;
+
+/// The shortest step of the clock while time passes, so that it always moves on.
+const MIN_STEP: Duration = Duration::from_millis(1);
+/// How much time one input may let pass with the clock stepping through the node's deadlines
+/// (each 65 s costs a few milliseconds); [`WAIT`]s beyond it jump as a [`SILENCE`] does, so
+/// that no input runs long.
+const STEPPED_TIME: Duration = Duration::from_secs(600);
 
 const NODE_ENDPOINT: SocketAddr = endpoint(7001);
 
@@ -52,13 +68,7 @@ pub fn node_datagram(data: &[u8]) -> bool {
     let mut mesh = Neighbourhood::new();
     let mut accepted = false;
     for (kind, bytes) in records::split(data) {
-        accepted |= match kind % KINDS {
-            kind @ (SEAL | 1) => mesh.seal_and_deliver(usize::from(kind - SEAL), bytes),
-            RAW => mesh.deliver_raw(bytes),
-            WAIT => mesh.wait(bytes),
-            kind @ (SESSION | 5) => mesh.send_in_session(usize::from(kind - SESSION), bytes),
-            _ => mesh.build_route(bytes.first().copied().unwrap_or(0)),
-        };
+        accepted |= mesh.apply(kind, bytes);
     }
     accepted
 }
@@ -68,6 +78,8 @@ struct Neighbourhood {
     node: Node,
     neighbours: [Neighbour; 2],
     now: Instant,
+    /// The time [`WAIT`]s let pass so far.
+    waited: Duration,
     buf: Vec<u8>,
     /// What the node told its driver.
     events: Vec<Event>,
@@ -251,6 +263,22 @@ impl Neighbour {
         }
     }
 
+    /// Sends `packet` as the inner packet of a direct route over the newest route, as an end
+    /// of a direct route sends what it carries; true when it went.
+    fn send_direct(&mut self, packet: &[u8]) -> bool {
+        let Some(route) = self.routes.last().copied() else {
+            return false;
+        };
+        let mesh = carrying(
+            NextHeader::Direct,
+            route.to_node,
+            self.key(),
+            key(NODE_SECRET),
+            packet,
+        );
+        self.seal(&mesh)
+    }
+
     /// Sends `packet` through the route session over the newest route; true when it went.
     fn send_in_session(&mut self, packet: &[u8]) -> bool {
         let Some(route) = self.routes.last().copied() else {
@@ -264,7 +292,13 @@ impl Neighbour {
     }
 
     fn send_session_message(&mut self, route: SessionRoute, message: &[u8]) -> bool {
-        let packet = session_packet(route.to_node, self.key(), key(NODE_SECRET), message);
+        let packet = carrying(
+            NextHeader::Session,
+            route.to_node,
+            self.key(),
+            key(NODE_SECRET),
+            message,
+        );
         self.seal(&packet)
     }
 
@@ -287,7 +321,8 @@ fn control_message_in(packet: &[u8]) -> Option<ControlMessage> {
 }
 
 impl Neighbourhood {
-    /// The node with both links up: its first probes went out and were answered.
+    /// The node with both links up: its first probes (which it spreads over a probe interval)
+    /// went out and were answered.
     fn new() -> Neighbourhood {
         let now = Instant::now();
         let neighbours = [
@@ -299,17 +334,34 @@ impl Neighbourhood {
             config(PEER_SECRET, neighbours[0].endpoint),
             config(NEXT_SECRET, neighbours[1].endpoint),
         ];
+        let probe_interval = options.probe_interval;
         let node = Node::new(options, now, Box::new(SplitMix(1))).expect("two neighbours");
         let mut mesh = Neighbourhood {
             node,
             neighbours,
             now,
+            waited: Duration::ZERO,
             buf: vec![0; MAX_DATAGRAM],
             events: Vec::new(),
         };
-        mesh.node.handle_timeout(now);
-        mesh.exchange();
+        mesh.wait(probe_interval);
+        let up = |neighbour: &Neighbour| mesh.node.is_link_alive(&neighbour.key());
+        assert!(mesh.neighbours.iter().all(up), "both links are up");
         mesh
+    }
+
+    /// Applies one record of `kind` (the constants of this module); true when it reached the
+    /// node and the node counted no drop for it.
+    fn apply(&mut self, kind: u8, bytes: &[u8]) -> bool {
+        match kind % KINDS {
+            kind @ (SEAL | 1) => self.seal_and_deliver(usize::from(kind - SEAL), bytes),
+            RAW => self.deliver_raw(bytes),
+            WAIT => self.wait(millis(bytes)),
+            kind @ (SESSION | 5) => self.send_in_session(usize::from(kind - SESSION), bytes),
+            BUILD => self.build_route(bytes.first().copied().unwrap_or(0)),
+            SILENCE => self.fall_silent(millis(bytes)),
+            kind => self.send_direct(usize::from(kind - DIRECT), bytes),
+        }
     }
 
     /// Runs `step` and carries what it made; true when the node counted no drop meanwhile.
@@ -328,6 +380,10 @@ impl Neighbourhood {
         self.counting_drops(|mesh| mesh.neighbours[from].send_in_session(packet))
     }
 
+    fn send_direct(&mut self, from: usize, packet: &[u8]) -> bool {
+        self.counting_drops(|mesh| mesh.neighbours[from].send_direct(packet))
+    }
+
     fn deliver_raw(&mut self, datagram: &[u8]) -> bool {
         let from = self.neighbours[0].endpoint;
         self.counting_drops(|mesh| {
@@ -336,9 +392,28 @@ impl Neighbourhood {
         })
     }
 
-    fn wait(&mut self, bytes: &[u8]) -> bool {
-        let millis = bytes.first_chunk().map_or(0, |ms| u16::from_be_bytes(*ms));
-        self.now += Duration::from_millis(millis.into());
+    /// Lets `time` pass as a driver does: the node's timers run at each of its deadlines, and
+    /// what it sends meanwhile is answered (up to [`STEPPED_TIME`] in all).
+    fn wait(&mut self, time: Duration) -> bool {
+        self.waited += time;
+        if self.waited > STEPPED_TIME {
+            return self.fall_silent(time);
+        }
+        let end = self.now + time;
+        loop {
+            self.node.handle_timeout(self.now);
+            self.exchange();
+            if self.now >= end {
+                return false;
+            }
+            let (deadline, _) = self.node.poll_timeout();
+            self.now = deadline.max(self.now + MIN_STEP).min(end);
+        }
+    }
+
+    /// Lets `time` pass with nothing carried until its end.
+    fn fall_silent(&mut self, time: Duration) -> bool {
+        self.now += time;
         self.node.handle_timeout(self.now);
         self.exchange();
         false
@@ -405,6 +480,12 @@ impl Neighbourhood {
     }
 }
 
+/// The time a [`WAIT`] or [`SILENCE`] record says.
+fn millis(bytes: &[u8]) -> Duration {
+    let millis = bytes.first_chunk().map_or(0, |ms| u16::from_be_bytes(*ms));
+    Duration::from_millis(millis.into())
+}
+
 // ----- seeds -----
 
 /// Sequences that exercise each part of the node, learning the route and setup ids the node
@@ -414,6 +495,7 @@ pub fn node_datagram_seeds() -> Vec<Seed> {
         Seed::new("probe.rec", probe_seed()),
         Seed::new("adverts.rec", adverts_seed()),
         Seed::new("route_to_node.rec", route_to_node_seed()),
+        Seed::new("direct_route_to_node.rec", direct_route_to_node_seed()),
         Seed::new("route_through_node.rec", route_through_node_seed()),
         Seed::new("route_from_node.rec", route_from_node_seed()),
         Seed::new("refused_setup.rec", refused_setup_seed()),
@@ -424,14 +506,24 @@ fn wait(records: &mut Vec<u8>, millis: u16) {
     records::push(records, WAIT, &millis.to_be_bytes());
 }
 
+fn fall_silent(records: &mut Vec<u8>, millis: u16) {
+    records::push(records, SILENCE, &millis.to_be_bytes());
+}
+
 fn seal(records: &mut Vec<u8>, from: usize, id: RouteId, message: &ControlMessage) {
     let (secret, kind) = [(PEER_SECRET, SEAL), (NEXT_SECRET, SEAL + 1)][from];
     let packet = control_packet(id, key(secret), key(NODE_SECRET), message);
     records::push(records, kind, &packet);
 }
 
-/// Probes from the peer, a time of silence, and an answer from the next to a probe the node
-/// never sent.
+/// An IPv6 packet from `from`'s mesh address to `to`'s, as an app sends it over a route.
+fn inner_packet(from: NodeKey, to: NodeKey, payload: &[u8]) -> Vec<u8> {
+    skywire_dataplane::sim::ipv6_packet(from.mesh_address(), to.mesh_address(), payload)
+}
+
+/// Probes from the peer, a silence in which the links die (they come back when the
+/// neighbours answer again), an answer from the next to a probe the node never sent, and a
+/// while in which the neighbours answer the node's probes.
 fn probe_seed() -> Vec<u8> {
     let mut records = Vec::new();
     seal(
@@ -440,10 +532,10 @@ fn probe_seed() -> Vec<u8> {
         RouteId::CONTROL,
         &ControlMessage::Probe { nonce: 7 },
     );
-    wait(&mut records, 2000);
+    fall_silent(&mut records, 2000);
     let reply = ControlMessage::ProbeReply { nonce: 7 };
     seal(&mut records, 1, RouteId::CONTROL, &reply);
-    wait(&mut records, 12_000);
+    wait(&mut records, 3000);
     records
 }
 
@@ -476,9 +568,7 @@ fn adverts_seed() -> Vec<u8> {
     }
     wait(&mut records, 1500);
     records::push(&mut records, BUILD, &[2 | 4]);
-    for _ in 0..4 {
-        wait(&mut records, 1000);
-    }
+    wait(&mut records, 5000);
     records
 }
 
@@ -494,23 +584,46 @@ fn route_to_node_seed() -> Vec<u8> {
         &setup_request(1, vec![peer, node]),
     );
     let forward = accepted_route(&records, 0, 1);
-    let packet = skywire_dataplane::sim::ipv6_packet(
-        peer.mesh_address(),
-        node.mesh_address(),
-        b"to the mesh stack",
-    );
+    let packet = inner_packet(peer, node, b"to the mesh stack");
     records::push(&mut records, SESSION, &packet);
     seal(&mut records, 0, forward, &ControlMessage::Refresh);
-    for _ in 0..3 {
-        wait(&mut records, 5_000);
-    }
+    wait(&mut records, 15_000);
+    seal(&mut records, 0, forward, &ControlMessage::Teardown);
+    records
+}
+
+/// A direct route from the peer to the node, which its first inner packet in the transport
+/// alone (next header 252) proves; then what the node must refuse on it: such a packet from
+/// the next, one whose outer source is not the peer, and one whose inner source is not the
+/// peer; then a refresh, a while, and its teardown.
+fn direct_route_to_node_seed() -> Vec<u8> {
+    let (peer, node, next) = (key(PEER_SECRET), key(NODE_SECRET), key(NEXT_SECRET));
+    let mut records = Vec::new();
+    seal(
+        &mut records,
+        0,
+        RouteId::CONTROL,
+        &setup_request(4, vec![peer, node]),
+    );
+    let forward = accepted_route(&records, 0, 4);
+    let inner = inner_packet(peer, node, b"direct to the mesh stack");
+    records::push(&mut records, DIRECT, &inner);
+    // The same from the next, and from the peer with the next's address as its outer source.
+    let from_next = carrying(NextHeader::Direct, forward, next, node, &inner);
+    records::push(&mut records, SEAL + 1, &from_next);
+    records::push(&mut records, SEAL, &from_next);
+    let spoofed = inner_packet(next, node, b"not from the peer");
+    records::push(&mut records, DIRECT, &spoofed);
+    seal(&mut records, 0, forward, &ControlMessage::Refresh);
+    wait(&mut records, 2000);
     seal(&mut records, 0, forward, &ControlMessage::Teardown);
     records
 }
 
 /// A route from the peer through the node to the next: the node sends the request on again
 /// while the next is silent, the peer asks again (the node is still waiting, then answers from
-/// memory), traffic both ways on the route, and its end.
+/// memory), traffic both ways on the route, an inner packet without a route session that a
+/// relay must not pass on, and the route's end.
 fn route_through_node_seed() -> Vec<u8> {
     let (peer, node, next) = (key(PEER_SECRET), key(NODE_SECRET), key(NEXT_SECRET));
     let mut records = Vec::new();
@@ -527,10 +640,13 @@ fn route_through_node_seed() -> Vec<u8> {
     seal(&mut records, 1, RouteId::CONTROL, &accept);
     seal(&mut records, 0, RouteId::CONTROL, &request);
     let forward = accepted_route(&records, 0, 2);
-    let data = session_packet(forward, peer, next, b"relayed forward");
+    let data = carrying(NextHeader::Session, forward, peer, next, b"relayed forward");
     records::push(&mut records, SEAL, &data);
-    let back = session_packet(reverse, next, peer, b"relayed back");
+    let back = carrying(NextHeader::Session, reverse, next, peer, b"relayed back");
     records::push(&mut records, SEAL + 1, &back);
+    let inner = inner_packet(peer, next, b"not for a relay");
+    let direct = carrying(NextHeader::Direct, forward, peer, next, &inner);
+    records::push(&mut records, SEAL, &direct);
     let down = ControlMessage::RouteDown {
         reporter: next,
         reason: DownReason::LinkDead,
@@ -539,9 +655,10 @@ fn route_through_node_seed() -> Vec<u8> {
     records
 }
 
-/// A route the node builds to the peer: the peer accepts it, the node proves it over its route
-/// session (a handshake, then a keepalive the peer answers), an IP packet from the peer over
-/// it, and the node's refreshes.
+/// A route the node builds to the peer, direct since they are neighbours: the peer accepts
+/// it, the node proves it over its route session (a handshake, then a keepalive the peer
+/// answers), an IP packet from the peer through the session and one in the transport alone,
+/// and the node's refreshes and new session keys for as long as it keeps the route.
 fn route_from_node_seed() -> Vec<u8> {
     let mut records = Vec::new();
     records::push(&mut records, BUILD, &[0]);
@@ -559,14 +676,13 @@ fn route_from_node_seed() -> Vec<u8> {
     };
     seal(&mut records, 0, RouteId::CONTROL, &accept);
     let (peer, node) = (key(PEER_SECRET), key(NODE_SECRET));
-    let packet = skywire_dataplane::sim::ipv6_packet(
-        peer.mesh_address(),
-        node.mesh_address(),
-        b"over the node's route",
-    );
+    let packet = inner_packet(peer, node, b"over the node's route");
     records::push(&mut records, SESSION, &packet);
+    let packet = inner_packet(peer, node, b"over the node's direct route");
+    records::push(&mut records, DIRECT, &packet);
+    // Past the interval after which the initiator of a direct route makes new session keys.
     for _ in 0..3 {
-        wait(&mut records, 4_000);
+        wait(&mut records, 45_000);
     }
     records
 }
@@ -581,27 +697,24 @@ fn refused_setup_seed() -> Vec<u8> {
     records
 }
 
+/// Runs `records` through the harness.
+fn replay(records: &[u8]) -> Neighbourhood {
+    let mut mesh = Neighbourhood::new();
+    for (kind, bytes) in records::split(records) {
+        mesh.apply(kind, bytes);
+    }
+    mesh
+}
+
 /// Runs `records` through the harness and returns the control messages the node sent
 /// neighbour `to`.
 fn run(records: &[u8], to: usize) -> Vec<ControlMessage> {
-    let mut mesh = Neighbourhood::new();
-    for (kind, bytes) in records::split(records) {
-        match kind {
-            WAIT => {
-                mesh.wait(bytes);
-            }
-            BUILD => {
-                mesh.build_route(bytes[0]);
-            }
-            SESSION => {
-                mesh.send_in_session(0, bytes);
-            }
-            _ => {
-                mesh.seal_and_deliver(usize::from(kind), bytes);
-            }
-        }
-    }
-    mesh.neighbours[to]
+    control_messages(&replay(records).neighbours[to])
+}
+
+/// The control messages the node sent `neighbour`.
+fn control_messages(neighbour: &Neighbour) -> Vec<ControlMessage> {
+    neighbour
         .received
         .iter()
         .filter_map(|packet| control_message_in(packet))
@@ -636,40 +749,9 @@ fn forwarded_reverse_id(records: &[u8]) -> RouteId {
 
 #[cfg(test)]
 mod tests {
+    use skywire_dataplane::node::NodeDrops;
+
     use super::*;
-
-    /// Runs a seed through the harness.
-    fn replay(records: &[u8]) -> Neighbourhood {
-        let mut mesh = Neighbourhood::new();
-        for (kind, bytes) in records::split(records) {
-            match kind % KINDS {
-                kind @ (SEAL | 1) => {
-                    mesh.seal_and_deliver(usize::from(kind - SEAL), bytes);
-                }
-                RAW => {
-                    mesh.deliver_raw(bytes);
-                }
-                WAIT => {
-                    mesh.wait(bytes);
-                }
-                kind @ (SESSION | 5) => {
-                    mesh.send_in_session(usize::from(kind - SESSION), bytes);
-                }
-                _ => {
-                    mesh.build_route(bytes[0]);
-                }
-            }
-        }
-        mesh
-    }
-
-    fn control_messages(neighbour: &Neighbour) -> Vec<ControlMessage> {
-        neighbour
-            .received
-            .iter()
-            .filter_map(|packet| control_message_in(packet))
-            .collect()
-    }
 
     fn seed(name: &str) -> Vec<u8> {
         node_datagram_seeds()
@@ -680,8 +762,16 @@ mod tests {
     }
 
     fn no_drops(mesh: &Neighbourhood) {
-        assert_eq!(mesh.node.drops(), Default::default());
+        assert_eq!(mesh.node.drops(), NodeDrops::default());
         assert_eq!(mesh.node.transports().drops(), Default::default());
+    }
+
+    /// Whether the node delivered, from `peer`, a packet that ends with `payload`.
+    fn delivered(mesh: &Neighbourhood, peer: NodeKey, payload: &[u8]) -> bool {
+        mesh.events.iter().any(|event| {
+            matches!(event, Event::Packet { peer: from, packet }
+                if *from == peer && packet.ends_with(payload))
+        })
     }
 
     #[test]
@@ -689,12 +779,31 @@ mod tests {
         let mesh = replay(&seed("route_to_node.rec"));
         let peer = key(PEER_SECRET);
         assert!(mesh.events.contains(&Event::RouteReady { peer }));
-        assert!(mesh
-            .events
-            .iter()
-            .any(|event| matches!(event, Event::Packet { peer: from, .. } if *from == peer)));
+        assert!(delivered(&mesh, peer, b"to the mesh stack"));
         assert_eq!(mesh.node.routes().count(), 0, "torn down");
         no_drops(&mesh);
+    }
+
+    #[test]
+    fn a_direct_route_to_the_node_takes_inner_packets_from_its_other_end_alone() {
+        let mesh = replay(&seed("direct_route_to_node.rec"));
+        let peer = key(PEER_SECRET);
+        assert!(mesh.events.contains(&Event::RouteReady { peer }));
+        assert!(delivered(&mesh, peer, b"direct to the mesh stack"));
+        let delivered_count = mesh
+            .events
+            .iter()
+            .filter(|event| matches!(event, Event::Packet { .. } | Event::TunnelPacket { .. }))
+            .count();
+        assert_eq!(delivered_count, 1, "only the peer's own packet");
+        let expected = NodeDrops {
+            wrong_ingress: 1,
+            direct_refused: 1,
+            source_check: 1,
+            ..NodeDrops::default()
+        };
+        assert_eq!(mesh.node.drops(), expected);
+        assert_eq!(mesh.node.routes().count(), 0, "torn down");
     }
 
     #[test]
@@ -702,17 +811,17 @@ mod tests {
         let mesh = replay(&seed("route_from_node.rec"));
         let peer = key(PEER_SECRET);
         assert!(mesh.events.contains(&Event::RouteReady { peer }));
-        assert!(mesh
-            .events
-            .iter()
-            .any(|event| matches!(event, Event::Packet { peer: from, .. } if *from == peer)));
+        assert!(delivered(&mesh, peer, b"over the node's route"));
+        assert!(delivered(&mesh, peer, b"over the node's direct route"));
         let (_, route) = mesh.node.routes().next().unwrap();
-        assert!(route.initiator && route.ready);
+        assert!(route.initiator && route.ready && route.is_direct());
         let refreshes = control_messages(&mesh.neighbours[0])
             .into_iter()
             .filter(|message| *message == ControlMessage::Refresh)
             .count();
-        assert!(refreshes >= 1, "the node refreshes its route");
+        assert!(refreshes >= 13, "the node refreshes its route: {refreshes}");
+        let initiations = mesh.node.session_initiations(&peer).unwrap();
+        assert!(initiations >= 2, "new keys for the direct route");
         no_drops(&mesh);
     }
 
@@ -732,7 +841,17 @@ mod tests {
         assert!(control_messages(&mesh.neighbours[0])
             .iter()
             .any(|message| matches!(message, ControlMessage::RouteDown { .. })));
-        no_drops(&mesh);
+        let relayed_direct = mesh.neighbours[1].received.iter().any(|packet| {
+            MeshPacket::new_checked(&packet[..])
+                .is_ok_and(|mesh| mesh.next_header() == NextHeader::Direct)
+        });
+        assert!(!relayed_direct, "a relay never passes on an inner packet");
+        let expected = NodeDrops {
+            direct_in_transit: 1,
+            ..NodeDrops::default()
+        };
+        assert_eq!(mesh.node.drops(), expected);
+        assert_eq!(mesh.node.transports().drops(), Default::default());
     }
 
     #[test]
@@ -759,5 +878,19 @@ mod tests {
             .events
             .iter()
             .any(|event| matches!(event, Event::RouteFailed { peer, .. } if *peer == far)));
+    }
+
+    #[test]
+    fn links_die_in_a_silence_and_live_while_time_passes() {
+        let mesh = replay(&seed("probe.rec"));
+        let downs = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|event| matches!(event, Event::LinkDown { .. }))
+                .count()
+        };
+        assert_eq!(downs(&mesh.events), 2, "both links died in the silence");
+        assert!(mesh.node.is_link_alive(&key(PEER_SECRET)));
+        assert!(mesh.node.is_link_alive(&key(NEXT_SECRET)));
     }
 }
