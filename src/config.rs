@@ -26,7 +26,7 @@ use skywire_dataplane::vpn::VpnOptions;
 use skywire_dataplane::{NodeKey, SecretKey};
 
 pub use diff::diff;
-pub use keyfile::{create_state_dir, load_or_create_key, read_key_file};
+pub use keyfile::{create_state_dir, load_or_create_key, parse_key_file, read_key_file};
 use locate::KeyPath;
 pub use vpn::Vpn;
 

@@ -10,6 +10,8 @@ pub mod capability;
 pub mod catalog;
 pub mod client;
 pub mod command;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protocol;
 pub mod reload;
 pub mod render;

@@ -32,7 +32,7 @@ use crate::vpn::VpnOptions;
 mod batch;
 mod host;
 mod resolver;
-mod routes;
+pub(crate) mod routes;
 mod sockets;
 mod store;
 mod tun;

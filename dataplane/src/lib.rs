@@ -6,6 +6,8 @@
 pub mod api;
 pub mod app_socket;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod index;
 pub mod messenger;

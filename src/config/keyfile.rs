@@ -103,17 +103,16 @@ pub fn read_key_file(path: &Path) -> Result<SecretKey, ConfigError> {
             path.display()
         );
     }
-    let mut text = String::new();
-    match file.take(MAX_KEY_FILE_LEN).read_to_string(&mut text) {
-        Ok(_) => {}
-        Err(err) if err.kind() == io::ErrorKind::InvalidData => {
-            return Err(ConfigError::KeyMalformed {
-                file: path.to_path_buf(),
-            })
-        }
-        Err(source) => return Err(fail(source)),
-    }
-    text.parse().map_err(|_| ConfigError::KeyMalformed {
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE_LEN)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    parse_key_file(&bytes).ok_or_else(|| ConfigError::KeyMalformed {
         file: path.to_path_buf(),
     })
+}
+
+/// The private key in a key file's contents: WireGuard base64, white space around it ignored.
+pub fn parse_key_file(bytes: &[u8]) -> Option<SecretKey> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }

@@ -20,7 +20,7 @@ use crate::supervisor::AttachId;
 
 /// What the loop is to do for a connection.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Action {
+pub(crate) enum Action {
     /// Run the command; its answer comes back through [`Connection::handle_answer`] or
     /// [`Connection::handle_attached`]. The connection's next line waits for it.
     Run(Parsed),
@@ -39,11 +39,11 @@ pub(super) enum Action {
 
 /// The app whose stream a connection receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Attachment {
+pub(crate) struct Attachment {
     /// The supervisor's listener.
-    pub(super) attach: AttachId,
+    pub(crate) attach: AttachId,
     /// The app.
-    pub(super) app: AppId,
+    pub(crate) app: AppId,
 }
 
 /// A piece of a client's input.
@@ -59,7 +59,7 @@ enum Piece {
 
 /// One connection. See the module docs.
 #[derive(Debug)]
-pub(super) struct Connection {
+pub(crate) struct Connection {
     limits: Limits,
     splitter: LineSplitter,
     /// Input not looked at yet, in order.
@@ -83,7 +83,7 @@ pub(super) struct Connection {
 
 impl Connection {
     /// A new connection, which must send its first line within the line timeout.
-    pub(super) fn new(limits: Limits, now: Instant) -> Connection {
+    pub(crate) fn new(limits: Limits, now: Instant) -> Connection {
         Connection {
             limits,
             splitter: LineSplitter::default(),
@@ -103,22 +103,22 @@ impl Connection {
     // ----- getters -----
 
     /// Reply bytes not written yet.
-    pub(super) fn output(&self) -> &[u8] {
+    pub(crate) fn output(&self) -> &[u8] {
         &self.output[self.written..]
     }
 
     /// How many reply bytes wait to be written.
-    pub(super) fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.output.len() - self.written
     }
 
     /// Whether reading from the client is still of use.
-    pub(super) fn wants_input(&self) -> bool {
+    pub(crate) fn wants_input(&self) -> bool {
         !self.eof && !self.closing && !self.overflowed
     }
 
     /// The app this connection is attached to.
-    pub(super) fn attachment(&self) -> Option<Attachment> {
+    pub(crate) fn attachment(&self) -> Option<Attachment> {
         self.attached
     }
 
@@ -128,27 +128,27 @@ impl Connection {
     }
 
     /// The command whose answer the connection waits for.
-    pub(super) fn running(&self) -> Option<&'static str> {
+    pub(crate) fn running(&self) -> Option<&'static str> {
         self.running
     }
 
     /// Whether the connection can be closed: it overflowed, or it has nothing left to say and
     /// it was told to close or its client has finished.
-    pub(super) fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.overflowed
             || (self.pending() == 0
                 && (self.closing || (self.eof && self.queue.is_empty() && self.running.is_none())))
     }
 
     /// When [`Connection::handle_timeout`] is due.
-    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.line_deadline
     }
 
     // ----- input -----
 
     /// Takes bytes the client sent.
-    pub(super) fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
+    pub(crate) fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
         if !self.wants_input() {
             return;
         }
@@ -166,7 +166,7 @@ impl Connection {
     }
 
     /// The client has sent all it will send; an attached stream ends with it.
-    pub(super) fn handle_eof(&mut self) {
+    pub(crate) fn handle_eof(&mut self) {
         if self.eof {
             return;
         }
@@ -176,7 +176,7 @@ impl Connection {
     }
 
     /// Closes the connection, with an error, if its line deadline has passed.
-    pub(super) fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.line_deadline.is_none_or(|at| at > now) {
             return;
         }
@@ -197,20 +197,20 @@ impl Connection {
     }
 
     /// The answer to the command in progress.
-    pub(super) fn handle_answer(&mut self, line: &[u8]) {
+    pub(crate) fn handle_answer(&mut self, line: &[u8]) {
         self.running = None;
         self.send(line);
     }
 
     /// The command in progress attached the connection to an app; `line` is its answer.
-    pub(super) fn handle_attached(&mut self, attachment: Attachment, line: &[u8]) {
+    pub(crate) fn handle_attached(&mut self, attachment: Attachment, line: &[u8]) {
         self.running = None;
         self.attached = Some(attachment);
         self.send(line);
     }
 
     /// The attached app exited for good: the stream ends with `line`.
-    pub(super) fn handle_stream_end(&mut self, line: &[u8]) {
+    pub(crate) fn handle_stream_end(&mut self, line: &[u8]) {
         self.attached = None;
         self.send(line);
     }
@@ -231,7 +231,7 @@ impl Connection {
 
     /// Queues a reply line. A client that has more than the bound of earlier replies unread is
     /// disconnected instead; one large reply alone never is.
-    pub(super) fn send(&mut self, line: &[u8]) {
+    pub(crate) fn send(&mut self, line: &[u8]) {
         if self.overflowed {
             return;
         }
@@ -247,7 +247,7 @@ impl Connection {
     }
 
     /// `count` bytes of the output were written.
-    pub(super) fn written(&mut self, count: usize) {
+    pub(crate) fn written(&mut self, count: usize) {
         self.written = (self.written + count).min(self.output.len());
         if self.written == self.output.len() {
             self.output.clear();
@@ -262,7 +262,7 @@ impl Connection {
 
     /// The next thing for the loop to do, answering meanwhile what needs nobody else. Run
     /// each action before asking for the next: the connection's replies stay in order.
-    pub(super) fn poll_action(&mut self) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         if self.running.is_some() {
             if self.queue.len() > self.limits.max_queued_lines {
                 self.too_many_waiting();

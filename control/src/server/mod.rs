@@ -6,7 +6,7 @@
 
 mod app_socket;
 mod apps;
-mod connection;
+pub(crate) mod connection;
 mod event_loop;
 mod peer;
 mod signals;

@@ -119,7 +119,11 @@ pub fn family(root: u32) -> Vec<u32> {
 /// The parent process id, from `/proc/PID/stat` (the field after the state, after the
 /// command name in parentheses, which may itself hold spaces and parentheses).
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_parent(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent process id in the text of a `/proc/PID/stat`.
+pub fn parse_parent(stat: &str) -> Option<u32> {
     let after_name = stat.get(stat.rfind(')')? + 1..)?;
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
@@ -173,6 +177,13 @@ mod tests {
         assert_eq!(mapped, "127.0.0.1:80".parse().unwrap());
         assert_eq!(parse_endpoint("0100007F"), None);
         assert_eq!(parse_endpoint("01007F:0050"), None);
+    }
+
+    #[test]
+    fn parent_ids_follow_the_command_name() {
+        assert_eq!(parse_parent("42 (a) b (c)) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_parent("42 (x) S"), None);
+        assert_eq!(parse_parent("42 x S 7"), None);
     }
 
     #[test]

@@ -108,8 +108,7 @@ impl fmt::Display for RequestId {
 pub struct AttachId(u64);
 
 impl AttachId {
-    /// The listener numbered `raw`, as tests name one.
-    #[cfg(test)]
+    /// The listener numbered `raw`, as tests and the fuzzing harness name one.
     pub(crate) const fn from_raw(raw: u64) -> AttachId {
         AttachId(raw)
     }

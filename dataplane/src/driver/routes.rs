@@ -65,7 +65,7 @@ struct RuleRecord {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Family {
+pub(crate) enum Family {
     Ipv4,
     Ipv6,
 }
@@ -90,7 +90,7 @@ impl Family {
 /// Something the VPN client added to the host's routing. Only the client's own can be told:
 /// a route through its device in [`TABLE`], or one of its two rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Installed {
+pub(crate) enum Installed {
     /// A route to `prefix` through `device`, in [`TABLE`].
     Route { prefix: Prefix, device: TunName },
     /// The rule that sends a family's unmarked packets to [`TABLE`].
@@ -101,7 +101,7 @@ enum Installed {
 
 impl Installed {
     /// The `ip` arguments that add it (`add`) or remove it (`del`).
-    fn ip_args(&self, verb: &str) -> Vec<String> {
+    pub(crate) fn ip_args(&self, verb: &str) -> Vec<String> {
         let owned = |args: &[&str]| args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let table = TABLE.to_string();
         // `replace`, so that a route left in place does not fail the add.
@@ -157,8 +157,10 @@ impl Installed {
 /// What an undo file lists: the client's own entries, and why each other one is left alone.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Leftovers {
-    own: Vec<Installed>,
-    ignored: Vec<String>,
+    /// The client's own entries, as the file lists them.
+    pub(crate) own: Vec<Installed>,
+    /// Each other entry, described.
+    pub(crate) ignored: Vec<String>,
 }
 
 /// Reads an undo file's text for a client whose TUN device is `device` (none when no client
@@ -206,7 +208,7 @@ pub(crate) fn parse_undo_file(text: &str, device: Option<&TunName>) -> Result<Le
 }
 
 /// The undo file's text for `installed`.
-fn format_undo_file(installed: &[Installed]) -> Result<String, yaml_serde::Error> {
+pub(crate) fn format_undo_file(installed: &[Installed]) -> Result<String, yaml_serde::Error> {
     let mut file = UndoFile {
         version: UNDO_FILE_VERSION,
         ..UndoFile::default()
@@ -231,6 +233,32 @@ fn format_undo_file(installed: &[Installed]) -> Result<String, yaml_serde::Error
         }
     }
     yaml_serde::to_string(&file)
+}
+
+/// What a client whose TUN device is `tun` installs to send `routes` through it, in order:
+/// the routes of each family it has an address for, then that family's rules.
+pub(crate) fn plan(tun: &TunName, routes: &[Prefix], ipv4: bool, ipv6: bool) -> Vec<Installed> {
+    let mut installed = Vec::new();
+    for (family, wanted) in [(Family::Ipv4, ipv4), (Family::Ipv6, ipv6)] {
+        let chosen: Vec<&Prefix> = routes
+            .iter()
+            .filter(|prefix| Family::of(prefix) == family)
+            .collect();
+        if !wanted || chosen.is_empty() {
+            continue;
+        }
+        for prefix in &chosen {
+            installed.push(Installed::Route {
+                prefix: **prefix,
+                device: tun.clone(),
+            });
+        }
+        if chosen.iter().any(|prefix| prefix.is_default()) {
+            installed.push(Installed::SuppressRule(family));
+        }
+        installed.push(Installed::TunnelRule(family));
+    }
+    installed
 }
 
 /// Routes and rules installed for a VPN client; removed on drop.
@@ -312,26 +340,7 @@ impl ClientRoutes {
         ipv4: bool,
         ipv6: bool,
     ) -> Result<ClientRoutes, TunError> {
-        let mut installed = Vec::new();
-        for (family, wanted) in [(Family::Ipv4, ipv4), (Family::Ipv6, ipv6)] {
-            let chosen: Vec<&Prefix> = routes
-                .iter()
-                .filter(|prefix| Family::of(prefix) == family)
-                .collect();
-            if !wanted || chosen.is_empty() {
-                continue;
-            }
-            for prefix in &chosen {
-                installed.push(Installed::Route {
-                    prefix: **prefix,
-                    device: tun.clone(),
-                });
-            }
-            if chosen.iter().any(|prefix| prefix.is_default()) {
-                installed.push(Installed::SuppressRule(family));
-            }
-            installed.push(Installed::TunnelRule(family));
-        }
+        let installed = plan(tun, routes, ipv4, ipv6);
         let file = state_dir.join(UNDO_FILE);
         let text = format_undo_file(&installed).map_err(|error| TunError::Command {
             args: "(none run)".to_owned(),

@@ -185,6 +185,12 @@ fn parse_grant(body: &[u8]) -> Result<Grant, ParseError> {
     if len4 > 32 || len6 > 128 || mtu < 576 {
         return Err(ParseError::Malformed);
     }
+    // A family the grant leaves out has its fields zero: one grant, one encoding.
+    let unused4 = flags & FLAG_IPV4 == 0 && body[1..6].iter().any(|&byte| byte != 0);
+    let unused6 = flags & FLAG_IPV6 == 0 && body[6..23].iter().any(|&byte| byte != 0);
+    if unused4 || unused6 {
+        return Err(ParseError::Malformed);
+    }
     Ok(Grant {
         ipv4: (flags & FLAG_IPV4 != 0).then_some((Ipv4Addr::from(v4), len4)),
         ipv6: (flags & FLAG_IPV6 != 0).then_some((Ipv6Addr::from(v6), len6)),
@@ -267,5 +273,31 @@ mod tests {
         grant[HEADER_LEN + 5] = 24;
         grant[HEADER_LEN] = 0;
         assert_eq!(Message::parse(&grant), Err(ParseError::Malformed));
+    }
+
+    #[test]
+    fn a_family_left_out_of_a_grant_has_zero_fields() {
+        // Found by fuzzing: an IPv6-only grant with IPv4 bytes set parsed, and re-emitted
+        // differently.
+        let grant = Message::Grant(Grant {
+            ipv4: None,
+            ipv6: Some(("fd77:736b::2".parse().unwrap(), 64)),
+            mtu: 1348,
+        })
+        .to_bytes();
+        assert!(Message::parse(&grant).is_ok());
+        for at in 1..6 {
+            let mut bytes = grant.clone();
+            bytes[HEADER_LEN + at] = 0x21;
+            assert_eq!(Message::parse(&bytes), Err(ParseError::Malformed), "{at}");
+        }
+        let mut ipv4_only = Message::Grant(Grant {
+            ipv4: Some(("10.77.0.2".parse().unwrap(), 24)),
+            ipv6: None,
+            mtu: 1348,
+        })
+        .to_bytes();
+        ipv4_only[HEADER_LEN + 22] = 64;
+        assert_eq!(Message::parse(&ipv4_only), Err(ParseError::Malformed));
     }
 }
