@@ -35,11 +35,12 @@ pub(super) struct RawSocks {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with enabled, listen, exit, exit_port, path, handshake_timeout_ms, connect_timeout_ms, idle_timeout_ms and max_connections"
+    expecting = "a mapping with enabled, listen, allow_remote_clients, exit, exit_port, path, handshake_timeout_ms, connect_timeout_ms, idle_timeout_ms and max_connections"
 )]
 struct RawClient {
     enabled: Option<bool>,
     listen: Option<String>,
+    allow_remote_clients: Option<bool>,
     exit: Option<String>,
     exit_port: Option<Whole>,
     path: Option<Vec<String>>,
@@ -62,6 +63,11 @@ struct RawServer {
     dial_timeout_ms: Option<Whole>,
     idle_timeout_ms: Option<Whole>,
     max_connections: Option<Whole>,
+}
+
+/// Whether only this host can reach `listen` (an IPv4-mapped loopback counts).
+fn is_loopback(listen: SocketAddr) -> bool {
+    listen.ip().to_canonical().is_loopback()
 }
 
 impl Checker<'_> {
@@ -142,6 +148,15 @@ impl Checker<'_> {
                     ),
                 )
             })?;
+        }
+        if !is_loopback(options.listen) && raw.allow_remote_clients != Some(true) {
+            return Err(self.invalid(
+                &at.key("listen"),
+                format!(
+                    "{} is reachable from other hosts, and the SOCKS port asks no password: anyone who reaches it could use this node and its exit as an open proxy. Listen on loopback (\"127.0.0.1:1080\"), or set socks.client.allow_remote_clients: true if a firewall keeps strangers out",
+                    options.listen
+                ),
+            ));
         }
         options.exit_port = self.number(
             &at.key("exit_port"),

@@ -656,6 +656,29 @@ socks:
 }
 
 #[test]
+fn a_socks_port_for_other_hosts_needs_allow_remote_clients() {
+    let exit = key(3);
+    for listen in [
+        "127.0.0.1:1080",
+        "127.8.0.1:0",
+        "[::1]:1080",
+        "[::ffff:127.0.0.1]:1080",
+    ] {
+        let text = format!("socks:\n  client:\n    exit: {exit}\n    listen: \"{listen}\"\n");
+        assert!(parse(&text).is_ok(), "{listen} is loopback");
+    }
+    let text = format!(
+        "socks:\n  client:\n    exit: {exit}\n    listen: \"0.0.0.0:1080\"\n    allow_remote_clients: true\n"
+    );
+    let client = parse(&text).unwrap().socks.client.unwrap();
+    assert_eq!(client.listen, "0.0.0.0:1080".parse().unwrap());
+    let text = format!(
+        "socks:\n  client:\n    exit: {exit}\n    listen: \"0.0.0.0:1080\"\n    allow_remote_clients: false\n"
+    );
+    assert!(parse(&text).is_err());
+}
+
+#[test]
 fn socks_defaults_follow_the_reference() {
     let text = format!("socks:\n  client:\n    exit: {}\n  server: {{}}\n", key(3));
     let config = parse(&text).unwrap();
@@ -687,6 +710,18 @@ fn bad_socks_values_are_refused_with_key_and_line() {
         &["not a key"],
     );
     let exit = key(3);
+    for listen in ["0.0.0.0:1080", "[::]:1080", "192.0.2.7:1080"] {
+        assert_invalid(
+            &format!("socks:\n  client:\n    exit: {exit}\n    listen: \"{listen}\"\n"),
+            "socks.client.listen",
+            4,
+            &[
+                "open proxy",
+                "socks.client.allow_remote_clients: true",
+                "127.0.0.1:1080",
+            ],
+        );
+    }
     assert_invalid(
         &format!("socks:\n  client:\n    exit: {exit}\n    listen: localhost\n"),
         "socks.client.listen",
