@@ -257,7 +257,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         SecretKey::generate(),
     );
     let server = format!(
-        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n",
+        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n    allow_targets: [\"{HOST4}/32\"]\n",
         a.public(),
         a.public()
     );

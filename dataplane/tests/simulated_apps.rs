@@ -40,6 +40,14 @@ fn target() -> SocketAddr {
     "10.0.0.1:80".parse().unwrap()
 }
 
+/// The exit's dial policy with the targets' private network allowed.
+fn target_allowed() -> socks::DialPolicy {
+    socks::DialPolicy {
+        allow_targets: vec!["10.0.0.0/24".parse().unwrap()],
+        ..socks::DialPolicy::default()
+    }
+}
+
 /// A's SOCKS client (exit C through `path`, or over a path its node chooses) and C's server
 /// (serving A).
 fn socks_apps(
@@ -60,6 +68,7 @@ fn socks_apps(
                 client: None,
                 server: Some(socks::ServerOptions {
                     allow: vec![keys[A]],
+                    dial_policy: target_allowed(),
                     ..socks::ServerOptions::default()
                 }),
             };
@@ -224,6 +233,47 @@ fn a_name_is_resolved_at_the_exit() {
     carry_both_ways(&mut sim, client, server, b"GET /", b"HTTP/1.1 200 OK");
     let (_, code) = socks_connect(&mut sim, &name_target("nowhere.example", 80));
     assert_eq!(code, 4, "a name that does not resolve: host unreachable");
+}
+
+#[test]
+fn only_the_addresses_the_dial_policy_permits_are_dialled() {
+    let mut sim = AppSim::new(14, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
+    let loopback: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    let metadata: SocketAddr = "169.254.169.254:80".parse().unwrap();
+    for served in [loopback, metadata, target()] {
+        sim.serve(C, served);
+    }
+    sim.set_name(
+        "mixed.example",
+        &[loopback.ip(), metadata.ip(), target().ip()],
+    );
+    sim.set_name("local.example", &[loopback.ip(), "::1".parse().unwrap()]);
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+
+    // A name with denied and permitted addresses: only the permitted one is dialled.
+    let (client, code) = socks_connect(&mut sim, &name_target("mixed.example", 80));
+    assert_eq!(code, 0);
+    let server = sim
+        .accept(C, target())
+        .expect("the exit dialed the permitted address");
+    carry_both_ways(&mut sim, client, server, b"GET /", b"HTTP/1.1 200 OK");
+
+    // Denied targets, by address or by a name with no permitted address: 02, counted.
+    for target in [
+        address_target(loopback),
+        address_target(metadata),
+        name_target("local.example", 80),
+    ] {
+        let (_, code) = socks_connect(&mut sim, &target);
+        assert_eq!(code, 2, "not allowed: {target:?}");
+    }
+    assert!(sim.accept(C, loopback).is_none(), "loopback was dialled");
+    assert!(sim.accept(C, metadata).is_none(), "link-local was dialled");
+    let (_, server) = socks_status(&mut sim, C);
+    let server = server.unwrap();
+    assert_eq!((server.denied, server.refused), (3, 0), "{server:?}");
 }
 
 /// The local program half-closes after its request and reads nothing until the whole answer
@@ -1082,6 +1132,7 @@ fn a_new_app_section_restarts_that_app_alone() {
     let a = sim.key(A);
     let socks_server = socks::ServerOptions {
         allow: vec![a, sim.key(B)],
+        dial_policy: target_allowed(),
         ..socks::ServerOptions::default()
     };
     let reply = sim.ask(

@@ -7,7 +7,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::Deserialize;
-use skywire_dataplane::socks::{ClientOptions, ServerOptions, SocksOptions};
+use skywire_dataplane::socks::{ClientOptions, DialPolicy, ServerOptions, SocksOptions};
+use skywire_dataplane::vpn::Prefix;
 use skywire_dataplane::NodeKey;
 
 use super::locate::KeyPath;
@@ -54,12 +55,15 @@ struct RawClient {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with enabled, port, allow, dial_timeout_ms, idle_timeout_ms and max_connections"
+    expecting = "a mapping with enabled, port, allow, deny, allow_private, allow_targets, dial_timeout_ms, idle_timeout_ms and max_connections"
 )]
 struct RawServer {
     enabled: Option<bool>,
     port: Option<Whole>,
     allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+    allow_private: Option<bool>,
+    allow_targets: Option<Vec<String>>,
     dial_timeout_ms: Option<Whole>,
     idle_timeout_ms: Option<Whole>,
     max_connections: Option<Whole>,
@@ -207,6 +211,22 @@ impl Checker<'_> {
         Ok(options)
     }
 
+    /// A list of address ranges.
+    fn prefix_list(&self, at: &KeyPath, texts: Vec<String>) -> Result<Vec<Prefix>, ConfigError> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                text.parse().map_err(|err| {
+                    self.invalid(
+                        &at.index(index),
+                        format!("{err}; a single address is written with /32 or /128"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn socks_server(&self, at: &KeyPath, raw: RawServer) -> Result<ServerOptions, ConfigError> {
         let defaults = ServerOptions::default();
         Ok(ServerOptions {
@@ -223,6 +243,14 @@ impl Checker<'_> {
                 raw.allow.unwrap_or_default(),
                 "a client node's public key",
             )?,
+            dial_policy: DialPolicy {
+                deny: self.prefix_list(&at.key("deny"), raw.deny.unwrap_or_default())?,
+                allow_private: raw.allow_private.unwrap_or(false),
+                allow_targets: self.prefix_list(
+                    &at.key("allow_targets"),
+                    raw.allow_targets.unwrap_or_default(),
+                )?,
+            },
             dial_timeout: self.millis_or(
                 &at.key("dial_timeout_ms"),
                 raw.dial_timeout_ms,

@@ -13,7 +13,9 @@ mod ping;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use io::{HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
+pub use io::{
+    HostOp, HostResult, InterfaceAddress, Lookup, LookupId, SocketEvent, SocketId, SocketOp,
+};
 
 use crate::api::vpn::VpnApp;
 use crate::api::{RequestId, Response};
@@ -185,6 +187,13 @@ impl Service {
         };
         self.vpn.handle_host_result(&mut cx, result);
         self.answer_deferred(now);
+    }
+
+    /// The addresses of the host's interfaces, read at start and whenever they change: the
+    /// SOCKS server does not dial them.
+    pub fn handle_interfaces(&mut self, addresses: Vec<InterfaceAddress>) {
+        self.socks
+            .set_host_addresses(addresses.iter().map(|entry| entry.address).collect());
     }
 
     // ----- work -----

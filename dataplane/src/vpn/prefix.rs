@@ -40,6 +40,16 @@ impl Prefix {
         Ok(Prefix { address, len })
     }
 
+    /// A prefix written in the code; a length longer than the address fails the build.
+    pub(crate) const fn known(address: IpAddr, len: u8) -> Prefix {
+        let max = match address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        assert!(len <= max, "prefix length longer than the address");
+        Prefix { address, len }
+    }
+
     /// The address as written (not masked).
     pub fn address(&self) -> IpAddr {
         self.address
