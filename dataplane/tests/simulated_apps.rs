@@ -17,6 +17,7 @@ use skywire_dataplane::api::{
     AppChange, AppConfig, BuiltinApp, NeighbourChange, NeighbourReply, Reply, Request,
     RequestError, Response,
 };
+use skywire_dataplane::service::InterfaceAddress;
 use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
 use skywire_dataplane::socks::{self, SocksOptions};
 use skywire_dataplane::vpn;
@@ -480,19 +481,24 @@ fn a_direct_route_moves_onto_a_relayed_path_and_back_without_a_handshake() {
     carry_both_ways(&mut sim, client, server, b"after", b"both moves");
 }
 
-/// A's VPN client (server C, through B) and C's server (serving A).
+/// A's VPN client (server C, through B), which routes C's network and C's pools through the
+/// tunnel, and C's server (serving A).
 fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service::ServiceOptions) {
-    match i {
+    vpn_apps_routing(&["10.99.0.0/24", "fd99::/64", "10.77.0.0/24", "fd77::/64"])(i, keys, options);
+}
+
+/// As [`vpn_apps`], with A's client routing `routes` through the tunnel.
+fn vpn_apps_routing(
+    routes: &'static [&'static str],
+) -> impl Fn(usize, &[NodeKey], &mut skywire_dataplane::service::ServiceOptions) {
+    move |i, keys, options| match i {
         A => {
             options.vpn.client = Some(vpn::ClientOptions {
                 start: true,
                 tun: "skycli".parse().unwrap(),
                 server: keys[C],
                 path: Some(vec![keys[B]]),
-                routes: vec![
-                    "10.99.0.0/24".parse().unwrap(),
-                    "fd99::/64".parse().unwrap(),
-                ],
+                routes: routes.iter().map(|route| route.parse().unwrap()).collect(),
                 port: vpn::DEFAULT_LEASE_PORT,
             });
         }
@@ -520,6 +526,88 @@ fn vpn_status(sim: &mut AppSim, node: usize) -> VpnStatus {
     }
 }
 
+/// An address of A's host: `interface` has `cidr` on-link.
+fn interface(interface: &str, cidr: &str) -> InterfaceAddress {
+    let (address, len) = cidr.split_once('/').unwrap();
+    InterfaceAddress {
+        interface: interface.to_owned(),
+        address: address.parse().unwrap(),
+        prefix_len: len.parse().unwrap(),
+    }
+}
+
+#[test]
+fn a_grant_outside_the_clients_routes_is_refused_and_nothing_is_put_on_the_host() {
+    let mut sim = AppSim::new(
+        24,
+        3,
+        &[(A, B), (B, C)],
+        vpn_apps_routing(&["10.99.0.0/24", "fd99::/64"]),
+    );
+    run_with(&mut sim, "A's client refusing its grant", |sim| {
+        vpn_status(sim, A)
+            .client
+            .unwrap()
+            .state
+            .starts_with("grant refused")
+    });
+    let client = vpn_status(&mut sim, A).client.unwrap();
+    assert!(
+        client.state.contains("10.77.0.2/24") && client.state.contains("vpn.client.routes"),
+        "{}",
+        client.state
+    );
+    assert_eq!((client.ipv4, client.ipv6), (None, None));
+    assert_eq!(sim.tun_addresses(A, VpnApp::Client), Some(&[][..]));
+    assert_eq!(sim.tun_routes(A), None, "no route was installed");
+}
+
+#[test]
+fn a_grant_inside_a_network_of_the_clients_host_is_refused_until_that_network_goes() {
+    let mut sim = AppSim::new(
+        25,
+        3,
+        &[(A, B), (B, C)],
+        vpn_apps_routing(&["0.0.0.0/0", "::/0"]),
+    );
+    // A's LAN is 10.77.0.0/16: the server's pool lies inside it. The client's own device
+    // does not count.
+    sim.nodes[A].service.handle_interfaces(vec![
+        interface("lo", "127.0.0.1/8"),
+        interface("eth0", "10.77.3.4/16"),
+        interface("skycli", "10.77.0.2/24"),
+    ]);
+    run_with(&mut sim, "A's client refusing its grant", |sim| {
+        vpn_status(sim, A)
+            .client
+            .unwrap()
+            .state
+            .starts_with("grant refused")
+    });
+    let state = vpn_status(&mut sim, A).client.unwrap().state;
+    assert!(
+        state.contains("10.77.0.2, inside 10.77.0.0/16, which is on-link on eth0"),
+        "{state}"
+    );
+    assert_eq!(sim.tun_addresses(A, VpnApp::Client), Some(&[][..]));
+    assert_eq!(sim.tun_routes(A), None, "no route was installed");
+
+    // The LAN goes (the host moved): the next try takes the grant.
+    sim.nodes[A]
+        .service
+        .handle_interfaces(vec![interface("lo", "127.0.0.1/8")]);
+    assert!(
+        sim.run_until(Duration::from_secs(60), |sim| {
+            sim.tun_routes(A).is_some_and(|routes| routes.len() == 2)
+        }),
+        "the client never took its grant"
+    );
+    run_with(&mut sim, "A's client up", |sim| {
+        vpn_status(sim, A).client.unwrap().state == "up"
+    });
+    assert_eq!(sim.tun_addresses(A, VpnApp::Client).unwrap().len(), 2);
+}
+
 #[test]
 fn vpn_frames_cross_a_relay_and_sources_are_checked() {
     let mut sim = AppSim::new(21, 3, &[(A, B), (B, C)], vpn_apps);
@@ -534,7 +622,7 @@ fn vpn_frames_cross_a_relay_and_sources_are_checked() {
     );
     assert_eq!(
         sim.tun_routes(A).unwrap().len(),
-        2,
+        4,
         "the routes are in place"
     );
     assert!(

@@ -190,10 +190,12 @@ impl Service {
     }
 
     /// The addresses of the host's interfaces, read at start and whenever they change: the
-    /// SOCKS server does not dial them.
+    /// SOCKS server does not dial them, and the VPN client takes no grant inside their
+    /// networks.
     pub fn handle_interfaces(&mut self, addresses: Vec<InterfaceAddress>) {
         self.socks
             .set_host_addresses(addresses.iter().map(|entry| entry.address).collect());
+        self.vpn.set_host_interfaces(addresses);
     }
 
     // ----- work -----

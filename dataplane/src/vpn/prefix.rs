@@ -102,6 +102,11 @@ impl Prefix {
         }
     }
 
+    /// Whether every address of `other` lies inside this prefix.
+    pub fn covers(&self, other: &Prefix) -> bool {
+        self.len <= other.len && self.contains(other.network())
+    }
+
     /// The address `offset` places after the network address, if it lies inside the prefix.
     pub fn nth(&self, offset: u128) -> Option<IpAddr> {
         let bits = self.host_bits();
@@ -188,6 +193,9 @@ mod tests {
             all.nth(u128::MAX),
             Some(IpAddr::V6(Ipv6Addr::from(u128::MAX)))
         );
+        let wide: Prefix = "10.77.0.0/16".parse().unwrap();
+        assert!(wide.covers(&v4) && v4.covers(&v4) && !v4.covers(&wide));
+        assert!(all.covers(&v6) && !all.covers(&wide), "families differ");
         let zero4: Prefix = "0.0.0.0/0".parse().unwrap();
         assert!(zero4.contains("192.0.2.1".parse().unwrap()));
         assert!(!zero4.contains("::1".parse().unwrap()));
