@@ -57,7 +57,10 @@ fn socks_sections(index: usize, keys: &[NodeKey]) -> String {
             "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n",
             keys[D]
         ),
-        D => format!("socks:\n  server:\n    allow: [{}]\n", keys[A]),
+        D => format!(
+            "socks:\n  server:\n    allow: [{}]\n    allow_targets: [\"127.0.0.1/32\"]\n",
+            keys[A]
+        ),
         _ => String::new(),
     }
 }

@@ -3,7 +3,8 @@
 //! the server in C through relay B, over IPv4 and IPv6, with a 100 MiB transfer checked end to
 //! end; its addresses survive a restart of its daemon; a full-tunnel client killed with SIGKILL
 //! leaves rules behind that its next start removes; a hostile undo file gets only the client's
-//! own entries removed, and none of it run; and every namespace ends as it began.
+//! own entries removed, and none of it run; a grant inside the client's LAN is refused with
+//! nothing put on the host; and every namespace ends as it began.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -257,7 +258,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         SecretKey::generate(),
     );
     let server = format!(
-        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n",
+        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n    allow_targets: [\"{HOST4}/32\"]\n",
         a.public(),
         a.public()
     );
@@ -271,7 +272,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     let client = client_section(
         &c.public(),
         Some(&[b.public()]),
-        "[\"10.99.0.0/24\", \"fd99::/64\"]",
+        "[\"10.99.0.0/24\", \"fd99::/64\", \"10.77.0.0/24\", \"fd77::/64\"]",
     ) + &format!(
         "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    path: [{}]\n",
         c.public(),
@@ -414,6 +415,65 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
 }
 
+#[test]
+fn a_grant_inside_the_clients_lan_is_refused_and_nothing_is_put_on_the_host() {
+    const TEST: &str = "a_grant_inside_the_clients_lan_is_refused_and_nothing_is_put_on_the_host";
+    if !can_make_namespaces(TEST) {
+        return;
+    }
+    let ns = Namespaces::new("skyvpnl", 3);
+    let (a_ns, c_ns) = (ns.name(0), ns.name(1));
+    ns.link(0, "10.207.1.1", 1, "10.207.1.2");
+    // A's LAN (its link v02 to the third namespace) is the server's pool, 10.77.0.0/24: the
+    // grant would take it into the tunnel.
+    ns.link(0, "10.77.0.50", 2, "10.77.0.51");
+    let before = snapshot(&a_ns);
+
+    let (a, c) = (SecretKey::generate(), SecretKey::generate());
+    let server = format!("{SERVER}      - {}\n", a.public());
+    let mut c_node = Node::start(&c_ns, &c, &[(a.public(), None)], &server);
+    let client = client_section(&c.public(), Some(&[]), "[\"0.0.0.0/0\", \"::/0\"]");
+    let mut a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.207.1.2:7777"))], &client);
+    let mut state = String::new();
+    wait_until(
+        "A's client refusing its grant",
+        Duration::from_secs(30),
+        || {
+            state = a_node.vpn_client()["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            state.starts_with("grant refused")
+        },
+    );
+    assert!(
+        state.contains("10.77.0.2, inside 10.77.0.0/24, which is on-link on v02"),
+        "{state}"
+    );
+    let addresses = ip(&["-n", &a_ns, "address", "show", "dev", "skycli"]);
+    assert!(
+        !addresses.contains("10.77.0.2") && !addresses.contains("fd77"),
+        "{addresses}"
+    );
+    let rules = ip(&["-n", &a_ns, "rule", "show"]);
+    assert!(!rules.contains("29541"), "{rules}");
+    assert!(
+        !Path::new(&a_node.state_dir())
+            .join("vpn-client-routes.yaml")
+            .exists(),
+        "no route was listed for undoing"
+    );
+    assert!(
+        a_node.log().contains("refused the grant"),
+        "{}",
+        a_node.log()
+    );
+
+    a_node.stop();
+    c_node.stop();
+    assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
+}
+
 /// Sends `len` bytes of the tests' HTTP content (`seed`) from namespace `from` to `addr` in
 /// namespace `to`, calling `midway` once a quarter of them is sent; returns the SHA-256 of what
 /// arrived and how many bytes did.
@@ -518,7 +578,11 @@ fn a_vpn_transfer_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
             "",
         ),
     ];
-    let client = client_section(&keys[3], None, "[\"10.99.0.0/24\"]");
+    let client = client_section(
+        &keys[3],
+        None,
+        "[\"10.99.0.0/24\", \"10.77.0.0/24\", \"fd77::/64\"]",
+    );
     let a = Node::launch(
         &names[0],
         &secrets[0],

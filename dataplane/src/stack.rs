@@ -2,7 +2,7 @@
 //! sessions decrypted, and handing back the packets it wants carried. It answers pings
 //! (ICMPv6 echo) and sends this node's own; sans-IO like the rest of the core.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,9 @@ pub enum StackError {
     /// smoltcp refused the endpoint.
     #[error("bad mesh TCP endpoint")]
     BadEndpoint,
+    /// Every local port for outgoing connections is taken by a connection still open.
+    #[error("every mesh TCP port for outgoing connections ({}-{}) is in use: close some connections", EPHEMERAL_PORTS.start(), EPHEMERAL_PORTS.end())]
+    NoFreePort,
 }
 
 /// A device that is two queues: what routes delivered, and what the stack sends. Both reuse
@@ -345,13 +348,8 @@ impl MeshStack {
 
     /// Opens a connection to `remote`.
     pub fn connect(&mut self, remote: SocketAddrV6) -> Result<TcpHandle, StackError> {
+        let local_port = self.free_port()?;
         let mut socket = self.new_tcp_socket()?;
-        let local_port = self.next_port;
-        self.next_port = if self.next_port == *EPHEMERAL_PORTS.end() {
-            *EPHEMERAL_PORTS.start()
-        } else {
-            self.next_port + 1
-        };
         let endpoint = (IpAddress::Ipv6(*remote.ip()), remote.port());
         if socket
             .connect(self.iface.context(), endpoint, local_port)
@@ -361,6 +359,21 @@ impl MeshStack {
             return Err(StackError::BadEndpoint);
         }
         Ok(self.sockets.add(socket))
+    }
+
+    /// The next local port for an outgoing connection, in turn, skipping those that a socket
+    /// still holds (open, or closing in TIME-WAIT): after a wrap-around, a new connection
+    /// must not take the port of a long-lived one.
+    fn free_port(&mut self) -> Result<u16, StackError> {
+        let in_use: HashSet<u16> = self
+            .sockets
+            .iter()
+            .filter_map(|(_, socket)| match socket {
+                smoltcp::socket::Socket::Tcp(tcp) => tcp.local_endpoint().map(|end| end.port),
+                _ => None,
+            })
+            .collect();
+        next_free_port(&mut self.next_port, &in_use).ok_or(StackError::NoFreePort)
     }
 
     /// A connection's socket, to read, write, close or query.
@@ -514,6 +527,23 @@ impl MeshStack {
         }
         None
     }
+}
+
+/// The first port from `next` on, in turn through [`EPHEMERAL_PORTS`], that is not `in_use`;
+/// `next` moves past it.
+fn next_free_port(next: &mut u16, in_use: &HashSet<u16>) -> Option<u16> {
+    for _ in EPHEMERAL_PORTS {
+        let port = *next;
+        *next = if port >= *EPHEMERAL_PORTS.end() || port < *EPHEMERAL_PORTS.start() {
+            *EPHEMERAL_PORTS.start()
+        } else {
+            port + 1
+        };
+        if EPHEMERAL_PORTS.contains(&port) && !in_use.contains(&port) {
+            return Some(port);
+        }
+    }
+    None
 }
 
 /// A TCP packet that opens a connection (SYN without ACK): who sends it, to which port.
@@ -693,6 +723,49 @@ pub(crate) mod tests {
         assert_eq!(stack.tcp_buffer_bytes, 0);
         let handle = stack.connect(remote).unwrap();
         assert_eq!(stack.tcp(handle).recv_capacity(), TCP_BUFFER);
+    }
+
+    #[test]
+    fn a_port_still_in_use_is_skipped_when_the_ports_wrap_around() {
+        let now = Instant::now();
+        let a_addr: Ipv6Addr = "fd00::a".parse().unwrap();
+        let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
+        let mut a = MeshStack::new(a_addr, 7, now);
+        let mut b = MeshStack::new(b_addr, 8, now);
+        b.listen(1080, 1).unwrap();
+        let remote = SocketAddrV6::new(b_addr, 1080, 0, 0);
+        let long_lived = a.connect(remote).unwrap();
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.tcp(long_lived).state(), tcp::State::Established);
+        let held = a.tcp(long_lived).local_endpoint().unwrap().port;
+        assert_eq!(held, *EPHEMERAL_PORTS.start());
+        // Every other port once, each released at once: the next turn comes back to `held`.
+        let range = usize::from(EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start()) + 1;
+        for _ in 1..range {
+            let handle = a.connect(remote).unwrap();
+            assert_ne!(a.tcp(handle).local_endpoint().unwrap().port, held);
+            a.release(handle);
+        }
+        let next = a.connect(remote).unwrap();
+        let port = a.tcp(next).local_endpoint().unwrap().port;
+        assert_ne!(
+            port, held,
+            "the long-lived connection keeps its port to itself"
+        );
+        assert_eq!(port, held + 1);
+        assert_eq!(a.tcp(long_lived).state(), tcp::State::Established);
+    }
+
+    #[test]
+    fn when_every_port_is_in_use_there_is_none_to_give() {
+        let mut in_use: HashSet<u16> = EPHEMERAL_PORTS.collect();
+        let mut next = 50_000;
+        assert_eq!(next_free_port(&mut next, &in_use), None);
+        in_use.remove(&49_152);
+        assert_eq!(next_free_port(&mut next, &in_use), Some(49_152));
+        assert_eq!(next, 49_153);
+        let text = StackError::NoFreePort.to_string();
+        assert!(text.contains("(49152-65535) is in use"), "{text}");
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct ServerStatus {
     pub accepted: u64,
     /// Streams refused because their node is not allowed.
     pub refused: u64,
+    /// Requests answered "not allowed" because the dial policy denies every address of their
+    /// target (`socks.server.deny`, `allow_private`, `allow_targets`).
+    pub denied: u64,
     /// Streams answered with another failure or cut off.
     pub failed: u64,
     /// Bytes from clients to targets.
