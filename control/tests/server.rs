@@ -159,6 +159,7 @@ fn status() -> StatusReply {
         links_up: 1,
         routes: 0,
         rules: 0,
+        mesh_tcp: Default::default(),
     }
 }
 

@@ -71,6 +71,8 @@ pub(super) fn status(status: &StatusReply) -> String {
         ("routes", status.routes.to_string()),
         ("rules", status.rules.to_string()),
     ];
+    let mut rows = rows.to_vec();
+    rows.extend(limits_hit(status));
     let mut text = String::new();
     for (index, (name, value)) in rows.iter().enumerate() {
         if index > 0 {
@@ -79,6 +81,37 @@ pub(super) fn status(status: &StatusReply) -> String {
         let _ = write!(text, "{name:<13} {value}");
     }
     text
+}
+
+/// A line for each limit the node has hit: they name what was refused or dropped.
+fn limits_hit(status: &StatusReply) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let mesh = &status.mesh_tcp;
+    if mesh.sockets_limit > 0 && mesh.sockets_peak >= mesh.sockets_limit {
+        rows.push((
+            "mesh sockets",
+            format!(
+                "{} open, all {} were in use at once",
+                mesh.sockets, mesh.sockets_limit
+            ),
+        ));
+    }
+    let refused = &mesh.syns_refused;
+    if refused.total() > 0 {
+        rows.push((
+            "SYNs refused",
+            format!(
+                "{} ({} not admitted, {} over a key's half-open cap, {} over a key's stream cap, {} port full, {} no socket)",
+                refused.total(),
+                refused.not_admitted,
+                refused.peer_half_open,
+                refused.peer_streams,
+                refused.listener_full,
+                refused.no_socket
+            ),
+        ));
+    }
+    rows
 }
 
 pub(super) fn transports(rows: &[TransportRow]) -> String {

@@ -20,7 +20,7 @@ use crate::api::socks::ServerStatus;
 use crate::identity::NodeKey;
 use crate::node::Event;
 use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
-use crate::stack::{MeshStack, TcpHandle};
+use crate::stack::{Admission, MeshStack, TcpHandle};
 
 /// Listening sockets kept ready on the port (the stack makes one more for each SYN that arrives).
 const BACKLOG: usize = 4;
@@ -115,8 +115,10 @@ impl Server {
             return Ok(());
         }
         let port = self.options.port;
+        let admission = Admission::keys(&self.options.allow)
+            .limit(self.options.max_connections, self.options.max_connections);
         cx.stack
-            .listen(port, BACKLOG)
+            .listen(port, BACKLOG, admission)
             .map_err(|why| super::SocksError::Listen { port, why })?;
         self.running = true;
         log::info!(
@@ -162,7 +164,7 @@ impl Server {
             allowed: self.options.allow.len(),
             connections: self.connections.len(),
             accepted: totals.accepted,
-            refused: totals.refused,
+            refused: totals.refused + cx.stack.syn_refusals_on(self.options.port).total(),
             failed: totals.failed,
             bytes_up: totals.bytes_up,
             bytes_down: totals.bytes_down,
