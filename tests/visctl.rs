@@ -481,6 +481,7 @@ impl Daemon {
                         routes: 0,
                         rules: 0,
                         mesh_tcp: Default::default(),
+                        outbox: Default::default(),
                     })),
                     Request::Shutdown => {
                         end.replies.send(id, Ok(Reply::Stopped));

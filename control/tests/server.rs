@@ -160,6 +160,7 @@ fn status() -> StatusReply {
         routes: 0,
         rules: 0,
         mesh_tcp: Default::default(),
+        outbox: Default::default(),
     }
 }
 

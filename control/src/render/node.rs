@@ -111,6 +111,16 @@ fn limits_hit(status: &StatusReply) -> Vec<(&'static str, String)> {
             ),
         ));
     }
+    let outbox = &status.outbox;
+    if outbox.dropped > 0 {
+        rows.push((
+            "outbox full",
+            format!(
+                "{} datagrams dropped at its limit of {}",
+                outbox.dropped, outbox.limit
+            ),
+        ));
+    }
     rows
 }
 

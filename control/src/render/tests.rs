@@ -98,6 +98,7 @@ fn status_is_a_block_of_named_lines() {
         routes: 1,
         rules: 4,
         mesh_tcp: Default::default(),
+        outbox: Default::default(),
     }));
     assert_eq!(
         text,
@@ -119,15 +120,25 @@ fn status_names_each_limit_the_node_has_hit() {
         routes: 0,
         rules: 0,
         mesh_tcp: Default::default(),
+        outbox: Default::default(),
     };
     status.mesh_tcp.sockets_limit = 1024;
+    status.outbox.limit = 4096;
     let quiet = reply_text(&Reply::Status(status.clone()));
-    assert!(!quiet.contains("refused"), "{quiet}");
+    assert!(
+        !quiet.contains("refused") && !quiet.contains("outbox"),
+        "{quiet}"
+    );
     status.mesh_tcp.syns_refused.not_admitted = 40;
     status.mesh_tcp.syns_refused.peer_half_open = 2;
+    status.outbox.dropped = 7;
     let text = reply_text(&Reply::Status(status));
     assert!(
         text.contains("SYNs refused  42 (40 not admitted, 2 over a key's half-open cap,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outbox full   7 datagrams dropped at its limit of 4096"),
         "{text}"
     );
 }
@@ -309,6 +320,7 @@ fn response_lines_hold_the_data_untagged_or_the_error() {
         routes: 0,
         rules: 0,
         mesh_tcp: Default::default(),
+        outbox: Default::default(),
     });
     let line = response_line("status", &Ok(status));
     let answer = Answer::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
@@ -331,6 +343,7 @@ fn status_adds_the_signal_servers_state() {
         routes: 0,
         rules: 0,
         mesh_tcp: Default::default(),
+        outbox: Default::default(),
     };
     let read =
         |line: Vec<u8>| Answer::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();

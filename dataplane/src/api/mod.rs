@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::identity::NodeKey;
 use crate::node::{NodeSettings, RouteDownReason, RouteError};
+pub use crate::outbox::OutboxStats;
 pub use crate::stack::SynRefusals;
 use crate::transport::{NeighbourConfig, TransportError};
 use socks::{SocksApp, SocksStatus};
@@ -391,6 +392,8 @@ pub struct StatusReply {
     pub rules: usize,
     /// The mesh stack's TCP sockets, and the SYNs its listening ports refused.
     pub mesh_tcp: MeshTcpStatus,
+    /// The queue of datagrams to send: the most at once, its limit, and the drops at it.
+    pub outbox: OutboxStats,
 }
 
 /// The mesh stack's TCP sockets.

@@ -549,6 +549,7 @@ impl Service {
                 sockets_limit: MAX_TCP_SOCKETS,
                 syns_refused: self.stack.syn_refusals(),
             },
+            outbox: self.node.outbox_stats(),
         }
     }
 
