@@ -15,6 +15,7 @@ use skywire_dataplane::NodeKey;
 
 use super::{ago, bytes, duration, millis, traffic, two_places, Table};
 use crate::protocol::success_line;
+use crate::server::ClientBuffers;
 use crate::signal::ListenerState;
 
 /// The `result` of `status`: the dataplane's figures, and the signal server's state, which the
@@ -24,21 +25,37 @@ struct NodeStatus<'a> {
     #[serde(flatten)]
     node: &'a StatusReply,
     signal_server: &'a ListenerState,
+    control_socket: &'a ClientBuffers,
 }
 
 /// The reply line of `status`.
-pub(crate) fn status_line(command: &str, node: &StatusReply, signal: &ListenerState) -> Vec<u8> {
-    let text = format!(
+pub(crate) fn status_line(
+    command: &str,
+    node: &StatusReply,
+    signal: &ListenerState,
+    clients: &ClientBuffers,
+) -> Vec<u8> {
+    let mut text = format!(
         "{}\n{:<13} {}",
         status(node),
         "signal server",
         signal_server(signal)
     );
+    if clients.dropped > 0 {
+        let _ = write!(
+            text,
+            "\n{:<13} {} clients disconnected: all clients together held more than {}",
+            "control full",
+            clients.dropped,
+            bytes(clients.limit as u64)
+        );
+    }
     success_line(
         command,
         &NodeStatus {
             node,
             signal_server: signal,
+            control_socket: clients,
         },
         &text,
     )

@@ -350,7 +350,12 @@ fn status_adds_the_signal_servers_state() {
     let listening = ListenerState::Listening {
         address: "127.0.0.1:7999".parse().unwrap(),
     };
-    let answer = read(status_line("status", &node, &listening));
+    let answer = read(status_line(
+        "status",
+        &node,
+        &listening,
+        &Default::default(),
+    ));
     let result = answer.result.unwrap();
     assert_eq!(result["key"], KEY_A);
     assert_eq!(
@@ -367,7 +372,7 @@ fn status_adds_the_signal_servers_state() {
         error: "Address already in use (os error 98)".to_owned(),
         retry_in_ms: 4_200,
     };
-    let answer = read(status_line("status", &node, &retrying));
+    let answer = read(status_line("status", &node, &retrying, &Default::default()));
     assert_eq!(answer.result.unwrap()["signal_server"]["state"], "retrying");
     assert!(answer.text.unwrap().ends_with(
         "signal server retrying: cannot listen on 127.0.0.1:7999: Address already in use (os error 98); next try in 4.2 s"
