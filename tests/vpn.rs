@@ -661,3 +661,89 @@ fn a_hostile_undo_file_gets_only_the_clients_own_entries_removed() {
     );
     node.stop();
 }
+
+/// A node the server does not allow opens streams to its lease port as fast as it can (its
+/// SOCKS client, pointed at the lease port, opens one per request) while the allowed client
+/// starts: every stream is refused at its SYN, so none holds a lease slot or a socket, and
+/// the allowed client gets its addresses.
+#[test]
+fn a_strangers_lease_streams_do_not_keep_an_allowed_client_from_its_addresses() {
+    const TEST: &str = "a_strangers_lease_streams_do_not_keep_an_allowed_client_from_its_addresses";
+    const FLOODERS: usize = 8;
+    const ATTEMPTS_EACH: usize = 40;
+    if !can_make_namespaces(TEST) {
+        return;
+    }
+    let ns = Namespaces::new("skyvpnf", 3);
+    let (a_ns, c_ns, s_ns) = (ns.name(0), ns.name(1), ns.name(2));
+    ns.link(0, "10.205.1.1", 1, "10.205.1.2");
+    ns.link(2, "10.205.2.1", 1, "10.205.2.2");
+    let (a, c, s) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
+    let server = format!("{SERVER}      - {}\n", a.public());
+    let c_node = Node::start(
+        &c_ns,
+        &c,
+        &[(a.public(), None), (s.public(), None)],
+        &server,
+    );
+    let stranger = format!(
+        "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    exit_port: {}\n    path: [{}]\n",
+        c.public(),
+        skywire_dataplane::vpn::DEFAULT_LEASE_PORT,
+        c.public()
+    );
+    let s_node = Node::start(
+        &s_ns,
+        &s,
+        &[(c.public(), Some("10.205.2.2:7777"))],
+        &stranger,
+    );
+    let socks_client = |node: &Node| {
+        node.visctl(&["socks", "status"]).unwrap_or_default()["result"]["client"].clone()
+    };
+    wait_until("the stranger's route to C", Duration::from_secs(20), || {
+        socks_client(&s_node)["route"] == "ready"
+    });
+    let proxy: SocketAddr = socks_client(&s_node)["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let target = socks::target_ip("127.0.0.1:9".parse().unwrap());
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let target = target.clone();
+            in_netns(&s_ns, move || {
+                (0..ATTEMPTS_EACH)
+                    .map(|_| socks::connect_request(&mut socks::greet(proxy), &target))
+                    .collect::<Vec<u8>>()
+            })
+        })
+        .collect();
+    let client = client_section(&c.public(), Some(&[]), "[\"10.99.0.0/24\"]");
+    let a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.205.1.2:7777"))], &client);
+    let (ipv4, _) = a_node.client_up();
+    assert!(ipv4.starts_with("10.77.0."), "{ipv4}");
+    let codes: Vec<u8> = flooders
+        .into_iter()
+        .flat_map(|flooder| flooder.join().unwrap())
+        .collect();
+    assert!(codes.iter().all(|code| *code == 0x02), "{codes:?}");
+
+    let status = c_node.visctl(&["status"]).unwrap();
+    let refused = &status["result"]["mesh_tcp"]["syns_refused"];
+    assert_eq!(
+        refused["not_admitted"],
+        (FLOODERS * ATTEMPTS_EACH) as u64,
+        "{status}"
+    );
+    let server = c_node.visctl(&["vpn", "status"]).unwrap();
+    let clients = server["result"]["server"]["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{server}");
+    assert_eq!(clients[0]["key"], a.public().to_string(), "{server}");
+}
