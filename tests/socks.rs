@@ -382,7 +382,9 @@ fn a_strangers_syn_flood_makes_no_exit_socket_while_allowed_downloads_complete()
     assert!(number(&mesh["sockets_peak"]) <= bound, "{status}");
     let text = c.ask(&["status"])["text"].as_str().unwrap().to_owned();
     assert!(
-        text.contains(&format!("SYNs refused  {attempts} ({attempts} not admitted")),
+        text.contains(&format!(
+            "SYNs refused  {attempts} ({attempts} not admitted"
+        )),
         "{text}"
     );
 }
