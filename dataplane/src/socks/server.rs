@@ -115,8 +115,10 @@ impl Server {
             return Ok(());
         }
         let port = self.options.port;
-        let admission = Admission::keys(&self.options.allow)
-            .limit(self.options.max_connections, self.options.max_connections);
+        let admission = Admission::keys(&self.options.allow).limit(
+            self.options.max_connections,
+            self.options.max_connections_per_key,
+        );
         cx.stack
             .listen(port, BACKLOG, admission)
             .map_err(|why| super::SocksError::Listen { port, why })?;
