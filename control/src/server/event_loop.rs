@@ -805,7 +805,7 @@ impl Control {
     fn bound_buffers(&mut self, token: Token) {
         if let Some(client) = self.clients.get_mut(&token) {
             let held = client.connection.buffered();
-            self.buffered = self.buffered - client.held + held;
+            self.buffered = self.buffered.saturating_sub(client.held) + held;
             client.held = held;
         }
         while self.buffered > self.limits.max_buffered_total {
@@ -843,7 +843,7 @@ impl Control {
     /// Closes a client's connection, detaching it from the app it was attached to.
     fn close(&mut self, token: Token) {
         if let Some(mut client) = self.clients.remove(&token) {
-            self.buffered -= client.held;
+            self.buffered = self.buffered.saturating_sub(client.held);
             if let Some(attachment) = client.connection.attachment() {
                 self.apps.supervisor.detach(attachment.attach);
                 self.apps.attached.remove(&attachment.attach);

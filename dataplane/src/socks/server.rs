@@ -373,19 +373,10 @@ impl Server {
                 // A listener that was reset before it was accepted.
                 Phase::Closing
             }
-            Some(peer) if self.options.allow.contains(&peer) => {
-                if self.connections.len() >= self.options.max_connections {
-                    log::warn!(
-                        "SOCKS server: stream from {peer} refused: {} connections open already",
-                        self.options.max_connections
-                    );
-                    Phase::Answer(ReplyCode::GeneralFailure)
-                } else {
-                    Phase::Request {
-                        input: Vec::with_capacity(MAX_MESH_REQUEST_LEN),
-                    }
-                }
-            }
+            // The stack admitted the stream within max_connections and the key's share.
+            Some(peer) if self.options.allow.contains(&peer) => Phase::Request {
+                input: Vec::with_capacity(MAX_MESH_REQUEST_LEN),
+            },
             _ => {
                 self.totals.refused += 1;
                 match peer {
