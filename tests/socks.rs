@@ -402,6 +402,94 @@ fn the_exit_dials_no_local_address_unless_its_config_allows_it() {
 }
 
 #[test]
+fn a_strangers_syn_flood_makes_no_exit_socket_while_allowed_downloads_complete() {
+    if !require(
+        "curl",
+        "a_strangers_syn_flood_makes_no_exit_socket_while_allowed_downloads_complete",
+    ) {
+        return;
+    }
+    const DOWNLOADS: u64 = 4;
+    const SIZE: u64 = 16 << 20;
+    const FLOODERS: usize = 8;
+    const ATTEMPTS_EACH: usize = 50;
+    let dir = TempDir::new("socks-flood");
+    let http = HttpServer::start();
+    let (a, b, c) = socks_nodes(&dir, true);
+    wait_until("B's route to the exit", Duration::from_secs(20), || {
+        client_status(&b)["route"] == "ready"
+    });
+    let (proxy, stranger) = (proxy_of(&a), proxy_of(&b));
+    let before = c.ask(&["status"])["result"]["mesh_tcp"].clone();
+
+    // A's downloads run while B, whose key C does not allow, opens streams to C as fast as
+    // its SOCKS port takes requests: each is one SYN.
+    let curls: Vec<_> = (0..DOWNLOADS)
+        .map(|i| {
+            let url = http.url(&format!("/bytes/{SIZE}/{}", 300 + i));
+            download(proxy, &url, &dir.path(&format!("flood{i}.bin")))
+        })
+        .collect();
+    let target = target_ip(http.address);
+    let started = Instant::now();
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                (0..ATTEMPTS_EACH)
+                    .map(|_| connect_request(&mut greet(stranger), &target))
+                    .collect::<Vec<u8>>()
+            })
+        })
+        .collect();
+    let codes: Vec<u8> = flooders
+        .into_iter()
+        .flat_map(|flooder| flooder.join().unwrap())
+        .collect();
+    let flood_time = started.elapsed();
+    let attempts = (FLOODERS * ATTEMPTS_EACH) as u64;
+    assert!(codes.iter().all(|code| *code == 0x02), "{codes:?}");
+    for (i, curl) in curls.into_iter().enumerate() {
+        finish(curl, &format!("download {i}"));
+        let (sha, len) = http::file_sha256(&dir.path(&format!("flood{i}.bin")));
+        assert_eq!(len, SIZE);
+        assert!(
+            sha == http::content_sha256(300 + i as u64, SIZE),
+            "download {i} differs"
+        );
+    }
+    eprintln!(
+        "{attempts} stranger SYNs in {flood_time:?} ({:.0}/s) beside {DOWNLOADS} downloads of {} MiB",
+        attempts as f64 / flood_time.as_secs_f64(),
+        SIZE >> 20
+    );
+
+    // Every SYN of B's was refused and counted, and none made a socket: the exit accepted
+    // only A's streams, and its sockets never went beyond its listeners and A's streams.
+    let status = c.ask(&["status"]);
+    let mesh = &status["result"]["mesh_tcp"];
+    let refused = &mesh["syns_refused"];
+    assert_eq!(
+        number(&refused["not_admitted"]) - number(&before["syns_refused"]["not_admitted"]),
+        attempts,
+        "{status}"
+    );
+    let server = server_status(&c);
+    assert_eq!(number(&server["accepted"]), DOWNLOADS, "{server}");
+    assert_eq!(number(&server["refused"]), attempts, "{server}");
+    // Four listening sockets, a download's stream and a listener made for its SYN each.
+    let bound = 4 + 2 * DOWNLOADS;
+    assert!(number(&mesh["sockets_peak"]) <= bound, "{status}");
+    let text = c.ask(&["status"])["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains(&format!(
+            "SYNs refused  {attempts} ({attempts} not admitted"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
 fn entry_memory_stays_bounded_a_stopped_reader_holds_the_target_and_half_close_works() {
     let dir = TempDir::new("socks-memory");
     let http = HttpServer::start();

@@ -219,6 +219,43 @@ fn a_socks_stream_through_a_relay_carries_its_bytes_intact_both_ways() {
 }
 
 #[test]
+fn an_exit_refuses_a_strangers_streams_at_their_syn_without_a_socket() {
+    // C serves B only: A is a stranger to it.
+    let apps =
+        |i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service::ServiceOptions| {
+            socks_apps(Some(&[B, C]))(i, keys, options);
+            if let Some(server) = options.socks.server.as_mut() {
+                server.allow = vec![keys[B]];
+            }
+        };
+    let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], apps);
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let status = |sim: &mut AppSim| match sim.ask(C, Request::Status, LIMIT) {
+        Ok(Reply::Status(status)) => status,
+        other => panic!("not a status: {other:?}"),
+    };
+    let before = status(&mut sim).mesh_tcp;
+    for _ in 0..100 {
+        let (stream, code) = socks_connect(&mut sim, &address_target(target()));
+        assert_eq!(code, 2, "not allowed");
+        sim.close(stream);
+    }
+    let after = status(&mut sim).mesh_tcp;
+    assert_eq!(after.syns_refused.not_admitted, 100, "{after:?}");
+    assert_eq!(after.syns_refused.total(), 100, "{after:?}");
+    assert_eq!(after.sockets, before.sockets, "no socket was made");
+    assert_eq!(
+        after.sockets_peak, before.sockets_peak,
+        "not even for a moment"
+    );
+    let (_, server) = socks_status(&mut sim, C);
+    let server = server.unwrap();
+    assert_eq!((server.accepted, server.refused), (0, 100), "{server:?}");
+}
+
+#[test]
 fn a_name_is_resolved_at_the_exit() {
     let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());

@@ -361,7 +361,7 @@ fn vpn_through_a_relay_end_to_end() {
             .client
             .unwrap()
             .state
-            .starts_with("refused")
+            .contains("the server refused the lease stream")
     });
     ip(&[
         "-n",

@@ -55,7 +55,7 @@ struct RawClient {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with enabled, port, allow, deny, allow_private, allow_targets, dial_timeout_ms, idle_timeout_ms and max_connections"
+    expecting = "a mapping with enabled, port, allow, deny, allow_private, allow_targets, dial_timeout_ms, idle_timeout_ms, max_connections and max_connections_per_key"
 )]
 struct RawServer {
     enabled: Option<bool>,
@@ -67,6 +67,7 @@ struct RawServer {
     dial_timeout_ms: Option<Whole>,
     idle_timeout_ms: Option<Whole>,
     max_connections: Option<Whole>,
+    max_connections_per_key: Option<Whole>,
 }
 
 /// Whether only this host can reach `listen` (an IPv4-mapped loopback counts).
@@ -229,6 +230,13 @@ impl Checker<'_> {
 
     fn socks_server(&self, at: &KeyPath, raw: RawServer) -> Result<ServerOptions, ConfigError> {
         let defaults = ServerOptions::default();
+        let max_connections = self.number(
+            &at.key("max_connections"),
+            raw.max_connections,
+            defaults.max_connections as u64,
+            MAX_CONNECTIONS,
+            "connections",
+        )?;
         Ok(ServerOptions {
             enabled: raw.enabled.unwrap_or(true),
             port: self.number(
@@ -263,10 +271,12 @@ impl Checker<'_> {
                 defaults.idle_timeout,
                 IDLE_TIMEOUT_MS,
             )?,
-            max_connections: self.number(
-                &at.key("max_connections"),
-                raw.max_connections,
-                defaults.max_connections as u64,
+            max_connections: max_connections as usize,
+            // One key may use them all unless the operator says otherwise.
+            max_connections_per_key: self.number(
+                &at.key("max_connections_per_key"),
+                raw.max_connections_per_key,
+                max_connections,
                 MAX_CONNECTIONS,
                 "connections",
             )? as usize,

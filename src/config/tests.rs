@@ -629,6 +629,7 @@ socks:
     dial_timeout_ms: 3000
     idle_timeout_ms: 60000
     max_connections: 100
+    max_connections_per_key: 40
   client:
     listen: \"127.0.0.1:0\"
     exit: {c}
@@ -657,6 +658,7 @@ socks:
     assert_eq!(server.dial_timeout, Duration::from_secs(3));
     assert_eq!(server.idle_timeout, Duration::from_secs(60));
     assert_eq!(server.max_connections, 100);
+    assert_eq!(server.max_connections_per_key, 40);
     let client = config.socks.client.unwrap();
     assert!(client.enabled, "a present section is enabled by default");
     assert_eq!(client.listen, "127.0.0.1:0".parse().unwrap());
@@ -715,6 +717,16 @@ fn socks_defaults_follow_the_reference() {
         .dial_policy
         .check("127.0.0.1".parse().unwrap(), &[])
         .is_err());
+    assert_eq!(
+        (server.max_connections, server.max_connections_per_key),
+        (512, 512)
+    );
+    let text = "socks:\n  server:\n    max_connections: 30\n";
+    let server = parse(text).unwrap().socks.server.unwrap();
+    assert_eq!(
+        server.max_connections_per_key, 30,
+        "one key may use them all"
+    );
 }
 
 #[test]

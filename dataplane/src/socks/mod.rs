@@ -102,8 +102,11 @@ pub struct ServerOptions {
     pub dial_timeout: Duration,
     /// A relayed connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections at most; more are answered "general failure".
+    /// Connections at most, streams still opening included; more are reset at their SYN.
     pub max_connections: usize,
+    /// Connections one client node may have at most, streams still opening included; more
+    /// are reset at their SYN.
+    pub max_connections_per_key: usize,
 }
 
 impl Default for ServerOptions {
@@ -116,6 +119,7 @@ impl Default for ServerOptions {
             dial_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_connections: 512,
+            max_connections_per_key: 512,
         }
     }
 }

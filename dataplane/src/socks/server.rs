@@ -20,7 +20,7 @@ use crate::identity::NodeKey;
 use crate::node::Event;
 use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
-use crate::stack::{MeshStack, TcpHandle};
+use crate::stack::{Admission, MeshStack, TcpHandle};
 
 /// Listening sockets kept ready on the port (the stack makes one more for each SYN that arrives).
 const BACKLOG: usize = 4;
@@ -123,8 +123,12 @@ impl Server {
             return Ok(());
         }
         let port = self.options.port;
+        let admission = Admission::keys(&self.options.allow).limit(
+            self.options.max_connections,
+            self.options.max_connections_per_key,
+        );
         cx.stack
-            .listen(port, BACKLOG)
+            .listen(port, BACKLOG, admission)
             .map_err(|why| super::SocksError::Listen { port, why })?;
         self.running = true;
         log::info!(
@@ -170,7 +174,7 @@ impl Server {
             allowed: self.options.allow.len(),
             connections: self.connections.len(),
             accepted: totals.accepted,
-            refused: totals.refused,
+            refused: totals.refused + cx.stack.syn_refusals_on(self.options.port).total(),
             denied: totals.denied,
             failed: totals.failed,
             bytes_up: totals.bytes_up,
@@ -393,19 +397,10 @@ impl Server {
                 // A listener that was reset before it was accepted.
                 Phase::Closing
             }
-            Some(peer) if self.options.allow.contains(&peer) => {
-                if self.connections.len() >= self.options.max_connections {
-                    log::warn!(
-                        "SOCKS server: stream from {peer} refused: {} connections open already",
-                        self.options.max_connections
-                    );
-                    Phase::Answer(ReplyCode::GeneralFailure)
-                } else {
-                    Phase::Request {
-                        input: Vec::with_capacity(MAX_MESH_REQUEST_LEN),
-                    }
-                }
-            }
+            // The stack admitted the stream within max_connections and the key's share.
+            Some(peer) if self.options.allow.contains(&peer) => Phase::Request {
+                input: Vec::with_capacity(MAX_MESH_REQUEST_LEN),
+            },
             _ => {
                 self.totals.refused += 1;
                 match peer {

@@ -455,8 +455,18 @@ impl VpnClient {
         }
         let outcome = Message::parse(&exchange.received);
         let closed = !lease::may_still_receive(socket);
+        // Reset before it opened: the server admits only the keys in its allow list, and
+        // resets every stream while its VPN server is not (yet) running.
+        let reset = socket.state() == smoltcp::socket::tcp::State::Closed && exchange.sent == 0;
         match outcome {
             Err(ParseError::Incomplete) if !closed => {}
+            Err(ParseError::Incomplete) if reset => {
+                self.drop_exchange(stack);
+                self.fail(
+                    now,
+                    "the server refused the lease stream: its vpn.server.allow does not list this node's key, or its VPN server is not running".to_owned(),
+                );
+            }
             Ok((Message::Grant(grant), _)) => {
                 // The answer is all that was wanted; the server closes its side.
                 self.drop_exchange(stack);
