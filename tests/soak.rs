@@ -61,9 +61,11 @@ const DOWNLOAD_LIMIT: Duration = Duration::from_secs(30);
 const MIN_DOWNLOADS: usize = 20;
 const MIN_MESSAGES: usize = 40;
 /// How far a daemon's resident memory may stay above its figure after the warm-up: this share
-/// of it, plus this much.
-const RSS_MARGIN_PERCENT: u64 = 10;
-const RSS_MARGIN_BYTES: u64 = 4 << 20;
+/// of it, plus this much. Under this load a daemon holds up to about 5 MiB more than when idle
+/// (measured here), and gives most of it back once idle, though not always at once: the margin
+/// covers that, so what stays above it grew with the load.
+const RSS_MARGIN_PERCENT: u64 = 20;
+const RSS_MARGIN_BYTES: u64 = 6 << 20;
 /// How many more open descriptors a daemon may have than after the warm-up.
 const FD_MARGIN: usize = 2;
 /// How long the figures have to come back once the load stopped.
