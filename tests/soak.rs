@@ -516,6 +516,17 @@ impl Round {
             }
         })
     }
+
+    /// Prints the figures to standard error, each retry and undelivered message on a line.
+    fn report(&self, name: &str) {
+        eprintln!("{name}: {self}");
+        for retry in &self.downloads.retries {
+            eprintln!("  retried: {retry}");
+        }
+        for failure in &self.messages.failures {
+            eprintln!("  not delivered: {failure}");
+        }
+    }
 }
 
 impl std::fmt::Display for Round {
@@ -562,18 +573,12 @@ fn downloads_and_messages_survive_relays_killed_and_nothing_leaks() {
 
     // The warm-up: the load for a short while, then each daemon's figures.
     let warm_up = Round::run(&mut mesh, &http, proxy, WARM_UP, 0);
-    eprintln!("warm-up: {warm_up}");
+    warm_up.report("warm-up");
     mesh.wait_until_whole(Duration::from_secs(30));
     let before: Vec<Usage> = mesh.nodes.iter().map(Usage::of).collect();
 
     let load = Round::run(&mut mesh, &http, proxy, LOAD, warm_up.messages.sent());
-    eprintln!("load: {load}");
-    for retry in &load.downloads.retries {
-        eprintln!("  retried: {retry}");
-    }
-    for failure in &load.messages.failures {
-        eprintln!("  not delivered: {failure}");
-    }
+    load.report("load");
     assert!(
         load.kills_on_route > 0,
         "no relay was killed under A's route to D"
