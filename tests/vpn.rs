@@ -789,7 +789,11 @@ fn a_strangers_lease_streams_do_not_keep_an_allowed_client_from_its_addresses() 
             })
         })
         .collect();
-    let client = client_section(&c.public(), Some(&[]), "[\"10.99.0.0/24\"]");
+    let client = client_section(
+        &c.public(),
+        Some(&[]),
+        "[\"10.99.0.0/24\", \"10.77.0.0/24\", \"fd77::/64\"]",
+    );
     let a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.205.1.2:7777"))], &client);
     let (ipv4, _) = a_node.client_up();
     assert!(ipv4.starts_with("10.77.0."), "{ipv4}");
@@ -882,7 +886,11 @@ fn a_flood_behind_a_slow_next_hop_leaves_the_relays_memory_bounded() {
         &[(a.public(), None), (c.public(), Some("10.206.2.2:7777"))],
         "",
     );
-    let client = client_section(&c.public(), Some(&[r.public()]), "[\"10.99.0.0/24\"]");
+    let client = client_section(
+        &c.public(),
+        Some(&[r.public()]),
+        "[\"10.99.0.0/24\", \"10.77.0.0/24\", \"fd77::/64\"]",
+    );
     let a_node = Node::start(&a_ns, &a, &[(r.public(), Some("10.206.1.2:7777"))], &client);
     a_node.client_up();
     let relay = r_node.child.as_ref().unwrap().id();
