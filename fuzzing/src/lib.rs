@@ -127,6 +127,11 @@ pub const TARGETS: &[Target] = &[
         seeds: app_socket::app_socket_request_seeds,
     },
     Target {
+        name: "app_socket_session",
+        run: app_socket::app_socket_session,
+        seeds: app_socket::app_socket_session_seeds,
+    },
+    Target {
         name: "messenger_stream",
         run: messenger::messenger_stream,
         seeds: messenger::messenger_stream_seeds,
