@@ -18,11 +18,11 @@ pub(crate) const FAR_SECRET: [u8; 32] = [4; 32];
 
 /// An advert body: it parses or is refused without a panic; what parses has the origin and
 /// sequence number that a peek at it reads, re-emits to exactly its bytes, and is signed over
-/// those bytes; each of its service entries that reads as one encodes to exactly its bytes; the
-/// signature checks the same with the origin's key converted once; and a
-/// node's topology, hearing it first from its origin, holds it exactly when it verifies,
-/// drops it as a duplicate the second time, and chooses only paths that start at the node,
-/// end where asked and visit no node twice. Accepted when it parses.
+/// those bytes; each of its service entries that reads as one encodes to exactly its bytes;
+/// the signature checks the same with the origin's key converted once; and a node's topology,
+/// hearing it first from its origin, holds it exactly when it verifies, drops it as a
+/// duplicate the second time, and chooses only paths that start at the node, end where asked
+/// and visit no node twice. Accepted when it parses.
 pub fn advert(data: &[u8]) -> bool {
     let peeked = Advert::peek(data);
     let Ok(advert) = Advert::parse(data) else {
