@@ -23,6 +23,7 @@ use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use skywire_dataplane::app_socket::protocol::{AppRequest, BadRequest, Refusal};
 use skywire_dataplane::NodeKey;
 
 /// The variable that names the app socket in a launched app's environment.
@@ -102,16 +103,21 @@ impl AppSocket {
 
     /// A stream to `port` on `node`; the node builds a route there when it has none.
     pub fn dial(&self, node: &NodeKey, port: u16) -> Result<UnixStream, AppSocketError> {
-        self.request(&format!("dial {node} {port}"))
+        self.request(&AppRequest::Dial { peer: *node, port })
     }
 
     /// Listens on `port` of this node, advertised as `service` when one is named.
     pub fn listen(&self, port: u16, service: Option<&str>) -> Result<Listener, AppSocketError> {
-        let line = match service {
-            Some(service) => format!("listen {port} {service}"),
-            None => format!("listen {port}"),
+        let service = match service.map(str::parse).transpose() {
+            Ok(service) => service,
+            Err(error) => {
+                let why = BadRequest::Service(service.unwrap_or_default().to_owned(), error);
+                return Err(AppSocketError::Refused(
+                    Refusal::BadRequest(why).to_string(),
+                ));
+            }
         };
-        let stream = self.request(&line)?;
+        let stream = self.request(&AppRequest::Listen { port, service })?;
         Ok(Listener {
             socket: self.clone(),
             lines: BufReader::new(stream),
@@ -120,17 +126,18 @@ impl AppSocket {
 
     /// Takes the stream that arrived with id `id`.
     pub fn accept(&self, id: u64) -> Result<UnixStream, AppSocketError> {
-        self.request(&format!("accept {id}"))
+        self.request(&AppRequest::Accept { id })
     }
 
-    /// Sends `line` on a new connection and reads the answer: the connection, once it is `ok`.
-    fn request(&self, line: &str) -> Result<UnixStream, AppSocketError> {
+    /// Sends `request` on a new connection and reads the answer: the connection, once it is
+    /// `ok`.
+    fn request(&self, request: &AppRequest) -> Result<UnixStream, AppSocketError> {
         let mut stream =
             UnixStream::connect(&self.path).map_err(|source| AppSocketError::Connect {
                 path: self.path.clone(),
                 source,
             })?;
-        stream.write_all(format!("{line}\n").as_bytes())?;
+        stream.write_all(format!("{request}\n").as_bytes())?;
         let answer = read_answer(&mut stream)?;
         match answer.as_str() {
             "ok" => Ok(stream),
@@ -212,6 +219,18 @@ mod tests {
         );
         for bad in ["incoming 1", "incoming x KEY 1", "outgoing 1 2 3", ""] {
             assert!(parse_incoming(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_service_name_is_refused_as_the_node_would_without_asking_it() {
+        let socket = AppSocket::at("/nonexistent/apps.sock");
+        match socket.listen(5000, Some("a b")) {
+            Err(AppSocketError::Refused(reason)) => assert!(
+                reason.starts_with("bad request: `a b` is not a service name"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 

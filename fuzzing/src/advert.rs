@@ -7,6 +7,7 @@ use skywire_dataplane::topology::{AdvertDrop, Topology};
 use skywire_dataplane::wire::advert::{
     Advert, AdvertLink, MAX_LINKS, MAX_SERVICES, MAX_SERVICE_LEN,
 };
+use skywire_dataplane::wire::ServiceEntry;
 use skywire_dataplane::xeddsa::{VerifyingKey, NONCE_LEN, SIGNATURE_LEN};
 use skywire_dataplane::SecretKey;
 
@@ -17,10 +18,11 @@ pub(crate) const FAR_SECRET: [u8; 32] = [4; 32];
 
 /// An advert body: it parses or is refused without a panic; what parses has the origin and
 /// sequence number that a peek at it reads, re-emits to exactly its bytes, and is signed over
-/// those bytes; the signature checks the same with the origin's key converted once; and a
-/// node's topology, hearing it first from its origin, holds it exactly when it verifies,
-/// drops it as a duplicate the second time, and chooses only paths that start at the node,
-/// end where asked and visit no node twice. Accepted when it parses.
+/// those bytes; each of its service entries that reads as one encodes to exactly its bytes;
+/// the signature checks the same with the origin's key converted once; and a node's topology,
+/// hearing it first from its origin, holds it exactly when it verifies, drops it as a
+/// duplicate the second time, and chooses only paths that start at the node, end where asked
+/// and visit no node twice. Accepted when it parses.
 pub fn advert(data: &[u8]) -> bool {
     let peeked = Advert::peek(data);
     let Ok(advert) = Advert::parse(data) else {
@@ -32,6 +34,13 @@ pub fn advert(data: &[u8]) -> bool {
     assert_eq!(again, data);
     let fields = &data[..data.len() - SIGNATURE_LEN];
     assert!(advert.signed_bytes().ends_with(fields));
+
+    for service in &advert.services {
+        if let Some(entry) = ServiceEntry::parse(service) {
+            assert_eq!(entry.to_bytes(), *service);
+            assert!(entry.is_encoded_as(service));
+        }
+    }
 
     let verified = advert.verify();
     let key_once = VerifyingKey::new(&advert.origin);
@@ -142,7 +151,13 @@ pub fn advert_seeds() -> Vec<Seed> {
                     neighbour: key(PEER_SECRET),
                     rtt_micros: 1,
                 }],
-                vec![b"socks".to_vec(), b"vpn".to_vec()],
+                [("socks", 1080), ("chat", 5000)]
+                    .into_iter()
+                    .map(|(name, port)| {
+                        let name = name.parse().expect("a service name");
+                        ServiceEntry { name, port }.to_bytes()
+                    })
+                    .collect(),
             )),
         ),
         Seed::new("largest.bin", encode(&largest)),

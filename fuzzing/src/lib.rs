@@ -10,9 +10,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod advert;
+pub mod app_socket;
 pub mod control;
 pub mod files;
 pub mod mesh;
+pub mod messenger;
 pub mod node;
 pub mod proc;
 pub mod records;
@@ -118,6 +120,31 @@ pub const TARGETS: &[Target] = &[
         name: "session_classify",
         run: mesh::session_classify,
         seeds: mesh::session_classify_seeds,
+    },
+    Target {
+        name: "app_socket_request",
+        run: app_socket::app_socket_request,
+        seeds: app_socket::app_socket_request_seeds,
+    },
+    Target {
+        name: "app_socket_session",
+        run: app_socket::app_socket_session,
+        seeds: app_socket::app_socket_session_seeds,
+    },
+    Target {
+        name: "messenger_stream",
+        run: messenger::messenger_stream,
+        seeds: messenger::messenger_stream_seeds,
+    },
+    Target {
+        name: "messenger_records",
+        run: messenger::messenger_records,
+        seeds: messenger::messenger_records_seeds,
+    },
+    Target {
+        name: "messenger_store_file",
+        run: messenger::messenger_store_file,
+        seeds: messenger::messenger_store_file_seeds,
     },
     Target {
         name: "vpn_lease",

@@ -240,5 +240,16 @@ fn sample_messages() -> Vec<(&'static str, ControlMessage)> {
                 reason: DownReason::LinkDead,
             },
         ),
+        (
+            "route_down_forgotten",
+            ControlMessage::RouteDown {
+                reporter: peer,
+                reason: DownReason::Forgotten,
+            },
+        ),
+        (
+            "unknown_route",
+            ControlMessage::UnknownRoute { route_id: route(9) },
+        ),
     ]
 }

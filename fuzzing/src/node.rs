@@ -499,6 +499,7 @@ pub fn node_datagram_seeds() -> Vec<Seed> {
         Seed::new("route_through_node.rec", route_through_node_seed()),
         Seed::new("route_from_node.rec", route_from_node_seed()),
         Seed::new("refused_setup.rec", refused_setup_seed()),
+        Seed::new("forgotten_route.rec", forgotten_route_seed()),
     ]
 }
 
@@ -697,6 +698,30 @@ fn refused_setup_seed() -> Vec<u8> {
     records
 }
 
+/// Routes a neighbour forgot, as after its restart: a packet from the peer on a route id the
+/// node never gave (the node reports it unknown), a route from the peer through the node to
+/// the next that the next then reports unknown (the node reports it down towards the peer, as
+/// forgotten), and the same report once more, of a route already gone.
+fn forgotten_route_seed() -> Vec<u8> {
+    let (peer, node, next) = (key(PEER_SECRET), key(NODE_SECRET), key(NEXT_SECRET));
+    let mut records = Vec::new();
+    let stray = carrying(NextHeader::Session, route(0x4242), peer, node, b"stray");
+    records::push(&mut records, SEAL, &stray);
+    let request = setup_request(6, vec![peer, node, next]);
+    seal(&mut records, 0, RouteId::CONTROL, &request);
+    let next_id = route(0x555);
+    let accept = ControlMessage::SetupAccept {
+        setup_id: 6,
+        forward_id: next_id,
+        mtu: 1420,
+    };
+    seal(&mut records, 1, RouteId::CONTROL, &accept);
+    let forgotten = ControlMessage::UnknownRoute { route_id: next_id };
+    seal(&mut records, 1, RouteId::CONTROL, &forgotten);
+    seal(&mut records, 1, RouteId::CONTROL, &forgotten);
+    records
+}
+
 /// Runs `records` through the harness.
 fn replay(records: &[u8]) -> Neighbourhood {
     let mut mesh = Neighbourhood::new();
@@ -878,6 +903,32 @@ mod tests {
             .events
             .iter()
             .any(|event| matches!(event, Event::RouteFailed { peer, .. } if *peer == far)));
+    }
+
+    #[test]
+    fn an_unknown_route_is_reported_and_a_forgotten_one_reported_down() {
+        let mesh = replay(&seed("forgotten_route.rec"));
+        let to_peer = control_messages(&mesh.neighbours[0]);
+        assert!(
+            to_peer.contains(&ControlMessage::UnknownRoute {
+                route_id: route(0x4242)
+            }),
+            "{to_peer:?}"
+        );
+        let forgotten = ControlMessage::RouteDown {
+            reporter: key(NODE_SECRET),
+            reason: DownReason::Forgotten,
+        };
+        assert_eq!(
+            to_peer
+                .iter()
+                .filter(|message| **message == forgotten)
+                .count(),
+            1,
+            "{to_peer:?}"
+        );
+        assert_eq!(mesh.node.routes().count(), 0, "the relayed route is gone");
+        assert_eq!(mesh.node.drops().unknown_route, 1);
     }
 
     #[test]

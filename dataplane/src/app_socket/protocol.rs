@@ -42,6 +42,24 @@ pub enum AppRequest {
     },
 }
 
+/// The request's line, without its new line: what an app sends.
+impl fmt::Display for AppRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppRequest::Dial { peer, port } => write!(f, "dial {peer} {port}"),
+            AppRequest::Listen {
+                port,
+                service: None,
+            } => write!(f, "listen {port}"),
+            AppRequest::Listen {
+                port,
+                service: Some(service),
+            } => write!(f, "listen {port} {service}"),
+            AppRequest::Accept { id } => write!(f, "accept {id}"),
+        }
+    }
+}
+
 /// Reads the request at the start of `input`: `None` while its line is not whole, else the
 /// request (or why it is none) and how many bytes the line took, its new line included; the
 /// bytes after it are already the stream's. A line that fills [`MAX_LINE`] without its new line
@@ -300,6 +318,23 @@ mod tests {
             })
         );
         assert_eq!(parse("accept 42\n"), Ok(AppRequest::Accept { id: 42 }));
+        for request in [
+            AppRequest::Dial {
+                peer: key(),
+                port: 1,
+            },
+            AppRequest::Listen {
+                port: 65535,
+                service: Some("echo".parse().unwrap()),
+            },
+            AppRequest::Listen {
+                port: 80,
+                service: None,
+            },
+            AppRequest::Accept { id: u64::MAX },
+        ] {
+            assert_eq!(parse(&format!("{request}\n")), Ok(request));
+        }
         assert_eq!(parse_request(b"listen 50"), None, "not whole yet");
     }
 

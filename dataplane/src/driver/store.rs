@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mio::Waker;
 
 use crate::api::messenger::MessageRow;
-use crate::messenger::records::{self, MAX_RECORD_LEN};
+use crate::messenger::records;
 use crate::service::{StoreOp, StoreResult};
 
 /// The store thread's queue and answers.
@@ -151,17 +151,9 @@ fn load(file: &Path) -> io::Result<(Vec<MessageRow>, usize)> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(error) => return Err(error),
     };
-    let parsed = records::parse(&bytes);
+    let parsed = records::read_log(&bytes)
+        .map_err(|damaged| io::Error::new(io::ErrorKind::InvalidData, damaged))?;
     let cut = bytes.len() - parsed.valid_len;
-    if cut > MAX_RECORD_LEN {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "the {cut} bytes from byte {} on do not read as messages: the file is damaged",
-                parsed.valid_len
-            ),
-        ));
-    }
     if cut > 0 {
         let handle = OpenOptions::new().write(true).open(file)?;
         handle.set_len(parsed.valid_len as u64)?;
@@ -222,6 +214,7 @@ fn append(
 mod tests {
     use super::*;
     use crate::api::messenger::MessageId;
+    use crate::messenger::records::MAX_RECORD_LEN;
     use crate::SecretKey;
     use std::os::unix::fs::PermissionsExt as _;
 

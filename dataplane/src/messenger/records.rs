@@ -66,6 +66,31 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
+/// A log whose bytes after its whole records are more than a torn write leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {len} bytes from byte {from} on do not read as messages: the file is damaged")]
+pub struct Damaged {
+    /// Where the bytes that do not read start.
+    pub from: usize,
+    /// How many there are.
+    pub len: usize,
+}
+
+/// What a start reads back from a log: its whole records, after which at most one record's
+/// worth of bytes (a torn tail, to be cut off) may follow; more is damage, and none of the log
+/// is used.
+pub fn read_log(bytes: &[u8]) -> Result<Parsed, Damaged> {
+    let parsed = parse(bytes);
+    let len = bytes.len() - parsed.valid_len;
+    if len > MAX_RECORD_LEN {
+        return Err(Damaged {
+            from: parsed.valid_len,
+            len,
+        });
+    }
+    Ok(parsed)
+}
+
 /// The record at the start of `bytes` and its length, if a whole and sound one is there.
 fn parse_record(bytes: &[u8]) -> Option<(Record, usize)> {
     let len = usize::try_from(u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?)).ok()?;
@@ -174,6 +199,22 @@ mod tests {
         bytes.truncate(whole.len());
         bytes.extend_from_slice(&[0; 64]);
         assert_eq!(parse(&bytes).valid_len, whole.len());
+    }
+
+    #[test]
+    fn more_than_a_record_of_unreadable_bytes_is_damage() {
+        let whole = encode(&record(1, "kept"));
+        let mut bytes = whole.clone();
+        bytes.resize(whole.len() + MAX_RECORD_LEN, 0);
+        assert_eq!(read_log(&bytes).unwrap().valid_len, whole.len());
+        bytes.push(0);
+        assert_eq!(
+            read_log(&bytes),
+            Err(Damaged {
+                from: whole.len(),
+                len: MAX_RECORD_LEN + 1
+            })
+        );
     }
 
     #[test]
