@@ -158,7 +158,10 @@ fn sample_lines() -> Vec<(&'static str, String)> {
         ("services", vec!["services", "messenger"]),
         ("vpn", vec!["vpn", "start", "server"]),
         ("socks", vec!["socks", "status"]),
-        ("msg", vec!["msg", "send", &other, "hello  there", "# not a comment"]),
+        (
+            "msg",
+            vec!["msg", "send", &other, "hello  there", "# not a comment"],
+        ),
         ("reload", vec!["reload"]),
         ("apps", vec!["apps"]),
         (
