@@ -18,7 +18,7 @@ use super::{smol_duration, Ending, MessengerError, Stores, PORT};
 use crate::api::messenger::{Mailbox, MessageId, MessageRow, SentReply};
 use crate::api::{RequestError, RequestId, Response};
 use crate::identity::NodeKey;
-use crate::node::{RouteError, SetupId};
+use crate::node::{RouteError, RouteWait, SetupId};
 use crate::service::Context;
 use crate::stack::TcpHandle;
 
@@ -34,7 +34,7 @@ pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Where one delivery stands.
 #[derive(Debug)]
 enum Phase {
-    /// Waiting for a ready route; `setup` is the build this delivery asked for, if any.
+    /// Waiting for a ready route; `setup` is the one this delivery started, if any.
     Route { setup: Option<SetupId> },
     /// Waiting before the next try.
     Wait { until: Instant },
@@ -226,23 +226,6 @@ impl Sender {
     }
 }
 
-/// Whether the route to `peer` is ready; when it is not, a build with an automatic path is
-/// asked for unless `building` holds one already. The build's failure comes as an event
-/// (`Sender::route_failed`); one that cannot start is the error.
-fn ready_route(
-    cx: &mut Context<'_>,
-    peer: &NodeKey,
-    building: &mut Option<SetupId>,
-) -> Result<bool, RouteError> {
-    if cx.route_ready(peer) {
-        return Ok(true);
-    }
-    if building.is_none() {
-        *building = Some(cx.node.build_route_to(cx.now, peer)?);
-    }
-    Ok(false)
-}
-
 impl Delivery {
     fn next_backoff(&mut self) -> Duration {
         let wait = self.backoff;
@@ -292,15 +275,20 @@ impl Delivery {
                     }
                     self.phase = Phase::Route { setup: None };
                 }
-                Phase::Route { setup } => match ready_route(cx, &self.peer, setup) {
-                    Ok(true) => {
+                // A build's failure comes as an event (`Sender::route_failed`).
+                Phase::Route { setup } => match cx.node.want_route(cx.now, &self.peer, None) {
+                    Ok(RouteWait::Ready) => {
                         self.routed = true;
                         self.open_stream(cx);
                         if matches!(self.phase, Phase::Wait { .. }) {
                             return Step::Keep;
                         }
                     }
-                    Ok(false) => return Step::Keep,
+                    Ok(RouteWait::Started(started)) => {
+                        *setup = Some(started);
+                        return Step::Keep;
+                    }
+                    Ok(RouteWait::Underway) => return Step::Keep,
                     Err(error) => {
                         self.problem = error.to_string();
                         self.phase = Phase::Wait {
