@@ -182,7 +182,10 @@ fn diamond(dir: &TempDir) -> Vec<Daemon> {
         3,
         "d",
         &[called(keys[1]), called(keys[2])],
-        format!("socks:\n  server:\n    allow: [{}]\n", keys[0]),
+        format!(
+            "socks:\n  server:\n    allow: [{}]\n    allow_targets: [\"127.0.0.1/32\"]\n",
+            keys[0]
+        ),
     );
     let b = start(
         1,

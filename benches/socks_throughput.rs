@@ -385,7 +385,7 @@ impl Mesh {
             &c,
             &[known(b.public()), known(a2.public())],
             &format!(
-                "{LOG}socks:\n  server:\n    allow: [{}, {}]\n",
+                "{LOG}socks:\n  server:\n    allow: [{}, {}]\n    allow_targets: [\"127.0.0.1/32\"]\n",
                 a1.public(),
                 a2.public()
             ),

@@ -130,6 +130,16 @@ mod tests {
         file.write(&format!("neighbours:\n  - key: {own}\n"));
         let error = config.reload().unwrap_err();
         assert!(error.contains("the node's own public key"), "{error}");
+        let exit = SecretKey::generate().public();
+        file.write(&format!(
+            "socks:\n  client:\n    exit: {exit}\n    listen: \"0.0.0.0:1080\"\n"
+        ));
+        let error = config.reload().unwrap_err();
+        assert!(
+            error.contains("socks.client.listen") && error.contains("allow_remote_clients"),
+            "{error}"
+        );
+        assert!(config.config().socks.client.is_none());
         assert_eq!(config.config().log_level, crate::config::LogLevel::Info);
         assert!(config.config().neighbours.is_empty());
         // The running configuration stayed: a good file is compared with it.

@@ -168,6 +168,34 @@ fn check_config_names_an_unknown_key_and_its_line() {
 }
 
 #[test]
+fn a_socks_port_open_to_other_hosts_is_refused_unless_allowed() {
+    let dir = TempDir::new("cli");
+    let exit = "I4FR+rr1zIyZWbjd9gOo7X2a7qb5E//mkO91Ziu0RkU=";
+    let open = format!(
+        "listen: \"127.0.0.1:0\"\nsocks:\n  client:\n    exit: {exit}\n    listen: \"0.0.0.0:0\"\n"
+    );
+    let config = dir.write("config.yaml", &open);
+    let output = skywired(&["--config", config.to_str().unwrap()], dir.root());
+    assert_fails(
+        &output,
+        &[
+            "socks.client.listen",
+            "line 5",
+            "open proxy",
+            "socks.client.allow_remote_clients: true",
+        ],
+    );
+    assert!(!dir.path("state").exists(), "nothing was started");
+    let allowed = format!("{open}    allow_remote_clients: true\n");
+    let config = dir.write("config.yaml", &allowed);
+    let output = skywired(
+        &["check-config", "--config", config.to_str().unwrap()],
+        dir.root(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
 fn a_missing_key_file_folder_is_named() {
     let dir = TempDir::new("cli");
     let config = dir.write(

@@ -55,7 +55,10 @@ fn links_do_not_flap_on_a_loaded_machine() {
         2,
         "c",
         &[called(keys[1])],
-        format!("socks:\n  server:\n    allow: [{}]\n", keys[0]),
+        format!(
+            "socks:\n  server:\n    allow: [{}]\n    allow_targets: [\"127.0.0.1/32\"]\n",
+            keys[0]
+        ),
     );
     let b = start(
         1,

@@ -89,7 +89,10 @@ fn a_sighup_that_adds_a_neighbour_leaves_a_running_socks_download_whole() {
             "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    path: [{}]\n",
             keys.c, keys.b
         ),
-        "c" => format!("socks:\n  server:\n    allow: [{}]\n", keys.a),
+        "c" => format!(
+            "socks:\n  server:\n    allow: [{}]\n    allow_targets: [\"127.0.0.1/32\"]\n",
+            keys.a
+        ),
         _ => String::new(),
     };
     let (a, _b, _c) = three_nodes_with(&dir, socks);

@@ -57,7 +57,10 @@ fn socks_sections(index: usize, keys: &[NodeKey]) -> String {
             "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n",
             keys[D]
         ),
-        D => format!("socks:\n  server:\n    allow: [{}]\n", keys[A]),
+        D => format!(
+            "socks:\n  server:\n    allow: [{}]\n    allow_targets: [\"127.0.0.1/32\"]\n",
+            keys[A]
+        ),
         _ => String::new(),
     }
 }
@@ -268,7 +271,10 @@ fn a_socks_client_gets_through_again_once_its_exit_restarted() {
         Daemon::launch(&dir, name, &secrets[index], neighbours, &launch)
     };
     let b = start(1, "b", &[called(keys[0]), called(keys[2])], "");
-    let server = format!("socks:\n  server:\n    allow: [{}]\n", keys[0]);
+    let server = format!(
+        "socks:\n  server:\n    allow: [{}]\n    allow_targets: [\"127.0.0.1/32\"]\n",
+        keys[0]
+    );
     let mut c = start(2, "c", &[b.as_neighbour(true)], &server);
     let client = format!(
         "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n",

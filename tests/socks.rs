@@ -1,8 +1,8 @@
 //! The SOCKS apps end to end: three `skywired` processes on 127.0.0.1 — entry A (the SOCKS5
 //! port), relay B, exit C (serving A's key only) — with a local HTTP server as the target.
 //! curl downloads through A's port checked by SHA-256, failures through the real port, the
-//! `socks` commands through `visctl`, and A's resident memory with many open connections and
-//! with a reader that stops.
+//! `socks` commands through `visctl`, A's resident memory with many open connections and
+//! with a reader that stops, and the exit's dial policy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::curl::{download, finish};
 use common::http::{self, HttpServer};
 use common::machine::require;
-use common::socks::{closed_within, connect_request, greet, socks_connect, target_ip};
+use common::socks::{closed_within, connect_request, greet, socks_connect, target_ip, target_name};
 use common::{three_nodes_with, wait_until, Daemon, Keys, TempDir};
 use skywire_dataplane::stack::{TCP_BUFFER, TCP_MEMORY};
 
@@ -34,8 +34,21 @@ fn connections_memory(connections: u64) -> u64 {
 /// What the allocator and the threads may add on top, whatever the number of connections.
 const SLACK: u64 = 16 << 20;
 
-/// The `socks` sections: C serves A; A's port leaves from C through B. With `b_client`, B
-/// also has a client app whose exit is C, which does not serve B.
+/// C's section: it serves A, and may dial this host's loopback address (the test's targets)
+/// only when `allow_local`.
+fn exit_config(keys: &Keys, allow_local: bool) -> String {
+    let mut text = format!("socks:\n  server:\n    allow: [{}]\n", keys.a);
+    if allow_local {
+        text.push_str(ALLOW_LOCAL);
+    }
+    text
+}
+
+/// The opt-in that lets an exit reach the local targets of these tests.
+const ALLOW_LOCAL: &str = "    allow_targets: [\"127.0.0.1/32\"]\n";
+
+/// The `socks` sections: C serves A and may reach local targets; A's port leaves from C
+/// through B. With `b_client`, B also has a client app whose exit is C, which does not serve B.
 fn socks_config(name: &str, keys: &Keys, b_client: bool) -> String {
     let client = |exit: &skywire_dataplane::NodeKey, path: &str| {
         format!(
@@ -47,14 +60,22 @@ fn socks_config(name: &str, keys: &Keys, b_client: bool) -> String {
     match name {
         "a" => client(&keys.c, &keys.b.to_string()),
         "b" if b_client => client(&keys.c, &keys.c.to_string()),
-        "c" => format!("socks:\n  server:\n    allow: [{}]\n", keys.a),
+        "c" => exit_config(keys, true),
         _ => String::new(),
     }
 }
 
 /// A, B and C with their SOCKS apps; returns once A's route to the exit is ready.
 fn socks_nodes(dir: &TempDir, b_client: bool) -> (Daemon, Daemon, Daemon) {
-    let nodes = three_nodes_with(dir, |name, keys| socks_config(name, keys, b_client));
+    socks_nodes_with(dir, |name, keys| socks_config(name, keys, b_client))
+}
+
+/// As [`socks_nodes`], with the sections of `config`.
+fn socks_nodes_with(
+    dir: &TempDir,
+    config: impl Fn(&str, &Keys) -> String,
+) -> (Daemon, Daemon, Daemon) {
+    let nodes = three_nodes_with(dir, config);
     wait_until("A's route to the exit", Duration::from_secs(20), || {
         client_status(&nodes.0)["route"] == "ready"
     });
@@ -296,6 +317,176 @@ fn failures_and_the_socks_commands_through_real_daemons() {
         client_status(&a)["route"] != "ready"
     });
     assert!(!a.log().contains("panicked"), "{}", a.log());
+}
+
+#[test]
+fn the_exit_dials_no_local_address_unless_its_config_allows_it() {
+    let dir = TempDir::new("socks-policy");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (a, _b, c) = socks_nodes_with(&dir, |name, keys| match name {
+        "c" => exit_config(keys, false),
+        _ => socks_config(name, keys, false),
+    });
+    let proxy = proxy_of(&a);
+    let at = |ip: &str| target_ip(SocketAddr::new(ip.parse().unwrap(), port));
+    let targets = [
+        ("127.0.0.1", at("127.0.0.1")),
+        ("169.254.169.254", at("169.254.169.254")),
+        ("0.0.0.0", at("0.0.0.0")),
+        ("::ffff:127.0.0.1", at("::ffff:127.0.0.1")),
+        ("localhost", target_name("localhost", port)),
+    ];
+
+    // The default: each is answered 02, counted, logged, and nothing reaches the target.
+    for (name, target) in &targets {
+        let mut stream = greet(proxy);
+        assert_eq!(connect_request(&mut stream, target), 0x02, "{name}");
+    }
+    let server = server_status(&c);
+    assert_eq!(number(&server["denied"]), targets.len() as u64, "{server}");
+    assert_eq!(number(&server["refused"]), 0, "{server}");
+    assert_eq!(
+        listener.accept().map_err(|error| error.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "a denied target was dialled"
+    );
+    let log = c.log();
+    assert!(log.contains("127.0.0.1:"), "{log}");
+    assert!(log.contains("is loopback (127.0.0.0/8)"), "{log}");
+    assert!(log.contains("is link-local (169.254.0.0/16)"), "{log}");
+    let text = String::from_utf8(c.visctl(&["socks", "status"]).stdout).unwrap();
+    assert!(text.contains("5 denied by the dial policy"), "{text}");
+
+    // With 127.0.0.1/32 allowed explicitly (a reload), the local target is reached, and only it.
+    let config = std::fs::read_to_string(&c.config).unwrap();
+    let section = "  server:\n";
+    assert!(config.contains(section), "{config}");
+    std::fs::write(
+        &c.config,
+        config.replacen(section, &format!("{section}{ALLOW_LOCAL}"), 1),
+    )
+    .unwrap();
+    let reloaded = c.ask(&["reload"]);
+    assert!(reloaded["error"].is_null(), "{reloaded}");
+    wait_until("C's server running again", Duration::from_secs(10), || {
+        server_status(&c)["state"] == "running"
+    });
+    wait_until("A's route to the exit", Duration::from_secs(20), || {
+        client_status(&a)["route"] == "ready"
+    });
+    for (name, target) in &targets {
+        let mut stream = greet(proxy);
+        let expected = if *name == "169.254.169.254" || *name == "0.0.0.0" {
+            0x02
+        } else {
+            0x00
+        };
+        assert_eq!(connect_request(&mut stream, target), expected, "{name}");
+        if expected == 0x00 {
+            let mut accepted = None;
+            wait_until("the target's connection", Duration::from_secs(10), || {
+                accepted = listener.accept().ok();
+                accepted.is_some()
+            });
+            let (mut from_exit, _) = accepted.unwrap();
+            from_exit.set_nonblocking(false).unwrap();
+            from_exit.write_all(name.as_bytes()).unwrap();
+            let mut echoed = vec![0u8; name.len()];
+            stream.read_exact(&mut echoed).unwrap();
+            assert_eq!(echoed, name.as_bytes());
+        }
+    }
+    assert!(!c.log().contains("panicked"), "{}", c.log());
+}
+
+#[test]
+fn a_strangers_syn_flood_makes_no_exit_socket_while_allowed_downloads_complete() {
+    if !require(
+        "curl",
+        "a_strangers_syn_flood_makes_no_exit_socket_while_allowed_downloads_complete",
+    ) {
+        return;
+    }
+    const DOWNLOADS: u64 = 4;
+    const SIZE: u64 = 16 << 20;
+    const FLOODERS: usize = 8;
+    const ATTEMPTS_EACH: usize = 50;
+    let dir = TempDir::new("socks-flood");
+    let http = HttpServer::start();
+    let (a, b, c) = socks_nodes(&dir, true);
+    wait_until("B's route to the exit", Duration::from_secs(20), || {
+        client_status(&b)["route"] == "ready"
+    });
+    let (proxy, stranger) = (proxy_of(&a), proxy_of(&b));
+    let before = c.ask(&["status"])["result"]["mesh_tcp"].clone();
+
+    // A's downloads run while B, whose key C does not allow, opens streams to C as fast as
+    // its SOCKS port takes requests: each is one SYN.
+    let curls: Vec<_> = (0..DOWNLOADS)
+        .map(|i| {
+            let url = http.url(&format!("/bytes/{SIZE}/{}", 300 + i));
+            download(proxy, &url, &dir.path(&format!("flood{i}.bin")))
+        })
+        .collect();
+    let target = target_ip(http.address);
+    let started = Instant::now();
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                (0..ATTEMPTS_EACH)
+                    .map(|_| connect_request(&mut greet(stranger), &target))
+                    .collect::<Vec<u8>>()
+            })
+        })
+        .collect();
+    let codes: Vec<u8> = flooders
+        .into_iter()
+        .flat_map(|flooder| flooder.join().unwrap())
+        .collect();
+    let flood_time = started.elapsed();
+    let attempts = (FLOODERS * ATTEMPTS_EACH) as u64;
+    assert!(codes.iter().all(|code| *code == 0x02), "{codes:?}");
+    for (i, curl) in curls.into_iter().enumerate() {
+        finish(curl, &format!("download {i}"));
+        let (sha, len) = http::file_sha256(&dir.path(&format!("flood{i}.bin")));
+        assert_eq!(len, SIZE);
+        assert!(
+            sha == http::content_sha256(300 + i as u64, SIZE),
+            "download {i} differs"
+        );
+    }
+    eprintln!(
+        "{attempts} stranger SYNs in {flood_time:?} ({:.0}/s) beside {DOWNLOADS} downloads of {} MiB",
+        attempts as f64 / flood_time.as_secs_f64(),
+        SIZE >> 20
+    );
+
+    // Every SYN of B's was refused and counted, and none made a socket: the exit accepted
+    // only A's streams, and its sockets never went beyond its listeners and A's streams.
+    let status = c.ask(&["status"]);
+    let mesh = &status["result"]["mesh_tcp"];
+    let refused = &mesh["syns_refused"];
+    assert_eq!(
+        number(&refused["not_admitted"]) - number(&before["syns_refused"]["not_admitted"]),
+        attempts,
+        "{status}"
+    );
+    let server = server_status(&c);
+    assert_eq!(number(&server["accepted"]), DOWNLOADS, "{server}");
+    assert_eq!(number(&server["refused"]), attempts, "{server}");
+    // Four listening sockets, a download's stream and a listener made for its SYN each.
+    let bound = 4 + 2 * DOWNLOADS;
+    assert!(number(&mesh["sockets_peak"]) <= bound, "{status}");
+    let text = c.ask(&["status"])["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains(&format!(
+            "SYNs refused  {attempts} ({attempts} not admitted"
+        )),
+        "{text}"
+    );
 }
 
 #[test]

@@ -480,6 +480,8 @@ impl Daemon {
                         links_up: 0,
                         routes: 0,
                         rules: 0,
+                        mesh_tcp: Default::default(),
+                        outbox: Default::default(),
                     })),
                     Request::Shutdown => {
                         end.replies.send(id, Ok(Reply::Stopped));

@@ -3,7 +3,8 @@
 //! the server in C through relay B, over IPv4 and IPv6, with a 100 MiB transfer checked end to
 //! end; its addresses survive a restart of its daemon; a full-tunnel client killed with SIGKILL
 //! leaves rules behind that its next start removes; a hostile undo file gets only the client's
-//! own entries removed, and none of it run; and every namespace ends as it began.
+//! own entries removed, and none of it run; a grant inside the client's LAN is refused with
+//! nothing put on the host; and every namespace ends as it began.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -13,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::machine::require;
 use common::netns::{
@@ -257,7 +258,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         SecretKey::generate(),
     );
     let server = format!(
-        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n",
+        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n    allow_targets: [\"{HOST4}/32\"]\n",
         a.public(),
         a.public()
     );
@@ -271,7 +272,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     let client = client_section(
         &c.public(),
         Some(&[b.public()]),
-        "[\"10.99.0.0/24\", \"fd99::/64\"]",
+        "[\"10.99.0.0/24\", \"fd99::/64\", \"10.77.0.0/24\", \"fd77::/64\"]",
     ) + &format!(
         "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    path: [{}]\n",
         c.public(),
@@ -414,6 +415,65 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
 }
 
+#[test]
+fn a_grant_inside_the_clients_lan_is_refused_and_nothing_is_put_on_the_host() {
+    const TEST: &str = "a_grant_inside_the_clients_lan_is_refused_and_nothing_is_put_on_the_host";
+    if !can_make_namespaces(TEST) {
+        return;
+    }
+    let ns = Namespaces::new("skyvpnl", 3);
+    let (a_ns, c_ns) = (ns.name(0), ns.name(1));
+    ns.link(0, "10.207.1.1", 1, "10.207.1.2");
+    // A's LAN (its link v02 to the third namespace) is the server's pool, 10.77.0.0/24: the
+    // grant would take it into the tunnel.
+    ns.link(0, "10.77.0.50", 2, "10.77.0.51");
+    let before = snapshot(&a_ns);
+
+    let (a, c) = (SecretKey::generate(), SecretKey::generate());
+    let server = format!("{SERVER}      - {}\n", a.public());
+    let mut c_node = Node::start(&c_ns, &c, &[(a.public(), None)], &server);
+    let client = client_section(&c.public(), Some(&[]), "[\"0.0.0.0/0\", \"::/0\"]");
+    let mut a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.207.1.2:7777"))], &client);
+    let mut state = String::new();
+    wait_until(
+        "A's client refusing its grant",
+        Duration::from_secs(30),
+        || {
+            state = a_node.vpn_client()["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            state.starts_with("grant refused")
+        },
+    );
+    assert!(
+        state.contains("10.77.0.2, inside 10.77.0.0/24, which is on-link on v02"),
+        "{state}"
+    );
+    let addresses = ip(&["-n", &a_ns, "address", "show", "dev", "skycli"]);
+    assert!(
+        !addresses.contains("10.77.0.2") && !addresses.contains("fd77"),
+        "{addresses}"
+    );
+    let rules = ip(&["-n", &a_ns, "rule", "show"]);
+    assert!(!rules.contains("29541"), "{rules}");
+    assert!(
+        !Path::new(&a_node.state_dir())
+            .join("vpn-client-routes.yaml")
+            .exists(),
+        "no route was listed for undoing"
+    );
+    assert!(
+        a_node.log().contains("refused the grant"),
+        "{}",
+        a_node.log()
+    );
+
+    a_node.stop();
+    c_node.stop();
+    assert_eq!(snapshot(&a_ns), before, "A is exactly as it was");
+}
+
 /// Sends `len` bytes of the tests' HTTP content (`seed`) from namespace `from` to `addr` in
 /// namespace `to`, calling `midway` once a quarter of them is sent; returns the SHA-256 of what
 /// arrived and how many bytes did.
@@ -518,7 +578,11 @@ fn a_vpn_transfer_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
             "",
         ),
     ];
-    let client = client_section(&keys[3], None, "[\"10.99.0.0/24\"]");
+    let client = client_section(
+        &keys[3],
+        None,
+        "[\"10.99.0.0/24\", \"10.77.0.0/24\", \"fd77::/64\"]",
+    );
     let a = Node::launch(
         &names[0],
         &secrets[0],
@@ -660,4 +724,213 @@ fn a_hostile_undo_file_gets_only_the_clients_own_entries_removed() {
         "{log}"
     );
     node.stop();
+}
+
+/// A node the server does not allow opens streams to its lease port as fast as it can (its
+/// SOCKS client, pointed at the lease port, opens one per request) while the allowed client
+/// starts: every stream is refused at its SYN, so none holds a lease slot or a socket, and
+/// the allowed client gets its addresses.
+#[test]
+fn a_strangers_lease_streams_do_not_keep_an_allowed_client_from_its_addresses() {
+    const TEST: &str = "a_strangers_lease_streams_do_not_keep_an_allowed_client_from_its_addresses";
+    const FLOODERS: usize = 8;
+    const ATTEMPTS_EACH: usize = 40;
+    if !can_make_namespaces(TEST) {
+        return;
+    }
+    let ns = Namespaces::new("skyvpnf", 3);
+    let (a_ns, c_ns, s_ns) = (ns.name(0), ns.name(1), ns.name(2));
+    ns.link(0, "10.205.1.1", 1, "10.205.1.2");
+    ns.link(2, "10.205.2.1", 1, "10.205.2.2");
+    let (a, c, s) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
+    let server = format!("{SERVER}      - {}\n", a.public());
+    let c_node = Node::start(
+        &c_ns,
+        &c,
+        &[(a.public(), None), (s.public(), None)],
+        &server,
+    );
+    let stranger = format!(
+        "socks:\n  client:\n    listen: \"127.0.0.1:0\"\n    exit: {}\n    exit_port: {}\n    path: [{}]\n",
+        c.public(),
+        skywire_dataplane::vpn::DEFAULT_LEASE_PORT,
+        c.public()
+    );
+    let s_node = Node::start(
+        &s_ns,
+        &s,
+        &[(c.public(), Some("10.205.2.2:7777"))],
+        &stranger,
+    );
+    let socks_client = |node: &Node| {
+        node.visctl(&["socks", "status"]).unwrap_or_default()["result"]["client"].clone()
+    };
+    wait_until("the stranger's route to C", Duration::from_secs(20), || {
+        socks_client(&s_node)["route"] == "ready"
+    });
+    let proxy: SocketAddr = socks_client(&s_node)["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let target = socks::target_ip("127.0.0.1:9".parse().unwrap());
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let target = target.clone();
+            in_netns(&s_ns, move || {
+                (0..ATTEMPTS_EACH)
+                    .map(|_| socks::connect_request(&mut socks::greet(proxy), &target))
+                    .collect::<Vec<u8>>()
+            })
+        })
+        .collect();
+    let client = client_section(&c.public(), Some(&[]), "[\"10.99.0.0/24\"]");
+    let a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.205.1.2:7777"))], &client);
+    let (ipv4, _) = a_node.client_up();
+    assert!(ipv4.starts_with("10.77.0."), "{ipv4}");
+    let codes: Vec<u8> = flooders
+        .into_iter()
+        .flat_map(|flooder| flooder.join().unwrap())
+        .collect();
+    assert!(codes.iter().all(|code| *code == 0x02), "{codes:?}");
+
+    let status = c_node.visctl(&["status"]).unwrap();
+    let refused = &status["result"]["mesh_tcp"]["syns_refused"];
+    assert_eq!(
+        refused["not_admitted"],
+        (FLOODERS * ATTEMPTS_EACH) as u64,
+        "{status}"
+    );
+    let server = c_node.visctl(&["vpn", "status"]).unwrap();
+    let clients = server["result"]["server"]["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{server}");
+    assert_eq!(clients[0]["key"], a.public().to_string(), "{server}");
+}
+
+/// The packets the reader of TUN device `tun` in this thread's namespace has taken from it
+/// (its transmit count in `/proc/thread-self/net/dev`).
+fn tun_packets_read(tun: &str) -> u64 {
+    let table = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+    table
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(&format!("{tun}:")))
+        .and_then(|counters| counters.split_whitespace().nth(9)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {tun} in\n{table}"))
+}
+
+/// The relay's resident memory at its peak so far (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// A client floods its route with UDP through the tunnel while the relay's next hop is a
+/// 40 Mbit/s link: the relay's socket fills, its outbox reaches its limit and drops (counted
+/// in `status`), and its peak resident memory grows by no more than the outbox's buffers
+/// (4096 datagrams of 2 KiB) and 8 MiB of slack.
+#[test]
+fn a_flood_behind_a_slow_next_hop_leaves_the_relays_memory_bounded() {
+    const TEST: &str = "a_flood_behind_a_slow_next_hop_leaves_the_relays_memory_bounded";
+    /// Datagrams the client sends, 1200 bytes each: about 72 MB.
+    const DATAGRAMS: usize = 60_000;
+    const BOUND: u64 = (4096 * 2048) + (8 << 20);
+    if !can_make_namespaces(TEST) || !require("tc", TEST) {
+        return;
+    }
+    let ns = Namespaces::new("skyvpnm", 3);
+    let (a_ns, r_ns, c_ns) = (ns.name(0), ns.name(1), ns.name(2));
+    ns.link(0, "10.206.1.1", 1, "10.206.1.2");
+    ns.link(1, "10.206.2.1", 2, "10.206.2.2");
+    ip(&[
+        "-n",
+        &c_ns,
+        "address",
+        "add",
+        &format!("{HOST4}/32"),
+        "dev",
+        "lo",
+    ]);
+    // R's side of the link to C: slow, with a queue deep enough that R's socket buffer
+    // fills before the queue drops.
+    let tc = Command::new("tc")
+        .args(["-n", &r_ns, "qdisc", "add", "dev", "v12", "root", "tbf"])
+        .args(["rate", "40mbit", "burst", "64kb", "limit", "64mb"])
+        .status()
+        .unwrap();
+    assert!(tc.success(), "tc: {tc}");
+
+    let (a, r, c) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
+    let server = format!("{SERVER}      - {}\n", a.public());
+    let _c_node = Node::start(&c_ns, &c, &[(r.public(), None)], &server);
+    let r_node = Node::start(
+        &r_ns,
+        &r,
+        &[(a.public(), None), (c.public(), Some("10.206.2.2:7777"))],
+        "",
+    );
+    let client = client_section(&c.public(), Some(&[r.public()]), "[\"10.99.0.0/24\"]");
+    let a_node = Node::start(&a_ns, &a, &[(r.public(), Some("10.206.1.2:7777"))], &client);
+    a_node.client_up();
+    let relay = r_node.child.as_ref().unwrap().id();
+    let before = peak_rss(relay);
+
+    let flood = in_netns(&a_ns, || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let payload = [0x5a; 1200];
+        // At most this many datagrams wait for A to read them from its TUN device, whose
+        // queue drops beyond 500: the flood goes at the pace A takes it, all of it reaching A.
+        const IN_FLIGHT: u64 = 256;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let start = tun_packets_read("skycli");
+        let mut sent = 0;
+        while sent < DATAGRAMS as u64 && Instant::now() < deadline {
+            // The device carries a few packets of the host's own too: never negative.
+            let read = tun_packets_read("skycli").saturating_sub(start);
+            if sent.saturating_sub(read) < IN_FLIGHT {
+                socket.send_to(&payload, (HOST4, 9)).unwrap();
+                sent += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        sent
+    });
+    assert_eq!(flood.join().unwrap(), DATAGRAMS as u64);
+    let mut status = serde_json::Value::Null;
+    wait_until(
+        "the relay's outbox limit hit",
+        Duration::from_secs(20),
+        || {
+            status = r_node.visctl(&["status"]).unwrap_or_default();
+            status["result"]["outbox"]["dropped"].as_u64().unwrap_or(0) > 0
+        },
+    );
+    let outbox = &status["result"]["outbox"];
+    assert_eq!(outbox["queued_peak"], outbox["limit"], "{status}");
+    let grown = peak_rss(relay).saturating_sub(before);
+    eprintln!(
+        "the relay's peak RSS grew by {:.1} MiB; its outbox dropped {}",
+        grown as f64 / f64::from(1 << 20),
+        outbox["dropped"]
+    );
+    assert!(grown <= BOUND, "the relay grew by {grown} bytes: {status}");
+    let text = r_node.visctl(&["status"]).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains("outbox full"), "{text}");
 }

@@ -159,6 +159,8 @@ fn status() -> StatusReply {
         links_up: 1,
         routes: 0,
         rules: 0,
+        mesh_tcp: Default::default(),
+        outbox: Default::default(),
     }
 }
 
@@ -553,6 +555,57 @@ fn a_client_that_does_not_read_is_disconnected() {
     }
     let received = flooding.lines_until_closed();
     assert!(received < 5_000, "{received}");
+}
+
+#[test]
+fn clients_that_do_not_read_are_disconnected_once_all_together_hold_too_much() {
+    // Each client alone stays within its own bound; two together pass the total.
+    let limits = Limits {
+        max_pending_output: 16 * 1024 * 1024,
+        max_buffered_total: 512 * 1024,
+        ..Limits::default()
+    };
+    let daemon = Daemon::start_with(limits, Fake::default());
+    let mut flooding: Vec<_> = (0..2).map(|_| daemon.connect()).collect();
+    let lines = "help\n".repeat(2_000);
+    for client in &mut flooding {
+        // The server may hang up before it has read everything.
+        if client.try_send(lines.clone()).is_ok() {
+            client.shutdown_write();
+        }
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        let answer = daemon.connect().command("status");
+        assert_ok(&answer, "status");
+        if answer["result"]["control_socket"]["dropped"] != 0 {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody was disconnected: {answer}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let buffers = &status["result"]["control_socket"];
+    assert_eq!(buffers["limit"], 512 * 1024, "{status}");
+    assert!(
+        buffers["buffered_bytes"].as_u64().unwrap() <= 512 * 1024,
+        "{status}"
+    );
+    assert!(
+        status["text"]
+            .as_str()
+            .unwrap()
+            .contains("clients disconnected: all clients together held more than 512.0 KiB"),
+        "{status}"
+    );
+    let closed = flooding
+        .iter_mut()
+        .map(|client| client.lines_until_closed())
+        .filter(|lines| *lines < 2_000)
+        .count();
+    assert!(closed >= 1, "a client that held the most was closed");
 }
 
 #[test]

@@ -31,6 +31,7 @@ use crate::vpn::VpnOptions;
 
 mod batch;
 mod host;
+mod interfaces;
 mod resolver;
 pub(crate) mod routes;
 mod sockets;
@@ -40,6 +41,7 @@ mod wakeups;
 
 use batch::{RecvBatch, SendBatch, BATCH};
 use host::HostThread;
+use interfaces::AddressWatch;
 use resolver::Resolver;
 use sockets::KernelSockets;
 use store::StoreThread;
@@ -48,6 +50,7 @@ use wakeups::{Wake, Wakeups};
 
 const UDP: Token = Token(0);
 const WAKER: Token = Token(1);
+const INTERFACES: Token = Token(2);
 // Tokens 8 and 9 are the TUN devices (`tun::TUN_SERVER`, `tun::TUN_CLIENT`); from 16 on they
 // are the kernel sockets (`sockets::KernelSockets`).
 
@@ -127,6 +130,8 @@ pub struct Dataplane {
     host: HostThread,
     store: StoreThread,
     resolver: Resolver,
+    /// Tells of changes to the host's addresses; `None` when it could not be opened.
+    address_watch: Option<AddressWatch>,
     /// Where replies go, once the loop runs.
     replies: Option<ReplySender>,
     wakeups: Wakeups,
@@ -166,8 +171,14 @@ impl Dataplane {
             now,
             Box::new(rand_core::OsRng),
         )?;
+        let address_watch = AddressWatch::open(poll.registry(), INTERFACES)
+            .map_err(|error| {
+                log::warn!("cannot watch the host's addresses ({error}): the SOCKS server and the VPN client know them as they were at start")
+            })
+            .ok();
         let mut dataplane = Dataplane {
             resolver: Resolver::new(waker.clone()),
+            address_watch,
             poll,
             waker,
             socket,
@@ -183,6 +194,7 @@ impl Dataplane {
             replies: None,
             wakeups: Wakeups::default(),
         };
+        dataplane.read_interfaces();
         dataplane.service.start(now)?;
         dataplane.drain(now);
         if let Some(error) = dataplane.service.take_socks_error() {
@@ -249,6 +261,12 @@ impl Dataplane {
                         self.tuns.set_readable(VpnApp::Client);
                     }
                     WAKER => wake.waker = true,
+                    INTERFACES => {
+                        if let Some(watch) = &self.address_watch {
+                            watch.drain();
+                        }
+                        self.read_interfaces();
+                    }
                     token => {
                         if let Some(socket) = KernelSockets::socket_of(token) {
                             wake.sockets = true;
@@ -276,6 +294,14 @@ impl Dataplane {
                 self.stop();
                 return Ok(());
             }
+        }
+    }
+
+    /// Hands the service the host's interface addresses as they are now.
+    fn read_interfaces(&mut self) {
+        match interfaces::read() {
+            Ok(addresses) => self.service.handle_interfaces(addresses),
+            Err(error) => log::warn!("cannot read the host's addresses: {error}"),
         }
     }
 

@@ -1,8 +1,10 @@
 //! The node's own IP stack on its mesh address: smoltcp, fed with the inner packets that route
 //! sessions decrypted, and handing back the packets it wants carried. It answers pings
-//! (ICMPv6 echo) and sends this node's own; sans-IO like the rest of the core.
+//! (ICMPv6 echo) and sends this node's own; sans-IO like the rest of the core. Each listening
+//! port has an [`Admission`] policy that every SYN is checked against before a socket is made
+//! for it: a refused SYN is answered with a reset and counted, and costs no socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -12,9 +14,10 @@ use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
     HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv6Address,
-    Ipv6Packet, TcpPacket,
+    Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
+use crate::identity::NodeKey;
 use crate::node::INNER_MTU;
 
 /// Packets waiting either way; beyond this the stack drops (a peer cannot make it hoard).
@@ -35,6 +38,8 @@ pub const MAX_TCP_SOCKETS: usize = 1024;
 /// buffers (from [`TCP_BUFFER`] halving down to [`TCP_BUFFER_MIN`]) that leave every socket
 /// still allowed its smallest ones.
 pub const TCP_MEMORY: usize = 256 * 1024 * 1024;
+/// Half-open streams one peer may have on a port at once, unless its policy says otherwise.
+pub const HALF_OPEN_PER_PEER: usize = 64;
 /// First local port of outgoing connections.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -50,6 +55,139 @@ pub enum StackError {
     /// smoltcp refused the endpoint.
     #[error("bad mesh TCP endpoint")]
     BadEndpoint,
+    /// Every local port for outgoing connections is taken by a connection still open.
+    #[error("every mesh TCP port for outgoing connections ({}-{}) is in use: close some connections", EPHEMERAL_PORTS.start(), EPHEMERAL_PORTS.end())]
+    NoFreePort,
+}
+
+/// Who may open streams to a listening port, and how many at once. Every SYN is checked
+/// against it before a socket is made for it; the packet's source was already checked to be
+/// the peer whose route delivered it, so its mesh address names the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The peers admitted, by mesh address; `None` admits any peer with a route.
+    peers: Option<HashSet<Ipv6Addr>>,
+    /// Streams on the port at once, half-open ones included.
+    max_streams: usize,
+    /// Streams one peer may hold on the port at once, half-open ones included.
+    max_streams_per_peer: usize,
+    /// Half-open streams one peer may have on the port at once.
+    max_half_open_per_peer: usize,
+}
+
+impl Admission {
+    /// Any peer with a route, within the stack's own limits.
+    pub fn any() -> Admission {
+        Admission {
+            peers: None,
+            max_streams: MAX_TCP_SOCKETS,
+            max_streams_per_peer: MAX_TCP_SOCKETS,
+            max_half_open_per_peer: HALF_OPEN_PER_PEER,
+        }
+    }
+
+    /// Only the peers with these keys.
+    pub fn keys<'a>(keys: impl IntoIterator<Item = &'a NodeKey>) -> Admission {
+        Admission {
+            peers: Some(keys.into_iter().map(NodeKey::mesh_address).collect()),
+            ..Admission::any()
+        }
+    }
+
+    /// At most `streams` streams on the port at once, `per_peer` of them from one peer.
+    pub fn limit(self, streams: usize, per_peer: usize) -> Admission {
+        Admission {
+            max_streams: streams.max(1),
+            max_streams_per_peer: per_peer.max(1),
+            ..self
+        }
+    }
+
+    /// At most `half_open` streams of one peer half-open at once.
+    pub fn half_open_per_peer(self, half_open: usize) -> Admission {
+        Admission {
+            max_half_open_per_peer: half_open.max(1),
+            ..self
+        }
+    }
+
+    fn admits(&self, peer: &Ipv6Addr) -> bool {
+        self.peers.as_ref().is_none_or(|peers| peers.contains(peer))
+    }
+}
+
+/// Why a SYN to a listening port was refused: it was answered with a reset, and no socket
+/// was made for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynRefusal {
+    /// The port's policy does not admit the peer.
+    NotAdmitted,
+    /// The peer has as many half-open streams on the port as it may.
+    PeerHalfOpen,
+    /// The peer holds as many streams on the port as it may.
+    PeerStreams,
+    /// The port holds as many streams as it may.
+    ListenerFull,
+    /// Every socket the stack allows is in use.
+    NoSocket,
+}
+
+/// SYNs refused before any socket was made for them, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SynRefusals {
+    /// From peers the port's policy does not admit.
+    pub not_admitted: u64,
+    /// From peers with as many half-open streams as they may have.
+    pub peer_half_open: u64,
+    /// From peers holding as many streams as they may.
+    pub peer_streams: u64,
+    /// To ports holding as many streams as they may.
+    pub listener_full: u64,
+    /// While every socket the stack allows was in use.
+    pub no_socket: u64,
+}
+
+impl SynRefusals {
+    fn count(&mut self, refusal: SynRefusal) {
+        let counter = match refusal {
+            SynRefusal::NotAdmitted => &mut self.not_admitted,
+            SynRefusal::PeerHalfOpen => &mut self.peer_half_open,
+            SynRefusal::PeerStreams => &mut self.peer_streams,
+            SynRefusal::ListenerFull => &mut self.listener_full,
+            SynRefusal::NoSocket => &mut self.no_socket,
+        };
+        *counter += 1;
+    }
+
+    /// All refused SYNs.
+    pub fn total(&self) -> u64 {
+        self.not_admitted
+            + self.peer_half_open
+            + self.peer_streams
+            + self.listener_full
+            + self.no_socket
+    }
+}
+
+/// A listening port.
+#[derive(Debug)]
+struct Listener {
+    admission: Admission,
+    /// Listening sockets kept ready.
+    backlog: usize,
+    /// Its sockets not yet accepted: listening, or opened by a SYN.
+    sockets: Vec<TcpHandle>,
+    /// Admitted SYNs to it queued since the last poll, by sender: each needs a socket.
+    queued_syns: HashMap<Ipv6Addr, usize>,
+}
+
+/// What a SYN says about the stream it opens.
+#[derive(Debug, Clone, Copy)]
+struct Syn {
+    from: SocketAddrV6,
+    to: SocketAddrV6,
+    /// The acknowledgement number a reset must carry.
+    ack: TcpSeqNumber,
 }
 
 /// A device that is two queues: what routes delivered, and what the stack sends. Both reuse
@@ -151,13 +289,16 @@ pub struct MeshStack {
     icmp: SocketHandle,
     ident: u16,
     epoch: Instant,
-    /// Listening sockets by port; one becomes a connection when a SYN arrives.
-    listeners: HashMap<u16, Vec<TcpHandle>>,
-    /// How many listening sockets each port keeps ready.
-    backlogs: HashMap<u16, usize>,
-    /// SYNs to each listening port queued since the last poll.
-    syns: HashMap<u16, usize>,
+    /// The listening ports.
+    listeners: HashMap<u16, Listener>,
+    /// Streams accepted on a listening port and not yet released: the port and the peer.
+    accepted: HashMap<TcpHandle, (u16, Ipv6Addr)>,
+    syn_refusals: SynRefusals,
+    /// The same by port, kept when a port stops listening.
+    port_syn_refusals: HashMap<u16, SynRefusals>,
     tcp_sockets: usize,
+    /// The most TCP sockets open at once so far.
+    tcp_sockets_peak: usize,
     /// The TCP sockets' buffers together, both ways.
     tcp_buffer_bytes: usize,
     next_port: u16,
@@ -206,9 +347,11 @@ impl MeshStack {
             ident,
             epoch,
             listeners: HashMap::new(),
-            backlogs: HashMap::new(),
-            syns: HashMap::new(),
+            accepted: HashMap::new(),
+            syn_refusals: SynRefusals::default(),
+            port_syn_refusals: HashMap::new(),
             tcp_sockets: 0,
+            tcp_sockets_peak: 0,
             tcp_buffer_bytes: 0,
             next_port: *EPHEMERAL_PORTS.start(),
         }
@@ -229,6 +372,7 @@ impl MeshStack {
         socket.set_ack_delay(None);
         socket.set_nagle_enabled(false);
         self.tcp_sockets += 1;
+        self.tcp_sockets_peak = self.tcp_sockets_peak.max(self.tcp_sockets);
         Ok(socket)
     }
 
@@ -244,16 +388,58 @@ impl MeshStack {
         size
     }
 
-    /// Accepts connections to `port`, keeping `backlog` sockets listening.
-    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), StackError> {
-        self.backlogs.insert(port, backlog.max(1));
+    // ----- getters -----
+
+    /// TCP sockets open now, listening ones included.
+    pub fn tcp_sockets(&self) -> usize {
+        self.tcp_sockets
+    }
+
+    /// The most TCP sockets open at once so far.
+    pub fn tcp_sockets_peak(&self) -> usize {
+        self.tcp_sockets_peak
+    }
+
+    /// SYNs refused before any socket was made for them.
+    pub fn syn_refusals(&self) -> SynRefusals {
+        self.syn_refusals
+    }
+
+    /// SYNs to `port` refused before any socket was made for them.
+    pub fn syn_refusals_on(&self, port: u16) -> SynRefusals {
+        self.port_syn_refusals
+            .get(&port)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    // ----- listening -----
+
+    /// Accepts connections to `port` from the peers `admission` admits, keeping `backlog`
+    /// sockets listening.
+    pub fn listen(
+        &mut self,
+        port: u16,
+        backlog: usize,
+        admission: Admission,
+    ) -> Result<(), StackError> {
+        let listener = self.listeners.entry(port).or_insert_with(|| Listener {
+            admission: admission.clone(),
+            backlog: 1,
+            sockets: Vec::new(),
+            queued_syns: HashMap::new(),
+        });
+        listener.admission = admission;
+        listener.backlog = backlog.max(1);
         self.refill_listeners(port)
     }
 
     /// Stops accepting on `port`; connections already accepted go on.
     pub fn unlisten(&mut self, port: u16) {
-        self.backlogs.remove(&port);
-        for handle in self.listeners.remove(&port).unwrap_or_default() {
+        let Some(listener) = self.listeners.remove(&port) else {
+            return;
+        };
+        for handle in listener.sockets {
             self.release(handle);
         }
     }
@@ -262,9 +448,12 @@ impl MeshStack {
     /// smoltcp resets a SYN that finds no listener, so a burst of connections needs as many.
     /// Listeners left over (a SYN that was a retransmission) go once the SYNs are processed.
     fn refill_listeners(&mut self, port: u16) -> Result<(), StackError> {
-        let syns = self.syns.get(&port).copied().unwrap_or(0);
-        let wanted = self.backlogs.get(&port).copied().unwrap_or(0) + syns;
-        let handles = self.listeners.remove(&port).unwrap_or_default();
+        let Some(listener) = self.listeners.get_mut(&port) else {
+            return Ok(());
+        };
+        let syns: usize = listener.queued_syns.values().sum();
+        let wanted = listener.backlog + syns;
+        let handles = std::mem::take(&mut listener.sockets);
         let (idle, mut kept): (Vec<_>, Vec<_>) = handles.into_iter().partition(|handle| {
             self.sockets.get::<tcp::Socket>(*handle).state() == tcp::State::Listen
         });
@@ -277,29 +466,140 @@ impl MeshStack {
                 listening += 1;
             }
         }
-        self.listeners.insert(port, kept);
+        let mut result = Ok(());
         while listening < wanted {
-            let mut socket = self.new_tcp_socket()?;
+            let mut socket = match self.new_tcp_socket() {
+                Ok(socket) => socket,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            };
             if socket.listen(port).is_err() {
                 self.forget_tcp_socket(&socket);
-                return Err(StackError::BadEndpoint);
+                result = Err(StackError::BadEndpoint);
+                break;
             }
-            let handle = self.sockets.add(socket);
-            self.listeners.entry(port).or_default().push(handle);
+            kept.push(self.sockets.add(socket));
             listening += 1;
         }
-        Ok(())
+        if let Some(listener) = self.listeners.get_mut(&port) {
+            listener.sockets = kept;
+        }
+        result
     }
 
-    /// A SYN to `port` is queued: if something listens there, have a socket ready for it.
-    fn expect_syn(&mut self, port: u16) {
-        if !self.backlogs.contains_key(&port) {
-            return;
+    /// Checks a SYN against its port's policy; when admitted, a socket is ready for it. `None`
+    /// for a SYN to a port nobody listens on (smoltcp resets it) or a retransmitted SYN of a
+    /// stream that has its socket already.
+    fn admit_syn(&mut self, syn: &Syn) -> Option<Result<(), SynRefusal>> {
+        let port = syn.to.port();
+        let listener = self.listeners.get(&port)?;
+        let peer = *syn.from.ip();
+        if !listener.admission.admits(&peer) {
+            return Some(Err(SynRefusal::NotAdmitted));
         }
-        *self.syns.entry(port).or_default() += 1;
+        let mut streams = listener.queued_syns.values().sum::<usize>();
+        let mut peer_streams = listener.queued_syns.get(&peer).copied().unwrap_or(0);
+        let mut peer_half_open = peer_streams;
+        let accepted = self
+            .accepted
+            .iter()
+            .filter(|(_, (accepted_port, _))| *accepted_port == port)
+            .map(|(handle, _)| handle);
+        for handle in listener.sockets.iter().chain(accepted) {
+            let socket = self.sockets.get::<tcp::Socket>(*handle);
+            let state = socket.state();
+            if state == tcp::State::Listen {
+                continue;
+            }
+            streams += 1;
+            let Some(remote) = socket.remote_endpoint() else {
+                continue;
+            };
+            if remote.addr != IpAddress::Ipv6(peer) {
+                continue;
+            }
+            if remote.port == syn.from.port() {
+                return None;
+            }
+            peer_streams += 1;
+            if state == tcp::State::SynReceived {
+                peer_half_open += 1;
+            }
+        }
+        let admission = &listener.admission;
+        let refusal = if peer_half_open >= admission.max_half_open_per_peer {
+            Some(SynRefusal::PeerHalfOpen)
+        } else if peer_streams >= admission.max_streams_per_peer {
+            Some(SynRefusal::PeerStreams)
+        } else if streams >= admission.max_streams {
+            Some(SynRefusal::ListenerFull)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Some(Err(refusal));
+        }
+        if let Some(listener) = self.listeners.get_mut(&port) {
+            *listener.queued_syns.entry(peer).or_default() += 1;
+        }
         if let Err(error) = self.refill_listeners(port) {
             log::debug!("mesh TCP port {port}: no socket for a new connection: {error}");
+            if let Some(count) = self
+                .listeners
+                .get_mut(&port)
+                .and_then(|listener| listener.queued_syns.get_mut(&peer))
+            {
+                *count = count.saturating_sub(1);
+            }
+            return Some(Err(SynRefusal::NoSocket));
         }
+        Some(Ok(()))
+    }
+
+    /// Answers a refused SYN with a reset, without a socket.
+    fn reset(&mut self, syn: &Syn) {
+        let device = &mut self.device;
+        if device.tx.len() >= QUEUE_LIMIT {
+            return;
+        }
+        let tcp = TcpRepr {
+            src_port: syn.to.port(),
+            dst_port: syn.from.port(),
+            control: TcpControl::Rst,
+            seq_number: TcpSeqNumber(0),
+            ack_number: Some(syn.ack),
+            window_len: 0,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv6Repr {
+            src_addr: *syn.to.ip(),
+            dst_addr: *syn.from.ip(),
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let len = ip.buffer_len() + tcp.buffer_len();
+        let mut buf = device.free.pop().unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let mut packet = Ipv6Packet::new_unchecked(&mut buf[..len]);
+        ip.emit(&mut packet);
+        let mut segment = TcpPacket::new_unchecked(packet.payload_mut());
+        tcp.emit(
+            &mut segment,
+            &IpAddress::Ipv6(*syn.to.ip()),
+            &IpAddress::Ipv6(*syn.from.ip()),
+            &device.capabilities().checksum,
+        );
+        device.tx.push_back((buf, len));
     }
 
     fn forget_tcp_socket(&mut self, socket: &tcp::Socket) {
@@ -322,7 +622,7 @@ impl MeshStack {
     /// The next connection accepted on `port` only, so that each app takes its own: the
     /// connection and who opened it. Call after [`MeshStack::poll`].
     pub fn poll_accept_on(&mut self, port: u16) -> Option<(TcpHandle, SocketAddrV6)> {
-        let handles = self.listeners.get_mut(&port)?;
+        let handles = &mut self.listeners.get_mut(&port)?.sockets;
         let index = handles.iter().position(|handle| {
             self.sockets.get::<tcp::Socket>(*handle).state() != tcp::State::Listen
         })?;
@@ -340,18 +640,14 @@ impl MeshStack {
             // that the caller releases it.
             _ => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0),
         };
+        self.accepted.insert(handle, (port, *remote.ip()));
         Some((handle, remote))
     }
 
     /// Opens a connection to `remote`.
     pub fn connect(&mut self, remote: SocketAddrV6) -> Result<TcpHandle, StackError> {
+        let local_port = self.free_port()?;
         let mut socket = self.new_tcp_socket()?;
-        let local_port = self.next_port;
-        self.next_port = if self.next_port == *EPHEMERAL_PORTS.end() {
-            *EPHEMERAL_PORTS.start()
-        } else {
-            self.next_port + 1
-        };
         let endpoint = (IpAddress::Ipv6(*remote.ip()), remote.port());
         if socket
             .connect(self.iface.context(), endpoint, local_port)
@@ -363,6 +659,21 @@ impl MeshStack {
         Ok(self.sockets.add(socket))
     }
 
+    /// The next local port for an outgoing connection, in turn, skipping those that a socket
+    /// still holds (open, or closing in TIME-WAIT): after a wrap-around, a new connection
+    /// must not take the port of a long-lived one.
+    fn free_port(&mut self) -> Result<u16, StackError> {
+        let in_use: HashSet<u16> = self
+            .sockets
+            .iter()
+            .filter_map(|(_, socket)| match socket {
+                smoltcp::socket::Socket::Tcp(tcp) => tcp.local_endpoint().map(|end| end.port),
+                _ => None,
+            })
+            .collect();
+        next_free_port(&mut self.next_port, &in_use).ok_or(StackError::NoFreePort)
+    }
+
     /// A connection's socket, to read, write, close or query.
     pub fn tcp(&mut self, handle: TcpHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(handle)
@@ -370,6 +681,7 @@ impl MeshStack {
 
     /// Drops a connection's socket (abort it first for a reset, close it for a FIN).
     pub fn release(&mut self, handle: TcpHandle) {
+        self.accepted.remove(&handle);
         if let smoltcp::socket::Socket::Tcp(socket) = self.sockets.remove(handle) {
             self.forget_tcp_socket(&socket);
         }
@@ -385,10 +697,10 @@ impl MeshStack {
         self.sockets.iter().any(|(_, socket)| match socket {
             smoltcp::socket::Socket::Tcp(socket) => {
                 socket.remote_endpoint().is_some_and(|remote| {
-                    remote.addr == syn.remote && remote.port == syn.remote_port
+                    remote.addr == IpAddress::Ipv6(*syn.from.ip()) && remote.port == syn.from.port()
                 }) && socket
                     .local_endpoint()
-                    .is_some_and(|local| local.port == syn.local_port)
+                    .is_some_and(|local| local.port == syn.to.port())
             }
             _ => false,
         })
@@ -398,7 +710,10 @@ impl MeshStack {
     /// buffer and all, and leaves a spare buffer of its own in its place (empty when it has
     /// none), so that buffers change hands instead of bytes being copied. Only whole IPv6
     /// packets of TCP and ICMPv6 go in: smoltcp would answer anything else with an error.
-    /// Says whether it took the packet; when not, `packet` is as it was.
+    /// A SYN to a listening port is first checked against the port's [`Admission`]; a
+    /// refused one is answered with a reset and counted ([`MeshStack::syn_refusals`]), and
+    /// smoltcp never sees it. Says whether it took the packet (a refused SYN counts as taken
+    /// and leaves the buffer); when not, `packet` is as it was.
     pub fn receive(&mut self, packet: &mut Vec<u8>) -> bool {
         if self.device.rx.len() >= QUEUE_LIMIT {
             return false;
@@ -409,14 +724,27 @@ impl MeshStack {
         if !matches!(header.next_header(), IpProtocol::Tcp | IpProtocol::Icmpv6) {
             return false;
         }
-        if let Some(syn) = Syn::of(&header) {
+        if let Some(syn) = parse_syn(&header) {
             if self.holds(&syn) {
                 // A retransmitted SYN: the connection it opened answers it by retransmitting
                 // its SYN-ACK. Handed in, it could find a listener first and open a second
                 // connection with the same addresses, whose reset would kill the first.
                 return false;
             }
-            self.expect_syn(syn.local_port);
+            if let Some(Err(refusal)) = self.admit_syn(&syn) {
+                self.syn_refusals.count(refusal);
+                self.port_syn_refusals
+                    .entry(syn.to.port())
+                    .or_default()
+                    .count(refusal);
+                log::debug!(
+                    "mesh TCP SYN from {} to {} refused: {refusal:?}",
+                    syn.from,
+                    syn.to
+                );
+                self.reset(&syn);
+                return true;
+            }
         }
         let spare = self.device.rx_free.pop().unwrap_or_default();
         self.device.rx.push_back(std::mem::replace(packet, spare));
@@ -436,7 +764,9 @@ impl MeshStack {
         self.iface
             .poll(timestamp, &mut self.device, &mut self.sockets);
         if self.device.rx.is_empty() {
-            self.syns.clear();
+            for listener in self.listeners.values_mut() {
+                listener.queued_syns.clear();
+            }
         }
         self.device.tx.len() >= QUEUE_LIMIT
     }
@@ -516,25 +846,38 @@ impl MeshStack {
     }
 }
 
-/// A TCP packet that opens a connection (SYN without ACK): who sends it, to which port.
-struct Syn {
-    remote: IpAddress,
-    remote_port: u16,
-    local_port: u16,
+/// The first port from `next` on, in turn through [`EPHEMERAL_PORTS`], that is not `in_use`;
+/// `next` moves past it.
+fn next_free_port(next: &mut u16, in_use: &HashSet<u16>) -> Option<u16> {
+    for _ in EPHEMERAL_PORTS {
+        let port = *next;
+        *next = if port >= *EPHEMERAL_PORTS.end() || port < *EPHEMERAL_PORTS.start() {
+            *EPHEMERAL_PORTS.start()
+        } else {
+            port + 1
+        };
+        if EPHEMERAL_PORTS.contains(&port) && !in_use.contains(&port) {
+            return Some(port);
+        }
+    }
+    None
 }
 
-impl Syn {
-    fn of(packet: &Ipv6Packet<&[u8]>) -> Option<Syn> {
-        if packet.next_header() != IpProtocol::Tcp {
-            return None;
-        }
-        let tcp = TcpPacket::new_checked(packet.payload()).ok()?;
-        (tcp.syn() && !tcp.ack()).then(|| Syn {
-            remote: IpAddress::Ipv6(packet.src_addr()),
-            remote_port: tcp.src_port(),
-            local_port: tcp.dst_port(),
-        })
+/// The stream an IPv6 packet opens, if it is a TCP SYN (without ACK).
+fn parse_syn(packet: &Ipv6Packet<&[u8]>) -> Option<Syn> {
+    if packet.next_header() != IpProtocol::Tcp {
+        return None;
     }
+    let tcp = TcpPacket::new_checked(packet.payload()).ok()?;
+    if !tcp.syn() || tcp.ack() {
+        return None;
+    }
+    Some(Syn {
+        from: SocketAddrV6::new(packet.src_addr(), tcp.src_port(), 0, 0),
+        to: SocketAddrV6::new(packet.dst_addr(), tcp.dst_port(), 0, 0),
+        // The SYN takes one sequence number, and any data it carries one each.
+        ack: tcp.seq_number() + 1 + tcp.payload().len(),
+    })
 }
 
 #[cfg(test)]
@@ -590,13 +933,17 @@ pub(crate) mod tests {
         let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
         let mut a = MeshStack::new(a_addr, 7, now);
         let mut b = MeshStack::new(b_addr, 8, now);
-        b.listen(1080, 2).unwrap();
+        b.listen(1080, 2, Admission::any()).unwrap();
         let client = a.connect(SocketAddrV6::new(b_addr, 1080, 0, 0)).unwrap();
         exchange(&mut a, &mut b, now);
         let (port, server, remote) = b.poll_accept().unwrap();
         assert_eq!((port, *remote.ip()), (1080, a_addr));
         assert!(b.poll_accept().is_none());
-        assert_eq!(b.listeners[&1080].len(), 2, "the backlog is refilled");
+        assert_eq!(
+            b.listeners[&1080].sockets.len(),
+            2,
+            "the backlog is refilled"
+        );
         assert_eq!(a.tcp(client).send_slice(b"hello").unwrap(), 5);
         exchange(&mut a, &mut b, now);
         let mut buf = [0u8; 16];
@@ -620,7 +967,7 @@ pub(crate) mod tests {
         let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
         let mut a = MeshStack::new(a_addr, 7, now);
         let mut b = MeshStack::new(b_addr, 8, now);
-        b.listen(1080, 2).unwrap();
+        b.listen(1080, 2, Admission::any()).unwrap();
         let clients: Vec<_> = (0..20)
             .map(|_| a.connect(SocketAddrV6::new(b_addr, 1080, 0, 0)).unwrap())
             .collect();
@@ -633,8 +980,109 @@ pub(crate) mod tests {
         for client in clients {
             assert_eq!(a.tcp(client).state(), tcp::State::Established);
         }
-        assert_eq!(b.listeners[&1080].len(), 2, "back to the backlog");
+        assert_eq!(b.listeners[&1080].sockets.len(), 2, "back to the backlog");
         assert_eq!(b.tcp_sockets, 22);
+    }
+
+    /// Two stacks on the mesh addresses of two fresh keys: the client's key, and both stacks.
+    fn keyed_pair(now: Instant) -> (NodeKey, MeshStack, MeshStack) {
+        let client = crate::identity::SecretKey::generate().public();
+        let server = crate::identity::SecretKey::generate().public();
+        let a = MeshStack::new(client.mesh_address(), 1, now);
+        let b = MeshStack::new(server.mesh_address(), 2, now);
+        (client, a, b)
+    }
+
+    #[test]
+    fn a_stranger_syn_is_reset_without_a_socket_and_counted() {
+        let now = Instant::now();
+        let (_, mut stranger, mut b) = keyed_pair(now);
+        let allowed = crate::identity::SecretKey::generate().public();
+        b.listen(1080, 2, Admission::keys([&allowed])).unwrap();
+        let sockets = b.tcp_sockets();
+        let server = SocketAddrV6::new(b.iface.ipv6_addr().unwrap(), 1080, 0, 0);
+        let attempts: Vec<_> = (0..50).map(|_| stranger.connect(server).unwrap()).collect();
+        exchange(&mut stranger, &mut b, now);
+        assert_eq!(b.syn_refusals().not_admitted, 50);
+        assert_eq!(b.syn_refusals().total(), 50);
+        assert_eq!(b.tcp_sockets(), sockets, "no socket was made");
+        assert_eq!(b.tcp_sockets_peak(), sockets);
+        assert!(b.poll_accept().is_none());
+        for handle in attempts {
+            assert_eq!(stranger.tcp(handle).state(), tcp::State::Closed, "reset");
+        }
+    }
+
+    #[test]
+    fn an_admitted_peer_is_held_to_its_half_open_and_stream_caps_and_the_port_to_its_total() {
+        let now = Instant::now();
+        let (client, mut a, mut b) = keyed_pair(now);
+        let admission = Admission::keys([&client]).limit(6, 4).half_open_per_peer(3);
+        b.listen(1080, 1, admission).unwrap();
+        let server = SocketAddrV6::new(b.iface.ipv6_addr().unwrap(), 1080, 0, 0);
+        // Five SYNs at once: three may be half-open, the rest are reset.
+        let burst: Vec<_> = (0..5).map(|_| a.connect(server).unwrap()).collect();
+        a.poll(now);
+        while let Some((_, packet)) = a.poll_transmit() {
+            b.receive(&mut packet.to_vec());
+        }
+        assert_eq!(b.syn_refusals().peer_half_open, 2);
+        exchange(&mut a, &mut b, now);
+        let established = burst
+            .iter()
+            .filter(|handle| a.tcp(**handle).state() == tcp::State::Established)
+            .count();
+        assert_eq!(established, 3);
+        let mut accepted = Vec::new();
+        while let Some((_, handle, _)) = b.poll_accept() {
+            accepted.push(handle);
+        }
+        assert_eq!(accepted.len(), 3);
+        // Established streams count against the peer's cap of four: one more fits.
+        let fourth = a.connect(server).unwrap();
+        let fifth = a.connect(server).unwrap();
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.tcp(fourth).state(), tcp::State::Established);
+        assert_eq!(a.tcp(fifth).state(), tcp::State::Closed);
+        assert_eq!(b.syn_refusals().peer_streams, 1);
+        accepted.extend(b.poll_accept().map(|(_, handle, _)| handle));
+        assert_eq!(accepted.len(), 4);
+        // A released stream frees its place.
+        let released = accepted.pop().unwrap();
+        b.tcp(released).abort();
+        b.release(released);
+        exchange(&mut a, &mut b, now);
+        let again = a.connect(server).unwrap();
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.tcp(again).state(), tcp::State::Established);
+        assert_eq!(b.syn_refusals().total(), 3);
+    }
+
+    #[test]
+    fn a_port_refuses_streams_beyond_its_total_whoever_opens_them() {
+        let now = Instant::now();
+        let (client, mut a, mut b) = keyed_pair(now);
+        b.listen(1080, 1, Admission::any().limit(2, 2)).unwrap();
+        let server = SocketAddrV6::new(b.iface.ipv6_addr().unwrap(), 1080, 0, 0);
+        let first = a.connect(server).unwrap();
+        exchange(&mut a, &mut b, now);
+        let second = a.connect(server).unwrap();
+        exchange(&mut a, &mut b, now);
+        let third = a.connect(server).unwrap();
+        exchange(&mut a, &mut b, now);
+        let states: Vec<_> = [first, second, third]
+            .iter()
+            .map(|handle| a.tcp(*handle).state())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                tcp::State::Established,
+                tcp::State::Established,
+                tcp::State::Closed
+            ]
+        );
+        assert_eq!(b.syn_refusals().peer_streams, 1, "{client}");
     }
 
     #[test]
@@ -647,7 +1095,7 @@ pub(crate) mod tests {
         // A socket ahead of the listeners, released later: a listener made then sits ahead
         // of the connection, where smoltcp would offer it the SYN first.
         let ahead = b.connect(SocketAddrV6::new(a_addr, 9, 0, 0)).unwrap();
-        b.listen(1080, 1).unwrap();
+        b.listen(1080, 1, Admission::any()).unwrap();
         let client = a.connect(SocketAddrV6::new(b_addr, 1080, 0, 0)).unwrap();
         a.poll(now);
         let (_, syn) = a.poll_transmit().unwrap();
@@ -693,6 +1141,49 @@ pub(crate) mod tests {
         assert_eq!(stack.tcp_buffer_bytes, 0);
         let handle = stack.connect(remote).unwrap();
         assert_eq!(stack.tcp(handle).recv_capacity(), TCP_BUFFER);
+    }
+
+    #[test]
+    fn a_port_still_in_use_is_skipped_when_the_ports_wrap_around() {
+        let now = Instant::now();
+        let a_addr: Ipv6Addr = "fd00::a".parse().unwrap();
+        let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
+        let mut a = MeshStack::new(a_addr, 7, now);
+        let mut b = MeshStack::new(b_addr, 8, now);
+        b.listen(1080, 1, Admission::any()).unwrap();
+        let remote = SocketAddrV6::new(b_addr, 1080, 0, 0);
+        let long_lived = a.connect(remote).unwrap();
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.tcp(long_lived).state(), tcp::State::Established);
+        let held = a.tcp(long_lived).local_endpoint().unwrap().port;
+        assert_eq!(held, *EPHEMERAL_PORTS.start());
+        // Every other port once, each released at once: the next turn comes back to `held`.
+        let range = usize::from(EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start()) + 1;
+        for _ in 1..range {
+            let handle = a.connect(remote).unwrap();
+            assert_ne!(a.tcp(handle).local_endpoint().unwrap().port, held);
+            a.release(handle);
+        }
+        let next = a.connect(remote).unwrap();
+        let port = a.tcp(next).local_endpoint().unwrap().port;
+        assert_ne!(
+            port, held,
+            "the long-lived connection keeps its port to itself"
+        );
+        assert_eq!(port, held + 1);
+        assert_eq!(a.tcp(long_lived).state(), tcp::State::Established);
+    }
+
+    #[test]
+    fn when_every_port_is_in_use_there_is_none_to_give() {
+        let mut in_use: HashSet<u16> = EPHEMERAL_PORTS.collect();
+        let mut next = 50_000;
+        assert_eq!(next_free_port(&mut next, &in_use), None);
+        in_use.remove(&49_152);
+        assert_eq!(next_free_port(&mut next, &in_use), Some(49_152));
+        assert_eq!(next, 49_153);
+        let text = StackError::NoFreePort.to_string();
+        assert!(text.contains("(49152-65535) is in use"), "{text}");
     }
 
     #[test]

@@ -235,7 +235,10 @@ fn vpn_apps(path: &'static [usize]) -> impl Fn(usize, &[NodeKey], &mut ServiceOp
                 tun: "skycli".parse().unwrap(),
                 server: keys[SERVER],
                 path: Some(path.iter().map(|node| keys[*node]).collect()),
-                routes: vec!["10.99.0.0/24".parse().unwrap()],
+                routes: vec![
+                    "10.99.0.0/24".parse().unwrap(),
+                    "10.77.0.0/24".parse().unwrap(),
+                ],
                 port: vpn::DEFAULT_LEASE_PORT,
             });
         }

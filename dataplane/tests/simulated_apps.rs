@@ -17,6 +17,7 @@ use skywire_dataplane::api::{
     AppChange, AppConfig, BuiltinApp, NeighbourChange, NeighbourReply, Reply, Request,
     RequestError, Response,
 };
+use skywire_dataplane::service::InterfaceAddress;
 use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
 use skywire_dataplane::socks::{self, SocksOptions};
 use skywire_dataplane::vpn;
@@ -40,6 +41,14 @@ fn target() -> SocketAddr {
     "10.0.0.1:80".parse().unwrap()
 }
 
+/// The exit's dial policy with the targets' private network allowed.
+fn target_allowed() -> socks::DialPolicy {
+    socks::DialPolicy {
+        allow_targets: vec!["10.0.0.0/24".parse().unwrap()],
+        ..socks::DialPolicy::default()
+    }
+}
+
 /// A's SOCKS client (exit C through `path`, or over a path its node chooses) and C's server
 /// (serving A).
 fn socks_apps(
@@ -60,6 +69,7 @@ fn socks_apps(
                 client: None,
                 server: Some(socks::ServerOptions {
                     allow: vec![keys[A]],
+                    dial_policy: target_allowed(),
                     ..socks::ServerOptions::default()
                 }),
             };
@@ -209,6 +219,43 @@ fn a_socks_stream_through_a_relay_carries_its_bytes_intact_both_ways() {
 }
 
 #[test]
+fn an_exit_refuses_a_strangers_streams_at_their_syn_without_a_socket() {
+    // C serves B only: A is a stranger to it.
+    let apps =
+        |i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service::ServiceOptions| {
+            socks_apps(Some(&[B, C]))(i, keys, options);
+            if let Some(server) = options.socks.server.as_mut() {
+                server.allow = vec![keys[B]];
+            }
+        };
+    let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], apps);
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+    let status = |sim: &mut AppSim| match sim.ask(C, Request::Status, LIMIT) {
+        Ok(Reply::Status(status)) => status,
+        other => panic!("not a status: {other:?}"),
+    };
+    let before = status(&mut sim).mesh_tcp;
+    for _ in 0..100 {
+        let (stream, code) = socks_connect(&mut sim, &address_target(target()));
+        assert_eq!(code, 2, "not allowed");
+        sim.close(stream);
+    }
+    let after = status(&mut sim).mesh_tcp;
+    assert_eq!(after.syns_refused.not_admitted, 100, "{after:?}");
+    assert_eq!(after.syns_refused.total(), 100, "{after:?}");
+    assert_eq!(after.sockets, before.sockets, "no socket was made");
+    assert_eq!(
+        after.sockets_peak, before.sockets_peak,
+        "not even for a moment"
+    );
+    let (_, server) = socks_status(&mut sim, C);
+    let server = server.unwrap();
+    assert_eq!((server.accepted, server.refused), (0, 100), "{server:?}");
+}
+
+#[test]
 fn a_name_is_resolved_at_the_exit() {
     let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
@@ -224,6 +271,47 @@ fn a_name_is_resolved_at_the_exit() {
     carry_both_ways(&mut sim, client, server, b"GET /", b"HTTP/1.1 200 OK");
     let (_, code) = socks_connect(&mut sim, &name_target("nowhere.example", 80));
     assert_eq!(code, 4, "a name that does not resolve: host unreachable");
+}
+
+#[test]
+fn only_the_addresses_the_dial_policy_permits_are_dialled() {
+    let mut sim = AppSim::new(14, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
+    let loopback: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    let metadata: SocketAddr = "169.254.169.254:80".parse().unwrap();
+    for served in [loopback, metadata, target()] {
+        sim.serve(C, served);
+    }
+    sim.set_name(
+        "mixed.example",
+        &[loopback.ip(), metadata.ip(), target().ip()],
+    );
+    sim.set_name("local.example", &[loopback.ip(), "::1".parse().unwrap()]);
+    run_with(&mut sim, "A's route to the exit", |sim| {
+        route_ready(sim, A, C)
+    });
+
+    // A name with denied and permitted addresses: only the permitted one is dialled.
+    let (client, code) = socks_connect(&mut sim, &name_target("mixed.example", 80));
+    assert_eq!(code, 0);
+    let server = sim
+        .accept(C, target())
+        .expect("the exit dialed the permitted address");
+    carry_both_ways(&mut sim, client, server, b"GET /", b"HTTP/1.1 200 OK");
+
+    // Denied targets, by address or by a name with no permitted address: 02, counted.
+    for target in [
+        address_target(loopback),
+        address_target(metadata),
+        name_target("local.example", 80),
+    ] {
+        let (_, code) = socks_connect(&mut sim, &target);
+        assert_eq!(code, 2, "not allowed: {target:?}");
+    }
+    assert!(sim.accept(C, loopback).is_none(), "loopback was dialled");
+    assert!(sim.accept(C, metadata).is_none(), "link-local was dialled");
+    let (_, server) = socks_status(&mut sim, C);
+    let server = server.unwrap();
+    assert_eq!((server.denied, server.refused), (3, 0), "{server:?}");
 }
 
 /// The local program half-closes after its request and reads nothing until the whole answer
@@ -430,19 +518,24 @@ fn a_direct_route_moves_onto_a_relayed_path_and_back_without_a_handshake() {
     carry_both_ways(&mut sim, client, server, b"after", b"both moves");
 }
 
-/// A's VPN client (server C, through B) and C's server (serving A).
+/// A's VPN client (server C, through B), which routes C's network and C's pools through the
+/// tunnel, and C's server (serving A).
 fn vpn_apps(i: usize, keys: &[NodeKey], options: &mut skywire_dataplane::service::ServiceOptions) {
-    match i {
+    vpn_apps_routing(&["10.99.0.0/24", "fd99::/64", "10.77.0.0/24", "fd77::/64"])(i, keys, options);
+}
+
+/// As [`vpn_apps`], with A's client routing `routes` through the tunnel.
+fn vpn_apps_routing(
+    routes: &'static [&'static str],
+) -> impl Fn(usize, &[NodeKey], &mut skywire_dataplane::service::ServiceOptions) {
+    move |i, keys, options| match i {
         A => {
             options.vpn.client = Some(vpn::ClientOptions {
                 start: true,
                 tun: "skycli".parse().unwrap(),
                 server: keys[C],
                 path: Some(vec![keys[B]]),
-                routes: vec![
-                    "10.99.0.0/24".parse().unwrap(),
-                    "fd99::/64".parse().unwrap(),
-                ],
+                routes: routes.iter().map(|route| route.parse().unwrap()).collect(),
                 port: vpn::DEFAULT_LEASE_PORT,
             });
         }
@@ -470,6 +563,88 @@ fn vpn_status(sim: &mut AppSim, node: usize) -> VpnStatus {
     }
 }
 
+/// An address of A's host: `interface` has `cidr` on-link.
+fn interface(interface: &str, cidr: &str) -> InterfaceAddress {
+    let (address, len) = cidr.split_once('/').unwrap();
+    InterfaceAddress {
+        interface: interface.to_owned(),
+        address: address.parse().unwrap(),
+        prefix_len: len.parse().unwrap(),
+    }
+}
+
+#[test]
+fn a_grant_outside_the_clients_routes_is_refused_and_nothing_is_put_on_the_host() {
+    let mut sim = AppSim::new(
+        24,
+        3,
+        &[(A, B), (B, C)],
+        vpn_apps_routing(&["10.99.0.0/24", "fd99::/64"]),
+    );
+    run_with(&mut sim, "A's client refusing its grant", |sim| {
+        vpn_status(sim, A)
+            .client
+            .unwrap()
+            .state
+            .starts_with("grant refused")
+    });
+    let client = vpn_status(&mut sim, A).client.unwrap();
+    assert!(
+        client.state.contains("10.77.0.2/24") && client.state.contains("vpn.client.routes"),
+        "{}",
+        client.state
+    );
+    assert_eq!((client.ipv4, client.ipv6), (None, None));
+    assert_eq!(sim.tun_addresses(A, VpnApp::Client), Some(&[][..]));
+    assert_eq!(sim.tun_routes(A), None, "no route was installed");
+}
+
+#[test]
+fn a_grant_inside_a_network_of_the_clients_host_is_refused_until_that_network_goes() {
+    let mut sim = AppSim::new(
+        25,
+        3,
+        &[(A, B), (B, C)],
+        vpn_apps_routing(&["0.0.0.0/0", "::/0"]),
+    );
+    // A's LAN is 10.77.0.0/16: the server's pool lies inside it. The client's own device
+    // does not count.
+    sim.nodes[A].service.handle_interfaces(vec![
+        interface("lo", "127.0.0.1/8"),
+        interface("eth0", "10.77.3.4/16"),
+        interface("skycli", "10.77.0.2/24"),
+    ]);
+    run_with(&mut sim, "A's client refusing its grant", |sim| {
+        vpn_status(sim, A)
+            .client
+            .unwrap()
+            .state
+            .starts_with("grant refused")
+    });
+    let state = vpn_status(&mut sim, A).client.unwrap().state;
+    assert!(
+        state.contains("10.77.0.2, inside 10.77.0.0/16, which is on-link on eth0"),
+        "{state}"
+    );
+    assert_eq!(sim.tun_addresses(A, VpnApp::Client), Some(&[][..]));
+    assert_eq!(sim.tun_routes(A), None, "no route was installed");
+
+    // The LAN goes (the host moved): the next try takes the grant.
+    sim.nodes[A]
+        .service
+        .handle_interfaces(vec![interface("lo", "127.0.0.1/8")]);
+    assert!(
+        sim.run_until(Duration::from_secs(60), |sim| {
+            sim.tun_routes(A).is_some_and(|routes| routes.len() == 2)
+        }),
+        "the client never took its grant"
+    );
+    run_with(&mut sim, "A's client up", |sim| {
+        vpn_status(sim, A).client.unwrap().state == "up"
+    });
+    assert_eq!(sim.tun_addresses(A, VpnApp::Client).unwrap().len(), 2);
+}
+
 #[test]
 fn vpn_frames_cross_a_relay_and_sources_are_checked() {
     let mut sim = AppSim::new(21, 3, &[(A, B), (B, C)], vpn_apps);
@@ -484,7 +659,7 @@ fn vpn_frames_cross_a_relay_and_sources_are_checked() {
     );
     assert_eq!(
         sim.tun_routes(A).unwrap().len(),
-        2,
+        4,
         "the routes are in place"
     );
     assert!(
@@ -1082,6 +1257,7 @@ fn a_new_app_section_restarts_that_app_alone() {
     let a = sim.key(A);
     let socks_server = socks::ServerOptions {
         allow: vec![a, sim.key(B)],
+        dial_policy: target_allowed(),
         ..socks::ServerOptions::default()
     };
     let reply = sim.ask(

@@ -244,10 +244,9 @@ fn refusals_say_why_and_the_nodes_run_on() {
         }),
     });
     let (d, c) = (sim.key(D), sim.key(C));
+    // A is refused at its stream's SYN: D's messenger port admits only B.
     match error(sim.ask(A, send(d, "hi"), LIMIT)) {
-        MessengerError::Refused { peer, answer } => {
-            assert_eq!((peer, answer), (d, Answer::NotAllowed));
-        }
+        MessengerError::StreamRefused(peer) => assert_eq!(peer, d),
         other => panic!("{other}"),
     }
     let too_long = error(sim.ask(B, send(d, "eleven byte"), LIMIT));
@@ -268,7 +267,7 @@ fn refusals_say_why_and_the_nodes_run_on() {
     sent(sim.ask(B, send(d, "ten bytes!"), LIMIT));
     assert!(matches!(
         error(sim.ask(A, send(c, "anyone there?"), LIMIT)),
-        MessengerError::NoMessenger(peer) if peer == c
+        MessengerError::StreamRefused(peer) if peer == c
     ));
     let own = sim.key(A);
     assert!(matches!(
@@ -358,10 +357,7 @@ fn a_reloaded_section_applies_while_the_messenger_runs() {
     ));
     assert!(matches!(
         error(sim.ask(A, send(d, "refused now"), LIMIT)),
-        MessengerError::Refused {
-            answer: Answer::NotAllowed,
-            ..
-        }
+        MessengerError::StreamRefused(peer) if peer == d
     ));
 
     // The section gone: D's messenger stops, its watch ends, nothing answers on its port.
@@ -384,7 +380,7 @@ fn a_reloaded_section_applies_while_the_messenger_runs() {
     );
     assert!(matches!(
         error(sim.ask(A, send(d, "nobody home"), LIMIT)),
-        MessengerError::NoMessenger(_)
+        MessengerError::StreamRefused(_)
     ));
 
     // Back again: it takes messages, and still has its log.

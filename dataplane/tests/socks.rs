@@ -23,7 +23,7 @@ use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
 use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, Response};
 use skywire_dataplane::driver::{Dataplane, DriverOptions};
 use skywire_dataplane::node::NodeOptions;
-use skywire_dataplane::socks::{ClientOptions, ServerOptions, SocksOptions};
+use skywire_dataplane::socks::{ClientOptions, DialPolicy, ServerOptions, SocksOptions};
 use skywire_dataplane::stack::TCP_BUFFER;
 use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
 
@@ -147,6 +147,11 @@ impl Mesh {
         };
         let server = ServerOptions {
             allow: vec![a_key],
+            // The targets are this host's, which an exit reaches only when allowed.
+            dial_policy: DialPolicy {
+                allow_targets: vec!["127.0.0.1/32".parse().unwrap()],
+                ..DialPolicy::default()
+            },
             dial_timeout,
             ..ServerOptions::default()
         };

@@ -259,7 +259,7 @@ fn vpn_through_a_relay_end_to_end() {
     a_options.vpn.client = Some(client_options(
         c_key,
         vec![b_key],
-        &["10.99.0.0/24", "fd99::/64"],
+        &["10.99.0.0/24", "fd99::/64", "10.77.0.0/24", "fd77::/64"],
     ));
     let mut a = Running::start(&a_ns, a_options);
 
@@ -361,7 +361,7 @@ fn vpn_through_a_relay_end_to_end() {
             .client
             .unwrap()
             .state
-            .starts_with("refused")
+            .contains("the server refused the lease stream")
     });
     ip(&[
         "-n",

@@ -7,7 +7,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::Deserialize;
-use skywire_dataplane::socks::{ClientOptions, ServerOptions, SocksOptions};
+use skywire_dataplane::socks::{ClientOptions, DialPolicy, ServerOptions, SocksOptions};
+use skywire_dataplane::vpn::Prefix;
 use skywire_dataplane::NodeKey;
 
 use super::locate::KeyPath;
@@ -35,11 +36,12 @@ pub(super) struct RawSocks {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with enabled, listen, exit, exit_port, path, handshake_timeout_ms, connect_timeout_ms, idle_timeout_ms and max_connections"
+    expecting = "a mapping with enabled, listen, allow_remote_clients, exit, exit_port, path, handshake_timeout_ms, connect_timeout_ms, idle_timeout_ms and max_connections"
 )]
 struct RawClient {
     enabled: Option<bool>,
     listen: Option<String>,
+    allow_remote_clients: Option<bool>,
     exit: Option<String>,
     exit_port: Option<Whole>,
     path: Option<Vec<String>>,
@@ -53,15 +55,24 @@ struct RawClient {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with enabled, port, allow, dial_timeout_ms, idle_timeout_ms and max_connections"
+    expecting = "a mapping with enabled, port, allow, deny, allow_private, allow_targets, dial_timeout_ms, idle_timeout_ms, max_connections and max_connections_per_key"
 )]
 struct RawServer {
     enabled: Option<bool>,
     port: Option<Whole>,
     allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+    allow_private: Option<bool>,
+    allow_targets: Option<Vec<String>>,
     dial_timeout_ms: Option<Whole>,
     idle_timeout_ms: Option<Whole>,
     max_connections: Option<Whole>,
+    max_connections_per_key: Option<Whole>,
+}
+
+/// Whether only this host can reach `listen` (an IPv4-mapped loopback counts).
+fn is_loopback(listen: SocketAddr) -> bool {
+    listen.ip().to_canonical().is_loopback()
 }
 
 impl Checker<'_> {
@@ -143,6 +154,15 @@ impl Checker<'_> {
                 )
             })?;
         }
+        if !is_loopback(options.listen) && raw.allow_remote_clients != Some(true) {
+            return Err(self.invalid(
+                &at.key("listen"),
+                format!(
+                    "{} is reachable from other hosts, and the SOCKS port asks no password: anyone who reaches it could use this node and its exit as an open proxy. Listen on loopback (\"127.0.0.1:1080\"), or set socks.client.allow_remote_clients: true if a firewall keeps strangers out",
+                    options.listen
+                ),
+            ));
+        }
         options.exit_port = self.number(
             &at.key("exit_port"),
             raw.exit_port,
@@ -192,8 +212,31 @@ impl Checker<'_> {
         Ok(options)
     }
 
+    /// A list of address ranges.
+    fn prefix_list(&self, at: &KeyPath, texts: Vec<String>) -> Result<Vec<Prefix>, ConfigError> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                text.parse().map_err(|err| {
+                    self.invalid(
+                        &at.index(index),
+                        format!("{err}; a single address is written with /32 or /128"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn socks_server(&self, at: &KeyPath, raw: RawServer) -> Result<ServerOptions, ConfigError> {
         let defaults = ServerOptions::default();
+        let max_connections = self.number(
+            &at.key("max_connections"),
+            raw.max_connections,
+            defaults.max_connections as u64,
+            MAX_CONNECTIONS,
+            "connections",
+        )?;
         Ok(ServerOptions {
             enabled: raw.enabled.unwrap_or(true),
             port: self.number(
@@ -208,6 +251,14 @@ impl Checker<'_> {
                 raw.allow.unwrap_or_default(),
                 "a client node's public key",
             )?,
+            dial_policy: DialPolicy {
+                deny: self.prefix_list(&at.key("deny"), raw.deny.unwrap_or_default())?,
+                allow_private: raw.allow_private.unwrap_or(false),
+                allow_targets: self.prefix_list(
+                    &at.key("allow_targets"),
+                    raw.allow_targets.unwrap_or_default(),
+                )?,
+            },
             dial_timeout: self.millis_or(
                 &at.key("dial_timeout_ms"),
                 raw.dial_timeout_ms,
@@ -220,10 +271,12 @@ impl Checker<'_> {
                 defaults.idle_timeout,
                 IDLE_TIMEOUT_MS,
             )?,
-            max_connections: self.number(
-                &at.key("max_connections"),
-                raw.max_connections,
-                defaults.max_connections as u64,
+            max_connections: max_connections as usize,
+            // One key may use them all unless the operator says otherwise.
+            max_connections_per_key: self.number(
+                &at.key("max_connections_per_key"),
+                raw.max_connections_per_key,
+                max_connections,
                 MAX_CONNECTIONS,
                 "connections",
             )? as usize,

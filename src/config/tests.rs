@@ -623,9 +623,13 @@ socks:
     enabled: false
     port: 2080
     allow: [{a}, {b}]
+    deny: [\"203.0.113.0/24\", \"2001:db8::/32\"]
+    allow_private: true
+    allow_targets: [\"127.0.0.1/32\"]
     dial_timeout_ms: 3000
     idle_timeout_ms: 60000
     max_connections: 100
+    max_connections_per_key: 40
   client:
     listen: \"127.0.0.1:0\"
     exit: {c}
@@ -641,9 +645,20 @@ socks:
     let server = config.socks.server.unwrap();
     assert!(!server.enabled);
     assert_eq!((server.port, server.allow), (2080, vec![a, b]));
+    let policy = server.dial_policy;
+    assert_eq!(
+        policy.deny,
+        vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap()
+        ]
+    );
+    assert!(policy.allow_private);
+    assert_eq!(policy.allow_targets, vec!["127.0.0.1/32".parse().unwrap()]);
     assert_eq!(server.dial_timeout, Duration::from_secs(3));
     assert_eq!(server.idle_timeout, Duration::from_secs(60));
     assert_eq!(server.max_connections, 100);
+    assert_eq!(server.max_connections_per_key, 40);
     let client = config.socks.client.unwrap();
     assert!(client.enabled, "a present section is enabled by default");
     assert_eq!(client.listen, "127.0.0.1:0".parse().unwrap());
@@ -653,6 +668,29 @@ socks:
     assert_eq!(client.connect_timeout, Duration::from_secs(7));
     assert_eq!(client.idle_timeout, Duration::from_secs(2));
     assert_eq!(client.max_connections, 300);
+}
+
+#[test]
+fn a_socks_port_for_other_hosts_needs_allow_remote_clients() {
+    let exit = key(3);
+    for listen in [
+        "127.0.0.1:1080",
+        "127.8.0.1:0",
+        "[::1]:1080",
+        "[::ffff:127.0.0.1]:1080",
+    ] {
+        let text = format!("socks:\n  client:\n    exit: {exit}\n    listen: \"{listen}\"\n");
+        assert!(parse(&text).is_ok(), "{listen} is loopback");
+    }
+    let text = format!(
+        "socks:\n  client:\n    exit: {exit}\n    listen: \"0.0.0.0:1080\"\n    allow_remote_clients: true\n"
+    );
+    let client = parse(&text).unwrap().socks.client.unwrap();
+    assert_eq!(client.listen, "0.0.0.0:1080".parse().unwrap());
+    let text = format!(
+        "socks:\n  client:\n    exit: {exit}\n    listen: \"0.0.0.0:1080\"\n    allow_remote_clients: false\n"
+    );
+    assert!(parse(&text).is_err());
 }
 
 #[test]
@@ -670,6 +708,25 @@ fn socks_defaults_follow_the_reference() {
     let server = config.socks.server.unwrap();
     assert_eq!(server.port, 1080);
     assert!(server.allow.is_empty(), "nobody is served unless listed");
+    assert_eq!(
+        server.dial_policy,
+        skywire_dataplane::socks::DialPolicy::default()
+    );
+    assert!(!server.dial_policy.allow_private);
+    assert!(server
+        .dial_policy
+        .check("127.0.0.1".parse().unwrap(), &[])
+        .is_err());
+    assert_eq!(
+        (server.max_connections, server.max_connections_per_key),
+        (512, 512)
+    );
+    let text = "socks:\n  server:\n    max_connections: 30\n";
+    let server = parse(text).unwrap().socks.server.unwrap();
+    assert_eq!(
+        server.max_connections_per_key, 30,
+        "one key may use them all"
+    );
 }
 
 #[test]
@@ -686,7 +743,31 @@ fn bad_socks_values_are_refused_with_key_and_line() {
         3,
         &["not a key"],
     );
+    assert_invalid(
+        "socks:\n  server:\n    deny: [\"10.0.0.0/8\", \"192.0.2.1\"]\n",
+        "socks.server.deny[1]",
+        3,
+        &["10.77.0.0/24", "/32"],
+    );
+    assert_invalid(
+        "socks:\n  server:\n    allow_targets: [\"127.0.0.1/33\"]\n",
+        "socks.server.allow_targets[0]",
+        3,
+        &["too long"],
+    );
     let exit = key(3);
+    for listen in ["0.0.0.0:1080", "[::]:1080", "192.0.2.7:1080"] {
+        assert_invalid(
+            &format!("socks:\n  client:\n    exit: {exit}\n    listen: \"{listen}\"\n"),
+            "socks.client.listen",
+            4,
+            &[
+                "open proxy",
+                "socks.client.allow_remote_clients: true",
+                "127.0.0.1:1080",
+            ],
+        );
+    }
     assert_invalid(
         &format!("socks:\n  client:\n    exit: {exit}\n    listen: localhost\n"),
         "socks.client.listen",

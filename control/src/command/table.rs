@@ -429,7 +429,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         help: "`socks status` shows the SOCKS client app (the local SOCKS5 port, its exit and \
                the route to it) and the server app (the mesh port and how many client keys it \
                serves): whether each runs, its open connections, connections accepted, \
-               refused and failed, bytes each way and bytes buffered. `socks start` and \
+               refused (a node not allowed), denied (a target the dial policy does not let \
+               the exit reach) and failed, bytes each way and bytes buffered. `socks start` and \
                `socks stop` start or stop both configured apps, or only `client` or `server`; \
                stopping closes the app's connections. The apps are configured in the \
                config's `socks` section.",

@@ -117,10 +117,11 @@ pub(super) fn socks(status: &SocksStatus) -> String {
                 server.state, server.port, server.allowed
             ));
             lines.push(format!(
-                "        {} open, {} accepted, {} refused, {} failed; up {}, down {}; {} buffered",
+                "        {} open, {} accepted, {} refused, {} denied by the dial policy, {} failed; up {}, down {}; {} buffered",
                 server.connections,
                 server.accepted,
                 server.refused,
+                server.denied,
                 server.failed,
                 bytes(server.bytes_up),
                 bytes(server.bytes_down),

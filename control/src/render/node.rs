@@ -15,6 +15,7 @@ use skywire_dataplane::NodeKey;
 
 use super::{ago, bytes, duration, millis, traffic, two_places, Table};
 use crate::protocol::success_line;
+use crate::server::ClientBuffers;
 use crate::signal::ListenerState;
 
 /// The `result` of `status`: the dataplane's figures, and the signal server's state, which the
@@ -24,21 +25,37 @@ struct NodeStatus<'a> {
     #[serde(flatten)]
     node: &'a StatusReply,
     signal_server: &'a ListenerState,
+    control_socket: &'a ClientBuffers,
 }
 
 /// The reply line of `status`.
-pub(crate) fn status_line(command: &str, node: &StatusReply, signal: &ListenerState) -> Vec<u8> {
-    let text = format!(
+pub(crate) fn status_line(
+    command: &str,
+    node: &StatusReply,
+    signal: &ListenerState,
+    clients: &ClientBuffers,
+) -> Vec<u8> {
+    let mut text = format!(
         "{}\n{:<13} {}",
         status(node),
         "signal server",
         signal_server(signal)
     );
+    if clients.dropped > 0 {
+        let _ = write!(
+            text,
+            "\n{:<13} {} clients disconnected: all clients together held more than {}",
+            "control full",
+            clients.dropped,
+            bytes(clients.limit as u64)
+        );
+    }
     success_line(
         command,
         &NodeStatus {
             node,
             signal_server: signal,
+            control_socket: clients,
         },
         &text,
     )
@@ -71,6 +88,8 @@ pub(super) fn status(status: &StatusReply) -> String {
         ("routes", status.routes.to_string()),
         ("rules", status.rules.to_string()),
     ];
+    let mut rows = rows.to_vec();
+    rows.extend(limits_hit(status));
     let mut text = String::new();
     for (index, (name, value)) in rows.iter().enumerate() {
         if index > 0 {
@@ -79,6 +98,47 @@ pub(super) fn status(status: &StatusReply) -> String {
         let _ = write!(text, "{name:<13} {value}");
     }
     text
+}
+
+/// A line for each limit the node has hit: they name what was refused or dropped.
+fn limits_hit(status: &StatusReply) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let mesh = &status.mesh_tcp;
+    if mesh.sockets_limit > 0 && mesh.sockets_peak >= mesh.sockets_limit {
+        rows.push((
+            "mesh sockets",
+            format!(
+                "{} open, all {} were in use at once",
+                mesh.sockets, mesh.sockets_limit
+            ),
+        ));
+    }
+    let refused = &mesh.syns_refused;
+    if refused.total() > 0 {
+        rows.push((
+            "SYNs refused",
+            format!(
+                "{} ({} not admitted, {} over a key's half-open cap, {} over a key's stream cap, {} port full, {} no socket)",
+                refused.total(),
+                refused.not_admitted,
+                refused.peer_half_open,
+                refused.peer_streams,
+                refused.listener_full,
+                refused.no_socket
+            ),
+        ));
+    }
+    let outbox = &status.outbox;
+    if outbox.dropped > 0 {
+        rows.push((
+            "outbox full",
+            format!(
+                "{} datagrams dropped at its limit of {}",
+                outbox.dropped, outbox.limit
+            ),
+        ));
+    }
+    rows
 }
 
 pub(super) fn transports(rows: &[TransportRow]) -> String {

@@ -97,12 +97,49 @@ fn status_is_a_block_of_named_lines() {
         links_up: 2,
         routes: 1,
         rules: 4,
+        mesh_tcp: Default::default(),
+        outbox: Default::default(),
     }));
     assert_eq!(
         text,
         format!(
             "node          {KEY_A}\nmesh address  fd00::1\nlisten        [::]:7777\nuptime        1h 02m\ntransports    3 (2 up)\nroutes        1\nrules         4"
         )
+    );
+}
+
+#[test]
+fn status_names_each_limit_the_node_has_hit() {
+    let mut status = StatusReply {
+        key: key(KEY_A),
+        mesh_address: "fd00::1".parse().unwrap(),
+        listen: "[::]:7777".parse().unwrap(),
+        uptime_secs: 5,
+        transports: 1,
+        links_up: 1,
+        routes: 0,
+        rules: 0,
+        mesh_tcp: Default::default(),
+        outbox: Default::default(),
+    };
+    status.mesh_tcp.sockets_limit = 1024;
+    status.outbox.limit = 4096;
+    let quiet = reply_text(&Reply::Status(status.clone()));
+    assert!(
+        !quiet.contains("refused") && !quiet.contains("outbox"),
+        "{quiet}"
+    );
+    status.mesh_tcp.syns_refused.not_admitted = 40;
+    status.mesh_tcp.syns_refused.peer_half_open = 2;
+    status.outbox.dropped = 7;
+    let text = reply_text(&Reply::Status(status));
+    assert!(
+        text.contains("SYNs refused  42 (40 not admitted, 2 over a key's half-open cap,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outbox full   7 datagrams dropped at its limit of 4096"),
+        "{text}"
     );
 }
 
@@ -282,6 +319,8 @@ fn response_lines_hold_the_data_untagged_or_the_error() {
         links_up: 1,
         routes: 0,
         rules: 0,
+        mesh_tcp: Default::default(),
+        outbox: Default::default(),
     });
     let line = response_line("status", &Ok(status));
     let answer = Answer::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
@@ -303,13 +342,20 @@ fn status_adds_the_signal_servers_state() {
         links_up: 1,
         routes: 0,
         rules: 0,
+        mesh_tcp: Default::default(),
+        outbox: Default::default(),
     };
     let read =
         |line: Vec<u8>| Answer::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
     let listening = ListenerState::Listening {
         address: "127.0.0.1:7999".parse().unwrap(),
     };
-    let answer = read(status_line("status", &node, &listening));
+    let answer = read(status_line(
+        "status",
+        &node,
+        &listening,
+        &Default::default(),
+    ));
     let result = answer.result.unwrap();
     assert_eq!(result["key"], KEY_A);
     assert_eq!(
@@ -326,7 +372,7 @@ fn status_adds_the_signal_servers_state() {
         error: "Address already in use (os error 98)".to_owned(),
         retry_in_ms: 4_200,
     };
-    let answer = read(status_line("status", &node, &retrying));
+    let answer = read(status_line("status", &node, &retrying, &Default::default()));
     assert_eq!(answer.result.unwrap()["signal_server"]["state"], "retrying");
     assert!(answer.text.unwrap().ends_with(
         "signal server retrying: cannot listen on 127.0.0.1:7999: Address already in use (os error 98); next try in 4.2 s"

@@ -64,6 +64,8 @@ pub(crate) struct Connection {
     splitter: LineSplitter,
     /// Input not looked at yet, in order.
     queue: VecDeque<Piece>,
+    /// The bytes of the lines in `queue`.
+    queued_bytes: usize,
     /// The command in progress: the next line waits for its answer.
     running: Option<&'static str>,
     attached: Option<Attachment>,
@@ -88,6 +90,7 @@ impl Connection {
             limits,
             splitter: LineSplitter::default(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             running: None,
             attached: None,
             watching: None,
@@ -110,6 +113,11 @@ impl Connection {
     /// How many reply bytes wait to be written.
     pub(crate) fn pending(&self) -> usize {
         self.output.len() - self.written
+    }
+
+    /// Bytes held for the client: input not yet run, and replies not yet written.
+    pub(super) fn buffered(&self) -> usize {
+        self.queued_bytes + self.splitter.partial.len() + self.pending()
     }
 
     /// Whether reading from the client is still of use.
@@ -271,6 +279,9 @@ impl Connection {
         }
         while !self.closing && !self.overflowed {
             let piece = self.queue.pop_front()?;
+            if let Piece::Line(line) = &piece {
+                self.queued_bytes -= line.len();
+            }
             let in_stream = match (self.attached, self.watching) {
                 (Some(_), _) => Some("attach"),
                 (None, Some(_)) => Some("msg"),
@@ -351,11 +362,15 @@ impl Connection {
             self.too_many_waiting();
             return;
         }
+        if let Piece::Line(line) = &piece {
+            self.queued_bytes += line.len();
+        }
         self.queue.push_back(piece);
     }
 
     fn too_many_waiting(&mut self) {
         self.queue.clear();
+        self.queued_bytes = 0;
         self.send(&failure_line(
             None,
             &format!(

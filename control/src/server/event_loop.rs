@@ -22,7 +22,9 @@ use super::apps::{self, Outcome};
 use super::connection::{Action, Attachment, Connection};
 use super::peer::{Credentials, Peer, Policy};
 use super::signals::{Children, Received, Signals};
-use super::{ControlError, Limits, APP_SOCKET, FIRST_CLIENT, LISTENER, SIGNALS, WAKER};
+use super::{
+    ClientBuffers, ControlError, Limits, APP_SOCKET, FIRST_CLIENT, LISTENER, SIGNALS, WAKER,
+};
 use crate::command::{Command, Parsed};
 use crate::protocol::failure_line;
 use crate::reload::ConfigSource;
@@ -111,6 +113,8 @@ struct Client {
     unread: bool,
     /// Reading or writing failed: close now.
     broken: bool,
+    /// What the connection held when last counted into [`Control::buffered`].
+    held: usize,
 }
 
 /// What one read from a client gave.
@@ -216,6 +220,10 @@ pub(super) struct Control {
     config: Option<Box<dyn ConfigSource>>,
     /// The reload under way, if one is.
     reloading: Option<Reloading>,
+    /// The bytes all clients hold, as last counted.
+    buffered: usize,
+    /// Clients disconnected because all clients together held too many bytes.
+    dropped_for_memory: u64,
 }
 
 impl Control {
@@ -249,6 +257,8 @@ impl Control {
             },
             config: parts.config,
             reloading: None,
+            buffered: 0,
+            dropped_for_memory: 0,
         }
     }
 
@@ -399,6 +409,7 @@ impl Control {
                         connection: Connection::new(self.limits, now),
                         unread: false,
                         broken: false,
+                        held: 0,
                     };
                     self.clients.insert(token, client);
                 }
@@ -584,17 +595,21 @@ impl Control {
         if let (Ok(Reply::Neighbour(change)), Some(config)) = (response, self.config.as_mut()) {
             config.neighbour_changed(change);
         }
-        let Some(client) = self.clients.get_mut(&waiting.client) else {
+        if !self.clients.contains_key(&waiting.client) {
             log::debug!("dropping the reply to request {id}: its client has gone");
             return;
-        };
+        }
         let line = match response {
             Ok(Reply::Status(status)) => render::status_line(
                 waiting.command,
                 status,
                 &self.apps.supervisor.signal().listener_state(Instant::now()),
+                &self.client_buffers(),
             ),
             _ => render::response_line(waiting.command, response),
+        };
+        let Some(client) = self.clients.get_mut(&waiting.client) else {
+            return;
         };
         client.answer(&line);
         self.drive(waiting.client);
@@ -769,6 +784,8 @@ impl Control {
     /// Runs a connection's actions until it waits, then writes and maybe closes it.
     fn drive(&mut self, token: Token) {
         loop {
+            // Each action may add a reply: count it before the next.
+            self.bound_buffers(token);
             let Some(client) = self.clients.get_mut(&token) else {
                 return;
             };
@@ -869,6 +886,44 @@ impl Control {
         }
     }
 
+    /// What the clients hold together.
+    fn client_buffers(&self) -> ClientBuffers {
+        ClientBuffers {
+            clients: self.clients.len(),
+            buffered_bytes: self.buffered,
+            limit: self.limits.max_buffered_total,
+            dropped: self.dropped_for_memory,
+        }
+    }
+
+    /// Counts what a client holds now into the total; past the limit, disconnects the
+    /// clients holding the most until the total is within it again: many clients that do not
+    /// read cannot make the daemon hoard.
+    fn bound_buffers(&mut self, token: Token) {
+        if let Some(client) = self.clients.get_mut(&token) {
+            let held = client.connection.buffered();
+            self.buffered = self.buffered.saturating_sub(client.held) + held;
+            client.held = held;
+        }
+        while self.buffered > self.limits.max_buffered_total {
+            let Some((token, held)) = self
+                .clients
+                .iter()
+                .map(|(token, client)| (*token, client.held))
+                .max_by_key(|(_, held)| *held)
+            else {
+                return;
+            };
+            log::warn!(
+                "disconnecting the control client that holds the most ({held} bytes): all clients together hold {} bytes, more than {}",
+                self.buffered,
+                self.limits.max_buffered_total
+            );
+            self.dropped_for_memory += 1;
+            self.close(token);
+        }
+    }
+
     /// Writes what a client has pending and closes it when it is done with.
     fn settle(&mut self, token: Token) {
         let Some(client) = self.clients.get_mut(&token) else {
@@ -876,9 +931,16 @@ impl Control {
         };
         client.flush();
         if !client.broken && !client.connection.is_finished() {
+            self.bound_buffers(token);
             return;
         }
+        self.close(token);
+    }
+
+    /// Closes a client's connection, detaching it from the app it was attached to.
+    fn close(&mut self, token: Token) {
         if let Some(mut client) = self.clients.remove(&token) {
+            self.buffered = self.buffered.saturating_sub(client.held);
             if let Some(attachment) = client.connection.attachment() {
                 self.apps.supervisor.detach(attachment.attach);
                 self.apps.attached.remove(&attachment.attach);

@@ -191,6 +191,9 @@ pub struct Limits {
     pub max_queued_lines: usize,
     /// Reply bytes waiting for a client that does not read them; beyond that it is disconnected.
     pub max_pending_output: usize,
+    /// Bytes buffered for all clients together, their input and their replies; beyond that
+    /// the client holding the most is disconnected, and counted in `status`.
+    pub max_buffered_total: usize,
     /// How long a stop waits for the dataplane to say it has stopped.
     pub shutdown_timeout: Duration,
     /// How long a new connection may take to send its first line, and any connection to
@@ -204,10 +207,24 @@ impl Default for Limits {
             max_clients: 256,
             max_queued_lines: 64,
             max_pending_output: 1024 * 1024,
+            max_buffered_total: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(10),
             line_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// What the control socket holds for its clients, as `status` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClientBuffers {
+    /// Clients connected now.
+    pub clients: usize,
+    /// Bytes buffered for them now, input and replies.
+    pub buffered_bytes: usize,
+    /// The most that may be buffered for all of them ([`Limits::max_buffered_total`]).
+    pub limit: usize,
+    /// Clients disconnected because the total reached the limit.
+    pub dropped: u64,
 }
 
 /// Stops a running [`ControlServer`] from another thread, as SIGTERM does.

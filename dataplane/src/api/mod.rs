@@ -24,6 +24,8 @@ use serde::Serialize;
 
 use crate::identity::NodeKey;
 use crate::node::{NodeSettings, RouteDownReason, RouteError};
+pub use crate::outbox::OutboxStats;
+pub use crate::stack::SynRefusals;
 use crate::transport::{NeighbourConfig, TransportError};
 use crate::wire::ServiceName;
 use app_socket::AppConnection;
@@ -419,6 +421,23 @@ pub struct StatusReply {
     pub routes: usize,
     /// Rules in the routing table.
     pub rules: usize,
+    /// The mesh stack's TCP sockets, and the SYNs its listening ports refused.
+    pub mesh_tcp: MeshTcpStatus,
+    /// The queue of datagrams to send: the most at once, its limit, and the drops at it.
+    pub outbox: OutboxStats,
+}
+
+/// The mesh stack's TCP sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MeshTcpStatus {
+    /// Open now, listening ones included.
+    pub sockets: usize,
+    /// The most open at once so far.
+    pub sockets_peak: usize,
+    /// The most that may be open at once.
+    pub sockets_limit: usize,
+    /// SYNs answered with a reset before any socket was made for them, by reason.
+    pub syns_refused: SynRefusals,
 }
 
 /// Every transport.

@@ -63,8 +63,11 @@ pub struct ServerStatus {
     pub connections: usize,
     /// Mesh streams accepted since the start of the dataplane.
     pub accepted: u64,
-    /// Streams refused because their node is not allowed.
+    /// Streams refused: their node is not allowed, or holds as many streams as it may.
     pub refused: u64,
+    /// Requests answered "not allowed" because the dial policy denies every address of their
+    /// target (`socks.server.deny`, `allow_private`, `allow_targets`).
+    pub denied: u64,
     /// Streams answered with another failure or cut off.
     pub failed: u64,
     /// Bytes from clients to targets.

@@ -22,7 +22,7 @@ use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
 use crate::socks::relay::{KernelIo, KernelOp, Progress, Relay};
 use crate::socks::{bury, watch_peer, MESH_TIMEOUT};
-use crate::stack::{MeshStack, TcpHandle};
+use crate::stack::{Admission, MeshStack, TcpHandle};
 use crate::wire::advert::MAX_SERVICES;
 use crate::wire::{BuiltinService, ServiceEntry, ServiceName};
 use protocol::{
@@ -613,8 +613,14 @@ impl AppSocket {
                         return Err(Refusal::LimitReached(Limit::Services(MAX_SERVICES)));
                     }
                 }
+                // Any node may open streams to an app's port, within what the app may hold;
+                // one node, a quarter of it.
+                let admission = Admission::any().limit(
+                    self.options.max_per_app,
+                    self.options.max_per_app.div_ceil(4),
+                );
                 cx.stack
-                    .listen(port, BACKLOG)
+                    .listen(port, BACKLOG, admission)
                     .map_err(|_| Refusal::LimitReached(Limit::Stack))?;
                 if service.is_some() {
                     self.services_version += 1;

@@ -27,7 +27,7 @@ use crate::api::{Reply, RequestError, RequestId, Response};
 use crate::identity::NodeKey;
 use crate::node::Event;
 use crate::service::{Context, StoreOp, StoreResult};
-use crate::stack::TcpHandle;
+use crate::stack::{Admission, TcpHandle};
 
 use receive::Receiver;
 use send::Sender;
@@ -58,6 +58,18 @@ pub struct Settings {
     pub send_timeout: Duration,
     /// Incoming streams served at once.
     pub max_streams: usize,
+}
+
+impl Settings {
+    /// Who may open messenger streams, checked at their SYN: the allowed nodes, within
+    /// `max_streams`, a quarter of them from one node.
+    fn admission(&self) -> Admission {
+        let admission = match &self.allow {
+            Some(keys) => Admission::keys(keys),
+            None => Admission::any(),
+        };
+        admission.limit(self.max_streams, self.max_streams.div_ceil(4))
+    }
 }
 
 impl Default for Settings {
@@ -137,9 +149,10 @@ pub enum MessengerError {
         /// What went wrong last.
         why: String,
     },
-    /// The recipient runs no messenger.
-    #[error("not delivered: {0} refused the stream: it runs no messenger")]
-    NoMessenger(NodeKey),
+    /// The recipient's messenger port refused the stream: it runs no messenger, or its
+    /// `allow` list leaves this node out (both are answered alike, before any stream exists).
+    #[error("not delivered: {0} refused the stream: it runs no messenger, or does not take messages from this node (its messenger.allow)")]
+    StreamRefused(NodeKey),
     /// The recipient refused the message.
     #[error("not delivered: {peer} refused it: {answer}")]
     Refused {
@@ -466,10 +479,13 @@ impl Messenger {
     }
 
     fn listen(&mut self, cx: &mut Context<'_>) {
-        if self.listening || self.settings.is_none() || !self.stores.is_loaded() {
+        let Some(settings) = &self.settings else {
+            return;
+        };
+        if self.listening || !self.stores.is_loaded() {
             return;
         }
-        match cx.stack.listen(PORT, BACKLOG) {
+        match cx.stack.listen(PORT, BACKLOG, settings.admission()) {
             Ok(()) => {
                 self.listening = true;
                 log::info!(
@@ -517,6 +533,11 @@ impl Messenger {
         match (was_configured, self.settings.is_some()) {
             (true, false) => self.stop(cx, WatchEnd::Stopped),
             (false, true) => self.start(cx),
+            (true, true) if self.listening => {
+                // Who may open streams may have changed.
+                self.listening = false;
+                self.listen(cx);
+            }
             _ => {}
         }
     }

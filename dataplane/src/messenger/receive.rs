@@ -365,7 +365,9 @@ mod tests {
                 ("fd00::a".parse().unwrap(), "fd00::b".parse().unwrap());
             let mut sender = MeshStack::new(a, 1, now);
             let mut recipient = MeshStack::new(b, 2, now);
-            recipient.listen(PORT, 1).unwrap();
+            recipient
+                .listen(PORT, 1, crate::stack::Admission::any())
+                .unwrap();
             let client = sender.connect(SocketAddrV6::new(b, PORT, 0, 0)).unwrap();
             exchange(&mut sender, &mut recipient, now);
             assert_eq!(sender.tcp(client).send_slice(bytes).unwrap(), bytes.len());

@@ -380,9 +380,10 @@ impl Delivery {
                 })
             }
             Ok(None) if closed && !established => {
-                // Reset while connecting: nothing listens on the recipient's messenger port.
+                // Reset while connecting: nothing listens on the recipient's messenger port,
+                // or it does not admit this node.
                 ending.reset(cx, handle);
-                Step::Failed(MessengerError::NoMessenger(self.peer))
+                Step::Failed(MessengerError::StreamRefused(self.peer))
             }
             Ok(None) if closed => {
                 self.retry(

@@ -13,7 +13,7 @@ use rand_core::RngCore;
 
 use crate::identity::{NodeKey, SecretKey};
 use crate::index::IndexAllocator;
-use crate::outbox::{Datagram, Outbox, MAX_DATAGRAM};
+use crate::outbox::{Datagram, Outbox, OutboxStats, MAX_DATAGRAM};
 use crate::routing::{Lookup, RoutingTable, Rule, TableLimits};
 use crate::session::{classify, Destination, RouteSession, SessionResult};
 use crate::topology::{AdvertDrop, AdvertDrops, KnownNode, PathChoice, Topology};
@@ -719,6 +719,11 @@ impl Node {
     /// Packets the node dropped, by reason.
     pub fn drops(&self) -> NodeDrops {
         self.drops
+    }
+
+    /// How full the queue of datagrams to send has been.
+    pub fn outbox_stats(&self) -> OutboxStats {
+        self.outbox.stats()
     }
 
     /// The lowest-cost path to `peer` over the links that are alive, and its cost (what

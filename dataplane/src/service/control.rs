@@ -11,14 +11,14 @@ use super::{Context, Service};
 use crate::api::topology::{AdvertCounts, FoundRoute, LinkRow, NodeRow, NodesReply};
 use crate::api::vpn::VpnApp;
 use crate::api::{
-    AppChange, BuiltinApp, NeighbourChange, NeighbourReply, PingReply, Reply, Request,
-    RequestError, RequestId, Response, RouteRow, RoutesReply, RuleRow, StatusReply, TransportRow,
-    TransportsReply,
+    AppChange, BuiltinApp, MeshTcpStatus, NeighbourChange, NeighbourReply, PingReply, Reply,
+    Request, RequestError, RequestId, Response, RouteRow, RoutesReply, RuleRow, StatusReply,
+    TransportRow, TransportsReply,
 };
 use crate::identity::NodeKey;
 use crate::node::{EndRoute, Node, RouteDownReason, RouteError, SetupId};
 use crate::routing::Rule;
-use crate::stack::MeshStack;
+use crate::stack::{MeshStack, MAX_TCP_SOCKETS};
 use crate::transport::TransportError;
 
 /// How long a route may take from setup request to being proven end to end (the node gives up
@@ -559,6 +559,13 @@ impl Service {
                 .count(),
             routes: self.node.routes().count(),
             rules: self.node.table().len(),
+            mesh_tcp: MeshTcpStatus {
+                sockets: self.stack.tcp_sockets(),
+                sockets_peak: self.stack.tcp_sockets_peak(),
+                sockets_limit: MAX_TCP_SOCKETS,
+                syns_refused: self.stack.syn_refusals(),
+            },
+            outbox: self.node.outbox_stats(),
         }
     }
 

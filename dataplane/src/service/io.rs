@@ -90,6 +90,17 @@ pub enum SocketEvent {
     Writable,
 }
 
+/// An address of one of the host's network interfaces, as the driver read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    /// The interface's name.
+    pub interface: String,
+    /// The address.
+    pub address: IpAddr,
+    /// The length of the prefix that is on-link with it.
+    pub prefix_len: u8,
+}
+
 /// Identifies a name lookup and its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LookupId(pub(crate) u64);

@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use io::{
-    HostOp, HostResult, Lookup, LookupId, SocketEvent, SocketId, SocketOp, StoreOp, StoreResult,
+    HostOp, HostResult, InterfaceAddress, Lookup, LookupId, SocketEvent, SocketId, SocketOp,
+    StoreOp, StoreResult,
 };
 
 use crate::api::app_socket::AppId;
@@ -259,6 +260,15 @@ impl Service {
             stack: &mut self.stack,
         };
         self.messenger.handle_store_result(&mut cx, result);
+    }
+
+    /// The addresses of the host's interfaces, read at start and whenever they change: the
+    /// SOCKS server does not dial them, and the VPN client takes no grant inside their
+    /// networks.
+    pub fn handle_interfaces(&mut self, addresses: Vec<InterfaceAddress>) {
+        self.socks
+            .set_host_addresses(addresses.iter().map(|entry| entry.address).collect());
+        self.vpn.set_host_interfaces(addresses);
     }
 
     // ----- work -----

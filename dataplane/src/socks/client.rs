@@ -818,8 +818,15 @@ impl Connection {
                         "SOCKS client: the exit did not take the mesh stream ({})",
                         socket.state()
                     );
+                    // A reset in time is the exit's refusal: its policy does not admit this
+                    // node, or this node holds as many streams there as it may.
+                    let code = if socket.state() == tcp::State::Closed {
+                        ReplyCode::NotAllowed
+                    } else {
+                        ReplyCode::GeneralFailure
+                    };
                     bury(cx.stack, handle, graveyard);
-                    self.answer(now, ReplyCode::GeneralFailure)
+                    self.answer(now, code)
                 } else {
                     Phase::Opening { handle, request }
                 }

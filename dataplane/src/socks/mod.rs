@@ -8,12 +8,13 @@
 
 mod client;
 pub mod mesh;
+mod policy;
 pub mod relay;
 mod server;
 pub mod wire;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::api::socks::{SocksApp, SocksStatus};
@@ -24,6 +25,7 @@ use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp}
 use crate::stack::{MeshStack, TcpHandle};
 
 use client::Client;
+pub use policy::{Denial, DenyReason, DialPolicy};
 use relay::KernelIo;
 use server::Server;
 
@@ -94,12 +96,17 @@ pub struct ServerOptions {
     pub port: u16,
     /// The client nodes it serves; nobody else.
     pub allow: Vec<NodeKey>,
+    /// Which target addresses it dials.
+    pub dial_policy: DialPolicy,
     /// How long dialing a target may take (each resolved address in turn).
     pub dial_timeout: Duration,
     /// A relayed connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections at most; more are answered "general failure".
+    /// Connections at most, streams still opening included; more are reset at their SYN.
     pub max_connections: usize,
+    /// Connections one client node may have at most, streams still opening included; more
+    /// are reset at their SYN.
+    pub max_connections_per_key: usize,
 }
 
 impl Default for ServerOptions {
@@ -108,9 +115,11 @@ impl Default for ServerOptions {
             enabled: true,
             port: DEFAULT_PORT,
             allow: Vec::new(),
+            dial_policy: DialPolicy::default(),
             dial_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_connections: 512,
+            max_connections_per_key: 512,
         }
     }
 }
@@ -153,6 +162,8 @@ pub enum SocksError {
 pub struct Socks {
     client: Option<Client>,
     server: Option<Server>,
+    /// The addresses of the host's interfaces, which the server app does not dial.
+    host_addresses: Vec<IpAddr>,
     /// Mesh sockets aborted or closed during the last pump: released at the next, once the
     /// stack has been polled and has sent their reset.
     graveyard: Vec<TcpHandle>,
@@ -164,8 +175,18 @@ impl Socks {
         Socks {
             client: options.client.map(|options| Client::new(options, now)),
             server: options.server.map(Server::new),
+            host_addresses: Vec::new(),
             graveyard: Vec::new(),
         }
+    }
+
+    /// The addresses of the host's interfaces, as they are now: the server app never dials
+    /// them unless its dial policy allows them explicitly.
+    pub fn set_host_addresses(&mut self, addresses: Vec<IpAddr>) {
+        if let Some(server) = self.server.as_mut() {
+            server.set_own_addresses(addresses.clone());
+        }
+        self.host_addresses = addresses;
     }
 
     /// Starts the apps whose `enabled` is set. The client runs once the driver has bound its
@@ -293,7 +314,13 @@ impl Socks {
             (Some(server), None) if server.is_running() => {
                 log::warn!("the SOCKS server runs: stop it before its section goes");
             }
-            (_, options) => self.server = options.map(Server::new),
+            (_, options) => {
+                self.server = options.map(|options| {
+                    let mut server = Server::new(options);
+                    server.set_own_addresses(self.host_addresses.clone());
+                    server
+                });
+            }
         }
     }
 
@@ -512,6 +539,7 @@ struct Totals {
     accepted: u64,
     failed: u64,
     refused: u64,
+    denied: u64,
     bytes_up: u64,
     bytes_down: u64,
 }

@@ -329,7 +329,7 @@ pub(crate) mod tests {
         let b_addr: Ipv6Addr = "fd00::b".parse().unwrap();
         let mut a = MeshStack::new("fd00::a".parse().unwrap(), 1, now);
         let mut b = MeshStack::new(b_addr, 2, now);
-        b.listen(9, 1).unwrap();
+        b.listen(9, 1, crate::stack::Admission::any()).unwrap();
         let a_tcp = a.connect(SocketAddrV6::new(b_addr, 9, 0, 0)).unwrap();
         exchange(&mut a, &mut b, now);
         let (_, b_tcp, _) = b.poll_accept().unwrap();

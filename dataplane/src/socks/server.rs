@@ -1,11 +1,11 @@
 //! The server app on the exit node: it accepts mesh TCP streams on its port, takes each from a
 //! node it knows by its route session (a stream's source mesh address names the node) and
 //! serves only the keys it allows. It reads the target, has a name resolved, has the driver
-//! dial it, answers the entry one status byte, and relays.
+//! dial the addresses its dial policy permits, answers the entry one status byte, and relays.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -14,13 +14,13 @@ use smoltcp::socket::tcp;
 use super::mesh::{self, MAX_MESH_REQUEST_LEN};
 use super::relay::{KernelIo, KernelOp, Progress, Relay};
 use super::wire::{ReplyCode, Target};
-use super::{bury, watch_peer, ServerOptions, Slab, Totals, MESH_TIMEOUT};
+use super::{bury, watch_peer, DialPolicy, ServerOptions, Slab, Totals, MESH_TIMEOUT};
 use crate::api::socks::ServerStatus;
 use crate::identity::NodeKey;
 use crate::node::Event;
 use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, Lookup, LookupId, SocketEvent, SocketId, SocketOp};
-use crate::stack::{MeshStack, TcpHandle};
+use crate::stack::{Admission, MeshStack, TcpHandle};
 
 /// Listening sockets kept ready on the port (the stack makes one more for each SYN that arrives).
 const BACKLOG: usize = 4;
@@ -73,6 +73,8 @@ pub(super) struct Server {
     /// The connections whose name is being resolved, by lookup.
     resolving: HashMap<LookupId, usize>,
     lookups: VecDeque<Lookup>,
+    /// The addresses of the host's interfaces, never dialled unless allowed explicitly.
+    own_addresses: Vec<IpAddr>,
     next_serial: u64,
     totals: Totals,
 }
@@ -91,6 +93,7 @@ impl Server {
             connections: Slab::default(),
             resolving: HashMap::new(),
             lookups: VecDeque::new(),
+            own_addresses: Vec::new(),
             next_serial: 0,
             totals: Totals::default(),
         }
@@ -98,6 +101,11 @@ impl Server {
 
     pub fn options(&self) -> &ServerOptions {
         &self.options
+    }
+
+    /// The addresses of the host's interfaces, as they are now.
+    pub fn set_own_addresses(&mut self, addresses: Vec<IpAddr>) {
+        self.own_addresses = addresses;
     }
 
     /// Whether it runs.
@@ -115,8 +123,12 @@ impl Server {
             return Ok(());
         }
         let port = self.options.port;
+        let admission = Admission::keys(&self.options.allow).limit(
+            self.options.max_connections,
+            self.options.max_connections_per_key,
+        );
         cx.stack
-            .listen(port, BACKLOG)
+            .listen(port, BACKLOG, admission)
             .map_err(|why| super::SocksError::Listen { port, why })?;
         self.running = true;
         log::info!(
@@ -162,7 +174,8 @@ impl Server {
             allowed: self.options.allow.len(),
             connections: self.connections.len(),
             accepted: totals.accepted,
-            refused: totals.refused,
+            refused: totals.refused + cx.stack.syn_refusals_on(self.options.port).total(),
+            denied: totals.denied,
             failed: totals.failed,
             bytes_up: totals.bytes_up,
             bytes_down: totals.bytes_down,
@@ -268,11 +281,14 @@ impl Server {
         let Some(connection) = self.connections.get_mut(index) else {
             return;
         };
-        let mut lookups = Lookups {
-            queue: &mut self.lookups,
+        let mut shared = Shared {
+            lookups: &mut self.lookups,
             resolving: &mut self.resolving,
+            policy: &self.options.dial_policy,
+            own_addresses: &self.own_addresses,
+            denied: &mut self.totals.denied,
         };
-        match connection.step(cx, sockets, &mut lookups, index, &self.options) {
+        match connection.step(cx, sockets, &mut shared, index, &self.options) {
             Outcome::Keep => {
                 if let Some(socket) = connection.socket() {
                     sockets.wake(socket);
@@ -326,9 +342,21 @@ impl Server {
         };
         if let Phase::Resolving { rest } = &mut connection.phase {
             let rest = std::mem::take(rest);
-            addresses.truncate(MAX_ADDRESSES);
             connection.deadline = cx.now + self.options.dial_timeout;
-            connection.phase = dial(sockets, index, addresses, rest);
+            connection.phase = if addresses.is_empty() {
+                Phase::Answer(ReplyCode::HostUnreachable)
+            } else {
+                let mut shared = Shared {
+                    lookups: &mut self.lookups,
+                    resolving: &mut self.resolving,
+                    policy: &self.options.dial_policy,
+                    own_addresses: &self.own_addresses,
+                    denied: &mut self.totals.denied,
+                };
+                addresses = shared.permitted(connection.peer.as_ref(), addresses);
+                addresses.truncate(MAX_ADDRESSES);
+                dial(sockets, index, addresses, rest)
+            };
         }
         self.step(cx, sockets, graveyard, index);
     }
@@ -369,19 +397,10 @@ impl Server {
                 // A listener that was reset before it was accepted.
                 Phase::Closing
             }
-            Some(peer) if self.options.allow.contains(&peer) => {
-                if self.connections.len() >= self.options.max_connections {
-                    log::warn!(
-                        "SOCKS server: stream from {peer} refused: {} connections open already",
-                        self.options.max_connections
-                    );
-                    Phase::Answer(ReplyCode::GeneralFailure)
-                } else {
-                    Phase::Request {
-                        input: Vec::with_capacity(MAX_MESH_REQUEST_LEN),
-                    }
-                }
-            }
+            // The stack admitted the stream within max_connections and the key's share.
+            Some(peer) if self.options.allow.contains(&peer) => Phase::Request {
+                input: Vec::with_capacity(MAX_MESH_REQUEST_LEN),
+            },
             _ => {
                 self.totals.refused += 1;
                 match peer {
@@ -403,13 +422,46 @@ impl Server {
     }
 }
 
-/// Where a connection puts the name it needs resolved.
-struct Lookups<'a> {
-    queue: &'a mut VecDeque<Lookup>,
+/// What a connection's step borrows from the server: where it puts the name it needs
+/// resolved, and what decides which addresses it may dial.
+struct Shared<'a> {
+    lookups: &'a mut VecDeque<Lookup>,
     resolving: &'a mut HashMap<LookupId, usize>,
+    policy: &'a DialPolicy,
+    own_addresses: &'a [IpAddr],
+    /// Requests answered "not allowed" because no address of their target may be dialled.
+    denied: &'a mut u64,
 }
 
-/// Asks for a stream to the first of `addresses`; the phase that follows.
+impl Shared<'_> {
+    /// The `candidates` that the dial policy permits, in order; a request left with none is
+    /// counted as denied.
+    fn permitted(
+        &mut self,
+        peer: Option<&NodeKey>,
+        mut candidates: Vec<SocketAddr>,
+    ) -> Vec<SocketAddr> {
+        candidates.retain(|candidate| {
+            match self.policy.check(candidate.ip(), self.own_addresses) {
+                Ok(()) => true,
+                Err(denial) => {
+                    log::debug!(
+                        "SOCKS server: not dialling {candidate} for {peer:?}: {} is {denial}",
+                        candidate.ip()
+                    );
+                    false
+                }
+            }
+        });
+        if candidates.is_empty() {
+            *self.denied += 1;
+        }
+        candidates
+    }
+}
+
+/// Asks for a stream to the first of `addresses`; the phase that follows. With none left (the
+/// dial policy denied them all), the answer is "not allowed".
 fn dial(
     sockets: &mut Sockets,
     index: usize,
@@ -417,7 +469,7 @@ fn dial(
     rest: Vec<u8>,
 ) -> Phase {
     if addresses.is_empty() {
-        return Phase::Answer(ReplyCode::HostUnreachable);
+        return Phase::Answer(ReplyCode::NotAllowed);
     }
     let address = addresses.remove(0);
     Phase::Dialing {
@@ -452,14 +504,14 @@ impl Connection {
         &mut self,
         cx: &mut Context<'_>,
         sockets: &mut Sockets,
-        lookups: &mut Lookups<'_>,
+        shared: &mut Shared<'_>,
         index: usize,
         options: &ServerOptions,
     ) -> Outcome {
         loop {
             let phase = std::mem::replace(&mut self.phase, Phase::Closing);
             let before = std::mem::discriminant(&phase);
-            match self.advance(phase, cx, sockets, lookups, index, options) {
+            match self.advance(phase, cx, sockets, shared, index, options) {
                 Ok(next) => {
                     let changed = std::mem::discriminant(&next) != before;
                     self.phase = next;
@@ -477,7 +529,7 @@ impl Connection {
         phase: Phase,
         cx: &mut Context<'_>,
         sockets: &mut Sockets,
-        lookups: &mut Lookups<'_>,
+        shared: &mut Shared<'_>,
         index: usize,
         options: &ServerOptions,
     ) -> Result<Phase, Outcome> {
@@ -499,15 +551,18 @@ impl Connection {
                         log::debug!("SOCKS server: CONNECT {target} for {:?}", self.peer);
                         self.deadline = now + options.dial_timeout;
                         match target {
-                            Target::Ip(address) => dial(sockets, index, vec![address], rest),
-                            Target::Domain(_, _) if lookups.resolving.len() >= MAX_LOOKUPS => {
+                            Target::Ip(address) => {
+                                let permitted = shared.permitted(self.peer.as_ref(), vec![address]);
+                                dial(sockets, index, permitted, rest)
+                            }
+                            Target::Domain(_, _) if shared.resolving.len() >= MAX_LOOKUPS => {
                                 log::warn!("SOCKS server: the resolver is busy");
                                 Phase::Answer(ReplyCode::GeneralFailure)
                             }
                             Target::Domain(name, port) => {
                                 let id = LookupId(self.serial);
-                                lookups.resolving.insert(id, index);
-                                lookups.queue.push_back(Lookup { id, name, port });
+                                shared.resolving.insert(id, index);
+                                shared.lookups.push_back(Lookup { id, name, port });
                                 Phase::Resolving { rest }
                             }
                         }
@@ -522,7 +577,7 @@ impl Connection {
             }
             Phase::Resolving { rest } => {
                 if now >= self.deadline {
-                    lookups.resolving.remove(&LookupId(self.serial));
+                    shared.resolving.remove(&LookupId(self.serial));
                     Phase::Answer(ReplyCode::HostUnreachable)
                 } else {
                     Phase::Resolving { rest }

@@ -9,7 +9,7 @@ use super::{ClientOptions, HostOps, ServerOptions, VpnClient, VpnError, VpnOptio
 use crate::api::vpn::{ClientStatus, ServerStatus, VpnApp, VpnStatus};
 use crate::identity::NodeKey;
 use crate::node::{RouteDownReason, RouteError, SetupId, INNER_MTU};
-use crate::service::{Context, HostOp, HostResult};
+use crate::service::{Context, HostOp, HostResult, InterfaceAddress};
 
 /// The VPN apps.
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub struct VpnApps {
     server_error: Option<Arc<VpnError>>,
     client_error: Option<Arc<VpnError>>,
     host: HostOps,
+    /// The host's interface addresses, which the client checks a grant against.
+    interfaces: Vec<InterfaceAddress>,
     /// Holds the segments of a large frame from a TUN device.
     scratch: Vec<u8>,
 }
@@ -34,8 +36,14 @@ impl VpnApps {
             server_error: None,
             client_error: None,
             host: HostOps::default(),
+            interfaces: Vec::new(),
             scratch: Vec::new(),
         }
+    }
+
+    /// The host's interface addresses, as they are now.
+    pub fn set_host_interfaces(&mut self, interfaces: Vec<InterfaceAddress>) {
+        self.interfaces = interfaces;
     }
 
     /// The apps' configuration.
@@ -295,7 +303,7 @@ impl VpnApps {
             server.poll_exchanges(cx.now, cx.stack, &mut self.host);
         }
         if let Some(client) = self.client.as_mut() {
-            client.poll(cx.now, cx.node, cx.stack, &mut self.host);
+            client.poll(cx.now, cx.node, cx.stack, &mut self.host, &self.interfaces);
         }
     }
 

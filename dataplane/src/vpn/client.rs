@@ -3,20 +3,22 @@
 //! addresses over the mesh stack, has them put on the device with the configured routes, and
 //! carries packets between the device and the server's route session. It follows the node's
 //! route status: a repair goes on under its flows, and a route that goes down is built again,
-//! with the addresses kept (the server keeps them for its key).
+//! with the addresses kept (the server keeps them for its key). A grant it cannot use safely
+//! (a subnet outside its routes, an address inside a network of another interface) is refused
+//! before anything is put on the host.
 
 use std::net::{IpAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use super::filter;
-use super::lease::{self, Grant, Message, ParseError, Refusal};
+use super::lease::{self, Grant, Message, ParseError, Refusal, UnusableGrant};
 use super::offload::{self, Coalescer};
 use super::pool::Lease;
 use super::{ClientOptions, HostOps, VpnError, FWMARK};
 use crate::api::vpn::{ClientStatus, DropCounts, Traffic, VpnApp};
 use crate::identity::NodeKey;
 use crate::node::{Node, RouteDownReason, RouteError, RouteStatus, RouteWait, SetupId, INNER_MTU};
-use crate::service::{HostOp, HostResult};
+use crate::service::{HostOp, HostResult, InterfaceAddress};
 use crate::stack::{MeshStack, TcpHandle};
 
 /// How long one lease exchange may take.
@@ -49,6 +51,8 @@ enum Phase {
     Up,
     /// The server refused; tried again later.
     Refused { refusal: Refusal, until: Instant },
+    /// The server's grant could not be used; asked again later.
+    Unusable { why: UnusableGrant, until: Instant },
 }
 
 /// The lease exchange's connection.
@@ -287,6 +291,7 @@ impl VpnClient {
                 self.phase = Phase::Waiting { until: now };
             }
             Phase::Refused { .. }
+            | Phase::Unusable { .. }
             | Phase::Waiting { .. }
             | Phase::Opening
             | Phase::Unreachable { .. } => {}
@@ -327,17 +332,22 @@ impl VpnClient {
     }
 
     /// Moves the client on: route building, the lease exchange, retries. Call after the stack
-    /// has run.
+    /// has run; `interfaces` are the host's addresses, against which a grant is checked.
     pub fn poll(
         &mut self,
         now: Instant,
         node: &mut Node,
         stack: &mut MeshStack,
         host: &mut HostOps,
+        interfaces: &[InterfaceAddress],
     ) {
         let server = self.options.server;
         match self.phase.clone() {
-            Phase::Waiting { until } | Phase::Refused { until, .. } if now >= until => {
+            Phase::Waiting { until }
+            | Phase::Refused { until, .. }
+            | Phase::Unusable { until, .. }
+                if now >= until =>
+            {
                 self.connect(now, node);
             }
             Phase::Unreachable { graph, .. } if node.graph_version() != graph => {
@@ -347,9 +357,9 @@ impl VpnClient {
                 if node.route_status(&server) == RouteStatus::Ready =>
             {
                 self.phase = Phase::Leasing { since: now };
-                self.poll_exchange(now, stack, host);
+                self.poll_exchange(now, stack, host, interfaces);
             }
-            Phase::Leasing { .. } => self.poll_exchange(now, stack, host),
+            Phase::Leasing { .. } => self.poll_exchange(now, stack, host, interfaces),
             Phase::AwaitingRoute { until } if now >= until => {
                 self.fail(
                     now,
@@ -387,7 +397,13 @@ impl VpnClient {
         }
     }
 
-    fn poll_exchange(&mut self, now: Instant, stack: &mut MeshStack, host: &mut HostOps) {
+    fn poll_exchange(
+        &mut self,
+        now: Instant,
+        stack: &mut MeshStack,
+        host: &mut HostOps,
+        interfaces: &[InterfaceAddress],
+    ) {
         if self.exchange.is_none() {
             let remote =
                 SocketAddrV6::new(self.options.server.mesh_address(), self.options.port, 0, 0);
@@ -429,12 +445,41 @@ impl VpnClient {
         }
         let outcome = Message::parse(&exchange.received);
         let closed = !lease::may_still_receive(socket);
+        // Reset before it opened: the server admits only the keys in its allow list, and
+        // resets every stream while its VPN server is not (yet) running.
+        let reset = socket.state() == smoltcp::socket::tcp::State::Closed && exchange.sent == 0;
         match outcome {
             Err(ParseError::Incomplete) if !closed => {}
+            Err(ParseError::Incomplete) if reset => {
+                self.drop_exchange(stack);
+                self.fail(
+                    now,
+                    "the server refused the lease stream: its vpn.server.allow does not list this node's key, or its VPN server is not running".to_owned(),
+                );
+            }
             Ok((Message::Grant(grant), _)) => {
                 // The answer is all that was wanted; the server closes its side.
                 self.drop_exchange(stack);
-                self.apply(grant, host);
+                let elsewhere: Vec<InterfaceAddress> = interfaces
+                    .iter()
+                    .filter(|entry| entry.interface != self.options.tun.as_str())
+                    .cloned()
+                    .collect();
+                match grant.check(&self.options.routes, &elsewhere) {
+                    Ok(()) => self.apply(grant, host),
+                    Err(why) => {
+                        log::error!(
+                            "VPN client: refused the grant of server {}: {why}",
+                            self.options.server
+                        );
+                        self.forget_grant(host);
+                        self.last_error = Some(why.to_string());
+                        self.phase = Phase::Unusable {
+                            why,
+                            until: now + MAX_RETRY,
+                        };
+                    }
+                }
             }
             Ok((Message::Refusal(refusal), _)) => {
                 self.drop_exchange(stack);
@@ -484,11 +529,31 @@ impl VpnClient {
         });
     }
 
+    /// Takes what an earlier grant put on the host off it: its routes and the device's
+    /// addresses.
+    fn forget_grant(&mut self, host: &mut HostOps) {
+        if self.routes_installed {
+            self.routes_installed = false;
+            host.push(HostOp::RemoveRoutes);
+        }
+        if self.grant.take().is_some() {
+            host.push(HostOp::ConfigureTun {
+                app: VpnApp::Client,
+                name: self.options.tun.clone(),
+                addresses: Vec::new(),
+                mtu: super::TUN_MTU,
+                replace: true,
+            });
+        }
+        self.lease = None;
+    }
+
     /// When [`VpnClient::poll`] must run next.
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Waiting { until }
             | Phase::Refused { until, .. }
+            | Phase::Unusable { until, .. }
             | Phase::AwaitingRoute { until } => Some(*until),
             Phase::Leasing { since } => Some(
                 self.exchange
@@ -524,6 +589,7 @@ impl VpnClient {
             Phase::Building { .. } | Phase::AwaitingRoute { .. } => "connecting".to_owned(),
             Phase::Unreachable { why, .. } => format!("unreachable: {why}"),
             Phase::Refused { refusal, .. } => format!("refused: {refusal}"),
+            Phase::Unusable { why, .. } => format!("grant refused: {why}"),
             Phase::Waiting { .. } => match &self.last_error {
                 Some(error) => format!("connecting (last try: {error})"),
                 None => "connecting".to_owned(),

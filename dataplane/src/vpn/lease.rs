@@ -4,7 +4,10 @@
 //! refuses with a code. Every message is an 8-byte header (magic `SKYV`, version, kind, body
 //! length) and a fixed-size body; anything else is refused.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::Prefix;
+use crate::service::InterfaceAddress;
 
 /// The mesh TCP port the server listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 7001;
@@ -33,6 +36,93 @@ pub struct Grant {
     pub ipv6: Option<(Ipv6Addr, u8)>,
     /// The MTU of the tunnel.
     pub mtu: u16,
+}
+
+/// Why a client does not use what a server granted: the granted subnet goes into the host's
+/// routing table through the tunnel, so a hostile server could otherwise take the host's
+/// traffic (a `/0`) or its LAN (an address inside it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnusableGrant {
+    /// The granted subnet is a whole address family.
+    #[error("the server granted {0}, a default route: a grant is the tunnel's own subnet, never everything")]
+    DefaultRoute(Prefix),
+    /// The granted subnet lies outside every route the client asked for.
+    #[error("the server granted {granted}, which no route in vpn.client.routes ({asked}) covers: if that is the server's subnet you expect, add it to routes")]
+    NotAsked {
+        /// The granted address with its prefix length.
+        granted: Prefix,
+        /// The client's routes, as configured.
+        asked: String,
+    },
+    /// The granted address lies in a prefix that another interface of this host reaches
+    /// directly.
+    #[error("the server granted {address}, inside {on_link}, which is on-link on {interface}: ask the server's administrator for a pool that does not overlap this host's networks")]
+    OnLink {
+        /// The granted address.
+        address: IpAddr,
+        /// The prefix it falls in.
+        on_link: Prefix,
+        /// The interface that prefix is on.
+        interface: String,
+    },
+}
+
+impl Grant {
+    /// The granted subnets: each address with its prefix length.
+    fn subnets(&self) -> impl Iterator<Item = Prefix> {
+        let v4 = self
+            .ipv4
+            .and_then(|(address, len)| Prefix::new(IpAddr::V4(address), len).ok());
+        let v6 = self
+            .ipv6
+            .and_then(|(address, len)| Prefix::new(IpAddr::V6(address), len).ok());
+        v4.into_iter().chain(v6)
+    }
+
+    /// Whether a client that asked to route `asked` through the tunnel can use the grant, on
+    /// a host whose other interfaces have `on_link` addresses (the client's own device left
+    /// out): each granted subnet lies inside an asked route and is not a default route, and
+    /// no granted address falls in a prefix on-link elsewhere.
+    pub fn check(
+        &self,
+        asked: &[Prefix],
+        on_link: &[InterfaceAddress],
+    ) -> Result<(), UnusableGrant> {
+        for granted in self.subnets() {
+            if granted.is_default() {
+                return Err(UnusableGrant::DefaultRoute(granted));
+            }
+            if !asked.iter().any(|route| route.covers(&granted)) {
+                let asked = asked
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(UnusableGrant::NotAsked {
+                    granted,
+                    asked: if asked.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        asked
+                    },
+                });
+            }
+            let address = granted.address();
+            for entry in on_link {
+                let Ok(prefix) = Prefix::new(entry.address, entry.prefix_len) else {
+                    continue;
+                };
+                if prefix.contains(address) {
+                    return Err(UnusableGrant::OnLink {
+                        address,
+                        on_link: Prefix::new(prefix.network(), entry.prefix_len).unwrap_or(prefix),
+                        interface: entry.interface.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a server refused a client.
@@ -244,6 +334,132 @@ mod tests {
             bytes.extend_from_slice(b"next");
             assert_eq!(Message::parse(&bytes), Ok((message, bytes.len() - 4)));
         }
+    }
+
+    fn grant(ipv4: Option<&str>, ipv6: Option<&str>) -> Grant {
+        let split = |text: &str| {
+            let (address, len) = text.split_once('/').unwrap();
+            (address.parse().unwrap(), len.parse().unwrap())
+        };
+        let ipv4 = ipv4.map(|text| {
+            let (address, len) = split(text);
+            let IpAddr::V4(address) = address else {
+                panic!("{text}")
+            };
+            (address, len)
+        });
+        let ipv6 = ipv6.map(|text| {
+            let (address, len) = split(text);
+            let IpAddr::V6(address) = address else {
+                panic!("{text}")
+            };
+            (address, len)
+        });
+        Grant {
+            ipv4,
+            ipv6,
+            mtu: 1348,
+        }
+    }
+
+    fn prefixes(texts: &[&str]) -> Vec<Prefix> {
+        texts.iter().map(|text| text.parse().unwrap()).collect()
+    }
+
+    fn on(interface: &str, cidr: &str) -> InterfaceAddress {
+        let (address, len) = cidr.split_once('/').unwrap();
+        InterfaceAddress {
+            interface: interface.to_owned(),
+            address: address.parse().unwrap(),
+            prefix_len: len.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_grant_inside_the_routes_asked_for_is_used() {
+        let asked = prefixes(&["10.77.0.0/24", "fd77::/64", "10.99.0.0/16"]);
+        let host = [on("eth0", "192.168.1.20/24"), on("lo", "127.0.0.1/8")];
+        let good = grant(Some("10.77.0.2/24"), Some("fd77::2/64"));
+        assert_eq!(good.check(&asked, &host), Ok(()));
+        assert_eq!(
+            grant(Some("10.99.3.2/24"), None).check(&asked, &host),
+            Ok(())
+        );
+        let everything = prefixes(&["0.0.0.0/0", "::/0"]);
+        assert_eq!(good.check(&everything, &host), Ok(()), "a full tunnel");
+    }
+
+    #[test]
+    fn a_grant_wider_than_asked_or_not_asked_for_is_refused() {
+        let asked = prefixes(&["10.77.0.0/24", "fd77::/64"]);
+        let host = [on("eth0", "192.168.1.20/24")];
+        let wider = grant(Some("10.77.0.2/16"), None).check(&asked, &host);
+        assert!(
+            matches!(&wider, Err(UnusableGrant::NotAsked { granted, .. }) if granted.prefix_len() == 16),
+            "{wider:?}"
+        );
+        let elsewhere = grant(Some("10.77.0.2/24"), Some("fd99::2/64")).check(&asked, &host);
+        assert!(
+            matches!(elsewhere, Err(UnusableGrant::NotAsked { .. })),
+            "{elsewhere:?}"
+        );
+        let text = elsewhere.unwrap_err().to_string();
+        assert!(
+            text.contains("fd99::2/64") && text.contains("10.77.0.0/24, fd77::/64"),
+            "{text}"
+        );
+        let nothing_asked = grant(Some("10.77.0.2/24"), None).check(&[], &host);
+        assert!(nothing_asked.unwrap_err().to_string().contains("(none)"));
+        // A default route, even to a client that sends everything through the tunnel.
+        let everything = prefixes(&["0.0.0.0/0", "::/0"]);
+        for hostile in [
+            grant(Some("10.77.0.2/0"), None),
+            grant(None, Some("fd77::2/0")),
+        ] {
+            let result = hostile.check(&everything, &host);
+            assert!(
+                matches!(result, Err(UnusableGrant::DefaultRoute(_))),
+                "{result:?}"
+            );
+            let result = hostile.check(&asked, &host);
+            assert!(
+                matches!(result, Err(UnusableGrant::DefaultRoute(_))),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_address_inside_a_network_of_another_interface_is_refused() {
+        let everything = prefixes(&["0.0.0.0/0", "::/0"]);
+        let host = [
+            on("eth0", "192.168.1.20/24"),
+            on("eth0", "2001:db8:1::20/64"),
+            on("wg0", "10.8.0.1/32"),
+        ];
+        let lan = grant(Some("192.168.1.77/24"), None).check(&everything, &host);
+        assert_eq!(
+            lan,
+            Err(UnusableGrant::OnLink {
+                address: "192.168.1.77".parse().unwrap(),
+                on_link: "192.168.1.0/24".parse().unwrap(),
+                interface: "eth0".to_owned(),
+            })
+        );
+        let text = lan.unwrap_err().to_string();
+        assert!(text.contains("on-link on eth0"), "{text}");
+        let lan6 = grant(None, Some("2001:db8:1::99/64")).check(&everything, &host);
+        assert!(
+            matches!(lan6, Err(UnusableGrant::OnLink { .. })),
+            "{lan6:?}"
+        );
+        let taken = grant(Some("10.8.0.1/24"), None).check(&everything, &host);
+        assert!(
+            matches!(taken, Err(UnusableGrant::OnLink { .. })),
+            "{taken:?}"
+        );
+        let beside = grant(Some("192.168.2.7/24"), Some("2001:db8:2::7/64"));
+        assert_eq!(beside.check(&everything, &host), Ok(()));
     }
 
     #[test]

@@ -40,6 +40,16 @@ impl Prefix {
         Ok(Prefix { address, len })
     }
 
+    /// A prefix written in the code; a length longer than the address fails the build.
+    pub(crate) const fn known(address: IpAddr, len: u8) -> Prefix {
+        let max = match address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        assert!(len <= max, "prefix length longer than the address");
+        Prefix { address, len }
+    }
+
     /// The address as written (not masked).
     pub fn address(&self) -> IpAddr {
         self.address
@@ -90,6 +100,11 @@ impl Prefix {
             }
             _ => false,
         }
+    }
+
+    /// Whether every address of `other` lies inside this prefix.
+    pub fn covers(&self, other: &Prefix) -> bool {
+        self.len <= other.len && self.contains(other.network())
     }
 
     /// The address `offset` places after the network address, if it lies inside the prefix.
@@ -178,6 +193,9 @@ mod tests {
             all.nth(u128::MAX),
             Some(IpAddr::V6(Ipv6Addr::from(u128::MAX)))
         );
+        let wide: Prefix = "10.77.0.0/16".parse().unwrap();
+        assert!(wide.covers(&v4) && v4.covers(&v4) && !v4.covers(&wide));
+        assert!(all.covers(&v6) && !all.covers(&wide), "families differ");
         let zero4: Prefix = "0.0.0.0/0".parse().unwrap();
         assert!(zero4.contains("192.0.2.1".parse().unwrap()));
         assert!(!zero4.contains("::1".parse().unwrap()));

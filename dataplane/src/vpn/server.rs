@@ -17,12 +17,15 @@ use crate::api::vpn::{DropCounts, ServerClientRow, ServerStatus, Traffic, VpnApp
 use crate::identity::NodeKey;
 use crate::node::{Node, INNER_MTU};
 use crate::service::{HostOp, HostResult};
-use crate::stack::{MeshStack, TcpHandle};
+use crate::stack::{Admission, MeshStack, TcpHandle};
 
 /// How long one lease exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lease exchanges in progress at most; more are refused at once.
 const MAX_EXCHANGES: usize = 64;
+/// Lease exchanges one client key may have in progress at once (a retry while the last one
+/// closes).
+const EXCHANGES_PER_KEY: usize = 2;
 /// Listening sockets kept ready on the lease port.
 const BACKLOG: usize = 4;
 
@@ -140,8 +143,11 @@ impl VpnServer {
             (Phase::Configuring, HostResult::TunConfigured { result, .. }) => {
                 result?;
                 let port = self.options.port;
+                let admission = Admission::keys(&self.options.allow)
+                    .limit(MAX_EXCHANGES, EXCHANGES_PER_KEY)
+                    .half_open_per_peer(EXCHANGES_PER_KEY);
                 stack
-                    .listen(port, BACKLOG)
+                    .listen(port, BACKLOG, admission)
                     .map_err(|source| VpnError::Listen { port, source })?;
                 self.phase = Phase::Running;
                 log::info!(

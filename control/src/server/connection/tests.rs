@@ -64,6 +64,20 @@ fn commands_are_handed_out_one_at_a_time_in_order() {
 }
 
 #[test]
+fn buffered_counts_waiting_lines_a_partial_line_and_unwritten_replies() {
+    let (mut connection, now) = fresh();
+    connection.handle_bytes(b"status\nlt\nrou", now);
+    // "status" and "lt" wait in the queue, "rou" is a line begun.
+    assert_eq!(connection.buffered(), 6 + 2 + 3);
+    run(connection.poll_action());
+    assert_eq!(connection.buffered(), 2 + 3, "status is running");
+    connection.handle_answer(b"{\"ok\":true}\n");
+    assert_eq!(connection.buffered(), 2 + 3 + 12);
+    connection.written(12);
+    assert_eq!(connection.buffered(), 2 + 3);
+}
+
+#[test]
 fn lines_are_cut_across_reads_and_lose_their_carriage_return() {
     let (mut connection, now) = fresh();
     connection.handle_bytes(b"sta", now);
