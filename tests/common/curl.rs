@@ -11,8 +11,14 @@ use super::Guard;
 
 /// Starts `curl --socks5-hostname PROXY URL -o OUT`.
 pub fn download(proxy: SocketAddr, url: &str, out: &Path) -> Guard {
+    download_within(proxy, url, out, Duration::from_secs(240))
+}
+
+/// As [`download`], with curl giving up (and failing) after `limit`.
+pub fn download_within(proxy: SocketAddr, url: &str, out: &Path, limit: Duration) -> Guard {
     let child = Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--max-time", "240"])
+        .args(["--silent", "--show-error", "--fail", "--max-time"])
+        .arg(limit.as_secs().to_string())
         .arg("--socks5-hostname")
         .arg(proxy.to_string())
         .arg(url)
@@ -26,8 +32,8 @@ pub fn download(proxy: SocketAddr, url: &str, out: &Path) -> Guard {
     Guard(child)
 }
 
-/// Waits for a download started by [`download`] and fails with curl's message unless it
-/// succeeded.
+/// Waits for a download started by [`download`] (with its default limit) and fails with
+/// curl's message unless it succeeded.
 pub fn finish(mut curl: Guard, what: &str) {
     let status = curl.wait_for(what, Duration::from_secs(250));
     let mut stderr = String::new();

@@ -326,6 +326,13 @@ impl Daemon {
         kib * 1024
     }
 
+    /// How many descriptors the process has open.
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
     /// The CPU time the process has used so far, user and system (10 ms resolution).
     pub fn cpu_time(&self) -> Duration {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
