@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::{wait_until, Daemon, Guard, Neighbour, TempDir, VISCTL};
 use skywire_dataplane::SecretKey;
 
-/// How long A tries to deliver before it says why it could not: enough to find that its route
-/// to a restarted D leads nowhere and to build it anew.
+/// How long A tries to deliver before it says why it could not: enough for A's node to find
+/// that its route to a restarted D leads nowhere and to repair it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(6);
 
 fn messenger_section(send_timeout: Duration) -> String {
@@ -177,14 +177,23 @@ fn messages_reach_d_by_key_and_survive_its_restarts() {
     assert!(sent.contains("delivered to"), "{sent}");
     expected.push((a_key.clone(), "welcome back".to_owned()));
 
+    let logged_before = a.log().len();
     assert!(d.terminate().success());
     d = start_d();
     assert_eq!(inbox(&d), expected, "after a clean restart");
     // D was back before its link was found dead: A's route to it looks ready but leads
-    // nowhere (D forgot it), so A builds it anew and delivers.
+    // nowhere (D forgot it). The message's first packet shows A's node so, which repairs the
+    // route; the message rides the repaired route.
     wait_for_link(&d);
     let sent = send_until_delivered(&a, &d_key, "after a clean restart");
     assert!(sent.contains("delivered to"), "{sent}");
+    let log = a.log();
+    let since = log.get(logged_before..).unwrap_or_default();
+    assert!(
+        since.contains("no longer knows the route (it restarted)): repairing")
+            && since.contains(&format!("route to {d_key} repaired")),
+        "{since}"
+    );
     expected.push((a_key.clone(), "after a clean restart".to_owned()));
     assert_eq!(inbox(&d), expected);
     assert_eq!(

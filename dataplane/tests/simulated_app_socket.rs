@@ -437,3 +437,84 @@ fn a_running_messenger_is_offered_and_its_port_is_the_nodes_own() {
         listed(sim, A).is_empty()
     });
 }
+
+/// B, the relay of A's route to C, restarts. C's next packet finds that B forgot the route,
+/// and C waits for A, the route's initiator, to repair it. A dial and a message from C
+/// meanwhile wait for that repair: C starts no setup of its own beside it, and both complete
+/// over A's repaired route.
+#[test]
+fn a_dial_and_a_message_during_a_repair_wait_for_it_and_start_no_setup_of_their_own() {
+    use skywire_dataplane::api::messenger::{MessengerReply, MessengerRequest};
+    use skywire_dataplane::api::Response;
+    use skywire_dataplane::messenger::Settings;
+    use skywire_dataplane::node::RouteStatus;
+
+    let mut sim = line_of_three(46, |_, _, options| {
+        options.messenger.settings = Some(Settings::default());
+    });
+    let (a, c) = (sim.key(A), sim.key(C));
+    let send = |peer: NodeKey, text: &str| {
+        Request::Messenger(MessengerRequest::Send {
+            peer,
+            text: text.to_owned(),
+        })
+    };
+    let delivered = |reply: Option<Response>| {
+        assert!(
+            matches!(reply, Some(Ok(Reply::Messenger(MessengerReply::Sent(_))))),
+            "not delivered: {reply:?}"
+        );
+    };
+    let setups = |sim: &AppSim, node: usize| sim.nodes[node].service.node().setups_started();
+    let (listener, answer) = ask(&mut sim, A, 1, "listen 5000");
+    assert_eq!(answer, "ok");
+    // A's message has A's node build the route: A is its initiator, C its far end.
+    delivered(Some(sim.ask(A, send(c, "from A"), LIMIT)));
+
+    sim.restart(B);
+    run_with(&mut sim, "B's links to come back", LIMIT, |sim| {
+        let node = sim.nodes[B].service.node();
+        node.is_link_alive(&a) && node.is_link_alive(&c)
+    });
+    let first = sim.request(C, send(a, "first from C"));
+    run_with(&mut sim, "C to find the route forgotten", LIMIT, |sim| {
+        sim.nodes[C].service.node().route_status(&a) == RouteStatus::Repairing
+    });
+    let (setups_at_a, setups_at_c) = (setups(&sim, A), setups(&sim, C));
+
+    // While C waits for A's repair, its app dials A and its messenger sends again.
+    let dialer = sim.app_connect(C, 2).unwrap();
+    sim.write(dialer, format!("dial {a} 5000\n").as_bytes());
+    let second = sim.request(C, send(a, "second from C"));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(
+        sim.nodes[C].service.node().route_status(&a),
+        RouteStatus::Repairing
+    );
+    assert_eq!(
+        setups(&sim, C),
+        setups_at_c,
+        "C set up a route beside the repair"
+    );
+
+    // A's next packet finds the route forgotten too, and A's node repairs it.
+    let from_a = sim.request(A, send(c, "again from A"));
+    assert_eq!(read_line(&mut sim, dialer, &mut Vec::new()), "ok");
+    let incoming = read_line(&mut sim, listener, &mut Vec::new());
+    assert!(incoming.starts_with("incoming "), "{incoming}");
+    run_with(&mut sim, "the three messages delivered", LIMIT, |sim| {
+        sim.has_reply(C, first) && sim.has_reply(C, second) && sim.has_reply(A, from_a)
+    });
+    delivered(sim.take_reply(C, first));
+    delivered(sim.take_reply(C, second));
+    delivered(sim.take_reply(A, from_a));
+    assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
+    assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
+    let (_, route) = sim.nodes[C]
+        .service
+        .node()
+        .routes()
+        .find(|(peer, _)| **peer == a)
+        .expect("C has a route to A");
+    assert!(!route.initiator, "C's route to A is A's");
+}

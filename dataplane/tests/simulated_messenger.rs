@@ -1,8 +1,9 @@
 //! The messenger in the in-memory mesh, each scenario under a fixed seed and in virtual time,
 //! with no explicit paths (routes come from the adverts): a delivery that is answered only once
 //! the recipient's disk has the message, a watch that sees it arrive, a retry after a broken
-//! stream that is not stored twice, the refusals (not allowed, too long, no messenger, no
-//! route) and the limits (per-sender rate, inbox size).
+//! stream that is not stored twice, a message to a recipient that restarted (over the route
+//! its sender's node repaired), the refusals (not allowed, too long, no messenger, no route)
+//! and the limits (per-sender rate, inbox size).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +15,7 @@ use skywire_dataplane::api::messenger::{
 use skywire_dataplane::api::{Reply, Request, RequestError, Response};
 use skywire_dataplane::messenger::wire::Answer;
 use skywire_dataplane::messenger::{MessengerError, Settings};
+use skywire_dataplane::node::RouteStatus;
 use skywire_dataplane::service::ServiceOptions;
 use skywire_dataplane::sim::AppSim;
 use skywire_dataplane::NodeKey;
@@ -188,6 +190,41 @@ fn a_retry_after_a_broken_stream_is_not_stored_twice() {
     assert_eq!(log[0].id, reply.id);
     assert_eq!(inbox(&mut sim, D).len(), 1);
     assert_eq!(sim.message_log(A, Mailbox::Outbox).len(), 1);
+}
+
+#[test]
+fn a_message_to_a_restarted_recipient_rides_the_route_its_senders_node_repaired() {
+    let mut sim = mesh(16, &SQUARE, everyone);
+    let d = sim.key(D);
+    sent(sim.ask(A, send(d, "before the restart"), LIMIT));
+    let setups = sim.nodes[A].service.node().setups_started();
+
+    // D is killed and started again before its links are found dead: A's route to it looks
+    // ready, but D forgot it.
+    sim.restart(D);
+    let (b, c) = (sim.key(B), sim.key(C));
+    let linked = sim.run_until(LIMIT, |sim| {
+        let node = sim.nodes[D].service.node();
+        node.is_link_alive(&b) && node.is_link_alive(&c)
+    });
+    assert!(linked, "D's links did not come back");
+    assert_eq!(
+        sim.nodes[A].service.node().route_status(&d),
+        RouteStatus::Ready
+    );
+    let reply = sent(sim.ask(A, send(d, "after the restart"), LIMIT));
+    // The stream's first packet showed A's node that D forgot the route; the node rebuilt it
+    // (one setup) and the stream carried on: the messenger neither opened another stream
+    // nor built a route of its own.
+    assert_eq!(reply.attempts, 1);
+    assert_eq!(sim.nodes[A].service.node().setups_started(), setups + 1);
+    let texts: Vec<String> = sim
+        .message_log(D, Mailbox::Inbox)
+        .into_iter()
+        .map(|message| message.text)
+        .collect();
+    assert_eq!(texts, ["before the restart", "after the restart"]);
+    assert_eq!(sim.message_log(A, Mailbox::Outbox).len(), 2);
 }
 
 #[test]

@@ -17,9 +17,9 @@ use smoltcp::socket::tcp;
 
 use crate::api::app_socket::AppId;
 use crate::identity::NodeKey;
-use crate::node::{Event, SetupId};
+use crate::node::{Event, RouteWait, SetupId};
 use crate::service::sockets::{Owner, Sockets};
-use crate::service::{Context, RouteWait, SocketEvent, SocketId, SocketOp};
+use crate::service::{Context, SocketEvent, SocketId, SocketOp};
 use crate::socks::relay::{KernelIo, KernelOp, Progress, Relay};
 use crate::socks::{bury, watch_peer, MESH_TIMEOUT};
 use crate::stack::{Admission, MeshStack, TcpHandle};
@@ -75,11 +75,11 @@ impl Default for AppSocketOptions {
 enum Phase {
     /// Reading its request.
     Request,
-    /// A dial waiting for its route to be ready.
+    /// A dial waiting for its route to be ready; `setup` is the one it started, if any.
     Route {
         peer: NodeKey,
         port: u16,
-        setup: SetupId,
+        setup: Option<SetupId>,
     },
     /// A dial whose mesh stream is opening.
     Opening {
@@ -278,7 +278,7 @@ impl AppSocket {
             Event::RouteFailed { setup, error, .. } => {
                 for connection in self.connections.values_mut() {
                     if let Phase::Route { peer, setup: s, .. } = connection.phase {
-                        if s == *setup {
+                        if s == Some(*setup) {
                             let why = NoRoute::Failed(error.clone());
                             connection.refuse(cx.now, &Refusal::NoRoute { peer, why });
                             sockets.wake(connection.socket);
@@ -492,15 +492,24 @@ impl AppSocket {
                     }
                 }
             }
-            Phase::Route { peer, port, .. } => {
+            Phase::Route { peer, port, setup } => {
                 let (peer, port) = (*peer, *port);
-                if cx.route_ready(&peer) {
-                    if let Err(refusal) = self.open(cx, connection, peer, port) {
-                        connection.refuse(now, &refusal);
+                match cx.node.want_route(now, &peer, None) {
+                    Ok(RouteWait::Ready) => {
+                        if let Err(refusal) = self.open(cx, connection, peer, port) {
+                            connection.refuse(now, &refusal);
+                        }
                     }
-                } else if now >= connection.deadline {
-                    let why = NoRoute::TimedOut(self.options.dial_timeout);
-                    connection.refuse(now, &Refusal::NoRoute { peer, why });
+                    Ok(RouteWait::Started(started)) => *setup = Some(started),
+                    Ok(RouteWait::Underway) if now >= connection.deadline => {
+                        let why = NoRoute::TimedOut(self.options.dial_timeout);
+                        connection.refuse(now, &Refusal::NoRoute { peer, why });
+                    }
+                    Ok(RouteWait::Underway) => {}
+                    Err(error) => {
+                        let why = NoRoute::Failed(error);
+                        connection.refuse(now, &Refusal::NoRoute { peer, why });
+                    }
                 }
             }
             Phase::Opening { peer, port, handle } => {
@@ -582,17 +591,12 @@ impl AppSocket {
                     return Err(Refusal::NoRoute { peer, why });
                 }
                 connection.deadline = cx.now + self.options.dial_timeout;
-                match cx.want_route(&peer) {
-                    Ok(RouteWait::Ready) => self.open(cx, connection, peer, port),
-                    Ok(RouteWait::Building(setup)) => {
-                        connection.phase = Phase::Route { peer, port, setup };
-                        Ok(())
-                    }
-                    Err(error) => Err(Refusal::NoRoute {
-                        peer,
-                        why: NoRoute::Failed(error),
-                    }),
-                }
+                connection.phase = Phase::Route {
+                    peer,
+                    port,
+                    setup: None,
+                };
+                Ok(())
             }
             AppRequest::Listen { port, service } => {
                 if own_port(port) {

@@ -1,12 +1,10 @@
-//! Delivering messages. Each `msg send` gets a ready route to the recipient (built over an
-//! automatic path when there is none), opens a mesh stream to its messenger port, sends the
-//! message and waits for the answer. A stream that breaks before the answer is opened again
-//! with the same message id, so a recipient that stored it already only says so; a refusal
-//! is final; the send timeout ends every try. The outbox records what was stored.
-//!
-//! A route can look ready and lead nowhere: its far end restarted and forgot it, and nothing
-//! tells this node so. A stream that gets no answer at all over a ready route within
-//! [`OPEN_TIMEOUT`] has the route torn down and built anew, once per message.
+//! Delivering messages. Each `msg send` waits for a ready route to the recipient (one is set
+//! up over an automatic path when none is under way), opens a mesh stream to its messenger
+//! port, sends the message and waits for the answer. A stream that breaks before the answer
+//! is opened again with the same message id, so a recipient that stored it already only says
+//! so; a refusal is final; the send timeout ends every try. The outbox records what was
+//! stored. A route that breaks under a stream, or whose far end restarted, is the node's to
+//! repair: the stream waits for it.
 
 use std::net::SocketAddrV6;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ use super::{smol_duration, Ending, MessengerError, Stores, PORT};
 use crate::api::messenger::{Mailbox, MessageId, MessageRow, SentReply};
 use crate::api::{RequestError, RequestId, Response};
 use crate::identity::NodeKey;
-use crate::node::{RouteError, SetupId};
+use crate::node::{RouteError, RouteWait, SetupId};
 use crate::service::Context;
 use crate::stack::TcpHandle;
 
@@ -27,14 +25,11 @@ pub(super) const MAX_DELIVERIES: usize = 64;
 /// The first and the longest wait before trying again.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-/// How long a stream may go unanswered over a ready route before the route is presumed to
-/// lead nowhere: two of smoltcp's SYN retransmissions.
-pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where one delivery stands.
 #[derive(Debug)]
 enum Phase {
-    /// Waiting for a ready route; `setup` is the build this delivery asked for, if any.
+    /// Waiting for a ready route; `setup` is the one this delivery started, if any.
     Route { setup: Option<SetupId> },
     /// Waiting before the next try.
     Wait { until: Instant },
@@ -47,8 +42,6 @@ enum Phase {
         received: usize,
         /// The stream was established: a close now is a break, not a refusal.
         established: bool,
-        /// When it was opened.
-        opened: Instant,
     },
     /// The recipient stored it; the outbox is being written.
     Recording,
@@ -69,8 +62,6 @@ struct Delivery {
     routed: bool,
     /// The whole message went out on some stream: the recipient may have it.
     went_out: bool,
-    /// The route was torn down and built anew because it led nowhere.
-    rebuilt: bool,
     /// What went wrong last, for the error at the deadline.
     problem: String,
     backoff: Duration,
@@ -118,7 +109,6 @@ impl Sender {
             phase: Phase::Route { setup: None },
             routed: false,
             went_out: false,
-            rebuilt: false,
             problem: "no route was tried yet".to_owned(),
             backoff: RETRY_FIRST,
             delivery: None,
@@ -215,32 +205,10 @@ impl Sender {
             .filter_map(|delivery| match delivery.phase {
                 Phase::Recording => None,
                 Phase::Wait { until } => Some(until.min(delivery.deadline)),
-                Phase::Stream {
-                    established: false,
-                    opened,
-                    ..
-                } if !delivery.rebuilt => Some((opened + OPEN_TIMEOUT).min(delivery.deadline)),
                 _ => Some(delivery.deadline),
             })
             .min()
     }
-}
-
-/// Whether the route to `peer` is ready; when it is not, a build with an automatic path is
-/// asked for unless `building` holds one already. The build's failure comes as an event
-/// (`Sender::route_failed`); one that cannot start is the error.
-fn ready_route(
-    cx: &mut Context<'_>,
-    peer: &NodeKey,
-    building: &mut Option<SetupId>,
-) -> Result<bool, RouteError> {
-    if cx.route_ready(peer) {
-        return Ok(true);
-    }
-    if building.is_none() {
-        *building = Some(cx.node.build_route_to(cx.now, peer)?);
-    }
-    Ok(false)
 }
 
 impl Delivery {
@@ -292,15 +260,20 @@ impl Delivery {
                     }
                     self.phase = Phase::Route { setup: None };
                 }
-                Phase::Route { setup } => match ready_route(cx, &self.peer, setup) {
-                    Ok(true) => {
+                // A build's failure comes as an event (`Sender::route_failed`).
+                Phase::Route { setup } => match cx.node.want_route(cx.now, &self.peer, None) {
+                    Ok(RouteWait::Ready) => {
                         self.routed = true;
                         self.open_stream(cx);
                         if matches!(self.phase, Phase::Wait { .. }) {
                             return Step::Keep;
                         }
                     }
-                    Ok(false) => return Step::Keep,
+                    Ok(RouteWait::Started(started)) => {
+                        *setup = Some(started);
+                        return Step::Keep;
+                    }
+                    Ok(RouteWait::Underway) => return Step::Keep,
                     Err(error) => {
                         self.problem = error.to_string();
                         self.phase = Phase::Wait {
@@ -334,7 +307,6 @@ impl Delivery {
                     answer: [0; ANSWER_LEN],
                     received: 0,
                     established: false,
-                    opened: cx.now,
                 };
             }
             Err(error) => {
@@ -355,12 +327,11 @@ impl Delivery {
             answer,
             received,
             established,
-            opened,
         } = &mut self.phase
         else {
             return Step::Keep;
         };
-        let (handle, opened) = (*handle, *opened);
+        let handle = *handle;
         let socket = cx.stack.tcp(handle);
         *established |= socket.state() == tcp::State::Established;
         if *sent < message.len() && socket.can_send() {
@@ -422,26 +393,7 @@ impl Delivery {
                 );
                 Step::Keep
             }
-            Ok(None) if !established && !self.rebuilt && cx.now >= opened + OPEN_TIMEOUT => {
-                self.rebuild_route(cx, ending, handle);
-                Step::Keep
-            }
             Ok(None) => Step::Keep,
         }
-    }
-
-    /// The stream got no answer at all over a route that is ready: the route leads nowhere
-    /// (its far end restarted and forgot it). It is torn down and built anew.
-    fn rebuild_route(&mut self, cx: &mut Context<'_>, ending: &mut Ending, handle: TcpHandle) {
-        log::info!(
-            "messenger: no answer from {} over its route within {} s: building the route anew",
-            self.peer,
-            OPEN_TIMEOUT.as_secs()
-        );
-        ending.reset(cx, handle);
-        cx.node.remove_route(cx.now, &self.peer);
-        self.rebuilt = true;
-        self.problem = "the route led nowhere and was built anew".to_owned();
-        self.phase = Phase::Route { setup: None };
     }
 }

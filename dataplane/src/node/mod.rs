@@ -34,7 +34,7 @@ mod runtime;
 mod sessions;
 mod setup;
 
-pub use repair::RouteStatus;
+pub use repair::{RouteStatus, RouteWait};
 pub use runtime::NodeSettings;
 
 use setup::{check_path, rejection, SetupRequest};
@@ -559,6 +559,8 @@ pub struct Node {
     events: VecDeque<Event>,
     timers: Timers,
     drops: NodeDrops,
+    /// Route setups this node started.
+    setups_started: u64,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     session_buf: Vec<u8>,
@@ -640,6 +642,7 @@ impl Node {
             outbox: Outbox::default(),
             events: VecDeque::new(),
             drops: NodeDrops::default(),
+            setups_started: 0,
             rx_buf: vec![0; MAX_DATAGRAM],
             tx_buf: vec![0; MAX_DATAGRAM],
             session_buf: vec![0; MAX_DATAGRAM],
@@ -746,6 +749,11 @@ impl Node {
             sent: self.advertising.sent,
             sent_bytes: self.advertising.sent_bytes,
         }
+    }
+
+    /// Route setups this node started: for its apps and commands, and its repairs' attempts.
+    pub fn setups_started(&self) -> u64 {
+        self.setups_started
     }
 
     /// The sequence number of the advert held for `origin`.
@@ -976,6 +984,7 @@ impl Node {
                 started: now,
             },
         );
+        self.setups_started += 1;
         self.route_work_started(now);
         Ok(setup)
     }

@@ -1,8 +1,8 @@
 //! What happens when a route breaks, and how a new one takes over: the initiator of an
 //! automatic route rebuilds it over another path (the session carries on, so no handshake);
 //! the far end keeps quiet meanwhile, and adopts a new route only on proof from its initiator.
-//! Apps follow a route through [`Node::route_status`], so that they wait out a repair instead
-//! of building routes of their own.
+//! Apps ask for a route through [`Node::want_route`], which has one set up only when none is
+//! under way, so that they wait out a build or a repair instead of racing it with their own.
 
 use super::*;
 
@@ -21,7 +21,43 @@ pub enum RouteStatus {
     Absent,
 }
 
+/// What [`Node::want_route`] found, or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteWait {
+    /// The route is up and proven end to end: data can flow.
+    Ready,
+    /// A route is being set up or repaired, by this node or by the peer: the app waits until
+    /// it is ready, or until it is gone ([`Event::RouteFailed`], [`Event::RouteDown`]) and
+    /// the app asks again.
+    Underway,
+    /// There was none: this setup was started, and [`Event::RouteFailed`] for it says when
+    /// it fails.
+    Started(SetupId),
+}
+
 impl Node {
+    /// The route to `peer` for an app that needs it. A ready one serves; one being set up or
+    /// repaired (by this node, or by the peer while this node awaits its repair) is waited
+    /// for, so that no second setup starts beside it; only when there is none is one set up,
+    /// along `path` (this node first, `peer` last), or without one over the lowest-cost path
+    /// known, and then rebuilt over another path when it breaks.
+    pub fn want_route(
+        &mut self,
+        now: Instant,
+        peer: &NodeKey,
+        path: Option<&[NodeKey]>,
+    ) -> Result<RouteWait, RouteError> {
+        match self.route_status(peer) {
+            RouteStatus::Ready => Ok(RouteWait::Ready),
+            RouteStatus::Building | RouteStatus::Repairing => Ok(RouteWait::Underway),
+            RouteStatus::Absent => match path {
+                Some(path) => self.build_route(now, path),
+                None => self.build_route_to(now, peer),
+            }
+            .map(RouteWait::Started),
+        }
+    }
+
     /// Where the route to `peer` stands.
     pub fn route_status(&self, peer: &NodeKey) -> RouteStatus {
         if let Some(route) = self.routes.get(peer) {

@@ -30,7 +30,7 @@ use crate::api::{RequestId, Response};
 use crate::app_socket::{AppSocket, AppSocketOptions};
 use crate::identity::NodeKey;
 use crate::messenger::{Messenger, MessengerOptions};
-use crate::node::{Event, Node, NodeOptions, RouteError, RouteStatus, SendToError, SetupId};
+use crate::node::{Event, Node, NodeOptions, RouteStatus, SendToError};
 use crate::outbox::Datagram;
 use crate::socks::{Socks, SocksError, SocksOptions};
 use crate::stack::MeshStack;
@@ -83,28 +83,6 @@ impl Context<'_> {
     pub fn route_ready(&self, peer: &NodeKey) -> bool {
         self.node.route_status(peer) == RouteStatus::Ready
     }
-
-    /// A ready route to `peer`, or the setup of one to wait for: a route that exists (built
-    /// by either end) or is being set up serves, else one is built over the lowest-cost path
-    /// the node knows, and rebuilt over another when a link on it dies.
-    pub fn want_route(&mut self, peer: &NodeKey) -> Result<RouteWait, RouteError> {
-        if self.route_ready(peer) {
-            return Ok(RouteWait::Ready);
-        }
-        self.node
-            .build_route_to(self.now, peer)
-            .map(RouteWait::Building)
-    }
-}
-
-/// How the route to a node stands for an app that needs one ([`Context::want_route`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteWait {
-    /// It is up and proven end to end: data can flow.
-    Ready,
-    /// It is being set up: [`Event::RouteReady`] follows, or [`Event::RouteFailed`] for this
-    /// setup.
-    Building(SetupId),
 }
 
 /// The dataplane service.

@@ -317,6 +317,8 @@ pub struct AppNode {
     kernel: Kernel,
     host: Host,
     disk: Disk,
+    /// What its service is made of, for a restart.
+    options: ServiceOptions,
 }
 
 /// The simulated mesh of services.
@@ -366,7 +368,7 @@ impl AppSim {
             };
             configure(i, &keys, &mut options);
             let mut service = Service::new(
-                options,
+                options.clone(),
                 node_address(i),
                 start,
                 Box::new(SplitMix(rng.next_u64())),
@@ -381,6 +383,7 @@ impl AppSim {
                 kernel: Kernel::default(),
                 host: Host::default(),
                 disk: Disk::default(),
+                options,
             });
         }
         let mut sim = AppSim {
@@ -395,6 +398,27 @@ impl AppSim {
         // As the driver does before its loop runs: what the starts asked for is done.
         sim.drain();
         sim
+    }
+
+    /// Restarts node `i` as a process that was killed and started again: a new service with
+    /// the same options and nothing else (no routes, sessions, streams or replies), whose
+    /// advert sequence starts from the simulated wall clock. Its disk and its lease file stay.
+    pub fn restart(&mut self, i: usize) {
+        let now = self.now;
+        let mut options = self.nodes[i].options.clone();
+        options.node.advert_sequence_start = self.wall_clock_ms();
+        let rng = Box::new(SplitMix(self.network.seed()));
+        let node = &mut self.nodes[i];
+        node.service = Service::new(options, node.addr, now, rng).unwrap();
+        node.service.start(now).unwrap();
+        node.replies.clear();
+        node.kernel = Kernel::default();
+        node.host = Host {
+            leases: node.host.leases.take(),
+            deny_tun: node.host.deny_tun,
+            ..Host::default()
+        };
+        self.drain();
     }
 
     /// The key of node `i`.

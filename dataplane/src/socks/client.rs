@@ -17,7 +17,7 @@ use super::relay::{KernelIo, KernelOp, Progress, Relay};
 use super::wire::{self, ReplyCode, Target};
 use super::{bury, watch_peer, ClientOptions, Slab, SocksError, Totals, MESH_TIMEOUT};
 use crate::api::socks::ClientStatus;
-use crate::node::{Event, RouteDownReason, RouteError, RouteStatus, SetupId};
+use crate::node::{Event, RouteDownReason, RouteError, RouteStatus, RouteWait, SetupId};
 use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
 use crate::stack::{MeshStack, TcpHandle};
@@ -408,6 +408,14 @@ impl Client {
         }
     }
 
+    /// The node holds a route to the exit, or one is under way: a setup of this app's own
+    /// is still followed by its id.
+    fn hold_route(&mut self) {
+        if !matches!(self.route, RouteState::Building(_)) {
+            self.route = RouteState::Held;
+        }
+    }
+
     fn schedule_rebuild(&mut self, now: Instant) {
         self.route = RouteState::Down(now + self.backoff);
         self.backoff = (self.backoff * 2).min(REBUILD_MAX);
@@ -556,11 +564,10 @@ impl Client {
     /// back-off when the last one failed or went down, as soon as the node's graph changes
     /// when no path was known.
     fn maintain_route(&mut self, cx: &mut Context<'_>) {
-        if cx.node.route_status(&self.options.exit) != RouteStatus::Absent {
-            // Ready, or being built or repaired (a repair is the node's: no rebuild races it).
-            if !matches!(self.route, RouteState::Building(_)) {
-                self.route = RouteState::Held;
-            }
+        let exit = self.options.exit;
+        if cx.node.route_status(&exit) != RouteStatus::Absent {
+            // Ready, or being built or repaired: nothing is due until it goes.
+            self.hold_route();
             return;
         }
         match self.route {
@@ -575,17 +582,14 @@ impl Client {
             }
             RouteState::Down(_) | RouteState::NoPath(_) => {}
         }
-        let exit = self.options.exit;
-        let built = match self.options.route_path() {
-            Some(path) => {
-                let mut full = vec![cx.node.key()];
-                full.extend(path);
-                cx.node.build_route(cx.now, &full)
-            }
-            None => cx.node.build_route_to(cx.now, &exit),
-        };
-        match built {
-            Ok(setup) => self.route = RouteState::Building(setup),
+        let path = self.options.route_path().map(|relays| {
+            let mut full = vec![cx.node.key()];
+            full.extend(relays);
+            full
+        });
+        match cx.node.want_route(cx.now, &exit, path.as_deref()) {
+            Ok(RouteWait::Started(setup)) => self.route = RouteState::Building(setup),
+            Ok(RouteWait::Ready | RouteWait::Underway) => self.hold_route(),
             Err(RouteError::NoPath(_)) => {
                 log::debug!("SOCKS client: no path to the exit {exit} is known");
                 self.route = RouteState::NoPath(cx.node.graph_version());

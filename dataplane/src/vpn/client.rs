@@ -17,7 +17,7 @@ use super::pool::Lease;
 use super::{ClientOptions, HostOps, VpnError, FWMARK};
 use crate::api::vpn::{ClientStatus, DropCounts, Traffic, VpnApp};
 use crate::identity::NodeKey;
-use crate::node::{Node, RouteDownReason, RouteError, RouteStatus, SetupId, INNER_MTU};
+use crate::node::{Node, RouteDownReason, RouteError, RouteStatus, RouteWait, SetupId, INNER_MTU};
 use crate::service::{HostOp, HostResult, InterfaceAddress};
 use crate::stack::{MeshStack, TcpHandle};
 
@@ -376,32 +376,22 @@ impl VpnClient {
             self.was_up = false;
         }
         let server = self.options.server;
-        match node.route_status(&server) {
-            RouteStatus::Ready => {
-                self.phase = Phase::Leasing { since: now };
-                return;
+        let path = self.options.path.as_ref().map(|relays| {
+            let mut path = vec![node.key()];
+            path.extend(relays.iter().copied());
+            if path.last() != Some(&server) {
+                path.push(server);
             }
-            RouteStatus::Building | RouteStatus::Repairing => {
+            path
+        });
+        match node.want_route(now, &server, path.as_deref()) {
+            Ok(RouteWait::Ready) => self.phase = Phase::Leasing { since: now },
+            Ok(RouteWait::Underway) => {
                 self.phase = Phase::AwaitingRoute {
                     until: now + EXCHANGE_TIMEOUT,
-                };
-                return;
-            }
-            RouteStatus::Absent => {}
-        }
-        let built = match &self.options.path {
-            Some(relays) => {
-                let mut path = vec![node.key()];
-                path.extend(relays.iter().copied());
-                if path.last() != Some(&server) {
-                    path.push(server);
                 }
-                node.build_route(now, &path)
             }
-            None => node.build_route_to(now, &server),
-        };
-        match built {
-            Ok(setup) => self.phase = Phase::Building { setup },
+            Ok(RouteWait::Started(setup)) => self.phase = Phase::Building { setup },
             Err(error @ RouteError::NoPath(_)) => self.unreachable(node, &error),
             Err(error) => self.fail(now, format!("cannot build a route to the server: {error}")),
         }
