@@ -549,7 +549,7 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
         format!("[{c_key}]")
     };
     let client = format!(
-        "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {c_key}\n    path: {path}\n    routes: [\"{HOST}/32\"]\n"
+        "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {c_key}\n    path: {path}\n    routes: [\"{HOST}/32\", \"10.77.0.0/24\"]\n"
     );
     let (a_socket, a_pid) =
         start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
