@@ -489,7 +489,16 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
         a.public()
     );
     let mut c_node = ServiceNode::start(&c_ns, &user, &c, (a.public(), None), &server);
-    let example = Path::new(SKYWIRED).with_file_name("skywire-signal-example");
+    // The app's program where the nodes' user can run it: the build's folder may be closed to
+    // others.
+    let programs = TempDir::new("service-programs");
+    let example = programs.path("skywire-signal-example");
+    fs::copy(
+        Path::new(SKYWIRED).with_file_name("skywire-signal-example"),
+        &example,
+    )
+    .unwrap();
+    fs::set_permissions(&example, fs::Permissions::from_mode(0o755)).unwrap();
     let client = format!(
         "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {}\n    \
          routes: [\"0.0.0.0/0\", \"::/0\"]\n\
