@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use common::machine::{require, require_root};
 use common::netns::{in_netns, ip, snapshot, Namespaces};
-use common::users::TestUser;
+use common::users::{programs_for_everyone, TestUser};
 use common::{wait_until, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -439,14 +439,14 @@ const HOST4: &str = "10.99.0.1";
 
 /// Runs the unit's `ExecReload` command line as `user`, as systemd does, with the built
 /// `visctl` and `socket` in place of the installed ones.
-fn exec_reload(user: &TestUser, socket: &Path) -> Output {
+fn exec_reload(user: &TestUser, visctl: &Path, socket: &Path) -> Output {
     let unit = fs::read_to_string(Path::new(REPO).join("systemd/skywired.service")).unwrap();
     let line = unit
         .lines()
         .find_map(|line| line.strip_prefix("ExecReload="))
         .expect("the unit has an ExecReload");
     let mut words = line.split_whitespace().map(|word| match word {
-        "/usr/local/bin/visctl" => VISCTL.to_owned(),
+        "/usr/local/bin/visctl" => visctl.display().to_string(),
         "/run/skywire/visctl.sock" => socket.display().to_string(),
         other => other.to_owned(),
     });
@@ -489,10 +489,11 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
         a.public()
     );
     let mut c_node = ServiceNode::start(&c_ns, &user, &c, (a.public(), None), &server);
-    // The app's program where the nodes' user can run it: the build's folder may be closed to
-    // others.
+    // The programs the nodes' user runs itself (the example app, visctl for ExecReload) as
+    // copies it can reach: the build's folder may be closed to others.
     let programs = TempDir::new("service-programs");
-    let example = programs.path("skywire-signal-example");
+    let (_, visctl) = programs_for_everyone(&programs);
+    let example = programs.path("bin/skywire-signal-example");
     fs::copy(
         Path::new(SKYWIRED).with_file_name("skywire-signal-example"),
         &example,
@@ -634,7 +635,7 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     let mut text = fs::read_to_string(&config).unwrap();
     text.push_str(&format!("socks:\n  server:\n    allow: [{}]\n", c.public()));
     fs::write(&config, text).unwrap();
-    let reloaded = exec_reload(&user, &a_node.dir.path("visctl.sock"));
+    let reloaded = exec_reload(&user, &visctl, &a_node.dir.path("visctl.sock"));
     assert!(
         reloaded.status.success(),
         "{}\n--- log ---\n{}",
