@@ -437,8 +437,8 @@ fn capability_set(status: &BTreeMap<String, String>, key: &str) -> u64 {
 
 const HOST4: &str = "10.99.0.1";
 
-/// Runs the unit's `ExecReload` command line as `user`, as systemd does, with the built
-/// `visctl` and `socket` in place of the installed ones.
+/// Runs the unit's `ExecReload` command line as `user`, as systemd does, with `visctl` (a copy
+/// the user can run) and `socket` in place of the installed ones.
 fn exec_reload(user: &TestUser, visctl: &Path, socket: &Path) -> Output {
     let unit = fs::read_to_string(Path::new(REPO).join("systemd/skywired.service")).unwrap();
     let line = unit
