@@ -152,6 +152,20 @@ fn socks_status(sim: &mut AppSim, node: usize) -> (Option<ClientStatus>, Option<
     }
 }
 
+/// A frame from A's VPN client to `host` arrives at C's server device, and A's client is up
+/// and never reconnected.
+fn frame_crosses_the_new_route(sim: &mut AppSim, client_v4: Ipv4Addr, host: Ipv4Addr, text: &[u8]) {
+    let frame = ipv4_packet(client_v4, host, text);
+    sim.tun_send(A, VpnApp::Client, &frame);
+    let mut at_c = Vec::new();
+    run_with(sim, "the frame at C over the new route", |sim| {
+        at_c.extend(sim.tun_received(C, VpnApp::Server));
+        at_c.contains(&frame)
+    });
+    let vpn = vpn_status(sim, A).client.unwrap();
+    assert_eq!((vpn.state.as_str(), vpn.reconnects), ("up", 0), "{vpn:?}");
+}
+
 /// Carries `up` from the client to the target and `down` back through an open relay, then
 /// half-closes both ways and waits until both sides are closed.
 fn carry_both_ways(sim: &mut AppSim, client: StreamId, server: StreamId, up: &[u8], down: &[u8]) {
@@ -961,15 +975,7 @@ fn a_stream_and_the_vpn_over_automatic_paths_ride_out_the_death_of_their_relay()
     carry_both_ways(&mut sim, client, server, b"after", b"still here");
 
     // The VPN never went down: no reconnect, and frames cross the new route.
-    let frame = ipv4_packet(client_v4, host, b"after the repair");
-    sim.tun_send(A, VpnApp::Client, &frame);
-    let mut at_c = Vec::new();
-    run_with(&mut sim, "the frame at C over the new route", |sim| {
-        at_c.extend(sim.tun_received(C, VpnApp::Server));
-        at_c.contains(&frame)
-    });
-    let vpn = vpn_status(&mut sim, A).client.unwrap();
-    assert_eq!((vpn.state.as_str(), vpn.reconnects), ("up", 0), "{vpn:?}");
+    frame_crosses_the_new_route(&mut sim, client_v4, host, b"after the repair");
 }
 
 #[test]
@@ -1186,15 +1192,7 @@ fn removing_the_neighbour_an_automatic_route_runs_through_repairs_the_route_over
 
     let (client_v4, host): (Ipv4Addr, Ipv4Addr) =
         ("10.77.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap());
-    let frame = ipv4_packet(client_v4, host, b"after the removal");
-    sim.tun_send(A, VpnApp::Client, &frame);
-    let mut at_c = Vec::new();
-    run_with(&mut sim, "the frame at C over the new route", |sim| {
-        at_c.extend(sim.tun_received(C, VpnApp::Server));
-        at_c.contains(&frame)
-    });
-    let vpn = vpn_status(&mut sim, A).client.unwrap();
-    assert_eq!((vpn.state.as_str(), vpn.reconnects), ("up", 0), "{vpn:?}");
+    frame_crosses_the_new_route(&mut sim, client_v4, host, b"after the removal");
 }
 
 /// A changed endpoint and keepalive keep the transport and the routes over it.
