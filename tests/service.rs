@@ -470,15 +470,7 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     let ns = Namespaces::new("skysvc", 2);
     let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.205.1.1", 1, "10.205.1.2");
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST4}/32"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(1, HOST4);
     ip(&["-n", &a_ns, "route", "add", "default", "via", "10.205.1.2"]);
     let before = [snapshot(&a_ns), snapshot(&c_ns)];
 

@@ -232,15 +232,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     let (a_ns, b_ns, c_ns) = (ns.name(0), ns.name(1), ns.name(2));
     ns.link(0, "10.203.1.1", 1, "10.203.1.2");
     ns.link(1, "10.203.2.1", 2, "10.203.2.2");
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST4}/32"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(2, HOST4);
     ip(&[
         "-n",
         &c_ns,
@@ -372,15 +364,7 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     let ns = Namespaces::new("skyvpnd", 2);
     let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.204.1.1", 1, "10.204.1.2");
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST4}/32"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(1, HOST4);
     ip(&["-n", &a_ns, "route", "add", "default", "via", "10.204.1.2"]);
     let before = snapshot(&a_ns);
 
@@ -542,15 +526,7 @@ fn a_vpn_transfer_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
     ns.link(1, "10.205.2.1", 3, "10.205.2.2");
     ns.link(0, "10.205.3.1", 2, "10.205.3.2");
     ns.link(2, "10.205.4.1", 3, "10.205.4.2");
-    ip(&[
-        "-n",
-        &names[3],
-        "address",
-        "add",
-        &format!("{HOST4}/32"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(3, HOST4);
     let secrets: Vec<SecretKey> = (0..4).map(|_| SecretKey::generate()).collect();
     let keys: Vec<NodeKey> = secrets.iter().map(SecretKey::public).collect();
     // Every node with the daemon's default liveness.
@@ -855,15 +831,7 @@ fn a_flood_behind_a_slow_next_hop_leaves_the_relays_memory_bounded() {
     let (a_ns, r_ns, c_ns) = (ns.name(0), ns.name(1), ns.name(2));
     ns.link(0, "10.206.1.1", 1, "10.206.1.2");
     ns.link(1, "10.206.2.1", 2, "10.206.2.2");
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST4}/32"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(2, HOST4);
     // R's side of the link to C: slow, with a queue deep enough that R's socket buffer
     // fills before the queue drops.
     let tc = Command::new("tc")

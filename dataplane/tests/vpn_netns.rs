@@ -196,15 +196,7 @@ fn vpn_through_a_relay_end_to_end() {
     let (a_ns, b_ns, c_ns) = (ns.name(0), ns.name(1), ns.name(2));
     ns.link(0, "10.201.1.1", 1, "10.201.1.2");
     ns.link(1, "10.201.2.1", 2, "10.201.2.2");
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST4}/32"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(2, HOST4);
     ip(&[
         "-n",
         &c_ns,
@@ -542,15 +534,7 @@ fn full_tunnel_is_cleaned_after_sigkill() {
     let ns = Namespaces::new("skyvpn", 2);
     let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.202.1.1", 1, "10.202.1.2");
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST4}/32"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(1, HOST4);
     ip(&[
         "-n",
         &c_ns,

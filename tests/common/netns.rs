@@ -90,6 +90,20 @@ impl Namespaces {
         self.0[index].clone()
     }
 
+    /// `address` (IPv4) as a host of its own in namespace `index`: a /32 on its loopback.
+    pub fn add_host(&self, index: usize, address: &str) {
+        let name = self.name(index);
+        ip(&[
+            "-n",
+            &name,
+            "address",
+            "add",
+            &format!("{address}/32"),
+            "dev",
+            "lo",
+        ]);
+    }
+
     /// A veth pair between two namespaces with an IPv4 /24 on each end.
     pub fn link(&self, a: usize, a_addr: &str, b: usize, b_addr: &str) {
         let (a_dev, b_dev) = (format!("v{a}{b}"), format!("v{b}{a}"));
