@@ -86,19 +86,31 @@ fn route(ready: bool) -> RouteRow {
     }
 }
 
-#[test]
-fn status_is_a_block_of_named_lines() {
-    let text = reply_text(&Reply::Status(StatusReply {
+/// A node's status with no limit hit: up 5 s, one transport up, no routes.
+fn node_status() -> StatusReply {
+    StatusReply {
         key: key(KEY_A),
         mesh_address: "fd00::1".parse().unwrap(),
         listen: "[::]:7777".parse().unwrap(),
+        uptime_secs: 5,
+        transports: 1,
+        links_up: 1,
+        routes: 0,
+        rules: 0,
+        mesh_tcp: Default::default(),
+        outbox: Default::default(),
+    }
+}
+
+#[test]
+fn status_is_a_block_of_named_lines() {
+    let text = reply_text(&Reply::Status(StatusReply {
         uptime_secs: 3_725,
         transports: 3,
         links_up: 2,
         routes: 1,
         rules: 4,
-        mesh_tcp: Default::default(),
-        outbox: Default::default(),
+        ..node_status()
     }));
     assert_eq!(
         text,
@@ -110,18 +122,7 @@ fn status_is_a_block_of_named_lines() {
 
 #[test]
 fn status_names_each_limit_the_node_has_hit() {
-    let mut status = StatusReply {
-        key: key(KEY_A),
-        mesh_address: "fd00::1".parse().unwrap(),
-        listen: "[::]:7777".parse().unwrap(),
-        uptime_secs: 5,
-        transports: 1,
-        links_up: 1,
-        routes: 0,
-        rules: 0,
-        mesh_tcp: Default::default(),
-        outbox: Default::default(),
-    };
+    let mut status = node_status();
     status.mesh_tcp.sockets_limit = 1024;
     status.outbox.limit = 4096;
     let quiet = reply_text(&Reply::Status(status.clone()));
@@ -310,18 +311,7 @@ fn response_lines_hold_the_data_untagged_or_the_error() {
     assert_eq!(answer.result.unwrap(), serde_json::json!({ "peer": KEY_B }));
     assert_eq!(answer.text.unwrap(), format!("route to {KEY_B} removed"));
 
-    let status = Reply::Status(StatusReply {
-        key: key(KEY_A),
-        mesh_address: "fd00::1".parse().unwrap(),
-        listen: "[::]:7777".parse().unwrap(),
-        uptime_secs: 5,
-        transports: 1,
-        links_up: 1,
-        routes: 0,
-        rules: 0,
-        mesh_tcp: Default::default(),
-        outbox: Default::default(),
-    });
+    let status = Reply::Status(node_status());
     let line = response_line("status", &Ok(status));
     let answer = Answer::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
     let result = answer.result.unwrap();
@@ -333,18 +323,7 @@ fn response_lines_hold_the_data_untagged_or_the_error() {
 
 #[test]
 fn status_adds_the_signal_servers_state() {
-    let node = StatusReply {
-        key: key(KEY_A),
-        mesh_address: "fd00::1".parse().unwrap(),
-        listen: "[::]:7777".parse().unwrap(),
-        uptime_secs: 5,
-        transports: 1,
-        links_up: 1,
-        routes: 0,
-        rules: 0,
-        mesh_tcp: Default::default(),
-        outbox: Default::default(),
-    };
+    let node = node_status();
     let read =
         |line: Vec<u8>| Answer::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
     let listening = ListenerState::Listening {
