@@ -490,8 +490,8 @@ impl MeshStack {
     }
 
     /// Checks a SYN against its port's policy; when admitted, a socket is ready for it. `None`
-    /// for a SYN to a port nobody listens on (smoltcp resets it) or a retransmitted SYN of a
-    /// stream that has its socket already.
+    /// for a SYN to a port nobody listens on (smoltcp resets it). A retransmitted SYN of a
+    /// stream that has its socket already never comes here ([`MeshStack::holds`]).
     fn admit_syn(&mut self, syn: &Syn) -> Option<Result<(), SynRefusal>> {
         let port = syn.to.port();
         let listener = self.listeners.get(&port)?;
@@ -519,9 +519,6 @@ impl MeshStack {
             };
             if remote.addr != IpAddress::Ipv6(peer) {
                 continue;
-            }
-            if remote.port == syn.from.port() {
-                return None;
             }
             peer_streams += 1;
             if state == tcp::State::SynReceived {
