@@ -9,13 +9,16 @@
 //! Everything it makes (namespaces `skybench-PID-…`, processes, key files, control sockets)
 //! goes at the end, on SIGINT/SIGTERM, and on a panic; namespaces left by a run that was killed
 //! outright are removed at the next start. `SKYWIRE_BENCH_SECS` sets each measurement's length
-//! (default 5); `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only the scenarios named (kernel, wg1, wg2,
-//! bt1, bt2, sky1, sky2).
+//! (default 5), `SKYWIRE_BENCH_ROUNDS` how many times every scenario is measured (default 3;
+//! the table gives medians); `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only the scenarios named, once
+//! (kernel, wg1, wg2, bt1, bt2, sky1, sky2).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "../tests/common/machine.rs"]
 mod machine;
+#[path = "common/median.rs"]
+mod median;
 #[path = "../tests/common/netns.rs"]
 mod netns;
 #[path = "common/signals.rs"]
@@ -27,6 +30,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use machine::{installed, require, Machine};
+use median::median;
 use netns::{can_make_namespaces, ip};
 use signals::{clean_up_on_signal, with_signals};
 use skywire_dataplane::{NodeKey, SecretKey};
@@ -902,34 +906,78 @@ fn main() {
         }
         return;
     }
-    let measured = |label: &str, result: [f64; 2]| {
-        println!("  {label:<26} {:.2} / {:.2} Gbit/s", result[0], result[1]);
-        result
-    };
-    let kernel = measured("kernel routing (2 hops):", kernel(seconds));
-    let wg1 = measured(
-        "wireguard-go 1 hop:",
-        wireguard(Userspace::WireguardGo, false, seconds),
-    );
-    let wg2 = measured(
-        "wireguard-go 2 hops:",
-        wireguard(Userspace::WireguardGo, true, seconds),
-    );
-    let [bt1, bt2] = if boringtun_installed() {
-        [false, true].map(|two_hops| {
-            let label = if two_hops { "2 hops" } else { "1 hop" };
-            Some(measured(
-                &format!("boringtun-cli {label}:"),
-                wireguard(Userspace::Boringtun, two_hops, seconds),
-            ))
+    // Rounds interleave the scenarios, so a slow spell of the shared machine touches all of
+    // them alike; each figure is the median of its rounds, each ratio the median of the rounds'
+    // ratios.
+    let rounds: usize = std::env::var("SKYWIRE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let boringtun = boringtun_installed();
+    let mut runs: Vec<Round> = Vec::new();
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}:");
+        let measured = |label: &str, result: [f64; 2]| {
+            println!("  {label:<26} {:.2} / {:.2} Gbit/s", result[0], result[1]);
+            result
+        };
+        let kernel = measured("kernel routing (2 hops):", kernel(seconds));
+        let wg1 = measured(
+            "wireguard-go 1 hop:",
+            wireguard(Userspace::WireguardGo, false, seconds),
+        );
+        let wg2 = measured(
+            "wireguard-go 2 hops:",
+            wireguard(Userspace::WireguardGo, true, seconds),
+        );
+        let [bt1, bt2] = [false, true].map(|two_hops| {
+            boringtun.then(|| {
+                let label = if two_hops { "2 hops" } else { "1 hop" };
+                measured(
+                    &format!("boringtun-cli {label}:"),
+                    wireguard(Userspace::Boringtun, two_hops, seconds),
+                )
+            })
+        });
+        let sky1 = measured("skywire 1 hop:", skywire(false, seconds));
+        let sky2 = measured("skywire 2 hops:", skywire(true, seconds));
+        runs.push(Round {
+            kernel,
+            wg1,
+            wg2,
+            bt1,
+            bt2,
+            sky1,
+            sky2,
+        });
+    }
+    let median_of = |pick: &dyn Fn(&Round) -> Option<[f64; 2]>| -> Option<[f64; 2]> {
+        let picked: Vec<[f64; 2]> = runs.iter().filter_map(pick).collect();
+        (!picked.is_empty()).then(|| {
+            [0, 1].map(|column| {
+                median(
+                    &mut picked
+                        .iter()
+                        .map(|result| result[column])
+                        .collect::<Vec<_>>(),
+                )
+            })
         })
-    } else {
-        [None, None]
     };
-    let sky1 = measured("skywire 1 hop:", skywire(false, seconds));
-    let sky2 = measured("skywire 2 hops:", skywire(true, seconds));
+    let kernel = median_of(&|round| Some(round.kernel)).unwrap();
+    let wg1 = median_of(&|round| Some(round.wg1)).unwrap();
+    let wg2 = median_of(&|round| Some(round.wg2)).unwrap();
+    let bt1 = median_of(&|round| round.bt1);
+    let bt2 = median_of(&|round| round.bt2);
+    let sky1 = median_of(&|round| Some(round.sky1)).unwrap();
+    let sky2 = median_of(&|round| Some(round.sky2)).unwrap();
+    // The median over the rounds of a ratio between two figures of the same round.
+    let ratio =
+        |pick: &dyn Fn(&Round) -> f64| median(&mut runs.iter().map(pick).collect::<Vec<_>>());
 
     println!();
+    println!("median of {rounds} rounds:");
     println!("| path                 | 1 stream Gbit/s | 4 streams Gbit/s | vs wireguard-go (1 / 4) | vs boringtun-cli (1 / 4) | vs kernel (1 / 4) |");
     println!("|----------------------|-----------------|------------------|-------------------------|--------------------------|-------------------|");
     let row = |name: &str, result: [f64; 2], wg: Option<[f64; 2]>, bt: Option<[f64; 2]>| {
@@ -969,26 +1017,41 @@ fn main() {
         let verdict = if ratio >= at_least { "met" } else { "NOT met" };
         println!("  {what}: {ratio:.2} × (target ≥ {at_least}) {verdict}");
     };
-    println!("targets, one stream unless said:");
-    target("skywire 1 hop / wireguard-go 1 hop", sky1[0] / wg1[0], 7.0);
+    println!("targets, one stream unless said (medians of the rounds' ratios):");
+    target(
+        "skywire 1 hop / wireguard-go 1 hop",
+        ratio(&|round| round.sky1[0] / round.wg1[0]),
+        7.0,
+    );
     target(
         "skywire 2 hops / wireguard-go 2 hops",
-        sky2[0] / wg2[0],
+        ratio(&|round| round.sky2[0] / round.wg2[0]),
         7.0,
     );
     target(
         "skywire 1 hop, 4 streams / 1 stream",
-        sky1[1] / sky1[0],
+        ratio(&|round| round.sky1[1] / round.sky1[0]),
         1.0,
     );
     target(
         "skywire 2 hops, 4 streams / 1 stream",
-        sky2[1] / sky2[0],
+        ratio(&|round| round.sky2[1] / round.sky2[0]),
         1.0,
     );
     target(
         "skywire 1 hop / kernel routing (the mark beyond)",
-        sky1[0] / kernel[0],
+        ratio(&|round| round.sky1[0] / round.kernel[0]),
         0.25,
     );
+}
+
+/// One round's figures, each [1 stream, 4 streams] in Gbit/s.
+struct Round {
+    kernel: [f64; 2],
+    wg1: [f64; 2],
+    wg2: [f64; 2],
+    bt1: Option<[f64; 2]>,
+    bt2: Option<[f64; 2]>,
+    sky1: [f64; 2],
+    sky2: [f64; 2],
 }

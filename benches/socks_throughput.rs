@@ -17,9 +17,12 @@
 mod bench_common;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/median.rs"]
+mod median;
 #[path = "common/signals.rs"]
 mod signals;
 
+use median::median;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -272,11 +275,6 @@ fn env_number(name: &str, default: u64) -> u64 {
             .unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")),
         Err(_) => default,
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The machine's CPU time so far, from `/proc/stat`: how busy the cores were during a download
