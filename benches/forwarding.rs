@@ -4,7 +4,7 @@
 //! kernel routing as the ceiling, all in one run, with `skywired` processes (one per
 //! namespace) as the nodes. Needs root, iproute2, iperf3, wireguard-go and wg
 //! (wireguard-tools); without boringtun-cli (`cargo install boringtun-cli --locked`) its rows
-//! are skipped. Prints a table of Gbit/s and the ratios.
+//! are skipped. Prints a table of Gbit/s and the ratios, and the ceiling the machine leaves.
 //!
 //! Everything it makes (namespaces `skybench-PID-…`, processes, key files, control sockets)
 //! goes at the end, on SIGINT/SIGTERM, and on a panic; namespaces left by a run that was killed
@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "../tests/common/machine.rs"]
 mod machine;
 #[path = "common/median.rs"]
@@ -440,19 +442,25 @@ fn start_skywired(
 /// Clock ticks per second of `/proc/PID/stat` and `/proc/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// A process's CPU time so far, in clock ticks (user and system).
-fn cpu_ticks(pid: u32) -> u64 {
+/// A process's CPU time so far, in clock ticks: in its own code (user), and in the kernel for
+/// it (system).
+fn cpu_ticks(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised name: utime and stime are the 12th and 13th.
-    stat.rsplit_once(')')
+    let ticks: Vec<u64> = stat
+        .rsplit_once(')')
         .map(|(_, rest)| {
             rest.split_whitespace()
                 .skip(11)
                 .take(2)
-                .filter_map(|field| field.parse::<u64>().ok())
-                .sum()
+                .filter_map(|field| field.parse().ok())
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default();
+    match ticks[..] {
+        [user, system] => (user, system),
+        _ => (0, 0),
+    }
 }
 
 /// The machine's busy and total CPU time so far, in clock ticks, from `/proc/stat` (idle and
@@ -473,6 +481,17 @@ fn machine_ticks() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// An iperf3 run with what the machine's cores did meanwhile.
+struct Measured {
+    gbits: f64,
+    /// How much of a core each named daemon used, and how many cores were busy, for the log.
+    figures: String,
+    /// Cores busy, on average.
+    busy_cores: f64,
+    /// Cores spent in the daemons' own code (not in the kernel for them), on average.
+    daemon_user_cores: f64,
+}
+
 /// Runs iperf3 as [`iperf`] does and says, beside the result, how much of a core each named
 /// daemon used meanwhile and how many of the machine's cores were busy.
 fn iperf_with_cpu(
@@ -480,29 +499,40 @@ fn iperf_with_cpu(
     streams: u32,
     seconds: u64,
     daemons: &[(&str, u32)],
-) -> (f64, String) {
-    let before: Vec<u64> = daemons.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+) -> Measured {
+    let before: Vec<(u64, u64)> = daemons.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
     let (busy_before, total_before) = machine_ticks();
     let started = Instant::now();
-    let result = iperf(topology, streams, seconds);
+    let gbits = iperf(topology, streams, seconds);
     let elapsed = started.elapsed().as_secs_f64();
     let (busy, total) = machine_ticks();
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-    let machine = cores * (busy - busy_before) as f64 / (total - total_before).max(1) as f64;
-    let each: Vec<String> = daemons
+    let busy_cores = cores * (busy - busy_before) as f64 / (total - total_before).max(1) as f64;
+    let used: Vec<(u64, u64)> = daemons
         .iter()
         .zip(before)
-        .map(|((name, pid), before)| {
-            let used = (cpu_ticks(*pid) - before) as f64 / TICKS_PER_SECOND / elapsed;
-            format!("{name} {used:.2}")
+        .map(|((_, pid), (user, system))| {
+            let (user_now, system_now) = cpu_ticks(*pid);
+            (user_now - user, system_now - system)
         })
         .collect();
+    let cores_of = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / elapsed;
+    let each: Vec<String> = daemons
+        .iter()
+        .zip(&used)
+        .map(|((name, _), (user, system))| format!("{name} {:.2}", cores_of(user + system)))
+        .collect();
     let figures = format!(
-        "{streams} stream{}: {}, {machine:.2} cores busy",
+        "{streams} stream{}: {}, {busy_cores:.2} cores busy",
         if streams == 1 { "" } else { "s" },
         each.join(", ")
     );
-    (result, figures)
+    Measured {
+        gbits,
+        figures,
+        busy_cores,
+        daemon_user_cores: cores_of(used.iter().map(|(user, _)| user).sum()),
+    }
 }
 
 /// `visctl --json ARGS` against `socket`: the reply, or `None` when it failed.
@@ -520,7 +550,16 @@ fn visctl(socket: &Path, args: &[&str]) -> Option<serde_json::Value> {
     serde_json::from_slice(&output.stdout).ok()
 }
 
-fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
+/// A skywire scenario's result.
+struct SkywireRun {
+    /// Gbit/s with 1 and 4 streams.
+    gbits: [f64; 2],
+    /// With one stream, the core time per byte spent outside the daemons' own code: the
+    /// kernel's TCP, UDP and TUN work and iperf3.
+    outside_seconds_per_byte: f64,
+}
+
+fn skywire(two_hops: bool, seconds: u64) -> SkywireRun {
     let name = if two_hops { "sky2" } else { "sky1" };
     let topology = Topology::new(name, !two_hops, two_hops);
     let [a, b, c] = [
@@ -565,10 +604,17 @@ fn skywire(two_hops: bool, seconds: u64) -> [f64; 2] {
         assert!(Instant::now() < deadline, "the skywire VPN did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (one, one_cpu) = iperf_with_cpu(&topology, 1, seconds, &daemons);
-    let (four, four_cpu) = iperf_with_cpu(&topology, 4, seconds, &daemons);
-    let result = [one, four];
-    println!("    ({name}, cores used by each skywired: {one_cpu}; {four_cpu})");
+    let one = iperf_with_cpu(&topology, 1, seconds, &daemons);
+    let four = iperf_with_cpu(&topology, 4, seconds, &daemons);
+    println!(
+        "    ({name}, cores used by each skywired: {}; {})",
+        one.figures, four.figures
+    );
+    let result = SkywireRun {
+        gbits: [one.gbits, four.gbits],
+        outside_seconds_per_byte: (one.busy_cores - one.daemon_user_cores)
+            / (one.gbits * 1e9 / 8.0).max(1.0),
+    };
     // What was lost on the way, for a look when a figure is off.
     let sent = visctl(&a_socket, &["vpn", "status"])
         .and_then(|reply| reply["result"]["client"]["tx"]["packets"].as_u64())
@@ -895,8 +941,8 @@ fn main() {
                 "bt1" | "bt2" if !boringtun_installed() => continue,
                 "bt1" => wireguard(Userspace::Boringtun, false, seconds),
                 "bt2" => wireguard(Userspace::Boringtun, true, seconds),
-                "sky1" => skywire(false, seconds),
-                "sky2" => skywire(true, seconds),
+                "sky1" => skywire(false, seconds).gbits,
+                "sky2" => skywire(true, seconds).gbits,
                 other => {
                     println!("  {other}: unknown (kernel, wg1, wg2, bt1, bt2, sky1, sky2)");
                     continue;
@@ -940,8 +986,10 @@ fn main() {
                 )
             })
         });
-        let sky1 = measured("skywire 1 hop:", skywire(false, seconds));
-        let sky2 = measured("skywire 2 hops:", skywire(true, seconds));
+        let sky1_run = skywire(false, seconds);
+        let sky1 = measured("skywire 1 hop:", sky1_run.gbits);
+        let sky2_run = skywire(true, seconds);
+        let sky2 = measured("skywire 2 hops:", sky2_run.gbits);
         runs.push(Round {
             kernel,
             wg1,
@@ -950,6 +998,8 @@ fn main() {
             bt2,
             sky1,
             sky2,
+            sky1_outside: sky1_run.outside_seconds_per_byte,
+            sky2_outside: sky2_run.outside_seconds_per_byte,
         });
     }
     let median_of = |pick: &dyn Fn(&Round) -> Option<[f64; 2]>| -> Option<[f64; 2]> {
@@ -972,8 +1022,8 @@ fn main() {
     let bt2 = median_of(&|round| round.bt2);
     let sky1 = median_of(&|round| Some(round.sky1)).unwrap();
     let sky2 = median_of(&|round| Some(round.sky2)).unwrap();
-    // The median over the rounds of a ratio between two figures of the same round.
-    let ratio =
+    // The median over the rounds of a figure each round gives, such as a ratio of two of its own.
+    let over_rounds =
         |pick: &dyn Fn(&Round) -> f64| median(&mut runs.iter().map(pick).collect::<Vec<_>>());
 
     println!();
@@ -1020,29 +1070,69 @@ fn main() {
     println!("targets, one stream unless said (medians of the rounds' ratios):");
     target(
         "skywire 1 hop / wireguard-go 1 hop",
-        ratio(&|round| round.sky1[0] / round.wg1[0]),
+        over_rounds(&|round| round.sky1[0] / round.wg1[0]),
         7.0,
     );
     target(
         "skywire 2 hops / wireguard-go 2 hops",
-        ratio(&|round| round.sky2[0] / round.wg2[0]),
+        over_rounds(&|round| round.sky2[0] / round.wg2[0]),
         7.0,
     );
     target(
         "skywire 1 hop, 4 streams / 1 stream",
-        ratio(&|round| round.sky1[1] / round.sky1[0]),
+        over_rounds(&|round| round.sky1[1] / round.sky1[0]),
         1.0,
     );
     target(
         "skywire 2 hops, 4 streams / 1 stream",
-        ratio(&|round| round.sky2[1] / round.sky2[0]),
+        over_rounds(&|round| round.sky2[1] / round.sky2[0]),
         1.0,
     );
     target(
         "skywire 1 hop / kernel routing (the mark beyond)",
-        ratio(&|round| round.sky1[0] / round.kernel[0]),
+        over_rounds(&|round| round.sky1[0] / round.kernel[0]),
         0.25,
     );
+    println!();
+    print_ceilings(
+        &[
+            (
+                "skywire 1 hop ",
+                2.0,
+                over_rounds(&|round| round.sky1_outside),
+                wg1[0],
+            ),
+            (
+                "skywire 2 hops",
+                6.0,
+                over_rounds(&|round| round.sky2_outside),
+                wg2[0],
+            ),
+        ],
+        "wireguard-go",
+    );
+}
+
+/// What a single stream could reach if the daemons' own code cost nothing beyond the
+/// ChaCha20-Poly1305 passes every byte needs and no core were ever idle: the cores over the
+/// passes plus the work per byte that this run measured outside the daemons (the kernel's TCP,
+/// UDP and TUN work, iperf3). Each scenario is (name, passes per byte, that work, anchor Gbit/s).
+fn print_ceilings(scenarios: &[(&str, f64, f64, f64)], anchor: &str) {
+    let crypto = bench_common::crypto_seconds_per_byte();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    println!(
+        "per byte here: a ChaCha20-Poly1305 pass {:.2} ns (boringtun, one core)",
+        crypto * 1e9
+    );
+    for &(name, passes, outside, anchor_gbits) in scenarios {
+        let ceiling = cores / (passes * crypto + outside) * 8.0 / 1e9;
+        println!(
+            "ceiling of {name} on {cores} cores ({passes} passes + {:.2} ns of kernel and iperf3 \
+             work): {ceiling:.2} Gbit/s = {:.2} × {anchor}",
+            outside * 1e9,
+            ceiling / anchor_gbits
+        );
+    }
 }
 
 /// One round's figures, each [1 stream, 4 streams] in Gbit/s.
@@ -1054,4 +1144,7 @@ struct Round {
     bt2: Option<[f64; 2]>,
     sky1: [f64; 2],
     sky2: [f64; 2],
+    /// [`SkywireRun::outside_seconds_per_byte`] of each.
+    sky1_outside: f64,
+    sky2_outside: f64,
 }

@@ -30,15 +30,13 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use boringtun::noise::TunnResult;
 use common::http::HttpServer;
 use common::machine::require;
 use common::{wait_until, Daemon, Guard, Neighbour, TempDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use signals::{clean_up_on_signal, with_signals};
-use skywire_dataplane::node::INNER_MTU;
-use skywire_dataplane::{NodeKey, SecretKey, MAX_DATAGRAM};
+use skywire_dataplane::{NodeKey, SecretKey};
 
 /// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -164,7 +162,7 @@ fn main() {
     // each costing what the proxy-less download cost. Copies, syscalls and the stacks come on
     // top, so real throughput stays below this.
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-    let crypto = crypto_seconds_per_byte();
+    let crypto = bench_common::crypto_seconds_per_byte();
     let tcp_leg = median(&mut busy_cores[no_proxy].clone()) / medians[no_proxy];
     println!();
     println!(
@@ -242,30 +240,6 @@ fn children() -> Vec<Pid> {
             (parent == me).then(|| Pid::from_raw(pid))
         })
         .collect()
-}
-
-/// One ChaCha20-Poly1305 pass over a byte, in seconds: boringtun sealing and opening packets of
-/// the route sessions' size on one core.
-fn crypto_seconds_per_byte() -> f64 {
-    let (mut sender, mut receiver) = bench_common::established_pair(1, 2);
-    // An IPv6 header (boringtun checks that it opened an IP packet) and no next header.
-    let mut packet = vec![0u8; INNER_MTU];
-    packet[0] = 0x60;
-    packet[4..6].copy_from_slice(&((INNER_MTU - 40) as u16).to_be_bytes());
-    packet[6] = 59;
-    let (mut sealed, mut opened) = (vec![0u8; MAX_DATAGRAM], vec![0u8; MAX_DATAGRAM]);
-    let packets = 50_000;
-    let started = Instant::now();
-    for _ in 0..packets {
-        let TunnResult::WriteToNetwork(datagram) = sender.encapsulate(&packet, &mut sealed) else {
-            panic!("boringtun did not seal");
-        };
-        let TunnResult::WriteToTunnelV6(..) = receiver.decapsulate(None, datagram, &mut opened)
-        else {
-            panic!("boringtun did not open");
-        };
-    }
-    started.elapsed().as_secs_f64() / (2.0 * packets as f64 * INNER_MTU as f64)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
