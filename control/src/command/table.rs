@@ -358,13 +358,13 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &["ln"],
         role: READ_ONLY,
         usage: "list_nodes",
-        summary: "the known graph: nodes, links, costs, advert ages",
+        summary: "the known graph: nodes, services, links, costs, advert ages",
         help: "Lists every node whose advert this node holds (this node's own included): its \
                key, how many links it advertises, its advert's age, when the advert expires \
-               unless a newer one comes, and its sequence number; then every advertised \
-               link with the round-trip time each end measured and its cost, `-` while only \
-               one end advertises it (such a link is not used); then the adverts this node \
-               sent and those it dropped, by reason.",
+               unless a newer one comes, its sequence number and the services it advertises \
+               (`name:port`); then every advertised link with the round-trip time each end \
+               measured and its cost, `-` while only one end advertises it (such a link is \
+               not used); then the adverts this node sent and those it dropped, by reason.",
         parse: |spec, args| spec.no_args(args, Request::ListNodes),
     },
     CommandSpec {

@@ -20,6 +20,7 @@ use crate::node::{EndRoute, Node, RouteDownReason, RouteError, SetupId};
 use crate::routing::Rule;
 use crate::stack::{MeshStack, MAX_TCP_SOCKETS};
 use crate::transport::TransportError;
+use crate::wire::ServiceEntry;
 
 /// How long a route may take from setup request to being proven end to end (the node gives up
 /// sooner itself: this bounds what the control client waits whatever happens).
@@ -529,6 +530,11 @@ impl Service {
                         rtt_ms: millis(link.rtt),
                         cost_ms: link.cost.map(millis),
                     })
+                    .collect(),
+                services: node
+                    .services
+                    .iter()
+                    .filter_map(|bytes| ServiceEntry::parse(bytes))
                     .collect(),
             })
             .collect();
