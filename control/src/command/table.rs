@@ -389,7 +389,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         help: "Sends COUNT echo requests (4 unless given, at most 100) to the mesh address of \
                the node with public key KEY, over the route to it, and shows each reply's \
                round-trip time and a summary. When there is no route to the node, one is set \
-               up first over the lowest-cost path, as `build_route KEY` does, and stays.",
+               up first over the lowest-cost path, as `build_route KEY` does, and stays; one \
+               being set up or repaired is waited for, and no second setup starts beside it.",
         parse: parse_ping_node,
     },
     CommandSpec {
