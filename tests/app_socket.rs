@@ -164,6 +164,33 @@ fn launched_apps_talk_over_the_mesh_through_the_app_socket() {
             .any(|line| line.starts_with("messenger (built-in)") && line.contains(&d_key)),
         "{text}"
     );
+    // `list_nodes` shows the same services on D's line, and has them in its JSON.
+    let nodes = b.ask(&["list_nodes"]);
+    let d_row = nodes["result"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["key"] == d_key.as_str())
+        .unwrap_or_else(|| panic!("D in B's list_nodes: {nodes}"))
+        .clone();
+    let services = d_row["services"].as_array().unwrap();
+    for (name, port) in [("echo-test", 5000), ("messenger", 100)] {
+        assert!(
+            services
+                .iter()
+                .any(|service| service["name"] == name && service["port"] == port),
+            "{d_row}"
+        );
+    }
+    let text = String::from_utf8(b.visctl(&["list_nodes"]).stdout).unwrap();
+    let d_line = text
+        .lines()
+        .find(|line| line.starts_with(&d_key))
+        .unwrap_or_else(|| panic!("D's line in\n{text}"));
+    assert!(
+        d_line.contains("echo-test:5000") && d_line.contains("messenger:100"),
+        "{text}"
+    );
     wait_until("A to know a path to D's echo-test", WAIT, || {
         service_rows(&a, "echo-test")
             .iter()

@@ -3,7 +3,8 @@
 //! runs on, whole; a config file that fails its checks changes nothing (SIGHUP logs why,
 //! `visctl reload` prints it and exits 1); a changed `listen` is refused by name while the rest
 //! of the change applies; `add_neighbour` and `rm_neighbour` through `visctl`, undone by the
-//! next reload; and a new SOCKS section restarts the SOCKS client alone, launched apps running on.
+//! next reload; a new SOCKS section restarts the SOCKS client alone, launched apps running on;
+//! and a changed messenger section is logged by what changed, the messenger running on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -352,4 +353,52 @@ fn a_new_socks_section_restarts_the_socks_client_alone() {
         Some(1),
         "sleeper is gone from the catalog"
     );
+}
+
+#[test]
+fn a_changed_messenger_section_logs_what_changed_and_the_messenger_runs_on() {
+    let dir = TempDir::new("reload-messenger");
+    let (b, c) = (
+        SecretKey::generate().public(),
+        SecretKey::generate().public(),
+    );
+    let a = Daemon::start_with(
+        &dir,
+        "a",
+        &SecretKey::generate(),
+        &[],
+        &format!("messenger:\n  allow: [{b}, {c}]\n"),
+    );
+    let started = "messenger on mesh port 100";
+    wait_until("A's messenger to listen", WAIT, || {
+        a.log().contains(started)
+    });
+
+    // The same nodes in another order: the section differs, its settings do not.
+    edit_config(&a, &format!("[{b}, {c}]"), &format!("[{c}, {b}]"));
+    done(&a, &["reload"]);
+    // A change: the log names what changed, and only that.
+    edit_config(
+        &a,
+        &format!("  allow: [{c}, {b}]\n"),
+        &format!("  allow: [{c}]\n  max_text_bytes: 8192\n"),
+    );
+    done(&a, &["reload"]);
+    let changed = format!("messenger settings changed: allow → {c}, max_text_bytes 4096 → 8192");
+    wait_until("A to log the messenger's change", WAIT, || {
+        a.log().contains(&changed)
+    });
+    let log = a.log();
+    assert_eq!(
+        log.matches("messenger settings changed").count(),
+        1,
+        "the reordered allow changed nothing:\n{log}"
+    );
+    assert_eq!(
+        log.matches(started).count(),
+        1,
+        "the messenger started once:\n{log}"
+    );
+    assert!(!log.contains("messenger stopped"), "{log}");
+    done(&a, &["msg", "inbox"]);
 }

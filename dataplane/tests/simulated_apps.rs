@@ -1,9 +1,10 @@
 //! The apps in the in-memory mesh, each scenario under a fixed seed: SOCKS streams through a
 //! relay with an in-memory kernel at both ends, VPN frames across a relay with the source
-//! checks, mesh ping, a route rebuilt over another path while a stream keeps its bytes, packets
-//! for a node whose route was removed, a node that stops with its VPN up, and what a reloaded
-//! configuration changes while the node runs (neighbours removed and added, an app's new section,
-//! an automatic route repaired when the neighbour it ran through is removed).
+//! checks, mesh ping (and a ping that waits out a repair), a route rebuilt over another path
+//! while a stream keeps its bytes, packets for a node whose route was removed, a node that
+//! stops with its VPN up, and what a reloaded configuration changes while the node runs
+//! (neighbours removed and added, an app's new section, an automatic route repaired when the
+//! neighbour it ran through is removed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -859,6 +860,71 @@ fn mesh_ping_crosses_a_relay_over_a_route_it_builds() {
         .find(|(key, _)| **key == peer)
         .map(|(_, route)| route.path.clone());
     assert_eq!(route, Some(sim.path(&[A, B, C])), "the route stays");
+}
+
+/// B, the relay of A's route to C, restarts, and C's first ping finds that B forgot the route:
+/// C waits for A, the route's initiator, to repair it. A ping from C meanwhile waits for that
+/// repair, as a dial or a message does: C starts no setup of its own beside it, and every echo
+/// is answered over the route A repaired.
+#[test]
+fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
+    use skywire_dataplane::node::RouteStatus;
+
+    let mut sim = AppSim::new(32, 3, &[(A, B), (B, C)], |_, _, _| {});
+    let (a, c) = (sim.key(A), sim.key(C));
+    run_with(&mut sim, "A to know a path to C", |sim| {
+        sim.nodes[A].service.node().find_route(&c).is_some()
+    });
+    let ping = |peer: NodeKey, count: u32| Request::PingNode { peer, count };
+    let setups = |sim: &AppSim, node: usize| sim.nodes[node].service.node().setups_started();
+    // A's ping has A's node build the route: A is its initiator, C its far end.
+    let reply = sim.ask(A, ping(c, 1), LIMIT);
+    assert!(matches!(reply, Ok(Reply::Ping(_))), "{reply:?}");
+
+    sim.restart(B);
+    run_with(&mut sim, "B's links to come back", |sim| {
+        let node = sim.nodes[B].service.node();
+        node.is_link_alive(&a) && node.is_link_alive(&c)
+    });
+    let lost = sim.request(C, ping(a, 1));
+    run_with(&mut sim, "C to find the route forgotten", |sim| {
+        sim.nodes[C].service.node().route_status(&a) == RouteStatus::Repairing
+    });
+    let (setups_at_a, setups_at_c) = (setups(&sim, A), setups(&sim, C));
+
+    // While C waits for A's repair, it pings A again.
+    let waiting = sim.request(C, ping(a, 3));
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(
+        sim.nodes[C].service.node().route_status(&a),
+        RouteStatus::Repairing
+    );
+    assert_eq!(
+        setups(&sim, C),
+        setups_at_c,
+        "C set up a route beside the repair"
+    );
+
+    // A's next ping finds the route forgotten too, and A's node repairs it.
+    let from_a = sim.request(A, ping(c, 1));
+    run_with(&mut sim, "the pings answered", |sim| {
+        sim.has_reply(C, lost) && sim.has_reply(C, waiting) && sim.has_reply(A, from_a)
+    });
+    let reply = sim.take_reply(C, waiting);
+    let Some(Ok(Reply::Ping(during))) = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(during.sent, 3);
+    assert_eq!(during.rtt_ms.len(), 3, "{during:?}");
+    assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
+    assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
+    let (_, route) = sim.nodes[C]
+        .service
+        .node()
+        .routes()
+        .find(|(peer, _)| **peer == a)
+        .expect("C has a route to A");
+    assert!(!route.initiator, "C's route to A is A's");
 }
 
 /// A removed route's session lingers (it belongs to the peer, so that a new route needs no

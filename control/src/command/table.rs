@@ -358,13 +358,13 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &["ln"],
         role: READ_ONLY,
         usage: "list_nodes",
-        summary: "the known graph: nodes, links, costs, advert ages",
+        summary: "the known graph: nodes, services, links, costs, advert ages",
         help: "Lists every node whose advert this node holds (this node's own included): its \
                key, how many links it advertises, its advert's age, when the advert expires \
-               unless a newer one comes, and its sequence number; then every advertised \
-               link with the round-trip time each end measured and its cost, `-` while only \
-               one end advertises it (such a link is not used); then the adverts this node \
-               sent and those it dropped, by reason.",
+               unless a newer one comes, its sequence number and the services it advertises \
+               (`name:port`); then every advertised link with the round-trip time each end \
+               measured and its cost, `-` while only one end advertises it (such a link is \
+               not used); then the adverts this node sent and those it dropped, by reason.",
         parse: |spec, args| spec.no_args(args, Request::ListNodes),
     },
     CommandSpec {
@@ -389,7 +389,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         help: "Sends COUNT echo requests (4 unless given, at most 100) to the mesh address of \
                the node with public key KEY, over the route to it, and shows each reply's \
                round-trip time and a summary. When there is no route to the node, one is set \
-               up first over the lowest-cost path, as `build_route KEY` does, and stays.",
+               up first over the lowest-cost path, as `build_route KEY` does, and stays; one \
+               being set up or repaired is waited for, and no second setup starts beside it.",
         parse: parse_ping_node,
     },
     CommandSpec {

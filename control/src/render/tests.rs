@@ -414,29 +414,36 @@ fn a_found_route_lists_its_hops_with_full_keys_and_says_what_is_in_use() {
 }
 
 #[test]
-fn the_known_graph_lists_nodes_then_each_link_once_then_the_adverts() {
+fn the_known_graph_lists_nodes_with_their_services_then_each_link_once_then_the_adverts() {
     use skywire_dataplane::api::topology::{AdvertCounts, LinkRow, NodeRow, NodesReply};
     use skywire_dataplane::topology::AdvertDrops;
+    use skywire_dataplane::wire::ServiceEntry;
     let link = |neighbour: &str, rtt_ms: f64, cost_ms: Option<f64>| LinkRow {
         neighbour: key(neighbour),
         rtt_ms,
         cost_ms,
     };
-    let node = |own: &str, this_node: bool, links: Vec<LinkRow>| NodeRow {
+    let service = |name: &str, port: u16| ServiceEntry {
+        name: name.parse().unwrap(),
+        port,
+    };
+    let node = |own: &str, this_node: bool, links: Vec<LinkRow>, services| NodeRow {
         key: key(own),
         this_node,
         sequence: 1_765_000_000_123,
         advert_age_secs: 1.25,
         expires_in_secs: 238.0,
         links,
+        services,
     };
     let reply = NodesReply {
         nodes: vec![
-            node(KEY_A, true, vec![link(KEY_B, 0.2, Some(0.25))]),
+            node(KEY_A, true, vec![link(KEY_B, 0.2, Some(0.25))], vec![]),
             node(
                 KEY_B,
                 false,
                 vec![link(KEY_A, 0.25, Some(0.25)), link(KEY_C, 0.3, None)],
+                vec![service("messenger", 100), service("echo", 5000)],
             ),
         ],
         adverts: AdvertCounts {
@@ -455,9 +462,9 @@ fn the_known_graph_lists_nodes_then_each_link_once_then_the_adverts() {
         text,
         format!(
             "nodes: 2\n\
-             {:<58}LINKS  ADVERT AGE  EXPIRES IN  SEQUENCE\n\
-             {this}  1      1.2 s       3m 58s      1765000000123\n\
-             {KEY_B:<58}2      1.2 s       3m 58s      1765000000123\n\
+             {:<58}LINKS  ADVERT AGE  EXPIRES IN  SEQUENCE       SERVICES\n\
+             {this}  1      1.2 s       3m 58s      1765000000123  -\n\
+             {KEY_B:<58}2      1.2 s       3m 58s      1765000000123  messenger:100, echo:5000\n\
              \n\
              links: 2 (cost: the larger round trip of the two ends; `-`: only one end advertises it, so it is not used)\n\
              NODE       NEIGHBOUR  RTT      RTT BACK  COST\n\

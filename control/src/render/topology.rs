@@ -1,12 +1,13 @@
 //! Text for what the node knows of the mesh: the path `find_route` would take, and the graph
 //! `list_nodes` shows. Full keys where users copy them (the nodes, a path's hops), short ones
-//! in the table of links.
+//! in the table of links; each node's services as `name:port`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use skywire_dataplane::api::topology::{FoundRoute, NodesReply};
 use skywire_dataplane::topology::AdvertDrops;
+use skywire_dataplane::wire::ServiceEntry;
 use skywire_dataplane::NodeKey;
 
 use super::{bytes, duration, millis, Table};
@@ -54,7 +55,14 @@ pub(super) fn nodes(reply: &NodesReply) -> String {
         text.push_str("nodes: none yet (this node advertises once a link is up and measured)");
     } else {
         let _ = writeln!(text, "nodes: {}", reply.nodes.len());
-        let mut table = Table::new(&["NODE", "LINKS", "ADVERT AGE", "EXPIRES IN", "SEQUENCE"]);
+        let mut table = Table::new(&[
+            "NODE",
+            "LINKS",
+            "ADVERT AGE",
+            "EXPIRES IN",
+            "SEQUENCE",
+            "SERVICES",
+        ]);
         for node in &reply.nodes {
             let name = if node.this_node {
                 format!("{} (this node)", node.key)
@@ -67,6 +75,7 @@ pub(super) fn nodes(reply: &NodesReply) -> String {
                 duration(node.advert_age_secs),
                 duration(node.expires_in_secs),
                 node.sequence.to_string(),
+                services(&node.services),
             ]);
         }
         text.push_str(&table.render());
@@ -130,6 +139,18 @@ struct PairedLink {
     rtt: Option<f64>,
     rtt_back: Option<f64>,
     cost: Option<f64>,
+}
+
+/// A node's advertised services as `name:port`, in its advert's order, or `-`.
+fn services(services: &[ServiceEntry]) -> String {
+    if services.is_empty() {
+        return "-".to_owned();
+    }
+    services
+        .iter()
+        .map(|entry| format!("{}:{}", entry.name, entry.port))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The drop counters that are not zero, or `none`.

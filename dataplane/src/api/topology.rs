@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::identity::NodeKey;
 use crate::topology::AdvertDrops;
+use crate::wire::ServiceEntry;
 
 /// The path the node would choose to a node, without building it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,6 +49,9 @@ pub struct NodeRow {
     pub expires_in_secs: f64,
     /// The links it advertises.
     pub links: Vec<LinkRow>,
+    /// The services it advertises, as far as they read as services (`services` shows who
+    /// offers one and what the path there costs).
+    pub services: Vec<ServiceEntry>,
 }
 
 /// One advertised link.

@@ -14,7 +14,7 @@ pub mod records;
 mod send;
 pub mod wire;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,48 @@ impl Settings {
     /// Whether messages from `peer` are taken.
     pub fn allows(&self, peer: &NodeKey) -> bool {
         self.allow.as_ref().is_none_or(|allow| allow.contains(peer))
+    }
+
+    /// The nodes allowed, whatever their order and repeats; `None`: any mesh node.
+    fn allowed(&self) -> Option<BTreeSet<NodeKey>> {
+        self.allow
+            .as_ref()
+            .map(|keys| keys.iter().copied().collect())
+    }
+
+    /// The numeric settings by their config keys.
+    fn limits(&self) -> [(&'static str, u128); 5] {
+        [
+            ("max_text_bytes", self.max_text_bytes as u128),
+            ("max_inbox", self.max_inbox as u128),
+            ("per_sender_per_minute", self.per_sender_per_minute.into()),
+            ("send_timeout_ms", self.send_timeout.as_millis()),
+            ("max_streams", self.max_streams as u128),
+        ]
+    }
+
+    /// What differs from `old`, one `key old → new` per setting, as the config names them
+    /// (for the log); empty when nothing does.
+    fn changes_from(&self, old: &Settings) -> Vec<String> {
+        let mut changes = Vec::new();
+        if self.allowed() != old.allowed() {
+            let allow = match &self.allow {
+                None => "any node".to_owned(),
+                Some(keys) if keys.is_empty() => "nobody".to_owned(),
+                Some(keys) => keys
+                    .iter()
+                    .map(NodeKey::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            changes.push(format!("allow → {allow}"));
+        }
+        for ((key, old), (_, new)) in old.limits().into_iter().zip(self.limits()) {
+            if old != new {
+                changes.push(format!("{key} {old} → {new}"));
+            }
+        }
+        changes
     }
 }
 
@@ -526,19 +568,30 @@ impl Messenger {
     }
 
     /// Puts a reloaded `messenger:` section in force: a new section starts it, a section gone
-    /// stops it, and new settings apply from the next stream and delivery on.
+    /// stops it, and new settings apply from the next stream and delivery on (what changed is
+    /// logged).
     pub fn set_settings(&mut self, cx: &mut Context<'_>, settings: Option<Settings>) {
-        let was_configured = self.settings.is_some();
-        self.settings = settings;
-        match (was_configured, self.settings.is_some()) {
-            (true, false) => self.stop(cx, WatchEnd::Stopped),
-            (false, true) => self.start(cx),
-            (true, true) if self.listening => {
-                // Who may open streams may have changed.
-                self.listening = false;
-                self.listen(cx);
+        let old = std::mem::replace(&mut self.settings, settings);
+        let (old, new) = match (old, &self.settings) {
+            (Some(_), None) => return self.stop(cx, WatchEnd::Stopped),
+            (None, Some(_)) => return self.start(cx),
+            (None, None) => return,
+            (Some(old), Some(new)) => (old, new),
+        };
+        let changes = new.changes_from(&old);
+        if changes.is_empty() {
+            return;
+        }
+        log::info!("messenger settings changed: {}", changes.join(", "));
+        let admission_changed =
+            new.allowed() != old.allowed() || new.max_streams != old.max_streams;
+        if self.listening && admission_changed {
+            // Streams are admitted at their SYN: those open go on.
+            if let Err(error) = cx.stack.listen(PORT, BACKLOG, new.admission()) {
+                log::error!(
+                    "messenger: cannot apply the new allow and max_streams on mesh port {PORT}: {error}"
+                );
             }
-            _ => {}
         }
     }
 
@@ -791,6 +844,43 @@ mod tests {
             counter: 0,
         };
         assert_ne!(first, c.next());
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_that_changed_and_nothing_else() {
+        let key = crate::SecretKey::from([3; 32]).public();
+        let other = crate::SecretKey::from([4; 32]).public();
+        let old = Settings {
+            allow: Some(vec![key, other]),
+            ..Settings::default()
+        };
+        let reordered = Settings {
+            allow: Some(vec![other, key, other]),
+            ..Settings::default()
+        };
+        assert!(reordered.changes_from(&old).is_empty(), "the same nodes");
+        assert!(old.changes_from(&old).is_empty());
+
+        let new = Settings {
+            allow: Some(vec![key]),
+            max_text_bytes: 8192,
+            send_timeout: Duration::from_secs(20),
+            ..Settings::default()
+        };
+        assert_eq!(
+            new.changes_from(&old),
+            [
+                format!("allow → {key}"),
+                "max_text_bytes 4096 → 8192".to_owned(),
+                "send_timeout_ms 10000 → 20000".to_owned(),
+            ]
+        );
+        let nobody = Settings {
+            allow: Some(vec![]),
+            ..Settings::default()
+        };
+        assert_eq!(nobody.changes_from(&old), ["allow → nobody"]);
+        assert_eq!(Settings::default().changes_from(&old), ["allow → any node"]);
     }
 
     #[test]

@@ -16,20 +16,22 @@ use crate::api::{
     TransportRow, TransportsReply,
 };
 use crate::identity::NodeKey;
-use crate::node::{EndRoute, Node, RouteDownReason, RouteError, SetupId};
+use crate::node::{EndRoute, Node, RouteDownReason, RouteError, RouteWait, SetupId};
 use crate::routing::Rule;
 use crate::stack::{MeshStack, MAX_TCP_SOCKETS};
 use crate::transport::TransportError;
+use crate::wire::ServiceEntry;
 
 /// How long a route may take from setup request to being proven end to end (the node gives up
 /// sooner itself: this bounds what the control client waits whatever happens).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A route build waiting for its route to be ready.
+/// A request waiting for its route to be ready: `setup` is the one it started, if any (a
+/// ping may wait for a setup or a repair under way).
 #[derive(Debug)]
 struct PendingBuild {
     request: RequestId,
-    setup: SetupId,
+    setup: Option<SetupId>,
     peer: NodeKey,
     deadline: Instant,
     then: AfterBuild,
@@ -40,7 +42,8 @@ struct PendingBuild {
 enum AfterBuild {
     /// Answers with the route (`build_route`).
     Answer,
-    /// Pings the peer over it (`ping_node` with no route to the peer yet).
+    /// Pings the peer over it (`ping_node` with no route to the peer ready yet). It asks the
+    /// node for the route at every poll, as the apps do (`Service::start_routed_pings`).
     Ping {
         /// How many echo requests.
         count: u32,
@@ -126,12 +129,13 @@ impl Control {
         self.replies.push_back((request, reply));
     }
 
-    /// Holds `request` until the route to `peer` that setup `setup` builds is ready, or fails.
+    /// Holds `request` until the route to `peer` is ready, or setup `setup` (when it started
+    /// one) fails.
     fn wait_for_route(
         &mut self,
         now: Instant,
         request: RequestId,
-        setup: SetupId,
+        setup: Option<SetupId>,
         peer: NodeKey,
         then: AfterBuild,
     ) {
@@ -214,7 +218,7 @@ impl Service {
                 match cx.node.build_route(now, &path) {
                     Ok(setup) => {
                         self.control
-                            .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
+                            .wait_for_route(now, id, Some(setup), peer, AfterBuild::Answer);
                         return;
                     }
                     Err(error) => Err(build_error(peer, error)),
@@ -223,7 +227,7 @@ impl Service {
             Request::BuildRouteTo { peer } => match cx.node.build_route_to(now, &peer) {
                 Ok(setup) => {
                     self.control
-                        .wait_for_route(now, id, setup, peer, AfterBuild::Answer);
+                        .wait_for_route(now, id, Some(setup), peer, AfterBuild::Answer);
                     return;
                 }
                 Err(error) => Err(build_error(peer, error)),
@@ -238,14 +242,19 @@ impl Service {
                 }
             }
             Request::PingNode { peer, count } => {
-                if cx.route_ready(&peer) {
-                    self.control.pings.start(now, id, peer, count);
-                    return;
-                }
-                match cx.node.build_route_to(now, &peer) {
-                    Ok(setup) => {
-                        let then = AfterBuild::Ping { count };
-                        self.control.wait_for_route(now, id, setup, peer, then);
+                let then = AfterBuild::Ping { count };
+                match cx.node.want_route(now, &peer, None) {
+                    Ok(RouteWait::Ready) => {
+                        self.control.pings.start(now, id, peer, count);
+                        return;
+                    }
+                    Ok(RouteWait::Started(setup)) => {
+                        self.control
+                            .wait_for_route(now, id, Some(setup), peer, then);
+                        return;
+                    }
+                    Ok(RouteWait::Underway) => {
+                        self.control.wait_for_route(now, id, None, peer, then);
                         return;
                     }
                     Err(error) => Err(build_error(peer, error)),
@@ -401,9 +410,8 @@ impl Service {
         }
     }
 
-    /// The route to `peer` is ready: the builds waiting for it are answered, and the pings
-    /// waiting for it start.
-    pub(super) fn route_ready(&mut self, now: Instant, peer: NodeKey) {
+    /// The route to `peer` is ready: the builds waiting for it are answered.
+    pub(super) fn route_ready(&mut self, peer: NodeKey) {
         let row = self
             .node
             .routes()
@@ -413,22 +421,43 @@ impl Service {
             .control
             .builds
             .drain(..)
-            .partition(|build| build.peer == peer);
+            .partition(|build| build.peer == peer && build.then == AfterBuild::Answer);
         self.control.builds = waiting;
         for build in done {
-            match (&row, build.then) {
-                (Some(row), AfterBuild::Answer) => {
-                    self.control
-                        .reply(build.request, Ok(Reply::RouteBuilt(row.clone())));
-                }
-                (Some(_), AfterBuild::Ping { count }) => {
-                    self.control.pings.start(now, build.request, peer, count);
-                }
-                (None, _) => self
-                    .control
-                    .reply(build.request, Err(RequestError::RouteWentDown { peer })),
-            }
+            let reply = match &row {
+                Some(row) => Ok(Reply::RouteBuilt(row.clone())),
+                None => Err(RequestError::RouteWentDown { peer }),
+            };
+            self.control.reply(build.request, reply);
         }
+    }
+
+    /// The pings waiting for a route ask the node for it again, as the apps do: once it is
+    /// ready they start; while a setup or a repair is under way they wait; when there is
+    /// none, one is set up.
+    pub(super) fn start_routed_pings(&mut self, now: Instant) {
+        let (node, control) = (&mut self.node, &mut self.control);
+        control.builds.retain_mut(|build| {
+            let AfterBuild::Ping { count } = build.then else {
+                return true;
+            };
+            match node.want_route(now, &build.peer, None) {
+                Ok(RouteWait::Ready) => {
+                    control.pings.start(now, build.request, build.peer, count);
+                    false
+                }
+                Ok(RouteWait::Started(setup)) => {
+                    build.setup = Some(setup);
+                    true
+                }
+                Ok(RouteWait::Underway) => true,
+                Err(error) => {
+                    let reply = Err(build_error(build.peer, error));
+                    control.replies.push_back((build.request, reply));
+                    false
+                }
+            }
+        });
     }
 
     /// A route setup failed: the build waiting for it is answered.
@@ -437,7 +466,7 @@ impl Service {
             .control
             .builds
             .drain(..)
-            .partition(|build| build.setup == setup);
+            .partition(|build| build.setup == Some(setup));
         self.control.builds = waiting;
         for build in done {
             self.control.reply(
@@ -529,6 +558,11 @@ impl Service {
                         rtt_ms: millis(link.rtt),
                         cost_ms: link.cost.map(millis),
                     })
+                    .collect(),
+                services: node
+                    .services
+                    .iter()
+                    .filter_map(|bytes| ServiceEntry::parse(bytes))
                     .collect(),
             })
             .collect();

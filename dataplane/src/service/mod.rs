@@ -78,13 +78,6 @@ pub struct Context<'a> {
     pub stack: &'a mut MeshStack,
 }
 
-impl Context<'_> {
-    /// Whether the route to `peer` is up and proven end to end: data can flow.
-    pub fn route_ready(&self, peer: &NodeKey) -> bool {
-        self.node.route_status(peer) == RouteStatus::Ready
-    }
-}
-
 /// The dataplane service.
 #[derive(Debug)]
 pub struct Service {
@@ -304,6 +297,7 @@ impl Service {
         while let Some(event) = self.node.poll_event() {
             self.handle_event(now, event);
         }
+        self.start_routed_pings(now);
         self.control.drive_pings(now, &mut self.stack);
         self.expire_builds(now);
         let mut full = self.run_stack(now);
@@ -412,7 +406,7 @@ impl Service {
             }
             Event::RouteReady { peer } => {
                 log::info!("route to {peer} is ready");
-                self.route_ready(now, peer);
+                self.route_ready(peer);
             }
             Event::RouteFailed { setup, peer, error } => {
                 self.vpn.route_failed(now, setup, &error);

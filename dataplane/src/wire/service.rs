@@ -128,7 +128,7 @@ impl Serialize for ServiceName {
 }
 
 /// One service a node offers: its name and port.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ServiceEntry {
     /// What it is called.
     pub name: ServiceName,
