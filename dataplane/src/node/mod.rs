@@ -541,6 +541,9 @@ pub struct Node {
     indexes: IndexAllocator,
     transports: Transports,
     links: HashMap<TransportId, Link>,
+    /// Every datagram that reached the UDP socket before this instant has been handled (`None`:
+    /// as of now). See [`Node::set_input_read_until`].
+    input_read_until: Option<Instant>,
     table: RoutingTable,
     routes: HashMap<NodeKey, EndRoute>,
     pending: HashMap<SetupId, PendingSetup>,
@@ -640,6 +643,7 @@ impl Node {
             indexes,
             transports,
             links,
+            input_read_until: None,
             routes: HashMap::new(),
             pending: HashMap::new(),
             relayed: HashMap::new(),
@@ -782,6 +786,14 @@ impl Node {
     }
 
     // ----- input -----
+
+    /// Tells how far the UDP socket has been read: every datagram that reached it before `at`
+    /// has been handled, and later ones may still wait there. A node that fell behind its
+    /// socket (starved of CPU, or under a burst) would otherwise take a neighbour whose
+    /// datagrams wait there for silent, and cut a live link (see `check_links`).
+    pub fn set_input_read_until(&mut self, at: Instant) {
+        self.input_read_until = Some(at);
+    }
 
     /// Handles one datagram from the UDP socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
