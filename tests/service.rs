@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use common::machine::{require, require_root};
 use common::netns::{in_netns, ip, snapshot, Namespaces};
-use common::users::{programs_for_everyone, TestUser};
+use common::users::{copy_program, programs_for_everyone, TestUser};
 use common::{wait_until, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -486,12 +486,10 @@ fn skywired_works_as_its_own_user_with_cap_net_admin_alone() {
     let programs = TempDir::new("service-programs");
     let (_, visctl) = programs_for_everyone(&programs);
     let example = programs.path("bin/skywire-signal-example");
-    fs::copy(
-        Path::new(SKYWIRED).with_file_name("skywire-signal-example"),
+    copy_program(
+        &Path::new(SKYWIRED).with_file_name("skywire-signal-example"),
         &example,
-    )
-    .unwrap();
-    fs::set_permissions(&example, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let client = format!(
         "vpn:\n  client:\n    enabled: true\n    tun: skycli\n    server: {}\n    \
          routes: [\"0.0.0.0/0\", \"::/0\"]\n\

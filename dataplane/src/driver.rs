@@ -276,6 +276,11 @@ impl Dataplane {
                     }
                 }
             }
+            if !udp_readable {
+                // The socket's readiness is edge-triggered: with no event, nothing has come
+                // since a read last found it empty.
+                self.service.set_input_read_until(now);
+            }
             if events.is_empty() && !backlog {
                 wake.timer = Some(reason);
             }
@@ -357,8 +362,14 @@ impl Dataplane {
         let fd = self.socket.as_raw_fd();
         let mut received = 0;
         while received < budget {
+            let reading = Instant::now();
             match self.recv_batch.recv(fd) {
                 Ok(count) => {
+                    // A short batch emptied the socket: what came before this read is handled
+                    // once the batch is.
+                    if count < BATCH {
+                        self.service.set_input_read_until(reading);
+                    }
                     let now = Instant::now();
                     let mut unanswered = 0;
                     for index in 0..count {
@@ -382,7 +393,10 @@ impl Dataplane {
                         return false;
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.service.set_input_read_until(reading);
+                    return false;
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED): not fatal.

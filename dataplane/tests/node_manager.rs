@@ -263,6 +263,56 @@ fn a_partitioned_nodes_routes_fail_with_a_clear_error() {
 }
 
 /// The adverts a node received, as its tap saw them decrypted.
+#[test]
+fn a_route_whose_far_end_falls_silent_for_a_moment_is_repaired_not_reported_down() {
+    let mut sim = ring(24);
+    assert!(sim.run_until(LIMIT, converged));
+    build_to(&mut sim, 0, 5);
+    // Node 5 falls silent for a second (starved of CPU, say): every link to it dies, and for a
+    // while no path leads there.
+    sim.link(4, 5).alive = false;
+    sim.link(5, 0).alive = false;
+    let peer = sim.key(5);
+    assert!(sim.run_until(LIMIT, |sim| {
+        sim.nodes[0].node.route_status(&peer) == RouteStatus::Repairing
+            && sim.nodes[0].node.find_route(&peer).is_none()
+    }));
+    sim.run_for(Duration::from_millis(500));
+    sim.link(4, 5).alive = true;
+    sim.link(5, 0).alive = true;
+    // Its links come back within the repair's wait: the route is rebuilt, and neither end
+    // ever hears of it going down.
+    assert!(sim.run_until(LIMIT, |sim| {
+        sim.nodes[0].node.route_status(&peer) == RouteStatus::Ready
+    }));
+    assert!(carries(&mut sim, 0, 5, b"after the silence"));
+    assert!(carries(&mut sim, 5, 0, b"and back"));
+    assert_eq!(route_down(&sim, 0, 5), None);
+    assert_eq!(route_down(&sim, 5, 0), None);
+}
+
+#[test]
+fn a_link_whose_datagrams_wait_unread_in_the_socket_is_not_dead() {
+    let mut sim = Sim::new(25, 2, &[(0, 1)], |_, _| {});
+    let up = |sim: &Sim| sim.has_event(0, |e| matches!(e, Event::LinkUp { .. }));
+    assert!(sim.run_until(LIMIT, up));
+    sim.run_for(Duration::from_millis(300));
+    let dead_after = sim.nodes[0].options.dead_after;
+    let (start, node) = (sim.now, &mut sim.nodes[0].node);
+    let link_down = |node: &mut skywire_dataplane::node::Node| {
+        std::iter::from_fn(|| node.poll_event())
+            .any(|event| matches!(event, Event::LinkDown { .. }))
+    };
+    // Node 0 stalls for longer than the silence that kills a link, then reads a full batch of
+    // its socket, which holds more: node 1's datagrams of that time wait there.
+    node.set_input_read_until(start);
+    node.handle_timeout(start + dead_after + Duration::from_millis(250));
+    assert!(!link_down(node), "a link whose datagrams wait unread died");
+    // A socket that never empties lets a link die all the same, a `dead_after` later.
+    node.handle_timeout(start + dead_after * 2 + Duration::from_millis(100));
+    assert!(link_down(node), "a silent link lived on behind a backlog");
+}
+
 fn tap_adverts(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<Advert>>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let tap_seen = seen.clone();

@@ -156,9 +156,29 @@ pub fn programs_for_everyone(dir: &TempDir) -> (PathBuf, PathBuf) {
     }
     let copy = |from: &str| {
         let to = bin.join(Path::new(from).file_name().unwrap());
-        fs::copy(from, &to).unwrap();
-        fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+        copy_program(Path::new(from), &to);
         to
     };
     (copy(SKYWIRED), copy(VISCTL))
+}
+
+/// Copies the program `from` to `to` with mode 0755, by `install` in a process of its own.
+/// Written from this process, the copy would be open for writing here while other test threads
+/// spawn children: each child inherits the descriptor and holds it until its own exec, and
+/// running a program that any process holds open for writing fails with ETXTBSY ("Text file
+/// busy"). `install` forks nothing, so once it has exited no process holds the copy open.
+pub fn copy_program(from: &Path, to: &Path) {
+    let output = Command::new("install")
+        .arg("--mode=0755")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run install: {err}"));
+    assert!(
+        output.status.success(),
+        "install {} {}: {}",
+        from.display(),
+        to.display(),
+        show(&output)
+    );
 }

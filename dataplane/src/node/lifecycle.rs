@@ -302,6 +302,10 @@ impl Node {
             || !self.candidates.is_empty()
             || !self.yielded.is_empty()
             || !self.awaiting_repair.is_empty()
+            || self
+                .repairs
+                .values()
+                .any(|repair| repair.awaiting_path.is_some())
             || self.routes.values().any(|route| route.proof.is_some());
         self.timers.routes = now
             + if busy {

@@ -31,6 +31,12 @@ impl Node {
     pub(super) fn check_links(&mut self, now: Instant) {
         let interval = self.options.probe_interval;
         let dead_after = self.options.dead_after;
+        // Silence counts up to where the socket has been read, and at most a `dead_after`
+        // behind `now`, so that a socket that never empties still lets dead links die.
+        let heard_until = self.input_read_until.map_or(now, |read_until| {
+            now.checked_sub(dead_after)
+                .map_or(read_until, |floor| read_until.max(floor))
+        });
         let mut died = Vec::new();
         let mut due = Vec::new();
         for info in self.transports.info() {
@@ -39,7 +45,7 @@ impl Node {
             };
             let silent = info
                 .last_received
-                .map_or(dead_after, |at| now.saturating_duration_since(at));
+                .map_or(dead_after, |at| heard_until.saturating_duration_since(at));
             if link.state == LinkState::Up && silent >= dead_after {
                 link.state = LinkState::Down;
                 died.push((info.id, info.key));

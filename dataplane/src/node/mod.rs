@@ -75,8 +75,10 @@ const PROOF_RETRY: Duration = Duration::from_millis(500);
 const PROOF_KEEPALIVES: u8 = 2;
 /// Routes to this node that one peer may have awaiting proof; a newer one replaces the oldest.
 const MAX_CANDIDATES_PER_PEER: usize = 4;
-/// How long the far end of a broken route waits for its initiator to repair it before it
-/// reports the route down.
+/// How long a broken route may take to be repaired before it is reported down: the far end
+/// waits as long for its initiator's repair, and the initiator, while it knows no path, waits
+/// as long for one to appear (a node that was silent for a moment comes back, and its links
+/// with it).
 const REPAIR_WAIT: Duration = Duration::from_secs(3);
 /// New paths an initiator tries for one broken route before it reports the route down.
 const REPAIR_ATTEMPTS: u8 = 3;
@@ -458,6 +460,11 @@ struct Repair {
     /// Whether the route broke because its far end forgot it (it restarted): its end of the
     /// route session is gone too, so the new route is proven with a new handshake at once.
     far_end_restarted: bool,
+    /// When the route is reported down if no path to the peer is known by then.
+    deadline: Instant,
+    /// No path was known as of this version of the graph: the next attempt starts when it
+    /// changes.
+    awaiting_path: Option<u64>,
 }
 
 /// This node's adverts.
@@ -534,6 +541,9 @@ pub struct Node {
     indexes: IndexAllocator,
     transports: Transports,
     links: HashMap<TransportId, Link>,
+    /// Every datagram that reached the UDP socket before this instant has been handled (`None`:
+    /// as of now). See [`Node::set_input_read_until`].
+    input_read_until: Option<Instant>,
     table: RoutingTable,
     routes: HashMap<NodeKey, EndRoute>,
     pending: HashMap<SetupId, PendingSetup>,
@@ -633,6 +643,7 @@ impl Node {
             indexes,
             transports,
             links,
+            input_read_until: None,
             routes: HashMap::new(),
             pending: HashMap::new(),
             relayed: HashMap::new(),
@@ -776,6 +787,14 @@ impl Node {
 
     // ----- input -----
 
+    /// Tells how far the UDP socket has been read: every datagram that reached it before `at`
+    /// has been handled, and later ones may still wait there. A node that fell behind its
+    /// socket (starved of CPU, or under a burst) would otherwise take a neighbour whose
+    /// datagrams wait there for silent, and cut a live link (see `check_links`).
+    pub fn set_input_read_until(&mut self, at: Instant) {
+        self.input_read_until = Some(at);
+    }
+
     /// Handles one datagram from the UDP socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let mut buf = std::mem::take(&mut self.rx_buf);
@@ -866,7 +885,8 @@ impl Node {
     /// Starts setting up a route to `peer` over the lowest-cost path known. The outcome arrives
     /// as [`Event::RouteReady`] or [`Event::RouteFailed`]; a route to `peer` that exists
     /// already (built by either end) serves at once. When it breaks, the node rebuilds it over
-    /// another path without a new handshake, and reports it down only when no path is left.
+    /// another path without a new handshake, and reports it down only when no path is left
+    /// or none appears within [`REPAIR_WAIT`].
     pub fn build_route_to(&mut self, now: Instant, peer: &NodeKey) -> Result<SetupId, RouteError> {
         if *peer == self.key {
             return Err(RouteError::BadPath("a route needs another node"));

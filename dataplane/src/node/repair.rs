@@ -132,6 +132,8 @@ impl Node {
                 setup: None,
                 announce: route.announce,
                 far_end_restarted,
+                deadline: now + REPAIR_WAIT,
+                awaiting_path: None,
             });
             self.repair(now, peer);
         } else if !route.ready && route.announce {
@@ -152,20 +154,36 @@ impl Node {
     }
 
     /// Starts the next attempt at rebuilding the route to `peer` over the lowest-cost path
-    /// left, or reports the route down when none is left or the attempts are spent.
+    /// left, or reports the route down when the attempts are spent. While no path is known the
+    /// repair waits for the graph to change, until its deadline: links that died because a
+    /// node fell silent for a moment (starved of CPU, say) come back within it, and the
+    /// streams inside the route with them.
     pub(super) fn repair(&mut self, now: Instant, peer: NodeKey) {
-        let Some(repair) = self.repairs.get_mut(&peer) else {
+        let Some(repair) = self.repairs.get(&peer) else {
             return;
         };
-        let (reason, announce) = (repair.reason, repair.announce);
+        let (reason, announce, deadline) = (repair.reason, repair.announce, repair.deadline);
         if repair.attempts >= REPAIR_ATTEMPTS {
             self.repairs.remove(&peer);
             log::warn!("route to {peer} is down: {REPAIR_ATTEMPTS} repairs failed");
             self.events.push_back(Event::RouteDown { peer, reason });
             return;
         }
-        repair.attempts += 1;
-        let Some(choice) = self.find_route(&peer) else {
+        let choice = self.find_route(&peer);
+        let graph = self.topology.version();
+        let Some(repair) = self.repairs.get_mut(&peer) else {
+            return;
+        };
+        repair.setup = None;
+        let Some(choice) = choice else {
+            if now < deadline {
+                if repair.awaiting_path.is_none() {
+                    log::info!("route to {peer}: no other path is known yet; waiting for one");
+                }
+                repair.awaiting_path = Some(graph);
+                self.route_work_started(now);
+                return;
+            }
             self.repairs.remove(&peer);
             log::warn!("route to {peer} is down: no other path is known");
             self.events.push_back(Event::RouteDown {
@@ -174,6 +192,8 @@ impl Node {
             });
             return;
         };
+        repair.attempts += 1;
+        repair.awaiting_path = None;
         match self.start_setup(now, &choice.path, true, announce) {
             Ok(setup) => {
                 if let Some(repair) = self.repairs.get_mut(&peer) {
@@ -297,6 +317,21 @@ impl Node {
                 let error = rejection(&yielded.path, last, RejectReason::Crossed);
                 self.fail_setup(setup, &yielded.path, error);
             }
+        }
+        // Repairs that wait for a path: the graph changed, or their time is up.
+        let graph = self.topology.version();
+        let due: Vec<NodeKey> = self
+            .repairs
+            .iter()
+            .filter(|(_, repair)| {
+                repair
+                    .awaiting_path
+                    .is_some_and(|seen| seen != graph || now >= repair.deadline)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            self.repair(now, peer);
         }
         let down: Vec<(NodeKey, RouteDownReason)> = self
             .awaiting_repair

@@ -156,6 +156,11 @@ impl Service {
 
     // ----- input -----
 
+    /// How far the UDP socket has been read ([`Node::set_input_read_until`]).
+    pub fn set_input_read_until(&mut self, at: Instant) {
+        self.node.set_input_read_until(at);
+    }
+
     /// A datagram from the UDP socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.node.handle_datagram(now, from, datagram);
