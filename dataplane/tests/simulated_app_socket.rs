@@ -418,21 +418,8 @@ fn a_running_messenger_is_offered_and_its_port_is_the_nodes_own() {
     );
 
     // The messenger's section gone: C's next advert no longer offers it.
-    let reply = sim.ask(
-        C,
-        Request::ConfigureApp(Box::new(AppConfig::Messenger(None))),
-        LIMIT,
-    );
-    assert!(
-        matches!(
-            reply,
-            Ok(Reply::AppConfigured {
-                change: AppChange::Removed,
-                ..
-            })
-        ),
-        "{reply:?}"
-    );
+    let (_, change) = sim.configure_app(C, AppConfig::Messenger(None), LIMIT);
+    assert_eq!(change, AppChange::Removed);
     run_with(&mut sim, "A to drop C's messenger", LIMIT, |sim| {
         listed(sim, A).is_empty()
     });

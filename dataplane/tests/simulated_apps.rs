@@ -1324,20 +1324,9 @@ fn a_new_app_section_restarts_that_app_alone() {
         dial_policy: target_allowed(),
         ..socks::ServerOptions::default()
     };
-    let reply = sim.ask(
-        C,
-        Request::ConfigureApp(Box::new(AppConfig::SocksServer(Some(socks_server.clone())))),
-        LIMIT,
-    );
-    assert!(
-        matches!(
-            reply,
-            Ok(Reply::AppConfigured {
-                app: BuiltinApp::Socks(SocksApp::Server),
-                change: AppChange::Restarted
-            })
-        ),
-        "{reply:?}"
+    assert_eq!(
+        sim.configure_app(C, AppConfig::SocksServer(Some(socks_server.clone())), LIMIT),
+        (BuiltinApp::Socks(SocksApp::Server), AppChange::Restarted)
     );
     let (_, server) = socks_status(&mut sim, C);
     let server = server.unwrap();
@@ -1349,45 +1338,20 @@ fn a_new_app_section_restarts_that_app_alone() {
     assert_eq!((client.state.as_str(), client.reconnects), ("up", 0));
 
     // The same section but for `enabled`: nothing restarts.
-    let reply = sim.ask(
-        C,
-        Request::ConfigureApp(Box::new(AppConfig::SocksServer(Some(
-            socks::ServerOptions {
-                enabled: false,
-                ..socks_server
-            },
-        )))),
-        LIMIT,
-    );
-    assert!(
-        matches!(
-            reply,
-            Ok(Reply::AppConfigured {
-                change: AppChange::Unchanged,
-                ..
-            })
-        ),
-        "{reply:?}"
-    );
+    let disabled = socks::ServerOptions {
+        enabled: false,
+        ..socks_server
+    };
+    let (_, change) = sim.configure_app(C, AppConfig::SocksServer(Some(disabled)), LIMIT);
+    assert_eq!(change, AppChange::Unchanged);
     assert_eq!(socks_status(&mut sim, C).1.unwrap().state, "running");
 
     // A new pool: the VPN server restarts with it, once its old device is gone.
     let mut options = vpn_server(a);
     options.pool4 = Some("10.78.0.0/24".parse().unwrap());
-    let reply = sim.ask(
-        C,
-        Request::ConfigureApp(Box::new(AppConfig::VpnServer(Some(options)))),
-        LIMIT,
-    );
-    assert!(
-        matches!(
-            reply,
-            Ok(Reply::AppConfigured {
-                app: BuiltinApp::Vpn(VpnApp::Server),
-                change: AppChange::Restarted
-            })
-        ),
-        "{reply:?}"
+    assert_eq!(
+        sim.configure_app(C, AppConfig::VpnServer(Some(options)), LIMIT),
+        (BuiltinApp::Vpn(VpnApp::Server), AppChange::Restarted)
     );
     let vpn = vpn_status(&mut sim, C).server.unwrap();
     assert_eq!(
@@ -1397,21 +1361,8 @@ fn a_new_app_section_restarts_that_app_alone() {
     assert_eq!(socks_status(&mut sim, C).1.unwrap().state, "running");
 
     // C's SOCKS section gone: its server stops and is no longer configured.
-    let reply = sim.ask(
-        C,
-        Request::ConfigureApp(Box::new(AppConfig::SocksServer(None))),
-        LIMIT,
-    );
-    assert!(
-        matches!(
-            reply,
-            Ok(Reply::AppConfigured {
-                change: AppChange::Removed,
-                ..
-            })
-        ),
-        "{reply:?}"
-    );
+    let (_, change) = sim.configure_app(C, AppConfig::SocksServer(None), LIMIT);
+    assert_eq!(change, AppChange::Removed);
     assert!(socks_status(&mut sim, C).1.is_none());
     assert_eq!(vpn_status(&mut sim, C).server.unwrap().state, "running");
 }

@@ -336,39 +336,25 @@ fn a_reloaded_section_applies_while_the_messenger_runs() {
     use skywire_dataplane::api::{AppChange, AppConfig, BuiltinApp};
     let mut sim = mesh(15, &SQUARE, everyone);
     let d = sim.key(D);
-    let configure = |settings| Request::ConfigureApp(Box::new(AppConfig::Messenger(settings)));
     let watch = sim.request(D, Request::Messenger(MessengerRequest::Watch));
 
     // New settings: D takes nothing from A from now on; its watch goes on.
-    let reply = sim.ask(
-        D,
-        configure(Some(Settings {
-            allow: Some(Vec::new()),
-            ..Settings::default()
-        })),
-        LIMIT,
+    let nobody = Settings {
+        allow: Some(Vec::new()),
+        ..Settings::default()
+    };
+    assert_eq!(
+        sim.configure_app(D, AppConfig::Messenger(Some(nobody)), LIMIT),
+        (BuiltinApp::Messenger, AppChange::Updated)
     );
-    assert!(matches!(
-        reply,
-        Ok(Reply::AppConfigured {
-            app: BuiltinApp::Messenger,
-            change: AppChange::Updated
-        })
-    ));
     assert!(matches!(
         error(sim.ask(A, send(d, "refused now"), LIMIT)),
         MessengerError::StreamRefused(peer) if peer == d
     ));
 
     // The section gone: D's messenger stops, its watch ends, nothing answers on its port.
-    let reply = sim.ask(D, configure(None), LIMIT);
-    assert!(matches!(
-        reply,
-        Ok(Reply::AppConfigured {
-            change: AppChange::Removed,
-            ..
-        })
-    ));
+    let (_, change) = sim.configure_app(D, AppConfig::Messenger(None), LIMIT);
+    assert_eq!(change, AppChange::Removed);
     assert!(!sim.nodes[D].service.messenger_running());
     let replies: Vec<Response> = std::iter::from_fn(|| sim.take_reply(D, watch)).collect();
     assert!(
@@ -384,14 +370,8 @@ fn a_reloaded_section_applies_while_the_messenger_runs() {
     ));
 
     // Back again: it takes messages, and still has its log.
-    let reply = sim.ask(D, configure(Some(Settings::default())), LIMIT);
-    assert!(matches!(
-        reply,
-        Ok(Reply::AppConfigured {
-            change: AppChange::Started,
-            ..
-        })
-    ));
+    let (_, change) = sim.configure_app(D, AppConfig::Messenger(Some(Settings::default())), LIMIT);
+    assert_eq!(change, AppChange::Started);
     assert!(sim.nodes[D].service.messenger_running());
     sent(sim.ask(A, send(d, "welcome back"), LIMIT));
     assert_eq!(inbox(&mut sim, D).len(), 1);

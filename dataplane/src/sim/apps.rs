@@ -19,7 +19,7 @@ use super::{node_address, node_options, secrets, LinkModel, SplitMix, WALL_CLOCK
 use crate::api::app_socket::AppId;
 use crate::api::messenger::{Mailbox, MessageRow};
 use crate::api::vpn::VpnApp;
-use crate::api::{Request, RequestId, Response};
+use crate::api::{AppChange, AppConfig, BuiltinApp, Reply, Request, RequestId, Response};
 use crate::identity::NodeKey;
 use crate::messenger::records;
 use crate::service::{
@@ -492,6 +492,20 @@ impl AppSim {
             "node {i} did not answer request {id} in {limit:?}"
         );
         self.take_reply(i, id).unwrap()
+    }
+
+    /// Gives node `i` a built-in app's section as a reload does, and says which app it was and
+    /// what became of it; panics on any other answer, or after `limit`.
+    pub fn configure_app(
+        &mut self,
+        i: usize,
+        config: AppConfig,
+        limit: Duration,
+    ) -> (BuiltinApp, AppChange) {
+        match self.ask(i, Request::ConfigureApp(Box::new(config)), limit) {
+            Ok(Reply::AppConfigured { app, change }) => (app, change),
+            other => panic!("node {i} did not configure the app: {other:?}"),
+        }
     }
 
     /// Rebuilds node `from`'s route to the last node of `path` over `path` (node indexes,
