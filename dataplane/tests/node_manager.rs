@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use skywire_dataplane::node::{Event, RouteDownReason, RouteError, RouteStatus};
@@ -262,7 +262,6 @@ fn a_partitioned_nodes_routes_fail_with_a_clear_error() {
     );
 }
 
-/// The adverts a node received, as its tap saw them decrypted.
 #[test]
 fn a_route_whose_far_end_falls_silent_for_a_moment_is_repaired_not_reported_down() {
     let mut sim = ring(24);
@@ -292,6 +291,46 @@ fn a_route_whose_far_end_falls_silent_for_a_moment_is_repaired_not_reported_down
 }
 
 #[test]
+fn both_ends_of_a_broken_route_agree_on_whether_it_was_repaired() {
+    // However long node 5 stays silent, the far end (5) must not report the route down while
+    // its initiator (0) goes on to repair it, nor wait on once the initiator gave up. The
+    // silences span the initiator's own wait, so that both outcomes happen.
+    let mut outcomes = HashSet::new();
+    for tenths in 30..=40 {
+        let silence = Duration::from_millis(100 * tenths);
+        let mut sim = ring(26);
+        assert!(sim.run_until(LIMIT, converged));
+        build_to(&mut sim, 0, 5);
+        sim.link(4, 5).alive = false;
+        sim.link(5, 0).alive = false;
+        sim.run_for(silence);
+        sim.link(4, 5).alive = true;
+        sim.link(5, 0).alive = true;
+        let peer = sim.key(5);
+        assert!(sim.run_until(LIMIT, |sim| {
+            matches!(
+                sim.nodes[0].node.route_status(&peer),
+                RouteStatus::Ready | RouteStatus::Absent
+            )
+        }));
+        sim.run_for(Duration::from_secs(10));
+        let repaired = sim.nodes[0].node.route_status(&peer) == RouteStatus::Ready;
+        outcomes.insert(repaired);
+        let (initiator_down, far_end_down) = (route_down(&sim, 0, 5), route_down(&sim, 5, 0));
+        assert_eq!(
+            (initiator_down.is_some(), far_end_down.is_some()),
+            (!repaired, !repaired),
+            "silent for {silence:?}: repaired {repaired}, down at 0: {initiator_down:?}, at 5: {far_end_down:?}"
+        );
+    }
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "the silences no longer span the repair's wait"
+    );
+}
+
+#[test]
 fn a_link_whose_datagrams_wait_unread_in_the_socket_is_not_dead() {
     let mut sim = Sim::new(25, 2, &[(0, 1)], |_, _| {});
     let up = |sim: &Sim| sim.has_event(0, |e| matches!(e, Event::LinkUp { .. }));
@@ -313,6 +352,7 @@ fn a_link_whose_datagrams_wait_unread_in_the_socket_is_not_dead() {
     assert!(link_down(node), "a silent link lived on behind a backlog");
 }
 
+/// The adverts a node received, as its tap saw them decrypted.
 fn tap_adverts(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<Advert>>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let tap_seen = seen.clone();

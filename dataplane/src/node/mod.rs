@@ -75,11 +75,13 @@ const PROOF_RETRY: Duration = Duration::from_millis(500);
 const PROOF_KEEPALIVES: u8 = 2;
 /// Routes to this node that one peer may have awaiting proof; a newer one replaces the oldest.
 const MAX_CANDIDATES_PER_PEER: usize = 4;
-/// How long a broken route may take to be repaired before it is reported down: the far end
-/// waits as long for its initiator's repair, and the initiator, while it knows no path, waits
-/// as long for one to appear (a node that was silent for a moment comes back, and its links
-/// with it).
+/// How long an initiator, while it knows no path, waits for one to appear before it reports
+/// a broken route down (a node that was silent for a moment comes back, and its links with it).
 const REPAIR_WAIT: Duration = Duration::from_secs(3);
+/// How long the far end of a broken route waits for its initiator's repair: longer than
+/// [`REPAIR_WAIT`], since it may learn of the break first and the repair's setup still has to
+/// travel to it. A repaired route that reached it in time keeps it waiting for the route's proof.
+const FAR_END_REPAIR_WAIT: Duration = Duration::from_secs(5);
 /// New paths an initiator tries for one broken route before it reports the route down.
 const REPAIR_ATTEMPTS: u8 = 3;
 /// Times a hop sends a route setup request to the next hop before it only waits.

@@ -107,7 +107,7 @@ impl Node {
         self.table.remove(now, route.in_id);
         if !route.initiator {
             self.awaiting_repair
-                .insert(peer, (now + REPAIR_WAIT, reason));
+                .insert(peer, (now + FAR_END_REPAIR_WAIT, reason));
             self.route_work_started(now);
             return;
         }
@@ -336,7 +336,9 @@ impl Node {
         let down: Vec<(NodeKey, RouteDownReason)> = self
             .awaiting_repair
             .iter()
-            .filter(|(_, (deadline, _))| now >= *deadline)
+            .filter(|(peer, (deadline, _))| {
+                now >= *deadline && !self.candidates.values().any(|c| c.peer == **peer)
+            })
             .map(|(peer, (_, reason))| (*peer, *reason))
             .collect();
         for (peer, reason) in down {
