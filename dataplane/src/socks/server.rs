@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use smoltcp::socket::tcp;
 
 use super::mesh::{self, MAX_MESH_REQUEST_LEN};
-use super::relay::{KernelIo, KernelOp, Progress, Relay};
+use super::relay::{KernelIo, Progress, Relay};
 use super::wire::{ReplyCode, Target};
 use super::{bury, watch_peer, DialPolicy, ServerOptions, Slab, Totals, MESH_TIMEOUT};
 use crate::api::socks::ServerStatus;
@@ -381,12 +381,7 @@ impl Server {
         let Phase::Relay { socket, relay } = &mut connection.phase else {
             return None;
         };
-        let socket = *socket;
-        Some(match relay.lend(io, stack.tcp(connection.handle)) {
-            KernelOp::Read(buf) => SocketOp::Read { socket, buf },
-            KernelOp::Write(bytes) => SocketOp::Write { socket, bytes },
-            KernelOp::Shutdown => SocketOp::Shutdown { socket },
-        })
+        Some(relay.lend(io, stack.tcp(connection.handle)).on(*socket))
     }
 
     fn accept(&mut self, cx: &mut Context<'_>, handle: TcpHandle, remote: SocketAddrV6) {
