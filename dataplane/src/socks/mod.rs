@@ -539,7 +539,6 @@ struct Totals {
     accepted: u64,
     failed: u64,
     refused: u64,
-    denied: u64,
     bytes_up: u64,
     bytes_down: u64,
 }
