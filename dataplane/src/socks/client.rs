@@ -15,7 +15,7 @@ use smoltcp::socket::tcp;
 use super::mesh::{self, STATUS_LEN};
 use super::relay::{KernelIo, KernelOp, Progress, Relay};
 use super::wire::{self, ReplyCode, Target};
-use super::{bury, watch_peer, ClientOptions, Slab, SocksError, Totals, MESH_TIMEOUT};
+use super::{bury, watch_peer, ClientOptions, Outcome, Slab, SocksError, Totals, MESH_TIMEOUT};
 use crate::api::socks::ClientStatus;
 use crate::local_stream::{LocalStream, Want};
 use crate::node::{Event, RouteDownReason, RouteError, RouteStatus, RouteWait, SetupId};
@@ -111,15 +111,6 @@ pub(super) struct Client {
     /// Connections whose mesh stream is opening.
     opening: usize,
     totals: Totals,
-}
-
-/// What happened to a connection in one step.
-enum Outcome {
-    Keep,
-    /// Closed after a relay that ended well.
-    Finished,
-    /// Closed after a failure.
-    Failed,
 }
 
 impl Client {

@@ -533,6 +533,16 @@ impl<T> Slab<T> {
     }
 }
 
+/// What happened to a connection of either app in one step.
+enum Outcome {
+    /// It goes on.
+    Keep,
+    /// Closed after a relay that ended well.
+    Finished,
+    /// Closed after a failure.
+    Failed,
+}
+
 /// Counters an app keeps across its connections.
 #[derive(Debug, Clone, Copy, Default)]
 struct Totals {

@@ -14,7 +14,7 @@ use smoltcp::socket::tcp;
 use super::mesh::{self, MAX_MESH_REQUEST_LEN};
 use super::relay::{KernelIo, Progress, Relay};
 use super::wire::{ReplyCode, Target};
-use super::{bury, watch_peer, DialPolicy, ServerOptions, Slab, Totals, MESH_TIMEOUT};
+use super::{bury, watch_peer, DialPolicy, Outcome, ServerOptions, Slab, Totals, MESH_TIMEOUT};
 use crate::api::socks::ServerStatus;
 use crate::identity::NodeKey;
 use crate::node::Event;
@@ -73,12 +73,6 @@ pub(super) struct Server {
     dialer: Dialer,
     next_serial: u64,
     totals: Totals,
-}
-
-enum Outcome {
-    Keep,
-    Finished,
-    Failed,
 }
 
 impl Server {
