@@ -35,7 +35,7 @@ pub struct LocalStream {
     writable: bool,
     /// The peer closed its side: nothing more will be read.
     read_closed: bool,
-    /// Our FIN went out.
+    /// The FIN was sent (or could not be): nothing more is written.
     shut: bool,
     /// A read or a write failed: the stream is over.
     broken: bool,
