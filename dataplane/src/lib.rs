@@ -10,6 +10,7 @@ pub mod driver;
 pub mod fuzzing;
 pub mod identity;
 pub mod index;
+mod local_stream;
 pub mod messenger;
 pub mod node;
 pub mod outbox;

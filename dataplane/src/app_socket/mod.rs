@@ -17,6 +17,7 @@ use smoltcp::socket::tcp;
 
 use crate::api::app_socket::AppId;
 use crate::identity::NodeKey;
+use crate::local_stream::{LocalStream, Want};
 use crate::node::{Event, RouteWait, SetupId};
 use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
@@ -35,8 +36,6 @@ const BACKLOG: usize = 4;
 /// A stream that carries nothing either way for this long is closed. A peer that is gone is
 /// found long before, by the mesh stream's keep-alives.
 const STREAM_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// How long a refused connection waits for its app to close it before it is closed anyway.
-const LINGER: Duration = Duration::from_secs(2);
 /// Lines waiting for a listener that does not read them, beyond which it is closed.
 const MAX_LISTENER_OUTPUT: usize = 64 * 1024;
 /// Named services the apps may advertise: the advert keeps room for every built-in one.
@@ -98,27 +97,17 @@ enum Phase {
     /// Answered for the last time (a refusal): the line goes out, then a FIN, then whatever
     /// the app still sends is read and dropped until it closes (so that it reads the end of
     /// the stream, not a reset) or the linger time ends.
-    Closing { shut: bool },
+    Closing,
 }
 
 #[derive(Debug)]
 struct Connection {
     app: AppId,
-    socket: SocketId,
+    /// The local stream: its input holds the request read so far, and after its line the
+    /// stream's first bytes; its output the lines for the app (a reply, `incoming` lines); its
+    /// deadline is when the request, the dial or the refusal's linger runs out.
+    stream: LocalStream,
     phase: Phase,
-    readable: bool,
-    writable: bool,
-    /// The app closed its side: nothing more will be read.
-    read_closed: bool,
-    /// A read or a write failed: the connection is over.
-    broken: bool,
-    /// The request read so far, and after its line the stream's first bytes.
-    input: Box<[u8; MAX_LINE]>,
-    filled: usize,
-    /// Lines for the app not yet written (a reply, `incoming` lines).
-    output: Vec<u8>,
-    /// When the request, the dial or the refusal's linger runs out.
-    deadline: Instant,
 }
 
 /// A port an app listens on.
@@ -214,7 +203,7 @@ impl AppSocket {
                     Phase::Request
                     | Phase::Route { .. }
                     | Phase::Opening { .. }
-                    | Phase::Closing { .. } => Some(connection.deadline),
+                    | Phase::Closing => Some(connection.stream.deadline),
                 });
         let incoming = self.incoming.values().map(|incoming| incoming.deadline);
         connections.chain(incoming).min()
@@ -281,7 +270,7 @@ impl AppSocket {
                         if s == Some(*setup) {
                             let why = NoRoute::Failed(error.clone());
                             connection.refuse(cx.now, &Refusal::NoRoute { peer, why });
-                            sockets.wake(connection.socket);
+                            sockets.wake(connection.stream.socket());
                         }
                     }
                 }
@@ -304,7 +293,7 @@ impl AppSocket {
                         }
                         _ => continue,
                     }
-                    sockets.wake(connection.socket);
+                    sockets.wake(connection.stream.socket());
                 }
                 let gone: Vec<u64> = self
                     .incoming
@@ -400,8 +389,8 @@ impl AppSocket {
                 );
                 if let Some(connection) = self.connections.get_mut(&listening) {
                     let line = incoming_line(id, &peer, remote.port());
-                    connection.output.extend_from_slice(line.as_bytes());
-                    sockets.wake(connection.socket);
+                    connection.stream.queue(line.as_bytes());
+                    sockets.wake(connection.stream.socket());
                 }
             }
         }
@@ -454,7 +443,7 @@ impl AppSocket {
                 break;
             }
         }
-        sockets.wake(connection.socket);
+        sockets.wake(connection.stream.socket());
         self.connections.insert(number, connection);
     }
 
@@ -469,19 +458,19 @@ impl AppSocket {
         let now = cx.now;
         match &mut connection.phase {
             Phase::Request => {
-                if connection.broken {
+                if connection.stream.is_broken() {
                     return Step::Close;
                 }
-                match parse_request(&connection.input[..connection.filled]) {
-                    None if connection.read_closed => return Step::Close,
-                    None if now >= connection.deadline => {
+                match parse_request(connection.stream.filled()) {
+                    None if connection.stream.is_read_closed() => return Step::Close,
+                    None if now >= connection.stream.deadline => {
                         let silent = BadRequest::Silent(self.options.request_timeout);
                         connection.refuse(now, &Refusal::BadRequest(silent));
                     }
                     None => {}
                     Some((Err(refusal), _)) => connection.refuse(now, &refusal),
                     Some((Ok(request), used)) => {
-                        connection.consume(used);
+                        connection.stream.consume(used);
                         log::debug!("app {}: {request:?}", connection.app);
                         if let Err(refusal) =
                             self.handle_request(cx, number, connection, request, own_port)
@@ -501,7 +490,7 @@ impl AppSocket {
                         }
                     }
                     Ok(RouteWait::Started(started)) => *setup = Some(started),
-                    Ok(RouteWait::Underway) if now >= connection.deadline => {
+                    Ok(RouteWait::Underway) if now >= connection.stream.deadline => {
                         let why = NoRoute::TimedOut(self.options.dial_timeout);
                         connection.refuse(now, &Refusal::NoRoute { peer, why });
                     }
@@ -516,27 +505,23 @@ impl AppSocket {
                 let (peer, port, handle) = (*peer, *port, *handle);
                 let socket = cx.stack.tcp(handle);
                 if socket.may_send() {
-                    let to_mesh = connection.input[..connection.filled].to_vec();
-                    connection.filled = 0;
                     connection.phase = Phase::Stream {
                         peer,
                         handle,
-                        relay: Relay::new(now, OK.to_vec(), to_mesh),
+                        relay: connection.stream.relay(now, OK),
                     };
                 } else if socket.state() == tcp::State::Closed {
                     bury(cx.stack, handle, &mut self.graveyard);
                     connection.refuse(now, &Refusal::NobodyListening { peer, port });
-                } else if now >= connection.deadline {
+                } else if now >= connection.stream.deadline {
                     bury(cx.stack, handle, &mut self.graveyard);
                     let after = self.options.dial_timeout;
                     connection.refuse(now, &Refusal::TimedOut { peer, port, after });
                 }
             }
             Phase::Listening { .. } => {
-                if connection.broken
-                    || connection.read_closed
-                    || connection.output.len() > MAX_LISTENER_OUTPUT
-                {
+                let stream = &connection.stream;
+                if !stream.is_open() || stream.output_len() > MAX_LISTENER_OUTPUT {
                     return Step::Close;
                 }
             }
@@ -546,20 +531,19 @@ impl AppSocket {
                     Progress::Open => {}
                     Progress::Done => {
                         cx.stack.release(handle);
-                        connection.phase = Phase::Closing { shut: true };
+                        connection.phase = Phase::Closing;
                         return Step::Close;
                     }
                     Progress::Failed(reason) => {
                         log::debug!("app {}: stream closed: {reason}", connection.app);
                         bury(cx.stack, handle, &mut self.graveyard);
-                        connection.phase = Phase::Closing { shut: true };
+                        connection.phase = Phase::Closing;
                         return Step::Close;
                     }
                 }
             }
-            Phase::Closing { shut } => {
-                let done = *shut && connection.read_closed;
-                if done || connection.broken || now >= connection.deadline {
+            Phase::Closing => {
+                if connection.stream.is_finished(now) {
                     return Step::Close;
                 }
             }
@@ -590,7 +574,7 @@ impl AppSocket {
                     let why = NoRoute::OwnKey;
                     return Err(Refusal::NoRoute { peer, why });
                 }
-                connection.deadline = cx.now + self.options.dial_timeout;
+                connection.stream.deadline = cx.now + self.options.dial_timeout;
                 connection.phase = Phase::Route {
                     peer,
                     port,
@@ -640,7 +624,7 @@ impl AppSocket {
                         service,
                     },
                 );
-                connection.output.extend_from_slice(OK);
+                connection.stream.queue(OK);
                 connection.phase = Phase::Listening { port };
                 Ok(())
             }
@@ -655,12 +639,10 @@ impl AppSocket {
                 let Some(incoming) = self.incoming.remove(&id) else {
                     return Err(Refusal::BadRequest(BadRequest::NoIncoming(id)));
                 };
-                let to_mesh = connection.input[..connection.filled].to_vec();
-                connection.filled = 0;
                 connection.phase = Phase::Stream {
                     peer: incoming.peer,
                     handle: incoming.handle,
-                    relay: Relay::new(cx.now, OK.to_vec(), to_mesh),
+                    relay: connection.stream.relay(cx.now, OK),
                 };
                 Ok(())
             }
@@ -693,9 +675,9 @@ impl AppSocket {
                 bury(cx.stack, handle, &mut self.graveyard);
             }
             Phase::Listening { port } => self.stop_listening(cx, port),
-            Phase::Request | Phase::Route { .. } | Phase::Closing { .. } => {}
+            Phase::Request | Phase::Route { .. } | Phase::Closing => {}
         }
-        sockets.close(connection.socket);
+        sockets.close(connection.stream.socket());
     }
 
     /// Stops listening on `port`: the streams that arrived there and wait are reset.
@@ -740,12 +722,8 @@ impl AppSocket {
         io: KernelIo,
     ) -> Option<SocketOp<'a>> {
         let connection = self.connections.get_mut(&number)?;
-        let socket = connection.socket;
-        Some(match connection.lend(stack, io) {
-            KernelOp::Read(buf) => SocketOp::Read { socket, buf },
-            KernelOp::Write(bytes) => SocketOp::Write { socket, bytes },
-            KernelOp::Shutdown => SocketOp::Shutdown { socket },
-        })
+        let socket = connection.stream.socket();
+        Some(connection.lend(stack, io).on(socket))
     }
 }
 
@@ -753,102 +731,51 @@ impl Connection {
     fn new(app: AppId, socket: SocketId, deadline: Instant) -> Connection {
         Connection {
             app,
-            socket,
+            stream: LocalStream::new(socket, MAX_LINE, deadline),
             phase: Phase::Request,
-            readable: true,
-            writable: true,
-            read_closed: false,
-            broken: false,
-            input: Box::new([0; MAX_LINE]),
-            filled: 0,
-            output: Vec::new(),
-            deadline,
         }
     }
 
     /// Answers with `refusal`; the connection closes once the line is out.
     fn refuse(&mut self, now: Instant, refusal: &Refusal) {
-        self.output.extend_from_slice(&refusal.line());
-        self.phase = Phase::Closing { shut: false };
-        self.deadline = now + LINGER;
+        self.stream.finish(now, &refusal.line());
+        self.phase = Phase::Closing;
     }
 
-    /// Drops the first `count` bytes of the input (the request's line).
-    fn consume(&mut self, count: usize) {
-        let count = count.min(self.filled);
-        self.input.copy_within(count..self.filled, 0);
-        self.filled -= count;
+    /// What the phase wants of the local stream. A listener's input is read only to see it
+    /// end.
+    fn want(&self) -> Want {
+        match self.phase {
+            Phase::Request => Want::Handshake,
+            Phase::Listening { .. } => Want::Drain,
+            Phase::Closing => Want::Finish,
+            Phase::Route { .. } | Phase::Opening { .. } | Phase::Stream { .. } => Want::Output,
+        }
     }
 
     /// What happened on the socket.
     fn handle(&mut self, cx: &mut Context<'_>, event: SocketEvent) {
-        if let Phase::Stream { handle, relay, .. } = &mut self.phase {
-            relay.handle(cx.now, event, cx.stack.tcp(*handle));
-            return;
-        }
-        match event {
-            SocketEvent::Readable => self.readable = true,
-            SocketEvent::Writable => self.writable = true,
-            SocketEvent::Read(Ok(0)) => self.read_closed = true,
-            SocketEvent::Read(Ok(read)) => {
-                // A listener's or a refused connection's input is read only to see it end.
-                if matches!(self.phase, Phase::Request) {
-                    self.filled = (self.filled + read).min(MAX_LINE);
-                }
+        match &mut self.phase {
+            Phase::Stream { handle, relay, .. } => {
+                relay.handle(cx.now, event, cx.stack.tcp(*handle))
             }
-            SocketEvent::Written(Ok(0)) => self.broken = true,
-            SocketEvent::Written(Ok(written)) => {
-                self.output.drain(..written.min(self.output.len()));
-            }
-            SocketEvent::Read(Err(error)) => match error.kind() {
-                std::io::ErrorKind::WouldBlock => self.readable = false,
-                std::io::ErrorKind::Interrupted => {}
-                _ => self.broken = true,
-            },
-            SocketEvent::Written(Err(error)) => match error.kind() {
-                std::io::ErrorKind::WouldBlock => self.writable = false,
-                std::io::ErrorKind::Interrupted => {}
-                _ => self.broken = true,
-            },
-            SocketEvent::Shut(_) => {
-                if let Phase::Closing { shut } = &mut self.phase {
-                    *shut = true;
-                }
-            }
-            SocketEvent::Listening(_) | SocketEvent::Connected(_) => {}
+            _ => self.stream.handle(event),
         }
     }
 
     /// The kernel operation due next.
     fn next_io(&mut self, stack: &mut MeshStack) -> Option<KernelIo> {
-        if self.broken {
-            return None;
-        }
-        if let Phase::Stream { handle, relay, .. } = &mut self.phase {
-            return relay.next_io(stack.tcp(*handle));
-        }
-        if self.writable && !self.output.is_empty() {
-            return Some(KernelIo::Write);
-        }
-        let may_read = self.readable && !self.read_closed;
-        match self.phase {
-            Phase::Request if may_read && self.filled < MAX_LINE => Some(KernelIo::Read),
-            Phase::Listening { .. } | Phase::Closing { shut: true } if may_read => {
-                Some(KernelIo::Read)
-            }
-            Phase::Closing { shut: false } if self.output.is_empty() => Some(KernelIo::Shutdown),
-            _ => None,
+        match &mut self.phase {
+            Phase::Stream { handle, relay, .. } => relay.next_io(stack.tcp(*handle)),
+            _ => self.stream.next_io(self.want()),
         }
     }
 
     fn lend<'a>(&'a mut self, stack: &'a mut MeshStack, io: KernelIo) -> KernelOp<'a> {
-        match (&mut self.phase, io) {
-            (Phase::Stream { handle, relay, .. }, io) => relay.lend(io, stack.tcp(*handle)),
-            (_, KernelIo::Write) => KernelOp::Write(&self.output),
-            (_, KernelIo::Shutdown) => KernelOp::Shutdown,
-            (Phase::Request, KernelIo::Read) => KernelOp::Read(&mut self.input[self.filled..]),
-            // Read to be dropped.
-            (_, KernelIo::Read) => KernelOp::Read(&mut self.input[..]),
+        let want = self.want();
+        match &mut self.phase {
+            Phase::Stream { handle, relay, .. } => relay.lend(io, stack.tcp(*handle)),
+            _ => self.stream.lend(io, want),
         }
     }
 }

@@ -15,8 +15,9 @@ use smoltcp::socket::tcp;
 use super::mesh::{self, STATUS_LEN};
 use super::relay::{KernelIo, KernelOp, Progress, Relay};
 use super::wire::{self, ReplyCode, Target};
-use super::{bury, watch_peer, ClientOptions, Slab, SocksError, Totals, MESH_TIMEOUT};
+use super::{bury, watch_peer, ClientOptions, Outcome, Slab, SocksError, Totals, MESH_TIMEOUT};
 use crate::api::socks::ClientStatus;
+use crate::local_stream::{LocalStream, Want};
 use crate::node::{Event, RouteDownReason, RouteError, RouteStatus, RouteWait, SetupId};
 use crate::service::sockets::{Owner, Sockets};
 use crate::service::{Context, SocketEvent, SocketId, SocketOp};
@@ -25,8 +26,6 @@ use crate::stack::{MeshStack, TcpHandle};
 /// Mesh streams opening at once; more connections wait their turn, so that a burst reaches
 /// the exit as a few SYNs at a time.
 const MAX_OPENING: usize = 32;
-/// How long an answered connection waits for the client to close before it is dropped.
-const LINGER: Duration = Duration::from_secs(2);
 /// The first and the longest wait before building the route again.
 const REBUILD_FIRST: Duration = Duration::from_millis(500);
 const REBUILD_MAX: Duration = Duration::from_secs(15);
@@ -50,46 +49,14 @@ enum Phase {
     Relay { handle: TcpHandle, relay: Relay },
     /// Answered (a failure): the reply goes out, then a FIN, then whatever the client still
     /// sends is read and dropped until it closes or the linger time ends.
-    Linger { shut: bool },
-}
-
-/// The handshake bytes read and not yet parsed (after the request: bytes for the exit).
-#[derive(Debug)]
-struct Input {
-    bytes: [u8; HANDSHAKE_BUFFER],
-    len: usize,
-}
-
-impl Input {
-    fn filled(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    fn spare(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.len..]
-    }
-
-    fn consume(&mut self, count: usize) {
-        let count = count.min(self.len);
-        self.bytes.copy_within(count..self.len, 0);
-        self.len -= count;
-    }
+    Linger,
 }
 
 #[derive(Debug)]
 struct Connection {
-    socket: SocketId,
+    /// The local stream; after the request, its input holds bytes for the exit.
+    stream: LocalStream,
     phase: Phase,
-    readable: bool,
-    writable: bool,
-    /// The client closed its side: nothing more will be read.
-    read_closed: bool,
-    /// A read or a write failed: the connection is over.
-    broken: bool,
-    input: Box<Input>,
-    /// Bytes for the client not yet written (a method selection or a failure reply).
-    output: Vec<u8>,
-    deadline: Instant,
 }
 
 /// The client app's listening socket.
@@ -144,15 +111,6 @@ pub(super) struct Client {
     /// Connections whose mesh stream is opening.
     opening: usize,
     totals: Totals,
-}
-
-/// What happened to a connection in one step.
-enum Outcome {
-    Keep,
-    /// Closed after a relay that ended well.
-    Finished,
-    /// Closed after a failure.
-    Failed,
 }
 
 impl Client {
@@ -281,7 +239,7 @@ impl Client {
             if failed {
                 self.totals.failed += 1;
             }
-            sockets.close(connection.socket);
+            sockets.close(connection.stream.socket());
         }
     }
 
@@ -343,18 +301,12 @@ impl Client {
         let socket = sockets.open(Owner::Client(self.connections.vacant()));
         self.totals.accepted += 1;
         self.connections.insert(Connection {
-            socket,
+            stream: LocalStream::new(
+                socket,
+                HANDSHAKE_BUFFER,
+                now + self.options.handshake_timeout,
+            ),
             phase: Phase::Greeting,
-            readable: true,
-            writable: true,
-            read_closed: false,
-            broken: false,
-            input: Box::new(Input {
-                bytes: [0; HANDSHAKE_BUFFER],
-                len: 0,
-            }),
-            output: Vec::new(),
-            deadline: now + self.options.handshake_timeout,
         });
         sockets.wake(socket);
         Some(socket)
@@ -448,7 +400,7 @@ impl Client {
                 _ => continue,
             }
             connection.phase = connection.answer(cx.now, code);
-            sockets.wake(connection.socket);
+            sockets.wake(connection.stream.socket());
         }
     }
 
@@ -465,7 +417,7 @@ impl Client {
         for connection in self.connections.iter() {
             let at = match &connection.phase {
                 Phase::Relay { relay, .. } => relay.idle_deadline(self.options.idle_timeout),
-                _ => connection.deadline,
+                _ => connection.stream.deadline,
             };
             next = Some(next.map_or(at, |next: Instant| next.min(at)));
         }
@@ -508,7 +460,7 @@ impl Client {
         };
         let opening = &mut self.opening;
         match connection.step(cx, graveyard, &self.options, view, exit, opening) {
-            Outcome::Keep => sockets.wake(connection.socket),
+            Outcome::Keep => sockets.wake(connection.stream.socket()),
             Outcome::Finished => self.remove(sockets, index, false),
             Outcome::Failed => self.remove(sockets, index, true),
         }
@@ -543,12 +495,8 @@ impl Client {
         io: KernelIo,
     ) -> Option<SocketOp<'a>> {
         let connection = self.connections.get_mut(index)?;
-        let socket = connection.socket;
-        Some(match connection.lend(stack, io) {
-            KernelOp::Read(buf) => SocketOp::Read { socket, buf },
-            KernelOp::Write(bytes) => SocketOp::Write { socket, bytes },
-            KernelOp::Shutdown => SocketOp::Shutdown { socket },
-        })
+        let socket = connection.stream.socket();
+        Some(connection.lend(stack, io).on(socket))
     }
 
     /// Whether connections can use the route to the exit now.
@@ -616,86 +564,40 @@ impl Connection {
     /// Queues a failure reply for the client; the phase that follows is [`Phase::Linger`].
     fn answer(&mut self, now: Instant, code: ReplyCode) -> Phase {
         log::debug!("SOCKS client: answering {code:?}");
-        self.output.extend_from_slice(&wire::reply(code));
-        self.deadline = now + LINGER;
-        Phase::Linger { shut: false }
+        self.stream.finish(now, &wire::reply(code));
+        Phase::Linger
     }
 
-    /// Whether the client may still send handshake bytes.
-    fn open(&self) -> bool {
-        !self.read_closed && !self.broken
+    /// What the phase wants of the local stream.
+    fn want(&self) -> Want {
+        match self.phase {
+            Phase::Greeting | Phase::Request => Want::Handshake,
+            Phase::Linger => Want::Finish,
+            _ => Want::Output,
+        }
     }
 
     /// The kernel operation due next.
     fn next_io(&mut self, stack: &mut MeshStack) -> Option<KernelIo> {
-        if self.broken {
-            return None;
-        }
         if let Phase::Relay { handle, relay } = &mut self.phase {
             return relay.next_io(stack.tcp(*handle));
         }
-        if self.writable && !self.output.is_empty() {
-            return Some(KernelIo::Write);
-        }
-        let may_read = self.readable && !self.read_closed;
-        match self.phase {
-            Phase::Greeting | Phase::Request if may_read && self.input.len < HANDSHAKE_BUFFER => {
-                Some(KernelIo::Read)
-            }
-            Phase::Linger { shut: false } if self.output.is_empty() => Some(KernelIo::Shutdown),
-            Phase::Linger { shut: true } if may_read => Some(KernelIo::Read),
-            _ => None,
-        }
+        self.stream.next_io(self.want())
     }
 
     fn lend<'a>(&'a mut self, stack: &'a mut MeshStack, io: KernelIo) -> KernelOp<'a> {
-        match (&mut self.phase, io) {
-            (Phase::Relay { handle, relay }, io) => relay.lend(io, stack.tcp(*handle)),
-            (_, KernelIo::Write) => KernelOp::Write(&self.output),
-            (_, KernelIo::Shutdown) => KernelOp::Shutdown,
-            (phase, KernelIo::Read) => {
-                if matches!(phase, Phase::Linger { .. }) {
-                    // Whatever the client still sends is dropped.
-                    self.input.len = 0;
-                }
-                KernelOp::Read(self.input.spare())
-            }
+        let want = self.want();
+        match &mut self.phase {
+            Phase::Relay { handle, relay } => relay.lend(io, stack.tcp(*handle)),
+            _ => self.stream.lend(io, want),
         }
     }
 
     /// What happened on the socket.
     fn handle(&mut self, cx: &mut Context<'_>, event: SocketEvent) {
-        if let Phase::Relay { handle, relay } = &mut self.phase {
-            relay.handle(cx.now, event, cx.stack.tcp(*handle));
-            return;
-        }
-        match event {
-            SocketEvent::Readable => self.readable = true,
-            SocketEvent::Writable => self.writable = true,
-            SocketEvent::Read(Ok(0)) => self.read_closed = true,
-            SocketEvent::Read(Ok(read)) => {
-                self.input.len = (self.input.len + read).min(HANDSHAKE_BUFFER);
-            }
-            SocketEvent::Written(Ok(0)) => self.broken = true,
-            SocketEvent::Written(Ok(written)) => {
-                self.output.drain(..written.min(self.output.len()));
-            }
-            SocketEvent::Read(Err(error)) => match error.kind() {
-                io::ErrorKind::WouldBlock => self.readable = false,
-                io::ErrorKind::Interrupted => {}
-                _ => self.broken = true,
-            },
-            SocketEvent::Written(Err(error)) => match error.kind() {
-                io::ErrorKind::WouldBlock => self.writable = false,
-                io::ErrorKind::Interrupted => {}
-                _ => self.broken = true,
-            },
-            SocketEvent::Shut(_) => {
-                if let Phase::Linger { shut } = &mut self.phase {
-                    *shut = true;
-                }
-            }
-            SocketEvent::Listening(_) | SocketEvent::Connected(_) => {}
+        match &mut self.phase {
+            Phase::Relay { handle, relay } => relay.handle(cx.now, event, cx.stack.tcp(*handle)),
+            _ => self.stream.handle(event),
         }
     }
 
@@ -710,13 +612,13 @@ impl Connection {
         opening: &mut usize,
     ) -> Outcome {
         loop {
-            if self.broken && !matches!(self.phase, Phase::Relay { .. }) {
+            if self.stream.is_broken() && !matches!(self.phase, Phase::Relay { .. }) {
                 if let Some(handle) = self.mesh_handle() {
                     bury(cx.stack, handle, graveyard);
                 }
                 return Outcome::Failed;
             }
-            let phase = std::mem::replace(&mut self.phase, Phase::Linger { shut: true });
+            let phase = std::mem::replace(&mut self.phase, Phase::Linger);
             let before = std::mem::discriminant(&phase);
             let next = match self.advance(phase, cx, graveyard, options, route, exit, opening) {
                 Ok(next) => next,
@@ -744,34 +646,34 @@ impl Connection {
     ) -> Result<Phase, Outcome> {
         let now = cx.now;
         Ok(match phase {
-            Phase::Greeting => match wire::parse_greeting(self.input.filled()) {
+            Phase::Greeting => match wire::parse_greeting(self.stream.filled()) {
                 Ok(Some((no_auth, len))) => {
-                    self.input.consume(len);
-                    self.output
-                        .extend_from_slice(&wire::method_selection(no_auth));
+                    self.stream.consume(len);
+                    let selection = wire::method_selection(no_auth);
                     if no_auth {
+                        self.stream.queue(&selection);
                         Phase::Request
                     } else {
                         log::debug!("SOCKS client: no acceptable method offered");
-                        self.deadline = now + LINGER;
-                        Phase::Linger { shut: false }
+                        self.stream.finish(now, &selection);
+                        Phase::Linger
                     }
                 }
-                Ok(None) if self.open() && now < self.deadline => Phase::Greeting,
+                Ok(None) if self.stream.is_open() && now < self.stream.deadline => Phase::Greeting,
                 Ok(None) => return Err(Outcome::Failed),
                 Err(error) => {
                     log::debug!("SOCKS client: bad greeting: {error}");
                     return Err(Outcome::Failed);
                 }
             },
-            Phase::Request => match wire::parse_request(self.input.filled()) {
+            Phase::Request => match wire::parse_request(self.stream.filled()) {
                 Ok(Some((target, len))) => {
-                    self.input.consume(len);
+                    self.stream.consume(len);
                     log::debug!("SOCKS client: CONNECT {target}");
-                    self.deadline = now + options.connect_timeout;
+                    self.stream.deadline = now + options.connect_timeout;
                     Phase::WaitRoute(target)
                 }
-                Ok(None) if self.open() && now < self.deadline => Phase::Request,
+                Ok(None) if self.stream.is_open() && now < self.stream.deadline => Phase::Request,
                 Ok(None) => return Err(Outcome::Failed),
                 Err(error) => {
                     log::debug!("SOCKS client: bad request: {error}");
@@ -781,7 +683,7 @@ impl Connection {
             Phase::WaitRoute(target) => {
                 if route == RouteView::Unreachable {
                     self.answer(now, ReplyCode::NetworkUnreachable)
-                } else if now >= self.deadline {
+                } else if now >= self.stream.deadline {
                     self.answer(now, ReplyCode::GeneralFailure)
                 } else if route == RouteView::Ready && *opening < MAX_OPENING {
                     match cx.stack.connect(exit) {
@@ -812,7 +714,7 @@ impl Connection {
                         handle,
                         status: Vec::with_capacity(STATUS_LEN),
                     }
-                } else if socket.state() == tcp::State::Closed || now >= self.deadline {
+                } else if socket.state() == tcp::State::Closed || now >= self.stream.deadline {
                     *opening = opening.saturating_sub(1);
                     log::debug!(
                         "SOCKS client: the exit did not take the mesh stream ({})",
@@ -840,17 +742,11 @@ impl Connection {
                 }
                 let may_recv = socket.may_recv();
                 match mesh::parse_status(&status) {
-                    Ok(Some(ReplyCode::Succeeded)) => {
-                        let mut to_kernel = std::mem::take(&mut self.output);
-                        to_kernel.extend_from_slice(&wire::reply(ReplyCode::Succeeded));
-                        let to_mesh = self.input.filled().to_vec();
-                        self.input.len = 0;
-                        Phase::Relay {
-                            handle,
-                            relay: Relay::new(now, to_kernel, to_mesh),
-                        }
-                    }
-                    Ok(None) if may_recv && now < self.deadline => {
+                    Ok(Some(ReplyCode::Succeeded)) => Phase::Relay {
+                        handle,
+                        relay: self.stream.relay(now, &wire::reply(ReplyCode::Succeeded)),
+                    },
+                    Ok(None) if may_recv && now < self.stream.deadline => {
                         Phase::AwaitStatus { handle, status }
                     }
                     answer => {
@@ -880,18 +776,8 @@ impl Connection {
                     }
                 }
             }
-            Phase::Linger { shut } => {
-                if !self.output.is_empty() || !shut {
-                    if now >= self.deadline {
-                        return Err(Outcome::Failed);
-                    }
-                    return Ok(Phase::Linger { shut });
-                }
-                if !self.open() || now >= self.deadline {
-                    return Err(Outcome::Failed);
-                }
-                Phase::Linger { shut }
-            }
+            Phase::Linger if self.stream.is_finished(now) => return Err(Outcome::Failed),
+            Phase::Linger => Phase::Linger,
         })
     }
 }

@@ -533,13 +533,22 @@ impl<T> Slab<T> {
     }
 }
 
+/// What happened to a connection of either app in one step.
+enum Outcome {
+    /// It goes on.
+    Keep,
+    /// Closed after a relay that ended well.
+    Finished,
+    /// Closed after a failure.
+    Failed,
+}
+
 /// Counters an app keeps across its connections.
 #[derive(Debug, Clone, Copy, Default)]
 struct Totals {
     accepted: u64,
     failed: u64,
     refused: u64,
-    denied: u64,
     bytes_up: u64,
     bytes_down: u64,
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
 
-use crate::service::SocketEvent;
+use crate::service::{SocketEvent, SocketId, SocketOp};
 
 /// How a relay stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,17 @@ pub enum KernelOp<'a> {
     Write(&'a [u8]),
     /// Send a FIN.
     Shutdown,
+}
+
+impl<'a> KernelOp<'a> {
+    /// This operation on kernel socket `socket`, as the driver is asked for it.
+    pub fn on(self, socket: SocketId) -> SocketOp<'a> {
+        match self {
+            KernelOp::Read(buf) => SocketOp::Read { socket, buf },
+            KernelOp::Write(bytes) => SocketOp::Write { socket, bytes },
+            KernelOp::Shutdown => SocketOp::Shutdown { socket },
+        }
+    }
 }
 
 /// One relayed connection's state. The mesh socket is lent to each call by its owner.

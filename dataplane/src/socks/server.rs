@@ -12,9 +12,9 @@ use nix::errno::Errno;
 use smoltcp::socket::tcp;
 
 use super::mesh::{self, MAX_MESH_REQUEST_LEN};
-use super::relay::{KernelIo, KernelOp, Progress, Relay};
+use super::relay::{KernelIo, Progress, Relay};
 use super::wire::{ReplyCode, Target};
-use super::{bury, watch_peer, DialPolicy, ServerOptions, Slab, Totals, MESH_TIMEOUT};
+use super::{bury, watch_peer, DialPolicy, Outcome, ServerOptions, Slab, Totals, MESH_TIMEOUT};
 use crate::api::socks::ServerStatus;
 use crate::identity::NodeKey;
 use crate::node::Event;
@@ -70,19 +70,9 @@ pub(super) struct Server {
     options: ServerOptions,
     running: bool,
     connections: Slab<Connection>,
-    /// The connections whose name is being resolved, by lookup.
-    resolving: HashMap<LookupId, usize>,
-    lookups: VecDeque<Lookup>,
-    /// The addresses of the host's interfaces, never dialled unless allowed explicitly.
-    own_addresses: Vec<IpAddr>,
+    dialer: Dialer,
     next_serial: u64,
     totals: Totals,
-}
-
-enum Outcome {
-    Keep,
-    Finished,
-    Failed,
 }
 
 impl Server {
@@ -91,9 +81,7 @@ impl Server {
             options,
             running: false,
             connections: Slab::default(),
-            resolving: HashMap::new(),
-            lookups: VecDeque::new(),
-            own_addresses: Vec::new(),
+            dialer: Dialer::default(),
             next_serial: 0,
             totals: Totals::default(),
         }
@@ -105,7 +93,7 @@ impl Server {
 
     /// The addresses of the host's interfaces, as they are now.
     pub fn set_own_addresses(&mut self, addresses: Vec<IpAddr>) {
-        self.own_addresses = addresses;
+        self.dialer.own_addresses = addresses;
     }
 
     /// Whether it runs.
@@ -152,8 +140,8 @@ impl Server {
         for index in 0..self.connections.slots() {
             self.remove(cx, sockets, index, graveyard, true);
         }
-        self.resolving.clear();
-        self.lookups.clear();
+        self.dialer.resolving.clear();
+        self.dialer.lookups.clear();
         log::info!("SOCKS server on mesh port {} stopped", self.options.port);
     }
 
@@ -175,7 +163,7 @@ impl Server {
             connections: self.connections.len(),
             accepted: totals.accepted,
             refused: totals.refused + cx.stack.syn_refusals_on(self.options.port).total(),
-            denied: totals.denied,
+            denied: self.dialer.denied,
             failed: totals.failed,
             bytes_up: totals.bytes_up,
             bytes_down: totals.bytes_down,
@@ -216,7 +204,7 @@ impl Server {
 
     /// The next name to resolve.
     pub fn poll_lookup(&mut self) -> Option<Lookup> {
-        self.lookups.pop_front()
+        self.dialer.lookups.pop_front()
     }
 
     /// Forgets a connection, resetting its mesh stream unless it ended well, and closing its
@@ -244,7 +232,7 @@ impl Server {
             }
             Phase::Dialing { socket, .. } => sockets.close(socket),
             Phase::Resolving { .. } => {
-                self.resolving.remove(&LookupId(connection.serial));
+                self.dialer.resolving.remove(&LookupId(connection.serial));
             }
             _ => {}
         }
@@ -281,14 +269,7 @@ impl Server {
         let Some(connection) = self.connections.get_mut(index) else {
             return;
         };
-        let mut shared = Shared {
-            lookups: &mut self.lookups,
-            resolving: &mut self.resolving,
-            policy: &self.options.dial_policy,
-            own_addresses: &self.own_addresses,
-            denied: &mut self.totals.denied,
-        };
-        match connection.step(cx, sockets, &mut shared, index, &self.options) {
+        match connection.step(cx, sockets, &mut self.dialer, index, &self.options) {
             Outcome::Keep => {
                 if let Some(socket) = connection.socket() {
                     sockets.wake(socket);
@@ -334,7 +315,7 @@ impl Server {
         lookup: LookupId,
         mut addresses: Vec<SocketAddr>,
     ) {
-        let Some(index) = self.resolving.remove(&lookup) else {
+        let Some(index) = self.dialer.resolving.remove(&lookup) else {
             return;
         };
         let Some(connection) = self.connections.get_mut(index) else {
@@ -346,14 +327,10 @@ impl Server {
             connection.phase = if addresses.is_empty() {
                 Phase::Answer(ReplyCode::HostUnreachable)
             } else {
-                let mut shared = Shared {
-                    lookups: &mut self.lookups,
-                    resolving: &mut self.resolving,
-                    policy: &self.options.dial_policy,
-                    own_addresses: &self.own_addresses,
-                    denied: &mut self.totals.denied,
-                };
-                addresses = shared.permitted(connection.peer.as_ref(), addresses);
+                let policy = &self.options.dial_policy;
+                addresses = self
+                    .dialer
+                    .permitted(policy, connection.peer.as_ref(), addresses);
                 addresses.truncate(MAX_ADDRESSES);
                 dial(sockets, index, addresses, rest)
             };
@@ -381,12 +358,7 @@ impl Server {
         let Phase::Relay { socket, relay } = &mut connection.phase else {
             return None;
         };
-        let socket = *socket;
-        Some(match relay.lend(io, stack.tcp(connection.handle)) {
-            KernelOp::Read(buf) => SocketOp::Read { socket, buf },
-            KernelOp::Write(bytes) => SocketOp::Write { socket, bytes },
-            KernelOp::Shutdown => SocketOp::Shutdown { socket },
-        })
+        Some(relay.lend(io, stack.tcp(connection.handle)).on(*socket))
     }
 
     fn accept(&mut self, cx: &mut Context<'_>, handle: TcpHandle, remote: SocketAddrV6) {
@@ -422,27 +394,32 @@ impl Server {
     }
 }
 
-/// What a connection's step borrows from the server: where it puts the name it needs
-/// resolved, and what decides which addresses it may dial.
-struct Shared<'a> {
-    lookups: &'a mut VecDeque<Lookup>,
-    resolving: &'a mut HashMap<LookupId, usize>,
-    policy: &'a DialPolicy,
-    own_addresses: &'a [IpAddr],
+/// What a connection's step borrows from the server, beside the connections: where it puts
+/// the name it needs resolved, and the host's addresses that the dial policy checks targets
+/// against.
+#[derive(Debug, Default)]
+struct Dialer {
+    /// Names for the driver to resolve, in turn.
+    lookups: VecDeque<Lookup>,
+    /// The connections whose name is being resolved, by lookup.
+    resolving: HashMap<LookupId, usize>,
+    /// The addresses of the host's interfaces, never dialled unless allowed explicitly.
+    own_addresses: Vec<IpAddr>,
     /// Requests answered "not allowed" because no address of their target may be dialled.
-    denied: &'a mut u64,
+    denied: u64,
 }
 
-impl Shared<'_> {
-    /// The `candidates` that the dial policy permits, in order; a request left with none is
-    /// counted as denied.
+impl Dialer {
+    /// The `candidates` that `policy` permits, in order; a request left with none is counted
+    /// as denied.
     fn permitted(
         &mut self,
+        policy: &DialPolicy,
         peer: Option<&NodeKey>,
         mut candidates: Vec<SocketAddr>,
     ) -> Vec<SocketAddr> {
-        candidates.retain(|candidate| {
-            match self.policy.check(candidate.ip(), self.own_addresses) {
+        candidates.retain(
+            |candidate| match policy.check(candidate.ip(), &self.own_addresses) {
                 Ok(()) => true,
                 Err(denial) => {
                     log::debug!(
@@ -451,10 +428,10 @@ impl Shared<'_> {
                     );
                     false
                 }
-            }
-        });
+            },
+        );
         if candidates.is_empty() {
-            *self.denied += 1;
+            self.denied += 1;
         }
         candidates
     }
@@ -504,14 +481,14 @@ impl Connection {
         &mut self,
         cx: &mut Context<'_>,
         sockets: &mut Sockets,
-        shared: &mut Shared<'_>,
+        dialer: &mut Dialer,
         index: usize,
         options: &ServerOptions,
     ) -> Outcome {
         loop {
             let phase = std::mem::replace(&mut self.phase, Phase::Closing);
             let before = std::mem::discriminant(&phase);
-            match self.advance(phase, cx, sockets, shared, index, options) {
+            match self.advance(phase, cx, sockets, dialer, index, options) {
                 Ok(next) => {
                     let changed = std::mem::discriminant(&next) != before;
                     self.phase = next;
@@ -529,7 +506,7 @@ impl Connection {
         phase: Phase,
         cx: &mut Context<'_>,
         sockets: &mut Sockets,
-        shared: &mut Shared<'_>,
+        dialer: &mut Dialer,
         index: usize,
         options: &ServerOptions,
     ) -> Result<Phase, Outcome> {
@@ -552,17 +529,21 @@ impl Connection {
                         self.deadline = now + options.dial_timeout;
                         match target {
                             Target::Ip(address) => {
-                                let permitted = shared.permitted(self.peer.as_ref(), vec![address]);
+                                let permitted = dialer.permitted(
+                                    &options.dial_policy,
+                                    self.peer.as_ref(),
+                                    vec![address],
+                                );
                                 dial(sockets, index, permitted, rest)
                             }
-                            Target::Domain(_, _) if shared.resolving.len() >= MAX_LOOKUPS => {
+                            Target::Domain(_, _) if dialer.resolving.len() >= MAX_LOOKUPS => {
                                 log::warn!("SOCKS server: the resolver is busy");
                                 Phase::Answer(ReplyCode::GeneralFailure)
                             }
                             Target::Domain(name, port) => {
                                 let id = LookupId(self.serial);
-                                shared.resolving.insert(id, index);
-                                shared.lookups.push_back(Lookup { id, name, port });
+                                dialer.resolving.insert(id, index);
+                                dialer.lookups.push_back(Lookup { id, name, port });
                                 Phase::Resolving { rest }
                             }
                         }
@@ -577,7 +558,7 @@ impl Connection {
             }
             Phase::Resolving { rest } => {
                 if now >= self.deadline {
-                    shared.resolving.remove(&LookupId(self.serial));
+                    dialer.resolving.remove(&LookupId(self.serial));
                     Phase::Answer(ReplyCode::HostUnreachable)
                 } else {
                     Phase::Resolving { rest }
