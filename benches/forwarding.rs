@@ -11,7 +11,8 @@
 //! outright are removed at the next start. `SKYWIRE_BENCH_SECS` sets each measurement's length
 //! (default 5), `SKYWIRE_BENCH_ROUNDS` how many times every scenario is measured (default 3;
 //! the table gives medians); `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only the scenarios named, once
-//! (kernel, wg1, wg2, bt1, bt2, sky1, sky2).
+//! (kernel, wg1, wg2, bt1, bt2, sky1, sky2). A number setting that is not a whole number stops
+//! the bench before it makes anything, naming the variable and its value.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -31,6 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bench_common::env_number;
 use machine::{installed, require, Machine};
 use median::median;
 use netns::{can_make_namespaces, ip};
@@ -900,7 +902,12 @@ fn wireguard(userspace: Userspace, two_hops: bool, seconds: u64) -> [f64; 2] {
 // ----- the run -----
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter other than this bench's name skips it.
+    // `cargo test --benches` runs this without `--bench`: nothing to measure then. `cargo bench`
+    // passes `--bench`; a filter other than this bench's name skips it.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("forwarding: run it with `sudo cargo bench --bench forwarding`");
+        return;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -911,6 +918,8 @@ fn main() {
     {
         return;
     }
+    let seconds: u64 = env_number("SKYWIRE_BENCH_SECS", 5);
+    let rounds: usize = env_number("SKYWIRE_BENCH_ROUNDS", 3).max(1);
     if !can_make_namespaces("forwarding") {
         return;
     }
@@ -921,10 +930,6 @@ fn main() {
     if missing > 0 {
         return;
     }
-    let seconds: u64 = std::env::var("SKYWIRE_BENCH_SECS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(5);
 
     clean_up_on_signal(cleanup);
     remove_stale_namespaces();
@@ -955,11 +960,6 @@ fn main() {
     // Rounds interleave the scenarios, so a slow spell of the shared machine touches all of
     // them alike; each figure is the median of its rounds, each ratio the median of the rounds'
     // ratios.
-    let rounds: usize = std::env::var("SKYWIRE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(3)
-        .max(1);
     let boringtun = boringtun_installed();
     let mut runs: Vec<Round> = Vec::new();
     for round in 1..=rounds {
