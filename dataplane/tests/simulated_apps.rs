@@ -18,8 +18,7 @@ use skywire_dataplane::api::{
     AppChange, AppConfig, BuiltinApp, NeighbourChange, NeighbourReply, Reply, Request,
     RequestError, Response,
 };
-use skywire_dataplane::service::InterfaceAddress;
-use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
+use skywire_dataplane::sim::{interface_address, ipv4_packet, ipv6_packet, AppSim, StreamId};
 use skywire_dataplane::socks::{self, SocksOptions};
 use skywire_dataplane::vpn;
 use skywire_dataplane::{NeighbourConfig, NodeKey};
@@ -578,16 +577,6 @@ fn vpn_status(sim: &mut AppSim, node: usize) -> VpnStatus {
     }
 }
 
-/// An address of A's host: `interface` has `cidr` on-link.
-fn interface(interface: &str, cidr: &str) -> InterfaceAddress {
-    let (address, len) = cidr.split_once('/').unwrap();
-    InterfaceAddress {
-        interface: interface.to_owned(),
-        address: address.parse().unwrap(),
-        prefix_len: len.parse().unwrap(),
-    }
-}
-
 #[test]
 fn a_grant_outside_the_clients_routes_is_refused_and_nothing_is_put_on_the_host() {
     let mut sim = AppSim::new(
@@ -625,9 +614,9 @@ fn a_grant_inside_a_network_of_the_clients_host_is_refused_until_that_network_go
     // A's LAN is 10.77.0.0/16: the server's pool lies inside it. The client's own device
     // does not count.
     sim.nodes[A].service.handle_interfaces(vec![
-        interface("lo", "127.0.0.1/8"),
-        interface("eth0", "10.77.3.4/16"),
-        interface("skycli", "10.77.0.2/24"),
+        interface_address("lo", "127.0.0.1/8"),
+        interface_address("eth0", "10.77.3.4/16"),
+        interface_address("skycli", "10.77.0.2/24"),
     ]);
     run_with(&mut sim, "A's client refusing its grant", |sim| {
         vpn_status(sim, A)
@@ -647,7 +636,7 @@ fn a_grant_inside_a_network_of_the_clients_host_is_refused_until_that_network_go
     // The LAN goes (the host moved): the next try takes the grant.
     sim.nodes[A]
         .service
-        .handle_interfaces(vec![interface("lo", "127.0.0.1/8")]);
+        .handle_interfaces(vec![interface_address("lo", "127.0.0.1/8")]);
     assert!(
         sim.run_until(Duration::from_secs(60), |sim| {
             sim.tun_routes(A).is_some_and(|routes| routes.len() == 2)
@@ -881,15 +870,7 @@ fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
     let reply = sim.ask(A, ping(c, 1), LIMIT);
     assert!(matches!(reply, Ok(Reply::Ping(_))), "{reply:?}");
 
-    sim.restart(B);
-    run_with(&mut sim, "B's links to come back", |sim| {
-        let node = sim.nodes[B].service.node();
-        node.is_link_alive(&a) && node.is_link_alive(&c)
-    });
-    let lost = sim.request(C, ping(a, 1));
-    run_with(&mut sim, "C to find the route forgotten", |sim| {
-        sim.nodes[C].service.node().route_status(&a) == RouteStatus::Repairing
-    });
+    let lost = sim.forget_route_at_relay(B, C, A, ping(a, 1), LIMIT);
     let (setups_at_a, setups_at_c) = (setups(&sim, A), setups(&sim, C));
 
     // While C waits for A's repair, it pings A again.

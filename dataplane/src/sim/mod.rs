@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::identity::{NodeKey, SecretKey};
 use crate::node::{Event, Node, NodeOptions};
+use crate::service::InterfaceAddress;
 use crate::transport::NeighbourConfig;
 use network::Network;
 use rand_core::RngCore;
@@ -369,6 +370,16 @@ impl Sim {
             _ => true,
         });
         packets
+    }
+}
+
+/// An address of a host's network interface: `interface` has `cidr` ("address/len") on-link.
+pub fn interface_address(interface: &str, cidr: &str) -> InterfaceAddress {
+    let (address, len) = cidr.split_once('/').unwrap();
+    InterfaceAddress {
+        interface: interface.to_owned(),
+        address: address.parse().unwrap(),
+        prefix_len: len.parse().unwrap(),
     }
 }
 
