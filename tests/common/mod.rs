@@ -139,6 +139,12 @@ impl Daemon {
         )
     }
 
+    /// A node named `node` under `dir` with a key of its own and no neighbours, started as
+    /// `launch` says.
+    pub fn launch_alone(dir: &TempDir, launch: &Launch<'_>) -> Daemon {
+        Daemon::launch(dir, "node", &SecretKey::generate(), &[], launch)
+    }
+
     /// Writes a config for node `name` under `dir` and starts it as `launch` says; returns once
     /// `visctl status` (run by this process) answers.
     pub fn launch(
