@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use skywire_dataplane::node::{Event, RouteDownReason, RouteError, RouteStatus};
-use skywire_dataplane::sim::{ipv6_packet, Sim};
+use skywire_dataplane::sim::Sim;
 use skywire_dataplane::wire::control::ControlMessage;
 use skywire_dataplane::wire::mesh::{MeshHeader, MeshPacket, NextHeader};
 use skywire_dataplane::wire::{Advert, AdvertLink, RouteId};
@@ -102,19 +102,9 @@ fn path_of(sim: &Sim, at: usize, to: usize) -> Vec<NodeKey> {
         .unwrap_or_default()
 }
 
-fn send(sim: &mut Sim, from: usize, to: usize, payload: &[u8]) {
-    let packet = ipv6_packet(
-        sim.nodes[from].node.address(),
-        sim.nodes[to].node.address(),
-        payload,
-    );
-    let peer = sim.key(to);
-    sim.nodes[from].node.send_to(&peer, &packet).unwrap();
-}
-
 /// Sends `payload` from `from` to `to` and waits until it arrives.
 fn carries(sim: &mut Sim, from: usize, to: usize, payload: &[u8]) -> bool {
-    send(sim, from, to, payload);
+    sim.send(from, to, payload);
     let from_key = sim.key(from);
     sim.run_until(LIMIT, |sim| {
         sim.nodes[to].events.iter().any(|e| {
@@ -771,12 +761,7 @@ fn send_until_delivered(
     while sim.now - started < limit {
         match sim.nodes[from].node.route_status(&to_key) {
             RouteStatus::Ready => {
-                let packet = ipv6_packet(
-                    sim.nodes[from].node.address(),
-                    sim.nodes[to].node.address(),
-                    format!("packet {sent}").as_bytes(),
-                );
-                sim.nodes[from].node.send_to(&to_key, &packet).unwrap();
+                sim.send(from, to, format!("packet {sent}").as_bytes());
                 sent += 1;
             }
             RouteStatus::Repairing => repairing = true,

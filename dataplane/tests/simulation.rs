@@ -47,16 +47,6 @@ fn build_and_wait_ready(sim: &mut Sim, nodes: &[usize]) {
     assert!(ready, "route {nodes:?} not ready; failures: {failures:?}");
 }
 
-fn send(sim: &mut Sim, from: usize, to: usize, payload: &[u8]) {
-    let packet = ipv6_packet(
-        sim.nodes[from].node.address(),
-        sim.nodes[to].node.address(),
-        payload,
-    );
-    let peer = sim.key(to);
-    sim.nodes[from].node.send_to(&peer, &packet).unwrap();
-}
-
 fn payloads_received(sim: &mut Sim, at: usize, from: usize) -> Vec<Vec<u8>> {
     let from_key = sim.key(from);
     sim.take_packets(at, from_key)
@@ -121,7 +111,7 @@ fn three_hop_route_carries_packets_both_ways() {
         .any(|(peer, _)| *peer == sim.key(A)));
 
     for i in 0..20u8 {
-        send(&mut sim, A, D, &[b'a', i]);
+        sim.send(A, D, &[b'a', i]);
     }
     assert!(sim.run_until(SETUP_LIMIT, |sim| packets_delivered(sim, D) == 20));
     let received = payloads_received(&mut sim, D, A);
@@ -131,7 +121,7 @@ fn three_hop_route_carries_packets_both_ways() {
     );
 
     for i in 0..20u8 {
-        send(&mut sim, D, A, &[b'd', i]);
+        sim.send(D, A, &[b'd', i]);
     }
     assert!(sim.run_until(SETUP_LIMIT, |sim| packets_delivered(sim, A) == 20));
     let received = payloads_received(&mut sim, A, D);
@@ -157,8 +147,8 @@ fn relays_never_see_what_the_ends_carry() {
     build_and_wait_ready(&mut sim, &[A, B, C, D]);
     let marker = b"MARKER-7f3a9c-the-relays-must-not-read-this";
     for _ in 0..5 {
-        send(&mut sim, A, D, marker);
-        send(&mut sim, D, A, marker);
+        sim.send(A, D, marker);
+        sim.send(D, A, marker);
     }
     wait_for_packet(&mut sim, D);
     wait_for_packet(&mut sim, A);
@@ -225,7 +215,7 @@ fn route_rebuilt_over_another_path_after_a_link_dies() {
     sim.nodes[A].events.clear();
     // The session survives the route: the new route is ready without a new handshake.
     build_and_wait_ready(&mut sim, &[A, E, D]);
-    send(&mut sim, A, D, b"over the other side");
+    sim.send(A, D, b"over the other side");
     wait_for_packet(&mut sim, D);
     assert_eq!(
         payloads_received(&mut sim, D, A).last().unwrap(),
@@ -357,7 +347,7 @@ fn routes_survive_loss_and_delay() {
         link.delay = Duration::from_millis(30);
     }
     for i in 0..200u16 {
-        send(&mut sim, A, D, &i.to_be_bytes());
+        sim.send(A, D, &i.to_be_bytes());
     }
     sim.run_for(Duration::from_secs(2));
     let received = payloads_received(&mut sim, D, A);
@@ -431,7 +421,7 @@ fn garbage_from_outside_is_dropped() {
     let drops = sim.nodes[B].node.transports().drops();
     assert_eq!(drops.total() - before, 48, "{drops:?}");
     // The route still works.
-    send(&mut sim, A, C, b"still here");
+    sim.send(A, C, b"still here");
     wait_for_packet(&mut sim, C);
 }
 
@@ -610,7 +600,7 @@ fn a_relay_cannot_pass_its_packets_off_as_direct() {
         2
     );
     // The route itself is untouched.
-    send(&mut sim, A, C, b"the real thing");
+    sim.send(A, C, b"the real thing");
     wait_for_packet(&mut sim, C);
     assert_eq!(
         payloads_received(&mut sim, C, A),

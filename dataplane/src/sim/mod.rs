@@ -359,6 +359,18 @@ impl Sim {
         self.nodes[i].events.iter().any(matches)
     }
 
+    /// Node `from` sends `payload` to node `to` over its route, in an IPv6 packet from its mesh
+    /// address to `to`'s; panics when it has no route to send it on.
+    pub fn send(&mut self, from: usize, to: usize, payload: &[u8]) {
+        let packet = ipv6_packet(
+            self.nodes[from].node.address(),
+            self.nodes[to].node.address(),
+            payload,
+        );
+        let peer = self.key(to);
+        self.nodes[from].node.send_to(&peer, &packet).unwrap();
+    }
+
     /// Takes node `i`'s packets received from `peer`, in order.
     pub fn take_packets(&mut self, i: usize, from: NodeKey) -> Vec<Vec<u8>> {
         let mut packets = Vec::new();
