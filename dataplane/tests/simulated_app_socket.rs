@@ -489,11 +489,6 @@ fn a_dial_and_a_message_during_a_repair_wait_for_it_and_start_no_setup_of_their_
     delivered(sim.take_reply(A, from_a));
     assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
     assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
-    let (_, route) = sim.nodes[C]
-        .service
-        .node()
-        .routes()
-        .find(|(peer, _)| **peer == a)
-        .expect("C has a route to A");
+    let route = sim.route(C, A).expect("C has a route to A");
     assert!(!route.initiator, "C's route to A is A's");
 }

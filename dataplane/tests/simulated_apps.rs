@@ -82,12 +82,7 @@ fn socks_apps(
 }
 
 fn route_ready(sim: &AppSim, from: usize, to: usize) -> bool {
-    let peer = sim.key(to);
-    sim.nodes[from]
-        .service
-        .node()
-        .routes()
-        .any(|(key, route)| *key == peer && route.ready)
+    sim.route(from, to).is_some_and(|route| route.ready)
 }
 
 /// Runs until A's route to the exit, C, is ready.
@@ -435,13 +430,7 @@ fn initiations(sim: &AppSim, a: usize, b: usize) -> u64 {
 
 /// The path of node `at`'s route to node `to`, if it has one.
 fn route_path(sim: &AppSim, at: usize, to: usize) -> Option<Vec<NodeKey>> {
-    let peer = sim.key(to);
-    sim.nodes[at]
-        .service
-        .node()
-        .routes()
-        .find(|(key, _)| **key == peer)
-        .map(|(_, route)| route.path.clone())
+    sim.route(at, to).map(|route| route.path.clone())
 }
 
 /// Writes `up` and `down` into the stream's two ends, rebuilds A's route to C over `path`
@@ -878,12 +867,7 @@ fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
     assert_eq!(during.rtt_ms.len(), 3, "{during:?}");
     assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
     assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
-    let (_, route) = sim.nodes[C]
-        .service
-        .node()
-        .routes()
-        .find(|(peer, _)| **peer == a)
-        .expect("C has a route to A");
+    let route = sim.route(C, A).expect("C has a route to A");
     assert!(!route.initiator, "C's route to A is A's");
 }
 

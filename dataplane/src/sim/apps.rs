@@ -22,7 +22,7 @@ use crate::api::vpn::VpnApp;
 use crate::api::{AppChange, AppConfig, BuiltinApp, Reply, Request, RequestId, Response};
 use crate::identity::NodeKey;
 use crate::messenger::records;
-use crate::node::RouteStatus;
+use crate::node::{EndRoute, RouteStatus};
 use crate::service::{
     HostOp, HostResult, Service, ServiceOptions, SocketEvent, SocketId, SocketOp, StoreOp,
     StoreResult,
@@ -430,6 +430,15 @@ impl AppSim {
     /// The keys of the nodes listed.
     pub fn path(&self, nodes: &[usize]) -> Vec<NodeKey> {
         nodes.iter().map(|i| self.key(*i)).collect()
+    }
+
+    /// Node `at`'s route to node `to`, if it has one.
+    pub fn route(&self, at: usize, to: usize) -> Option<&EndRoute> {
+        let peer = self.key(to);
+        let mut routes = self.nodes[at].service.node().routes();
+        routes
+            .find(|(key, _)| **key == peer)
+            .map(|(_, route)| route)
     }
 
     /// Changes how the link between `a` and `b` behaves.
