@@ -304,6 +304,18 @@ fn a_link_whose_datagrams_wait_unread_in_the_socket_is_not_dead() {
 }
 
 fn tap_adverts(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<Advert>>> {
+    tap_control(sim, at, |message| match message {
+        ControlMessage::Advert(advert) => Some(advert),
+        _ => None,
+    })
+}
+
+/// What `pick` takes from the control messages that node `at` receives, from now on.
+fn tap_control<T: Send + 'static>(
+    sim: &mut Sim,
+    at: usize,
+    pick: impl Fn(ControlMessage) -> Option<T> + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<T>>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let tap_seen = seen.clone();
     sim.nodes[at].node.set_tap(Box::new(move |_, packet| {
@@ -313,8 +325,8 @@ fn tap_adverts(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<
         if mesh.next_header() != NextHeader::Control {
             return;
         }
-        if let Ok(ControlMessage::Advert(advert)) = ControlMessage::parse(mesh.payload()) {
-            tap_seen.lock().unwrap().push(advert);
+        if let Some(picked) = ControlMessage::parse(mesh.payload()).ok().and_then(&pick) {
+            tap_seen.lock().unwrap().push(picked);
         }
     }));
     seen
@@ -868,18 +880,10 @@ fn a_route_whose_relay_restarted_is_rebuilt_and_an_explicit_one_reported_down() 
 /// The route ids named by the reports of unknown routes that a node received, as its tap saw
 /// them.
 fn tap_reports(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<RouteId>>> {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let tap_seen = seen.clone();
-    sim.nodes[at].node.set_tap(Box::new(move |_, packet| {
-        let Ok(mesh) = MeshPacket::new_checked(packet) else {
-            return;
-        };
-        if let Ok(ControlMessage::UnknownRoute { route_id }) = ControlMessage::parse(mesh.payload())
-        {
-            tap_seen.lock().unwrap().push(route_id);
-        }
-    }));
-    seen
+    tap_control(sim, at, |message| match message {
+        ControlMessage::UnknownRoute { route_id } => Some(route_id),
+        _ => None,
+    })
 }
 
 #[test]
