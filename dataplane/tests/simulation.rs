@@ -525,13 +525,7 @@ fn a_direct_route_carries_inner_packets_without_the_route_session() {
     at_b.lock().unwrap().decrypted.clear();
 
     let marker = b"MARKER-direct-in-the-hop-transport-alone";
-    let inner = ipv6_packet(
-        sim.nodes[A].node.address(),
-        sim.nodes[B].node.address(),
-        marker,
-    );
-    let b_key = sim.key(B);
-    sim.nodes[A].node.send_to(&b_key, &inner).unwrap();
+    let inner = sim.send(A, B, marker);
     assert!(sim.run_until(SETUP_LIMIT, |sim| {
         sim.has_event(
             B,

@@ -360,8 +360,8 @@ impl Sim {
     }
 
     /// Node `from` sends `payload` to node `to` over its route, in an IPv6 packet from its mesh
-    /// address to `to`'s; panics when it has no route to send it on.
-    pub fn send(&mut self, from: usize, to: usize, payload: &[u8]) {
+    /// address to `to`'s, and returns that packet; panics when it has no route to send it on.
+    pub fn send(&mut self, from: usize, to: usize, payload: &[u8]) -> Vec<u8> {
         let packet = ipv6_packet(
             self.nodes[from].node.address(),
             self.nodes[to].node.address(),
@@ -369,6 +369,7 @@ impl Sim {
         );
         let peer = self.key(to);
         self.nodes[from].node.send_to(&peer, &packet).unwrap();
+        packet
     }
 
     /// Takes node `i`'s packets received from `peer`, in order.
