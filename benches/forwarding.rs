@@ -11,18 +11,17 @@
 //! outright are removed at the next start. `SKYWIRE_BENCH_SECS` sets each measurement's length
 //! (default 5), `SKYWIRE_BENCH_ROUNDS` how many times every scenario is measured (default 3;
 //! the table gives medians); `SKYWIRE_BENCH_ONLY=sky1,wg1` runs only the scenarios named, once
-//! (kernel, wg1, wg2, bt1, bt2, sky1, sky2).
+//! (kernel, wg1, wg2, bt1, bt2, sky1, sky2). A number setting that is not a whole number stops
+//! the bench before it makes anything, naming the variable and its value.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "common/mod.rs"]
 mod bench_common;
-#[path = "../tests/common/machine.rs"]
-mod machine;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "common/median.rs"]
 mod median;
-#[path = "../tests/common/netns.rs"]
-mod netns;
 #[path = "common/signals.rs"]
 mod signals;
 
@@ -31,9 +30,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use machine::{installed, require, Machine};
+use bench_common::env_number;
+use common::machine::{installed, output_with_input, require, Machine};
+use common::netns::{can_make_namespaces, ip};
+use common::{visctl_json, SKYWIRED};
 use median::median;
-use netns::{can_make_namespaces, ip};
 use signals::{clean_up_on_signal, with_signals};
 use skywire_dataplane::{NodeKey, SecretKey};
 
@@ -400,9 +401,6 @@ fn kernel(seconds: u64) -> [f64; 2] {
 
 // ----- skywire -----
 
-const SKYWIRED: &str = env!("CARGO_BIN_EXE_skywired");
-const VISCTL: &str = env!("CARGO_BIN_EXE_visctl");
-
 /// Starts `skywired` in `ns` with its config, key and state in `dir`; returns the control
 /// socket once it answers, and the process id.
 fn start_skywired(
@@ -432,7 +430,7 @@ fn start_skywired(
     let pid = ns_spawn(ns, &[SKYWIRED, "--config", &config_arg], &[]);
     let socket = dir.join("visctl.sock");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while visctl(&socket, &["status"]).is_none() {
+    while visctl_json(&socket, &["status"]).is_none() {
         assert!(Instant::now() < deadline, "skywired in {ns} did not answer");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -535,21 +533,6 @@ fn iperf_with_cpu(
     }
 }
 
-/// `visctl --json ARGS` against `socket`: the reply, or `None` when it failed.
-fn visctl(socket: &Path, args: &[&str]) -> Option<serde_json::Value> {
-    let output = Command::new(VISCTL)
-        .arg("--socket")
-        .arg(socket)
-        .arg("--json")
-        .args(args)
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&output.stdout).ok()
-}
-
 /// A skywire scenario's result.
 struct SkywireRun {
     /// Gbit/s with 1 and 4 streams.
@@ -598,7 +581,7 @@ fn skywire(two_hops: bool, seconds: u64) -> SkywireRun {
         start_skywired(&topology.a, &state.join("a"), &a, &[a_neighbour], &client);
     daemons.insert(0, ("a", a_pid));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while visctl(&a_socket, &["vpn", "status"])
+    while visctl_json(&a_socket, &["vpn", "status"])
         .is_none_or(|reply| reply["result"]["client"]["state"] != "up")
     {
         assert!(Instant::now() < deadline, "the skywire VPN did not come up");
@@ -616,10 +599,10 @@ fn skywire(two_hops: bool, seconds: u64) -> SkywireRun {
             / (one.gbits * 1e9 / 8.0).max(1.0),
     };
     // What was lost on the way, for a look when a figure is off.
-    let sent = visctl(&a_socket, &["vpn", "status"])
+    let sent = visctl_json(&a_socket, &["vpn", "status"])
         .and_then(|reply| reply["result"]["client"]["tx"]["packets"].as_u64())
         .unwrap_or(0);
-    let arrived = visctl(&c_socket, &["vpn", "status"])
+    let arrived = visctl_json(&c_socket, &["vpn", "status"])
         .and_then(|reply| reply["result"]["server"]["clients"][0]["rx"]["packets"].as_u64())
         .unwrap_or(0);
     println!(
@@ -709,20 +692,7 @@ fn wg_keys() -> (String, String) {
         "wg genkey failed: is wireguard-tools installed?"
     );
     let private = String::from_utf8_lossy(&private.stdout).trim().to_owned();
-    let mut public = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    public
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(private.as_bytes())
-        .unwrap();
-    let public = public.wait_with_output().unwrap();
+    let public = output_with_input(Command::new("wg").arg("pubkey"), &private);
     (
         private,
         String::from_utf8_lossy(&public.stdout).trim().to_owned(),
@@ -900,7 +870,12 @@ fn wireguard(userspace: Userspace, two_hops: bool, seconds: u64) -> [f64; 2] {
 // ----- the run -----
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter other than this bench's name skips it.
+    // `cargo test --benches` runs this without `--bench`: nothing to measure then. `cargo bench`
+    // passes `--bench`; a filter other than this bench's name skips it.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("forwarding: run it with `sudo cargo bench --bench forwarding`");
+        return;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -911,6 +886,8 @@ fn main() {
     {
         return;
     }
+    let seconds: u64 = env_number("SKYWIRE_BENCH_SECS", 5);
+    let rounds: usize = env_number("SKYWIRE_BENCH_ROUNDS", 3).max(1);
     if !can_make_namespaces("forwarding") {
         return;
     }
@@ -921,10 +898,6 @@ fn main() {
     if missing > 0 {
         return;
     }
-    let seconds: u64 = std::env::var("SKYWIRE_BENCH_SECS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(5);
 
     clean_up_on_signal(cleanup);
     remove_stale_namespaces();
@@ -955,11 +928,6 @@ fn main() {
     // Rounds interleave the scenarios, so a slow spell of the shared machine touches all of
     // them alike; each figure is the median of its rounds, each ratio the median of the rounds'
     // ratios.
-    let rounds: usize = std::env::var("SKYWIRE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(3)
-        .max(1);
     let boringtun = boringtun_installed();
     let mut runs: Vec<Round> = Vec::new();
     for round in 1..=rounds {

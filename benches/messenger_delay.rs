@@ -7,10 +7,13 @@
 //! file in the daemons' folder.
 //!
 //! `cargo bench --bench messenger_delay`; `MSG_BENCH_COUNT` sets the messages per path
-//! (default 50). The daemons and their folder go at the end and on a panic.
+//! (default 50; a value that is not a whole number stops the bench, naming the variable and its
+//! value). The daemons and their folder go at the end and on a panic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -18,6 +21,7 @@ use std::io::Write as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bench_common::env_number;
 use common::{Daemon, Neighbour, TempDir};
 use skywire_control::ControlClient;
 use skywire_dataplane::SecretKey;
@@ -31,11 +35,7 @@ fn main() {
         println!("messenger_delay: run it with `cargo bench --bench messenger_delay`");
         return;
     }
-    let count: usize = std::env::var("MSG_BENCH_COUNT")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(50)
-        .max(1);
+    let count: usize = env_number("MSG_BENCH_COUNT", 50).max(1);
     let dir = TempDir::new("messenger-bench");
     let [a, b, c] = [(); 3].map(|()| SecretKey::generate());
     let unknown = |key: &SecretKey| Neighbour {

@@ -7,12 +7,15 @@
 //! flow again when the first timestamp sent after the kill arrives (TCP delivers in order, so
 //! whatever was lost with the relay has come again by then).
 //!
-//! `cargo bench --bench repair`. `SKYWIRE_BENCH_RUNS` sets the number of runs (default 7);
-//! each starts four fresh nodes, and the medians are reported. What it starts and the folders it
+//! `cargo bench --bench repair`. `SKYWIRE_BENCH_RUNS` sets the number of runs (default 7; a
+//! value that is not a whole number stops the bench, naming the variable and its value); each
+//! starts four fresh nodes, and the medians are reported. What it starts and the folders it
 //! makes go at the end, on a panic, and on SIGINT, SIGTERM or SIGHUP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "common/mod.rs"]
+mod bench_common;
 #[path = "../tests/common/mod.rs"]
 mod common;
 // Its `with_signals` is for benches that start programs of their own; the daemons here read
@@ -28,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use bench_common::env_number;
 use common::control::ControlSocket;
 use common::socks::{connect_request, greet, target_ip};
 use common::{wait_until, Daemon, Launch, Neighbour, TempDir};
@@ -52,13 +56,7 @@ fn main() {
         println!("repair: run it with `cargo bench --bench repair`");
         return;
     }
-    let runs = match std::env::var("SKYWIRE_BENCH_RUNS") {
-        Ok(text) => text
-            .parse::<usize>()
-            .unwrap_or_else(|_| panic!("SKYWIRE_BENCH_RUNS={text:?} is not a whole number")),
-        Err(_) => 7,
-    }
-    .max(1);
+    let runs: usize = env_number("SKYWIRE_BENCH_RUNS", 7).max(1);
     clean_up_on_signal(cleanup);
     let (mut ready, mut flowing) = (Vec::new(), Vec::new());
     for run in 1..=runs {

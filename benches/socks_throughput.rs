@@ -7,7 +7,9 @@
 //!
 //! `cargo bench --bench socks_throughput` (release daemons). `SOCKS_BENCH_MIB` sets the
 //! download's size (default 1024), `SOCKS_BENCH_ROUNDS` the rounds (default 3; medians are
-//! reported, and the median of each round's ratios). Needs curl and OpenSSH's client and server.
+//! reported, and the median of each round's ratios); a value that is not a whole number stops the
+//! bench before it starts anything, naming the variable and its value. Needs curl and OpenSSH's
+//! client and server.
 //! What it starts and the folders it makes go at the end, on a panic, and on SIGINT, SIGTERM or
 //! SIGHUP.
 
@@ -22,6 +24,7 @@ mod median;
 #[path = "common/signals.rs"]
 mod signals;
 
+use bench_common::env_number;
 use median::median;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -50,6 +53,8 @@ fn main() {
         println!("socks_throughput: run it with `cargo bench --bench socks_throughput`");
         return;
     }
+    let mib: u64 = env_number("SOCKS_BENCH_MIB", 1024);
+    let rounds: usize = env_number("SOCKS_BENCH_ROUNDS", 3).max(1);
     let missing = ["curl", "ssh", "ssh-keygen", SSHD]
         .into_iter()
         .filter(|program| !require(program, "socks_throughput"))
@@ -57,8 +62,6 @@ fn main() {
     if missing > 0 {
         return;
     }
-    let mib: u64 = env_number("SOCKS_BENCH_MIB", 1024);
-    let rounds = env_number("SOCKS_BENCH_ROUNDS", 3).max(1) as usize;
     let size = mib << 20;
 
     clean_up_on_signal(cleanup);
@@ -240,15 +243,6 @@ fn children() -> Vec<Pid> {
             (parent == me).then(|| Pid::from_raw(pid))
         })
         .collect()
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")),
-        Err(_) => default,
-    }
 }
 
 /// The machine's CPU time so far, from `/proc/stat`: how busy the cores were during a download

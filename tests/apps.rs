@@ -113,6 +113,14 @@ fn wait_registered(daemon: &Daemon, id: u64) {
     });
 }
 
+/// Starts catalog app `name` and waits until it has registered with the signal server; returns
+/// its id and pid.
+fn start_registered(daemon: &Daemon, name: &str) -> (u64, u32) {
+    let (id, pid) = start_app(daemon, &[name]);
+    wait_registered(daemon, id);
+    (id, pid)
+}
+
 /// The state letter of process `pid` in /proc (`Z` for a zombie), or `None` once it is gone.
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -370,8 +378,7 @@ fn attach_streams_output_and_sends_input() {
 fn a_killed_daemon_app_comes_back_with_a_new_pid() {
     let dir = TempDir::new("apps");
     let daemon = start_daemon(&dir, "node", "");
-    let (id, first) = start_app(&daemon, &["ex-daemon"]);
-    wait_registered(&daemon, id);
+    let (id, first) = start_registered(&daemon, "ex-daemon");
     kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
     let mut second = 0;
     wait_until("the restart", WAIT, || {
@@ -419,8 +426,7 @@ fn a_second_skywired_from_the_catalog_answers_ping_and_shutdown() {
         second_config.display()
     );
     let daemon = start_daemon(&dir, "node", &entry);
-    let (id, pid) = start_app(&daemon, &["second-node"]);
-    wait_registered(&daemon, id);
+    let (id, pid) = start_registered(&daemon, "second-node");
 
     let pong = daemon.ask(&["ping", &id.to_string()]);
     assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
@@ -464,8 +470,7 @@ fn the_python_signal_client_answers_and_strangers_are_refused() {
     }
     let dir = TempDir::new("apps");
     let daemon = start_daemon(&dir, "node", "");
-    let (id, pid) = start_app(&daemon, &["py"]);
-    wait_registered(&daemon, id);
+    let (id, pid) = start_registered(&daemon, "py");
     let pong = daemon.ask(&["ping", &id.to_string()]);
     assert!(pong["result"]["rtt_ms"].as_f64().is_some(), "{pong}");
     let usage = daemon.ask(&["ru", &id.to_string()]);
@@ -552,8 +557,7 @@ fn scripts_run_with_f_and_stop_at_the_first_failing_line() {
 fn bad_input_gets_clear_errors_while_50_clients_keep_getting_answers() {
     let dir = TempDir::new("apps");
     let daemon = start_daemon(&dir, "node", "");
-    let (id, _) = start_app(&daemon, &["example"]);
-    wait_registered(&daemon, id);
+    let (id, _) = start_registered(&daemon, "example");
     let socket = daemon.socket.clone();
 
     // 50 clients, each asking in turn, for as long as the bad input goes on.
@@ -794,11 +798,8 @@ fn apps_start_with_no_capabilities_and_a_clean_environment() {
                 net-admin:\n    path: sleep\n    default_args: [\"600\"]\n    \
                 capabilities: [CAP_NET_ADMIN]\n    \
                 env: {GREETING: hello, PATH: /bin, SKYWIRE_APP_SOCKET: /elsewhere}\n";
-    let daemon = Daemon::launch(
+    let daemon = Daemon::launch_alone(
         &dir,
-        "node",
-        &SecretKey::generate(),
-        &[],
         &Launch {
             extra: &catalog(apps),
             env: &[
@@ -881,11 +882,8 @@ fn a_taken_signal_port_is_tried_again_until_it_is_free() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();
     let dir = TempDir::new("apps");
-    let daemon = Daemon::launch(
+    let daemon = Daemon::launch_alone(
         &dir,
-        "node",
-        &SecretKey::generate(),
-        &[],
         &Launch {
             control: &format!("  signal_port: {}\n", address.port()),
             extra: &catalog(""),
@@ -931,7 +929,6 @@ fn a_taken_signal_port_is_tried_again_until_it_is_free() {
         text.contains(&format!("signal server listening on {address}")),
         "{text}"
     );
-    let (id, _) = start_app(&daemon, &["example"]);
-    wait_registered(&daemon, id);
+    let (id, _) = start_registered(&daemon, "example");
     daemon.ask(&["ping", &id.to_string()]);
 }

@@ -4,34 +4,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 mod common;
 
-use common::machine::require;
+use common::machine::{output_with_input, require};
 use common::{TempDir, SKYWIRED, VISCTL};
 
 /// Runs `program` with `args`, `stdin` on its standard input, in `dir`.
 fn run(program: &str, args: &[&str], stdin: &str, dir: &Path) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut command = Command::new(program);
+    command.args(args).current_dir(dir).env_remove("RUST_LOG");
+    output_with_input(&mut command, stdin)
 }
 
 /// Starts `skywired --config config.yaml` in `dir`, waits (with a deadline) until its control

@@ -18,7 +18,6 @@ use common::machine::{require, require_root};
 use common::users::{programs_for_everyone, TestGroup, TestUser};
 use common::{json, wait_until, Daemon, Launch, TempDir};
 use serde_json::Value;
-use skywire_dataplane::SecretKey;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -97,11 +96,8 @@ fn the_socket_group_reads_the_admin_group_starts_and_others_are_refused() {
         "  signal_port: 0\n  admin_group: {}\n  socket_group: {}\n",
         admins.name, readers.name
     );
-    let daemon = Daemon::launch(
+    let daemon = Daemon::launch_alone(
         &dir,
-        "node",
-        &SecretKey::generate(),
-        &[],
         &Launch {
             control: &control,
             extra: SLEEPER,
@@ -198,11 +194,8 @@ fn a_launched_app_may_read_but_not_start() {
         asks("\"start\", \"sleeper\""),
         asks("\"status\"")
     );
-    let daemon = Daemon::launch(
+    let daemon = Daemon::launch_alone(
         &dir,
-        "node",
-        &SecretKey::generate(),
-        &[],
         &Launch {
             extra: &catalog,
             ..Launch::default()
@@ -265,11 +258,8 @@ fn a_skywired_that_is_not_root_lets_its_own_user_do_everything() {
     let stranger = TestUser::create("s", &[]);
     let dir = TempDir::new("roles");
     let (skywired, visctl) = programs_for_everyone(&dir);
-    let mut daemon = Daemon::launch(
+    let mut daemon = Daemon::launch_alone(
         &dir,
-        "node",
-        &SecretKey::generate(),
-        &[],
         &Launch {
             extra: SLEEPER,
             program: Some(&skywired),

@@ -25,7 +25,7 @@ use std::time::Duration;
 use common::machine::{require, require_root};
 use common::netns::{in_netns, ip, snapshot, Namespaces};
 use common::users::{copy_program, programs_for_everyone, TestUser};
-use common::{wait_until, TempDir, SKYWIRED, VISCTL};
+use common::{visctl_json, wait_until, TempDir, SKYWIRED, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
@@ -381,17 +381,7 @@ impl ServiceNode {
 
     /// `visctl --json ARGS`: the reply, or `None` when the command failed.
     fn visctl(&self, args: &[&str]) -> Option<serde_json::Value> {
-        let output = Command::new(VISCTL)
-            .arg("--socket")
-            .arg(self.dir.path("visctl.sock"))
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        if !output.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&output.stdout).ok()
+        visctl_json(&self.dir.path("visctl.sock"), args)
     }
 
     fn ask(&self, args: &[&str]) -> serde_json::Value {

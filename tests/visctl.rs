@@ -11,7 +11,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -20,6 +20,7 @@ use skywire_control::{Answer, ControlOptions, ControlServer, Stopper};
 use skywire_dataplane::api::{self, Reply, Request, RequestError, StatusReply};
 use skywire_dataplane::NodeKey;
 
+use common::machine::output_with_input;
 use common::{TempDir, VISCTL};
 
 /// A stand-in for skywired's socket: it records each line and answers from the first word.
@@ -80,23 +81,11 @@ fn serve(stream: UnixStream, name: &str, recorded: &Mutex<Vec<String>>) {
 /// Runs visctl with `args`, `stdin` on its standard input and no `SKYWIRE_SOCKET` unless given.
 fn visctl(args: &[&str], stdin: &str, socket_variable: Option<&Path>) -> Output {
     let mut command = Command::new(VISCTL);
-    command
-        .args(args)
-        .env_remove("SKYWIRE_SOCKET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args).env_remove("SKYWIRE_SOCKET");
     if let Some(socket) = socket_variable {
         command.env("SKYWIRE_SOCKET", socket);
     }
-    let mut child = command.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_input(&mut command, stdin)
 }
 
 fn stdout(output: &Output) -> String {

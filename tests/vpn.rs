@@ -20,7 +20,7 @@ use common::machine::require;
 use common::netns::{
     can_make_namespaces, in_netns, ip, reaches, snapshot, transfer, Namespaces, TRANSFER,
 };
-use common::{socks, wait_until, TempDir, SKYWIRED, TEST_LIVENESS, VISCTL};
+use common::{socks, visctl_json, wait_until, TempDir, SKYWIRED, TEST_LIVENESS, VISCTL};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skywire_dataplane::{NodeKey, SecretKey};
@@ -117,17 +117,7 @@ impl Node {
 
     /// `visctl --json ARGS`: the reply, or `None` when the command failed.
     fn visctl(&self, args: &[&str]) -> Option<serde_json::Value> {
-        let output = Command::new(VISCTL)
-            .arg("--socket")
-            .arg(self.dir.path("visctl.sock"))
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        if !output.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&output.stdout).ok()
+        visctl_json(&self.dir.path("visctl.sock"), args)
     }
 
     fn vpn_client(&self) -> serde_json::Value {
@@ -192,7 +182,10 @@ impl Drop for Node {
     }
 }
 
-const SERVER: &str = "vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"fd77::/64\"\n    allow:\n";
+/// The VPN server's section, serving `client`.
+fn server_section(client: &NodeKey) -> String {
+    format!("vpn:\n  server:\n    enabled: true\n    tun: skysrv\n    pool4: 10.77.0.0/24\n    pool6: \"fd77::/64\"\n    allow:\n      - {client}\n")
+}
 
 /// A SOCKS5 CONNECT through `proxy` to `target`: what the target sends, to its end, or the
 /// reply code that refused it.
@@ -221,6 +214,21 @@ fn client_section(server: &NodeKey, path: Option<&[NodeKey]>, routes: &str) -> S
     text
 }
 
+/// A VPN server in namespace `c_ns`, and in `a_ns` a full-tunnel client of it that reaches it
+/// at `c_endpoint`: the client's node and the server's.
+fn full_tunnel(a_ns: &str, c_ns: &str, c_endpoint: &str) -> (Node, Node) {
+    let (a, c) = (SecretKey::generate(), SecretKey::generate());
+    let c_node = Node::start(
+        c_ns,
+        &c,
+        &[(a.public(), None)],
+        &server_section(&a.public()),
+    );
+    let client = client_section(&c.public(), Some(&[]), "[\"0.0.0.0/0\", \"::/0\"]");
+    let a_node = Node::start(a_ns, &a, &[(c.public(), Some(c_endpoint))], &client);
+    (a_node, c_node)
+}
+
 #[test]
 fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     const TEST: &str = "skywired_carries_the_vpn_through_a_relay_and_leaves_nothing";
@@ -233,15 +241,7 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
     ns.link(0, "10.203.1.1", 1, "10.203.1.2");
     ns.link(1, "10.203.2.1", 2, "10.203.2.2");
     ns.add_host(2, HOST4);
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST6}/128"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(2, HOST6);
     let before: Vec<String> = [&a_ns, &b_ns, &c_ns].map(|ns| snapshot(ns)).to_vec();
 
     let (a, b, c) = (
@@ -249,11 +249,11 @@ fn skywired_carries_the_vpn_through_a_relay_and_leaves_nothing() {
         SecretKey::generate(),
         SecretKey::generate(),
     );
-    let server = format!(
-        "{SERVER}      - {}\nsocks:\n  server:\n    allow: [{}]\n    allow_targets: [\"{HOST4}/32\"]\n",
-        a.public(),
-        a.public()
-    );
+    let server = server_section(&a.public())
+        + &format!(
+            "socks:\n  server:\n    allow: [{}]\n    allow_targets: [\"{HOST4}/32\"]\n",
+            a.public()
+        );
     let mut c_node = Node::start(&c_ns, &c, &[(b.public(), None)], &server);
     let mut b_node = Node::start(
         &b_ns,
@@ -368,11 +368,7 @@ fn a_killed_full_tunnel_client_is_cleaned_up_at_its_next_start() {
     ip(&["-n", &a_ns, "route", "add", "default", "via", "10.204.1.2"]);
     let before = snapshot(&a_ns);
 
-    let (a, c) = (SecretKey::generate(), SecretKey::generate());
-    let server = format!("{SERVER}      - {}\n", a.public());
-    let _c_node = Node::start(&c_ns, &c, &[(a.public(), None)], &server);
-    let client = client_section(&c.public(), Some(&[]), "[\"0.0.0.0/0\", \"::/0\"]");
-    let mut a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.204.1.2:7777"))], &client);
+    let (mut a_node, _c_node) = full_tunnel(&a_ns, &c_ns, "10.204.1.2:7777");
     a_node.client_up();
     if with_ping {
         assert!(reaches(&a_ns, HOST4), "ping through the full tunnel");
@@ -413,11 +409,7 @@ fn a_grant_inside_the_clients_lan_is_refused_and_nothing_is_put_on_the_host() {
     ns.link(0, "10.77.0.50", 2, "10.77.0.51");
     let before = snapshot(&a_ns);
 
-    let (a, c) = (SecretKey::generate(), SecretKey::generate());
-    let server = format!("{SERVER}      - {}\n", a.public());
-    let mut c_node = Node::start(&c_ns, &c, &[(a.public(), None)], &server);
-    let client = client_section(&c.public(), Some(&[]), "[\"0.0.0.0/0\", \"::/0\"]");
-    let mut a_node = Node::start(&a_ns, &a, &[(c.public(), Some("10.207.1.2:7777"))], &client);
+    let (mut a_node, mut c_node) = full_tunnel(&a_ns, &c_ns, "10.207.1.2:7777");
     let mut state = String::new();
     wait_until(
         "A's client refusing its grant",
@@ -530,7 +522,7 @@ fn a_vpn_transfer_over_an_automatic_path_survives_the_sigkill_of_its_relay() {
     let secrets: Vec<SecretKey> = (0..4).map(|_| SecretKey::generate()).collect();
     let keys: Vec<NodeKey> = secrets.iter().map(SecretKey::public).collect();
     // Every node with the daemon's default liveness.
-    let server = format!("{SERVER}      - {}\n", keys[0]);
+    let server = server_section(&keys[0]);
     let _d = Node::launch(
         &names[3],
         &secrets[3],
@@ -723,7 +715,7 @@ fn a_strangers_lease_streams_do_not_keep_an_allowed_client_from_its_addresses() 
         SecretKey::generate(),
         SecretKey::generate(),
     );
-    let server = format!("{SERVER}      - {}\n", a.public());
+    let server = server_section(&a.public());
     let c_node = Node::start(
         &c_ns,
         &c,
@@ -846,7 +838,7 @@ fn a_flood_behind_a_slow_next_hop_leaves_the_relays_memory_bounded() {
         SecretKey::generate(),
         SecretKey::generate(),
     );
-    let server = format!("{SERVER}      - {}\n", a.public());
+    let server = server_section(&a.public());
     let _c_node = Node::start(&c_ns, &c, &[(r.public(), None)], &server);
     let r_node = Node::start(
         &r_ns,

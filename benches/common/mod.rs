@@ -1,14 +1,35 @@
-//! What more than one bench needs: WireGuard sessions ready to carry data, and what one
-//! ChaCha20-Poly1305 pass costs on this machine.
+//! What more than one bench needs: its settings from the environment, WireGuard sessions ready
+//! to carry data, and what one ChaCha20-Poly1305 pass costs on this machine.
 
 #![allow(dead_code)]
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use std::env::VarError;
+use std::fmt::Display;
+use std::str::FromStr;
 use std::time::Instant;
 
 use skywire_dataplane::node::INNER_MTU;
 use skywire_dataplane::MAX_DATAGRAM;
+
+/// The whole number in the environment variable `name`, or `default` when it is not set. Any
+/// other value stops the bench before it starts anything, with a message that names the
+/// variable and the value it could not read: a typo must not quietly measure something else.
+pub fn env_number<T: FromStr + Display>(name: &str, default: T) -> T {
+    let text = match std::env::var(name) {
+        Err(VarError::NotPresent) => return default,
+        Err(VarError::NotUnicode(raw)) => raw.to_string_lossy().into_owned(),
+        Ok(text) => match text.parse() {
+            Ok(number) => return number,
+            Err(_) => text,
+        },
+    };
+    eprintln!(
+        "{name}={text:?} is not a whole number: set it to one, or unset it for the default ({default})"
+    );
+    std::process::exit(2);
+}
 
 /// An initiator and a responder with a completed handshake.
 pub fn established_pair(initiator: u8, responder: u8) -> (Tunn, Tunn) {

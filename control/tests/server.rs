@@ -183,6 +183,15 @@ impl Daemon {
         Daemon::start_with(Limits::default(), Fake::default())
     }
 
+    /// A daemon whose dataplane answers no route build until told through `release`.
+    fn holding_routes() -> Daemon {
+        let fake = Fake {
+            hold_build_route: true,
+            ..Fake::default()
+        };
+        Daemon::start_with(Limits::default(), fake)
+    }
+
     fn start_with(limits: Limits, fake: Fake) -> Daemon {
         let dir = TempDir::new("control");
         let socket = dir.path("visctl.sock");
@@ -366,13 +375,7 @@ fn commands_on_one_connection_are_answered_in_order() {
 
 #[test]
 fn a_command_in_progress_does_not_hold_up_other_clients() {
-    let daemon = Daemon::start_with(
-        Limits::default(),
-        Fake {
-            hold_build_route: true,
-            ..Fake::default()
-        },
-    );
+    let daemon = Daemon::holding_routes();
     let mut waiting = daemon.connect();
     waiting.send(format!("br {}\n", key(9)));
     let mut other = daemon.connect();
@@ -477,13 +480,7 @@ fn a_client_that_stops_sending_still_gets_its_replies() {
 
 #[test]
 fn too_many_waiting_lines_close_the_connection() {
-    let daemon = Daemon::start_with(
-        Limits::default(),
-        Fake {
-            hold_build_route: true,
-            ..Fake::default()
-        },
-    );
+    let daemon = Daemon::holding_routes();
     let mut client = daemon.connect();
     let mut lines = format!("br {}\n", key(3));
     for _ in 0..65 {
@@ -622,13 +619,7 @@ fn the_socket_is_0666_and_removed_after_run() {
 
 #[test]
 fn stopping_answers_the_clients_still_waiting() {
-    let daemon = Daemon::start_with(
-        Limits::default(),
-        Fake {
-            hold_build_route: true,
-            ..Fake::default()
-        },
-    );
+    let daemon = Daemon::holding_routes();
     let mut client = daemon.connect();
     client.send(format!("br {}\n", key(3)));
     daemon.wait_for_request(|request| request.starts_with("BuildRouteTo"));

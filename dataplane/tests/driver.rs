@@ -3,85 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+#[path = "../../tests/common/dataplane.rs"]
+mod dataplane;
 
-use mio::{Poll, Token, Waker};
-use skywire_dataplane::api::{
-    self, Reply, Request, RequestError, RequestId, RequestSender, Response,
-};
-use skywire_dataplane::driver::{Dataplane, DriverOptions};
-use skywire_dataplane::node::NodeOptions;
-use skywire_dataplane::{NeighbourConfig, SecretKey};
+use std::time::Duration;
 
-struct Running {
-    requests: RequestSender,
-    replies: Receiver<(RequestId, Response)>,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-    // Keeps the control side's waker registered for the test's lifetime.
-    _control_poll: Poll,
-    next_id: RequestId,
-}
-
-impl Running {
-    fn start(
-        secret: SecretKey,
-        neighbours: Vec<NeighbourConfig>,
-    ) -> (Running, std::net::SocketAddr) {
-        let mut node = NodeOptions::new(secret);
-        node.neighbours = neighbours;
-        node.probe_interval = Duration::from_millis(200);
-        node.dead_after = Duration::from_secs(5);
-        let dataplane = Dataplane::bind(DriverOptions {
-            node,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            vpn: Default::default(),
-            socks: Default::default(),
-            messenger: Default::default(),
-        })
-        .unwrap();
-        let local = dataplane.local_addr();
-        let control_poll = Poll::new().unwrap();
-        let control_waker = Arc::new(Waker::new(control_poll.registry(), Token(0)).unwrap());
-        let (requests, replies, end) = api::channels(dataplane.waker(), control_waker);
-        let thread = std::thread::spawn(move || dataplane.run(end));
-        (
-            Running {
-                requests,
-                replies,
-                thread: Some(thread),
-                _control_poll: control_poll,
-                next_id: 1,
-            },
-            local,
-        )
-    }
-
-    fn ask(&mut self, request: Request) -> Response {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.requests.send(id, request).unwrap();
-        let (reply_id, reply) = self.replies.recv_timeout(Duration::from_secs(30)).unwrap();
-        assert_eq!(reply_id, id);
-        reply
-    }
-
-    fn stop(mut self) {
-        let stopped = self.ask(Request::Shutdown);
-        assert!(matches!(stopped, Ok(Reply::Stopped)), "{stopped:?}");
-        self.thread.take().unwrap().join().unwrap().unwrap();
-    }
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use dataplane::{driver_options, neighbour, wait_for, Running};
+use skywire_dataplane::api::{Reply, Request, RequestError};
+use skywire_dataplane::SecretKey;
 
 #[test]
 fn three_dataplanes_build_a_route_and_ping_through_the_relay() {
@@ -91,21 +20,20 @@ fn three_dataplanes_build_a_route_and_ping_through_the_relay() {
         SecretKey::generate(),
     );
     let (a_key, b_key, c_key) = (a_secret.public(), b_secret.public(), c_secret.public());
-    let neighbour = |key, endpoint| NeighbourConfig {
-        key,
-        endpoint,
-        keepalive: None,
-    };
     // Only the side that calls needs the other's endpoint: the callee learns it.
-    let (c, c_addr) = Running::start(c_secret, vec![neighbour(b_key, None)]);
-    let (mut b, b_addr) = Running::start(
+    let (c, c_addr) = Running::start(driver_options(c_secret, vec![neighbour(b_key, None)]));
+    let (mut b, b_addr) = Running::start(driver_options(
         b_secret,
         vec![neighbour(a_key, None), neighbour(c_key, Some(c_addr))],
-    );
-    let (mut a, _) = Running::start(a_secret, vec![neighbour(b_key, Some(b_addr))]);
+    ));
+    let (mut a, _) = Running::start(driver_options(
+        a_secret,
+        vec![neighbour(b_key, Some(b_addr))],
+    ));
 
     wait_for(
         "links up",
+        Duration::from_secs(20),
         || matches!(b.ask(Request::Status), Ok(Reply::Status(status)) if status.links_up == 2),
     );
     let built = a.ask(Request::BuildRoute {
@@ -171,6 +99,7 @@ fn three_dataplanes_build_a_route_and_ping_through_the_relay() {
     // A tore its route down on the way out: B's rules go.
     wait_for(
         "B's rules torn down",
+        Duration::from_secs(20),
         || matches!(b.ask(Request::ListRoutes), Ok(Reply::Routes(r)) if r.rules.is_empty()),
     );
     b.stop();

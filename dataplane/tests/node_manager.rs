@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use skywire_dataplane::node::{Event, RouteDownReason, RouteError, RouteStatus};
-use skywire_dataplane::sim::{ipv6_packet, Sim};
+use skywire_dataplane::sim::Sim;
 use skywire_dataplane::wire::control::ControlMessage;
 use skywire_dataplane::wire::mesh::{MeshHeader, MeshPacket, NextHeader};
 use skywire_dataplane::wire::{Advert, AdvertLink, RouteId};
@@ -102,19 +102,9 @@ fn path_of(sim: &Sim, at: usize, to: usize) -> Vec<NodeKey> {
         .unwrap_or_default()
 }
 
-fn send(sim: &mut Sim, from: usize, to: usize, payload: &[u8]) {
-    let packet = ipv6_packet(
-        sim.nodes[from].node.address(),
-        sim.nodes[to].node.address(),
-        payload,
-    );
-    let peer = sim.key(to);
-    sim.nodes[from].node.send_to(&peer, &packet).unwrap();
-}
-
 /// Sends `payload` from `from` to `to` and waits until it arrives.
 fn carries(sim: &mut Sim, from: usize, to: usize, payload: &[u8]) -> bool {
-    send(sim, from, to, payload);
+    sim.send(from, to, payload);
     let from_key = sim.key(from);
     sim.run_until(LIMIT, |sim| {
         sim.nodes[to].events.iter().any(|e| {
@@ -354,6 +344,18 @@ fn a_link_whose_datagrams_wait_unread_in_the_socket_is_not_dead() {
 
 /// The adverts a node received, as its tap saw them decrypted.
 fn tap_adverts(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<Advert>>> {
+    tap_control(sim, at, |message| match message {
+        ControlMessage::Advert(advert) => Some(advert),
+        _ => None,
+    })
+}
+
+/// What `pick` takes from the control messages that node `at` receives, from now on.
+fn tap_control<T: Send + 'static>(
+    sim: &mut Sim,
+    at: usize,
+    pick: impl Fn(ControlMessage) -> Option<T> + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<T>>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let tap_seen = seen.clone();
     sim.nodes[at].node.set_tap(Box::new(move |_, packet| {
@@ -363,8 +365,8 @@ fn tap_adverts(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<
         if mesh.next_header() != NextHeader::Control {
             return;
         }
-        if let Ok(ControlMessage::Advert(advert)) = ControlMessage::parse(mesh.payload()) {
-            tap_seen.lock().unwrap().push(advert);
+        if let Some(picked) = ControlMessage::parse(mesh.payload()).ok().and_then(&pick) {
+            tap_seen.lock().unwrap().push(picked);
         }
     }));
     seen
@@ -811,12 +813,7 @@ fn send_until_delivered(
     while sim.now - started < limit {
         match sim.nodes[from].node.route_status(&to_key) {
             RouteStatus::Ready => {
-                let packet = ipv6_packet(
-                    sim.nodes[from].node.address(),
-                    sim.nodes[to].node.address(),
-                    format!("packet {sent}").as_bytes(),
-                );
-                sim.nodes[from].node.send_to(&to_key, &packet).unwrap();
+                sim.send(from, to, format!("packet {sent}").as_bytes());
                 sent += 1;
             }
             RouteStatus::Repairing => repairing = true,
@@ -923,18 +920,10 @@ fn a_route_whose_relay_restarted_is_rebuilt_and_an_explicit_one_reported_down() 
 /// The route ids named by the reports of unknown routes that a node received, as its tap saw
 /// them.
 fn tap_reports(sim: &mut Sim, at: usize) -> std::sync::Arc<std::sync::Mutex<Vec<RouteId>>> {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let tap_seen = seen.clone();
-    sim.nodes[at].node.set_tap(Box::new(move |_, packet| {
-        let Ok(mesh) = MeshPacket::new_checked(packet) else {
-            return;
-        };
-        if let Ok(ControlMessage::UnknownRoute { route_id }) = ControlMessage::parse(mesh.payload())
-        {
-            tap_seen.lock().unwrap().push(route_id);
-        }
-    }));
-    seen
+    tap_control(sim, at, |message| match message {
+        ControlMessage::UnknownRoute { route_id } => Some(route_id),
+        _ => None,
+    })
 }
 
 #[test]

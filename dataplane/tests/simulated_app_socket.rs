@@ -458,15 +458,7 @@ fn a_dial_and_a_message_during_a_repair_wait_for_it_and_start_no_setup_of_their_
     // A's message has A's node build the route: A is its initiator, C its far end.
     delivered(Some(sim.ask(A, send(c, "from A"), LIMIT)));
 
-    sim.restart(B);
-    run_with(&mut sim, "B's links to come back", LIMIT, |sim| {
-        let node = sim.nodes[B].service.node();
-        node.is_link_alive(&a) && node.is_link_alive(&c)
-    });
-    let first = sim.request(C, send(a, "first from C"));
-    run_with(&mut sim, "C to find the route forgotten", LIMIT, |sim| {
-        sim.nodes[C].service.node().route_status(&a) == RouteStatus::Repairing
-    });
+    let first = sim.forget_route_at_relay(B, C, A, send(a, "first from C"), LIMIT);
     let (setups_at_a, setups_at_c) = (setups(&sim, A), setups(&sim, C));
 
     // While C waits for A's repair, its app dials A and its messenger sends again.
@@ -497,11 +489,6 @@ fn a_dial_and_a_message_during_a_repair_wait_for_it_and_start_no_setup_of_their_
     delivered(sim.take_reply(A, from_a));
     assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
     assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
-    let (_, route) = sim.nodes[C]
-        .service
-        .node()
-        .routes()
-        .find(|(peer, _)| **peer == a)
-        .expect("C has a route to A");
+    let route = sim.route(C, A).expect("C has a route to A");
     assert!(!route.initiator, "C's route to A is A's");
 }

@@ -18,8 +18,7 @@ use skywire_dataplane::api::{
     AppChange, AppConfig, BuiltinApp, NeighbourChange, NeighbourReply, Reply, Request,
     RequestError, Response,
 };
-use skywire_dataplane::service::InterfaceAddress;
-use skywire_dataplane::sim::{ipv4_packet, ipv6_packet, AppSim, StreamId};
+use skywire_dataplane::sim::{interface_address, ipv4_packet, ipv6_packet, AppSim, StreamId};
 use skywire_dataplane::socks::{self, SocksOptions};
 use skywire_dataplane::vpn;
 use skywire_dataplane::{NeighbourConfig, NodeKey};
@@ -28,6 +27,9 @@ const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;
 const D: usize = 3;
+
+/// Two paths from A to C: through B and through D.
+const TWO_PATHS: [(usize, usize); 4] = [(A, B), (B, C), (A, D), (D, C)];
 
 /// Virtual-time limits: generous, and free when met early.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -80,12 +82,12 @@ fn socks_apps(
 }
 
 fn route_ready(sim: &AppSim, from: usize, to: usize) -> bool {
-    let peer = sim.key(to);
-    sim.nodes[from]
-        .service
-        .node()
-        .routes()
-        .any(|(key, route)| *key == peer && route.ready)
+    sim.route(from, to).is_some_and(|route| route.ready)
+}
+
+/// Runs until A's route to the exit, C, is ready.
+fn wait_for_exit_route(sim: &mut AppSim) {
+    run_with(sim, "A's route to the exit", |sim| route_ready(sim, A, C));
 }
 
 /// Runs in slices, giving `step` the mesh between them, until it says done; panics after
@@ -120,6 +122,15 @@ fn socks_connect(sim: &mut AppSim, target: &[u8]) -> (StreamId, u8) {
     let reply = read_exactly(sim, stream, 10);
     assert_eq!(reply[0], 5);
     (stream, reply[1])
+}
+
+/// A SOCKS stream through A's port to the target behind C, which the exit dialed: the local
+/// program's end and the target's.
+fn open_stream(sim: &mut AppSim) -> (StreamId, StreamId) {
+    let (client, code) = socks_connect(sim, &address_target(target()));
+    assert_eq!(code, 0, "succeeded");
+    let server = sim.accept(C, target()).expect("the exit dialed the target");
+    (client, server)
 }
 
 fn address_target(address: SocketAddr) -> Vec<u8> {
@@ -167,19 +178,33 @@ fn frame_crosses_the_new_route(sim: &mut AppSim, client_v4: Ipv4Addr, host: Ipv4
     assert_eq!((vpn.state.as_str(), vpn.reconnects), ("up", 0), "{vpn:?}");
 }
 
-/// Carries `up` from the client to the target and `down` back through an open relay, then
-/// half-closes both ways and waits until both sides are closed.
-fn carry_both_ways(sim: &mut AppSim, client: StreamId, server: StreamId, up: &[u8], down: &[u8]) {
+/// Writes `up` into the stream's client end and `down` into its target's end, lets `meanwhile`
+/// act on the mesh, then reads both ends until all has come (`what` names that wait) and
+/// checks that the bytes arrived intact.
+fn carry_across(
+    sim: &mut AppSim,
+    (client, server): (StreamId, StreamId),
+    (up, down): (&[u8], &[u8]),
+    what: &str,
+    meanwhile: impl FnOnce(&mut AppSim),
+) {
     sim.write(client, up);
     sim.write(server, down);
+    meanwhile(sim);
     let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
-    run_with(sim, "both directions", |sim| {
+    run_with(sim, what, |sim| {
         got_up.extend(sim.read(server));
         got_down.extend(sim.read(client));
         got_up.len() >= up.len() && got_down.len() >= down.len()
     });
     assert!(got_up == up, "the bytes to the target arrived intact");
     assert!(got_down == down, "the bytes to the client arrived intact");
+}
+
+/// Carries `up` from the client to the target and `down` back through an open relay, then
+/// half-closes both ways and waits until both sides are closed.
+fn carry_both_ways(sim: &mut AppSim, client: StreamId, server: StreamId, up: &[u8], down: &[u8]) {
+    carry_across(sim, (client, server), (up, down), "both directions", |_| {});
     sim.shutdown(client);
     run_with(sim, "the client's FIN at the target", |sim| {
         sim.read(server).is_empty() && sim.is_finished(server)
@@ -197,12 +222,8 @@ fn carry_both_ways(sim: &mut AppSim, client: StreamId, server: StreamId, up: &[u
 fn a_socks_stream_through_a_relay_carries_its_bytes_intact_both_ways() {
     let mut sim = AppSim::new(11, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0, "succeeded");
-    let server = sim.accept(C, target()).expect("the exit dialed the target");
+    wait_for_exit_route(&mut sim);
+    let (client, server) = open_stream(&mut sim);
     let (up, down) = (pattern(1 << 20, 1), pattern(3 << 19, 2));
     carry_both_ways(&mut sim, client, server, &up, &down);
 
@@ -244,9 +265,7 @@ fn an_exit_refuses_a_strangers_streams_at_their_syn_without_a_socket() {
             }
         };
     let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], apps);
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
+    wait_for_exit_route(&mut sim);
     let status = |sim: &mut AppSim| match sim.ask(C, Request::Status, LIMIT) {
         Ok(Reply::Status(status)) => status,
         other => panic!("not a status: {other:?}"),
@@ -275,9 +294,7 @@ fn a_name_is_resolved_at_the_exit() {
     let mut sim = AppSim::new(12, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
     sim.set_name("target.example", &[target().ip()]);
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
+    wait_for_exit_route(&mut sim);
     let (client, code) = socks_connect(&mut sim, &name_target("target.example", 80));
     assert_eq!(code, 0);
     let server = sim
@@ -301,9 +318,7 @@ fn only_the_addresses_the_dial_policy_permits_are_dialled() {
         &[loopback.ip(), metadata.ip(), target().ip()],
     );
     sim.set_name("local.example", &[loopback.ip(), "::1".parse().unwrap()]);
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
+    wait_for_exit_route(&mut sim);
 
     // A name with denied and permitted addresses: only the permitted one is dialled.
     let (client, code) = socks_connect(&mut sim, &name_target("mixed.example", 80));
@@ -337,12 +352,8 @@ fn only_the_addresses_the_dial_policy_permits_are_dialled() {
 fn a_download_that_outlives_its_mesh_stream_arrives_whole_and_is_no_failure() {
     let mut sim = AppSim::new(13, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    wait_for_exit_route(&mut sim);
+    let (client, server) = open_stream(&mut sim);
     sim.write(client, b"GET /");
     assert_eq!(read_exactly(&mut sim, server, 5), b"GET /");
     // More than the program's socket holds, less than that and the entry's mesh buffer.
@@ -372,44 +383,26 @@ fn a_download_that_outlives_its_mesh_stream_arrives_whole_and_is_no_failure() {
 /// switch included, and the exit never sees the route go down.
 #[test]
 fn a_stream_keeps_its_bytes_while_its_route_is_rebuilt_over_another_path() {
-    let links = [(A, B), (B, C), (A, D), (D, C)];
-    let mut sim = AppSim::new(14, 4, &links, socks_apps(Some(&[B, C])));
+    let mut sim = AppSim::new(14, 4, &TWO_PATHS, socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    wait_for_exit_route(&mut sim);
+    let (client, server) = open_stream(&mut sim);
     sim.write(client, b"before");
     assert_eq!(read_exactly(&mut sim, server, 6), b"before");
 
     // Bytes in flight while the route changes: some cross the old route, some the new.
     let (up, down) = (pattern(256 * 1024, 3), pattern(192 * 1024, 4));
-    sim.write(client, &up);
-    sim.write(server, &down);
-    let reply = sim.rebuild_route(A, &[A, D, C], LIMIT);
-    let Ok(Reply::RouteBuilt(row)) = reply else {
-        panic!("not built: {reply:?}");
-    };
-    assert_eq!(row.path, sim.path(&[A, D, C]));
-    assert!(row.ready);
-    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
-    run_with(&mut sim, "the bytes sent across the switch", |sim| {
-        got_up.extend(sim.read(server));
-        got_down.extend(sim.read(client));
-        got_up.len() >= up.len() && got_down.len() >= down.len()
+    let what = "the bytes sent across the switch";
+    carry_across(&mut sim, (client, server), (&up, &down), what, |sim| {
+        let reply = sim.rebuild_route(A, &[A, D, C], LIMIT);
+        let Ok(Reply::RouteBuilt(row)) = reply else {
+            panic!("not built: {reply:?}");
+        };
+        assert_eq!(row.path, sim.path(&[A, D, C]));
+        assert!(row.ready);
     });
-    assert!(got_up == up, "the bytes to the target arrived intact");
-    assert!(got_down == down, "the bytes to the client arrived intact");
-    let exit_route = sim.nodes[C]
-        .service
-        .node()
-        .routes()
-        .find(|(peer, _)| **peer == sim.key(A))
-        .map(|(_, route)| route.path.clone());
     assert_eq!(
-        exit_route,
+        route_path(&sim, C, A),
         Some(sim.path(&[A, D, C])),
         "the exit adopted the new route"
     );
@@ -418,11 +411,7 @@ fn a_stream_keeps_its_bytes_while_its_route_is_rebuilt_over_another_path() {
     let (client_status, _) = socks_status(&mut sim, A);
     assert_eq!(client_status.unwrap().failed, 0);
     // A new stream goes through the new route as well.
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim
-        .accept(C, target())
-        .expect("the exit dialed the target again");
+    let (client, server) = open_stream(&mut sim);
     carry_both_ways(&mut sim, client, server, b"again", b"and back");
 }
 
@@ -441,13 +430,7 @@ fn initiations(sim: &AppSim, a: usize, b: usize) -> u64 {
 
 /// The path of node `at`'s route to node `to`, if it has one.
 fn route_path(sim: &AppSim, at: usize, to: usize) -> Option<Vec<NodeKey>> {
-    let peer = sim.key(to);
-    sim.nodes[at]
-        .service
-        .node()
-        .routes()
-        .find(|(key, _)| **key == peer)
-        .map(|(_, route)| route.path.clone())
+    sim.route(at, to).map(|route| route.path.clone())
 }
 
 /// Writes `up` and `down` into the stream's two ends, rebuilds A's route to C over `path`
@@ -458,18 +441,11 @@ fn move_route_while_carrying(
     path: &[usize],
     (up, down): (&[u8], &[u8]),
 ) {
-    sim.write(client, up);
-    sim.write(server, down);
-    let reply = sim.rebuild_route(A, path, LIMIT);
-    assert!(matches!(reply, Ok(Reply::RouteBuilt(_))), "{reply:?}");
-    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
-    run_with(sim, "the bytes sent across the move", |sim| {
-        got_up.extend(sim.read(server));
-        got_down.extend(sim.read(client));
-        got_up.len() >= up.len() && got_down.len() >= down.len()
+    let what = "the bytes sent across the move";
+    carry_across(sim, (client, server), (up, down), what, |sim| {
+        let reply = sim.rebuild_route(A, path, LIMIT);
+        assert!(matches!(reply, Ok(Reply::RouteBuilt(_))), "{reply:?}");
     });
-    assert!(got_up == up, "the bytes to the target arrived intact");
-    assert!(got_down == down, "the bytes to the client arrived intact");
     assert_eq!(route_path(sim, C, A), Some(sim.path(path)), "C adopted it");
 }
 
@@ -480,13 +456,9 @@ fn move_route_while_carrying(
 fn a_direct_route_moves_onto_a_relayed_path_and_back_without_a_handshake() {
     let mut sim = AppSim::new(15, 3, &[(A, B), (B, C), (A, C)], socks_apps(Some(&[C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
+    wait_for_exit_route(&mut sim);
     assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, C])));
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    let (client, server) = open_stream(&mut sim);
 
     // Eleven minutes of a stream that trickles, over the direct route.
     let handshakes_before = initiations(&sim, A, C);
@@ -578,14 +550,13 @@ fn vpn_status(sim: &mut AppSim, node: usize) -> VpnStatus {
     }
 }
 
-/// An address of A's host: `interface` has `cidr` on-link.
-fn interface(interface: &str, cidr: &str) -> InterfaceAddress {
-    let (address, len) = cidr.split_once('/').unwrap();
-    InterfaceAddress {
-        interface: interface.to_owned(),
-        address: address.parse().unwrap(),
-        prefix_len: len.parse().unwrap(),
-    }
+/// The state of A's VPN client, as its status says.
+fn vpn_client_state(sim: &mut AppSim) -> String {
+    vpn_status(sim, A).client.unwrap().state
+}
+
+fn vpn_client_up(sim: &mut AppSim) -> bool {
+    vpn_client_state(sim) == "up"
 }
 
 #[test]
@@ -597,11 +568,7 @@ fn a_grant_outside_the_clients_routes_is_refused_and_nothing_is_put_on_the_host(
         vpn_apps_routing(&["10.99.0.0/24", "fd99::/64"]),
     );
     run_with(&mut sim, "A's client refusing its grant", |sim| {
-        vpn_status(sim, A)
-            .client
-            .unwrap()
-            .state
-            .starts_with("grant refused")
+        vpn_client_state(sim).starts_with("grant refused")
     });
     let client = vpn_status(&mut sim, A).client.unwrap();
     assert!(
@@ -625,18 +592,14 @@ fn a_grant_inside_a_network_of_the_clients_host_is_refused_until_that_network_go
     // A's LAN is 10.77.0.0/16: the server's pool lies inside it. The client's own device
     // does not count.
     sim.nodes[A].service.handle_interfaces(vec![
-        interface("lo", "127.0.0.1/8"),
-        interface("eth0", "10.77.3.4/16"),
-        interface("skycli", "10.77.0.2/24"),
+        interface_address("lo", "127.0.0.1/8"),
+        interface_address("eth0", "10.77.3.4/16"),
+        interface_address("skycli", "10.77.0.2/24"),
     ]);
     run_with(&mut sim, "A's client refusing its grant", |sim| {
-        vpn_status(sim, A)
-            .client
-            .unwrap()
-            .state
-            .starts_with("grant refused")
+        vpn_client_state(sim).starts_with("grant refused")
     });
-    let state = vpn_status(&mut sim, A).client.unwrap().state;
+    let state = vpn_client_state(&mut sim);
     assert!(
         state.contains("10.77.0.2, inside 10.77.0.0/16, which is on-link on eth0"),
         "{state}"
@@ -647,25 +610,31 @@ fn a_grant_inside_a_network_of_the_clients_host_is_refused_until_that_network_go
     // The LAN goes (the host moved): the next try takes the grant.
     sim.nodes[A]
         .service
-        .handle_interfaces(vec![interface("lo", "127.0.0.1/8")]);
+        .handle_interfaces(vec![interface_address("lo", "127.0.0.1/8")]);
     assert!(
         sim.run_until(Duration::from_secs(60), |sim| {
             sim.tun_routes(A).is_some_and(|routes| routes.len() == 2)
         }),
         "the client never took its grant"
     );
-    run_with(&mut sim, "A's client up", |sim| {
-        vpn_status(sim, A).client.unwrap().state == "up"
-    });
+    run_with(&mut sim, "A's client up", vpn_client_up);
     assert_eq!(sim.tun_addresses(A, VpnApp::Client).unwrap().len(), 2);
+}
+
+/// Runs until frames come out of `app`'s device on node `at`; returns them.
+fn tun_frames(sim: &mut AppSim, at: usize, app: VpnApp, what: &str) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    run_with(sim, what, |sim| {
+        frames.extend(sim.tun_received(at, app));
+        !frames.is_empty()
+    });
+    frames
 }
 
 #[test]
 fn vpn_frames_cross_a_relay_and_sources_are_checked() {
     let mut sim = AppSim::new(21, 3, &[(A, B), (B, C)], vpn_apps);
-    run_with(&mut sim, "A's VPN client up", |sim| {
-        vpn_status(sim, A).client.unwrap().state == "up"
-    });
+    run_with(&mut sim, "A's VPN client up", vpn_client_up);
     let client_v4: Ipv4Addr = "10.77.0.2".parse().unwrap();
     let client_v6: Ipv6Addr = "fd77::2".parse().unwrap();
     assert_eq!(
@@ -686,27 +655,19 @@ fn vpn_frames_cross_a_relay_and_sources_are_checked() {
     // A frame from A's machine reaches C's TUN device through B; the answer comes back.
     let out = ipv4_packet(client_v4, host, b"ping over the tunnel");
     sim.tun_send(A, VpnApp::Client, &out);
-    let mut at_c = Vec::new();
-    run_with(&mut sim, "the frame at C", |sim| {
-        at_c.extend(sim.tun_received(C, VpnApp::Server));
-        !at_c.is_empty()
-    });
-    assert_eq!(at_c, [out]);
+    assert_eq!(
+        tun_frames(&mut sim, C, VpnApp::Server, "the frame at C"),
+        [out]
+    );
     let back = ipv4_packet(host, client_v4, b"pong");
     sim.tun_send(C, VpnApp::Server, &back);
-    let mut at_a = Vec::new();
-    run_with(&mut sim, "the answer at A", |sim| {
-        at_a.extend(sim.tun_received(A, VpnApp::Client));
-        !at_a.is_empty()
-    });
-    assert_eq!(at_a, [back]);
+    assert_eq!(
+        tun_frames(&mut sim, A, VpnApp::Client, "the answer at A"),
+        [back]
+    );
     let out6 = ipv6_packet(client_v6, "fd99::1".parse().unwrap(), b"over IPv6");
     sim.tun_send(A, VpnApp::Client, &out6);
-    let mut at_c = Vec::new();
-    run_with(&mut sim, "the IPv6 frame at C", |sim| {
-        at_c.extend(sim.tun_received(C, VpnApp::Server));
-        !at_c.is_empty()
-    });
+    let at_c = tun_frames(&mut sim, C, VpnApp::Server, "the IPv6 frame at C");
     assert_eq!(at_c, [out6]);
 
     // A forged source is dropped and counted at C; so is a frame for no client.
@@ -784,7 +745,7 @@ fn a_vpn_that_cannot_make_its_device_says_so_and_the_node_runs_on() {
         }
         other => panic!("expected the app's error, got {other:?}"),
     }
-    let state = vpn_status(&mut sim, A).client.unwrap().state;
+    let state = vpn_client_state(&mut sim);
     assert!(
         state.starts_with("failed: ") && state.contains("CAP_NET_ADMIN"),
         "{state}"
@@ -809,9 +770,7 @@ fn a_vpn_that_cannot_make_its_device_says_so_and_the_node_runs_on() {
 #[test]
 fn a_stopping_node_refuses_requests_and_answers_its_shutdown_once_the_vpn_is_undone() {
     let mut sim = AppSim::new(23, 3, &[(A, B), (B, C)], vpn_apps);
-    run_with(&mut sim, "A's VPN client up", |sim| {
-        vpn_status(sim, A).client.unwrap().state == "up"
-    });
+    run_with(&mut sim, "A's VPN client up", vpn_client_up);
     let shutdown = sim.request(A, Request::Shutdown);
     let status = sim.request(A, Request::Status);
     let (mut stopped, mut refused) = (None, None);
@@ -853,13 +812,11 @@ fn mesh_ping_crosses_a_relay_over_a_route_it_builds() {
     // Two links of 5 ms each way.
     assert!(ping.rtt_ms.iter().all(|rtt| *rtt >= 20.0), "{ping:?}");
     assert_eq!(ping.address, peer.mesh_address());
-    let route = sim.nodes[A]
-        .service
-        .node()
-        .routes()
-        .find(|(key, _)| **key == peer)
-        .map(|(_, route)| route.path.clone());
-    assert_eq!(route, Some(sim.path(&[A, B, C])), "the route stays");
+    assert_eq!(
+        route_path(&sim, A, C),
+        Some(sim.path(&[A, B, C])),
+        "the route stays"
+    );
 }
 
 /// B, the relay of A's route to C, restarts, and C's first ping finds that B forgot the route:
@@ -881,15 +838,7 @@ fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
     let reply = sim.ask(A, ping(c, 1), LIMIT);
     assert!(matches!(reply, Ok(Reply::Ping(_))), "{reply:?}");
 
-    sim.restart(B);
-    run_with(&mut sim, "B's links to come back", |sim| {
-        let node = sim.nodes[B].service.node();
-        node.is_link_alive(&a) && node.is_link_alive(&c)
-    });
-    let lost = sim.request(C, ping(a, 1));
-    run_with(&mut sim, "C to find the route forgotten", |sim| {
-        sim.nodes[C].service.node().route_status(&a) == RouteStatus::Repairing
-    });
+    let lost = sim.forget_route_at_relay(B, C, A, ping(a, 1), LIMIT);
     let (setups_at_a, setups_at_c) = (setups(&sim, A), setups(&sim, C));
 
     // While C waits for A's repair, it pings A again.
@@ -918,12 +867,7 @@ fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
     assert_eq!(during.rtt_ms.len(), 3, "{during:?}");
     assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
     assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
-    let (_, route) = sim.nodes[C]
-        .service
-        .node()
-        .routes()
-        .find(|(peer, _)| **peer == a)
-        .expect("C has a route to A");
+    let route = sim.route(C, A).expect("C has a route to A");
     assert!(!route.initiator, "C's route to A is A's");
 }
 
@@ -934,12 +878,8 @@ fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
 fn packets_for_a_node_whose_route_was_removed_count_as_unroutable() {
     let mut sim = AppSim::new(16, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    sim.accept(C, target()).unwrap();
+    wait_for_exit_route(&mut sim);
+    let (client, _) = open_stream(&mut sim);
     assert_eq!(sim.nodes[A].service.drops().stack_unroutable, 0);
     let peer = sim.key(C);
     let reply = sim.ask(A, Request::RemoveRoute { peer }, LIMIT);
@@ -956,12 +896,8 @@ fn packets_for_a_node_whose_route_was_removed_count_as_unroutable() {
 fn an_idle_stream_stays_open() {
     let mut sim = AppSim::new(15, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    wait_for_exit_route(&mut sim);
+    let (client, server) = open_stream(&mut sim);
     sim.run_for(Duration::from_secs(120));
     assert!(!sim.is_closed_by_service(client) && !sim.is_closed_by_service(server));
     carry_both_ways(&mut sim, client, server, b"still", b"there");
@@ -994,45 +930,45 @@ fn kill(sim: &mut AppSim, relay: usize, links: &[(usize, usize)]) {
     }
 }
 
-#[test]
-fn a_stream_and_the_vpn_over_automatic_paths_ride_out_the_death_of_their_relay() {
-    let links = [(A, B), (B, C), (A, D), (D, C)];
-    let mut sim = AppSim::new(41, 4, &links, automatic_apps);
+/// [`automatic_apps`] under `seed` on two paths from A to C, through B and through D, with the
+/// target served, run until A's VPN client is up and its SOCKS route ready: the mesh, the relay
+/// that route runs through, and the other.
+fn automatic_apps_on_two_paths(seed: u64) -> (AppSim, usize, usize) {
+    let mut sim = AppSim::new(seed, 4, &TWO_PATHS, automatic_apps);
     sim.serve(C, target());
     run_with(
         &mut sim,
         "A's VPN client up and the SOCKS route ready",
-        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+        |sim| vpn_client_up(sim) && route_ready(sim, A, C),
     );
     let before = route_path(&sim, A, C).unwrap();
     assert_eq!(before.len(), 3, "through one relay: {before:?}");
-    let relay = if before[1] == sim.key(B) { B } else { D };
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    if before[1] == sim.key(B) {
+        (sim, B, D)
+    } else {
+        (sim, D, B)
+    }
+}
+
+#[test]
+fn a_stream_and_the_vpn_over_automatic_paths_ride_out_the_death_of_their_relay() {
+    let (mut sim, relay, other) = automatic_apps_on_two_paths(41);
+    let (client, server) = open_stream(&mut sim);
     sim.write(client, b"before");
     assert_eq!(read_exactly(&mut sim, server, 6), b"before");
 
     // Bytes in flight both ways when the relay dies; VPN frames just before and after.
     let (up, down) = (pattern(256 * 1024, 5), pattern(192 * 1024, 6));
-    sim.write(client, &up);
-    sim.write(server, &down);
     let (client_v4, host): (Ipv4Addr, Ipv4Addr) =
         ("10.77.0.2".parse().unwrap(), "10.99.0.1".parse().unwrap());
-    sim.tun_send(A, VpnApp::Client, &ipv4_packet(client_v4, host, b"before"));
-    sim.run_for(Duration::from_millis(20));
-    kill(&mut sim, relay, &links);
-    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
-    run_with(&mut sim, "the bytes sent across the repair", |sim| {
-        got_up.extend(sim.read(server));
-        got_down.extend(sim.read(client));
-        got_up.len() >= up.len() && got_down.len() >= down.len()
+    let what = "the bytes sent across the repair";
+    carry_across(&mut sim, (client, server), (&up, &down), what, |sim| {
+        sim.tun_send(A, VpnApp::Client, &ipv4_packet(client_v4, host, b"before"));
+        sim.run_for(Duration::from_millis(20));
+        kill(sim, relay, &TWO_PATHS);
     });
-    assert!(got_up == up, "the bytes to the target arrived intact");
-    assert!(got_down == down, "the bytes to the client arrived intact");
 
     // A's node rebuilt the route over the other relay, and the exit adopted it.
-    let other = if relay == B { D } else { B };
     assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, other, C])));
     assert_eq!(route_path(&sim, C, A), Some(sim.path(&[A, other, C])));
     let (client_status, _) = socks_status(&mut sim, A);
@@ -1051,7 +987,7 @@ fn with_no_path_left_socks_answers_03_at_once_and_the_vpn_says_why_until_a_path_
     run_with(
         &mut sim,
         "A's VPN client up and the SOCKS route ready",
-        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+        |sim| vpn_client_up(sim) && route_ready(sim, A, C),
     );
     kill(&mut sim, B, &links);
     run_with(&mut sim, "A to find no path to C", |sim| {
@@ -1083,12 +1019,10 @@ fn with_no_path_left_socks_answers_03_at_once_and_the_vpn_says_why_until_a_path_
     run_with(
         &mut sim,
         "the VPN up and the SOCKS route ready again",
-        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
+        |sim| vpn_client_up(sim) && route_ready(sim, A, C),
     );
     sim.serve(C, target());
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    let (client, server) = open_stream(&mut sim);
     carry_both_ways(&mut sim, client, server, b"back again", b"yes");
 }
 
@@ -1107,12 +1041,8 @@ fn neighbour_reply(reply: Response) -> NeighbourReply {
 fn a_neighbour_removed_and_added_at_runtime_leaves_a_stream_over_another_path_alone() {
     let mut sim = AppSim::new(41, 3, &[(A, B), (B, C), (A, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit through B", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    wait_for_exit_route(&mut sim);
+    let (client, server) = open_stream(&mut sim);
     sim.write(client, b"before");
     assert_eq!(read_exactly(&mut sim, server, 6), b"before");
     let c = sim.key(C);
@@ -1166,12 +1096,8 @@ fn a_neighbour_removed_and_added_at_runtime_leaves_a_stream_over_another_path_al
 fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
     let mut sim = AppSim::new(42, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    wait_for_exit_route(&mut sim);
+    let (client, server) = open_stream(&mut sim);
 
     let b = sim.key(B);
     let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key: b }, LIMIT));
@@ -1201,9 +1127,7 @@ fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
     run_with(&mut sim, "the SOCKS client's route rebuilt", |sim| {
         route_ready(sim, A, C)
     });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    let (client, server) = open_stream(&mut sim);
     carry_both_ways(&mut sim, client, server, b"up", b"down");
 }
 
@@ -1212,40 +1136,17 @@ fn removing_the_neighbour_a_route_runs_through_takes_the_route_down() {
 /// on, their bytes intact.
 #[test]
 fn removing_the_neighbour_an_automatic_route_runs_through_repairs_the_route_over_another_path() {
-    let links = [(A, B), (B, C), (A, D), (D, C)];
-    let mut sim = AppSim::new(45, 4, &links, automatic_apps);
-    sim.serve(C, target());
-    run_with(
-        &mut sim,
-        "A's VPN client up and the SOCKS route ready",
-        |sim| vpn_status(sim, A).client.unwrap().state == "up" && route_ready(sim, A, C),
-    );
-    let before = route_path(&sim, A, C).unwrap();
-    assert_eq!(before.len(), 3, "through one relay: {before:?}");
-    let (relay, other) = if before[1] == sim.key(B) {
-        (B, D)
-    } else {
-        (D, B)
-    };
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    let (mut sim, relay, other) = automatic_apps_on_two_paths(45);
+    let (client, server) = open_stream(&mut sim);
 
     let (up, down) = (pattern(256 * 1024, 7), pattern(192 * 1024, 8));
-    sim.write(client, &up);
-    sim.write(server, &down);
-    sim.run_for(Duration::from_millis(20));
-    let key = sim.key(relay);
-    let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key }, LIMIT));
-    assert_eq!(removed.routes_down, 1, "the route through it broke");
-    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
-    run_with(&mut sim, "the bytes sent across the repair", |sim| {
-        got_up.extend(sim.read(server));
-        got_down.extend(sim.read(client));
-        got_up.len() >= up.len() && got_down.len() >= down.len()
+    let what = "the bytes sent across the repair";
+    carry_across(&mut sim, (client, server), (&up, &down), what, |sim| {
+        sim.run_for(Duration::from_millis(20));
+        let key = sim.key(relay);
+        let removed = neighbour_reply(sim.ask(A, Request::RemoveNeighbour { key }, LIMIT));
+        assert_eq!(removed.routes_down, 1, "the route through it broke");
     });
-    assert!(got_up == up, "the bytes to the target arrived intact");
-    assert!(got_down == down, "the bytes to the client arrived intact");
 
     assert_eq!(route_path(&sim, A, C), Some(sim.path(&[A, other, C])));
     run_with(&mut sim, "the exit on the new route", |sim| {
@@ -1266,12 +1167,8 @@ fn removing_the_neighbour_an_automatic_route_runs_through_repairs_the_route_over
 fn a_neighbour_changed_at_runtime_keeps_its_routes() {
     let mut sim = AppSim::new(43, 3, &[(A, B), (B, C)], socks_apps(Some(&[B, C])));
     sim.serve(C, target());
-    run_with(&mut sim, "A's route to the exit", |sim| {
-        route_ready(sim, A, C)
-    });
-    let (client, code) = socks_connect(&mut sim, &address_target(target()));
-    assert_eq!(code, 0);
-    let server = sim.accept(C, target()).unwrap();
+    wait_for_exit_route(&mut sim);
+    let (client, server) = open_stream(&mut sim);
     let b = sim.key(B);
     let updated = neighbour_reply(sim.ask(
         A,
@@ -1315,9 +1212,7 @@ fn a_new_app_section_restarts_that_app_alone() {
             socks_apps(Some(&[B, C]))(i, keys, options);
         }
     });
-    run_with(&mut sim, "A's VPN client up", |sim| {
-        vpn_status(sim, A).client.unwrap().state == "up"
-    });
+    run_with(&mut sim, "A's VPN client up", vpn_client_up);
     let a = sim.key(A);
     let socks_server = socks::ServerOptions {
         allow: vec![a, sim.key(B)],

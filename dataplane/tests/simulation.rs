@@ -47,22 +47,57 @@ fn build_and_wait_ready(sim: &mut Sim, nodes: &[usize]) {
     assert!(ready, "route {nodes:?} not ready; failures: {failures:?}");
 }
 
-fn send(sim: &mut Sim, from: usize, to: usize, payload: &[u8]) {
-    let packet = ipv6_packet(
-        sim.nodes[from].node.address(),
-        sim.nodes[to].node.address(),
-        payload,
-    );
-    let peer = sim.key(to);
-    sim.nodes[from].node.send_to(&peer, &packet).unwrap();
-}
-
 fn payloads_received(sim: &mut Sim, at: usize, from: usize) -> Vec<Vec<u8>> {
     let from_key = sim.key(from);
     sim.take_packets(at, from_key)
         .into_iter()
         .map(|packet| packet[40..].to_vec())
         .collect()
+}
+
+/// How many packets node `at` has delivered.
+fn packets_delivered(sim: &Sim, at: usize) -> usize {
+    sim.nodes[at]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Packet { .. }))
+        .count()
+}
+
+/// Runs until node `at` delivers a packet; fails the test after [`SETUP_LIMIT`].
+fn wait_for_packet(sim: &mut Sim, at: usize) {
+    let delivered = sim.run_until(SETUP_LIMIT, |sim| packets_delivered(sim, at) > 0);
+    assert!(delivered, "node {at} delivered no packet");
+}
+
+/// Whether node `at` was told that its route to node `peer` went down.
+fn route_down(sim: &Sim, at: usize, peer: usize) -> bool {
+    let peer = sim.key(peer);
+    sim.has_event(
+        at,
+        |e| matches!(e, Event::RouteDown { peer: down, .. } if *down == peer),
+    )
+}
+
+/// Checks that none of `nodes` kept a rule.
+fn assert_no_rules(sim: &Sim, nodes: &[usize]) {
+    for node in nodes {
+        assert!(
+            sim.nodes[*node].node.table().is_empty(),
+            "node {node} kept rules"
+        );
+    }
+}
+
+/// The id that node `at`'s route to node `to` sends its packets with.
+fn route_out_id(sim: &Sim, at: usize, to: usize) -> RouteId {
+    let peer = sim.key(to);
+    sim.nodes[at]
+        .node
+        .routes()
+        .find(|(key, _)| **key == peer)
+        .map(|(_, route)| route.out_id)
+        .unwrap()
 }
 
 #[test]
@@ -76,17 +111,9 @@ fn three_hop_route_carries_packets_both_ways() {
         .any(|(peer, _)| *peer == sim.key(A)));
 
     for i in 0..20u8 {
-        send(&mut sim, A, D, &[b'a', i]);
+        sim.send(A, D, &[b'a', i]);
     }
-    let arrived = sim.run_until(SETUP_LIMIT, |sim| {
-        sim.nodes[D]
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::Packet { .. }))
-            .count()
-            == 20
-    });
-    assert!(arrived);
+    assert!(sim.run_until(SETUP_LIMIT, |sim| packets_delivered(sim, D) == 20));
     let received = payloads_received(&mut sim, D, A);
     assert_eq!(
         received,
@@ -94,16 +121,9 @@ fn three_hop_route_carries_packets_both_ways() {
     );
 
     for i in 0..20u8 {
-        send(&mut sim, D, A, &[b'd', i]);
+        sim.send(D, A, &[b'd', i]);
     }
-    assert!(sim.run_until(SETUP_LIMIT, |sim| {
-        sim.nodes[A]
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::Packet { .. }))
-            .count()
-            == 20
-    }));
+    assert!(sim.run_until(SETUP_LIMIT, |sim| packets_delivered(sim, A) == 20));
     let received = payloads_received(&mut sim, A, D);
     assert_eq!(
         received,
@@ -127,13 +147,11 @@ fn relays_never_see_what_the_ends_carry() {
     build_and_wait_ready(&mut sim, &[A, B, C, D]);
     let marker = b"MARKER-7f3a9c-the-relays-must-not-read-this";
     for _ in 0..5 {
-        send(&mut sim, A, D, marker);
-        send(&mut sim, D, A, marker);
+        sim.send(A, D, marker);
+        sim.send(D, A, marker);
     }
-    assert!(sim.run_until(SETUP_LIMIT, |sim| {
-        sim.has_event(D, |e| matches!(e, Event::Packet { .. }))
-            && sim.has_event(A, |e| matches!(e, Event::Packet { .. }))
-    }));
+    wait_for_packet(&mut sim, D);
+    wait_for_packet(&mut sim, A);
     // The check can fail: the destination does see the marker once its session decrypts.
     assert_eq!(payloads_received(&mut sim, D, A)[0], marker.to_vec());
     assert!(!end_d.lock().unwrap().datagrams.is_empty());
@@ -151,17 +169,11 @@ fn relays_never_see_what_the_ends_carry() {
 fn dead_link_tears_down_routes_and_tells_both_ends() {
     let mut sim = five_nodes(3);
     build_and_wait_ready(&mut sim, &[A, B, C, D]);
-    let (a_key, d_key, b_key, c_key) = (sim.key(A), sim.key(D), sim.key(B), sim.key(C));
+    let (b_key, c_key) = (sim.key(B), sim.key(C));
     sim.link(B, C).alive = false;
     let died_at = sim.elapsed();
     let reported = sim.run_until(Duration::from_secs(60), |sim| {
-        sim.has_event(
-            A,
-            |e| matches!(e, Event::RouteDown { peer, .. } if *peer == d_key),
-        ) && sim.has_event(
-            D,
-            |e| matches!(e, Event::RouteDown { peer, .. } if *peer == a_key),
-        )
+        route_down(sim, A, D) && route_down(sim, D, A)
     });
     assert!(reported, "route down not reported to both ends");
     // Liveness, not boringtun's 90 s, noticed it: within dead_after plus a probe interval.
@@ -186,11 +198,8 @@ fn dead_link_tears_down_routes_and_tells_both_ends() {
     };
     assert_eq!(reporter(&sim.nodes[A].events), Some(b_key));
     assert_eq!(reporter(&sim.nodes[D].events), Some(c_key));
+    assert_no_rules(&sim, &[A, B, C, D]);
     for node in [A, B, C, D] {
-        assert!(
-            sim.nodes[node].node.table().is_empty(),
-            "node {node} kept rules"
-        );
         assert_eq!(sim.nodes[node].node.routes().count(), 0);
     }
     let peer = sim.key(D);
@@ -202,20 +211,12 @@ fn route_rebuilt_over_another_path_after_a_link_dies() {
     let mut sim = five_nodes(4);
     build_and_wait_ready(&mut sim, &[A, B, C, D]);
     sim.link(B, C).alive = false;
-    let d_key = sim.key(D);
-    assert!(sim.run_until(Duration::from_secs(60), |sim| {
-        sim.has_event(
-            A,
-            |e| matches!(e, Event::RouteDown { peer, .. } if *peer == d_key),
-        )
-    }));
+    assert!(sim.run_until(Duration::from_secs(60), |sim| route_down(sim, A, D)));
     sim.nodes[A].events.clear();
     // The session survives the route: the new route is ready without a new handshake.
     build_and_wait_ready(&mut sim, &[A, E, D]);
-    send(&mut sim, A, D, b"over the other side");
-    assert!(sim.run_until(SETUP_LIMIT, |sim| {
-        sim.has_event(D, |e| matches!(e, Event::Packet { .. }))
-    }));
+    sim.send(A, D, b"over the other side");
+    wait_for_packet(&mut sim, D);
     assert_eq!(
         payloads_received(&mut sim, D, A).last().unwrap(),
         b"over the other side"
@@ -346,7 +347,7 @@ fn routes_survive_loss_and_delay() {
         link.delay = Duration::from_millis(30);
     }
     for i in 0..200u16 {
-        send(&mut sim, A, D, &i.to_be_bytes());
+        sim.send(A, D, &i.to_be_bytes());
     }
     sim.run_for(Duration::from_secs(2));
     let received = payloads_received(&mut sim, D, A);
@@ -364,11 +365,7 @@ fn routes_survive_loss_and_delay() {
     // Refreshes keep the route up well past a rule lifetime (30 s), despite the loss.
     sim.run_for(Duration::from_secs(45));
     assert_eq!(sim.nodes[B].node.table().len(), 2);
-    let d_key = sim.key(D);
-    assert!(!sim.has_event(
-        A,
-        |e| matches!(e, Event::RouteDown { peer, .. } if *peer == d_key)
-    ));
+    assert!(!route_down(&sim, A, D));
 }
 
 #[test]
@@ -385,12 +382,7 @@ fn unrefreshed_routes_expire_everywhere() {
     assert!(sim.run_until(Duration::from_secs(40), |sim| {
         sim.has_event(A, expired(d_key)) && sim.has_event(D, expired(a_key))
     }));
-    for node in [A, B, C, D] {
-        assert!(
-            sim.nodes[node].node.table().is_empty(),
-            "node {node} kept rules"
-        );
-    }
+    assert_no_rules(&sim, &[A, B, C, D]);
 }
 
 #[test]
@@ -406,12 +398,7 @@ fn teardown_removes_every_rule_and_tells_the_destination() {
             matches!(e, Event::RouteDown { peer, reason: RouteDownReason::TornDown } if *peer == a_key)
         })
     }));
-    for node in [A, E, D, C] {
-        assert!(
-            sim.nodes[node].node.table().is_empty(),
-            "node {node} kept rules"
-        );
-    }
+    assert_no_rules(&sim, &[A, E, D, C]);
 }
 
 #[test]
@@ -434,10 +421,8 @@ fn garbage_from_outside_is_dropped() {
     let drops = sim.nodes[B].node.transports().drops();
     assert_eq!(drops.total() - before, 48, "{drops:?}");
     // The route still works.
-    send(&mut sim, A, C, b"still here");
-    assert!(sim.run_until(SETUP_LIMIT, |sim| {
-        sim.has_event(C, |e| matches!(e, Event::Packet { .. }))
-    }));
+    sim.send(A, C, b"still here");
+    wait_for_packet(&mut sim, C);
 }
 
 #[test]
@@ -475,13 +460,7 @@ fn sessions_outlive_their_route_for_a_while_then_go() {
     let now = sim.now;
     let c_key = sim.key(C);
     assert!(sim.nodes[A].node.remove_route(now, &c_key));
-    let a_key = sim.key(A);
-    assert!(sim.run_until(SETUP_LIMIT, |sim| {
-        sim.has_event(
-            C,
-            |e| matches!(e, Event::RouteDown { peer, .. } if *peer == a_key),
-        )
-    }));
+    assert!(sim.run_until(SETUP_LIMIT, |sim| route_down(sim, C, A)));
     // Kept for a while, so that a rebuilt route needs no new handshake...
     sim.run_for(Duration::from_secs(60));
     assert_eq!(sim.nodes[C].node.session_count(), 1);
@@ -546,13 +525,7 @@ fn a_direct_route_carries_inner_packets_without_the_route_session() {
     at_b.lock().unwrap().decrypted.clear();
 
     let marker = b"MARKER-direct-in-the-hop-transport-alone";
-    let inner = ipv6_packet(
-        sim.nodes[A].node.address(),
-        sim.nodes[B].node.address(),
-        marker,
-    );
-    let b_key = sim.key(B);
-    sim.nodes[A].node.send_to(&b_key, &inner).unwrap();
+    let inner = sim.send(A, B, marker);
     assert!(sim.run_until(SETUP_LIMIT, |sim| {
         sim.has_event(
             B,
@@ -621,10 +594,8 @@ fn a_relay_cannot_pass_its_packets_off_as_direct() {
         2
     );
     // The route itself is untouched.
-    send(&mut sim, A, C, b"the real thing");
-    assert!(sim.run_until(SETUP_LIMIT, |sim| {
-        sim.has_event(C, |e| matches!(e, Event::Packet { .. }))
-    }));
+    sim.send(A, C, b"the real thing");
+    wait_for_packet(&mut sim, C);
     assert_eq!(
         payloads_received(&mut sim, C, A),
         vec![b"the real thing".to_vec()]
@@ -645,12 +616,7 @@ fn a_direct_packet_is_taken_only_from_its_neighbour_and_with_its_inner_source() 
     let forged = ipv6_packet(e_address, b_address, b"claims to be E");
     sim.nodes[A].node.send_to(&b_key, &forged).unwrap();
     // On A's route id and A's transport, but with another outer source.
-    let route_id = sim.nodes[A]
-        .node
-        .routes()
-        .find(|(peer, _)| **peer == sim.key(B))
-        .map(|(_, route)| route.out_id)
-        .unwrap();
+    let route_id = route_out_id(&sim, A, B);
     let inner = ipv6_packet(a_address, b_address, b"outer source E");
     let wrong_outer = direct_packet(route_id, e_address, b_address, &inner);
     sim.nodes[A]
@@ -682,12 +648,7 @@ fn relays_never_forward_direct_packets() {
     let mut sim = five_nodes(18);
     build_and_wait_ready(&mut sim, &[A, B, C]);
     let (a_address, c_address) = (sim.nodes[A].node.address(), sim.nodes[C].node.address());
-    let route_id = sim.nodes[A]
-        .node
-        .routes()
-        .find(|(peer, _)| **peer == sim.key(C))
-        .map(|(_, route)| route.out_id)
-        .unwrap();
+    let route_id = route_out_id(&sim, A, C);
     let c_rule = next_hop_id(&sim, B, C);
     let c_packets = |sim: &Sim| sim.nodes[C].node.table().get(c_rule).unwrap().packets;
     let c_before = c_packets(&sim);
@@ -715,12 +676,7 @@ fn relays_never_forward_direct_packets() {
 fn relays_drop_packets_beyond_the_mtu_agreed_at_setup() {
     let mut sim = five_nodes(19);
     build_and_wait_ready(&mut sim, &[A, B, C]);
-    let route_id = sim.nodes[A]
-        .node
-        .routes()
-        .find(|(peer, _)| **peer == sim.key(C))
-        .map(|(_, route)| route.out_id)
-        .unwrap();
+    let route_id = route_out_id(&sim, A, C);
     let mtu = sim.nodes[B].node.table().get(route_id).unwrap().mtu;
     assert_eq!(mtu, skywire_dataplane::node::MESH_MTU);
     let (a_address, c_address) = (sim.nodes[A].node.address(), sim.nodes[C].node.address());

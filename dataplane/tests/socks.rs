@@ -5,24 +5,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/dataplane.rs"]
+mod dataplane;
 #[path = "../../tests/common/http.rs"]
 mod http;
 #[path = "../../tests/common/socks.rs"]
 mod socks;
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Token, Waker};
+use dataplane::{driver_options, neighbour, wait_for, Running};
 use skywire_dataplane::api::socks::{ClientStatus, ServerStatus};
-use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, Response};
-use skywire_dataplane::driver::{Dataplane, DriverOptions};
-use skywire_dataplane::node::NodeOptions;
+use skywire_dataplane::api::{Reply, Request};
 use skywire_dataplane::socks::{ClientOptions, DialPolicy, ServerOptions, SocksOptions};
 use skywire_dataplane::stack::TCP_BUFFER;
 use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
@@ -32,56 +29,7 @@ use socks::{closed_within, greet, request, socks_connect, target_ip, target_name
 
 // ----- the dataplanes -----
 
-struct Running {
-    requests: RequestSender,
-    replies: Receiver<(RequestId, Response)>,
-    thread: Option<JoinHandle<io::Result<()>>>,
-    _control_poll: Poll,
-    next_id: RequestId,
-}
-
 impl Running {
-    fn start(
-        secret: SecretKey,
-        neighbours: Vec<NeighbourConfig>,
-        socks: SocksOptions,
-    ) -> (Running, SocketAddr) {
-        let mut node = NodeOptions::new(secret);
-        node.neighbours = neighbours;
-        node.probe_interval = Duration::from_millis(200);
-        node.dead_after = Duration::from_secs(3);
-        let dataplane = Dataplane::bind(DriverOptions {
-            node,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            socks,
-            vpn: Default::default(),
-            messenger: Default::default(),
-        })
-        .unwrap();
-        let local = dataplane.local_addr();
-        let control_poll = Poll::new().unwrap();
-        let control_waker = Arc::new(Waker::new(control_poll.registry(), Token(0)).unwrap());
-        let (requests, replies, end) = api::channels(dataplane.waker(), control_waker);
-        let thread = std::thread::spawn(move || dataplane.run(end));
-        let running = Running {
-            requests,
-            replies,
-            thread: Some(thread),
-            _control_poll: control_poll,
-            next_id: 1,
-        };
-        (running, local)
-    }
-
-    fn ask(&mut self, request: Request) -> Response {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.requests.send(id, request).unwrap();
-        let (reply_id, reply) = self.replies.recv_timeout(Duration::from_secs(30)).unwrap();
-        assert_eq!(reply_id, id);
-        reply
-    }
-
     fn client(&mut self) -> ClientStatus {
         match self.ask(Request::SocksStatus) {
             Ok(Reply::Socks(status)) => status.client.unwrap(),
@@ -95,20 +43,19 @@ impl Running {
             other => panic!("not a SOCKS status: {other:?}"),
         }
     }
-
-    fn stop(mut self) {
-        let stopped = self.ask(Request::Shutdown);
-        assert!(matches!(stopped, Ok(Reply::Stopped)), "{stopped:?}");
-        self.thread.take().unwrap().join().unwrap().unwrap();
-    }
 }
 
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// A dataplane on loopback with `neighbours` and the SOCKS apps of `socks`, whose links die
+/// after 3 s of silence.
+fn start(
+    secret: SecretKey,
+    neighbours: Vec<NeighbourConfig>,
+    socks: SocksOptions,
+) -> (Running, SocketAddr) {
+    let mut options = driver_options(secret, neighbours);
+    options.node.dead_after = Duration::from_secs(3);
+    options.socks = socks;
+    Running::start(options)
 }
 
 /// A (entry) – B (relay) – C (exit), and D (an entry C does not serve) also behind B.
@@ -140,11 +87,6 @@ impl Mesh {
         let keys = [0, 1, 2, 3].map(|i| secrets[i].public());
         let [a_key, b_key, c_key, d_key] = keys;
         let [a_secret, b_secret, c_secret, d_secret] = secrets;
-        let neighbour = |key, endpoint| NeighbourConfig {
-            key,
-            endpoint,
-            keepalive: None,
-        };
         let server = ServerOptions {
             allow: vec![a_key],
             // The targets are this host's, which an exit reaches only when allowed.
@@ -155,7 +97,7 @@ impl Mesh {
             dial_timeout,
             ..ServerOptions::default()
         };
-        let (c, c_addr) = Running::start(
+        let (c, c_addr) = start(
             c_secret,
             vec![neighbour(b_key, None)],
             SocksOptions {
@@ -163,7 +105,7 @@ impl Mesh {
                 server: Some(server),
             },
         );
-        let (b, b_addr) = Running::start(
+        let (b, b_addr) = start(
             b_secret,
             vec![
                 neighbour(a_key, None),
@@ -173,7 +115,7 @@ impl Mesh {
             SocksOptions::default(),
         );
         let entry = |secret| {
-            Running::start(
+            start(
                 secret,
                 vec![neighbour(b_key, Some(b_addr))],
                 SocksOptions {

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "../../tests/common/dataplane.rs"]
+mod dataplane;
 #[path = "../../tests/common/machine.rs"]
 mod machine;
 #[path = "../../tests/common/netns.rs"]
@@ -18,73 +20,39 @@ use std::io::Read;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dataplane::{driver_options, wait_for, Running};
 use machine::require;
-use mio::{Poll, Token, Waker};
 use netns::{
     can_make_namespaces, enter_netns, in_netns, ip, ns_run, reaches, snapshot, transfer,
     Namespaces, TRANSFER,
 };
 use skywire_dataplane::api::vpn::{VpnApp, VpnStatus};
-use skywire_dataplane::api::{self, Reply, Request, RequestId, RequestSender, Response};
-use skywire_dataplane::driver::{Dataplane, DriverOptions};
-use skywire_dataplane::node::NodeOptions;
+use skywire_dataplane::api::{Reply, Request};
+use skywire_dataplane::driver::DriverOptions;
 use skywire_dataplane::vpn::{ClientOptions, ServerOptions, VpnOptions};
 use skywire_dataplane::{NeighbourConfig, NodeKey, SecretKey};
 use temp::TempDir;
 
 const HOST4: &str = "10.99.0.1";
 const HOST6: &str = "fd99::1";
-/// A dataplane running on a thread in a namespace.
-struct Running {
-    requests: RequestSender,
-    replies: Receiver<(RequestId, Response)>,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-    _control_poll: Poll,
-    next_id: RequestId,
-}
 
 impl Running {
-    fn start(ns: &str, options: DriverOptions) -> Running {
-        Running::start_with(ns, options, || {})
+    /// A dataplane running on a thread in namespace `ns`.
+    fn start_in(ns: &str, options: DriverOptions) -> Running {
+        Running::start_in_with(ns, options, || {})
     }
 
-    /// Starts a dataplane whose thread runs `prepare` first.
-    fn start_with(ns: &str, options: DriverOptions, prepare: fn()) -> Running {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (end_tx, end_rx) = mpsc::channel();
-        let thread = in_netns(ns, move || {
-            prepare();
-            let dataplane = Dataplane::bind(options).unwrap();
-            ready_tx.send(dataplane.waker()).unwrap();
-            let end = end_rx.recv().unwrap();
-            dataplane.run(end)
-        });
-        let waker = ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        let control_poll = Poll::new().unwrap();
-        let control_waker = Arc::new(Waker::new(control_poll.registry(), Token(0)).unwrap());
-        let (requests, replies, end) = api::channels(waker, control_waker);
-        end_tx.send(end).unwrap();
-        Running {
-            requests,
-            replies,
-            thread: Some(thread),
-            _control_poll: control_poll,
-            next_id: 1,
-        }
-    }
-
-    fn ask(&mut self, request: Request) -> Response {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.requests.send(id, request).unwrap();
-        let (reply_id, reply) = self.replies.recv_timeout(Duration::from_secs(30)).unwrap();
-        assert_eq!(reply_id, id);
-        reply
+    /// As [`Running::start_in`], the thread running `prepare` first.
+    fn start_in_with(ns: &str, options: DriverOptions, prepare: fn()) -> Running {
+        let spawn = |body: dataplane::Body| {
+            in_netns(ns, move || {
+                prepare();
+                body()
+            })
+        };
+        Running::start_on(options, spawn).0
     }
 
     fn vpn(&mut self, request: Request) -> VpnStatus {
@@ -93,54 +61,22 @@ impl Running {
             other => panic!("no VPN status: {other:?}"),
         }
     }
-
-    fn stop(mut self) {
-        let stopped = self.ask(Request::Shutdown);
-        assert!(matches!(stopped, Ok(Reply::Stopped)), "{stopped:?}");
-        self.thread.take().unwrap().join().unwrap().unwrap();
-    }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = self.requests.send(0, Request::Shutdown);
-            let _ = thread.join();
-        }
-    }
-}
-
+/// A node's options in a namespace: every address, the VPN's state in `state_dir`.
 fn options(secret: SecretKey, neighbours: Vec<NeighbourConfig>, state_dir: &Path) -> DriverOptions {
-    let mut node = NodeOptions::new(secret);
-    node.neighbours = neighbours;
-    node.probe_interval = Duration::from_millis(200);
-    node.dead_after = Duration::from_secs(5);
-    DriverOptions {
-        node,
-        listen: "[::]:7777".parse().unwrap(),
-        socks: Default::default(),
-        vpn: VpnOptions {
-            state_dir: state_dir.to_path_buf(),
-            ..VpnOptions::default()
-        },
-        messenger: Default::default(),
-    }
+    let mut options = driver_options(secret, neighbours);
+    options.listen = "[::]:7777".parse().unwrap();
+    options.vpn = VpnOptions {
+        state_dir: state_dir.to_path_buf(),
+        ..VpnOptions::default()
+    };
+    options
 }
 
+/// A neighbour; an `endpoint` given as text.
 fn neighbour(key: NodeKey, endpoint: Option<&str>) -> NeighbourConfig {
-    NeighbourConfig {
-        key,
-        endpoint: endpoint.map(|text| text.parse::<SocketAddr>().unwrap()),
-        keepalive: None,
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    dataplane::neighbour(key, endpoint.map(|text| text.parse().unwrap()))
 }
 
 fn client_state(node: &mut Running) -> VpnStatus {
@@ -197,15 +133,7 @@ fn vpn_through_a_relay_end_to_end() {
     ns.link(0, "10.201.1.1", 1, "10.201.1.2");
     ns.link(1, "10.201.2.1", 2, "10.201.2.2");
     ns.add_host(2, HOST4);
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST6}/128"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(2, HOST6);
     let before_a = snapshot(&a_ns);
     let before_b = snapshot(&b_ns);
     let before_c = snapshot(&c_ns);
@@ -229,7 +157,7 @@ fn vpn_through_a_relay_end_to_end() {
 
     let mut c_options = options(c_secret, vec![neighbour(b_key, None)], c_state.root());
     c_options.vpn.server = Some(server_options(vec![a_key, other_key]));
-    let mut c = Running::start(&c_ns, c_options);
+    let mut c = Running::start_in(&c_ns, c_options);
     let b_state = TempDir::new("vpn-b");
     let mut b_options = options(
         b_secret,
@@ -241,7 +169,7 @@ fn vpn_through_a_relay_end_to_end() {
     );
     // B is a client too, whose key the server does not allow.
     b_options.vpn.client = Some(client_options(c_key, vec![], &[]));
-    let mut b = Running::start(&b_ns, b_options);
+    let mut b = Running::start_in(&b_ns, b_options);
     let a_state = TempDir::new("vpn-a");
     let mut a_options = options(
         a_secret,
@@ -253,7 +181,7 @@ fn vpn_through_a_relay_end_to_end() {
         vec![b_key],
         &["10.99.0.0/24", "fd99::/64", "10.77.0.0/24", "fd77::/64"],
     ));
-    let mut a = Running::start(&a_ns, a_options);
+    let mut a = Running::start_in(&a_ns, a_options);
 
     let (v4, v6) = wait_client_up(&mut a);
     assert_eq!((v4.as_str(), v6.as_str()), ("10.77.0.2/24", "fd77::2/64"));
@@ -455,7 +383,7 @@ fn without_cap_net_admin_the_vpn_says_what_to_do_and_the_node_runs() {
     let mut options = options(SecretKey::generate(), vec![], state.root());
     options.vpn.server = Some(server_options(vec![server_key]));
     options.vpn.client = Some(client_options(server_key, vec![], &[]));
-    let mut node = Running::start_with(&ns.name(0), options, drop_net_admin);
+    let mut node = Running::start_in_with(&ns.name(0), options, drop_net_admin);
     let status = node.vpn(Request::VpnStatus);
     for state in [status.server.unwrap().state, status.client.unwrap().state] {
         assert!(state.starts_with("failed: "), "{state}");
@@ -502,16 +430,10 @@ fn full_tunnel_child() {
         Path::new(state),
     );
     driver.vpn.client = Some(client_options(server, vec![], &["0.0.0.0/0", "::/0"]));
-    let dataplane = Dataplane::bind(driver).unwrap();
-    let control_poll = Poll::new().unwrap();
-    let control_waker = Arc::new(Waker::new(control_poll.registry(), Token(0)).unwrap());
-    let (requests, replies, end) = api::channels(dataplane.waker(), control_waker);
-    let thread = std::thread::spawn(move || dataplane.run(end));
+    let (node, _) = Running::start(driver);
     let mut line = String::new();
     let _ = std::io::stdin().read_to_string(&mut line);
-    requests.send(1, Request::Shutdown).unwrap();
-    let _ = replies.recv_timeout(Duration::from_secs(10));
-    thread.join().unwrap().unwrap();
+    node.stop();
 }
 
 fn spawn_child(spec: &str) -> std::process::Child {
@@ -535,15 +457,7 @@ fn full_tunnel_is_cleaned_after_sigkill() {
     let (a_ns, c_ns) = (ns.name(0), ns.name(1));
     ns.link(0, "10.202.1.1", 1, "10.202.1.2");
     ns.add_host(1, HOST4);
-    ip(&[
-        "-n",
-        &c_ns,
-        "address",
-        "add",
-        &format!("{HOST6}/128"),
-        "dev",
-        "lo",
-    ]);
+    ns.add_host(1, HOST6);
     // A default route on the underlay, which the full tunnel must override but keep usable.
     ip(&["-n", &a_ns, "route", "add", "default", "via", "10.202.1.2"]);
     let before = snapshot(&a_ns);
@@ -553,7 +467,7 @@ fn full_tunnel_is_cleaned_after_sigkill() {
     let c_state = TempDir::new("vpn-full-c");
     let mut c_options = options(c_secret, vec![neighbour(a_key, None)], c_state.root());
     c_options.vpn.server = Some(server_options(vec![a_key]));
-    let c = Running::start(&c_ns, c_options);
+    let c = Running::start_in(&c_ns, c_options);
     let a_state = TempDir::new("vpn-full-a");
     let spec = format!(
         "{a_ns} {} {c_key} 10.202.1.2:7777 {}",

@@ -8,10 +8,9 @@
 #[path = "../../tests/common/machine.rs"]
 mod machine;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use machine::{require, Machine};
+use machine::{output_with_input, require, Machine};
 use skywire_dataplane::sim::SplitMix;
 use skywire_dataplane::xeddsa::{self, NONCE_LEN};
 use skywire_dataplane::SecretKey;
@@ -87,20 +86,7 @@ fn signatures_agree_with_pythons_xeddsa_both_ways() {
             hex(signature)
         );
     }
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = output_with_input(Command::new("python3").args(["-c", SCRIPT]), &input);
     assert!(
         output.status.success(),
         "python: {}",

@@ -10,6 +10,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 /// What a test that needs root says it needs.
 const ROOT: &str = "root (network namespaces, TUN devices: run the tests as root, as CI does)";
@@ -24,6 +25,24 @@ pub fn require(program: &str, test: &str) -> bool {
 /// part (see [`Machine::skip`]) and returns false.
 pub fn require_root(test: &str) -> bool {
     Machine::current().require_root(test, &mut std::io::stderr())
+}
+
+/// Runs `command` with `input` on its standard input and returns what it printed and how it
+/// ended.
+pub fn output_with_input(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Whether `program` can be run here, without a word when it cannot.

@@ -3,7 +3,8 @@
 //! tests include from this folder, each a file of its own: a temporary folder (`temp`), a raw
 //! control-socket client (`control`), the HTTP target (`http`), curl downloads through a SOCKS
 //! port (`curl`), the SOCKS5 client (`socks`), network namespaces (`netns`) and what the
-//! machine has (`machine`).
+//! machine has (`machine`); and, for the dataplane crate's tests alone, a dataplane on a thread
+//! of the test (`dataplane`).
 
 #![allow(
     dead_code,
@@ -136,6 +137,12 @@ impl Daemon {
                 ..Launch::default()
             },
         )
+    }
+
+    /// A node named `node` under `dir` with a key of its own and no neighbours, started as
+    /// `launch` says.
+    pub fn launch_alone(dir: &TempDir, launch: &Launch<'_>) -> Daemon {
+        Daemon::launch(dir, "node", &SecretKey::generate(), &[], launch)
     }
 
     /// Writes a config for node `name` under `dir` and starts it as `launch` says; returns once
@@ -388,6 +395,21 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// `visctl --socket SOCKET --json ARGS…`: the reply, or `None` when the command failed.
+pub fn visctl_json(socket: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let output = Command::new(VISCTL)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
 }
 
 /// The JSON reply on a visctl `--json` output.

@@ -90,15 +90,17 @@ impl Namespaces {
         self.0[index].clone()
     }
 
-    /// `address` (IPv4) as a host of its own in namespace `index`: a /32 on its loopback.
+    /// `address` as a host of its own in namespace `index`: a /32 (IPv4) or a /128 (IPv6) on
+    /// its loopback.
     pub fn add_host(&self, index: usize, address: &str) {
         let name = self.name(index);
+        let len = if address.contains(':') { 128 } else { 32 };
         ip(&[
             "-n",
             &name,
             "address",
             "add",
-            &format!("{address}/32"),
+            &format!("{address}/{len}"),
             "dev",
             "lo",
         ]);

@@ -22,6 +22,7 @@ use crate::api::vpn::VpnApp;
 use crate::api::{AppChange, AppConfig, BuiltinApp, Reply, Request, RequestId, Response};
 use crate::identity::NodeKey;
 use crate::messenger::records;
+use crate::node::{EndRoute, RouteStatus};
 use crate::service::{
     HostOp, HostResult, Service, ServiceOptions, SocketEvent, SocketId, SocketOp, StoreOp,
     StoreResult,
@@ -431,6 +432,15 @@ impl AppSim {
         nodes.iter().map(|i| self.key(*i)).collect()
     }
 
+    /// Node `at`'s route to node `to`, if it has one.
+    pub fn route(&self, at: usize, to: usize) -> Option<&EndRoute> {
+        let peer = self.key(to);
+        let mut routes = self.nodes[at].service.node().routes();
+        routes
+            .find(|(key, _)| **key == peer)
+            .map(|(_, route)| route)
+    }
+
     /// Changes how the link between `a` and `b` behaves.
     pub fn link(&mut self, a: usize, b: usize) -> &mut LinkModel {
         self.network.link(a, b)
@@ -506,6 +516,39 @@ impl AppSim {
             Ok(Reply::AppConfigured { app, change }) => (app, change),
             other => panic!("node {i} did not configure the app: {other:?}"),
         }
+    }
+
+    /// Makes `relay`, on the route between `from` and `to`, forget it: restarts `relay`, waits
+    /// for its links to both ends to come back, sends `request` (which needs the route) to
+    /// `from`, and runs until `from`'s packets have found the route forgotten and it waits for
+    /// `to`'s repair. Returns the request's id; panics when a wait takes longer than `limit`.
+    pub fn forget_route_at_relay(
+        &mut self,
+        relay: usize,
+        from: usize,
+        to: usize,
+        request: Request,
+        limit: Duration,
+    ) -> RequestId {
+        let (from_key, to_key) = (self.key(from), self.key(to));
+        self.restart(relay);
+        let links_back = self.run_until(limit, |sim| {
+            let node = sim.nodes[relay].service.node();
+            node.is_link_alive(&from_key) && node.is_link_alive(&to_key)
+        });
+        assert!(
+            links_back,
+            "node {relay}'s links did not come back in {limit:?}"
+        );
+        let id = self.request(from, request);
+        let forgotten = self.run_until(limit, |sim| {
+            sim.nodes[from].service.node().route_status(&to_key) == RouteStatus::Repairing
+        });
+        assert!(
+            forgotten,
+            "node {from} did not find its route to node {to} forgotten in {limit:?}"
+        );
+        id
     }
 
     /// Rebuilds node `from`'s route to the last node of `path` over `path` (node indexes,

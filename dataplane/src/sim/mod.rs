@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::identity::{NodeKey, SecretKey};
 use crate::node::{Event, Node, NodeOptions};
+use crate::service::InterfaceAddress;
 use crate::transport::NeighbourConfig;
 use network::Network;
 use rand_core::RngCore;
@@ -358,6 +359,19 @@ impl Sim {
         self.nodes[i].events.iter().any(matches)
     }
 
+    /// Node `from` sends `payload` to node `to` over its route, in an IPv6 packet from its mesh
+    /// address to `to`'s, and returns that packet; panics when it has no route to send it on.
+    pub fn send(&mut self, from: usize, to: usize, payload: &[u8]) -> Vec<u8> {
+        let packet = ipv6_packet(
+            self.nodes[from].node.address(),
+            self.nodes[to].node.address(),
+            payload,
+        );
+        let peer = self.key(to);
+        self.nodes[from].node.send_to(&peer, &packet).unwrap();
+        packet
+    }
+
     /// Takes node `i`'s packets received from `peer`, in order.
     pub fn take_packets(&mut self, i: usize, from: NodeKey) -> Vec<Vec<u8>> {
         let mut packets = Vec::new();
@@ -369,6 +383,16 @@ impl Sim {
             _ => true,
         });
         packets
+    }
+}
+
+/// An address of a host's network interface: `interface` has `cidr` ("address/len") on-link.
+pub fn interface_address(interface: &str, cidr: &str) -> InterfaceAddress {
+    let (address, len) = cidr.split_once('/').unwrap();
+    InterfaceAddress {
+        interface: interface.to_owned(),
+        address: address.parse().unwrap(),
+        prefix_len: len.parse().unwrap(),
     }
 }
 

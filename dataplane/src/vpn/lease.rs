@@ -308,6 +308,7 @@ fn emit_grant(grant: &Grant) -> Vec<u8> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::sim::interface_address;
 
     #[test]
     fn messages_round_trip() {
@@ -366,19 +367,13 @@ mod tests {
         texts.iter().map(|text| text.parse().unwrap()).collect()
     }
 
-    fn on(interface: &str, cidr: &str) -> InterfaceAddress {
-        let (address, len) = cidr.split_once('/').unwrap();
-        InterfaceAddress {
-            interface: interface.to_owned(),
-            address: address.parse().unwrap(),
-            prefix_len: len.parse().unwrap(),
-        }
-    }
-
     #[test]
     fn a_grant_inside_the_routes_asked_for_is_used() {
         let asked = prefixes(&["10.77.0.0/24", "fd77::/64", "10.99.0.0/16"]);
-        let host = [on("eth0", "192.168.1.20/24"), on("lo", "127.0.0.1/8")];
+        let host = [
+            interface_address("eth0", "192.168.1.20/24"),
+            interface_address("lo", "127.0.0.1/8"),
+        ];
         let good = grant(Some("10.77.0.2/24"), Some("fd77::2/64"));
         assert_eq!(good.check(&asked, &host), Ok(()));
         assert_eq!(
@@ -392,7 +387,7 @@ mod tests {
     #[test]
     fn a_grant_wider_than_asked_or_not_asked_for_is_refused() {
         let asked = prefixes(&["10.77.0.0/24", "fd77::/64"]);
-        let host = [on("eth0", "192.168.1.20/24")];
+        let host = [interface_address("eth0", "192.168.1.20/24")];
         let wider = grant(Some("10.77.0.2/16"), None).check(&asked, &host);
         assert!(
             matches!(&wider, Err(UnusableGrant::NotAsked { granted, .. }) if granted.prefix_len() == 16),
@@ -433,9 +428,9 @@ mod tests {
     fn an_address_inside_a_network_of_another_interface_is_refused() {
         let everything = prefixes(&["0.0.0.0/0", "::/0"]);
         let host = [
-            on("eth0", "192.168.1.20/24"),
-            on("eth0", "2001:db8:1::20/64"),
-            on("wg0", "10.8.0.1/32"),
+            interface_address("eth0", "192.168.1.20/24"),
+            interface_address("eth0", "2001:db8:1::20/64"),
+            interface_address("wg0", "10.8.0.1/32"),
         ];
         let lan = grant(Some("192.168.1.77/24"), None).check(&everything, &host);
         assert_eq!(
