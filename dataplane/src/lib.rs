@@ -31,6 +31,6 @@ pub use identity::{KeyError, NodeKey, SecretKey};
 pub use outbox::{Datagram, Outbox, MAX_DATAGRAM};
 pub use transport::{
     DropCounters, NeighbourConfig, SendError, Sent, TransportError, TransportId, TransportInfo,
-    Transports, MAX_MESH_PACKET,
+    Transports, MAX_MESH_PACKET, SEALED_HEADER_LEN, SEALED_HEADER_TYPE,
 };
 pub use wire::RouteId;

@@ -1,6 +1,12 @@
 //! The transports: one WireGuard session (a boringtun `Tunn`) per configured neighbour, all on the
 //! node's one UDP socket. Owns the neighbour table, datagram dispatch by receiver index or static
 //! key, endpoint roaming and the per-reason drop counters; the socket belongs to the driver.
+//!
+//! A route-session message (next header 254) is already encrypted and authenticated end to end,
+//! so its transport seals only the mesh header: the datagram is a WireGuard data message of the
+//! header, marked as [`SEALED_HEADER_TYPE`], followed by the message as it is. Each hop still
+//! hides the route id and the two ends from the wire and takes the header only from its
+//! neighbour, once; the bytes after it are the far end's to authenticate.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +23,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use crate::identity::{NodeKey, SecretKey};
 use crate::index::IndexAllocator;
 use crate::outbox::{Outbox, MAX_DATAGRAM};
+use crate::wire::mesh::{MeshPacket, NextHeader, HEADER_LEN};
 
 /// What WireGuard adds to a packet it encrypts (header, counter and tag).
 const WIREGUARD_OVERHEAD: usize = 32;
@@ -37,6 +44,14 @@ const COOKIE_REPLY_TYPE: u8 = 3;
 
 /// The first byte of a WireGuard data message (message type 4, little endian).
 const DATA_MESSAGE_TYPE: u8 = 4;
+
+/// The first byte of a datagram that seals only its mesh header: a WireGuard data message of
+/// [`SEALED_HEADER_LEN`] bytes (with this in place of its type) followed by the rest of the
+/// mesh packet, a route-session message.
+pub const SEALED_HEADER_TYPE: u8 = 5;
+
+/// The WireGuard data message that carries a sealed mesh header (with a payload length of 0).
+pub const SEALED_HEADER_LEN: usize = HEADER_LEN + WIREGUARD_OVERHEAD;
 
 /// Size of a cookie reply, the rate limiter's answer to an initiation under load.
 const COOKIE_REPLY_LEN: usize = 64;
@@ -279,6 +294,42 @@ impl Neighbour {
             }
             None => outbox.recycle_buffer(buffer),
         }
+    }
+
+    /// Sends route-session message `packet` with only its mesh header sealed, if the session
+    /// is established; otherwise gives it back, for boringtun to queue whole.
+    fn send_sealed_header<'p>(
+        &mut self,
+        packet: &'p [u8],
+        outbox: &mut Outbox,
+    ) -> Result<(), &'p [u8]> {
+        let (Some(header), Some(rest)) =
+            (packet.first_chunk::<HEADER_LEN>(), packet.get(HEADER_LEN..))
+        else {
+            return Err(packet);
+        };
+        if self.tunnel.time_since_last_handshake().is_none() {
+            return Err(packet);
+        }
+        let mut header = *header;
+        MeshPacket::new_unchecked(&mut header[..]).set_payload_len(0);
+        let mut buffer = outbox.buffer();
+        match self.tunnel.encapsulate(&header, &mut buffer[..]) {
+            TunnResult::WriteToNetwork(message)
+                if message.len() == SEALED_HEADER_LEN
+                    && message.first() == Some(&DATA_MESSAGE_TYPE) => {}
+            other => {
+                // With a session, boringtun always seals: nothing else can come back.
+                log::debug!("sealing a header: {other:?}");
+                outbox.recycle_buffer(buffer);
+                return Ok(());
+            }
+        }
+        buffer[0] = SEALED_HEADER_TYPE;
+        let len = SEALED_HEADER_LEN + rest.len();
+        buffer[SEALED_HEADER_LEN..len].copy_from_slice(rest);
+        self.transmit(outbox, buffer, len);
+        Ok(())
     }
 
     /// Queues a copy of `bytes` for the neighbour's endpoint.
@@ -533,6 +584,9 @@ impl Transports {
         if buf.len() < MAX_DATAGRAM {
             return self.refuse(from, DropReason::Other);
         }
+        if datagram.first() == Some(&SEALED_HEADER_TYPE) {
+            return self.receive_sealed_header(now, from, datagram, buf, outbox);
+        }
         let (id, kind) = match Tunn::parse_incoming_packet(datagram) {
             Err(_) => return self.refuse(from, DropReason::Malformed),
             Ok(Packet::HandshakeInit(_)) => {
@@ -619,6 +673,15 @@ impl Transports {
         if neighbour.endpoint.is_none() {
             return Err(SendError::NoEndpoint);
         }
+        let packet =
+            if MeshPacket::new_unchecked(packet).next_header_raw() == NextHeader::Session.as_u8() {
+                match neighbour.send_sealed_header(packet, outbox) {
+                    Ok(()) => return Ok(Sent::Now),
+                    Err(packet) => packet,
+                }
+            } else {
+                packet
+            };
         let mut buffer = outbox.buffer();
         let sent = match neighbour.tunnel.encapsulate(packet, &mut buffer[..]) {
             TunnResult::WriteToNetwork(bytes) => {
@@ -697,6 +760,66 @@ impl Transports {
     }
 
     /// Counts and logs a dropped datagram.
+    /// A datagram whose mesh header alone is sealed: the header is opened, checked to be a
+    /// route-session message's, and put back in front of the rest in `buf`.
+    fn receive_sealed_header<'b>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &'b mut [u8],
+        outbox: &mut Outbox,
+    ) -> Option<(TransportId, &'b mut [u8])> {
+        let (Some(sealed), Some(rest)) = (
+            datagram.first_chunk::<SEALED_HEADER_LEN>(),
+            datagram.get(SEALED_HEADER_LEN..),
+        ) else {
+            return self.refuse(from, DropReason::Malformed);
+        };
+        let mut message = *sealed;
+        message[0] = DATA_MESSAGE_TYPE;
+        let receiver_idx = match Tunn::parse_incoming_packet(&message) {
+            Ok(Packet::PacketData(data)) => data.receiver_idx,
+            _ => return self.refuse(from, DropReason::Malformed),
+        };
+        let id = self.by_receiver(from, receiver_idx)?;
+        let Some(neighbour) = self
+            .slots
+            .get_mut(usize::from(id.0))
+            .and_then(Option::as_mut)
+        else {
+            return self.refuse(from, DropReason::UnknownIndex);
+        };
+        let mut header = [0u8; HEADER_LEN];
+        match neighbour.tunnel.decapsulate(Some(from.ip()), &message, buf) {
+            TunnResult::WriteToTunnelV6(opened, _) if opened.len() == HEADER_LEN => {
+                header.copy_from_slice(opened);
+            }
+            TunnResult::Err(error) => {
+                log::debug!("transport {id}: sealed header from {from} refused: {error:?}");
+                self.drops.count(DropReason::from(&error));
+                return None;
+            }
+            _ => return self.refuse(from, DropReason::Malformed),
+        }
+        neighbour.authenticated(id, now, from, datagram.len());
+        neighbour.flush(outbox);
+        let sealed_header = MeshPacket::new_unchecked(&header[..]);
+        let (Ok(payload_len), true) = (
+            u16::try_from(rest.len()),
+            sealed_header.next_header_raw() == NextHeader::Session.as_u8()
+                && sealed_header.payload_len() == 0,
+        ) else {
+            return self.refuse(from, DropReason::Malformed);
+        };
+        let len = HEADER_LEN + rest.len();
+        let packet = buf.get_mut(..len)?;
+        packet[..HEADER_LEN].copy_from_slice(&header);
+        packet[HEADER_LEN..].copy_from_slice(rest);
+        MeshPacket::new_unchecked(&mut *packet).set_payload_len(payload_len);
+        Some((id, packet))
+    }
+
     fn refuse<T>(&mut self, from: SocketAddr, reason: DropReason) -> Option<T> {
         log::debug!("dropped datagram from {from}: {reason:?}");
         self.drops.count(reason);
@@ -812,6 +935,67 @@ mod tests {
         assert_eq!(c, a);
         assert_eq!(transports.key_of(b), Some(config(2).key));
         assert_eq!(transports.len(), 2);
+    }
+
+    #[test]
+    fn a_sealed_header_opens_only_as_a_route_session_message_header() {
+        let (a_secret, b_secret) = (SecretKey::from([1u8; 32]), SecretKey::from([2u8; 32]));
+        let (a_at, b_at): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1001".parse().unwrap(),
+            "127.0.0.1:1002".parse().unwrap(),
+        );
+        let mut indexes = IndexAllocator::default();
+        let (mut a, mut b) = (Transports::new(&a_secret), Transports::new(&b_secret));
+        let neighbour = |secret: &SecretKey, endpoint| NeighbourConfig {
+            key: secret.public(),
+            endpoint: Some(endpoint),
+            keepalive: None,
+        };
+        let b_at_a = a.add(neighbour(&b_secret, b_at), &mut indexes).unwrap();
+        b.add(neighbour(&a_secret, a_at), &mut indexes).unwrap();
+        let (mut a_out, mut b_out) = (Outbox::default(), Outbox::default());
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let now = Instant::now();
+        // A control message (next header 253) with a payload, sent for a handshake's sake.
+        let mut packet = vec![0x60, 0, 0, 0, 0, 8, 253, 64];
+        packet.extend_from_slice(&[0xfd; 32]);
+        packet.extend_from_slice(&[1; 8]);
+        a.send(b_at_a, &packet, &mut a_out).unwrap();
+        for _ in 0..4 {
+            while let Some(datagram) = a_out.pop() {
+                b.receive(now, a_at, datagram.bytes(), &mut buf, &mut b_out);
+                a_out.recycle(datagram);
+            }
+            while let Some(datagram) = b_out.pop() {
+                a.receive(now, b_at, datagram.bytes(), &mut buf, &mut a_out);
+                b_out.recycle(datagram);
+            }
+        }
+        // Headers sealed by hand, with the payload length 0 that a sealed header carries: a
+        // route-session message's opens, a control message's is refused.
+        let mut seal = |next_header: u8| {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&packet[..HEADER_LEN]);
+            header[6] = next_header;
+            MeshPacket::new_unchecked(&mut header[..]).set_payload_len(0);
+            let tunnel = &mut a.neighbour_mut(b_at_a).unwrap().tunnel;
+            let mut sealed = match tunnel.encapsulate(&header, &mut buf) {
+                TunnResult::WriteToNetwork(message) => message.to_vec(),
+                other => panic!("no session: {other:?}"),
+            };
+            assert_eq!(sealed.len(), SEALED_HEADER_LEN);
+            sealed[0] = SEALED_HEADER_TYPE;
+            sealed.extend_from_slice(&[1; 8]);
+            sealed
+        };
+        let (session, control) = (seal(254), seal(253));
+        let opened = b.receive(now, a_at, &session, &mut buf, &mut b_out);
+        assert_eq!(opened.map(|(_, packet)| packet.len()), Some(HEADER_LEN + 8));
+        let malformed = b.drops().malformed;
+        assert!(b
+            .receive(now, a_at, &control, &mut buf, &mut b_out)
+            .is_none());
+        assert_eq!(b.drops().malformed, malformed + 1);
     }
 
     #[test]

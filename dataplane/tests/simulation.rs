@@ -11,6 +11,7 @@ use skywire_dataplane::routing::Rule;
 use skywire_dataplane::sim::{self, ipv6_packet, Sim};
 use skywire_dataplane::wire::mesh::HEADER_LEN;
 use skywire_dataplane::wire::{MeshHeader, MeshPacket, NextHeader, RejectReason, RouteId};
+use skywire_dataplane::{SEALED_HEADER_LEN, SEALED_HEADER_TYPE};
 
 /// A line A–B–C–D–E plus a shortcut A–E: five nodes, routes of up to four hops.
 const LINE: [(usize, usize); 5] = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)];
@@ -162,6 +163,45 @@ fn relays_never_see_what_the_ends_carry() {
             "relay {name} handled the traffic"
         );
         assert!(!capture.contains(marker), "relay {name} saw the marker");
+    }
+}
+
+#[test]
+fn a_relay_passes_route_session_messages_on_as_they_came_behind_a_header_sealed_per_leg() {
+    let mut sim = five_nodes(2);
+    let relay_b = sim.capture(B);
+    build_and_wait_ready(&mut sim, &[A, B, C, D]);
+    for i in 0..10u8 {
+        sim.send(A, D, &[b'r', i]);
+    }
+    assert!(sim.run_until(SETUP_LIMIT, |sim| packets_delivered(sim, D) == 10));
+    let capture = relay_b.lock().unwrap();
+    let sealed: Vec<&Vec<u8>> = capture
+        .datagrams
+        .iter()
+        .filter(|datagram| datagram.first() == Some(&SEALED_HEADER_TYPE))
+        .collect();
+    assert!(sealed.len() >= 20, "{} sealed headers at B", sealed.len());
+    // Every route-session message B took in went out again unchanged (one pass of crypto over
+    // the header each way, none over the message), behind a header sealed for the next leg.
+    for datagram in &sealed {
+        let same: Vec<&&Vec<u8>> = sealed
+            .iter()
+            .filter(|other| other[SEALED_HEADER_LEN..] == datagram[SEALED_HEADER_LEN..])
+            .collect();
+        assert_eq!(same.len(), 2, "a message crossed B other than in and out");
+        assert_ne!(same[0][..SEALED_HEADER_LEN], same[1][..SEALED_HEADER_LEN]);
+    }
+    // No leg shows who the route's ends are.
+    for end in [A, D] {
+        let address = sim.nodes[end].node.address().octets();
+        assert!(
+            !capture
+                .datagrams
+                .iter()
+                .any(|datagram| datagram.windows(16).any(|window| window == address)),
+            "node {end}'s mesh address on the wire"
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use skywire_dataplane::index::IndexAllocator;
 use skywire_dataplane::{
     DropCounters, NeighbourConfig, NodeKey, Outbox, SecretKey, SendError, TransportId, Transports,
-    MAX_DATAGRAM, MAX_MESH_PACKET,
+    MAX_DATAGRAM, MAX_MESH_PACKET, SEALED_HEADER_LEN, SEALED_HEADER_TYPE,
 };
 
 /// Next header of an end-to-end session message: what the test packets pretend to be.
@@ -251,6 +251,91 @@ fn exchange(net: &mut Net, b_at_a: TransportId, a_at_b: TransportId, tag: &[u8])
     assert_eq!(net.nodes[0].received.last(), Some(&(b_at_a, to_a)));
 }
 
+/// The same mesh packet with another next header.
+fn with_next_header(mut packet: Vec<u8>, next_header: u8) -> Vec<u8> {
+    packet[6] = next_header;
+    packet
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+#[test]
+fn a_route_session_message_crosses_with_only_its_mesh_header_sealed() {
+    let (mut net, b_at_a, a_at_b) = connected_pair();
+    let (a_key, b_key) = (net.nodes[0].key(), net.nodes[1].key());
+    let packet = mesh_packet(
+        &a_key,
+        &b_key,
+        b"an end-to-end sealed route-session message",
+    );
+    net.nodes[0].send(b_at_a, &packet).unwrap();
+    let datagrams = net.nodes[0].drain();
+    let [(to, datagram)] = &datagrams[..] else {
+        panic!("one datagram expected: {datagrams:?}");
+    };
+    assert_eq!(*to, addr(1002));
+    // No second pass over the message: it follows the sealed header as it is.
+    assert_eq!(datagram[0], SEALED_HEADER_TYPE);
+    assert_eq!(datagram.len(), packet.len() + 32);
+    assert_eq!(datagram[SEALED_HEADER_LEN..], packet[40..]);
+    // The header is sealed: neither end's mesh address is on the wire.
+    for key in [&a_key, &b_key] {
+        assert!(!contains(datagram, &key.mesh_address().octets()));
+    }
+    assert!(net.nodes[1].deliver(net.now, addr(1001), datagram));
+    assert_eq!(net.nodes[1].received.last(), Some(&(a_at_b, packet)));
+    // Its header is taken once: a replay is refused.
+    assert!(!net.nodes[1].deliver(net.now, addr(1001), datagram));
+    assert_eq!(net.nodes[1].drops().decrypt_failed, 1);
+}
+
+#[test]
+fn only_route_session_messages_cross_with_a_sealed_header() {
+    let (mut net, b_at_a, a_at_b) = connected_pair();
+    let (a_key, b_key) = (net.nodes[0].key(), net.nodes[1].key());
+    // Control messages and direct inner packets are the hop's to authenticate: sealed whole.
+    for next_header in [252, 253] {
+        let packet = with_next_header(mesh_packet(&a_key, &b_key, b"sealed whole"), next_header);
+        net.nodes[0].send(b_at_a, &packet).unwrap();
+        let datagrams = net.nodes[0].drain();
+        assert_eq!(datagrams[0].1[0], 4, "next header {next_header}");
+        assert!(!contains(&datagrams[0].1, b"sealed whole"));
+        assert!(net.nodes[1].deliver(net.now, addr(1001), &datagrams[0].1));
+        assert_eq!(net.nodes[1].received.last(), Some(&(a_at_b, packet)));
+    }
+    // A whole data message relabelled as a sealed header does not open as one: its first 72
+    // bytes are no message of their own, so nothing after them is taken unauthenticated.
+    let packet = with_next_header(mesh_packet(&a_key, &b_key, &[7; 100]), 253);
+    net.nodes[0].send(b_at_a, &packet).unwrap();
+    let mut datagram = net.nodes[0].drain().remove(0).1;
+    datagram[0] = SEALED_HEADER_TYPE;
+    let before = net.nodes[1].received.len();
+    assert!(!net.nodes[1].deliver(net.now, addr(1001), &datagram));
+    assert_eq!(net.nodes[1].received.len(), before);
+}
+
+#[test]
+fn a_hop_passes_a_changed_message_on_for_its_far_end_to_refuse() {
+    // What follows a sealed header is the route session's to authenticate, end to end: a hop
+    // that takes the header from its neighbour delivers the rest as it came.
+    let (mut net, b_at_a, a_at_b) = connected_pair();
+    let (a_key, b_key) = (net.nodes[0].key(), net.nodes[1].key());
+    let packet = mesh_packet(&a_key, &b_key, b"end to end");
+    net.nodes[0].send(b_at_a, &packet).unwrap();
+    let mut datagram = net.nodes[0].drain().remove(0).1;
+    let last = datagram.len() - 1;
+    datagram[last] ^= 1;
+    assert!(net.nodes[1].deliver(net.now, addr(1001), &datagram));
+    let (id, delivered) = net.nodes[1].received.last().unwrap();
+    assert_eq!(*id, a_at_b);
+    assert_eq!(delivered[..delivered.len() - 1], packet[..packet.len() - 1]);
+    assert_ne!(delivered.last(), packet.last());
+}
+
 #[test]
 fn handshake_on_demand_then_packets_both_ways() {
     let (mut net, b_at_a, a_at_b) = pair();
@@ -489,13 +574,26 @@ fn flood_with_garbage(net: &mut Net, seed: u64) -> Flood {
     let now = net.now;
     let a_key = net.nodes[0].key();
 
-    // Material: real messages seen on the wire, and a stranger's initiation.
+    // Material: real messages seen on the wire (the data messages whole, and those that seal a
+    // mesh header alone), and a stranger's initiation.
+    let sealed_to_a: Vec<Vec<u8>> = net
+        .delivered
+        .iter()
+        .filter(|wire| wire.to == addr(1001) && wire.message_type() == SEALED_HEADER_TYPE)
+        .map(|wire| wire.bytes.clone())
+        .collect();
     let data_to_a: Vec<Vec<u8>> = net
         .delivered
         .iter()
         .filter(|wire| wire.to == addr(1001) && wire.message_type() == 4)
         .map(|wire| wire.bytes.clone())
+        .chain(sealed_to_a.iter().map(|sealed| {
+            let mut message = sealed[..SEALED_HEADER_LEN].to_vec();
+            message[0] = 4;
+            message
+        }))
         .collect();
+    assert!(!sealed_to_a.is_empty() && !data_to_a.is_empty());
     let response_to_a = net
         .delivered
         .iter()
@@ -529,7 +627,7 @@ fn flood_with_garbage(net: &mut Net, seed: u64) -> Flood {
     let mut flood = Flood::default();
     for _ in 0..3000 {
         let from = addr(rng.range(1000, 1010) as u16);
-        let (datagram, counter): (Vec<u8>, &mut u64) = match rng.below(14) {
+        let (datagram, counter): (Vec<u8>, &mut u64) = match rng.below(18) {
             // Longer than any datagram the node accepts, some naming the live session.
             0 => (rng.some_bytes(MAX_DATAGRAM + 1, 6000), &mut flood.oversized),
             1 => {
@@ -544,7 +642,7 @@ fn flood_with_garbage(net: &mut Net, seed: u64) -> Flood {
             2 => {
                 let mut bytes = rng.some_bytes(0, MAX_DATAGRAM);
                 if let Some(first) = bytes.first_mut() {
-                    *first = rng.range(5, 255) as u8;
+                    *first = rng.range(usize::from(SEALED_HEADER_TYPE) + 1, 255) as u8;
                 }
                 (bytes, &mut flood.malformed)
             }
@@ -595,6 +693,31 @@ fn flood_with_garbage(net: &mut Net, seed: u64) -> Flood {
             }
             12 => (
                 data_to_a[rng.below(data_to_a.len())].clone(),
+                &mut flood.decrypt_failed,
+            ),
+            // Sealed headers: cut short, for no session, forged or replayed for the live one.
+            13 => {
+                let sealed = &sealed_to_a[rng.below(sealed_to_a.len())];
+                let len = rng.range(0, SEALED_HEADER_LEN - 1);
+                (sealed[..len].to_vec(), &mut flood.malformed)
+            }
+            14 => {
+                let index = (rng.range(100, 1 << 20) as u32) << 8 | rng.below(256) as u32;
+                let len = rng.range(SEALED_HEADER_LEN, MAX_DATAGRAM);
+                (
+                    message(&mut rng, SEALED_HEADER_TYPE, index, len),
+                    &mut flood.unknown_index,
+                )
+            }
+            15 => {
+                let len = rng.range(SEALED_HEADER_LEN, MAX_DATAGRAM);
+                (
+                    message(&mut rng, SEALED_HEADER_TYPE, live, len),
+                    &mut flood.decrypt_failed,
+                )
+            }
+            16 => (
+                sealed_to_a[rng.below(sealed_to_a.len())].clone(),
                 &mut flood.decrypt_failed,
             ),
             // A stranger's initiation, again and again.

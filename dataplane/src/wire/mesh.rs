@@ -204,6 +204,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> MeshPacket<T> {
         }
     }
 
+    /// Sets the payload length field.
+    pub fn set_payload_len(&mut self, payload_len: u16) {
+        if let Some(header) = self.header_mut() {
+            header[field::PAYLOAD_LEN].copy_from_slice(&payload_len.to_be_bytes());
+        }
+    }
+
     /// Sets the hop limit.
     pub fn set_hop_limit(&mut self, hop_limit: u8) {
         if let Some(header) = self.header_mut() {
