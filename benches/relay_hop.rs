@@ -1,8 +1,9 @@
-//! One relay hop — decrypt the hop's WireGuard, look up the route id, rewrite the label, encrypt
-//! to the next hop — through the public `Node` API the daemon drives (`handle_datagram`, then
-//! `poll_transmit` and `recycle`), against raw boringtun in the same run: `Tunn::decapsulate` of
-//! the same datagram on one session and `Tunn::encapsulate` of its payload on another. The figure
-//! that matters is the ratio, printed at the end.
+//! One relay hop of a route-session message — open its sealed mesh header, look up the route id,
+//! rewrite the label, seal the header for the next hop — through the public `Node` API the
+//! daemon drives (`handle_datagram`, then `poll_transmit` and `recycle`), against raw boringtun
+//! in the same run: `Tunn::decapsulate` of the whole packet's datagram on one session and
+//! `Tunn::encapsulate` of its payload on another, the work of a hop that seals every byte. The
+//! figure that matters is the ratio, printed at the end.
 //!
 //! Every packet is fresh (a replayed datagram would stop at boringtun's counter check and time
 //! the error path): datagrams are encrypted in chunks outside the timed loop, and every chunk is
