@@ -759,7 +759,6 @@ impl Transports {
         self.slots.get_mut(usize::from(id.0))?.as_mut()
     }
 
-    /// Counts and logs a dropped datagram.
     /// A datagram whose mesh header alone is sealed: the header is opened, checked to be a
     /// route-session message's, and put back in front of the rest in `buf`.
     fn receive_sealed_header<'b>(
@@ -820,6 +819,7 @@ impl Transports {
         Some((id, packet))
     }
 
+    /// Counts and logs a dropped datagram.
     fn refuse<T>(&mut self, from: SocketAddr, reason: DropReason) -> Option<T> {
         log::debug!("dropped datagram from {from}: {reason:?}");
         self.drops.count(reason);
