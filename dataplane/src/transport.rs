@@ -604,11 +604,7 @@ impl Transports {
                 (self.by_receiver(from, data.receiver_idx)?, Kind::Data)
             }
         };
-        let Some(neighbour) = self
-            .slots
-            .get_mut(usize::from(id.0))
-            .and_then(Option::as_mut)
-        else {
+        let Some(neighbour) = self.neighbour_mut(id) else {
             return self.refuse(from, DropReason::UnknownIndex);
         };
         let reason = match neighbour.tunnel.decapsulate(Some(from.ip()), datagram, buf) {
@@ -782,11 +778,7 @@ impl Transports {
             _ => return self.refuse(from, DropReason::Malformed),
         };
         let id = self.by_receiver(from, receiver_idx)?;
-        let Some(neighbour) = self
-            .slots
-            .get_mut(usize::from(id.0))
-            .and_then(Option::as_mut)
-        else {
+        let Some(neighbour) = self.neighbour_mut(id) else {
             return self.refuse(from, DropReason::UnknownIndex);
         };
         let mut header = [0u8; HEADER_LEN];
