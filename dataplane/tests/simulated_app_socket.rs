@@ -434,7 +434,6 @@ fn a_dial_and_a_message_during_a_repair_wait_for_it_and_start_no_setup_of_their_
     use skywire_dataplane::api::messenger::{MessengerReply, MessengerRequest};
     use skywire_dataplane::api::Response;
     use skywire_dataplane::messenger::Settings;
-    use skywire_dataplane::node::RouteStatus;
 
     let mut sim = line_of_three(46, |_, _, options| {
         options.messenger.settings = Some(Settings::default());
@@ -452,29 +451,19 @@ fn a_dial_and_a_message_during_a_repair_wait_for_it_and_start_no_setup_of_their_
             "not delivered: {reply:?}"
         );
     };
-    let setups = |sim: &AppSim, node: usize| sim.nodes[node].service.node().setups_started();
     let (listener, answer) = ask(&mut sim, A, 1, "listen 5000");
     assert_eq!(answer, "ok");
     // A's message has A's node build the route: A is its initiator, C its far end.
     delivered(Some(sim.ask(A, send(c, "from A"), LIMIT)));
 
     let first = sim.forget_route_at_relay(B, C, A, send(a, "first from C"), LIMIT);
-    let (setups_at_a, setups_at_c) = (setups(&sim, A), setups(&sim, C));
+    let (setups_at_a, setups_at_c) = (sim.setups_started(A), sim.setups_started(C));
 
     // While C waits for A's repair, its app dials A and its messenger sends again.
     let dialer = sim.app_connect(C, 2).unwrap();
     sim.write(dialer, format!("dial {a} 5000\n").as_bytes());
     let second = sim.request(C, send(a, "second from C"));
-    sim.run_for(Duration::from_millis(100));
-    assert_eq!(
-        sim.nodes[C].service.node().route_status(&a),
-        RouteStatus::Repairing
-    );
-    assert_eq!(
-        setups(&sim, C),
-        setups_at_c,
-        "C set up a route beside the repair"
-    );
+    sim.assert_waits_for_repair(C, A, setups_at_c);
 
     // A's next packet finds the route forgotten too, and A's node repairs it.
     let from_a = sim.request(A, send(c, "again from A"));
@@ -487,8 +476,5 @@ fn a_dial_and_a_message_during_a_repair_wait_for_it_and_start_no_setup_of_their_
     delivered(sim.take_reply(C, first));
     delivered(sim.take_reply(C, second));
     delivered(sim.take_reply(A, from_a));
-    assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
-    assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
-    let route = sim.route(C, A).expect("C has a route to A");
-    assert!(!route.initiator, "C's route to A is A's");
+    sim.assert_repaired_by(A, setups_at_a, C, setups_at_c);
 }

@@ -825,34 +825,22 @@ fn mesh_ping_crosses_a_relay_over_a_route_it_builds() {
 /// is answered over the route A repaired.
 #[test]
 fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
-    use skywire_dataplane::node::RouteStatus;
-
     let mut sim = AppSim::new(32, 3, &[(A, B), (B, C)], |_, _, _| {});
     let (a, c) = (sim.key(A), sim.key(C));
     run_with(&mut sim, "A to know a path to C", |sim| {
         sim.nodes[A].service.node().find_route(&c).is_some()
     });
     let ping = |peer: NodeKey, count: u32| Request::PingNode { peer, count };
-    let setups = |sim: &AppSim, node: usize| sim.nodes[node].service.node().setups_started();
     // A's ping has A's node build the route: A is its initiator, C its far end.
     let reply = sim.ask(A, ping(c, 1), LIMIT);
     assert!(matches!(reply, Ok(Reply::Ping(_))), "{reply:?}");
 
     let lost = sim.forget_route_at_relay(B, C, A, ping(a, 1), LIMIT);
-    let (setups_at_a, setups_at_c) = (setups(&sim, A), setups(&sim, C));
+    let (setups_at_a, setups_at_c) = (sim.setups_started(A), sim.setups_started(C));
 
     // While C waits for A's repair, it pings A again.
     let waiting = sim.request(C, ping(a, 3));
-    sim.run_for(Duration::from_millis(100));
-    assert_eq!(
-        sim.nodes[C].service.node().route_status(&a),
-        RouteStatus::Repairing
-    );
-    assert_eq!(
-        setups(&sim, C),
-        setups_at_c,
-        "C set up a route beside the repair"
-    );
+    sim.assert_waits_for_repair(C, A, setups_at_c);
 
     // A's next ping finds the route forgotten too, and A's node repairs it.
     let from_a = sim.request(A, ping(c, 1));
@@ -865,10 +853,7 @@ fn a_ping_during_a_repair_waits_for_it_and_starts_no_setup_of_its_own() {
     };
     assert_eq!(during.sent, 3);
     assert_eq!(during.rtt_ms.len(), 3, "{during:?}");
-    assert_eq!(setups(&sim, C), setups_at_c, "C set up a route of its own");
-    assert_eq!(setups(&sim, A), setups_at_a + 1, "one setup: A's repair");
-    let route = sim.route(C, A).expect("C has a route to A");
-    assert!(!route.initiator, "C's route to A is A's");
+    sim.assert_repaired_by(A, setups_at_a, C, setups_at_c);
 }
 
 /// A removed route's session lingers (it belongs to the peer, so that a new route needs no

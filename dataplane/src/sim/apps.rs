@@ -551,6 +551,56 @@ impl AppSim {
         id
     }
 
+    /// How many route setups node `i` has started.
+    pub fn setups_started(&self, i: usize) -> u64 {
+        self.nodes[i].service.node().setups_started()
+    }
+
+    /// Runs 100 ms, then insists that node `at` still waits for the repair of its route to node
+    /// `peer` and has started no setup of its own beside it: no more than `setups_before`.
+    pub fn assert_waits_for_repair(&mut self, at: usize, peer: usize, setups_before: u64) {
+        let peer_key = self.key(peer);
+        self.run_for(Duration::from_millis(100));
+        assert_eq!(
+            self.nodes[at].service.node().route_status(&peer_key),
+            RouteStatus::Repairing
+        );
+        assert_eq!(
+            self.setups_started(at),
+            setups_before,
+            "node {at} set up a route beside the repair"
+        );
+    }
+
+    /// Insists that the route between `initiator` and `far_end` came back by the initiator's one
+    /// repair: one setup more at `initiator` than `initiator_before`, none more at `far_end`
+    /// than `far_end_before`, and the far end's route is the initiator's.
+    pub fn assert_repaired_by(
+        &self,
+        initiator: usize,
+        initiator_before: u64,
+        far_end: usize,
+        far_end_before: u64,
+    ) {
+        assert_eq!(
+            self.setups_started(far_end),
+            far_end_before,
+            "node {far_end} set up a route of its own"
+        );
+        assert_eq!(
+            self.setups_started(initiator),
+            initiator_before + 1,
+            "one setup: node {initiator}'s repair"
+        );
+        let route = self
+            .route(far_end, initiator)
+            .unwrap_or_else(|| panic!("node {far_end} has no route to node {initiator}"));
+        assert!(
+            !route.initiator,
+            "node {far_end}'s route to node {initiator} is its own"
+        );
+    }
+
     /// Rebuilds node `from`'s route to the last node of `path` over `path` (node indexes,
     /// `from` first) while the old route still runs, as a repair does: the new route takes
     /// over once its far end has had the proof, nothing goes down meanwhile, and the route
